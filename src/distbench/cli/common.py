@@ -1,0 +1,45 @@
+"""Shared CLI plumbing: a parser whose errors are one line, and common option groups."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+DEFAULT_DB = "distbench.db"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the message; we promise one clear line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
+                        help=f"SQLite results store (default: ./{DEFAULT_DB})")
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print machine-readable JSON on stdout (and nothing else there)")
+
+
+def int_list(text: str) -> list[int]:
+    """Parse '1,2,4' into [1, 2, 4] with a one-line error for anything else."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'")
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def str_list(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values

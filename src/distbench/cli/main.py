@@ -1,0 +1,58 @@
+"""Entry point of the ``distbench`` command.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``, which adds a
+parser and sets ``handler`` (a function ``(argparse.Namespace) -> int``). The registry below
+is explicit so that ``distbench --help`` lists exactly what exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from importlib import import_module
+
+from distbench import __version__
+from distbench.cli.common import OneLineParser
+from distbench.errors import UserError
+
+# Subcommand name -> module under distbench.cli. Order is the order of --help.
+COMMANDS: dict[str, str] = {
+    "run": "distbench.cli.run",
+    "results": "distbench.cli.results",
+    "list": "distbench.cli.list_cmd",
+    "estimate": "distbench.cli.estimate",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="distbench", description=(
+        "Benchmark, explain and predict distributed training of deep neural networks."))
+    parser.add_argument("--version", action="version", version=f"distbench {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                       parser_class=OneLineParser)
+    for module_name in COMMANDS.values():
+        register: Callable[[argparse._SubParsersAction], None] = getattr(
+            import_module(module_name), "register")
+        register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ["run"]  # `distbench` alone runs the default suite, like `distbench run`
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except UserError as exc:
+        sys.stderr.write(f"distbench {args.command}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"distbench {args.command}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

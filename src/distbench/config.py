@@ -1,0 +1,176 @@
+"""Validated run and suite configuration.
+
+A ``RunConfig`` describes exactly one benchmark run (one strategy, one worker count). It is
+validated on construction, so a bad value fails before any process starts, and it is stored
+whole with the result. ``SuiteConfig`` expands a matrix (models x strategies x workers) into
+run configs; it is what ``--suite FILE.toml`` and the CLI's comma lists produce.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distbench.errors import UserError
+
+FRAMEWORKS = ("torch",)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One benchmark run. ``batch_size`` is per worker unless the strategy says otherwise."""
+
+    model: str
+    dataset: str = "synthetic"
+    strategy: str = "sequential"
+    workers: int = 1
+    batch_size: int = 32
+    steps: int = 20
+    warmup: int = 3
+    threads: int | None = None
+    data_dir: str | None = None
+    input_size: int | None = None
+    num_classes: int | None = None
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    timeout: float = 600.0
+    framework: str = "torch"
+    device: str = "auto"
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None
+    save_weights: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._check_numbers()
+        self._check_choices()
+
+    def _check_numbers(self) -> None:
+        _require(self.workers >= 1, f"--workers must be at least 1, got {self.workers}")
+        _require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        _require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
+        _require(self.warmup >= 0, f"--warmup must be 0 or more, got {self.warmup}")
+        _require(self.threads is None or self.threads >= 1,
+                 f"--threads must be at least 1, got {self.threads}")
+        _require(self.timeout > 0, f"--timeout must be positive, got {self.timeout}")
+        _require(self.lr > 0, f"--lr must be positive, got {self.lr}")
+        _require(self.input_size is None or self.input_size >= 1,
+                 f"--input-size must be at least 1, got {self.input_size}")
+        _require(self.num_classes is None or self.num_classes >= 2,
+                 f"--num-classes must be at least 2, got {self.num_classes}")
+        _require(self.nnodes >= 1, f"--nnodes must be at least 1, got {self.nnodes}")
+        _require(0 <= self.node_rank < self.nnodes,
+                 f"--node-rank must be in 0..{self.nnodes - 1}, got {self.node_rank}")
+        _require(self.workers % self.nnodes == 0,
+                 f"--workers ({self.workers}) must divide evenly over --nnodes ({self.nnodes})")
+
+    def _check_choices(self) -> None:
+        from distbench.data import DATASETS
+        from distbench.models import check_model_name
+        from distbench.strategies import STRATEGIES
+
+        _require(self.framework in FRAMEWORKS,
+                 f"unknown framework '{self.framework}' (known: {', '.join(FRAMEWORKS)})")
+        _require(self.device in DEVICES,
+                 f"unknown device '{self.device}' (known: {', '.join(DEVICES)})")
+        check_model_name(self.model)
+        _require(self.dataset in DATASETS,
+                 f"unknown dataset '{self.dataset}' (known: {', '.join(sorted(DATASETS))})")
+        _require(self.strategy in STRATEGIES,
+                 f"unknown strategy '{self.strategy}' (known: {', '.join(sorted(STRATEGIES))})")
+        STRATEGIES[self.strategy].validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        _require(not unknown, f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def processes(self) -> int:
+        """Processes the run needs in all (workers plus any server processes)."""
+        from distbench.strategies import STRATEGIES
+
+        return STRATEGIES[self.strategy].world_size(self)
+
+    def resolved_threads(self, cores: int | None = None) -> int:
+        """Threads per process: the user's choice, else max(1, cores // local processes)."""
+        if self.threads is not None:
+            return self.threads
+        cores = cores or os.cpu_count() or 1
+        local = max(1, self.processes() // self.nnodes)
+        return max(1, cores // local)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """A matrix of runs: every model x strategy x worker count over shared settings."""
+
+    models: list[str]
+    strategies: list[str]
+    workers: list[int]
+    base: dict[str, Any] = field(default_factory=dict)
+
+    def expand(self) -> list[RunConfig]:
+        """Run configs in a stable order; single-process strategies run with one worker only."""
+        from distbench.strategies import STRATEGIES
+
+        runs: list[RunConfig] = []
+        for model in self.models:
+            for strategy in self.strategies:
+                _require(strategy in STRATEGIES, f"unknown strategy '{strategy}' "
+                         f"(known: {', '.join(sorted(STRATEGIES))})")
+                counts = [1] if STRATEGIES[strategy].single_worker else self.workers
+                for n in counts:
+                    runs.append(RunConfig.from_dict(
+                        {**self.base, "model": model, "strategy": strategy, "workers": n}))
+        return runs
+
+
+def _as_list(value: Any, key: str) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    _require(isinstance(value, str | int), f"suite key '{key}' must be a list or a value")
+    return [value]
+
+
+def load_suite(path: str | Path) -> SuiteConfig:
+    """Read a suite TOML file: keys ``models``, ``strategies``, ``workers`` plus run settings."""
+    path = Path(path)
+    _require(path.is_file(), f"suite file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"suite file {path} is not valid TOML: {exc}") from exc
+    suite = data.get("suite", data)
+    for key in ("models", "strategies"):
+        _require(key in suite, f"suite file {path} needs a '{key}' list")
+    base = {k: v for k, v in suite.items() if k not in ("models", "strategies", "workers")}
+    base.pop("model", None)
+    base.pop("strategy", None)
+    return SuiteConfig(
+        models=[str(m) for m in _as_list(suite["models"], "models")],
+        strategies=[str(s) for s in _as_list(suite["strategies"], "strategies")],
+        workers=[int(w) for w in _as_list(suite.get("workers", [1]), "workers")],
+        base=base,
+    )

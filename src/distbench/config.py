@@ -19,6 +19,8 @@ from distbench.errors import UserError
 
 FRAMEWORKS = ("torch",)
 DEVICES = ("auto", "cpu", "cuda")
+SERVER_PLACEMENTS = ("central", "sharded")
+PARTITIONS = ("uniform", "profiled")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -53,7 +55,12 @@ class RunConfig:
     master_addr: str = "127.0.0.1"
     master_port: int | None = None
     save_weights: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    # Parameter-server strategies (ps-*): where the weights live, and serialized transfers.
+    servers: str = "central"
+    ps_semaphore: bool = False
+    # Pipeline strategies: micro-batches per batch and how blocks are cut into stages.
+    microbatches: int = 4
+    partition: str = "uniform"
 
     def __post_init__(self) -> None:
         self._check_numbers()
@@ -75,6 +82,8 @@ class RunConfig:
         _require(self.nnodes >= 1, f"--nnodes must be at least 1, got {self.nnodes}")
         _require(0 <= self.node_rank < self.nnodes,
                  f"--node-rank must be in 0..{self.nnodes - 1}, got {self.node_rank}")
+        _require(self.microbatches >= 1,
+                 f"--microbatches must be at least 1, got {self.microbatches}")
         _require(self.workers % self.nnodes == 0,
                  f"--workers ({self.workers}) must divide evenly over --nnodes ({self.nnodes})")
 
@@ -87,6 +96,10 @@ class RunConfig:
                  f"unknown framework '{self.framework}' (known: {', '.join(FRAMEWORKS)})")
         _require(self.device in DEVICES,
                  f"unknown device '{self.device}' (known: {', '.join(DEVICES)})")
+        _require(self.servers in SERVER_PLACEMENTS, f"unknown --servers '{self.servers}' "
+                 f"(known: {', '.join(SERVER_PLACEMENTS)})")
+        _require(self.partition in PARTITIONS, f"unknown --partition '{self.partition}' "
+                 f"(known: {', '.join(PARTITIONS)})")
         check_model_name(self.model)
         _require(self.dataset in DATASETS,
                  f"unknown dataset '{self.dataset}' (known: {', '.join(sorted(DATASETS))})")

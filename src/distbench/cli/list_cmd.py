@@ -1,0 +1,52 @@
+"""``distbench list models|strategies|datasets``: what distbench knows."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from distbench.data import DATASETS
+from distbench.models import MODELS, build_model, count_parameters
+from distbench.strategies import STRATEGIES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("list", help="list models, strategies or datasets",
+                                   description="List what distbench can run.")
+    parser.add_argument("what", choices=("models", "strategies", "datasets"))
+    parser.add_argument("--num-classes", type=int, default=10,
+                        help="classes used to count model parameters (10)")
+    parser.set_defaults(handler=list_command)
+
+
+def model_rows(num_classes: int) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, spec in MODELS.items():
+        with torch.device("meta"):  # count parameters without allocating them
+            model = build_model(name, num_classes)
+        shape = f"{spec.default_channels}x{spec.default_input_size}x{spec.default_input_size}"
+        rows.append((name, f"{count_parameters(model):,}", shape, spec.description))
+    return rows
+
+
+def list_command(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        header = ("model", f"parameters ({args.num_classes} classes)", "default input",
+                  "description")
+        rows = model_rows(args.num_classes)
+    elif args.what == "strategies":
+        header = ("strategy", "batch", "description")
+        rows = [(n, "per worker" if s.scaling == "weak" else "global", s.description)
+                for n, s in STRATEGIES.items()]
+    else:
+        header = ("dataset", "needs --data-dir", "description")
+        rows = [(n, "yes" if d.needs_dir else "no", d.description) for n, d in DATASETS.items()]
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    Console(file=sys.stdout).print(table)
+    return 0

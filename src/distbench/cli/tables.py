@@ -1,0 +1,84 @@
+"""Text renderings of result rows: a readable table (rich), CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from distbench.harness.timer import PHASES
+
+SUMMARY_COLUMNS = ("run_id", "status", "model", "dataset", "strategy", "framework", "workers",
+                   "threads_per_worker", "global_batch", "local_batch", "scaling",
+                   "throughput_median", "throughput_ci_low", "throughput_ci_high",
+                   "step_time_median", "step_time_p90", "speedup", "efficiency",
+                   "baseline_run_id", "comm_total", "peak_rss_bytes", "oversubscribed",
+                   "final_loss", "error", "created_at")
+
+
+def _phases_present(rows: list[dict[str, Any]]) -> list[str]:
+    seen = {p for row in rows for p, v in (row.get("breakdown") or {}).items() if v}
+    return [p for p in PHASES if p in seen]
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
+def results_table(rows: list[dict[str, Any]], title: str = "distbench results") -> Table:
+    phases = _phases_present(rows)
+    table = Table(title=title, title_justify="left")
+    for name in ("run", "model", "strategy", "N", "batch", "status", "samples/s (95% CI)",
+                 "step ms", "speedup", "eff."):
+        table.add_column(name, justify="right" if name in ("N", "batch") else "left")
+    for phase in phases:
+        table.add_column(f"{phase} ms", justify="right")
+    table.add_column("RSS MB", justify="right")
+    for row in rows:
+        table.add_row(*_table_cells(row, phases))
+    return table
+
+
+def _table_cells(row: dict[str, Any], phases: list[str]) -> list[str]:
+    ok = row["status"] == "ok"
+    flag = " (oversubscribed)" if row.get("oversubscribed") else ""
+    throughput = (f"{row['throughput_median']:.1f} ({row['throughput_ci_low']:.1f}-"
+                  f"{row['throughput_ci_high']:.1f})") if ok else (row.get("error") or "")[:60]
+    breakdown = row.get("breakdown") or {}
+    rss = row.get("peak_rss_bytes")
+    return [str(row["run_id"])[-6:], row["model"], row["strategy"], str(row["workers"]),
+            str(row["global_batch"]), row["status"] + flag, throughput,
+            _fmt(row.get("step_time_median") and row["step_time_median"] * 1000, ".1f"),
+            _fmt(row.get("speedup"), ".2f"), _fmt(row.get("efficiency"), ".2f"),
+            *[_fmt(breakdown.get(p, 0.0) * 1000, ".1f") for p in phases],
+            _fmt(rss and rss / 2**20, ".0f")]
+
+
+def print_table(rows: list[dict[str, Any]], title: str = "distbench results") -> None:
+    console = Console(width=max(Console().width, 160))
+    console.print(results_table(rows, title))
+    if any(row.get("oversubscribed") for row in rows):
+        console.print("oversubscribed: processes x threads exceed the cores of the host, "
+                      "so workers share cores and speedups understate a real cluster.")
+    console.print("Breakdown columns are per-step means over measured steps of the slowest "
+                  "rank; speedup = throughput / throughput of the measured one-worker run.")
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    phases = _phases_present(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*SUMMARY_COLUMNS, *(f"{p}_s" for p in phases)])
+    for row in rows:
+        breakdown = row.get("breakdown") or {}
+        writer.writerow([row.get(c) for c in SUMMARY_COLUMNS]
+                        + [breakdown.get(p, 0.0) for p in phases])
+    return buffer.getvalue()
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2, default=str)

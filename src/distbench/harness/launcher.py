@@ -1,0 +1,145 @@
+"""Launch one run's processes the way a cluster would: through torchrun.
+
+``torch.distributed.run`` starts ``nproc_per_node`` workers with the torchrun environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), and when one
+worker fails it tears the others down. We add what torchrun lacks for benchmarking: a
+wall-clock timeout, a sweep of the whole process tree when anything is left, progress from
+the ranks' record files, and a one-line cause of failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from distbench.config import RunConfig
+from distbench.harness.records import count_step_lines, rank_file, read_run_records
+
+POLL_SECONDS = 0.2
+GRACE_SECONDS = 10.0
+
+
+@dataclass
+class LaunchOutcome:
+    returncode: int
+    error: str | None
+    elapsed: float
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def torchrun_command(cfg: RunConfig, run_dir: Path, port: int) -> list[str]:
+    nproc = cfg.processes() // cfg.nnodes
+    return [sys.executable, "-m", "torch.distributed.run",
+            f"--nnodes={cfg.nnodes}", f"--node-rank={cfg.node_rank}",
+            f"--nproc-per-node={nproc}", f"--master-addr={cfg.master_addr}",
+            f"--master-port={port}", "--max-restarts=0", "--monitor-interval=0.2",
+            f"--log-dir={run_dir / 'logs'}", "--redirects=3",
+            "-m", "distbench.harness.worker", str(run_dir)]
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM torchrun (it forwards to its workers), then SIGKILL whatever is left."""
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        _signal_quietly(member, signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=GRACE_SECONDS)
+    for member in alive:
+        _signal_quietly(member, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=GRACE_SECONDS)
+
+
+def _signal_quietly(process: psutil.Process, sig: signal.Signals) -> None:
+    try:
+        process.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def launch(cfg: RunConfig, run_dir: Path,
+           on_progress: Callable[[int], None] | None = None) -> LaunchOutcome:
+    """Run all local ranks of ``cfg`` to completion, failure or timeout."""
+    threads = cfg.resolved_threads()
+    (run_dir / "config.json").write_text(json.dumps(cfg.replace(threads=threads).to_dict()))
+    port = cfg.master_port or free_port()
+    started = time.monotonic()
+    with (run_dir / "launcher.log").open("wb") as log:
+        proc = subprocess.Popen(torchrun_command(cfg, run_dir, port), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=worker_environment(threads), start_new_session=True)
+        timed_out = _wait(proc, cfg.timeout, started, run_dir, on_progress)
+    elapsed = time.monotonic() - started
+    if timed_out:
+        return LaunchOutcome(-1, f"timed out after {cfg.timeout:g} s; all ranks stopped", elapsed)
+    code = proc.returncode
+    return LaunchOutcome(code, None if code == 0 else diagnose_failure(run_dir), elapsed)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float, started: float, run_dir: Path,
+          on_progress: Callable[[int], None] | None) -> bool:
+    """Poll until the launcher exits; True if we had to stop it for the timeout."""
+    try:
+        while proc.poll() is None:
+            if time.monotonic() - started > timeout:
+                kill_tree(proc)
+                return True
+            if on_progress is not None:
+                on_progress(count_step_lines(rank_file(run_dir, 0)))
+            time.sleep(POLL_SECONDS)
+    except BaseException:  # Ctrl-C or anything else: leave no orphans behind
+        kill_tree(proc)
+        raise
+    kill_tree(proc)  # torchrun has exited; sweep anything it left
+    return False
+
+
+_ROOT_CAUSE = re.compile(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+
+
+def diagnose_failure(run_dir: Path) -> str:
+    """One line saying which rank failed and why."""
+    errors = [e for r in read_run_records(run_dir).values() for e in r.errors]
+    if errors:
+        return str(min(errors, key=lambda e: e.get("t", 0.0))["error"])
+    log = (run_dir / "launcher.log").read_text(errors="replace")
+    root = log.split("Root Cause", 1)[-1]
+    match = _ROOT_CAUSE.search(root)
+    if match:
+        rank, code = int(match.group(1)), int(match.group(2))
+        return f"rank {rank} died: {describe_exit(code)}"
+    tail = [line for line in log.splitlines() if line.strip()][-1:] or ["no output"]
+    return f"launcher failed: {tail[0].strip()[:300]}"
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

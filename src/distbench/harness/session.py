@@ -1,0 +1,114 @@
+"""Run a list of benchmark configurations and store one result per run.
+
+This is the plain function behind ``distbench run``: it checks everything it can before
+the first process starts (so bad input stores nothing), then launches each run, aggregates
+its records and stores it, ``ok`` or ``failed`` with the error.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from distbench.config import RunConfig
+from distbench.data import check_dataset
+from distbench.errors import RunFailed, UserError
+from distbench.harness.aggregate import aggregate_run
+from distbench.harness.environment import capture_environment
+from distbench.harness.launcher import launch
+from distbench.harness.records import read_run_records
+from distbench.store import ResultStore, open_store
+from distbench.strategies import STRATEGIES
+
+ProgressHook = Callable[[str, dict[str, Any]], None]
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def preflight(configs: list[RunConfig]) -> None:
+    """Checks that need the file system; config validation already ran on construction."""
+    if not configs:
+        raise UserError("nothing to run")
+    for cfg in configs:
+        check_dataset(cfg.dataset, cfg.data_dir)
+        if cfg.save_weights:
+            parent = Path(cfg.save_weights).resolve().parent
+            if not os.access(parent if parent.exists() else parent.parent, os.W_OK):
+                raise UserError(f"cannot write --save-weights {cfg.save_weights}")
+
+
+def describe_config(cfg: RunConfig) -> dict[str, Any]:
+    """The columns a run has whether or not it succeeds."""
+    strategy = STRATEGIES[cfg.strategy]
+    processes = cfg.processes()
+    threads = cfg.resolved_threads()
+    local_processes = processes // cfg.nnodes
+    return {
+        "model": cfg.model, "dataset": cfg.dataset, "strategy": cfg.strategy,
+        "framework": cfg.framework, "workers": cfg.workers, "processes": processes,
+        "threads_per_worker": threads, "global_batch": strategy.global_batch(cfg),
+        "local_batch": strategy.local_batch(cfg), "scaling": strategy.scaling,
+        "steps": cfg.steps, "warmup_steps": cfg.warmup,
+        "oversubscribed": local_processes * threads > (os.cpu_count() or 1),
+        "config": cfg.to_dict(),
+    }
+
+
+def execute_run(cfg: RunConfig, store: ResultStore, runs_dir: Path, env: dict[str, Any],
+                on_progress: Callable[[int], None] | None = None) -> dict[str, Any] | None:
+    """Launch one run and store its result; returns the stored row (None on non-zero nodes)."""
+    run_id = new_run_id()
+    run_dir = runs_dir / run_id
+    run_dir.mkdir(parents=True)
+    row: dict[str, Any] = {"run_id": run_id, "created_at": datetime.now(UTC).isoformat(),
+                           "run_dir": str(run_dir), "env": env, **describe_config(cfg)}
+    started = time.monotonic()
+    outcome = launch(cfg, run_dir, on_progress)
+    row["duration_s"] = time.monotonic() - started
+    if cfg.node_rank != 0:
+        return None  # the node with rank 0 gathers every rank's records and stores the run
+    if outcome.returncode == 0:
+        try:
+            row.update(aggregate_run(read_run_records(run_dir),
+                                     STRATEGIES[cfg.strategy].synchronous))
+            row.update(status="ok", error=None)
+        except RunFailed as exc:
+            row.update(status="failed", error=str(exc))
+    else:
+        row.update(status="failed", error=outcome.error)
+    store.insert(row)
+    return row
+
+
+def runs_dir_for(db_path: str | Path) -> Path:
+    """Run directories (records, logs) live beside the database they belong to."""
+    return Path(db_path).resolve().parent / "distbench-runs"
+
+
+def run_benchmarks(configs: list[RunConfig], db_path: str | Path,
+                   on_event: ProgressHook | None = None) -> list[dict[str, Any]]:
+    """Run every config in order; returns the stored rows with speedup and efficiency."""
+    preflight(configs)
+    store = open_store(db_path)
+    env = capture_environment()
+    runs_dir = runs_dir_for(db_path)
+    rows: list[dict[str, Any]] = []
+    try:
+        for index, cfg in enumerate(configs):
+            notify = on_event or (lambda kind, info: None)
+            notify("start", {"index": index, "total": len(configs), "config": cfg})
+            row = execute_run(cfg, store, runs_dir, env,
+                              lambda steps: notify("steps", {"done": steps}))
+            if row is not None:
+                rows.append(row)
+                notify("done", {"index": index, "row": row})
+        return store.with_scaling(rows)
+    finally:
+        store.close()

@@ -1,0 +1,111 @@
+"""The program torchrun starts on every rank: ``python -m distbench.harness.worker RUN_DIR``.
+
+It reads ``RUN_DIR/config.json``, sets threads and seed, joins the process group, runs the
+strategy, and writes records. Any exception is written as an ``error`` record before the
+process exits non-zero, so the launcher can store the cause. Every gloo program ends with
+``barrier()`` then ``destroy_process_group()``; without the barrier gloo can abort at exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from distbench.config import RunConfig
+from distbench.harness.records import RankRecorder, rank_file
+from distbench.strategies import STRATEGIES, WorkerContext
+
+
+def pick_device(cfg: RunConfig, local_rank: int) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def memory_summary(device: torch.device) -> dict[str, int | None]:
+    """Peak RSS of this process and, on CUDA, the allocator's peaks."""
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    allocated = reserved = None
+    if device.type == "cuda":
+        allocated = int(torch.cuda.max_memory_allocated(device))
+        reserved = int(torch.cuda.max_memory_reserved(device))
+    return {"peak_rss_bytes": int(peak_rss), "allocated_peak_bytes": allocated,
+            "reserved_peak_bytes": reserved}
+
+
+def save_weights(path: str, weights: dict[str, np.ndarray]) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(target, **weights)  # type: ignore[arg-type]
+
+
+def gather_records_to_rank0(run_dir: Path, rank: int, world_size: int) -> None:
+    """On multi-node runs, rank 0's run directory receives every rank's records."""
+    text = rank_file(run_dir, rank).read_text(encoding="utf-8")
+    gathered: list[Any] | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(text, gathered, dst=0)
+    if gathered is not None:
+        for other, content in enumerate(gathered):
+            if other != rank and isinstance(content, str):
+                rank_file(run_dir, other).write_text(content, encoding="utf-8")
+
+
+def init_group(cfg: RunConfig, device: torch.device) -> None:
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=cfg.timeout))
+
+
+def run_rank(run_dir: Path) -> None:
+    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    threads = cfg.resolved_threads()
+    torch.set_num_threads(threads)
+    strategy_cls = STRATEGIES[cfg.strategy]
+    device = pick_device(cfg, local_rank)
+    recorder = RankRecorder(run_dir, rank, framework=cfg.framework, threads=threads)
+    try:
+        if strategy_cls.uses_process_group:
+            init_group(cfg, device)
+        ctx = WorkerContext(cfg, rank, world, local_rank, device, run_dir, recorder)
+        strategy = strategy_cls(ctx)
+        strategy.run()
+        weights = strategy.final_weights() if cfg.save_weights else None
+        if weights is not None and cfg.save_weights:
+            save_weights(cfg.save_weights, weights)
+        recorder.summary(**memory_summary(device), extra=strategy.summary_extra())
+    except Exception as exc:
+        recorder.error(f"rank {rank}: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        recorder.close()
+    if strategy_cls.uses_process_group:
+        if cfg.nnodes > 1:
+            gather_records_to_rank0(run_dir, rank, world)
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        run_rank(Path(args[0]))
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

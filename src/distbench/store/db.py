@@ -1,0 +1,158 @@
+"""The SQLite results store: one row per run, versioned schema, speedup on read.
+
+Scalar fields are columns (so they can be filtered and sorted in SQL); nested data
+(breakdown, per-rank summaries, strategy extras, config, environment) are JSON text.
+Speedup and efficiency are not stored: they are computed when read, against the measured
+one-worker baseline that exists at that time, and the row names the baseline it used.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from distbench.errors import UserError
+
+JSON_COLUMNS = ("breakdown", "per_rank", "extra", "config", "env")
+
+SCHEMA_V1 = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, status TEXT NOT NULL, error TEXT, created_at TEXT NOT NULL,
+    duration_s REAL, model TEXT NOT NULL, dataset TEXT NOT NULL, strategy TEXT NOT NULL,
+    framework TEXT NOT NULL, workers INTEGER NOT NULL, processes INTEGER,
+    threads_per_worker INTEGER, global_batch INTEGER, local_batch INTEGER, scaling TEXT,
+    steps INTEGER, warmup_steps INTEGER, throughput_median REAL, throughput_ci_low REAL,
+    throughput_ci_high REAL, step_time_median REAL, step_time_p90 REAL, step_time_mean REAL,
+    comm_total REAL, governing_rank INTEGER, final_loss REAL, peak_rss_bytes INTEGER,
+    allocated_peak_bytes INTEGER, reserved_peak_bytes INTEGER, oversubscribed INTEGER,
+    breakdown TEXT, per_rank TEXT, extra TEXT, config TEXT, env TEXT, run_dir TEXT
+);
+CREATE INDEX runs_selection ON runs (model, strategy, workers);
+"""
+
+# Version N is reached by applying MIGRATIONS[N-1]; never edit a released entry, append.
+MIGRATIONS: list[str] = [SCHEMA_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class ResultStore:
+    """A connection to one results database."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self.connection = connection
+        self.path = path
+        self.connection.row_factory = sqlite3.Row
+
+    def schema_version(self) -> int:
+        return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise UserError(f"{self.path} was written by a newer distbench "
+                            f"(schema {current} > {SCHEMA_VERSION})")
+        for version in range(current, SCHEMA_VERSION):
+            with self.connection:
+                self.connection.executescript(MIGRATIONS[version])
+                self.connection.execute(f"PRAGMA user_version = {version + 1}")
+
+    def insert(self, row: dict[str, Any]) -> None:
+        values = {k: (json.dumps(v) if k in JSON_COLUMNS else v) for k, v in row.items()}
+        columns = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        with self.connection:
+            self.connection.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", values)
+
+    def query(self, model: str | None = None, strategy: str | None = None,
+              workers: int | None = None, status: str | None = None,
+              dataset: str | None = None, run_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """Runs matching every given filter, oldest first."""
+        clauses, params = [], []
+        for column, value in (("model", model), ("strategy", strategy), ("workers", workers),
+                              ("status", status), ("dataset", dataset)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if run_ids:
+            clauses.append(f"run_id IN ({', '.join('?' for _ in run_ids)})")
+            params.extend(run_ids)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        cursor = self.connection.execute(
+            f"SELECT * FROM runs {where} ORDER BY created_at, run_id", params)
+        return [decode_row(row) for row in cursor]
+
+    def baseline_for(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The measured one-worker run this run's speedup is relative to.
+
+        Same model, dataset and framework; per-worker batch equal for weak scaling, global
+        batch equal for strong scaling. A sequential run is preferred, else a one-worker run
+        of the same strategy; the most recent one wins.
+        """
+        batch = row["local_batch"] if row.get("scaling") == "weak" else row["global_batch"]
+        cursor = self.connection.execute(
+            "SELECT * FROM runs WHERE status = 'ok' AND workers = 1 AND model = ? AND "
+            "dataset = ? AND framework = ? AND local_batch = ? AND strategy IN ('sequential', ?)"
+            " ORDER BY strategy = 'sequential' DESC, created_at DESC LIMIT 1",
+            (row["model"], row["dataset"], row["framework"], batch, row["strategy"]))
+        found = cursor.fetchone()
+        return decode_row(found) if found else None
+
+    def with_scaling(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Add speedup, efficiency and the baseline they are relative to."""
+        return [add_scaling(row, self.baseline_for(row) if row["status"] == "ok" else None)
+                for row in rows]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def add_scaling(row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
+    out = dict(row)
+    out.update(speedup=None, efficiency=None, baseline_run_id=None)
+    if baseline and baseline.get("throughput_median") and row.get("throughput_median"):
+        speedup = row["throughput_median"] / baseline["throughput_median"]
+        out.update(speedup=speedup, efficiency=speedup / row["workers"],
+                   baseline_run_id=baseline["run_id"],
+                   baseline=f"{baseline['strategy']} x1, {row.get('scaling')} scaling")
+    return out
+
+
+def decode_row(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    for key in JSON_COLUMNS:
+        if data.get(key) is not None:
+            data[key] = json.loads(data[key])
+    data["oversubscribed"] = bool(data.get("oversubscribed"))
+    return data
+
+
+def open_store(path: str | Path) -> ResultStore:
+    """Open (creating and migrating) a store; an unusable path is a ``UserError``."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--db {path} is a directory, expected a database file")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot create results database {path}: "
+                        f"directory {path.parent} does not exist")
+    try:
+        store = ResultStore(sqlite3.connect(path, timeout=30), path)
+        store.migrate()
+        with _write_probe(store.connection):
+            pass
+    except sqlite3.Error as exc:
+        raise UserError(f"cannot write results database {path}: {exc}") from exc
+    return store
+
+
+@contextmanager
+def _write_probe(connection: sqlite3.Connection) -> Iterator[None]:
+    """Fail now, not after an hour of benchmarking, if the database is read-only."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        connection.execute("ROLLBACK")

@@ -1,0 +1,104 @@
+"""Pieces every PyTorch strategy shares: building the workload and the training step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from distbench.config import RunConfig
+from distbench.data import ShardedBatches, dataset_num_classes, load_dataset
+from distbench.harness.records import RankRecorder
+from distbench.harness.timer import PhaseTimer
+from distbench.models import build_model, model_defaults
+
+
+@dataclass
+class Workload:
+    """Model, loss, optimizer and this rank's batches, built identically on every rank."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+
+def input_shape_of(cfg: RunConfig) -> tuple[int, int, int]:
+    size, channels = model_defaults(cfg.model)
+    return (channels, cfg.input_size or size, cfg.input_size or size)
+
+
+def build_module(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, int]:
+    """The model with weights fixed by ``cfg.seed`` (identical on every rank)."""
+    num_classes = dataset_num_classes(cfg.dataset, cfg.data_dir, cfg.num_classes)
+    shape = input_shape_of(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, num_classes, shape[1], shape[0]).to(device)
+    return model, num_classes
+
+
+def make_optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+def make_batches(cfg: RunConfig, batch_size: int, shard: int, shards: int,
+                 num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, input_shape_of(cfg), num_classes,
+                           seed=cfg.seed, train=True)
+    return iter(ShardedBatches(dataset, batch_size, shard, shards, seed=cfg.seed))
+
+
+def build_workload(cfg: RunConfig, device: torch.device, batch_size: int, shard: int,
+                   shards: int) -> Workload:
+    model, num_classes = build_module(cfg, device)
+    return Workload(model=model, loss_fn=nn.CrossEntropyLoss(),
+                    optimizer=make_optimizer(cfg, list(model.parameters())),
+                    batches=make_batches(cfg, batch_size, shard, shards, num_classes),
+                    input_shape=input_shape_of(cfg), num_classes=num_classes)
+
+
+def synchronizer(device: torch.device) -> Callable[[], None] | None:
+    """What to call before reading the clock so queued GPU work is charged to its phase."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return None
+
+
+def fetch_batch(work: Workload, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = next(work.batches)
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def state_as_numpy(model: nn.Module) -> dict[str, np.ndarray]:
+    """Parameters and buffers as NumPy arrays keyed by name (DDP's 'module.' prefix dropped)."""
+    return {name.removeprefix("module."): tensor.detach().cpu().numpy().copy()
+            for name, tensor in model.state_dict().items()}
+
+
+def default_step(work: Workload, device: torch.device, timer: PhaseTimer) -> float:
+    """One plain training step under the timer; returns the loss."""
+    timer.start_step()
+    x, y = fetch_batch(work, device)
+    timer.mark("data")
+    loss = work.loss_fn(work.model(x), y)
+    timer.mark("forward")
+    loss.backward()
+    timer.mark("backward")
+    work.optimizer.step()
+    work.optimizer.zero_grad(set_to_none=True)
+    timer.mark("update")
+    return float(loss.detach())
+
+
+def record_step(recorder: RankRecorder, cfg: RunConfig, step: int, timer: PhaseTimer,
+                samples: int, **extra: float) -> None:
+    """Write the step the timer just finished; the first ``cfg.warmup`` steps are warm-up."""
+    step_time, phases = timer.end_step()
+    recorder.step(step, step < cfg.warmup, timer.step_start_wall, step_time, samples, phases,
+                  **extra)

@@ -1,0 +1,44 @@
+"""Sequential training on one worker: the baseline every speedup is measured against."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from distbench.config import RunConfig
+from distbench.errors import UserError
+from distbench.harness.timer import PhaseTimer
+from distbench.strategies.base import Strategy
+from distbench.strategies.common import (
+    Workload,
+    build_workload,
+    default_step,
+    record_step,
+    state_as_numpy,
+    synchronizer,
+)
+
+
+class Sequential(Strategy):
+    name: ClassVar[str] = "sequential"
+    description: ClassVar[str] = "one worker, no communication (the baseline)"
+    single_worker: ClassVar[bool] = True
+    uses_process_group: ClassVar[bool] = False
+
+    @classmethod
+    def validate(cls, cfg: RunConfig) -> None:
+        if cfg.workers != 1:
+            raise UserError("strategy 'sequential' runs on exactly 1 worker "
+                            f"(got --workers {cfg.workers}); use --strategy ddp for more")
+
+    def run(self) -> None:
+        cfg, device = self.ctx.cfg, self.ctx.device
+        self.work: Workload = build_workload(cfg, device, cfg.batch_size, 0, 1)
+        timer = PhaseTimer(synchronizer(device))
+        for step in range(cfg.warmup + cfg.steps):
+            loss = default_step(self.work, device, timer)
+            record_step(self.ctx.recorder, cfg, step, timer, cfg.batch_size, loss=loss)
+
+    def final_weights(self) -> dict[str, np.ndarray] | None:
+        return state_as_numpy(self.work.model)

@@ -1,0 +1,29 @@
+"""Predict training time and speedup from a one-worker profile, before renting a cluster.
+
+Where to start: ``formulas`` holds the pure analytic formulas (no torch);
+``estimate`` builds per-worker-count tables and a recommendation from them.
+"""
+
+from distbench.predict.estimate import (
+    EstimateInputs,
+    EstimateReport,
+    EstimateRow,
+    Recommendation,
+    SemaphoreBounds,
+    estimate_report,
+    estimate_table,
+    recommend,
+    semaphore_bounds,
+)
+
+__all__ = [
+    "EstimateInputs",
+    "EstimateReport",
+    "EstimateRow",
+    "Recommendation",
+    "SemaphoreBounds",
+    "estimate_report",
+    "estimate_table",
+    "recommend",
+    "semaphore_bounds",
+]

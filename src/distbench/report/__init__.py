@@ -1,0 +1,1 @@
+"""Figures and HTML report: the only package that plots."""

@@ -20,7 +20,8 @@ from distbench.harness.session import run_benchmarks
 RUN_SETTINGS = ("dataset", "data_dir", "batch_size", "steps", "warmup", "threads", "lr",
                 "momentum", "weight_decay", "seed", "input_size", "num_classes", "timeout",
                 "device", "nnodes", "node_rank", "master_addr", "master_port", "save_weights",
-                "servers", "ps_semaphore", "microbatches", "partition")
+                "servers", "ps_semaphore", "microbatches", "partition",
+                "profile_ops")  # issue 6
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,6 +95,10 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
                        help="address of node 0 (127.0.0.1)")
     group.add_argument("--master-port", type=int, metavar="PORT",
                        help="port on node 0 (a free one when single-node)")
+    # Issue 6: operator profiles (store_const keeps a suite file's setting unless given).
+    group.add_argument("--profile-ops", action="store_const", const=True,
+                       help="torch.profiler over the last 3 measured steps of every rank: "
+                       "top operators per phase, a Chrome trace per rank (see docs/report.md)")
 
 
 def default_suite() -> SuiteConfig:
@@ -144,6 +149,7 @@ class ProgressView:
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "start":
+            self.progress.start()  # lazily: errors before the first run print one line only
             cfg: RunConfig = info["config"]
             label = f"run {info['index'] + 1}/{info['total']}: {cfg.model} {cfg.strategy} " \
                     f"x{cfg.workers}"
@@ -155,7 +161,7 @@ class ProgressView:
         elif kind == "done":
             row = info["row"]
             self.progress.update(self.runs, completed=info["index"] + 1)
-            self.console.log(_done_line(row))
+            self.console.log(_done_line(row), markup=False, highlight=False)
 
 
 def _done_line(row: dict[str, Any]) -> str:
@@ -169,8 +175,10 @@ def run_command(args: argparse.Namespace) -> int:
     configs = configs_from_args(args)
     console = Console(stderr=True)
     view = ProgressView(console)
-    with view.progress:
+    try:
         rows = run_benchmarks(configs, args.db, view)
+    finally:
+        view.progress.stop()
     if args.json:
         sys.stdout.write(to_json(rows) + "\n")
     elif rows:

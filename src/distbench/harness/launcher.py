@@ -118,19 +118,28 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float, started: float, run_dir
     return False
 
 
-_ROOT_CAUSE = re.compile(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+# torchrun's failure summary lists each failed rank with its exit code (negative: signal).
+_FAILED_RANK = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)")
 
 
 def diagnose_failure(run_dir: Path) -> str:
-    """One line saying which rank failed and why."""
+    """One line saying which rank failed and why.
+
+    A rank killed by a signal is the cause (the others then fail with connection errors);
+    otherwise the earliest exception a rank recorded; otherwise torchrun's own summary.
+    """
+    log = (run_dir / "launcher.log").read_text(errors="replace")
+    failures = [(int(rank), int(code)) for rank, code in _FAILED_RANK.findall(log)]
+    # SIGTERM is how torchrun stops the survivors; any other signal is the real cause.
+    killed = sorted((code == -signal.SIGTERM, rank, code) for rank, code in failures if code < 0)
+    if killed:
+        _, rank, code = killed[0]
+        return f"rank {rank} died: {describe_exit(code)}"
     errors = [e for r in read_run_records(run_dir).values() for e in r.errors]
     if errors:
         return str(min(errors, key=lambda e: e.get("t", 0.0))["error"])
-    log = (run_dir / "launcher.log").read_text(errors="replace")
-    root = log.split("Root Cause", 1)[-1]
-    match = _ROOT_CAUSE.search(root)
-    if match:
-        rank, code = int(match.group(1)), int(match.group(2))
+    if failures:
+        rank, code = failures[0]
         return f"rank {rank} died: {describe_exit(code)}"
     tail = [line for line in log.splitlines() if line.strip()][-1:] or ["no output"]
     return f"launcher failed: {tail[0].strip()[:300]}"

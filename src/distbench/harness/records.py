@@ -11,6 +11,9 @@ these lines can be measured, aggregated and stored by distbench. Line kinds:
 - ``{"kind": "summary", "rank", "peak_rss_bytes", "allocated_peak_bytes",
   "reserved_peak_bytes", "extra": {...}}``
 - ``{"kind": "error", "rank", "error"}``
+
+With ``--profile-ops`` the steps the operator profiler touched carry ``"profiled": true``
+and are left out of the timing statistics (``measured_steps``) unless nothing else is left.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +39,12 @@ class RankRecorder:
                  framework: str = "torch", threads: int | None = None) -> None:
         self.rank = rank
         self._file: IO[str] = rank_file(run_dir, rank).open("a", encoding="utf-8")
+        # Issue 6 (--profile-ops only): the operator profiler sets ``on_step`` (called after
+        # each step record is written; it advances the profiler's schedule) and the range of
+        # step calls it touches, which are tagged "profiled". Unset, a step costs nothing more.
+        self.on_step: Callable[[dict[str, Any]], None] | None = None
+        self.profiled_calls: range = range(0)
+        self._step_calls = 0
         self._write({"kind": "meta", "role": role, "framework": framework,
                      "host": socket.gethostname(), "pid": os.getpid(), "threads": threads})
 
@@ -45,8 +55,14 @@ class RankRecorder:
 
     def step(self, step: int, warmup: bool, start: float, step_time: float, samples: int,
              phases: dict[str, float], **extra: Any) -> None:
-        self._write({"kind": "step", "step": step, "warmup": warmup, "t": start,
-                     "step_time": step_time, "samples": samples, "phases": phases, **extra})
+        record = {"kind": "step", "step": step, "warmup": warmup, "t": start,
+                  "step_time": step_time, "samples": samples, "phases": phases, **extra}
+        if self._step_calls in self.profiled_calls:  # issue 6: profiler overhead on this step
+            record["profiled"] = True
+        self._step_calls += 1
+        self._write(record)
+        if self.on_step is not None:
+            self.on_step(record)
 
     def summary(self, **values: Any) -> None:
         self._write({"kind": "summary", **values})
@@ -73,7 +89,11 @@ class RankRecords:
         return str(self.meta.get("role", "worker"))
 
     def measured_steps(self) -> list[dict[str, Any]]:
-        return [s for s in self.steps if not s.get("warmup")]
+        measured = [s for s in self.steps if not s.get("warmup")]
+        # Issue 6: steps slowed by the operator profiler are not timings, unless they are all
+        # there is (a run with very few steps).
+        unprofiled = [s for s in measured if not s.get("profiled")]
+        return unprofiled or measured
 
 
 def parse_rank_lines(lines: list[str], rank: int) -> RankRecords:

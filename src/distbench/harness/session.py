@@ -21,7 +21,9 @@ from distbench.errors import RunFailed, UserError
 from distbench.harness.aggregate import aggregate_run
 from distbench.harness.environment import capture_environment
 from distbench.harness.launcher import launch
+from distbench.harness.monitor import compact_timelines
 from distbench.harness.records import read_run_records
+from distbench.profiling.operators import stored_operators
 from distbench.store import ResultStore, open_store
 from distbench.strategies import STRATEGIES
 
@@ -83,6 +85,9 @@ def execute_run(cfg: RunConfig, store: ResultStore, runs_dir: Path, env: dict[st
             row.update(status="failed", error=str(exc))
     else:
         row.update(status="failed", error=outcome.error)
+    # Issue 6: operator profile (--profile-ops) and resource timelines, compact copies.
+    row.update(operators=stored_operators(run_dir, row.get("governing_rank")),
+               resources=compact_timelines(run_dir))
     store.insert(row)
     return row
 

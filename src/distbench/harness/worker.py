@@ -22,7 +22,9 @@ import torch
 import torch.distributed as dist
 
 from distbench.config import RunConfig
+from distbench.harness.monitor import ResourceMonitor, resources_file
 from distbench.harness.records import RankRecorder, rank_file
+from distbench.profiling.operators import OperatorProfiler
 from distbench.strategies import STRATEGIES, WorkerContext
 
 
@@ -75,12 +77,19 @@ def run_rank(run_dir: Path) -> None:
     strategy_cls = STRATEGIES[cfg.strategy]
     device = pick_device(cfg, local_rank)
     recorder = RankRecorder(run_dir, rank, framework=cfg.framework, threads=threads)
+    # Issue 6: a resource timeline on every rank (a background sampler thread, off the
+    # training step) and, with --profile-ops only, torch.profiler driven by the recorder.
+    monitor = ResourceMonitor(resources_file(run_dir, rank)).start()
+    profiler = (OperatorProfiler(cfg, run_dir, rank, device).attach(recorder)
+                if cfg.profile_ops else None)
     try:
         if strategy_cls.uses_process_group:
             init_group(cfg, device)
         ctx = WorkerContext(cfg, rank, world, local_rank, device, run_dir, recorder)
         strategy = strategy_cls(ctx)
         strategy.run()
+        if profiler is not None:
+            profiler.finish()  # writes trace_rank{R}.json and operators_rank{R}.json
         weights = strategy.final_weights() if cfg.save_weights else None
         if weights is not None and cfg.save_weights:
             save_weights(cfg.save_weights, weights)
@@ -89,6 +98,9 @@ def run_rank(run_dir: Path) -> None:
         recorder.error(f"rank {rank}: {type(exc).__name__}: {exc}")
         raise
     finally:
+        if profiler is not None:
+            profiler.stop()
+        monitor.stop()
         recorder.close()
     if strategy_cls.uses_process_group:
         if cfg.nnodes > 1:

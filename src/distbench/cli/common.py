@@ -32,7 +32,8 @@ def int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got '{text}'") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values

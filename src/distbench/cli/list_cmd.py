@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=list_command)
 
 
-def model_rows(num_classes: int) -> list[tuple[str, str, str, str]]:
-    rows = []
+def model_rows(num_classes: int) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
     for name, spec in MODELS.items():
         with torch.device("meta"):  # count parameters without allocating them
             model = build_model(name, num_classes)
@@ -34,6 +34,8 @@ def model_rows(num_classes: int) -> list[tuple[str, str, str, str]]:
 
 
 def list_command(args: argparse.Namespace) -> int:
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]
     if args.what == "models":
         header = ("model", f"parameters ({args.num_classes} classes)", "default input",
                   "description")

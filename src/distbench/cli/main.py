@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "results": "distbench.cli.results",
     "list": "distbench.cli.list_cmd",
     "estimate": "distbench.cli.estimate",
+    "explain": "distbench.cli.explain",  # issue 6
 }
 
 
@@ -32,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
                                        parser_class=OneLineParser)
     for module_name in COMMANDS.values():
-        register: Callable[[argparse._SubParsersAction], None] = getattr(
-            import_module(module_name), "register")
+        register: Callable[[argparse._SubParsersAction], None] = (
+            import_module(module_name).register)
         register(subparsers)
     return parser
 

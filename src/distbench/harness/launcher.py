@@ -9,6 +9,7 @@ the ranks' record files, and a one-line cause of failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,10 +76,8 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _signal_quietly(process: psutil.Process, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         process.send_signal(sig)
-    except psutil.NoSuchProcess:
-        pass
 
 
 def launch(cfg: RunConfig, run_dir: Path,

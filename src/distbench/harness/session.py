@@ -105,9 +105,9 @@ def run_benchmarks(configs: list[RunConfig], db_path: str | Path,
     env = capture_environment()
     runs_dir = runs_dir_for(db_path)
     rows: list[dict[str, Any]] = []
+    notify: ProgressHook = on_event or (lambda kind, info: None)
     try:
         for index, cfg in enumerate(configs):
-            notify = on_event or (lambda kind, info: None)
             notify("start", {"index": index, "total": len(configs), "config": cfg})
             row = execute_run(cfg, store, runs_dir, env,
                               lambda steps: notify("steps", {"done": steps}))

@@ -48,7 +48,7 @@ class Strategy(ABC):
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
 
-    @classmethod
+    @classmethod  # noqa: B027 - an optional hook with a no-op default
     def validate(cls, cfg: RunConfig) -> None:
         """Raise ``UserError`` for settings this strategy cannot run."""
 

@@ -44,7 +44,7 @@ class CommProbe:
     def hook(self, state: object, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
         self.launches.append(time.perf_counter())
         tensor = bucket.buffer().div_(self.world_size)
-        future = dist.all_reduce(tensor, async_op=True).get_future()  # type: ignore[union-attr]
+        future = dist.all_reduce(tensor, async_op=True).get_future()
 
         def finished(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
             self.completions.append(time.perf_counter())

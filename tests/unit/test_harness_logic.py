@@ -1,0 +1,134 @@
+"""Pure logic of the harness: timer, statistics, aggregation, config, store."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distbench.config import RunConfig, SuiteConfig, load_suite
+from distbench.errors import UserError
+from distbench.harness.aggregate import aggregate_run
+from distbench.harness.records import parse_rank_lines
+from distbench.harness.stats import median_ci95, summarize
+from distbench.harness.timer import PhaseTimer
+from distbench.store.db import SCHEMA_VERSION, open_store
+
+
+def test_phase_timer_phases_sum_to_step_time() -> None:
+    timer = PhaseTimer()
+    timer.start_step()
+    for phase in ("data", "forward", "backward", "update"):
+        sum(range(2000))
+        timer.mark(phase)
+    timer.move("backward", "comm", 1e9)  # moving more than there is moves all of it
+    step_time, phases = timer.end_step()
+    assert phases["backward"] == 0.0 and phases["comm"] > 0
+    assert sum(phases.values()) == pytest.approx(step_time)
+
+
+def test_median_ci_contains_median_and_narrows() -> None:
+    values = [float(v) for v in range(1, 102)]
+    low, high = median_ci95(values)
+    assert low <= 51 <= high
+    wide = median_ci95(values[:11])
+    assert (wide[1] - wide[0]) / 11 > (high - low) / 101
+    summary = summarize(values)
+    assert summary.median == 51 and summary.p90 == pytest.approx(91)
+
+
+def _rank(rank: int, times: list[float], role: str = "worker", samples: int = 8) -> Any:
+    lines = [f'{{"kind": "meta", "role": "{role}"}}']
+    lines += [f'{{"kind": "step", "step": {i}, "warmup": {str(i == 0).lower()}, "t": 0, '
+              f'"step_time": {t}, "samples": {samples}, "phases": {{"forward": {t / 2}, '
+              f'"backward": {t / 2}}}, "loss": 1.5}}' for i, t in enumerate(times)]
+    lines.append('{"kind": "summary", "peak_rss_bytes": 100, "extra": {}}')
+    return parse_rank_lines(lines, rank)
+
+
+def test_sync_aggregation_takes_the_slowest_rank_per_step() -> None:
+    records = {0: _rank(0, [9.0, 1.0, 1.0, 1.0]), 1: _rank(1, [9.0, 2.0, 2.0, 2.0])}
+    result = aggregate_run(records, synchronous=True)
+    assert result["step_time_median"] == 2.0  # warm-up step 0 excluded
+    assert result["throughput_median"] == pytest.approx(16 / 2.0)
+    assert result["governing_rank"] == 1
+    assert sum(result["breakdown"].values()) == pytest.approx(result["step_time_mean"])
+
+
+def test_async_aggregation_adds_worker_throughputs() -> None:
+    records = {0: _rank(0, [9.0, 1.0, 1.0]), 1: _rank(1, [9.0, 2.0, 2.0]),
+               2: _rank(2, [0.1, 0.1, 0.1], role="server")}
+    result = aggregate_run(records, synchronous=False)
+    per_worker = sorted([8 * 2 / 1.0, 8 * 2 / 2.0])
+    assert result["throughput_median"] == pytest.approx(sum(per_worker) / 2)
+    assert len(result["per_rank"]) == 3
+
+
+def test_torn_last_line_is_ignored() -> None:
+    records = parse_rank_lines(['{"kind": "meta", "role": "worker"}', '{"kind": "st'], 0)
+    assert records.steps == []
+
+
+def test_config_validation_messages() -> None:
+    with pytest.raises(UserError, match="--batch-size must be at least 1"):
+        RunConfig(model="lenet5", batch_size=0)
+    with pytest.raises(UserError, match="unknown strategy 'x'"):
+        RunConfig(model="lenet5", strategy="x")
+    with pytest.raises(UserError, match="exactly 1 worker"):
+        RunConfig(model="lenet5", strategy="sequential", workers=2)
+    with pytest.raises(UserError, match="unknown setting"):
+        RunConfig.from_dict({"model": "lenet5", "colour": "blue"})
+
+
+def test_threads_default_to_cores_over_processes() -> None:
+    cfg = RunConfig(model="lenet5", strategy="ddp", workers=2)
+    assert cfg.resolved_threads(cores=8) == 4
+    assert cfg.resolved_threads(cores=1) == 1
+    assert cfg.replace(threads=3).resolved_threads(cores=8) == 3
+
+
+def test_suite_expands_matrix_and_runs_sequential_once(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('models = ["lenet5", "resnet18"]\nstrategies = ["sequential", "ddp"]\n'
+                    'workers = [1, 2]\nsteps = 4\n')
+    runs = load_suite(path).expand()
+    assert [(r.model, r.strategy, r.workers) for r in runs][:3] == [
+        ("lenet5", "sequential", 1), ("lenet5", "ddp", 1), ("lenet5", "ddp", 2)]
+    assert len(runs) == 6 and all(r.steps == 4 for r in runs)
+    with pytest.raises(UserError, match="unknown strategy"):
+        SuiteConfig(["lenet5"], ["nope"], [1]).expand()
+    path.write_text("models = [")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_suite(path)
+
+
+def _row(run_id: str, strategy: str, workers: int, throughput: float) -> dict[str, Any]:
+    return {"run_id": run_id, "status": "ok", "created_at": run_id, "model": "m",
+            "dataset": "synthetic", "strategy": strategy, "framework": "torch",
+            "workers": workers, "global_batch": 8 * workers, "local_batch": 8,
+            "scaling": "weak", "throughput_median": throughput, "breakdown": {"forward": 1.0},
+            "config": {}, "env": {}}
+
+
+def test_store_migrates_and_computes_speedup_against_sequential(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "r.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    store.insert(_row("1", "ddp", 1, 90.0))
+    store.insert(_row("2", "sequential", 1, 100.0))
+    store.insert(_row("3", "ddp", 2, 150.0))
+    rows = store.with_scaling(store.query(strategy="ddp"))
+    assert [r["baseline_run_id"] for r in rows] == ["2", "2"]
+    assert rows[1]["speedup"] == pytest.approx(1.5)
+    assert rows[1]["efficiency"] == pytest.approx(0.75)
+    assert rows[1]["breakdown"] == {"forward": 1.0}
+    store.close()
+
+
+def test_store_refuses_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    with pytest.raises(UserError, match="newer distbench"):
+        open_store(path)

@@ -8,6 +8,7 @@ is explicit so that ``distbench --help`` lists exactly what exists.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from importlib import import_module
@@ -23,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "list": "distbench.cli.list_cmd",
     "estimate": "distbench.cli.estimate",
     "explain": "distbench.cli.explain",  # issue 6
+    "report": "distbench.cli.report",  # issue 6
 }
 
 
@@ -39,7 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so running benchmarks are torn down, not orphaned."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     if not argv:

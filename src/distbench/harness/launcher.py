@@ -10,6 +10,8 @@ the ranks' record files, and a one-line cause of failure.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import re
@@ -28,6 +30,7 @@ from distbench.config import RunConfig
 from distbench.harness.records import count_step_lines, rank_file, read_run_records
 
 POLL_SECONDS = 0.2
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 GRACE_SECONDS = 10.0
 
 
@@ -61,6 +64,13 @@ def worker_environment(threads: int) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """Runs in the torchrun child before exec: if distbench itself is killed (even with
+    SIGKILL), the kernel sends torchrun SIGTERM, and torchrun stops its workers."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM torchrun (it forwards to its workers), then SIGKILL whatever is left."""
     try:
@@ -90,7 +100,8 @@ def launch(cfg: RunConfig, run_dir: Path,
     with (run_dir / "launcher.log").open("wb") as log:
         proc = subprocess.Popen(torchrun_command(cfg, run_dir, port), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=worker_environment(threads), start_new_session=True)
+                                env=worker_environment(threads), start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         timed_out = _wait(proc, cfg.timeout, started, run_dir, on_progress)
     elapsed = time.monotonic() - started
     if timed_out:

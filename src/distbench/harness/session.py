@@ -72,7 +72,14 @@ def execute_run(cfg: RunConfig, store: ResultStore, runs_dir: Path, env: dict[st
     row: dict[str, Any] = {"run_id": run_id, "created_at": datetime.now(UTC).isoformat(),
                            "run_dir": str(run_dir), "env": env, **describe_config(cfg)}
     started = time.monotonic()
-    outcome = launch(cfg, run_dir, on_progress)
+    try:
+        outcome = launch(cfg, run_dir, on_progress)
+    except KeyboardInterrupt:  # the launcher has stopped every rank; keep the record
+        row.update(status="failed", error="interrupted (Ctrl-C or SIGTERM)",
+                   duration_s=time.monotonic() - started)
+        if cfg.node_rank == 0:
+            store.insert(row)
+        raise
     row["duration_s"] = time.monotonic() - started
     if cfg.node_rank != 0:
         return None  # the node with rank 0 gathers every rank's records and stores the run

@@ -1,0 +1,185 @@
+"""The parameter-server strategy skeleton shared by sync-join, sync-split and async.
+
+Start at :meth:`ParameterServer.run`. Ranks and roles:
+
+- ``--servers central``: ranks ``0..N-1`` are workers, rank ``N`` (the last) is the server
+  (role ``server`` in the records); it holds all weights and the optimizer state.
+- ``--servers sharded``: ranks ``0..N-1`` are all workers *and* server units; each unit holds
+  the tensors ``sharding.assign_greedy`` gave it and serves the other workers from threads.
+
+A worker step is ``pull -> data -> forward -> backward -> push`` under one ``PhaseTimer``
+(see ``client.py`` for what ``wait`` and ``update`` contain). After the last step every
+worker sends FINAL and receives the final weights once all workers are done (or lost, in
+async mode); the lowest-ranked surviving worker then reports them (``--save-weights``) and,
+for datasets with a held-out split, their accuracy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from distbench.config import RunConfig
+from distbench.errors import UserError
+from distbench.harness.timer import PhaseTimer
+from distbench.strategies.base import Strategy, WorkerContext
+from distbench.strategies.common import (
+    build_module,
+    make_batches,
+    record_step,
+    state_as_numpy,
+    synchronizer,
+)
+from distbench.strategies.evaluation import has_held_out, held_out_accuracy
+from distbench.strategies.ps.client import Client, Replica
+from distbench.strategies.ps.server import AppliedUpdate, ShardServer, start_serving
+from distbench.strategies.ps.sharding import Entry, Layout, build_layout
+
+
+def server_units(cfg: RunConfig) -> list[int]:
+    """Ranks that hold weights: the last rank (central) or every worker (sharded)."""
+    return [cfg.workers] if cfg.servers == "central" else list(range(cfg.workers))
+
+
+def initial_slice(model: nn.Module, entries: list[Entry]) -> torch.Tensor:
+    """The starting values of one unit's tensors, flattened in layout order."""
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    parts = [tensors[e.name].detach().reshape(-1).to("cpu", torch.float32) for e in entries]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+class ParameterServer(Strategy):
+    """Base of the ``ps-*`` strategies; subclasses set ``synchronous`` and the batch rule."""
+
+    name: ClassVar[str] = "ps"
+    description: ClassVar[str] = "parameter server"
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(ctx)
+        self.layout: Layout | None = None
+        self.server: ShardServer | None = None
+        self.model: nn.Module | None = None
+        self.reports = False
+        self.accuracy: float | None = None
+        self.peers_lost = 0  # consulted by harness/worker.py: skip the final barrier if > 0
+        self._record_lock = threading.Lock()
+
+    @classmethod
+    def validate(cls, cfg: RunConfig) -> None:
+        if cfg.nnodes > 1 and cls.world_size(cfg) % cfg.nnodes:
+            raise UserError(f"strategy '{cls.name}' with --servers central runs "
+                            f"{cls.world_size(cfg)} processes (workers + 1 server), which do "
+                            f"not divide evenly over --nnodes {cfg.nnodes}")
+
+    @classmethod
+    def world_size(cls, cfg: RunConfig) -> int:
+        return cfg.workers + (1 if cfg.servers == "central" else 0)
+
+    @classmethod
+    def rank_role(cls, cfg: RunConfig, rank: int) -> str:
+        """Role written in the rank's records (consulted by harness/worker.py)."""
+        return "server" if cfg.servers == "central" and rank >= cfg.workers else "worker"
+
+    def wanted_version(self, step: int) -> int:
+        """The weights version step ``step`` must train on: its iteration when synchronous."""
+        return step if self.synchronous else 0
+
+    # -- run -----------------------------------------------------------------------------
+    def run(self) -> None:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        is_worker = ctx.rank < cfg.workers
+        device = ctx.device if is_worker else torch.device("cpu")
+        model, num_classes = build_module(cfg, device)
+        self.layout = build_layout(model, server_units(cfg))
+        threads: list[threading.Thread] = []
+        if ctx.rank in server_units(cfg) and self.layout.region(ctx.rank).size > 0:
+            self.server = self._make_server(model)
+            threads = start_serving(self.server, [w for w in range(cfg.workers) if w != ctx.rank])
+        if is_worker:
+            self._train(model, device, num_classes)
+        for thread in threads:
+            thread.join()
+        if self.server is not None:
+            if self.server.failure is not None:
+                raise self.server.failure
+            self.peers_lost = max(self.peers_lost, len(self.server.stats.lost))
+
+    def _make_server(self, model: nn.Module) -> ShardServer:
+        assert self.layout is not None
+        cfg, rank = self.ctx.cfg, self.ctx.rank
+        entries = self.layout.entries_of(rank)
+        on_update = self._record_update if self.rank_role(cfg, rank) == "server" else None
+        return ShardServer(cfg, self.layout.region(rank), entries, initial_slice(model, entries),
+                           list(range(cfg.workers)), self.synchronous, on_update)
+
+    def _record_update(self, update: AppliedUpdate) -> None:
+        """The central server's records: one 'step' per applied update, phase ``update``."""
+        cfg = self.ctx.cfg
+        samples = self.global_batch(cfg) if self.synchronous else self.local_batch(cfg)
+        with self._record_lock:
+            self.ctx.recorder.step(update.index, update.step < cfg.warmup, update.start_wall,
+                                   update.seconds, samples, {"update": update.seconds},
+                                   worker=update.worker, staleness=update.staleness)
+
+    def _batches(self, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        cfg = self.ctx.cfg
+        return make_batches(cfg, self.local_batch(cfg), self.ctx.rank, cfg.workers, num_classes)
+
+    def _train(self, model: nn.Module, device: torch.device, num_classes: int) -> None:
+        assert self.layout is not None
+        ctx, cfg = self.ctx, self.ctx.cfg
+        replica = Replica(model, self.layout, device)
+        client = Client(ctx.rank, replica, self.server, cfg.ps_semaphore)
+        batches = self._batches(num_classes)
+        loss_fn = nn.CrossEntropyLoss()
+        timer = PhaseTimer(synchronizer(device))
+        for step in range(cfg.warmup + cfg.steps):
+            timer.start_step()
+            pulled = client.pull(timer, step, self.wanted_version(step))
+            x, y = next(batches)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            timer.mark("data")
+            loss = loss_fn(model(x), y)
+            timer.mark("forward")
+            replica.zero_grads()
+            loss.backward()
+            timer.mark("backward")
+            queued = client.push(timer, step)
+            record_step(ctx.recorder, cfg, step, timer, self.local_batch(cfg),
+                        loss=float(loss.detach()), queue=pulled.queue_s + queued)
+        self._finish(client, model, device)
+
+    def _finish(self, client: Client, model: nn.Module, device: torch.device) -> None:
+        final = client.final()
+        self.peers_lost = final.lost
+        self.model = model
+        self.reports = final.reporter == self.ctx.rank
+        if self.reports and has_held_out(self.ctx.cfg):
+            self.accuracy = held_out_accuracy(self.ctx.cfg, model, device)
+
+    # -- results -------------------------------------------------------------------------
+    def final_weights(self) -> dict[str, np.ndarray] | None:
+        return state_as_numpy(self.model) if self.reports and self.model is not None else None
+
+    def summary_extra(self) -> dict[str, Any]:
+        cfg = self.ctx.cfg
+        extra: dict[str, Any] = {"servers": cfg.servers, "semaphore": cfg.ps_semaphore}
+        if self.layout is not None and (self.ctx.rank == 0 or self.server is not None):
+            described = self.layout.describe()
+            if cfg.servers == "central":
+                described.pop("assignment")
+            extra.update(described)
+        if self.server is not None:
+            extra["server"] = self.server.summary()
+            if self.server.stats.lost:
+                extra["lost_workers"] = extra["server"]["lost_workers"]
+        if self.reports:
+            extra["reported_by_rank"] = self.ctx.rank
+        if self.accuracy is not None:
+            extra["accuracy"] = self.accuracy
+        return extra

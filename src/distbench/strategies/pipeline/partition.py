@@ -1,0 +1,238 @@
+"""The pipeline planner: where to cut an ordered list of blocks into contiguous stages.
+
+Pure Python, no torch import, so it is testable with made-up costs. Start at ``plan_stages``:
+``uniform`` gives every stage the same number of blocks; ``profiled`` takes each block's
+measured cost (``BlockCost``) and chooses the cut that minimises the slowest stage, by the
+dynamic programme PipeDream's optimizer uses (Narayanan et al., SOSP 2019, section 3.1):
+
+    best[k][j] = min over i < j of max(best[k-1][i], stage_time(i, j))
+
+where ``best[k][j]`` is the slowest stage when the first ``j`` blocks form ``k`` stages.
+Unlike PipeDream, which treats each link as a pipeline stage of its own (running in parallel
+with compute), a stage's time here *includes* the transfers at its boundaries: on a CPU
+host with gloo, sending and receiving occupy the same cores that compute, so they do not
+overlap. A boundary after block ``b`` moves ``b``'s output forward and the gradient of the
+same size backward, once per micro-batch, and is charged to both neighbouring stages.
+All times are per micro-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Partition methods, as ``--partition`` spells them.
+METHODS: tuple[str, ...] = ("uniform", "profiled")
+
+
+@dataclass(frozen=True)
+class BlockCost:
+    """One block's profile, per micro-batch: compute seconds and bytes."""
+
+    name: str
+    forward_s: float
+    backward_s: float
+    param_bytes: int
+    activation_bytes: int  # the block's output for one micro-batch
+
+    @property
+    def compute_s(self) -> float:
+        return self.forward_s + self.backward_s
+
+
+@dataclass(frozen=True)
+class Link:
+    """A point-to-point link in the alpha-beta model: ``latency_s + bytes / bandwidth``."""
+
+    latency_s: float
+    bandwidth_bytes_per_s: float
+    measured: bool = False
+
+    def transfer_s(self, nbytes: int) -> float:
+        return self.latency_s + nbytes / self.bandwidth_bytes_per_s
+
+
+#: Used when no measurement is available: 1 Gbit/s Ethernet (the link of the thesis
+#: measurements in background.md) with 50 microseconds latency.
+DEFAULT_LINK = Link(latency_s=50e-6, bandwidth_bytes_per_s=125e6)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage: blocks ``[start, stop)`` and, when a profile exists, its predicted costs."""
+
+    index: int
+    start: int
+    stop: int
+    blocks: tuple[str, ...]
+    compute_s: float | None = None  # forward + backward of its blocks, per micro-batch
+    comm_s: float | None = None  # boundary transfers, per micro-batch
+    param_bytes: int | None = None
+
+    @property
+    def time_s(self) -> float | None:
+        if self.compute_s is None or self.comm_s is None:
+            return None
+        return self.compute_s + self.comm_s
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A partition of the blocks into stages, the same on every rank."""
+
+    method: str
+    stages: tuple[StagePlan, ...]
+    link: Link | None = None
+    profile: tuple[BlockCost, ...] = field(default=(), repr=False)
+
+    @property
+    def bottleneck_s(self) -> float | None:
+        """Predicted time of the slowest stage per micro-batch (None without a profile)."""
+        times = [s.time_s for s in self.stages]
+        return None if any(t is None for t in times) else max(t for t in times if t is not None)
+
+    def cuts(self) -> list[tuple[int, int]]:
+        return [(s.start, s.stop) for s in self.stages]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "stages": [asdict(s) for s in self.stages],
+                "bottleneck_s": self.bottleneck_s,
+                "link": asdict(self.link) if self.link else None,
+                "profile": [asdict(b) for b in self.profile]}
+
+
+def theoretical_bubble(stages: int, microbatches: int) -> float:
+    """Idle fraction of a GPipe or 1F1B step with equal stages and free communication:
+    ``(S-1) / (M+S-1)`` (Huang et al. 2019; 1F1B has the same bubble, fewer activations)."""
+    return (stages - 1) / (microbatches + stages - 1)
+
+
+def predicted_step_s(plan: Plan, microbatches: int) -> float | None:
+    """Step time the plan predicts: ``(M + S - 1)`` slots of the slowest stage."""
+    bottleneck = plan.bottleneck_s
+    return None if bottleneck is None else (microbatches + len(plan.stages) - 1) * bottleneck
+
+
+# ---------------------------------------------------------------------------- cuts
+
+def uniform_cuts(n_blocks: int, n_stages: int) -> list[tuple[int, int]]:
+    """Equal block counts; the first ``n_blocks % n_stages`` stages get one block more."""
+    _check_sizes(n_blocks, n_stages)
+    base, extra = divmod(n_blocks, n_stages)
+    cuts, start = [], 0
+    for index in range(n_stages):
+        stop = start + base + (1 if index < extra else 0)
+        cuts.append((start, stop))
+        start = stop
+    return cuts
+
+
+def boundary_s(costs: Sequence[BlockCost], after: int, link: Link) -> float:
+    """Time to move block ``after``'s output forward and its gradient back, per micro-batch."""
+    return 2 * link.transfer_s(costs[after].activation_bytes)
+
+
+def stage_comm_s(costs: Sequence[BlockCost], start: int, stop: int, link: Link) -> float:
+    """Transfers charged to the stage of blocks ``[start, stop)``: its in- and out-boundary."""
+    comm = boundary_s(costs, start - 1, link) if start > 0 else 0.0
+    return comm + (boundary_s(costs, stop - 1, link) if stop < len(costs) else 0.0)
+
+
+def stage_time_s(costs: Sequence[BlockCost], start: int, stop: int, link: Link) -> float:
+    compute = sum(c.compute_s for c in costs[start:stop])
+    return compute + stage_comm_s(costs, start, stop, link)
+
+
+def best_cuts(costs: Sequence[BlockCost], n_stages: int, link: Link) -> list[tuple[int, int]]:
+    """Contiguous non-empty stages minimising the slowest stage time (PipeDream's DP)."""
+    n = len(costs)
+    _check_sizes(n, n_stages)
+    inf = float("inf")
+    # best[k][j]: slowest stage when blocks [0, j) form k stages; arg[k][j]: last cut.
+    best = [[inf] * (n + 1) for _ in range(n_stages + 1)]
+    arg = [[0] * (n + 1) for _ in range(n_stages + 1)]
+    best[0][0] = 0.0
+    for k in range(1, n_stages + 1):
+        for j in range(k, n - (n_stages - k) + 1):
+            for i in range(k - 1, j):
+                value = max(best[k - 1][i], stage_time_s(costs, i, j, link))
+                if value < best[k][j]:
+                    best[k][j], arg[k][j] = value, i
+    return _walk_back(arg, n, n_stages)
+
+
+def _walk_back(arg: list[list[int]], n: int, n_stages: int) -> list[tuple[int, int]]:
+    cuts, stop = [], n
+    for k in range(n_stages, 0, -1):
+        start = arg[k][stop]
+        cuts.append((start, stop))
+        stop = start
+    return cuts[::-1]
+
+
+def _check_sizes(n_blocks: int, n_stages: int) -> None:
+    if n_stages < 1:
+        raise ValueError(f"need at least one stage, got {n_stages}")
+    if n_stages > n_blocks:
+        raise ValueError(f"cannot cut {n_blocks} blocks into {n_stages} non-empty stages")
+
+
+# ---------------------------------------------------------------------------- plans
+
+def make_plan(method: str, names: Sequence[str], cuts: Sequence[tuple[int, int]],
+              costs: Sequence[BlockCost] | None = None, link: Link | None = None) -> Plan:
+    """Attach block names and, given a profile and a link, predicted costs to ``cuts``."""
+    stages = []
+    for index, (start, stop) in enumerate(cuts):
+        compute = comm = None
+        params = None
+        if costs is not None and link is not None:
+            compute = sum(c.compute_s for c in costs[start:stop])
+            comm = stage_comm_s(costs, start, stop, link)
+            params = sum(c.param_bytes for c in costs[start:stop])
+        stages.append(StagePlan(index, start, stop, tuple(names[start:stop]), compute, comm,
+                                params))
+    return Plan(method, tuple(stages), link, tuple(costs or ()))
+
+
+def plan_stages(method: str, names: Sequence[str], n_stages: int,
+                costs: Sequence[BlockCost] | None = None, link: Link | None = None) -> Plan:
+    """The plan for ``method``; ``profiled`` needs ``costs`` (and uses ``DEFAULT_LINK``
+    when no link is given). A uniform plan with costs carries predictions too."""
+    if method not in METHODS:
+        raise ValueError(f"unknown partition method '{method}' (known: {', '.join(METHODS)})")
+    if costs is not None and len(costs) != len(names):
+        raise ValueError(f"{len(costs)} block costs for {len(names)} blocks")
+    if method == "uniform":
+        return make_plan(method, names, uniform_cuts(len(names), n_stages), costs, link)
+    if costs is None:
+        raise ValueError("the profiled partition needs block costs")
+    link = link or DEFAULT_LINK
+    return make_plan(method, names, best_cuts(costs, n_stages, link), costs, link)
+
+
+def format_plan(plan: Plan, microbatches: int) -> str:
+    """Human-readable plan, one line per stage (what the run prints on stderr)."""
+    lines = [f"pipeline plan ({plan.method}, {len(plan.stages)} stages, "
+             f"{microbatches} micro-batches):"]
+    for stage in plan.stages:
+        names = _short_names(stage.blocks)
+        if stage.time_s is None:
+            lines.append(f"  stage {stage.index}: {names}")
+        else:
+            lines.append(f"  stage {stage.index}: {names}  predicted "
+                         f"{1e3 * stage.time_s:.2f} ms/micro-batch "
+                         f"(compute {1e3 * (stage.compute_s or 0):.2f}, "
+                         f"comm {1e3 * (stage.comm_s or 0):.2f})")
+    step = predicted_step_s(plan, microbatches)
+    if step is not None:
+        lines.append(f"  predicted step {1e3 * step:.1f} ms, slowest stage "
+                     f"{1e3 * (plan.bottleneck_s or 0):.2f} ms/micro-batch")
+    return "\n".join(lines)
+
+
+def _short_names(blocks: Sequence[str]) -> str:
+    if len(blocks) <= 4:
+        return ", ".join(blocks)
+    return f"{blocks[0]} .. {blocks[-1]} ({len(blocks)} blocks)"

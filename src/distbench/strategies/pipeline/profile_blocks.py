@@ -1,0 +1,101 @@
+"""Measurements the profiled planner needs: per-block costs and the link between two ranks.
+
+``profile_blocks`` times each block's forward and backward on one micro-batch (the fastest
+of a few repeats, after one warm-up) on a *copy* of the model, so batch-norm running
+statistics of the trained model stay untouched, and records parameter and output bytes.
+``measure_link`` fits the alpha-beta model to ping-pong round trips between two ranks with
+``torch.distributed`` send/recv. Both run once, before training, never in a measured step.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from distbench.models import model_blocks
+from distbench.strategies.pipeline.partition import BlockCost, Link
+
+PROFILE_REPEATS = 5  # the minimum is kept: time-sharing on a busy host only adds time
+LINK_SIZES = (1024, 4 * 2**20)  # bytes: latency-dominated and bandwidth-dominated
+LINK_REPEATS = 5
+
+
+def _block_cost(name: str, block: nn.Module, x: torch.Tensor, first: bool,
+                sync: Callable[[], None]) -> tuple[BlockCost, torch.Tensor]:
+    """Fastest forward and backward time of ``block`` on input ``x``; returns its output too.
+
+    The input requires grad except for the first block, as in a real stage (only stages
+    after the first send an input gradient back)."""
+    forwards, backwards = [], []
+    out = x
+    for repeat in range(PROFILE_REPEATS + 1):  # the first round warms up and is dropped
+        inp = x.detach().requires_grad_(not first)
+        sync()
+        start = time.perf_counter()
+        out = block(inp)
+        sync()
+        middle = time.perf_counter()
+        if out.requires_grad:
+            out.backward(torch.ones_like(out))
+        sync()
+        end = time.perf_counter()
+        block.zero_grad(set_to_none=True)
+        if repeat:
+            forwards.append(middle - start)
+            backwards.append(end - middle)
+    params = sum(p.numel() * p.element_size() for p in block.parameters())
+    cost = BlockCost(name, min(forwards), min(backwards), params,
+                     out.numel() * out.element_size())
+    return cost, out.detach()
+
+
+def profile_blocks(model: nn.Module, sample: torch.Tensor,
+                   sync: Callable[[], None] | None = None) -> list[BlockCost]:
+    """Cost of every block of ``model`` on the micro-batch ``sample`` (training mode)."""
+    probe = copy.deepcopy(model).train()
+    sync = sync or (lambda: None)
+    costs: list[BlockCost] = []
+    x = sample
+    # Dropout draws random numbers; keep the generator state training will start from.
+    devices = [sample.device.index or 0] if sample.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        for index, (name, block) in enumerate(model_blocks(probe)):
+            cost, x = _block_cost(name, block, x, index == 0, sync)
+            costs.append(cost)
+    return costs
+
+
+def _round_trip(nbytes: int, peer: int, initiator: bool, device: torch.device) -> float:
+    buffer = torch.zeros(max(1, nbytes // 4), dtype=torch.float32, device=device)
+    start = time.perf_counter()
+    if initiator:
+        dist.send(buffer, peer)
+        dist.recv(buffer, peer)
+    else:
+        dist.recv(buffer, peer)
+        dist.send(buffer, peer)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure_link(rank: int, peer: int, device: torch.device | None = None) -> Link:
+    """Alpha-beta fit from ping-pongs between ``rank`` and ``peer`` (both must call this;
+    the lower rank initiates) with tensors on ``device`` (NCCL needs CUDA tensors).
+    Bandwidth is floored to stay positive on a noisy host."""
+    device = device or torch.device("cpu")
+    initiator = rank < peer
+    one_way: list[float] = []
+    for nbytes in LINK_SIZES:
+        _round_trip(nbytes, peer, initiator, device)  # warm-up: connection and buffers
+        trips = [_round_trip(nbytes, peer, initiator, device) for _ in range(LINK_REPEATS)]
+        one_way.append(min(trips) / 2)
+    small, large = LINK_SIZES
+    slope = max((one_way[1] - one_way[0]) / (large - small), 1e-12)
+    latency = max(one_way[0] - small * slope, 0.0)
+    return Link(latency_s=latency, bandwidth_bytes_per_s=1.0 / slope, measured=True)

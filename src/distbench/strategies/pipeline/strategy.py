@@ -1,0 +1,320 @@
+"""Pipeline-parallel training on ``torch.distributed.pipelining``: rank ``r`` runs stage ``r``.
+
+Start at ``PipelineStrategy.run``: every rank builds the full model from the seed (so its
+blocks have exactly the weights sequential training starts from), agrees on a ``Plan``
+(rank 0 measures the link and, for ``--partition profiled``, profiles the blocks, then
+broadcasts the plan), keeps its own blocks as a ``PipelineStage`` and steps a GPipe or
+1F1B schedule. ``--batch-size`` is the global batch; the schedule splits it into
+``--microbatches`` equal micro-batches and, with ``scale_grads``, divides the summed
+micro-batch gradients by their number, so the update equals the full-batch mean's.
+
+How a step is measured on each stage (phases of ``harness/timer.PHASES``, adding up to the
+step time): ``data`` (the first stage loads inputs, the last loads labels), then the
+schedule's ``step``, whose time is split by ``StageProbe`` into ``forward`` and
+``backward`` (the wrapped per-chunk compute, the loss counted as forward) and the rest,
+*blocked* time spent waiting in send/recv. Blocked time cannot be split by clocks on one
+rank alone, so ``comm`` is the transfer time the alpha-beta link model (measured by a
+ping-pong before training) gives for the bytes this stage moved, capped at the blocked
+time, and ``wait`` (idle: the pipeline bubble) is the remainder. ``update`` is the
+optimizer step. The measured bubble fraction is ``wait / step_time``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from statistics import fmean
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from distbench.config import RunConfig
+from distbench.errors import UserError
+from distbench.harness.timer import PhaseTimer
+from distbench.models import build_model, describe_blocks, model_blocks
+from distbench.strategies.base import Strategy
+from distbench.strategies.common import (
+    build_module,
+    input_shape_of,
+    make_batches,
+    make_optimizer,
+    record_step,
+    state_as_numpy,
+    synchronizer,
+)
+from distbench.strategies.pipeline.partition import (
+    DEFAULT_LINK,
+    Link,
+    Plan,
+    format_plan,
+    plan_stages,
+    predicted_step_s,
+    theoretical_bubble,
+)
+from distbench.strategies.pipeline.profile_blocks import measure_link, profile_blocks
+from distbench.strategies.pipeline.stages import StageProbe, stage_module
+
+if TYPE_CHECKING:
+    from torch.distributed.pipelining.schedules import PipelineScheduleSingle
+
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+MEASURED_PHASES = ("data", "forward", "backward", "comm", "wait", "update")
+CPU_FIGURES = ("forward_cpu", "backward_cpu")  # process CPU seconds in forward / backward
+
+
+def count_blocks(cfg: RunConfig) -> int:
+    """Blocks of ``cfg.model``, built on the meta device (no memory, no compute)."""
+    with torch.device("meta"):
+        model = build_model(cfg.model, cfg.num_classes or 10, cfg.input_size)
+    return len(model_blocks(model))
+
+
+class PipelineStrategy(Strategy):
+    """Shared machinery; subclasses choose the schedule and the micro-batch count."""
+
+    scaling: ClassVar[str] = "strong"
+    schedule_name: ClassVar[str] = "gpipe"
+
+    # ------------------------------------------------------------------ description
+
+    @classmethod
+    def microbatches_of(cls, cfg: RunConfig) -> int:
+        return cfg.microbatches
+
+    @classmethod
+    def local_batch(cls, cfg: RunConfig) -> int:
+        """What a stage computes at a time: one micro-batch (every stage sees all samples)."""
+        return cfg.batch_size // cls.microbatches_of(cfg)
+
+    @classmethod
+    def validate(cls, cfg: RunConfig) -> None:
+        m = cls.microbatches_of(cfg)
+        if cfg.batch_size % m:
+            raise UserError(f"{cls.name}: --batch-size {cfg.batch_size} must be divisible by "
+                            f"--microbatches {m}")
+        blocks = count_blocks(cfg)
+        if cfg.workers > blocks:
+            raise UserError(f"{cls.name}: {cfg.workers} stages (--workers) but model "
+                            f"'{cfg.model}' has only {blocks} block(s); see "
+                            f"`distbench list models --blocks {cfg.model}`")
+
+    def schedule_class(self) -> type[PipelineScheduleSingle]:
+        # Imported here, not at module level: torch.distributed.pipelining takes seconds to
+        # import, and every distbench process imports the strategy registry.
+        from torch.distributed.pipelining import ScheduleGPipe
+
+        return ScheduleGPipe
+
+    # ------------------------------------------------------------------ setup
+
+    def run(self) -> None:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        self.m = self.microbatches_of(cfg)
+        model, num_classes = build_module(cfg, ctx.device)
+        self.plan = self._agree_on_plan(model)
+        self.first, self.last = ctx.rank == 0, ctx.rank == ctx.world_size - 1
+        self._build_stage(model)
+        del model  # the other stages' blocks
+        params = list(self.module.parameters())  # a stage of pooling/flatten may have none
+        self.optimizer = make_optimizer(cfg, params) if params else None
+        batches = (make_batches(cfg, cfg.batch_size, 0, 1, num_classes)
+                   if self.first or self.last else None)
+        self._train(batches)
+        self._gather_results()
+
+    def _build_stage(self, model: nn.Module) -> None:
+        """This rank's blocks as a timed ``PipelineStage`` under the strategy's schedule."""
+        from torch.distributed.pipelining import PipelineStage  # slow import: see above
+
+        ctx = self.ctx
+        span = self.plan.stages[ctx.rank]
+        self.module = stage_module(model, span.start, span.stop)
+        self.boundary_bytes = self._boundary_bytes(model, span.start, span.stop)
+        self.probe = StageProbe(self.module, synchronizer(ctx.device))
+        stage = PipelineStage(self.module, ctx.rank, ctx.world_size, ctx.device)
+        self.probe.install(stage)
+        self.schedule = self.schedule_class()(
+            stage, self.m, loss_fn=self.probe.timed_loss(nn.CrossEntropyLoss()))
+
+    def _agree_on_plan(self, model: nn.Module) -> Plan:
+        """Rank 0 decides, everyone receives the same object (plans must match exactly)."""
+        ctx = self.ctx
+        link = (measure_link(ctx.rank, 1 - ctx.rank, ctx.device)
+                if ctx.rank < 2 <= ctx.world_size else None)
+        box: list[Any] = [self._plan_on_rank0(model, link) if ctx.rank == 0 else None]
+        if ctx.world_size > 1:
+            dist.broadcast_object_list(box, src=0)
+        plan: Plan = box[0]
+        if ctx.rank == 0:
+            sys.stderr.write(format_plan(plan, self.m) + "\n")
+        return plan
+
+    def _plan_on_rank0(self, model: nn.Module, link: Link | None) -> Plan:
+        cfg = self.ctx.cfg
+        names = [name for name, _ in model_blocks(model)]
+        link = link or DEFAULT_LINK
+        if cfg.partition == "uniform":
+            return plan_stages("uniform", names, self.ctx.world_size, link=link)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        sample = torch.randn((cfg.batch_size // self.m, *input_shape_of(cfg)),
+                             generator=generator).to(self.ctx.device)
+        costs = profile_blocks(model, sample, synchronizer(self.ctx.device))
+        return plan_stages("profiled", names, self.ctx.world_size, costs, link)
+
+    def _boundary_bytes(self, model: nn.Module, start: int, stop: int) -> tuple[int, int]:
+        """Bytes per micro-batch this stage receives (input) and sends (output)."""
+        infos = describe_blocks(model, input_shape_of(self.ctx.cfg))
+        micro = self.ctx.cfg.batch_size // self.m
+        incoming = infos[start - 1].activation_bytes * micro if start > 0 else 0
+        outgoing = infos[stop - 1].activation_bytes * micro if stop < len(infos) else 0
+        return incoming, outgoing
+
+    # ------------------------------------------------------------------ training
+
+    def _train(self, batches: Batches | None) -> None:
+        cfg = self.ctx.cfg
+        timer = PhaseTimer(synchronizer(self.ctx.device))
+        self.step_phases: list[dict[str, float]] = []
+        for step in range(cfg.warmup + cfg.steps):
+            loss = self._step(timer, batches)
+            samples = cfg.batch_size if self.last else 0  # counted once, where the loss is
+            extra = {"loss": loss} if loss is not None else {}
+            record_step(self.ctx.recorder, cfg, step, timer, samples, **extra)
+            if step >= cfg.warmup:
+                step_time, phases = timer.end_step()
+                self.step_phases.append({**phases, "step": step_time,
+                                         "forward_cpu": self.probe.forward_cpu_s,
+                                         "backward_cpu": self.probe.backward_cpu_s})
+            self.probe.end_first_step()
+
+    def _step(self, timer: PhaseTimer, batches: Batches | None) -> float | None:
+        timer.start_step()
+        x, y = next(batches) if batches is not None else (None, None)
+        device = self.ctx.device
+        began = timer.mark("data")
+        self.probe.reset()
+        losses: list[torch.Tensor] = []
+        args = (x.to(device),) if self.first and x is not None else ()
+        kwargs: dict[str, Any] = ({"target": y.to(device), "losses": losses}
+                                  if self.last and y is not None else {})
+        self.schedule.step(*args, return_outputs=False, **kwargs)
+        ended = timer.mark("forward")  # the whole schedule step, redistributed below
+        self._split_schedule_time(timer, ended - began)
+        if self.optimizer is not None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        timer.mark("update")
+        return float(torch.stack([v.detach() for v in losses]).mean()) if losses else None
+
+    def _split_schedule_time(self, timer: PhaseTimer, total: float) -> None:
+        blocked = max(0.0, total - self.probe.forward_s - self.probe.backward_s)
+        timer.move("forward", "backward", self.probe.backward_s)
+        timer.move("forward", "wait", blocked)
+        timer.move("wait", "comm", min(blocked, self._modelled_comm_s()))
+
+    def _modelled_comm_s(self) -> float:
+        """Transfers of one step at this stage: per micro-batch, the activation in and its
+        gradient out, the activation out and its gradient in (alpha-beta link model)."""
+        link = self.plan.link or DEFAULT_LINK
+        seconds = 0.0
+        for nbytes in self.boundary_bytes:
+            if nbytes:
+                seconds += 2 * self.m * link.transfer_s(nbytes)
+        return seconds
+
+    # ------------------------------------------------------------------ results
+
+    def _stage_figures(self) -> dict[str, Any]:
+        means = {p: fmean(s.get(p, 0.0) for s in self.step_phases)
+                 for p in (*MEASURED_PHASES, *CPU_FIGURES)}
+        step = fmean(s["step"] for s in self.step_phases)
+        span = self.plan.stages[self.ctx.rank]
+        return {
+            "stage": self.ctx.rank, "rank": self.ctx.rank, "blocks": list(span.blocks),
+            "step_s": step, **{f"{p}_s": v for p, v in means.items()},
+            "blocked_s": means["comm"] + means["wait"],
+            "bubble": means["wait"] / step if step > 0 else None,
+            "predicted_s_per_microbatch": span.time_s,
+            "param_bytes": sum(p.numel() * p.element_size() for p in self.module.parameters()),
+            "boundary_bytes_in": self.boundary_bytes[0],
+            "boundary_bytes_out": self.boundary_bytes[1],
+            "inflight_peak_microbatches": self.probe.inflight_peak,
+            "activation_bytes_per_microbatch": self.probe.microbatch_activation_bytes,
+            "activation_peak_bytes": self.probe.activation_peak_bytes,
+        }
+
+    def _gather_results(self) -> None:
+        """Per-stage figures (and, for --save-weights, stage weights) to rank 0."""
+        ctx = self.ctx
+        figures = self._stage_figures()
+        weights = state_as_numpy(self.module) if ctx.cfg.save_weights else None
+        self.all_figures: list[dict[str, Any]] = [figures]
+        self.all_weights: list[dict[str, np.ndarray] | None] = [weights]
+        if ctx.world_size == 1:
+            return
+        collected: list[Any] | None = [None] * ctx.world_size if ctx.rank == 0 else None
+        dist.gather_object((figures, weights), collected, dst=0)
+        if collected is not None:
+            self.all_figures = [item[0] for item in collected]
+            self.all_weights = [item[1] for item in collected]
+
+    def final_weights(self) -> dict[str, np.ndarray] | None:
+        """The full model's weights on rank 0, under the unsplit model's names."""
+        if self.ctx.rank != 0:
+            return None
+        merged: dict[str, np.ndarray] = {}
+        for part in self.all_weights:
+            merged.update(part or {})
+        return merged
+
+    def summary_extra(self) -> dict[str, Any]:
+        if self.ctx.rank != 0:
+            return {}
+        stages = len(self.plan.stages)
+        steps = sum(f["step_s"] for f in self.all_figures)
+        waits = sum(f["wait_s"] for f in self.all_figures)
+        predicted = predicted_step_s(self.plan, self.m)
+        return {
+            "schedule": self.schedule_name, "stages": stages, "microbatches": self.m,
+            "microbatch_size": self.ctx.cfg.batch_size // self.m,
+            "partition": self.plan.method, "plan": self.plan.to_dict(),
+            "plan_text": format_plan(self.plan, self.m),
+            "predicted_step_s": predicted,
+            "bubble_theoretical": theoretical_bubble(stages, self.m),
+            "bubble_measured": waits / steps if steps > 0 else None,
+            "per_stage": self.all_figures,
+            "slowest_stage_compute_s": max(f["forward_s"] + f["backward_s"]
+                                           for f in self.all_figures),
+            "slowest_stage_compute_cpu_s": max(f["forward_cpu_s"] + f["backward_cpu_s"]
+                                               for f in self.all_figures),
+        }
+
+
+class PipelineGPipe(PipelineStrategy):
+    name: ClassVar[str] = "pipeline-gpipe"
+    description: ClassVar[str] = ("pipeline parallel, GPipe schedule (all forwards, then all "
+                                  "backwards); --microbatches, --partition")
+    schedule_name: ClassVar[str] = "gpipe"
+
+
+class Pipeline1F1B(PipelineStrategy):
+    name: ClassVar[str] = "pipeline-1f1b"
+    description: ClassVar[str] = ("pipeline parallel, 1F1B schedule (PipeDream-flush: one "
+                                  "forward, one backward); --microbatches, --partition")
+    schedule_name: ClassVar[str] = "1f1b"
+
+    @classmethod
+    def validate(cls, cfg: RunConfig) -> None:
+        super().validate(cfg)
+        if cfg.microbatches < cfg.workers:
+            raise UserError(f"pipeline-1f1b: --microbatches {cfg.microbatches} must be at "
+                            f"least the number of stages (--workers {cfg.workers})")
+
+    def schedule_class(self) -> type[PipelineScheduleSingle]:
+        from torch.distributed.pipelining import Schedule1F1B
+
+        return Schedule1F1B
+

@@ -1,0 +1,105 @@
+"""Pipeline and model parallelism through the real launcher (torchrun, gloo, 2 ranks).
+
+Equivalence: with the same global batch, gpipe, 1f1b and model-parallel end with the
+weights of sequential training (lenet5: no batch norm, whose statistics micro-batching
+changes). Coverage: the zoo's big models run as 2-stage pipelines, and the CLI's
+``--json`` output carries the plan, per-stage times and the measured bubble.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from distbench.config import RunConfig
+from distbench.harness.session import run_benchmarks
+
+pytestmark = [pytest.mark.distributed]
+
+
+def lenet(strategy: str, workers: int, weights: Path, **kw: Any) -> RunConfig:
+    return RunConfig(model="lenet5", strategy=strategy, workers=workers, batch_size=16,
+                     steps=3, warmup=0, threads=1, lr=0.05, momentum=0.9,
+                     save_weights=str(weights), timeout=180, **kw)
+
+
+def load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.mark.timeout(240)
+def test_pipelines_end_with_sequential_weights(tmp_path: Path, db_path: Path) -> None:
+    configs = [lenet("sequential", 1, tmp_path / "seq.npz"),
+               lenet("pipeline-gpipe", 2, tmp_path / "gpipe.npz", microbatches=4),
+               lenet("pipeline-1f1b", 2, tmp_path / "1f1b.npz", microbatches=4,
+                     partition="profiled"),
+               lenet("model-parallel", 2, tmp_path / "mp.npz")]
+    rows = run_benchmarks(configs, db_path)
+    assert [r["status"] for r in rows] == ["ok"] * 4, [r["error"] for r in rows]
+    reference = load(tmp_path / "seq.npz")
+    for name in ("gpipe", "1f1b", "mp"):
+        trained = load(tmp_path / f"{name}.npz")
+        assert list(trained) == list(reference), name  # same names, same order
+        for key in reference:
+            np.testing.assert_allclose(trained[key], reference[key], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{name}: {key}")
+    seq_loss = rows[0]["final_loss"]
+    for row in rows[1:]:
+        assert row["final_loss"] == pytest.approx(seq_loss, rel=1e-5), row["strategy"]
+        assert row["global_batch"] == 16 and row["scaling"] == "strong"
+
+
+def _check_stage_figures(extra: dict[str, Any], stages: int) -> None:
+    per_stage = extra["per_stage"]
+    assert len(per_stage) == stages
+    for figures in per_stage:
+        phases = sum(figures[f"{p}_s"] for p in
+                     ("data", "forward", "backward", "comm", "wait", "update"))
+        assert phases == pytest.approx(figures["step_s"], rel=1e-6)
+        assert figures["forward_s"] > 0 and figures["backward_s"] > 0
+        assert figures["forward_cpu_s"] > 0 and figures["backward_cpu_s"] > 0
+        assert 0.0 <= figures["bubble"] < 1.0
+        assert figures["activation_peak_bytes"] > 0
+    assert 0.0 <= extra["bubble_measured"] < 1.0
+
+
+@pytest.mark.timeout(240)
+def test_cli_resnet18_1f1b_profiled_json(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "distbench.cli.main", "run", "--model", "resnet18",
+           "--dataset", "synthetic", "--strategy", "pipeline-1f1b", "--workers", "2",
+           "--microbatches", "4", "--partition", "profiled", "--batch-size", "8",
+           "--steps", "2", "--warmup", "1", "--threads", "1", "--db", "r.db", "--json"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=220)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads(result.stdout)[0]
+    extra = row["extra"]
+    assert extra["partition"] == "profiled" and extra["schedule"] == "1f1b"
+    assert "stage 0:" in extra["plan_text"] and "stage 1:" in extra["plan_text"]
+    stages = extra["plan"]["stages"]
+    assert stages[0]["start"] == 0 and stages[0]["stop"] == stages[1]["start"]
+    assert stages[1]["stop"] == 12 and all(s["compute_s"] > 0 for s in stages)
+    assert extra["bubble_theoretical"] == pytest.approx(1 / 5)
+    _check_stage_figures(extra, 2)
+    # 1F1B keeps at most S - s micro-batches in flight on stage s (GPipe keeps all M).
+    assert [f["inflight_peak_microbatches"] for f in extra["per_stage"]] == [2, 1]
+
+
+@pytest.mark.timeout(240)
+# resnet18 runs as a 2-stage pipeline in test_cli_resnet18_1f1b_profiled_json.
+@pytest.mark.parametrize("model", ["alexnet", "mobilenetv2", "resnet50", "vgg16"])
+def test_zoo_model_runs_as_two_stage_pipeline(model: str, db_path: Path) -> None:
+    cfg = RunConfig(model=model, strategy="pipeline-gpipe", workers=2, batch_size=4,
+                    microbatches=2, steps=1, warmup=0, threads=1, timeout=200)
+    [row] = run_benchmarks([cfg], db_path)
+    assert row["status"] == "ok", row["error"]
+    assert np.isfinite(row["final_loss"])
+    extra = row["extra"]
+    assert [f["inflight_peak_microbatches"] for f in extra["per_stage"]] == [2, 2]
+    _check_stage_figures(extra, 2)

@@ -1,0 +1,184 @@
+"""The pipeline planner with given costs, and the pipeline strategies' input checks."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from distbench.config import RunConfig
+from distbench.errors import UserError
+from distbench.strategies.pipeline.partition import (
+    DEFAULT_LINK,
+    BlockCost,
+    Link,
+    best_cuts,
+    format_plan,
+    plan_stages,
+    predicted_step_s,
+    stage_time_s,
+    theoretical_bubble,
+    uniform_cuts,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+FREE_LINK = Link(latency_s=0.0, bandwidth_bytes_per_s=1e30)
+
+
+def costs(compute: list[float], activation: int = 0) -> list[BlockCost]:
+    """Blocks whose forward + backward take ``compute`` seconds (split 1:2)."""
+    return [BlockCost(f"b{i}", c / 3, 2 * c / 3, 0, activation) for i, c in enumerate(compute)]
+
+
+def brute_force_bottleneck(blocks: list[BlockCost], stages: int, link: Link) -> float:
+    n = len(blocks)
+    best = float("inf")
+    for inner in itertools.combinations(range(1, n), stages - 1):
+        bounds = [0, *inner, n]
+        slowest = max(stage_time_s(blocks, a, b, link) for a, b in itertools.pairwise(bounds))
+        best = min(best, slowest)
+    return best
+
+
+def test_uniform_cuts_are_equal_block_counts() -> None:
+    assert uniform_cuts(7, 2) == [(0, 4), (4, 7)]
+    assert uniform_cuts(12, 3) == [(0, 4), (4, 8), (8, 12)]
+    assert uniform_cuts(3, 3) == [(0, 1), (1, 2), (2, 3)]
+    with pytest.raises(ValueError, match="cannot cut 2 blocks into 3"):
+        uniform_cuts(2, 3)
+
+
+def test_profiled_plan_beats_uniform_on_unbalanced_blocks() -> None:
+    # Six light blocks and one heavy one, as in benchmarks/unbalanced_model.py.
+    blocks = costs([1, 1, 1, 1, 1, 1, 6])
+    names = [b.name for b in blocks]
+    uniform = plan_stages("uniform", names, 2, blocks, FREE_LINK)
+    profiled = plan_stages("profiled", names, 2, blocks, FREE_LINK)
+    assert uniform.cuts() == [(0, 4), (4, 7)]
+    assert profiled.cuts() == [(0, 6), (6, 7)]
+    assert uniform.bottleneck_s == pytest.approx(8.0)
+    assert profiled.bottleneck_s == pytest.approx(6.0)
+
+
+def test_dp_matches_brute_force() -> None:
+    compute = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0]
+    blocks = costs(compute, activation=10**6)
+    link = Link(latency_s=1e-3, bandwidth_bytes_per_s=1e8)
+    for stages in range(1, 6):
+        cuts = best_cuts(blocks, stages, link)
+        assert cuts[0][0] == 0 and cuts[-1][1] == len(blocks)
+        assert all(a < b for a, b in cuts)
+        slowest = max(stage_time_s(blocks, a, b, link) for a, b in cuts)
+        assert slowest == pytest.approx(brute_force_bottleneck(blocks, stages, link))
+
+
+def test_transfer_cost_moves_the_cut_to_a_small_activation() -> None:
+    # Equal compute; cutting after block 1 moves 1 GB, after block 2 only 1 kB.
+    blocks = [BlockCost("a", 1, 1, 0, 10**9), BlockCost("b", 1, 1, 0, 10**9),
+              BlockCost("c", 1, 1, 0, 10**3), BlockCost("d", 1, 1, 0, 10**3)]
+    slow_link = Link(latency_s=0.0, bandwidth_bytes_per_s=1e8)
+    assert best_cuts(blocks, 2, FREE_LINK) == [(0, 2), (2, 4)]
+    assert best_cuts(blocks, 2, slow_link) == [(0, 3), (3, 4)]
+
+
+def test_stage_time_charges_both_boundaries() -> None:
+    blocks = costs([1.0, 1.0, 1.0], activation=1000)
+    link = Link(latency_s=0.5, bandwidth_bytes_per_s=1000.0)  # 1.5 s per transfer
+    assert stage_time_s(blocks, 0, 1, link) == pytest.approx(1.0 + 2 * 1.5)
+    assert stage_time_s(blocks, 1, 2, link) == pytest.approx(1.0 + 4 * 1.5)
+    assert stage_time_s(blocks, 0, 3, link) == pytest.approx(3.0)
+
+
+def test_plan_without_profile_has_no_predictions() -> None:
+    plan = plan_stages("uniform", ["a", "b", "c"], 2)
+    assert plan.bottleneck_s is None and predicted_step_s(plan, 4) is None
+    assert [s.blocks for s in plan.stages] == [("a", "b"), ("c",)]
+    assert "stage 1: c" in format_plan(plan, 4)
+    with pytest.raises(ValueError, match="needs block costs"):
+        plan_stages("profiled", ["a", "b"], 2)
+
+
+def test_plan_dict_and_prediction() -> None:
+    blocks = costs([1, 2, 3])
+    plan = plan_stages("profiled", [b.name for b in blocks], 2, blocks, DEFAULT_LINK)
+    data = plan.to_dict()
+    assert data["method"] == "profiled" and len(data["stages"]) == 2
+    assert len(data["profile"]) == 3
+    assert predicted_step_s(plan, 4) == pytest.approx(5 * (plan.bottleneck_s or 0))
+    assert "predicted step" in format_plan(plan, 4)
+
+
+def test_theoretical_bubble() -> None:
+    assert theoretical_bubble(1, 4) == 0.0
+    assert theoretical_bubble(2, 4) == pytest.approx(1 / 5)
+    assert theoretical_bubble(4, 1) == pytest.approx(3 / 4)  # model parallel: (S-1)/S
+
+
+# ---------------------------------------------------------------------------- validation
+
+def pipeline(**kw: object) -> RunConfig:
+    settings: dict[str, object] = {"model": "lenet5", "strategy": "pipeline-gpipe",
+                                   "workers": 2, "batch_size": 16, **kw}
+    return RunConfig.from_dict(settings)
+
+
+def test_valid_pipeline_configs() -> None:
+    assert pipeline().workers == 2
+    assert pipeline(strategy="pipeline-1f1b", microbatches=2).microbatches == 2
+    assert pipeline(strategy="model-parallel", microbatches=3).batch_size == 16  # M ignored
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"microbatches": 3}, "must be divisible by --microbatches 3"),
+    ({"workers": 8}, "has only 7 block(s)"),
+    ({"strategy": "pipeline-1f1b", "workers": 4, "microbatches": 2},
+     "--microbatches 2 must be at least the number of stages"),
+    ({"strategy": "model-parallel", "workers": 9}, "has only 7 block(s)"),
+])
+def test_invalid_pipeline_configs_are_one_line_user_errors(settings: dict[str, object],
+                                                            message: str) -> None:
+    with pytest.raises(UserError) as info:
+        pipeline(**settings)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pipeline_batches_are_global() -> None:
+    from distbench.strategies import STRATEGIES
+
+    cfg = pipeline(microbatches=4)
+    strategy = STRATEGIES["pipeline-gpipe"]
+    assert strategy.scaling == "strong"
+    assert strategy.global_batch(cfg) == 16 and strategy.local_batch(cfg) == 4
+
+
+def test_profile_blocks_costs_every_block_and_keeps_rng_state() -> None:
+    import torch
+
+    from distbench.models import build_model
+    from distbench.strategies.pipeline.profile_blocks import profile_blocks
+
+    model = build_model("mobilenetv2", 10)  # has dropout and batch norm
+    sample = torch.randn(2, 3, 32, 32)
+    before = torch.random.get_rng_state()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a run; several threads on a busy host crawl
+    try:
+        costs = profile_blocks(model, sample)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(before, torch.random.get_rng_state())
+    assert [c.name for c in costs][:2] == ["stem", "stage1_0"] and len(costs) == 23
+    assert all(c.forward_s > 0 for c in costs)
+    assert costs[0].param_bytes == 4 * 928 and costs[-1].activation_bytes == 2 * 10 * 4
+    running = model.state_dict()["stem.1.running_mean"]
+    assert torch.equal(running, torch.zeros_like(running))  # profiled on a copy
+
+
+def test_list_models_blocks_rows() -> None:
+    from distbench.cli.list_cmd import block_rows
+
+    rows = block_rows("lenet5", 10)
+    assert [r[1] for r in rows] == ["conv1", "conv2", "pool", "flatten", "fc1", "fc2", "fc"]
+    assert rows[0][2:] == ("156", "6x14x14", "4.6 KiB")
+    assert rows[-1][4] == "40 B"

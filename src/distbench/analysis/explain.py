@@ -1,0 +1,366 @@
+"""Why is run B slower (or faster) than run A? The top-down comparison of study 002.
+
+Where to start: ``explain_rows(a, b)`` takes two stored result rows and walks down the
+levels of the 002 method: total step time → local compute vs. communication → the phase
+(data, forward, backward, comm, pull, push, wait, update) that accounts for most of the
+difference → within that phase, the operators whose self time changed most (when both
+runs carry an operator profile from ``--profile-ops``). It returns an ``Explanation``
+dataclass with a one-sentence ``conclusion``; nothing here prints (``cli/explain.py``
+does) or plots (``report/`` does). ``suite_findings`` applies the same logic to a whole
+selection of runs for the report's written summary.
+
+Times are seconds per step. The step time used for the decomposition is the sum of the
+stored breakdown (the governing rank's mean over measured steps), so the phases add up to
+it exactly; operator times are per profiled step and need not add up to the phase time
+(waiting on other ranks or the network is not an operator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from statistics import fmean
+from typing import Any
+
+from distbench.errors import UserError
+from distbench.harness.timer import PHASES
+from distbench.store import ResultStore
+
+COMM_PHASES = ("comm", "pull", "push", "wait")
+NAMED_OPERATORS = 3
+OTHER_PHASE = "other"
+SATURATED_PERCENT = 90.0
+
+
+@dataclass(frozen=True)
+class RunSide:
+    """One of the two runs, as the comparison shows it."""
+
+    run_id: str
+    label: str
+    step_time_s: float
+    throughput: float | None
+    local_batch: int | None
+    threads_per_worker: int | None
+    profiled: bool
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A quantity in A and in B; ``delta_s = b_s - a_s``; ``share`` of the parent delta."""
+
+    name: str
+    a_s: float
+    b_s: float
+    delta_s: float
+    share: float | None = None
+    partial: bool = False  # an operator missing from one run's top list counted as 0
+
+
+@dataclass(frozen=True)
+class Explanation:
+    a: RunSide
+    b: RunSide
+    delta_s: float
+    ratio: float | None
+    groups: list[Delta]
+    phases: list[Delta]
+    phase: str | None
+    operators: list[Delta]
+    operator_scope: str  # the phase the operators come from, "all phases", or "none"
+    notes: list[str] = field(default_factory=list)
+    conclusion: str = ""
+
+
+def run_label(row: dict[str, Any]) -> str:
+    return f"{row['model']} {row['strategy']} ×{row['workers']} on {row['framework']}"
+
+
+def _side(row: dict[str, Any]) -> RunSide:
+    return RunSide(run_id=row["run_id"], label=run_label(row),
+                   step_time_s=sum((row.get("breakdown") or {}).values()),
+                   throughput=row.get("throughput_median"), local_batch=row.get("local_batch"),
+                   threads_per_worker=row.get("threads_per_worker"),
+                   profiled=bool(row.get("operators")))
+
+
+def _ordered_phases(*breakdowns: dict[str, float]) -> list[str]:
+    names = {name for breakdown in breakdowns for name in breakdown}
+    return [p for p in PHASES if p in names] + sorted(names - set(PHASES))
+
+
+def phase_deltas(a: dict[str, float], b: dict[str, float]) -> list[Delta]:
+    """Per-phase change, in display order; ``share`` is of the total change."""
+    total = sum(b.values()) - sum(a.values())
+    out = []
+    for phase in _ordered_phases(a, b):
+        delta = b.get(phase, 0.0) - a.get(phase, 0.0)
+        out.append(Delta(phase, a.get(phase, 0.0), b.get(phase, 0.0), delta,
+                         delta / total if total else None))
+    return out
+
+
+def group_deltas(phases: list[Delta]) -> list[Delta]:
+    """Local compute (data, forward, backward, update) vs. communication and waiting."""
+    total = sum(p.delta_s for p in phases)
+    groups = []
+    for name, members in (("compute", [p for p in phases if p.name not in COMM_PHASES]),
+                          ("communication", [p for p in phases if p.name in COMM_PHASES])):
+        a_s, b_s = sum(p.a_s for p in members), sum(p.b_s for p in members)
+        groups.append(Delta(name, a_s, b_s, b_s - a_s, (b_s - a_s) / total if total else None))
+    return groups
+
+
+def dominant(deltas: list[Delta], total: float) -> Delta | None:
+    """The entry that moved most in the direction of ``total`` (largest |delta| if none did)."""
+    if not deltas:
+        return None
+    sign = 1.0 if total >= 0 else -1.0
+    aligned = [d for d in deltas if d.delta_s * sign > 0]
+    if aligned:
+        return max(aligned, key=lambda d: d.delta_s * sign)
+    return max(deltas, key=lambda d: abs(d.delta_s))
+
+
+def _phase_ops(profile: dict[str, Any], phase: str | None) -> tuple[dict[str, float], bool]:
+    """Self seconds per step by operator name in ``phase`` (None: all phases), and whether
+    the table is a truncated top list (so a missing name may still have run)."""
+    if phase is None:
+        ops = profile.get("top") or []
+        return {o["name"]: o["self_s"] for o in ops}, True
+    entry = (profile.get("phases") or {}).get(phase) or {}
+    ops = entry.get("ops") or []
+    listed = sum(o["self_s"] for o in ops)
+    return {o["name"]: o["self_s"] for o in ops}, listed < 0.999 * entry.get("self_s", 0.0)
+
+
+def operator_deltas(a_profile: dict[str, Any], b_profile: dict[str, Any],
+                    phase: str | None, direction: float, top: int) -> list[Delta]:
+    """Operators whose self time changed most in the direction of the phase's change."""
+    a_ops, a_cut = _phase_ops(a_profile, phase)
+    b_ops, b_cut = _phase_ops(b_profile, phase)
+    deltas = []
+    for name in set(a_ops) | set(b_ops):
+        a_s, b_s = a_ops.get(name, 0.0), b_ops.get(name, 0.0)
+        partial = (name not in a_ops and a_cut) or (name not in b_ops and b_cut)
+        deltas.append(Delta(name, a_s, b_s, b_s - a_s, partial=partial))
+    sign = 1.0 if direction >= 0 else -1.0
+    deltas.sort(key=lambda d: -d.delta_s * sign)
+    moved = sum(d.delta_s for d in deltas)
+    return [Delta(d.name, d.a_s, d.b_s, d.delta_s, d.delta_s / moved if moved else None,
+                  d.partial) for d in deltas[:top]]
+
+
+def _has_phase(profile: dict[str, Any] | None, phase: str) -> bool:
+    return bool(profile and ((profile.get("phases") or {}).get(phase) or {}).get("ops"))
+
+
+def _operator_level(a: dict[str, Any], b: dict[str, Any], phase: Delta | None,
+                    top: int) -> tuple[list[Delta], str]:
+    pa, pb = a.get("operators"), b.get("operators")
+    if not pa or not pb or phase is None:
+        return [], "none"
+    scope = phase.name if (_has_phase(pa, phase.name) or _has_phase(pb, phase.name)) else None
+    ops = operator_deltas(pa, pb, scope, phase.delta_s, top)
+    return ops, scope or "all phases"
+
+
+def explain_rows(a: dict[str, Any], b: dict[str, Any], top: int = 5,
+                 phase: str | None = None) -> Explanation:
+    """The top-down comparison of two ``ok`` rows; ``phase`` forces the drilled-in phase."""
+    for row in (a, b):
+        if row.get("status") != "ok" or not row.get("breakdown"):
+            raise UserError(f"run {row['run_id']} has no measurements "
+                            f"(status {row.get('status')}: {row.get('error') or 'no breakdown'})")
+    side_a, side_b = _side(a), _side(b)
+    delta = side_b.step_time_s - side_a.step_time_s
+    phases = phase_deltas(a["breakdown"], b["breakdown"])
+    chosen = _pick_phase(phases, delta, phase)
+    operators, scope = _operator_level(a, b, chosen, top)
+    explanation = Explanation(
+        a=side_a, b=side_b, delta_s=delta,
+        ratio=side_b.step_time_s / side_a.step_time_s if side_a.step_time_s else None,
+        groups=group_deltas(phases), phases=phases, phase=chosen.name if chosen else None,
+        operators=operators, operator_scope=scope, notes=context_notes(a, b, chosen, scope))
+    return _with_conclusion(explanation)
+
+
+def _pick_phase(phases: list[Delta], total: float, forced: str | None) -> Delta | None:
+    if forced is None:
+        return dominant(phases, total)
+    for candidate in phases:
+        if candidate.name == forced:
+            return candidate
+    known = ", ".join(p.name for p in phases)
+    raise UserError(f"phase '{forced}' is in neither run (phases: {known})")
+
+
+def _pct(value: float | None) -> str:
+    return "?" if value is None else f"{value * 100:.0f}%"
+
+
+def seconds(value: float, signed: bool = False) -> str:
+    """Human units: 1.23 s, 45.6 ms or 789 µs; ``signed`` adds +/−."""
+    magnitude = abs(value)
+    if magnitude >= 1.0:
+        text = f"{magnitude:.2f} s"
+    elif magnitude >= 1e-3:
+        text = f"{magnitude * 1e3:.1f} ms"
+    else:
+        text = f"{magnitude * 1e6:.0f} µs"
+    if not signed:
+        return text if value >= 0 else f"-{text}"
+    return f"{'+' if value >= 0 else '−'}{text}"
+
+
+def _with_conclusion(e: Explanation) -> Explanation:
+    more = "more" if e.delta_s > 0 else "less"
+    text = (f"B ({e.b.label}) takes {seconds(e.b.step_time_s)} per step, "
+            f"{seconds(abs(e.delta_s))} {more} than A ({e.a.label}, {seconds(e.a.step_time_s)})")
+    chosen = next((p for p in e.phases if p.name == e.phase), None)
+    if chosen is not None and e.delta_s:
+        text += (f"; {chosen.name} accounts for {_pct(chosen.share)} of the difference "
+                 f"({seconds(chosen.delta_s, signed=True)})")
+    text += _operator_clause(e)
+    return Explanation(**{**_fields(e), "conclusion": text + "."})
+
+
+def _operator_clause(e: Explanation) -> str:
+    if e.operator_scope == "none":
+        return ("; run both with --profile-ops to see operators"
+                if not (e.a.profiled and e.b.profiled) else "")
+    chosen = next((p for p in e.phases if p.name == e.phase), None)
+    direction = 1.0 if (chosen.delta_s if chosen else e.delta_s) >= 0 else -1.0
+    named = [op for op in e.operators[:NAMED_OPERATORS] if op.delta_s * direction > 0]
+    if not named:
+        return (f"; no operator in {e.operator_scope} changed that way, so the difference "
+                "is time spent waiting, not CPU work")
+    parts = [f"{op.name} ({seconds(op.delta_s, signed=True)})" for op in named]
+    where = "" if e.operator_scope == e.phase else f" ({e.operator_scope})"
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" and {parts[-1]}"
+    return f", mostly{where} {listed}"
+
+
+def _fields(e: Explanation) -> dict[str, Any]:
+    return {name: getattr(e, name) for name in e.__dataclass_fields__}
+
+
+def context_notes(a: dict[str, Any], b: dict[str, Any], phase: Delta | None,
+                  scope: str) -> list[str]:
+    """Differences in setup that are likely causes, and caveats of the comparison."""
+    notes = [*_setup_notes(a, b), *_saturation_notes(a, b)]
+    if phase is not None and phase.name in COMM_PHASES and scope != "none":
+        notes.append(f"{phase.name} is mostly waiting on other ranks or the network; "
+                     "operators cover only the CPU work around it")
+    return notes
+
+
+def _setup_notes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    notes = []
+    for key, what in (("model", "models"), ("dataset", "datasets"),
+                      ("framework", "frameworks")):
+        if a.get(key) != b.get(key):
+            notes.append(f"different {what}: {a.get(key)} vs {b.get(key)}")
+    if a.get("threads_per_worker") != b.get("threads_per_worker"):
+        notes.append(f"threads per worker differ (A {a.get('threads_per_worker')}, "
+                     f"B {b.get('threads_per_worker')}): on a CPU host compute phases scale "
+                     "with the threads each worker gets")
+    if a.get("local_batch") != b.get("local_batch"):
+        notes.append(f"local batches differ (A {a.get('local_batch')}, B {b.get('local_batch')})"
+                     ": per-step times are not per-sample times; compare throughput")
+    for side, row in (("A", a), ("B", b)):
+        if row.get("oversubscribed"):
+            notes.append(f"{side} was oversubscribed (processes × threads > cores): its "
+                         "workers shared cores")
+    return notes
+
+
+def mean_in_window(resources: dict[str, Any] | None, key: str) -> float | None:
+    """Mean of one resource series over the measured steps, over all ranks."""
+    if not resources or not resources.get("window"):
+        return None
+    start, end = resources["window"]
+    values = [v for rank in resources.get("ranks", {}).values()
+              for t, v in zip(rank.get("t", []), rank.get(key, []), strict=False)
+              if start <= t <= end + 0.5]
+    return fmean(values) if values else None
+
+
+def _saturation_notes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    busy = []
+    for side, row in (("A", a), ("B", b)):
+        value = mean_in_window(row.get("resources"), "system_cpu_percent")
+        if value is not None and value >= SATURATED_PERCENT:
+            busy.append(f"{side} {value:.0f}%")
+    if not busy:
+        return []
+    return [f"the host's CPUs were saturated during the measured steps ({', '.join(busy)} "
+            "busy): workers and any other processes competed for cores"]
+
+
+def resolve_run(store: ResultStore, ref: str) -> dict[str, Any]:
+    """A run by its id or a unique suffix of it (tables show the last 6 characters)."""
+    rows = store.query(run_ids=[ref])
+    if rows:
+        return rows[0]
+    matches = [row for row in store.query() if row["run_id"].endswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UserError(f"no run '{ref}' in {store.path} (see `distbench results`)")
+    raise UserError(f"run '{ref}' is ambiguous: {', '.join(r['run_id'] for r in matches[:5])}")
+
+
+def explain_runs(store: ResultStore, ref_a: str, ref_b: str, top: int = 5,
+                 phase: str | None = None) -> Explanation:
+    return explain_rows(resolve_run(store, ref_a), resolve_run(store, ref_b), top, phase)
+
+
+def explanation_as_dict(e: Explanation) -> dict[str, Any]:
+    return asdict(e)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the report's written summary."""
+
+    topic: str
+    text: str
+    notes: list[str] = field(default_factory=list)
+
+
+def suite_findings(rows: list[dict[str, Any]], per_group: int = 3) -> list[Finding]:
+    """The biggest differences in a selection: per model and dataset, the fastest run, and
+    for the least efficient multi-worker runs, why they fall short of their baseline.
+    ``rows`` carry ``baseline_run_id`` from ``ResultStore.with_scaling``."""
+    ok = [row for row in rows if row.get("status") == "ok" and row.get("breakdown")]
+    by_id = {row["run_id"]: row for row in ok}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in ok:
+        groups.setdefault((row["model"], row["dataset"]), []).append(row)
+    findings = []
+    for (model, dataset), members in groups.items():
+        topic = f"{model} on {dataset}"
+        findings.append(Finding(topic, _fastest_text(members)))
+        findings.extend(_scaling_findings(topic, members, by_id, per_group))
+    return findings
+
+
+def _fastest_text(members: list[dict[str, Any]]) -> str:
+    best = max(members, key=lambda r: r.get("throughput_median") or 0.0)
+    speedup = best.get("speedup")
+    extra = f", speedup {speedup:.2f} over {best.get('baseline')}" if speedup else ""
+    return (f"highest throughput: {run_label(best)} at "
+            f"{best['throughput_median']:.1f} samples/s{extra}.")
+
+
+def _scaling_findings(topic: str, members: list[dict[str, Any]],
+                      by_id: dict[str, dict[str, Any]], limit: int) -> list[Finding]:
+    candidates = [r for r in members if r["workers"] > 1 and r.get("baseline_run_id") in by_id]
+    candidates.sort(key=lambda r: r.get("efficiency") or 0.0)
+    findings = []
+    for row in candidates[:limit]:
+        e = explain_rows(by_id[row["baseline_run_id"]], row, top=NAMED_OPERATORS)
+        eff = row.get("efficiency")
+        head = f"efficiency {eff:.2f}: " if eff is not None else ""
+        findings.append(Finding(topic, head + e.conclusion, e.notes))
+    return findings

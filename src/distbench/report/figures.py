@@ -1,0 +1,348 @@
+"""The report's figures, drawn with matplotlib on explicit Agg canvases (no pyplot, no
+display, no global state).
+
+Where to start: ``report_figures(rows)`` returns every figure for a selection of stored
+rows (with speedup from ``ResultStore.with_scaling``) as ``ReportFigure`` objects; each
+function below draws one kind. Runs are grouped into one panel per (model, dataset),
+because step times of different models differ by orders of magnitude. In the scaling
+figures, a line is a (strategy, framework) pair; when the same configuration was run more
+than once, the most recent run is drawn. ``save_figure`` writes PNG and SVG.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from distbench.harness.timer import PHASES
+from distbench.predict.estimate import EstimateRow
+
+Row = dict[str, Any]
+LegendLoc = Literal["best", "lower right"]
+PHASE_COLORS = {"data": "#8c8c8c", "forward": "#4c72b0", "backward": "#dd8452",
+                "comm": "#c44e52", "pull": "#937860", "push": "#da8bc3", "wait": "#d4c35a",
+                "update": "#55a868"}
+EXTRA_COLORS = ("#64b5cd", "#8172b3", "#ccb974", "#4d4d4d")
+MIB = 2**20
+PANEL_W, PANEL_H = 5.2, 3.6
+DPI = 110
+OPERATORS_SHOWN = 10
+
+
+@dataclass
+class ReportFigure:
+    """A drawn figure and what the report says about it."""
+
+    stem: str  # file name without extension
+    title: str
+    caption: str
+    figure: Figure
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def panel_grid(count: int, width: float = PANEL_W,
+               height: float = PANEL_H) -> tuple[Figure, list[Axes]]:
+    """A figure with ``count`` panels, at most three per row."""
+    cols = min(3, max(1, count))
+    rows = math.ceil(max(1, count) / cols)
+    fig = new_figure(width * cols, height * rows)
+    axes = [fig.add_subplot(rows, cols, index + 1) for index in range(max(1, count))]
+    return fig, axes
+
+
+def group_rows(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """Rows by panel title "model on dataset", in first-seen order."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(f"{row['model']} on {row['dataset']}", []).append(row)
+    return groups
+
+
+def series_key(row: Row, frameworks: int) -> str:
+    return row["strategy"] if frameworks <= 1 else f"{row['strategy']} ({row['framework']})"
+
+
+def latest_by_workers(rows: Sequence[Row]) -> dict[str, dict[int, Row]]:
+    """Per line (strategy, framework): the most recent run at each worker count."""
+    frameworks = len({row["framework"] for row in rows})
+    lines: dict[str, dict[int, Row]] = {}
+    for row in sorted(rows, key=lambda r: (r["created_at"], r["run_id"])):
+        lines.setdefault(series_key(row, frameworks), {})[int(row["workers"])] = row
+    return lines
+
+
+def phases_present(rows: Sequence[Row]) -> list[str]:
+    seen = {p for row in rows for p, v in (row.get("breakdown") or {}).items() if v}
+    return [p for p in PHASES if p in seen] + sorted(seen - set(PHASES))
+
+
+def phase_color(phase: str) -> str:
+    """Fixed colours for the canonical phases; a stable pick for any other name."""
+    return PHASE_COLORS.get(phase, EXTRA_COLORS[sum(map(ord, phase)) % len(EXTRA_COLORS)])
+
+
+def bar_label(row: Row, frameworks: int, duplicates: bool) -> str:
+    label = f"{row['strategy']}\n×{row['workers']}"
+    if frameworks > 1:
+        label += f"\n{row['framework']}"
+    return label + (f"\n…{row['run_id'][-4:]}" if duplicates else "")
+
+
+def _draw_breakdown(ax: Axes, title: str, rows: Sequence[Row], phases: Sequence[str]) -> None:
+    rows = sorted(rows, key=lambda r: (r["strategy"] != "sequential", r["strategy"],
+                                       r["framework"], r["workers"], r["created_at"]))
+    keys = [(r["strategy"], r["framework"], r["workers"]) for r in rows]
+    duplicates = len(set(keys)) < len(keys)
+    frameworks = len({r["framework"] for r in rows})
+    positions = list(range(len(rows)))
+    bottom = [0.0] * len(rows)
+    for phase in phases:
+        values = [(r.get("breakdown") or {}).get(phase, 0.0) * 1e3 for r in rows]
+        ax.bar(positions, values, bottom=bottom, color=phase_color(phase), label=phase,
+               width=0.7)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_xticks(positions, [bar_label(r, frameworks, duplicates) for r in rows],
+                  fontsize="small")
+    ax.set_ylabel("ms per step")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def breakdown_figure(rows: Sequence[Row]) -> ReportFigure:
+    groups = group_rows(rows)
+    phases = phases_present(rows)
+    widest = max(len(members) for members in groups.values())
+    fig, axes = panel_grid(len(groups), width=max(PANEL_W, 0.9 * widest + 1.5))
+    for ax, (title, members) in zip(axes, groups.items(), strict=True):
+        _draw_breakdown(ax, title, members, phases)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles[::-1], labels[::-1], loc="center right", fontsize="small",
+               title="phase")  # reversed: top of the legend = top of the stack
+    fig.suptitle("Per-step time breakdown")
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.0 / fig.get_figwidth(), 1.0))
+    return ReportFigure("breakdown", "Where a step's time goes", (
+        "Stacked bars, one per run (strategy × workers, framework where several): the mean "
+        "time per training step of the slowest worker, split into phases. comm is "
+        "communication left exposed after backward; pull/push are parameter-server transfers; "
+        "wait is time blocked on other workers. Drawn per step, as study 002 draws per "
+        "training run."), fig)
+
+
+def _scaling_panels(rows: Sequence[Row], title: str,
+                    draw: Callable[[Axes, str, dict[int, Row]], None],
+                    ylabel: str, from_zero: bool = False,
+                    legend_loc: LegendLoc = "best") -> Figure:
+    groups = group_rows(rows)
+    fig, axes = panel_grid(len(groups))
+    for ax, (group, members) in zip(axes, groups.items(), strict=True):
+        lines = latest_by_workers(members)
+        for name, points in lines.items():
+            draw(ax, name, points)
+        counts = sorted({int(r["workers"]) for r in members})
+        ax.set_xticks(counts)
+        ax.set_xlabel("workers")
+        ax.set_ylabel(ylabel)
+        ax.set_title(group)
+        ax.grid(True, alpha=0.3)
+        if from_zero:
+            ax.set_ylim(bottom=0)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc=legend_loc, fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_throughput(ax: Axes, name: str, points: dict[int, Row]) -> None:
+    workers = sorted(points)
+    med = [points[n]["throughput_median"] for n in workers]
+    low = [m - (points[n].get("throughput_ci_low") or m) for n, m in zip(workers, med,
+                                                                         strict=True)]
+    high = [(points[n].get("throughput_ci_high") or m) - m for n, m in zip(workers, med,
+                                                                           strict=True)]
+    ax.errorbar(workers, med, yerr=[low, high], marker="o", capsize=3, label=name)
+
+
+def throughput_figure(rows: Sequence[Row]) -> ReportFigure:
+    fig = _scaling_panels(rows, "Throughput against workers", _draw_throughput,
+                          "samples / s (median, 95% CI)", from_zero=True)
+    return ReportFigure("throughput", "Throughput", (
+        "Median training throughput of all workers together, with its 95% confidence "
+        "interval, one line per strategy."), fig)
+
+
+def _draw_memory(ax: Axes, name: str, points: dict[int, Row]) -> None:
+    workers = sorted(points)
+    rss = [(points[n].get("peak_rss_bytes") or 0) / MIB for n in workers]
+    (line,) = ax.plot(workers, rss, marker="o", label=f"{name} RSS")
+    for key, style in (("allocated_peak_bytes", "--"), ("reserved_peak_bytes", ":")):
+        values = [points[n].get(key) for n in workers]
+        if any(v is not None for v in values):
+            ax.plot(workers, [(v or 0) / MIB for v in values], linestyle=style,
+                    color=line.get_color(), label=f"{name} {key.split('_')[0]}")
+
+
+def memory_figure(rows: Sequence[Row]) -> ReportFigure:
+    fig = _scaling_panels(rows, "Peak memory against workers", _draw_memory,
+                          "MiB per process (max over ranks)", from_zero=True,
+                          legend_loc="lower right")
+    return ReportFigure("memory", "Peak memory", (
+        "Peak resident set size of the largest process of each run (solid); on GPUs also the "
+        "allocator's peak allocated (dashed) and reserved (dotted) memory. Every process "
+        "holds the whole model under data parallelism, so the per-process peak stays flat "
+        "while the total grows with the workers."), fig)
+
+
+def _draw_speedup(ax: Axes, name: str, points: dict[int, Row]) -> None:
+    workers = [n for n in sorted(points) if points[n].get("speedup") is not None]
+    if workers:
+        ax.plot(workers, [points[n]["speedup"] for n in workers], marker="o", label=name)
+
+
+def speedup_figure(rows: Sequence[Row],
+                   predictions: Mapping[str, Sequence[EstimateRow]] | None = None
+                   ) -> ReportFigure:
+    """Measured speedup per strategy, the ideal ``S = N`` and, where given, predicted lines
+    (``predictions`` maps a label to ``distbench.predict`` estimate rows)."""
+    fig = _scaling_panels(rows, "Speedup against workers", _draw_speedup,
+                          "speedup over the 1-worker baseline")
+    top = max(int(r["workers"]) for r in rows)
+    for ax in fig.axes:
+        ax.plot([1, top], [1, top], linestyle="--", color="grey", label="ideal (S = N)")
+        for label, estimates in (predictions or {}).items():
+            ax.plot([e.workers for e in estimates], [e.speedup_estimate for e in estimates],
+                    linestyle=":", marker="x", label=f"{label} (predicted)")
+        ax.legend(loc="best", fontsize="small")
+    return ReportFigure("speedup", "Speedup", (
+        "Throughput divided by that of the measured one-worker run of the same model, "
+        "dataset, framework and per-worker batch (a sequential run when one exists); the "
+        "dashed line is ideal linear speedup. Above the line usually means the baseline was "
+        "slowed, e.g. by sharing cores."), fig)
+
+
+def operator_table(row: Row) -> dict[str, float]:
+    """Self seconds per profiled step keyed by "phase: operator"."""
+    phases = (row.get("operators") or {}).get("phases") or {}
+    return {f"{phase}: {op['name']}": op["self_s"] for phase, entry in phases.items()
+            for op in entry.get("ops", [])}
+
+
+def _draw_operators(ax: Axes, title: str, rows: Sequence[Row]) -> None:
+    tables = [operator_table(r) for r in rows]
+    names = sorted({n for t in tables for n in t}, key=lambda n: -max(t.get(n, 0.0)
+                                                                      for t in tables))
+    names = names[:OPERATORS_SHOWN][::-1]
+    height = 0.8 / len(rows)
+    for index, (row, table) in enumerate(zip(rows, tables, strict=True)):
+        y = [i + (len(rows) - 1 - index) * height for i in range(len(names))]  # 1st on top
+        ax.barh(y, [table.get(n, 0.0) * 1e3 for n in names], height=height,
+                label=f"{row['strategy']} ×{row['workers']} …{row['run_id'][-4:]}")
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names,
+                  fontsize="x-small")
+    ax.set_xlabel("self time, ms per profiled step")
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="x-small")
+
+
+def operators_figure(rows: Sequence[Row]) -> ReportFigure | None:
+    profiled = [r for r in rows if r.get("operators")]
+    if not profiled:
+        return None
+    groups = group_rows(profiled)
+    fig, axes = panel_grid(len(groups), width=7.0, height=4.8)
+    for ax, (title, members) in zip(axes, groups.items(), strict=True):
+        _draw_operators(ax, title, members)
+    fig.suptitle("Top operators of profiled runs (--profile-ops)")
+    fig.tight_layout()
+    return ReportFigure("operators", "Operators", (
+        f"The {OPERATORS_SHOWN} operators with the most self CPU time in any profiled run, "
+        "labelled by the phase of the step they ran in, per profiled step of the governing "
+        "rank. Chrome traces of every rank (trace_rank*.json in the run directory) open in "
+        "https://ui.perfetto.dev."), fig)
+
+
+def _rates(times: Sequence[float], counts: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Per-interval rate (MB/s) from cumulative byte counts."""
+    out_t, out_v = [], []
+    for i in range(1, len(times)):
+        span = times[i] - times[i - 1]
+        if span > 0:
+            out_t.append(times[i])
+            out_v.append((counts[i] - counts[i - 1]) / span / 1e6)
+    return out_t, out_v
+
+
+def _draw_timelines(axes: Sequence[Axes], resources: dict[str, Any]) -> None:
+    ranks = resources.get("ranks", {})
+    for rank, series in sorted(ranks.items(), key=lambda item: int(item[0])):
+        axes[0].plot(series["t"], series["cpu_percent"], label=f"rank {rank}")
+        axes[1].plot(series["t"], [v / MIB for v in series["rss_bytes"]], label=f"rank {rank}")
+    first = ranks[min(ranks, key=int)]
+    for key, style in (("net_sent_bytes", "-"), ("net_recv_bytes", "--")):
+        t, v = _rates(first["t"], first[key])
+        axes[2].plot(t, v, linestyle=style, label=key.split("_")[1])
+    window = resources.get("window")
+    for ax in axes:
+        if window:
+            ax.axvspan(window[0], window[1], color="#55a868", alpha=0.12)
+        ax.grid(True, alpha=0.3)
+    for ax, label in zip(axes, ("CPU % (process)", "RSS MiB", "host net MB/s"), strict=True):
+        ax.set_ylabel(label, fontsize="small")
+        ax.legend(loc="upper left", fontsize="x-small", ncols=4)
+    axes[-1].set_xlabel("seconds since the first sample (green: measured steps)")
+
+
+def resources_figure(row: Row) -> ReportFigure | None:
+    resources = row.get("resources")
+    if not resources or not resources.get("ranks"):
+        return None
+    fig = new_figure(7.5, 6.0)
+    axes = [fig.add_subplot(3, 1, i + 1) for i in range(3)]
+    _draw_timelines(axes, resources)
+    title = (f"{row['model']} {row['strategy']} ×{row['workers']} on {row['framework']} "
+             f"({row['run_id']})")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return ReportFigure(f"resources-{row['run_id']}", f"Resources: {title}", (
+        "CPU % of each rank's process (100 = one core busy), its resident memory, and the "
+        "host's network traffic (system-wide counters, loopback included, which is where "
+        "gloo traffic goes on one host), sampled every 0.25 s."), fig)
+
+
+def report_figures(rows: Sequence[Row],
+                   predictions: Mapping[str, Sequence[EstimateRow]] | None = None
+                   ) -> list[ReportFigure]:
+    """Every figure for ``ok`` rows: breakdown, throughput, speedup, memory, operators,
+    one resource timeline per run."""
+    figures = [breakdown_figure(rows), throughput_figure(rows),
+               speedup_figure(rows, predictions), memory_figure(rows)]
+    operators = operators_figure(rows)
+    if operators is not None:
+        figures.append(operators)
+    figures.extend(f for f in (resources_figure(r) for r in rows) if f is not None)
+    return figures
+
+
+def save_figure(figure: ReportFigure, out_dir: Path) -> tuple[Path, Path, bytes]:
+    """Write ``stem.png`` and ``stem.svg``; return both paths and the PNG bytes."""
+    buffer = io.BytesIO()
+    figure.figure.savefig(buffer, format="png", dpi=DPI)
+    png = out_dir / f"{figure.stem}.png"
+    png.write_bytes(buffer.getvalue())
+    svg = out_dir / f"{figure.stem}.svg"
+    figure.figure.savefig(svg, format="svg")
+    return png, svg, buffer.getvalue()

@@ -1,0 +1,198 @@
+"""The HTML report: one self-contained file plus every figure as PNG and SVG.
+
+Where to start: ``build_report(db, out_dir, ...)`` selects runs from the results store,
+draws ``figures.report_figures``, writes ``out_dir/report.html`` (figures embedded as
+base64 PNG, so the file can be mailed or attached to a CI job) and returns a
+``ReportResult``. The written summary comes from ``analysis.explain.suite_findings``, the
+same logic as ``distbench explain``. An empty selection is a ``UserError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from distbench.analysis.explain import Finding, suite_findings
+from distbench.errors import UserError
+from distbench.report.figures import DPI, ReportFigure, Row, report_figures, save_figure
+from distbench.store import open_store
+
+
+@dataclass
+class ReportResult:
+    html: Path
+    files: list[Path] = field(default_factory=list)  # every PNG and SVG written
+    runs: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Filters; ``None`` or an empty list means "any"."""
+
+    models: Sequence[str] | None = None
+    datasets: Sequence[str] | None = None
+    strategies: Sequence[str] | None = None
+
+    def matches(self, row: Row) -> bool:
+        return all(not wanted or row[key] in wanted for key, wanted in (
+            ("model", self.models), ("dataset", self.datasets),
+            ("strategy", self.strategies)))
+
+    def describe(self) -> str:
+        parts = [f"{name} {','.join(values)}" for name, values in (
+            ("--model", self.models), ("--dataset", self.datasets),
+            ("--strategy", self.strategies)) if values]
+        return " ".join(parts) or "all runs"
+
+
+def select_rows(db: str | Path, selection: Selection) -> list[Row]:
+    """Matching rows with speedup and efficiency; a missing DB or no match is a UserError."""
+    if not Path(db).is_file():
+        raise UserError(f"no results database at {db} (run `distbench run` first)")
+    store = open_store(db)
+    try:
+        rows = store.with_scaling([r for r in store.query() if selection.matches(r)])
+    finally:
+        store.close()
+    if not rows:
+        raise UserError(f"no runs match {selection.describe()} in {db}")
+    if not any(r["status"] == "ok" for r in rows):
+        raise UserError(f"none of the {len(rows)} runs matching {selection.describe()} "
+                        "succeeded; nothing to plot (see `distbench results --status failed`)")
+    return rows
+
+
+def build_report(db: str | Path, out_dir: str | Path,
+                 selection: Selection | None = None) -> ReportResult:
+    selection = selection or Selection()
+    rows = select_rows(db, selection)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    ok = [r for r in rows if r["status"] == "ok"]
+    result = ReportResult(html=out / "report.html", runs=len(rows), failed=len(rows) - len(ok))
+    sections = []
+    for figure in report_figures(ok):
+        png, svg, data = save_figure(figure, out)
+        result.files += [png, svg]
+        sections.append(figure_html(figure, data, png.name, svg.name))
+    meta = {"db": str(db), "selection": selection.describe(), "runs": len(rows),
+            "failed": result.failed}
+    result.html.write_text(render_page(rows, sections, suite_findings(rows), meta),
+                           encoding="utf-8")
+    return result
+
+
+def figure_html(figure: ReportFigure, png: bytes, png_name: str, svg_name: str) -> str:
+    encoded = base64.b64encode(png).decode("ascii")
+    width = int(figure.figure.get_figwidth() * DPI)  # 1:1 on a normal screen
+    return (f'<figure id="{html.escape(figure.stem)}"><h3>{html.escape(figure.title)}</h3>'
+            f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(figure.title)}" '
+            f'style="max-width:min(100%, {width}px)">'
+            f"<figcaption>{html.escape(figure.caption)} "
+            f'Files: <a href="{html.escape(png_name)}">PNG</a>, '
+            f'<a href="{html.escape(svg_name)}">SVG</a>.</figcaption></figure>')
+
+
+def _fmt(value: Any, pattern: str, scale: float = 1.0) -> str:
+    return "–" if value is None else format(value * scale, pattern)
+
+
+RUN_COLUMNS = ("run", "model", "dataset", "strategy", "framework", "N", "threads", "batch",
+               "samples/s", "step ms", "speedup", "eff.", "peak RSS MiB", "profiled", "notes")
+
+
+def run_cells(row: Row) -> list[str]:
+    notes = []
+    if row.get("oversubscribed"):
+        notes.append("oversubscribed")
+    if row["status"] != "ok":
+        notes.append(f"failed: {row.get('error') or ''}")
+    return [row["run_id"], row["model"], row["dataset"], row["strategy"], row["framework"],
+            str(row["workers"]), str(row.get("threads_per_worker") or "–"),
+            str(row.get("global_batch") or "–"), _fmt(row.get("throughput_median"), ".1f"),
+            _fmt(row.get("step_time_median"), ".1f", 1e3), _fmt(row.get("speedup"), ".2f"),
+            _fmt(row.get("efficiency"), ".2f"), _fmt(row.get("peak_rss_bytes"), ".0f", 2**-20),
+            "yes" if row.get("operators") else "", "; ".join(notes)]
+
+
+def runs_table(rows: Sequence[Row]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in RUN_COLUMNS)
+    body = []
+    for row in rows:
+        cls = ' class="failed"' if row["status"] != "ok" else ""
+        cells = "".join(f"<td>{html.escape(c)}</td>" for c in run_cells(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f'<table class="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}' \
+           "</tbody></table>"
+
+
+def findings_html(findings: Sequence[Finding]) -> str:
+    if not findings:
+        return "<p>No successful runs to compare.</p>"
+    items = []
+    for finding in findings:
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in finding.notes)
+        extra = f'<ul class="notes">{notes}</ul>' if notes else ""
+        items.append(f"<li><b>{html.escape(finding.topic)}</b>: "
+                     f"{html.escape(finding.text)}{extra}</li>")
+    return f'<ul class="findings">{"".join(items)}</ul>'
+
+
+def render_page(rows: Sequence[Row], sections: Sequence[str], findings: Sequence[Finding],
+                meta: dict[str, Any]) -> str:
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return PAGE.substitute(
+        generated=html.escape(generated), db=html.escape(meta["db"]),
+        selection=html.escape(meta["selection"]), runs=meta["runs"], failed=meta["failed"],
+        findings=findings_html(findings), table=runs_table(rows), figures="\n".join(sections))
+
+
+PAGE = Template("""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>distbench report</title>
+<link rel="icon" href="data:,">
+<style>
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1400px; padding: 0 1.5rem; color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2rem; } .meta { color: #666; margin-top: 0; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.2rem; }
+table.runs { border-collapse: collapse; font-size: 0.85rem; width: 100%; }
+table.runs th, table.runs td { border-bottom: 1px solid #e4e4e4; padding: 0.25rem 0.5rem;
+       text-align: left; white-space: nowrap; }
+table.runs tr.failed td { color: #a33; }
+figure { margin: 1.5rem 0 2.5rem; } figure h3 { margin-bottom: 0.4rem; }
+figure img { display: block; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9rem; max-width: 70rem; margin-top: 0.4rem; }
+ul.findings li { margin-bottom: 0.5rem; } ul.notes { color: #666; font-size: 0.9rem; }
+.scroll { overflow-x: auto; }
+</style>
+</head>
+<body>
+<h1>distbench report</h1>
+<p class="meta">Generated $generated from <code>$db</code>; selection: $selection;
+$runs runs ($failed failed).</p>
+<h2>Summary</h2>
+$findings
+<h2>Runs</h2>
+<div class="scroll">$table</div>
+<p class="meta">Step time is the median over measured steps (warm-up excluded) of the slowest
+worker; speedup and efficiency are relative to the measured one-worker run named in
+<code>distbench results</code>. Use <code>distbench explain RUN_A RUN_B</code> to drill into
+any pair.</p>
+<h2>Figures</h2>
+$figures
+</body>
+</html>
+""")

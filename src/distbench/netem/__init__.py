@@ -1,0 +1,36 @@
+"""Emulated networks and multi-host runs on one machine (issue 7; see docs/network.md).
+
+- ``spec``: parse and validate ``--network`` values (pure, no root needed);
+- ``namespaces``: build and tear down hosts (network namespaces, veth pairs, a bridge,
+  ``tc tbf`` shaping), and clean up what a killed run left behind;
+- ``multihost``: launch a run as one torchrun launcher per host, node files, and the network
+  description stored with every result;
+- ``probe``: ``measure_link(spec) -> (bandwidth_bytes_per_s, latency_s)`` for profiling.
+"""
+
+from distbench.netem.multihost import (
+    emulated,
+    launch_hosts,
+    network_info,
+    preflight_network,
+    resolve_nodefile,
+    run_on_hosts,
+)
+from distbench.netem.namespaces import cleanup_stale, emulated_network
+from distbench.netem.probe import LinkMeasurement, measure_link
+from distbench.netem.spec import NetworkSpec, parse_network
+
+__all__ = [
+    "LinkMeasurement",
+    "NetworkSpec",
+    "cleanup_stale",
+    "emulated",
+    "emulated_network",
+    "launch_hosts",
+    "measure_link",
+    "network_info",
+    "parse_network",
+    "preflight_network",
+    "resolve_nodefile",
+    "run_on_hosts",
+]

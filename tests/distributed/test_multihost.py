@@ -1,0 +1,194 @@
+"""Emulated hosts through the multi-node launcher path (issue 7).
+
+Every test here creates network namespaces (``dbn-*``), so it needs root and iproute2 with
+``ip netns``; elsewhere the tests skip and say which is missing. The namespaces only hold
+addresses in 10.213.0.0/24 on a bridge inside a namespace of their own: no traffic leaves
+the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from distbench.config import RunConfig
+from distbench.harness.session import run_benchmarks
+from distbench.netem import measure_link, namespaces
+
+
+def _netns_unavailable() -> str | None:
+    """Why namespaces cannot be created here, or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        return "iproute2 (ip, tc) is not installed"
+    name = f"dbn-{secrets.token_hex(3)}-check"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    return f"`ip netns add` fails: {made.stderr.strip()}" if made.returncode else None
+
+
+SKIP_REASON = _netns_unavailable()
+pytestmark = [pytest.mark.distributed,
+              pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
+CLI = [sys.executable, "-m", "distbench.cli.main"]
+
+
+def small(strategy: str, workers: int, batch: int, weights: Path, **kw: object) -> RunConfig:
+    return RunConfig(model="lenet5", strategy=strategy, workers=workers, batch_size=batch,
+                     steps=4, warmup=0, threads=1, lr=0.05, momentum=0.9,
+                     save_weights=str(weights), timeout=240, **kw)  # type: ignore[arg-type]
+
+
+def load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def tags_owned_by(pid: int) -> list[str]:
+    """Networks whose state file names ``pid`` as owner."""
+    tags = []
+    for path in namespaces.STATE_DIR.glob("*.json"):
+        try:
+            if json.loads(path.read_text()).get("pid") == pid:
+                tags.append(path.stem)
+        except (OSError, ValueError):
+            continue
+    return tags
+
+
+def namespaces_of(tag: str) -> list[str]:
+    return [ns for ns in namespaces.our_namespaces() if namespaces.tag_of(ns) == tag]
+
+
+def root_links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+
+
+@pytest.mark.timeout(600)
+def test_two_hosts_two_ranks_each_agree_with_one_host(tmp_path: Path, db_path: Path) -> None:
+    """2 hosts x 2 ranks (one torchrun launcher per host, --nnodes 2 --node-rank k) train
+    the same weights as 4 ranks on one host, and as sequential training on the 4x batch."""
+    multi = small("ddp", 4, 4, tmp_path / "multi.npz", hosts=2, network="bandwidth=1gbit")
+    single = small("ddp", 4, 4, tmp_path / "single.npz")
+    sequential = small("sequential", 1, 16, tmp_path / "seq.npz")
+    rows = run_benchmarks([multi, single, sequential], db_path)
+    assert [r["status"] for r in rows] == ["ok"] * 3, [r["error"] for r in rows]
+    network = rows[0]["extra"]["network"]
+    assert (network["kind"], network["hosts"], network["ranks_per_host"]) == ("emulated", 2, 2)
+    assert network["up_bit_s"] == network["down_bit_s"] == 10**9
+    assert rows[1]["extra"]["network"]["kind"] == "loopback"
+    # every rank's records reached global rank 0's run directory (the multi-node gather) ...
+    assert sorted(r["rank"] for r in rows[0]["per_rank"]) == [0, 1, 2, 3]
+    # ... and ranks 2 and 3 were started by host 1's own launcher, as node 1 of 2
+    run_dir = Path(rows[0]["run_dir"])
+    host1 = json.loads((run_dir / "host1" / "config.json").read_text())
+    assert (host1["nnodes"], host1["node_rank"], host1["master_addr"]) == (2, 1, "10.213.0.1")
+    assert sorted(p.name for p in (run_dir / "host1").glob("rank*.jsonl")) == [
+        "rank2.jsonl", "rank3.jsonl"]
+    a, b, c = (load(tmp_path / f) for f in ("multi.npz", "single.npz", "seq.npz"))
+    assert a.keys() == b.keys() == c.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        np.testing.assert_allclose(a[name], c[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    assert tags_owned_by(os.getpid()) == []
+    assert all(namespaces.tag_of(ns) in namespaces.live_tags()
+               for ns in namespaces.our_namespaces())
+
+
+def _start_endless_run(cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([*CLI, "run", "--model", "lenet5", "--strategy", "ddp",
+                             "--workers", "2", "--steps", "100000", "--warmup", "0",
+                             "--batch-size", "8", "--threads", "1", "--network",
+                             "bandwidth=100mbit"], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until_training(proc: subprocess.Popen[str], cwd: Path, timeout: float) -> str:
+    """The network tag of ``proc`` once its rank 0 has recorded steps."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tags = tags_owned_by(proc.pid)
+        steps = [p for p in cwd.glob("distbench-runs/*/rank0.jsonl")
+                 if p.read_text().count('"kind": "step"') >= 2]
+        if tags and steps:
+            return tags[0]
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.3)
+    raise AssertionError("the run never started training")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.timeout(400)
+def test_after_sigkill_the_next_run_removes_the_leftovers(tmp_path: Path) -> None:
+    proc = _start_endless_run(tmp_path)
+    try:
+        tag = _wait_until_training(proc, tmp_path, timeout=150)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        _stop(proc)
+    assert len(namespaces_of(tag)) == 3  # 2 hosts + bridge: left behind by the SIGKILL
+    runs = str(tmp_path / "distbench-runs")
+    nxt = subprocess.run([*CLI, "run", "--model", "lenet5", "--steps", "1", "--warmup", "0",
+                          "--batch-size", "4", "--db", str(tmp_path / "next.db")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=200)
+    assert nxt.returncode == 0, nxt.stderr
+    assert namespaces_of(tag) == []
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"dbn-{tag}" not in listed
+    assert "dbn" not in root_links()  # nothing of ours ever lives in the root namespace
+    assert not (namespaces.STATE_DIR / f"{tag}.json").exists()
+    orphans = [p for p in psutil.process_iter(["cmdline"])
+               if runs in " ".join(p.info["cmdline"] or [])]
+    assert orphans == []  # the workers left running in the namespaces were killed too
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_tears_the_network_down_at_once(tmp_path: Path) -> None:
+    proc = _start_endless_run(tmp_path)
+    try:
+        tag = _wait_until_training(proc, tmp_path, timeout=150)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        _stop(proc)
+    assert proc.returncode != 0 and "Traceback" not in stderr
+    assert namespaces_of(tag) == []
+    assert not (namespaces.STATE_DIR / f"{tag}.json").exists()
+
+
+@pytest.mark.timeout(120)
+def test_delay_is_refused_clearly_without_netem(tmp_path: Path) -> None:
+    if namespaces.probe_netem():
+        pytest.skip("this kernel has netem; the refusal cannot be shown")
+    done = subprocess.run([*CLI, "run", "--model", "lenet5", "--strategy", "ddp", "--workers",
+                           "2", "--network", "bandwidth=100mbit,delay=5ms"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=100)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "netem" in lines[0] and "Traceback" not in done.stderr
+    assert not (tmp_path / "distbench-runs").exists()  # refused before anything ran
+
+
+@pytest.mark.timeout(240)
+def test_measure_link_sees_the_shaped_rate() -> None:
+    bandwidth, latency = measure_link("bandwidth=100mbit", message_bytes=4 * 1024 * 1024)
+    assert 0.80 * 12.5e6 < bandwidth < 1.05 * 12.5e6
+    assert 0 < latency < 0.05

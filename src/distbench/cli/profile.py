@@ -1,0 +1,127 @@
+"""``distbench profile``: calibrate the speedup model on this host and store the profile.
+
+Parsing and printing only: the measurements are ``distbench.profiling.calibrate`` and the
+storage ``distbench.profiling.store_lookup``. ``docs/model.md`` lists what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from distbench.cli.common import add_db_option, add_json_option
+from distbench.config import RunConfig
+from distbench.data import check_dataset
+from distbench.profiling.store_lookup import Profile
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "profile", help="measure t_grad, t_comm, alpha/beta and CPU contention; store them",
+        description="Calibrate the speedup model on this host: gradient times (full batch, "
+                    "1/k splits, k workers sharing the host), one full weight transfer "
+                    "between two gloo ranks, and point-to-point / all-reduce size sweeps "
+                    "fitted to latency and bandwidth. Medians over --repeats.")
+    add_profile_options(parser)
+    add_db_option(parser)
+    add_json_option(parser)
+    parser.set_defaults(handler=run_profile)
+
+
+def add_profile_options(parser: argparse.ArgumentParser, selection: bool = True) -> None:
+    """The calibration flags (``selection=False``: without --model/--dataset/--batch-size,
+    for commands that take those from their own flags)."""
+    group = parser.add_argument_group("calibration")
+    if selection:
+        group.add_argument("--model", required=True, metavar="M", help="zoo model name")
+        group.add_argument("--dataset", default="synthetic", help="dataset (synthetic)")
+        group.add_argument("--data-dir", metavar="DIR", help="dataset directory")
+        group.add_argument("--batch-size", type=int, default=32, metavar="B",
+                           help="per-worker batch (32)")
+        group.add_argument("--input-size", type=int, metavar="PX", help="input height = width")
+        group.add_argument("--num-classes", type=int, help="classes (dataset default)")
+        group.add_argument("--workers", type=int, default=2, metavar="N",
+                           help="splits 1/2..1/N and contention of up to N workers (2)")
+        group.add_argument("--threads", type=int, metavar="T",
+                           help="threads of the one-worker measurement (all cores)")
+    group.add_argument("--repeats", type=int, default=10, metavar="R",
+                       help="timed repetitions per measurement; medians are stored (10)")
+    group.add_argument("--profile-warmup", type=int, default=2, metavar="W",
+                       help="untimed repetitions before each measurement (2)")
+    group.add_argument("--sweep-max-bytes", type=int, default=64 * 2**20, metavar="B",
+                       help="largest message of the size sweeps (64 MiB)")
+    group.add_argument("--profile-timeout", type=float, default=600.0, metavar="SEC",
+                       help="wall-clock limit per group of calibration processes (600)")
+
+
+class ProfileProgress:
+    """A rich progress bar on stderr for one or more calibrations."""
+
+    def __init__(self, console: Console, progress: Progress | None = None) -> None:
+        self.progress = progress or Progress(TextColumn("{task.description}"), BarColumn(),
+                                             MofNCompleteColumn(), TimeElapsedColumn(),
+                                             console=console)
+        self.task = self.progress.add_task("profile", total=None)
+        self.prefix = ""
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        self.progress.update(self.task, description=f"{self.prefix}{what}", completed=done,
+                             total=total)
+
+
+def request_from_args(args: argparse.Namespace) -> Any:
+    from distbench.profiling.calibrate import ProfileRequest
+
+    cfg = RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+                    batch_size=args.batch_size, input_size=args.input_size,
+                    num_classes=args.num_classes)
+    check_dataset(cfg.dataset, cfg.data_dir)
+    return ProfileRequest(cfg=cfg, workers=args.workers, repeats=args.repeats,
+                          warmup=args.profile_warmup, threads=args.threads,
+                          sweep_max_bytes=args.sweep_max_bytes, timeout=args.profile_timeout)
+
+
+def profile_lines(profile: Profile) -> list[str]:
+    """A readable summary (milliseconds, MB, GB/s)."""
+    ms = 1e3
+    lines = [f"profile of {profile.model} on {profile.dataset}, batch {profile.batch_size}, "
+             f"{profile.threads} threads, {profile.cores} cores ({profile.host})",
+             f"  t_grad {profile.t_grad * ms:.2f} ms (forward {profile.t_forward * ms:.2f}, "
+             f"backward {profile.t_backward * ms:.2f}; data {profile.t_data * ms:.2f}, "
+             f"update {profile.t_update * ms:.2f})",
+             "  t_grad of 1/k batch: " + ", ".join(
+                 f"k={k} {t * ms:.2f} ms" for k, t in enumerate(profile.t_grad_split, 1)),
+             f"  weights {profile.weight_bytes / 1e6:.2f} MB ({profile.tensors} tensors), "
+             f"t_comm {profile.t_comm * ms:.2f} ms",
+             f"  p2p: alpha {profile.p2p.alpha * 1e6:.1f} us, beta "
+             f"{profile.p2p.beta / 1e9:.3f} GB/s; all-reduce (ring): alpha "
+             f"{profile.allreduce.alpha * 1e6:.1f} us, beta {profile.allreduce.beta / 1e9:.3f}"
+             " GB/s",
+             "  contention (processes x threads: t_grad median / slowest, step):"]
+    for c in profile.contended:
+        lines.append(f"    {c.processes} x {c.threads}: {c.t_grad * ms:.2f} / "
+                     f"{c.t_grad_max * ms:.2f} ms, step {c.t_step * ms:.2f} ms")
+    return lines
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from distbench.profiling.calibrate import profile_model
+    from distbench.profiling.store_lookup import save_profile
+    from distbench.store import open_store
+
+    request = request_from_args(args)
+    open_store(args.db).close()  # fail on an unusable --db before measuring anything
+    view = ProfileProgress(Console(stderr=True))
+    with view.progress:
+        profile = profile_model(request, view)
+    profile_id = save_profile(args.db, profile)
+    if args.json:
+        sys.stdout.write(json.dumps({**profile.to_dict(), "profile_id": profile_id}) + "\n")
+    else:
+        print("\n".join([*profile_lines(profile), f"stored as profile {profile_id} in {args.db}"]))
+    return 0

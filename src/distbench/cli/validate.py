@@ -1,0 +1,135 @@
+"""``distbench validate``: predicted beside measured time per step and speedup, with errors.
+
+Parsing and printing only: selection flags are ``distbench run``'s (same option groups,
+same ``configs_from_args``); the work is ``distbench.predict.validate.validate_configs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from distbench.cli.common import add_db_option, add_json_option
+from distbench.cli.profile import ProfileProgress, add_profile_options
+from distbench.cli.run import (
+    ProgressView,
+    add_launch_options,
+    add_selection_options,
+    add_strategy_options,
+    add_training_options,
+    configs_from_args,
+)
+from distbench.predict.validate import (
+    CalibrationOptions,
+    ValidationReport,
+    ValidationRow,
+    validate_configs,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "validate", help="predict each run from a calibration profile and compare",
+        description="For each configuration (same selection flags as `distbench run`, or "
+                    "--suite), predict the time per step and speedup from the stored "
+                    "calibration profile (taken now if missing), run it (or, with --reuse, "
+                    "read it from the store) and print both with the relative error, then "
+                    "the median and maximum error, the rank correlation and whether the "
+                    "predicted best configuration is the measured best.")
+    add_selection_options(parser)
+    add_training_options(parser)
+    add_strategy_options(parser)
+    add_launch_options(parser)
+    group = parser.add_argument_group("validation")
+    group.add_argument("--reuse", action="store_true",
+                       help="read matching measured runs from the store instead of running")
+    group.add_argument("--reprofile", action="store_true",
+                       help="take a fresh calibration profile even if one is stored")
+    group.add_argument("--no-refresh", dest="refresh", action="store_false",
+                       help="do not re-measure each configuration's CPU contention just "
+                            "before its run (use the stored profile as it is)")
+    add_profile_options(parser, selection=False)
+    add_db_option(parser)
+    add_json_option(parser)
+    parser.set_defaults(handler=run_validate)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:+.1f}%"
+
+
+def _num(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def row_line(row: ValidationRow) -> str:
+    return (f"{row.model:<12} {row.strategy:<14} {row.workers:>2} "
+            f"{_num(row.predicted_step, 1e3, 1):>9} {_num(row.measured_step, 1e3, 1):>9} "
+            f"{_pct(row.step_error):>8} {_num(row.predicted_speedup):>6} "
+            f"{_num(row.measured_speedup):>6} {_pct(row.speedup_error):>8}  {row.status}")
+
+
+def render(report: ValidationReport) -> str:
+    """The table and the summary as text."""
+    lines = [f"{'model':<12} {'strategy':<14} {'N':>2} {'pred ms':>9} {'meas ms':>9} "
+             f"{'err':>8} {'S_pred':>6} {'S_meas':>6} {'S err':>8}  status"]
+    lines += [row_line(row) for row in report.rows]
+    s = report.summary
+    lines += ["",
+              f"compared {s.compared} of {s.configurations} configurations",
+              f"time per step: median |error| {_pct(s.median_abs_step_error).lstrip('+')}, "
+              f"max |error| {_pct(s.max_abs_step_error).lstrip('+')}",
+              f"speedup: median |error| {_pct(s.median_abs_speedup_error).lstrip('+')}",
+              f"Spearman rank correlation of throughput: all {_num(s.spearman, digits=3)}, "
+              f"within a workload (median) {_num(s.spearman_within_workload, digits=3)}"]
+    for pick in s.best:
+        verdict = "correct" if pick.matches else \
+            f"WRONG, {pick.regret:.1%} below the measured best's throughput"
+        lines.append(f"best for {pick.workload}: predicted {pick.predicted}, measured "
+                     f"{pick.measured} ({verdict})")
+    lines.append(f"predicted best configurations are the measured best: "
+                 f"{'yes' if s.best_matches else 'no'}")
+    if s.best_overall_measured is not None:
+        same = "correct" if s.best_overall_predicted == s.best_overall_measured else "WRONG"
+        lines.append(f"overall highest throughput: predicted {s.best_overall_predicted}, "
+                     f"measured {s.best_overall_measured} ({same})")
+    return "\n".join(lines)
+
+
+class ValidateProgress:
+    """Profile and run progress on stderr, one live display at a time."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.runs = ProgressView(console)
+        self.profile = ProfileProgress(console, self.runs.progress)  # one live display
+
+    def event(self, kind: str, info: dict[str, Any]) -> None:
+        cfg = info["config"]
+        if kind == "profile":
+            self.profile.prefix = f"{cfg.model} b{cfg.batch_size}: "
+            self.console.log(f"calibration profile for {cfg.model} (batch {cfg.batch_size})")
+        else:
+            self.console.log(f"measuring {info['runs']} configuration(s) of {cfg.model}")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    configs = configs_from_args(args)
+    options = CalibrationOptions(repeats=args.repeats, warmup=args.profile_warmup,
+                                 sweep_max_bytes=args.sweep_max_bytes,
+                                 timeout=args.profile_timeout, reprofile=args.reprofile,
+                                 refresh=args.refresh)
+    view = ValidateProgress(Console(stderr=True))
+    with view.runs.progress:
+        report = validate_configs(configs, args.db, reuse=args.reuse, options=options,
+                                  profile_progress=view.profile, run_hook=view.runs,
+                                  on_event=view.event)
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+    else:
+        print(render(report))
+    return 0

@@ -1,0 +1,422 @@
+"""Calibration: measure on this host what the speedup model needs, as a ``Profile``.
+
+Where to start: :func:`profile_model` runs every measurement and returns a
+``store_lookup.Profile``; ``distbench profile`` stores it. The measurements:
+
+- **gradient times** (:func:`measure_steps`): ``k`` spawned processes of ``threads`` threads
+  each train the real workload (``strategies.common.build_workload``: same model, data and
+  optimizer as a run) at the same time, a barrier before every repetition, each step timed
+  by phase (data, forward, backward, update). ``k = 1`` at the profile's thread count gives
+  ``t_grad`` and, with smaller batches, the ``1/k`` splits; ``k > 1`` gives the time under
+  the CPU contention of ``k`` workers sharing the host, which decides the speedup on a small
+  machine.
+- **links** (:func:`measure_links`): two gloo ranks (``FileStore`` rendezvous) time a
+  ping-pong of one flat buffer of the weight size (``t_comm`` = half the round trip), a
+  point-to-point size sweep and an all-reduce size sweep; :func:`fit_latency_bandwidth`
+  fits ``t = a + bytes·b`` to each sweep.
+
+Every spawned group runs under a wall-clock timeout and is killed when it overruns, so a
+calibration never hangs. Medians everywhere; repeats are the caller's choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import multiprocessing as mp
+import os
+import queue as queue_module
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from distbench.config import RunConfig
+from distbench.errors import RunFailed, UserError
+from distbench.harness.timer import PhaseTimer
+from distbench.profiling.store_lookup import LinkFit, Profile, StepTimes, contention_pairs
+from distbench.strategies.common import build_module, build_workload, default_step
+
+KIB = 1024
+MIB = 1024 * KIB
+DEFAULT_SWEEP_MAX = 64 * MIB
+STEP_PHASES = ("data", "forward", "backward", "update")
+
+#: Progress hook: (what is being measured, measurements done, measurements in all).
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What to calibrate and how hard; ``workers`` bounds the splits and contention levels."""
+
+    cfg: RunConfig
+    workers: int = 2
+    repeats: int = 10
+    warmup: int = 2
+    threads: int | None = None
+    sweep_max_bytes: int = DEFAULT_SWEEP_MAX
+    timeout: float = 600.0
+    splits: bool = True  # measure the 1/k batches (only sync-split predictions need them)
+    min_seconds: float = 2.0  # time at least this long per gradient measurement ...
+    max_repeats: int = 200  # ... but no more steps than this
+
+    def split_counts(self) -> list[int]:
+        return list(range(2, self.workers + 1)) if self.splits else []
+
+    def base_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+# --- fitting (pure) ---------------------------------------------------------------------------
+
+
+def fit_latency_bandwidth(sizes: Sequence[float], seconds: Sequence[float]) -> tuple[float, float]:
+    """Least squares fit of ``t = a + b·bytes``, weighted by ``1/t²`` (relative residuals, so
+    small messages set the latency ``a`` and large ones the slope ``b``). Returns ``(a, b)``
+    with ``a >= 0`` and ``b > 0``: when noise makes the free fit give a negative intercept
+    or slope, the line is refitted through the origin."""
+    if len(sizes) != len(seconds) or len(sizes) < 2:
+        raise UserError("a latency/bandwidth fit needs at least two (bytes, seconds) points")
+    weights = [1.0 / (t * t) for t in seconds]
+    sw = sum(weights)
+    sx = sum(w * x for w, x in zip(weights, sizes, strict=True))
+    sy = sum(w * y for w, y in zip(weights, seconds, strict=True))
+    sxx = sum(w * x * x for w, x in zip(weights, sizes, strict=True))
+    sxy = sum(w * x * y for w, x, y in zip(weights, sizes, seconds, strict=True))
+    det = sw * sxx - sx * sx
+    if det <= 0:
+        raise UserError("a latency/bandwidth fit needs at least two different sizes")
+    slope = (sw * sxy - sx * sy) / det
+    intercept = (sy - slope * sx) / sw
+    if intercept < 0 or slope <= 0:  # noise swamped the slope or the latency: through 0
+        intercept, slope = 0.0, sxy / sxx
+    return intercept, slope
+
+
+def sweep_sizes(max_bytes: int, min_bytes: int = KIB) -> list[int]:
+    """1 KiB, 4 KiB, ... up to ``max_bytes`` (powers of four, ``max_bytes`` included)."""
+    sizes, size = [], min_bytes
+    while size < max_bytes:
+        sizes.append(size)
+        size *= 4
+    return [*sizes, max_bytes]
+
+
+def link_fit(kind: str, world: int, sizes: list[int], seconds: list[float]) -> LinkFit:
+    """Fit a sweep; all-reduce times are converted to the ring model's alpha and beta."""
+    a, b = fit_latency_bandwidth(sizes, seconds)
+    if kind == "allreduce":
+        steps = 2 * (world - 1)
+        return LinkFit(kind, world, a / steps, steps / world / b, sizes, seconds)
+    return LinkFit(kind, world, a, 1.0 / b, sizes, seconds)
+
+
+# --- spawned process groups -------------------------------------------------------------------
+
+
+def _run_group(target: Callable[..., None], args: list[tuple[Any, ...]], timeout: float,
+               what: str) -> list[Any]:
+    """Start one spawned process per args tuple; collect ``(index, result)`` from each.
+
+    A child reports ``(index, "error", message)`` on failure. Overrunning ``timeout`` or a
+    child dying without a report stops the whole group and raises ``RunFailed``."""
+    ctx = mp.get_context("spawn")
+    results: mp.Queue[Any] = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, results), daemon=True) for a in args]
+    for proc in procs:
+        proc.start()
+    try:
+        return _collect(procs, results, time.monotonic() + timeout, what)
+    finally:
+        _stop(procs)
+
+
+def _collect(procs: list[Any], results: Any, deadline: float, what: str) -> list[Any]:
+    collected: dict[int, Any] = {}
+    while len(collected) < len(procs):
+        if time.monotonic() > deadline:
+            raise RunFailed(f"{what}: timed out; calibration processes stopped")
+        try:
+            index, status, value = results.get(timeout=0.5)
+        except queue_module.Empty:
+            dead = [p for i, p in enumerate(procs) if i not in collected and
+                    p.exitcode not in (None, 0)]
+            if dead:
+                raise RunFailed(f"{what}: a calibration process died (exit code "
+                                f"{dead[0].exitcode})") from None
+            continue
+        if status == "error":
+            raise RunFailed(f"{what}: {value}")
+        collected[index] = value
+    return [collected[i] for i in range(len(procs))]
+
+
+def _stop(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.join(timeout=5)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+
+
+# --- gradient times ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How long a contention group trains: ``warmup`` untimed steps, then at least
+    ``repeats`` timed ones, more (up to ``max_repeats``) until ``min_seconds`` have passed,
+    so that fast models are timed over enough steps for a short disturbance not to decide
+    the median."""
+
+    warmup: int
+    repeats: int
+    min_seconds: float
+    max_repeats: int
+    timeout: float
+
+    def done(self, timed: int, elapsed: float) -> bool:
+        return timed >= self.max_repeats or (timed >= self.repeats and
+                                              elapsed >= self.min_seconds)
+
+
+def _steps_child(index: int, processes: int, cfg_dict: dict[str, Any], batch: int, threads: int,
+                 plan: StepPlan, barrier: Any, stop: Any, out: Any) -> None:
+    """One process of a contention group: time training steps by phase.
+
+    Process 0 decides when to stop (``stop``), before the barrier that opens the next step,
+    so every process times the same number of steps."""
+    try:
+        torch.set_num_threads(threads)
+        cfg = RunConfig.from_dict(cfg_dict)
+        device = torch.device("cpu")
+        work = build_workload(cfg, device, batch, index, processes)
+        timer = PhaseTimer()
+        phases: list[dict[str, float]] = []
+        started = 0.0
+        for rep in itertools.count():
+            barrier.wait(plan.timeout)
+            if stop.is_set():
+                break
+            if rep == plan.warmup:
+                started = time.perf_counter()
+            default_step(work, device, timer)
+            if rep >= plan.warmup:
+                phases.append(timer.end_step()[1])
+                if index == 0 and plan.done(len(phases), time.perf_counter() - started):
+                    stop.set()
+        out.put((index, "ok", phases))
+    except Exception as exc:
+        out.put((index, "error", f"{type(exc).__name__}: {exc}"))
+
+
+def summarize_steps(per_process: list[list[dict[str, float]]], threads: int,
+                    batch: int) -> StepTimes:
+    """Medians over processes and repetitions; ``*_max`` from each repetition's slowest."""
+    flat = [p for proc in per_process for p in proc]
+    grads = [p["forward"] + p["backward"] for p in flat]
+    steps = [sum(p.get(name, 0.0) for name in STEP_PHASES) for p in flat]
+    by_rep = list(zip(*per_process, strict=False))
+    grad_max = [max(p["forward"] + p["backward"] for p in rep) for rep in by_rep]
+    step_max = [max(sum(p.get(n, 0.0) for n in STEP_PHASES) for p in rep) for rep in by_rep]
+    return StepTimes(
+        processes=len(per_process), threads=threads, batch_size=batch,
+        data=median(p.get("data", 0.0) for p in flat),
+        forward=median(p["forward"] for p in flat), backward=median(p["backward"] for p in flat),
+        update=median(p.get("update", 0.0) for p in flat), t_grad=median(grads),
+        t_grad_max=median(grad_max), t_step=median(steps), t_step_max=median(step_max),
+        repeats=len(by_rep))
+
+
+def measure_steps(req: ProfileRequest, processes: int, threads: int,
+                  batch: int | None = None) -> StepTimes:
+    """``processes`` processes of ``threads`` threads train ``batch`` samples at once."""
+    batch = batch or req.cfg.batch_size
+    ctx = mp.get_context("spawn")
+    barrier, stop = ctx.Barrier(processes), ctx.Event()
+    plan = StepPlan(req.warmup, req.repeats, req.min_seconds, max(req.repeats, req.max_repeats),
+                    req.timeout)
+    args = [(i, processes, req.cfg.to_dict(), batch, threads, plan, barrier, stop)
+            for i in range(processes)]
+    what = f"gradient time ({processes} x {threads} threads, batch {batch})"
+    per_process = _run_group(_steps_child, args, req.timeout, what)
+    return summarize_steps(per_process, threads, batch)
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    """Sweep sizes; the weight size joins the p2p sweep (its point is ``t_comm``) and the
+    gradient size the all-reduce sweep, so each fit includes the size that matters."""
+
+    weight_bytes: int
+    grad_bytes: int
+    sizes: list[int]
+    repeats: int
+    timeout: float
+
+    def p2p_sizes(self) -> list[int]:
+        return sorted({*self.sizes, self.weight_bytes})
+
+    def allreduce_sizes(self) -> list[int]:
+        return sorted({*self.sizes, self.grad_bytes})
+
+
+def _reps_for(size: int, repeats: int) -> int:
+    return repeats if size <= MIB else max(3, repeats // 2)
+
+
+def _pingpong(rank: int, nbytes: int, repeats: int) -> float:
+    """Median one-way time of ``nbytes`` between ranks 0 and 1 (half a round trip)."""
+    buf = torch.zeros(max(1, nbytes // 4), dtype=torch.float32)
+    times = []
+    for rep in range(repeats + 2):
+        start = time.perf_counter()
+        if rank == 0:
+            dist.send(buf, 1)
+            dist.recv(buf, 1)
+        else:
+            dist.recv(buf, 0)
+            dist.send(buf, 0)
+        if rep >= 2:
+            times.append((time.perf_counter() - start) / 2)
+    return median(times)
+
+
+def _allreduce(nbytes: int, repeats: int) -> float:
+    buf = torch.ones(max(1, nbytes // 4), dtype=torch.float32)
+    times = []
+    for rep in range(repeats + 2):
+        dist.barrier()
+        start = time.perf_counter()
+        dist.all_reduce(buf)
+        if rep >= 2:
+            times.append(time.perf_counter() - start)
+    return median(times)
+
+
+def _links_child(rank: int, store_path: str, plan: LinkPlan, out: Any) -> None:
+    """One of the two ranks of the link measurement."""
+    try:
+        torch.set_num_threads(1)
+        store = dist.FileStore(store_path, 2)
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=2,
+                                timeout=timedelta(seconds=plan.timeout))
+        p2p = [_pingpong(rank, s, _reps_for(s, plan.repeats)) for s in plan.p2p_sizes()]
+        allreduce = [_allreduce(s, _reps_for(s, plan.repeats)) for s in plan.allreduce_sizes()]
+        dist.barrier()
+        dist.destroy_process_group()
+        out.put((rank, "ok", {"p2p": p2p, "allreduce": allreduce}))
+    except Exception as exc:
+        out.put((rank, "error", f"{type(exc).__name__}: {exc}"))
+
+
+def measure_links(weight_bytes: int, grad_bytes: int, sweep_max_bytes: int, repeats: int,
+                  timeout: float) -> tuple[float, LinkFit, LinkFit]:
+    """``t_comm`` of ``weight_bytes`` and the fitted point-to-point and all-reduce links."""
+    plan = LinkPlan(weight_bytes, grad_bytes, sweep_sizes(sweep_max_bytes), repeats, timeout)
+    with tempfile.TemporaryDirectory(prefix="distbench-links-") as tmp:
+        store_path = str(Path(tmp) / "store")
+        results = _run_group(_links_child, [(0, store_path, plan), (1, store_path, plan)],
+                             timeout, "link measurement")
+    p2p, allreduce = results[0]["p2p"], results[0]["allreduce"]
+    t_comm = p2p[plan.p2p_sizes().index(weight_bytes)]
+    return (t_comm, link_fit("p2p", 2, plan.p2p_sizes(), p2p),
+            link_fit("allreduce", 2, plan.allreduce_sizes(), allreduce))
+
+
+# --- the whole profile ------------------------------------------------------------------------
+
+
+def state_sizes(cfg: RunConfig) -> tuple[int, int, int]:
+    """(bytes a parameter server moves, bytes DDP all-reduces, tensors) of ``cfg.model``."""
+    model, _ = build_module(cfg, torch.device("cpu"))
+    params = list(model.parameters())
+    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    grad_bytes = sum(p.numel() * 4 for p in params)
+    return grad_bytes + sum(b.numel() * 4 for b in buffers), grad_bytes, len(params) + len(buffers)
+
+
+def _plan(req: ProfileRequest) -> list[tuple[str, int, int, int]]:
+    """(label, processes, threads, batch) for every gradient measurement, base first."""
+    cores, base, batch = os.cpu_count() or 1, req.base_threads(), req.cfg.batch_size
+    plan = [("t_grad", 1, base, batch)]
+    plan += [(f"t_grad 1/{k} batch", 1, base, max(1, batch // k)) for k in req.split_counts()]
+    plan += [(f"{k} x {t} threads", k, t, batch) for k, t in contention_pairs(req.workers, cores)
+             if (k, t) != (1, base)]
+    return plan
+
+
+def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Profile:
+    """Run every calibration measurement of ``req`` (see the module docstring)."""
+    if req.workers < 1 or req.repeats < 1 or req.warmup < 0:
+        raise UserError("--workers and --repeats must be at least 1, --warmup at least 0")
+    notify = progress or (lambda what, done, total: None)
+    plan = _plan(req)
+    total = len(plan) + 1
+    measured: list[StepTimes] = []
+    for done, (label, processes, threads, batch) in enumerate(plan):
+        notify(label, done, total)
+        measured.append(measure_steps(req, processes, threads, batch))
+    weight_bytes, grad_bytes, tensors = state_sizes(req.cfg)
+    notify("links (ping-pong, p2p and all-reduce sweeps)", len(plan), total)
+    t_comm, p2p, allreduce = measure_links(weight_bytes, grad_bytes, req.sweep_max_bytes,
+                                           req.repeats, req.timeout)
+    notify("done", total, total)
+    return _assemble(req, measured, (weight_bytes, grad_bytes, tensors), (t_comm, p2p, allreduce))
+
+
+def _assemble(req: ProfileRequest, measured: list[StepTimes], sizes: tuple[int, int, int],
+              links: tuple[float, LinkFit, LinkFit]) -> Profile:
+    base, n_splits = measured[0], len(req.split_counts())
+    splits = [base.t_grad, *(m.t_grad for m in measured[1:1 + n_splits])]
+    contended = [base, *measured[1 + n_splits:]]
+    weight_bytes, grad_bytes, tensors = sizes
+    t_comm, p2p, allreduce = links
+    if not all(math.isfinite(v) and v > 0 for v in (base.t_grad, t_comm)):
+        raise RunFailed("calibration measured a non-positive time")
+    return Profile(
+        model=req.cfg.model, dataset=req.cfg.dataset, batch_size=req.cfg.batch_size,
+        threads=req.base_threads(), workers=req.workers, repeats=req.repeats,
+        created_at=datetime.now(UTC).isoformat(), cores=os.cpu_count() or 1,
+        host=socket.gethostname(), torch_version=torch.__version__,
+        input_size=req.cfg.input_size, t_grad=base.t_grad, t_forward=base.forward,
+        t_backward=base.backward, t_data=base.data, t_update=base.update,
+        t_grad_split=splits, weight_bytes=weight_bytes, grad_bytes=grad_bytes, tensors=tensors,
+        t_comm=t_comm, p2p=p2p, allreduce=allreduce, contended=contended)
+
+
+def refresh_contention(profile: Profile, req: ProfileRequest, processes: int,
+                       threads: int) -> Profile:
+    """``profile`` with its ``processes`` x ``threads`` measurement taken again now.
+
+    On a host shared with other work the speed of the machine drifts within minutes;
+    ``distbench validate`` calls this just before each run so that the calibration the
+    prediction uses and the run it is compared with see the same background load."""
+    fresh = measure_steps(req, processes, threads, req.cfg.batch_size)
+    same = [(c.processes, c.threads) == (processes, threads) for c in profile.contended]
+    contended = [fresh if hit else c for c, hit in zip(profile.contended, same, strict=True)]
+    if not any(same):
+        contended.append(fresh)  # the base measurement stays first
+    changes: dict[str, Any] = {"contended": contended,
+                               "created_at": datetime.now(UTC).isoformat()}
+    if (processes, threads) == (1, profile.threads):
+        changes.update(t_grad=fresh.t_grad, t_forward=fresh.forward, t_backward=fresh.backward,
+                       t_data=fresh.data, t_update=fresh.update,
+                       t_grad_split=[fresh.t_grad, *profile.t_grad_split[1:]])
+    return replace(profile, **changes)

@@ -1,0 +1,173 @@
+"""Calibration profiles as data, and how they are stored in and found in the results store.
+
+Where to start: :class:`Profile` is what ``distbench profile`` measures (see
+``calibrate.py``); :func:`save_profile` / :func:`find_profile` put it in and get it out of
+the SQLite store (table ``profiles``, schema 3); :func:`load_profile` is the contract of
+``distbench estimate --model M``: the newest profile of ``M`` as a dict with ``t_grad``,
+``t_comm``, ``t_grad_split``, ``grad_bytes`` and ``t_backward`` (plus everything else).
+
+No torch here: predictions (``distbench.predict.validate``) read profiles without paying
+for a torch import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distbench.errors import UserError
+from distbench.store import open_store
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Medians of one training step's phases while ``processes`` processes of ``threads``
+    threads each train at the same time on this host (the CPU contention of N workers).
+
+    ``t_grad`` is forward + backward, the median over every process and repetition (what one
+    worker sees); ``t_grad_max`` is the median over repetitions of the slowest process (what
+    a synchronous step waits for). ``t_step``/``t_step_max`` add data loading and update."""
+
+    processes: int
+    threads: int
+    batch_size: int
+    data: float
+    forward: float
+    backward: float
+    update: float
+    t_grad: float
+    t_grad_max: float
+    t_step: float
+    t_step_max: float
+    repeats: int
+
+
+@dataclass(frozen=True)
+class LinkFit:
+    """``t = alpha + bytes / beta`` fitted to a size sweep (``sizes`` bytes, ``seconds``).
+
+    For the all-reduce sweep ``alpha`` and ``beta`` are the ring model's per-step latency and
+    link bandwidth (``t = 2(N-1)·alpha + 2(N-1)/N · bytes/beta`` at ``world`` ranks)."""
+
+    kind: str
+    world: int
+    alpha: float
+    beta: float
+    sizes: list[int]
+    seconds: list[float]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One model's calibration on one host: everything the speedup model may use.
+
+    ``t_grad_split[k-1]`` is the gradient time of a ``batch_size // k`` batch (k = 1..workers,
+    so ``t_grad_split[0] == t_grad``). ``weight_bytes`` is what a parameter server moves per
+    transfer (parameters and floating-point buffers, one flat buffer); ``grad_bytes`` what
+    DDP all-reduces (parameters only). ``t_comm`` is one transfer of ``weight_bytes`` between
+    two ranks (gloo send/recv, half a ping-pong)."""
+
+    model: str
+    dataset: str
+    batch_size: int
+    threads: int
+    workers: int
+    repeats: int
+    created_at: str
+    cores: int
+    host: str
+    torch_version: str
+    input_size: int | None
+    t_grad: float
+    t_forward: float
+    t_backward: float
+    t_data: float
+    t_update: float
+    t_grad_split: list[float]
+    weight_bytes: int
+    grad_bytes: int
+    tensors: int
+    t_comm: float
+    p2p: LinkFit
+    allreduce: LinkFit
+    contended: list[StepTimes] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        known = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in data.items() if k in known}
+        values["p2p"] = LinkFit(**data["p2p"])
+        values["allreduce"] = LinkFit(**data["allreduce"])
+        values["contended"] = [StepTimes(**c) for c in data.get("contended", [])]
+        return cls(**values)
+
+    def step_times(self, processes: int, threads: int) -> StepTimes | None:
+        """The contention measurement for exactly this many processes and threads."""
+        for entry in self.contended:
+            if entry.processes == processes and entry.threads == threads:
+                return entry
+        return None
+
+
+def contention_pairs(workers: int, cores: int) -> list[tuple[int, int]]:
+    """(processes computing, threads each) that runs of 1..``workers`` workers produce here.
+
+    ``k`` workers get ``max(1, cores // k)`` threads; with a central parameter server
+    (one more process) ``max(1, cores // (k + 1))``. The server mostly waits, so ``k``
+    processes compute."""
+    pairs = {(k, max(1, cores // k)) for k in range(1, workers + 1)}
+    pairs |= {(k, max(1, cores // (k + 1))) for k in range(1, workers + 1)}
+    return sorted(pairs)
+
+
+def _existing_db(db: str | Path) -> Path:
+    path = Path(db)
+    if not path.is_file():
+        raise UserError(f"no results database at {path}: run `distbench profile` first")
+    return path
+
+
+def save_profile(db: str | Path, profile: Profile) -> int:
+    """Store ``profile``; returns its id."""
+    store = open_store(db)
+    try:
+        return store.save_profile(profile.to_dict())
+    finally:
+        store.close()
+
+
+def find_profile_row(db: str | Path, model: str, dataset: str | None = None,
+                     batch_size: int | None = None,
+                     threads: int | None = None) -> tuple[Profile, int] | None:
+    """The newest stored profile matching every given key with its id, or ``None``."""
+    if not Path(db).is_file():
+        return None
+    store = open_store(db)
+    try:
+        found = store.load_profiles(model, dataset, batch_size, threads)
+    finally:
+        store.close()
+    return (Profile.from_dict(found[0]), int(found[0]["profile_id"])) if found else None
+
+
+def find_profile(db: str | Path, model: str, dataset: str | None = None,
+                 batch_size: int | None = None, threads: int | None = None) -> Profile | None:
+    """The newest stored profile matching every given key, or ``None``."""
+    found = find_profile_row(db, model, dataset, batch_size, threads)
+    return found[0] if found else None
+
+
+def load_profile(db: str | Path, model: str, dataset: str | None = None,
+                 batch_size: int | None = None) -> dict[str, Any]:
+    """The newest profile of ``model`` as a dict (``distbench estimate --model`` reads it).
+
+    A missing database or profile is a ``UserError`` saying how to take one."""
+    profile = find_profile(_existing_db(db), model, dataset, batch_size)
+    if profile is None:
+        raise UserError(f"no stored profile of model '{model}' in {db}: run "
+                        f"`distbench profile --model {model} --db {db}` first")
+    return profile.to_dict()

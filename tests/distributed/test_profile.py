@@ -1,0 +1,58 @@
+"""``distbench profile`` on lenet5 (spawned gloo ranks, small sweep) and ``validate`` on two
+short runs predicted from a stored profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distbench.cli.main import main
+from distbench.config import RunConfig
+from distbench.predict.validate import CalibrationOptions, validate_configs
+from distbench.profiling.store_lookup import find_profile
+
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
+
+SMALL = ["--repeats", "2", "--profile-warmup", "1", "--sweep-max-bytes", "65536",
+         "--profile-timeout", "240"]
+
+
+def test_profile_lenet5_stores_positive_times(db_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["profile", "--model", "lenet5", "--batch-size", "8", "--workers", "2",
+                 *SMALL, "--db", str(db_path), "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    profile = find_profile(db_path, "lenet5", "synthetic", 8)
+    assert profile is not None and printed["profile_id"] >= 1
+    assert profile.t_grad > 0 and profile.t_comm > 0
+    assert len(profile.t_grad_split) == 2 and all(t > 0 for t in profile.t_grad_split)
+    for link in (profile.p2p, profile.allreduce):
+        assert link.alpha >= 0 and link.beta > 0
+        assert 65536 in link.sizes and all(t > 0 for t in link.seconds)
+    assert profile.weight_bytes in profile.p2p.sizes  # its point is t_comm
+    assert profile.grad_bytes in profile.allreduce.sizes
+    assert profile.weight_bytes == profile.grad_bytes > 200_000  # lenet5: ~61.7 k floats
+    pairs = {(c.processes, c.threads) for c in profile.contended}
+    assert (2, max(1, profile.cores // 2)) in pairs
+    assert all(c.t_grad > 0 and c.t_grad_max >= c.t_grad * 0.999 for c in profile.contended)
+
+
+def test_validate_runs_and_predicts_from_a_new_profile(db_path: Path) -> None:
+    base = dict(model="lenet5", batch_size=8, steps=4, warmup=1, timeout=180)
+    configs = [RunConfig(strategy="sequential", **base),  # type: ignore[arg-type]
+               RunConfig(strategy="ddp", workers=2, **base)]  # type: ignore[arg-type]
+    options = CalibrationOptions(repeats=2, warmup=1, sweep_max_bytes=65536, timeout=240)
+    report = validate_configs(configs, str(db_path), options=options)
+    assert [r.status for r in report.rows] == ["ok", "ok"], [r.note for r in report.rows]
+    for row in report.rows:
+        assert row.predicted_step and row.measured_step and row.step_error is not None
+    assert report.rows[0].predicted_speedup == pytest.approx(1.0)
+    assert report.summary.compared == 2 and len(report.summary.best) == 1
+    again = validate_configs(configs, str(db_path), reuse=True, options=options)
+    assert [r.run_id for r in again.rows] == [r.run_id for r in report.rows]
+    first, second = (r.profile_id or 0 for r in report.rows)
+    assert second > first  # ddp x2's contention was re-measured just before its run
+    assert {r.profile_id for r in again.rows} == {second}  # reuse: the newest profile

@@ -1,0 +1,277 @@
+"""Validation math on given numbers: relative errors, Spearman, best configuration, the
+step-time model on a hand-made profile, the latency/bandwidth fit, stored profiles."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from distbench.cli.main import main
+from distbench.cli.validate import render
+from distbench.errors import UserError
+from distbench.predict import formulas as f
+from distbench.predict.validate import (
+    Case,
+    ValidationReport,
+    ValidationRow,
+    best_configurations,
+    compute_times,
+    predict_case,
+    ranks,
+    relative_error,
+    spearman,
+    summarize,
+)
+from distbench.profiling.store_lookup import (
+    LinkFit,
+    Profile,
+    StepTimes,
+    contention_pairs,
+    find_profile,
+    load_profile,
+    save_profile,
+)
+
+# --- errors, ranks, Spearman -----------------------------------------------------------------
+
+
+def test_relative_error_signed_and_missing() -> None:
+    assert relative_error(1.1, 1.0) == pytest.approx(0.1)
+    assert relative_error(0.8, 1.0) == pytest.approx(-0.2)
+    assert relative_error(None, 1.0) is None
+    assert relative_error(1.0, None) is None
+    assert relative_error(1.0, 0.0) is None
+
+
+def test_ranks_average_ties() -> None:
+    assert ranks([10.0, 30.0, 20.0]) == [1.0, 3.0, 2.0]
+    assert ranks([5.0, 1.0, 5.0, 2.0]) == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_spearman_by_hand() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x = 1 2 3 4 5, y = 2 1 4 3 5: d² = 1+1+1+1+0 = 4, rho = 1 - 6·4/(5·24) = 0.8
+    assert spearman([1, 2, 3, 4, 5], [20, 10, 40, 30, 50]) == pytest.approx(0.8)
+    # ties: x ranks 1.5 1.5 3, y ranks 1 2 3 -> Pearson of the ranks = sqrt(3)/2
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(math.sqrt(3) / 2)
+
+
+def test_spearman_degenerate() -> None:
+    assert spearman([1.0], [2.0]) is None
+    assert spearman([1, 1, 1], [1, 2, 3]) is None
+    with pytest.raises(ValueError):
+        spearman([1, 2], [1])
+
+
+# --- rows, best configuration, summary ------------------------------------------------------
+
+
+def row(strategy: str, workers: int, pred: float, meas: float, model: str = "m",
+        batch: int = 32, p_speedup: float | None = None,
+        m_speedup: float | None = None) -> ValidationRow:
+    """A compared row with time per step ``pred``/``meas`` and throughput ``batch·N/step``."""
+    return ValidationRow(
+        model=model, dataset="synthetic", strategy=strategy, workers=workers, batch_size=batch,
+        threads=1, servers="central", status="ok", run_id="r", profile_id=1,
+        predicted_step=pred, measured_step=meas, step_error=relative_error(pred, meas),
+        predicted_throughput=batch * workers / pred, measured_throughput=batch * workers / meas,
+        predicted_speedup=p_speedup, measured_speedup=m_speedup,
+        speedup_error=relative_error(p_speedup, m_speedup), formula="")
+
+
+def test_best_configuration_per_workload() -> None:
+    rows = [row("sequential", 1, 1.0, 1.0), row("ddp", 2, 1.5, 1.2),  # ddp best in both
+            row("sequential", 1, 1.0, 1.0, model="k"), row("ddp", 2, 1.5, 2.5, model="k")]
+    picks = best_configurations(rows)
+    assert [(p.workload, p.predicted, p.measured, p.matches) for p in picks] == [
+        ("m/synthetic/b32", "m ddp x2", "m ddp x2", True),
+        ("k/synthetic/b32", "k ddp x2", "k sequential x1", False)]
+    # k: ddp x2 measured 64/2.5 = 25.6 samples/s against sequential's 32/1.0 = 32
+    assert picks[0].regret == 0.0 and picks[1].regret == pytest.approx(1 - 25.6 / 32)
+    text = render(ValidationReport(rows, summarize(rows)))
+    assert "WRONG, 20.0% below the measured best's throughput" in text
+
+
+def test_summary_on_given_numbers() -> None:
+    rows = [row("sequential", 1, 1.1, 1.0, p_speedup=1.0, m_speedup=1.0),   # +10 %
+            row("ddp", 2, 1.2, 1.5, p_speedup=1.25, m_speedup=1.0),         # -20 %
+            row("ps-async", 2, 3.15, 3.0, p_speedup=0.7, m_speedup=0.7),    # +5 %
+            replace(row("ps-sync-join", 2, 1.0, 1.0), status="no measurement",
+                    measured_step=None, step_error=None, measured_throughput=None)]
+    s = summarize(rows)
+    assert (s.configurations, s.compared) == (4, 3)
+    assert s.median_abs_step_error == pytest.approx(0.10)
+    assert s.max_abs_step_error == pytest.approx(0.20)
+    assert s.median_abs_speedup_error == pytest.approx(0.0)
+    # throughputs 32/1.1, 64/1.2, 64/3.15 vs 32/1.0, 64/1.5, 64/3.0: same order
+    assert s.spearman == pytest.approx(1.0)
+    assert s.best_overall_predicted == s.best_overall_measured == "m ddp x2"
+    assert s.best_matches
+    text = render(ValidationReport(rows, s))
+    assert "median |error| 10.0%" in text and "max |error| 20.0%" in text
+    assert "measured best: yes" in text
+
+
+def test_summary_without_comparisons() -> None:
+    s = summarize([])
+    assert s.compared == 0 and s.median_abs_step_error is None and s.spearman is None
+    assert not s.best_matches
+
+
+# --- the model on a hand-made profile -------------------------------------------------------
+
+
+def steps(k: int, t: int, grad: float, grad_max: float | None = None) -> StepTimes:
+    """fwd = grad/3, bwd = 2grad/3, data = 0.01, update = 0.02."""
+    gm = grad if grad_max is None else grad_max
+    return StepTimes(processes=k, threads=t, batch_size=32, data=0.01, forward=grad / 3,
+                     backward=2 * grad / 3, update=0.02, t_grad=grad, t_grad_max=gm,
+                     t_step=grad + 0.03, t_step_max=gm + 0.03, repeats=5)
+
+
+def make_profile(**changes: object) -> Profile:
+    link = LinkFit("p2p", 2, 1e-4, 1e9, [1024, 4096], [1e-4, 1e-4])
+    ring = LinkFit("allreduce", 2, 5e-5, 5e8, [1024, 4096], [1e-4, 1e-4])
+    base = Profile(
+        model="m", dataset="synthetic", batch_size=32, threads=2, workers=2, repeats=5,
+        created_at="2026-01-01T00:00:00+00:00", cores=2, host="h", torch_version="x",
+        input_size=None, t_grad=0.3, t_forward=0.1, t_backward=0.2, t_data=0.01,
+        t_update=0.02, t_grad_split=[0.3, 0.18], weight_bytes=40_000_000,
+        grad_bytes=40_000_000, tensors=10, t_comm=0.05, p2p=link, allreduce=ring,
+        contended=[steps(1, 2, 0.3), steps(1, 1, 0.5), steps(2, 1, 0.6, 0.66)])
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def case(strategy: str, workers: int, threads: int, synchronous: bool = True,
+         servers: str = "central") -> Case:
+    return Case(model="m", dataset="synthetic", strategy=strategy, workers=workers,
+                batch_size=32, local_batch=32, global_batch=32 * workers, threads=threads,
+                servers=servers, steps=10, synchronous=synchronous)
+
+
+def test_sequential_is_gradient_plus_data_and_update() -> None:
+    pred = predict_case(case("sequential", 1, 2), make_profile())
+    assert pred is not None
+    assert pred.step_time == pytest.approx(0.3 + 0.03)
+    assert pred.throughput == pytest.approx(32 / 0.33)
+
+
+def test_ddp_two_workers_uses_slowest_worker_ring_and_overlap() -> None:
+    p = make_profile(cores=4)  # 2 workers x 1 thread leave two cores free: buckets overlap
+    pred = predict_case(case("ddp", 2, 1), p)
+    assert pred is not None
+    t_ar = 2 * 5e-5 + 40_000_000 / 5e8             # 2(N-1)α + 2(N-1)/N·bytes/β at N = 2
+    overlap = 1 - f.DDP_DEFAULT_BUCKET_BYTES / 40_000_000
+    expected = 0.66 + max(0.0, t_ar - overlap * 0.44) + 0.03
+    assert pred.step_time == pytest.approx(expected)
+    assert pred.throughput == pytest.approx(64 / expected)
+
+
+def test_ddp_on_a_saturated_host_adds_the_whole_all_reduce() -> None:
+    pred = predict_case(case("ddp", 2, 1), make_profile())  # 2 x 1 thread on 2 cores
+    assert pred is not None
+    t_ar = 2 * 5e-5 + 40_000_000 / 5e8
+    assert pred.step_time == pytest.approx(0.66 + t_ar + 0.03)
+    assert "no spare core" in pred.formula
+
+
+def test_ps_sync_join_central_two_workers() -> None:
+    pred = predict_case(case("ps-sync-join", 2, 1), make_profile())
+    assert pred is not None
+    t = 0.66 + 0.03  # slowest worker's gradient + data + update
+    assert pred.step_time == pytest.approx(((3 * 0.05 + t) + (4 * 0.05 + t)) / 2)
+
+
+def test_ps_async_one_worker_is_two_transfers_per_step() -> None:
+    pred = predict_case(case("ps-async", 1, 1, synchronous=False), make_profile())
+    assert pred is not None
+    assert pred.step_time == pytest.approx(0.5 + 0.03 + 2 * 0.05)
+
+
+def test_ps_async_two_workers_per_worker_step_and_summed_throughput() -> None:
+    pred = predict_case(case("ps-async", 2, 1, synchronous=False), make_profile())
+    assert pred is not None
+    t, d = 0.6 + 0.03, 20  # async: the median process, not the slowest
+    total = f.async_central_estimate(t, 0.05, 2, d)
+    assert pred.step_time == pytest.approx(total / (d / 2))
+    assert pred.throughput == pytest.approx(64 / pred.step_time)
+
+
+def test_sharded_server_uses_distributed_formula() -> None:
+    pred = predict_case(case("ps-sync-join", 2, 1, servers="sharded"), make_profile())
+    assert pred is not None
+    assert pred.step_time == pytest.approx(2 * 0.05 * 1 / 2 + 0.66 + 0.03)
+
+
+def test_unmodelled_strategy_has_no_prediction() -> None:
+    assert predict_case(case("pipeline-gpipe", 2, 1), make_profile()) is None
+
+
+def test_missing_contention_is_extrapolated_and_labelled() -> None:
+    times, label = compute_times(make_profile(), 4, 1)
+    assert "extrapolated" in label
+    # one process at 2 threads scaled to 1 thread (x2) and 4 processes on 2 cores (x2)
+    assert times.t_grad == pytest.approx(0.3 * 4)
+
+
+def test_contention_pairs_cover_workers_and_central_server() -> None:
+    assert contention_pairs(2, 2) == [(1, 1), (1, 2), (2, 1)]
+    assert contention_pairs(1, 8) == [(1, 4), (1, 8)]
+
+
+# --- latency/bandwidth fit --------------------------------------------------------------------
+
+
+def test_fit_recovers_alpha_and_beta() -> None:
+    from distbench.profiling.calibrate import fit_latency_bandwidth, link_fit, sweep_sizes
+
+    sizes = sweep_sizes(64 * 2**20)
+    assert sizes[0] == 1024 and sizes[-1] == 64 * 2**20 and len(sizes) == 9
+    alpha, beta = 50e-6, 2e9
+    times = [alpha + s / beta for s in sizes]
+    a, b = fit_latency_bandwidth(sizes, times)
+    assert a == pytest.approx(alpha, rel=1e-6) and 1 / b == pytest.approx(beta, rel=1e-6)
+    ring = link_fit("allreduce", 2, sizes, times)  # t = 2α' + bytes/β' at 2 ranks
+    assert ring.alpha == pytest.approx(alpha / 2) and ring.beta == pytest.approx(beta)
+
+
+def test_fit_clamps_negative_latency_and_rejects_bad_input() -> None:
+    from distbench.profiling.calibrate import fit_latency_bandwidth
+
+    a, b = fit_latency_bandwidth([1000, 2000, 4000], [0.9e-6, 2.0e-6, 4.1e-6])
+    assert a >= 0 and b > 0
+    with pytest.raises(UserError):
+        fit_latency_bandwidth([1000], [1e-3])
+    with pytest.raises(UserError):
+        fit_latency_bandwidth([1000, 1000], [1e-3, 2e-3])
+
+
+# --- stored profiles --------------------------------------------------------------------------
+
+
+def test_profile_round_trip_and_estimate_reads_it(db_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    profile = make_profile()
+    assert save_profile(db_path, profile) >= 1
+    newer = replace(profile, created_at="2026-02-01T00:00:00+00:00", t_grad=0.25)
+    save_profile(db_path, newer)
+    assert find_profile(db_path, "m", "synthetic", 32, 2) == newer
+    assert find_profile(db_path, "m", batch_size=64) is None
+    assert load_profile(db_path, "m")["t_grad"] == 0.25
+    code = main(["estimate", "--model", "m", "--db", str(db_path), "--type", "sync-join",
+                 "--workers", "2", "--output", "csv"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3  # header + N = 1, 2
+
+
+def test_missing_profile_is_user_error(db_path: Path) -> None:
+    with pytest.raises(UserError, match="distbench profile"):
+        load_profile(db_path, "m")
+    save_profile(db_path, make_profile())
+    with pytest.raises(UserError, match="no stored profile of model 'lenet5'"):
+        load_profile(db_path, "lenet5")

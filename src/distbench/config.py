@@ -17,15 +17,39 @@ from typing import Any
 
 from distbench.errors import UserError
 
-FRAMEWORKS = ("torch",)
+# Issue 8: adapters for other frameworks (distbench.frameworks.FRAMEWORK) besides torch.
+FRAMEWORKS = ("torch", "tensorflow", "mxnet", "horovod")
 DEVICES = ("auto", "cpu", "cuda")
 SERVER_PLACEMENTS = ("central", "sharded")
 PARTITIONS = ("uniform", "profiled")
 
 
+def available_cores() -> int:
+    """Cores this process may run on (affinity-aware, so containers report their share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+def strategy_facts(framework: str, strategy: str) -> Any:
+    """Issue 8: the PyTorch strategy class, or for another framework the strategy its adapter
+    declares (distbench.frameworks); both answer validate, world_size, single_worker,
+    synchronous, scaling, local_batch and global_batch alike. UserError if unknown."""
+    if framework != "torch":
+        from distbench.frameworks import adapter_strategy
+
+        return adapter_strategy(framework, strategy)
+    from distbench.strategies import STRATEGIES
+
+    _require(strategy in STRATEGIES,
+             f"unknown strategy '{strategy}' (known: {', '.join(sorted(STRATEGIES))})")
+    return STRATEGIES[strategy]
 
 
 @dataclass(frozen=True)
@@ -61,10 +85,18 @@ class RunConfig:
     # Pipeline strategies: micro-batches per batch and how blocks are cut into stages.
     microbatches: int = 4
     partition: str = "uniform"
+    # Issue 6: torch.profiler over the last few measured steps of every rank.
+    profile_ops: bool = False
+    # Issue 7: an emulated network (--network SPEC, see netem/spec.py), the processes spread
+    # over K emulated hosts (--hosts K), and a node file of host addresses (--nodefile).
+    network: str | None = None
+    hosts: int | None = None
+    nodefile: str | None = None
 
     def __post_init__(self) -> None:
         self._check_numbers()
         self._check_choices()
+        self._check_hosts()  # issue 7
 
     def _check_numbers(self) -> None:
         _require(self.workers >= 1, f"--workers must be at least 1, got {self.workers}")
@@ -84,13 +116,29 @@ class RunConfig:
                  f"--node-rank must be in 0..{self.nnodes - 1}, got {self.node_rank}")
         _require(self.microbatches >= 1,
                  f"--microbatches must be at least 1, got {self.microbatches}")
-        _require(self.workers % self.nnodes == 0,
-                 f"--workers ({self.workers}) must divide evenly over --nnodes ({self.nnodes})")
+
+    def _check_hosts(self) -> None:
+        """Issue 7: nodes and emulated hosts. It is the *processes* (workers plus any server
+        processes) that must divide over nodes, so this replaces the former workers check."""
+        from distbench.netem.spec import parse_network
+
+        processes = self.processes()
+        _require(processes % self.nnodes == 0, f"{processes} processes ({self.strategy}, "
+                 f"--workers {self.workers}) must divide evenly over --nnodes {self.nnodes}")
+        if self.network is not None:
+            parse_network(self.network)
+        _require(self.hosts is None or self.hosts >= 1,
+                 f"--hosts must be at least 1, got {self.hosts}")
+        _require(self.nnodes == 1 or not (self.network or self.hosts),
+                 "--network/--hosts emulate hosts on this machine and --nnodes > 1 joins a "
+                 "real cluster: use one or the other")
+        _require(not self.hosts or processes == 1 or processes % self.hosts == 0,
+                 f"{processes} processes ({self.strategy}, --workers {self.workers}) must "
+                 f"divide evenly over --hosts {self.hosts}")
 
     def _check_choices(self) -> None:
         from distbench.data import DATASETS
         from distbench.models import check_model_name
-        from distbench.strategies import STRATEGIES
 
         _require(self.framework in FRAMEWORKS,
                  f"unknown framework '{self.framework}' (known: {', '.join(FRAMEWORKS)})")
@@ -103,9 +151,7 @@ class RunConfig:
         check_model_name(self.model)
         _require(self.dataset in DATASETS,
                  f"unknown dataset '{self.dataset}' (known: {', '.join(sorted(DATASETS))})")
-        _require(self.strategy in STRATEGIES,
-                 f"unknown strategy '{self.strategy}' (known: {', '.join(sorted(STRATEGIES))})")
-        STRATEGIES[self.strategy].validate(self)
+        strategy_facts(self.framework, self.strategy).validate(self)  # issue 8: adapters too
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -122,15 +168,13 @@ class RunConfig:
 
     def processes(self) -> int:
         """Processes the run needs in all (workers plus any server processes)."""
-        from distbench.strategies import STRATEGIES
-
-        return STRATEGIES[self.strategy].world_size(self)
+        return int(strategy_facts(self.framework, self.strategy).world_size(self))
 
     def resolved_threads(self, cores: int | None = None) -> int:
         """Threads per process: the user's choice, else max(1, cores // local processes)."""
         if self.threads is not None:
             return self.threads
-        cores = cores or os.cpu_count() or 1
+        cores = cores or available_cores()
         local = max(1, self.processes() // self.nnodes)
         return max(1, cores // local)
 
@@ -146,14 +190,12 @@ class SuiteConfig:
 
     def expand(self) -> list[RunConfig]:
         """Run configs in a stable order; single-process strategies run with one worker only."""
-        from distbench.strategies import STRATEGIES
-
+        framework = str(self.base.get("framework", "torch"))  # issue 8
         runs: list[RunConfig] = []
         for model in self.models:
             for strategy in self.strategies:
-                _require(strategy in STRATEGIES, f"unknown strategy '{strategy}' "
-                         f"(known: {', '.join(sorted(STRATEGIES))})")
-                counts = [1] if STRATEGIES[strategy].single_worker else self.workers
+                facts = strategy_facts(framework, strategy)
+                counts = [1] if facts.single_worker else self.workers
                 for n in counts:
                     runs.append(RunConfig.from_dict(
                         {**self.base, "model": model, "strategy": strategy, "workers": n}))

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distbench.data import DATASETS
-from distbench.models import MODELS, build_model, count_parameters
+from distbench.models import MODELS, build_model, count_parameters, describe_blocks, model_defaults
 from distbench.strategies import STRATEGIES
 
 
@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("what", choices=("models", "strategies", "datasets"))
     parser.add_argument("--num-classes", type=int, default=10,
                         help="classes used to count model parameters (10)")
+    parser.add_argument("--blocks", metavar="MODEL",
+                        help="with 'models': MODEL's blocks (the units pipelines cut between) "
+                        "with parameters and activation size per sample")
     parser.set_defaults(handler=list_command)
 
 
@@ -33,10 +36,28 @@ def model_rows(num_classes: int) -> list[tuple[str, ...]]:
     return rows
 
 
+def block_rows(model_name: str, num_classes: int) -> list[tuple[str, ...]]:
+    """One row per block of ``model_name`` at its default input (shapes found on 'meta')."""
+    size, channels = model_defaults(model_name)
+    with torch.device("meta"):
+        model = build_model(model_name, num_classes)
+    return [(str(index), info.name, f"{info.params:,}", "x".join(map(str, info.output_shape)),
+             _bytes_text(info.activation_bytes))
+            for index, info in enumerate(describe_blocks(model, (channels, size, size)))]
+
+
+def _bytes_text(nbytes: int) -> str:
+    return f"{nbytes} B" if nbytes < 1024 else f"{nbytes / 1024:,.1f} KiB"
+
+
 def list_command(args: argparse.Namespace) -> int:
     header: tuple[str, ...]
     rows: list[tuple[str, ...]]
-    if args.what == "models":
+    if args.what == "models" and args.blocks:
+        header = ("#", f"block of {args.blocks}", "parameters", "output per sample",
+                  "activation per sample (float32)")
+        rows = block_rows(args.blocks, args.num_classes)
+    elif args.what == "models":
         header = ("model", f"parameters ({args.num_classes} classes)", "default input",
                   "description")
         rows = model_rows(args.num_classes)

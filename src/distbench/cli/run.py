@@ -21,7 +21,9 @@ RUN_SETTINGS = ("dataset", "data_dir", "batch_size", "steps", "warmup", "threads
                 "momentum", "weight_decay", "seed", "input_size", "num_classes", "timeout",
                 "device", "nnodes", "node_rank", "master_addr", "master_port", "save_weights",
                 "servers", "ps_semaphore", "microbatches", "partition",
-                "profile_ops")  # issue 6
+                "profile_ops",  # issue 6
+                "network", "hosts", "nodefile",  # issue 7
+                "framework")  # issue 8
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +52,11 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=int_list, metavar="N[,N...]",
                        help="worker counts, one run each (default 1)")
     group.add_argument("--suite", metavar="FILE.toml", help="run a matrix from a suite file")
+    # Issue 8: another framework's adapter (its strategies: sequential, sync, async).
+    group.add_argument("--framework", choices=("torch", "tensorflow", "mxnet", "horovod"),
+                       help="torch (default), or an adapter run in its own environment "
+                       "(`distbench env install NAME`); adapters offer --strategy "
+                       "sequential, sync, async (see docs/frameworks.md)")
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +106,23 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--profile-ops", action="store_const", const=True,
                        help="torch.profiler over the last 3 measured steps of every rank: "
                        "top operators per phase, a Chrome trace per rank (see docs/report.md)")
+    add_network_options(parser)  # issue 7
+
+
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """Issue 7: emulated networks and hosts (docs/network.md)."""
+    group = parser.add_argument_group("network (needs root; see docs/network.md)")
+    group.add_argument("--network", metavar="SPEC",
+                       help="put every host in its own network namespace behind a shaped "
+                       "link: bandwidth=RATE[,up=RATE][,down=RATE][,burst=SIZE][,mtu=BYTES]"
+                       "[,delay=T], tc units, e.g. bandwidth=100mbit or bandwidth=1gbit")
+    group.add_argument("--hosts", type=int, metavar="K",
+                       help="run the processes as K emulated hosts, one torchrun launcher "
+                       "each (default with --network: one host per process)")
+    group.add_argument("--nodefile", metavar="FILE",
+                       help="one address per line: the emulated hosts' addresses (with "
+                       "--network/--hosts), else a real cluster's nodes (sets --nnodes, "
+                       "--master-addr; --node-rank from this machine's address)")
 
 
 def default_suite() -> SuiteConfig:

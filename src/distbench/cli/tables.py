@@ -50,7 +50,10 @@ def _table_cells(row: dict[str, Any], phases: list[str]) -> list[str]:
                   f"{row['throughput_ci_high']:.1f})") if ok else (row.get("error") or "")[:60]
     breakdown = row.get("breakdown") or {}
     rss = row.get("peak_rss_bytes")
-    return [str(row["run_id"])[-6:], row["model"], row["strategy"], str(row["workers"]),
+    # Issue 8: another framework's runs read "sync (tensorflow)" beside PyTorch's own.
+    framework = row.get("framework") or "torch"
+    strategy = row["strategy"] if framework == "torch" else f"{row['strategy']} ({framework})"
+    return [str(row["run_id"])[-6:], row["model"], strategy, str(row["workers"]),
             str(row["global_batch"]), row["status"] + flag, throughput,
             _fmt(row.get("step_time_median") and row["step_time_median"] * 1000, ".1f"),
             _fmt(row.get("speedup"), ".2f"), _fmt(row.get("efficiency"), ".2f"),

@@ -79,8 +79,12 @@ def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> dict[st
 
 
 def _final_loss(workers: list[RankRecords]) -> float | None:
-    last = min(workers, key=lambda w: w.rank).steps[-1]
-    return float(last["loss"]) if "loss" in last else None
+    # The lowest rank whose last step reports a loss: rank 0 for data parallelism; the last
+    # stage for pipelines, where only the last stage computes the loss.
+    for worker in sorted(workers, key=lambda w: w.rank):
+        if worker.steps and "loss" in worker.steps[-1]:
+            return float(worker.steps[-1]["loss"])
+    return None
 
 
 def _memory(records: dict[int, RankRecords]) -> dict[str, int | None]:

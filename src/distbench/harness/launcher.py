@@ -54,7 +54,29 @@ def torchrun_command(cfg: RunConfig, run_dir: Path, port: int) -> list[str]:
             f"--nproc-per-node={nproc}", f"--master-addr={cfg.master_addr}",
             f"--master-port={port}", "--max-restarts=0", "--monitor-interval=0.2",
             f"--log-dir={run_dir / 'logs'}", "--redirects=3",
-            "-m", "distbench.harness.worker", str(run_dir)]
+            "-m", worker_program(cfg), str(run_dir)]
+
+
+def worker_program(cfg: RunConfig) -> str:
+    """The module torchrun starts on every rank. A strategy that survives a lost worker
+    (ps-async with a central server: ``survives_worker_loss``) gets the supervisor, which
+    outlives a killed worker so that torchrun does not stop the other ranks."""
+    from distbench.strategies import STRATEGIES
+
+    survives = getattr(STRATEGIES[cfg.strategy], "survives_worker_loss", None)
+    if survives is not None and survives(cfg):
+        return "distbench.harness.supervisor"
+    return "distbench.harness.worker"
+
+
+def warn_lost_ranks(run_dir: Path) -> None:
+    """A run that went on without a lost rank succeeds, with a warning naming the rank (the
+    supervisor wrote ``extra.lost`` in its summary)."""
+    for rank, records in sorted(read_run_records(run_dir).items()):
+        lost = ((records.summary or {}).get("extra") or {}).get("lost")
+        if lost:
+            sys.stderr.write(f"warning: rank {rank} was lost ({lost}); the run completed "
+                             "without it\n")
 
 
 def worker_environment(threads: int) -> dict[str, str]:
@@ -93,6 +115,14 @@ def _signal_quietly(process: psutil.Process, sig: signal.Signals) -> None:
 def launch(cfg: RunConfig, run_dir: Path,
            on_progress: Callable[[int], None] | None = None) -> LaunchOutcome:
     """Run all local ranks of ``cfg`` to completion, failure or timeout."""
+    if cfg.framework != "torch":  # issue 8: other frameworks start their own processes
+        from distbench.frameworks.launch import launch_adapter  # imports this module
+
+        return launch_adapter(cfg, run_dir, on_progress)
+    if cfg.network or cfg.hosts:  # issue 7: emulated hosts, one torchrun launcher per host
+        from distbench.netem.multihost import launch_hosts  # imports this module
+
+        return launch_hosts(cfg, run_dir, on_progress)
     threads = cfg.resolved_threads()
     (run_dir / "config.json").write_text(json.dumps(cfg.replace(threads=threads).to_dict()))
     port = cfg.master_port or free_port()
@@ -107,6 +137,8 @@ def launch(cfg: RunConfig, run_dir: Path,
     if timed_out:
         return LaunchOutcome(-1, f"timed out after {cfg.timeout:g} s; all ranks stopped", elapsed)
     code = proc.returncode
+    if code == 0:
+        warn_lost_ranks(run_dir)
     return LaunchOutcome(code, None if code == 0 else diagnose_failure(run_dir), elapsed)
 
 

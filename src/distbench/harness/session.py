@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from distbench.config import RunConfig
+import torch
+
+from distbench.config import RunConfig, available_cores, strategy_facts
 from distbench.data import check_dataset
 from distbench.errors import RunFailed, UserError
 from distbench.harness.aggregate import aggregate_run
@@ -23,9 +25,9 @@ from distbench.harness.environment import capture_environment
 from distbench.harness.launcher import launch
 from distbench.harness.monitor import compact_timelines
 from distbench.harness.records import read_run_records
+from distbench.netem import cleanup_stale, network_info, preflight_network, resolve_nodefile
 from distbench.profiling.operators import stored_operators
 from distbench.store import ResultStore, open_store
-from distbench.strategies import STRATEGIES
 
 ProgressHook = Callable[[str, dict[str, Any]], None]
 
@@ -40,15 +42,24 @@ def preflight(configs: list[RunConfig]) -> None:
         raise UserError("nothing to run")
     for cfg in configs:
         check_dataset(cfg.dataset, cfg.data_dir)
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda requested but this machine has no CUDA device")
         if cfg.save_weights:
             parent = Path(cfg.save_weights).resolve().parent
             if not os.access(parent if parent.exists() else parent.parent, os.W_OK):
                 raise UserError(f"cannot write --save-weights {cfg.save_weights}")
+    preflight_network(configs)  # issue 7: root, iproute2, netem for delay=
+    for cfg in configs:  # issue 8: another framework's environment must be installed
+        if cfg.framework != "torch":
+            from distbench.frameworks import get_adapter
+            from distbench.frameworks.envs import require_env
+
+            require_env(get_adapter(cfg.framework).env)
 
 
 def describe_config(cfg: RunConfig) -> dict[str, Any]:
     """The columns a run has whether or not it succeeds."""
-    strategy = STRATEGIES[cfg.strategy]
+    strategy = strategy_facts(cfg.framework, cfg.strategy)  # issue 8: adapters too
     processes = cfg.processes()
     threads = cfg.resolved_threads()
     local_processes = processes // cfg.nnodes
@@ -58,8 +69,9 @@ def describe_config(cfg: RunConfig) -> dict[str, Any]:
         "threads_per_worker": threads, "global_batch": strategy.global_batch(cfg),
         "local_batch": strategy.local_batch(cfg), "scaling": strategy.scaling,
         "steps": cfg.steps, "warmup_steps": cfg.warmup,
-        "oversubscribed": local_processes * threads > (os.cpu_count() or 1),
+        "oversubscribed": local_processes * threads > available_cores(),
         "config": cfg.to_dict(),
+        "extra": {"network": network_info(cfg)},  # issue 7: rate, hosts, ranks per host
     }
 
 
@@ -85,8 +97,11 @@ def execute_run(cfg: RunConfig, store: ResultStore, runs_dir: Path, env: dict[st
         return None  # the node with rank 0 gathers every rank's records and stores the run
     if outcome.returncode == 0:
         try:
+            network = row["extra"]["network"]
             row.update(aggregate_run(read_run_records(run_dir),
-                                     STRATEGIES[cfg.strategy].synchronous))
+                                     strategy_facts(cfg.framework,  # issue 8
+                                                    cfg.strategy).synchronous))
+            row["extra"] = {**(row.get("extra") or {}), "network": network}  # issue 7
             row.update(status="ok", error=None)
         except RunFailed as exc:
             row.update(status="failed", error=str(exc))
@@ -107,6 +122,8 @@ def runs_dir_for(db_path: str | Path) -> Path:
 def run_benchmarks(configs: list[RunConfig], db_path: str | Path,
                    on_event: ProgressHook | None = None) -> list[dict[str, Any]]:
     """Run every config in order; returns the stored rows with speedup and efficiency."""
+    configs = [resolve_nodefile(cfg) for cfg in configs]  # issue 7: --nodefile
+    cleanup_stale()  # issue 7: namespaces left by a run that was killed (SIGKILL)
     preflight(configs)
     store = open_store(db_path)
     env = capture_environment()

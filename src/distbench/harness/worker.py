@@ -76,12 +76,18 @@ def run_rank(run_dir: Path) -> None:
     torch.set_num_threads(threads)
     strategy_cls = STRATEGIES[cfg.strategy]
     device = pick_device(cfg, local_rank)
-    recorder = RankRecorder(run_dir, rank, framework=cfg.framework, threads=threads)
+    # A strategy may give a rank another role (ps-* with a central server: "server"), so
+    # that aggregation leaves it out of step times; the default is "worker".
+    role_of = getattr(strategy_cls, "rank_role", None)
+    role = role_of(cfg, rank) if role_of is not None else "worker"
+    recorder = RankRecorder(run_dir, rank, role=role, framework=cfg.framework,
+                            threads=threads)
     # Issue 6: a resource timeline on every rank (a background sampler thread, off the
     # training step) and, with --profile-ops only, torch.profiler driven by the recorder.
     monitor = ResourceMonitor(resources_file(run_dir, rank)).start()
+    # Worker ranks only: a central PS server records its updates from serving threads.
     profiler = (OperatorProfiler(cfg, run_dir, rank, device).attach(recorder)
-                if cfg.profile_ops else None)
+                if cfg.profile_ops and role == "worker" else None)
     try:
         if strategy_cls.uses_process_group:
             init_group(cfg, device)
@@ -105,7 +111,10 @@ def run_rank(run_dir: Path) -> None:
     if strategy_cls.uses_process_group:
         if cfg.nnodes > 1:
             gather_records_to_rank0(run_dir, rank, world)
-        dist.barrier()
+        # A strategy that went on after losing a peer (ps-async) has already synchronised
+        # the survivors itself; a barrier would wait for the dead rank until the timeout.
+        if not getattr(strategy, "peers_lost", 0):
+            dist.barrier()
         dist.destroy_process_group()
 
 

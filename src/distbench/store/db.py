@@ -17,7 +17,10 @@ from typing import Any
 
 from distbench.errors import UserError
 
-JSON_COLUMNS = ("breakdown", "per_rank", "extra", "config", "env")
+# "operators" and "resources" (schema 2, issue 6): the governing rank's operator profile
+# (--profile-ops) and every rank's resource timeline, compact, as JSON.
+JSON_COLUMNS = ("breakdown", "per_rank", "extra", "config", "env", "operators",
+                "resources")
 
 SCHEMA_V1 = """
 CREATE TABLE runs (
@@ -34,8 +37,25 @@ CREATE TABLE runs (
 CREATE INDEX runs_selection ON runs (model, strategy, workers);
 """
 
+# Schema 2 (issue 6): operator profiles and resource timelines of a run.
+SCHEMA_V2 = """
+ALTER TABLE runs ADD COLUMN operators TEXT;
+ALTER TABLE runs ADD COLUMN resources TEXT;
+"""
+
+# Schema 3 (issue 5): one-worker calibration profiles (``distbench profile``). The key
+# columns select a profile; ``data`` holds the whole profile (profiling/calibrate.py) as JSON.
+SCHEMA_V3 = """
+CREATE TABLE profiles (
+    profile_id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,
+    model TEXT NOT NULL, dataset TEXT NOT NULL, batch_size INTEGER NOT NULL,
+    threads INTEGER NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX profiles_selection ON profiles (model, dataset, batch_size, threads);
+"""
+
 # Version N is reached by applying MIGRATIONS[N-1]; never edit a released entry, append.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -105,6 +125,33 @@ class ResultStore:
         """Add speedup, efficiency and the baseline they are relative to."""
         return [add_scaling(row, self.baseline_for(row) if row["status"] == "ok" else None)
                 for row in rows]
+
+    def save_profile(self, profile: dict[str, Any]) -> int:
+        """Store a calibration profile (keys model, dataset, batch_size, threads, created_at)."""
+        keys = {k: profile[k] for k in ("created_at", "model", "dataset", "batch_size",
+                                         "threads")}
+        with self.connection:
+            cursor = self.connection.execute(
+                "INSERT INTO profiles (created_at, model, dataset, batch_size, threads, data) "
+                "VALUES (:created_at, :model, :dataset, :batch_size, :threads, :data)",
+                {**keys, "data": json.dumps(profile)})
+        return int(cursor.lastrowid or 0)
+
+    def load_profiles(self, model: str, dataset: str | None = None,
+                      batch_size: int | None = None,
+                      threads: int | None = None) -> list[dict[str, Any]]:
+        """Stored profiles matching every given key, newest first, each with its id."""
+        clauses = ["model = ?"]
+        params: list[Any] = [model]
+        for column, value in (("dataset", dataset), ("batch_size", batch_size),
+                              ("threads", threads)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        cursor = self.connection.execute(
+            f"SELECT profile_id, data FROM profiles WHERE {' AND '.join(clauses)} "
+            "ORDER BY created_at DESC, profile_id DESC", params)
+        return [{**json.loads(row["data"]), "profile_id": row["profile_id"]} for row in cursor]
 
     def close(self) -> None:
         self.connection.close()

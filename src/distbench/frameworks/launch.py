@@ -1,0 +1,238 @@
+"""Launch an adapter run: the framework's own processes, in its own environment.
+
+Start at ``launch_adapter`` (the harness calls it instead of torchrun when ``framework`` is
+not ``torch``). It prepares, in the main environment, what every framework gets alike:
+
+- ``spec.json``: the architecture of the zoo model (``spec.py``);
+- ``weights.npz``: the model's initial weights, built by PyTorch from ``cfg.seed`` exactly as
+  the PyTorch strategies build them, converted to the framework's layout (``weights.py``);
+- ``batches_rank{R}.npz``: rank R's first batches from distbench's own data pipeline (the
+  same shard and order as a PyTorch rank), in the framework's layout;
+- ``job.json``: everything else;
+
+then starts the processes the strategy needs (workers, parameter servers, a scheduler or a
+coordinator; ``PROCESS_PLANS``), each with its own log under ``logs/``, waits with the
+run's timeout, and stops every process it started (process groups; SIGTERM, then SIGKILL).
+The workers write ``rank{R}.jsonl`` in the harness's record format, so the harness
+aggregates and stores the run like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distbench.config import RunConfig
+from distbench.frameworks import adapter_strategy, get_adapter
+from distbench.frameworks.envs import require_env
+from distbench.frameworks.weights import batch_to_framework, save_npz, to_framework
+from distbench.harness.launcher import (
+    POLL_SECONDS,
+    LaunchOutcome,
+    _die_with_parent,
+    free_port,
+    kill_tree,
+    worker_environment,
+)
+from distbench.harness.records import count_step_lines, rank_file, read_run_records
+
+#: At most this many bytes of pre-made batches per run; past it, ranks cycle fewer batches.
+BATCH_BYTES_LIMIT = 512 * 2**20
+
+
+@dataclass
+class Process:
+    """One process to start: a role, its index, extra environment; ``main`` processes are
+    the ones whose exit ends the run (servers only serve)."""
+
+    role: str
+    index: int
+    env: dict[str, str]
+    main: bool
+    #: A launcher that runs the worker program (``horovodrun ...``), else the env's python.
+    launcher: list[str] | None = None
+
+
+# ------------------------------------------------------------------------------ inputs
+
+def prepare_inputs(cfg: RunConfig, run_dir: Path, threads: int) -> dict[str, Any]:
+    """Write spec, weights and batches; returns the job (also written as job.json)."""
+    import torch
+
+    from distbench.frameworks.spec import export_spec
+    from distbench.strategies.common import build_module, input_shape_of, make_batches
+
+    model, num_classes = build_module(cfg, torch.device("cpu"))
+    shape = input_shape_of(cfg)
+    spec = export_spec(model, shape, num_classes)
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    save_npz(run_dir / "weights.npz", to_framework(cfg.framework, spec, state))
+    batch_paths = []
+    count = batches_per_rank(cfg, shape)
+    for rank in range(cfg.workers):
+        stream = make_batches(cfg, cfg.batch_size, rank, cfg.workers, num_classes)
+        xs, ys = zip(*(next(stream) for _ in range(count)), strict=True)
+        x = batch_to_framework(cfg.framework, torch.stack(xs).numpy())
+        path = run_dir / f"batches_rank{rank}.npz"
+        save_npz(path, {"x": x, "y": torch.stack(ys).numpy().astype(np.int64)})
+        batch_paths.append(str(path))
+    job = {"mode": "train", "framework": cfg.framework, "strategy": cfg.strategy,
+           "spec": spec, "weights": str(run_dir / "weights.npz"), "batches": batch_paths,
+           "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
+           "steps": cfg.steps, "warmup": cfg.warmup, "threads": threads,
+           "workers": cfg.workers, "batch_size": cfg.batch_size, "run_dir": str(run_dir),
+           "seed": cfg.seed}
+    return job
+
+
+def batches_per_rank(cfg: RunConfig, shape: tuple[int, int, int]) -> int:
+    """Every step its own batch, unless that exceeds ``BATCH_BYTES_LIMIT`` over all ranks."""
+    per_batch = 4 * cfg.batch_size * int(np.prod(shape))
+    wanted = cfg.warmup + cfg.steps
+    return max(1, min(wanted, BATCH_BYTES_LIMIT // max(1, per_batch * cfg.workers)))
+
+
+# ------------------------------------------------------------------------------ process plans
+
+def tensorflow_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
+    if cfg.strategy == "sequential":
+        return [Process("worker", 0, {}, True)]
+    workers = [f"127.0.0.1:{free_port()}" for _ in range(cfg.workers)]
+    if cfg.strategy == "sync":
+        job["cluster"] = {"worker": workers}
+        return [Process("worker", i, {}, True) for i in range(cfg.workers)]
+    job["cluster"] = {"chief": [f"127.0.0.1:{free_port()}"], "worker": workers,
+                      "ps": [f"127.0.0.1:{free_port()}"]}
+    servers = [Process("ps", 0, {}, False)]
+    servers += [Process("worker", i, {}, False) for i in range(cfg.workers)]
+    return [*servers, Process("chief", 0, {}, True)]
+
+
+def mxnet_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
+    if cfg.strategy == "sequential":
+        return [Process("worker", 0, {"DMLC_ROLE": "worker"}, True)]
+    base = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(free_port()),
+            "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": str(cfg.workers),
+            "DMLC_NODE_HOST": "127.0.0.1"}
+    plan = [Process("scheduler", 0, {**base, "DMLC_ROLE": "scheduler"}, False),
+            Process("server", 0, {**base, "DMLC_ROLE": "server"}, False)]
+    return plan + [Process("worker", i, {**base, "DMLC_ROLE": "worker"}, True)
+                   for i in range(cfg.workers)]
+
+
+def horovod_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
+    """``horovodrun --gloo`` starts the N workers and their rendezvous; it is the one
+    process we start and wait for (it stops its workers when one fails)."""
+    if cfg.strategy == "sequential":
+        return [Process("worker", 0, {}, True)]
+    python = require_env("horovod")
+    runner = [str(python.parent / "horovodrun"), "--gloo", "-np", str(cfg.workers),
+              "-H", f"localhost:{cfg.workers}", "--start-timeout", "120",
+              "--network-interface", "lo", str(python)]
+    return [Process("horovodrun", 0, {}, True, launcher=runner)]
+
+
+PROCESS_PLANS: dict[str, Callable[[RunConfig, dict[str, Any]], list[Process]]] = {
+    "tensorflow": tensorflow_plan,
+    "mxnet": mxnet_plan,
+    "horovod": horovod_plan,
+}
+
+
+# ------------------------------------------------------------------------------ running
+
+def _start(python: Path, worker: Path, job_path: Path, proc: Process, threads: int,
+           log_dir: Path) -> subprocess.Popen[bytes]:
+    env = worker_environment(threads)
+    env.update(proc.env)
+    env.update({"DISTBENCH_ROLE": proc.role, "DISTBENCH_INDEX": str(proc.index),
+                "TF_CPP_MIN_LOG_LEVEL": "2", "MXNET_CPU_WORKER_NTHREADS": "1",
+                "PYTHONWARNINGS": "ignore"})
+    env.pop("TF_CONFIG", None)
+    log = (log_dir / f"{proc.role}{proc.index}.log").open("wb")
+    argv = [*(proc.launcher or [str(python)]), str(worker), str(job_path)]
+    try:
+        return subprocess.Popen(argv, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    finally:
+        log.close()
+
+
+def launch_adapter(cfg: RunConfig, run_dir: Path,
+                   on_progress: Callable[[int], None] | None = None) -> LaunchOutcome:
+    """Run every process of an adapter run to completion, failure or timeout."""
+    adapter = get_adapter(cfg.framework)
+    adapter_strategy(cfg.framework, cfg.strategy)
+    python = require_env(adapter.env)
+    threads = cfg.resolved_threads()
+    (run_dir / "config.json").write_text(json.dumps(cfg.replace(threads=threads).to_dict()))
+    started = time.monotonic()
+    # Horovod runs PyTorch's own model and data (horovod_worker.py); the others get them here.
+    job = (prepare_inputs(cfg, run_dir, threads) if cfg.framework != "horovod" else
+           {"mode": "train", "run_dir": str(run_dir)})
+    plan = PROCESS_PLANS[cfg.framework](cfg, job)
+    job_path = run_dir / "job.json"
+    job_path.write_text(json.dumps(job))
+    log_dir = run_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    procs: list[tuple[Process, subprocess.Popen[bytes]]] = []
+    try:
+        for proc in plan:
+            procs.append((proc, _start(python, adapter.worker_path, job_path, proc, threads,
+                                       log_dir)))
+        failed = _wait(procs, cfg.timeout, started, run_dir, on_progress)
+    finally:
+        for _, popen in procs:
+            kill_tree(popen)
+    elapsed = time.monotonic() - started
+    if failed == "timeout":
+        return LaunchOutcome(-1, f"timed out after {cfg.timeout:g} s; all processes stopped",
+                             elapsed)
+    if failed is not None:
+        return LaunchOutcome(1, diagnose(run_dir, failed), elapsed)
+    return LaunchOutcome(0, None, elapsed)
+
+
+def _wait(procs: list[tuple[Process, subprocess.Popen[bytes]]], timeout: float,
+          started: float, run_dir: Path, on_progress: Callable[[int], None] | None
+          ) -> str | None:
+    """Until every main process has exited: None on success, "timeout", or the name of
+    the first process that exited non-zero (a server included)."""
+    while True:
+        for proc, popen in procs:
+            code = popen.poll()
+            if code is not None and code != 0:
+                return f"{proc.role}{proc.index}"
+        if _mains_done(procs):
+            return None
+        if time.monotonic() - started > timeout:
+            return "timeout"
+        if on_progress is not None:
+            on_progress(count_step_lines(rank_file(run_dir, 0)))
+        time.sleep(POLL_SECONDS)
+
+
+def _mains_done(procs: list[tuple[Process, subprocess.Popen[bytes]]]) -> bool:
+    return all(popen.poll() == 0 for proc, popen in procs if proc.main)
+
+
+def diagnose(run_dir: Path, process: str) -> str:
+    """The earliest error a rank recorded, else the failed process's last log line."""
+    errors = [e for r in read_run_records(run_dir).values() for e in r.errors]
+    if errors:
+        return str(min(errors, key=lambda e: e.get("t", 0.0))["error"])
+    log = run_dir / "logs" / f"{process}.log"
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] \
+        if log.exists() else []
+    return f"{process} failed: {(lines or ['no output'])[-1][:300]} (log: {log})"
+

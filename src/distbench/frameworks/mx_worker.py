@@ -1,0 +1,300 @@
+# mypy: ignore-errors
+"""MXNet worker: ``<mxnet venv>/bin/python mx_worker.py JOB.json``.
+
+Runs inside the MXNet environment (``distbench env install mxnet``: MXNet 1.9.1, NumPy
+1.23.5); it imports MXNet and NumPy, never distbench. Start at ``main``. The model is rebuilt
+from the architecture spec with native Gluon layers (channels-first, the same weight
+layouts as PyTorch), hybridized, its weights set from the job's .npz. Roles come from the
+launcher through ``DMLC_ROLE``: ``scheduler`` and ``server`` processes only import MXNet,
+which serves the parameter-server protocol until the workers finish. Modes:
+
+- ``compare``: local (no kvstore); loss on batch 0 in inference mode, then K SGD steps.
+- ``train`` ``sync``: kvstore ``dist_sync``; gradients pushed to the server, summed there and
+  pulled back (``comm``), then the SGD update on the worker (``update``).
+- ``train`` ``async``: kvstore ``dist_async``; MXNet requires the update on the server, so
+  each push applies that worker's gradient at once (Downpour) and the pull returns the
+  weights: ``comm`` holds push, server update and pull, marked in
+  ``extra.unseparated_phases``.
+
+MXNet's engine is asynchronous, so the phases are closed at synchronization points
+(``wait_to_read`` / ``nd.waitall``), as ``torch.cuda.synchronize`` does on GPUs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
+    sys.path.pop(0)
+
+
+def _load_common():
+    spec = importlib.util.spec_from_file_location("distbench_adapter_common",
+                                                  HERE / "adapter_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _load_common()
+
+import numpy as np  # noqa: E402
+
+FRAMEWORK = "mxnet"
+
+
+def import_mx():
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    return mx, autograd, gluon
+
+
+# ------------------------------------------------------------------------------ the model
+
+class Builder:
+    """Turns spec nodes into Gluon blocks, remembering which parameter holds which weight."""
+
+    def __init__(self, mx, gluon, dropout: bool) -> None:
+        self.mx, self.gluon, self.dropout = mx, gluon, dropout
+        self.params: dict[str, object] = {}
+
+    def sequence(self, nodes):
+        seq = self.gluon.nn.HybridSequential()
+        for node in nodes:
+            block = getattr(self, "op_" + node["op"])(node)
+            if block is not None:
+                seq.add(block)
+        return seq
+
+    def op_conv(self, node):
+        nn = self.gluon.nn
+        block = nn.Conv2D(node["out"], node["kernel"], strides=node["stride"],
+                          padding=node["padding"], groups=node["groups"],
+                          use_bias=node["bias"], in_channels=node["in"])
+        self.params[node["name"] + ".weight"] = block.weight
+        if node["bias"]:
+            self.params[node["name"] + ".bias"] = block.bias
+        return block
+
+    def op_bn(self, node):
+        # Gluon's momentum is the weight of the old value: PyTorch's 0.1 is Gluon's 0.9.
+        block = self.gluon.nn.BatchNorm(momentum=1.0 - node["momentum"], epsilon=node["eps"],
+                                        in_channels=node["num"])
+        name = node["name"]
+        self.params.update({f"{name}.weight": block.gamma, f"{name}.bias": block.beta,
+                            f"{name}.running_mean": block.running_mean,
+                            f"{name}.running_var": block.running_var})
+        return block
+
+    def op_relu(self, node):
+        return self.gluon.nn.Activation("relu")
+
+    def op_maxpool(self, node):
+        return self.gluon.nn.MaxPool2D(node["kernel"], node["stride"], node["padding"])
+
+    def op_adaptive_avgpool(self, node):
+        _, h, w = node["in_shape"]
+        out = node["out"]
+        if h == out and w == out:
+            return None
+        return self.gluon.nn.HybridLambda(
+            lambda F, x: F.contrib.AdaptiveAvgPooling2D(x, output_size=out))
+
+    def op_flatten(self, node):
+        return self.gluon.nn.Flatten()
+
+    def op_linear(self, node):
+        block = self.gluon.nn.Dense(node["out"], use_bias=node["bias"], in_units=node["in"])
+        self.params[node["name"] + ".weight"] = block.weight
+        if node["bias"]:
+            self.params[node["name"] + ".bias"] = block.bias
+        return block
+
+    def op_dropout(self, node):
+        if not self.dropout or node["p"] == 0:
+            return None
+        return self.gluon.nn.Dropout(node["p"])
+
+    def op_residual(self, node):
+        body = self.sequence(node["body"])
+        shortcut = self.sequence(node["shortcut"]) if node["shortcut"] else None
+        return make_residual(self.gluon, body, shortcut)
+
+
+def make_residual(gluon, body, shortcut):
+    class Residual(gluon.HybridBlock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = body
+            self.shortcut = shortcut
+
+        def hybrid_forward(self, F, x):
+            identity = x if self.shortcut is None else self.shortcut(x)
+            return F.relu(self.body(x) + identity)
+
+    return Residual()
+
+
+def build_model(mx, gluon, spec, dropout: bool = True):
+    builder = Builder(mx, gluon, dropout)
+    net = builder.sequence(spec["nodes"])
+    net.initialize(mx.init.Zero())
+    return net, builder.params
+
+
+def assign_weights(mx, params, arrays, dtype="float32") -> None:
+    for key, param in params.items():
+        if key not in arrays:
+            raise ValueError(f"weights file lacks {key}")
+        if tuple(param.shape) != arrays[key].shape:
+            raise ValueError(f"{key}: model shape {tuple(param.shape)} != file "
+                             f"{arrays[key].shape}")
+        param.set_data(mx.nd.array(arrays[key], dtype=dtype))
+
+
+def read_weights(params):
+    return {key: param.data().asnumpy().copy() for key, param in params.items()}
+
+
+def make_trainer(gluon, net, job, kvstore, update_on_kvstore):
+    options = {"learning_rate": job["lr"], "momentum": job.get("momentum", 0.0),
+               "wd": job.get("weight_decay", 0.0)}
+    return gluon.Trainer(net.collect_params(), "sgd", options, kvstore=kvstore,
+                         update_on_kvstore=update_on_kvstore)
+
+
+# ------------------------------------------------------------------------------ compare
+
+def run_compare(job) -> None:
+    """For each precision: load, inference-mode loss on batch 0, K SGD steps, weights."""
+    mx, autograd, gluon = import_mx()
+    arrays, info = {}, {"framework": FRAMEWORK, "versions": {"mxnet": mx.__version__}}
+    weights = common.load_arrays(job["weights"])
+    batches = common.load_arrays(job["batches"])
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    for precision in job["precisions"]:
+        net, params = build_model(mx, gluon, job["spec"], dropout=False)
+        net.cast(precision)
+        assign_weights(mx, params, {k: v.astype(precision) for k, v in weights.items()},
+                       precision)
+        net.hybridize(static_alloc=True, static_shape=True)
+        arrays.update({f"init:{precision}:{k}": v for k, v in read_weights(params).items()})
+        trainer = make_trainer(gluon, net, job, None, False)
+        xs = batches["x"].astype(precision)
+        ys = batches["y"].astype(precision)
+        eval_loss = float(loss_fn(net(mx.nd.array(xs[0], dtype=precision)),
+                                  mx.nd.array(ys[0], dtype=precision)).mean().asscalar())
+        losses = []
+        for i in range(xs.shape[0]):
+            x = mx.nd.array(xs[i], dtype=precision)
+            y = mx.nd.array(ys[i], dtype=precision)
+            with autograd.record():
+                loss = loss_fn(net(x), y).mean()
+            loss.backward()
+            trainer.step(1)  # the loss is already a mean over the batch
+            losses.append(float(loss.asscalar()))
+        arrays.update({f"final:{precision}:{k}": v for k, v in read_weights(params).items()})
+        mapped = {id(p) for p in params.values()}
+        info[precision] = {"losses": losses, "eval_loss": eval_loss,
+                           "unmapped_variables": [n for n, p in net.collect_params().items()
+                                                  if id(p) not in mapped],
+                           "native_shapes": {k: list(p.shape) for k, p in params.items()}}
+    np.savez(job["out"] + ".npz", **arrays)
+    common.write_json(job["out"] + ".json", info)
+
+
+# ------------------------------------------------------------------------------ training
+
+KVSTORES = {"sequential": None, "sync": "dist_sync", "async": "dist_async"}
+
+
+def run_train(job, index: int) -> None:
+    recorder = common.Recorder(job["run_dir"], index, "worker", FRAMEWORK, job.get("threads"))
+    try:
+        mx, autograd, gluon = import_mx()
+        mode = job["strategy"]
+        kvstore = mx.kv.create(KVSTORES[mode]) if KVSTORES[mode] else None
+        net, params = build_model(mx, gluon, job["spec"])
+        assign_weights(mx, params, common.load_arrays(job["weights"]))
+        net.hybridize(static_alloc=True, static_shape=True)
+        # dist_async must update on the server; dist_sync updates on the worker, so the
+        # push/pull of gradients (comm) and the update are timed apart.
+        trainer = make_trainer(gluon, net, job, kvstore, update_on_kvstore=mode == "async")
+        batches = common.Batches(job["batches"][index])
+        _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode)
+        recorder.summary(_summary_extra(mx, kvstore, mode))
+    except Exception as exc:
+        recorder.error(f"rank {index}: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        recorder.close()
+
+
+def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode) -> None:
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    timer = common.Phases()
+    workers = job["workers"]
+    for step in range(job["warmup"] + job["steps"]):
+        timer.start_step()
+        xb, yb = batches.next()
+        x, y = mx.nd.array(xb), mx.nd.array(yb.astype(np.float32))
+        mx.nd.waitall()
+        timer.mark("data")
+        with autograd.record():
+            loss = loss_fn(net(x), y).mean()
+        loss.wait_to_read()
+        timer.mark("forward")
+        loss.backward()
+        mx.nd.waitall()
+        timer.mark("backward")
+        if mode == "sync":  # the server sums the gradients; update(N) takes their mean
+            trainer.allreduce_grads()
+            mx.nd.waitall()
+            timer.mark("comm")
+            trainer.update(workers)
+        else:  # sequential: a local update; async: push (the server applies it) and pull
+            trainer.step(1)
+        mx.nd.waitall()
+        timer.mark("comm" if mode == "async" else "update")
+        step_time, phases = timer.end_step()
+        recorder.step(step, step < job["warmup"], timer.start_wall, step_time, len(yb),
+                      phases, loss=float(loss.asscalar()))
+
+
+def _summary_extra(mx, kvstore, mode: str):
+    extra = {"framework_versions": {"mxnet": mx.__version__}, "engine": "Gluon, no kvstore"}
+    if kvstore is not None:
+        extra.update(engine=f"Gluon, kvstore {kvstore.type}, {kvstore.num_workers} workers",
+                     kvstore_rank=kvstore.rank)
+    if mode == "async":
+        extra["unseparated_phases"] = {"comm": ["push", "update", "pull"]}
+    return extra
+
+
+# ------------------------------------------------------------------------------ entry point
+
+def main() -> int:
+    job = common.read_job(sys.argv[1])
+    role = os.environ.get("DMLC_ROLE", "worker")
+    try:
+        if job["mode"] == "compare":
+            run_compare(job)
+        elif role in ("scheduler", "server"):
+            import_mx()  # importing MXNet with DMLC_ROLE set runs the server until done
+        else:
+            run_train(job, int(os.environ.get("DISTBENCH_INDEX", "0")))
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

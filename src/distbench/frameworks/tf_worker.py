@@ -1,0 +1,495 @@
+# mypy: ignore-errors
+"""TensorFlow worker: ``<tensorflow venv>/bin/python tf_worker.py JOB.json``.
+
+Runs inside the TensorFlow environment (``distbench env install tensorflow``); it imports
+TensorFlow, Keras 3 and NumPy, never distbench. Start at ``main``. The model is rebuilt from
+the architecture spec with native Keras layers (channels-last), its weights assigned from the
+job's .npz (already in Keras layout, keyed by PyTorch names). Modes:
+
+- ``compare``: no strategy; loss on batch 0 in inference mode, then K SGD steps on the
+  job's batches; writes the weights as loaded, the per-step losses and the final weights.
+- ``train`` with ``strategy`` ``sync``: ``MultiWorkerMirroredStrategy`` (ring all-reduce over
+  gRPC, one process per worker, ``TF_CONFIG`` from the launcher) and a custom training loop
+  (Keras 3's ``fit`` fails under this strategy). The step is two compiled functions so
+  the phases can be timed: forward+backward (one function: TensorFlow cannot stop between
+  them without recomputing, so both are charged to ``backward`` and the record says so in
+  ``extra.unseparated_phases``), the gradient all-reduce (``comm``, timed inside the graph
+  with ``tf.timestamp``; it must run in the replica context of the gradients), the SGD
+  update. Control dependencies make the all-reduce wait for every gradient, so it does not
+  overlap the backward pass here.
+- ``train`` with ``strategy`` ``async``: ``ParameterServerStrategy``; the coordinator (this
+  program with ``role`` ``chief``) schedules steps on the workers through a
+  ``ClusterCoordinator``; worker and ps processes only serve. Each step reports its own
+  start and end as measured on the worker (``tf.timestamp``) and which worker ran it, and
+  the coordinator writes every worker's record lines (step time: the worker's cycle from
+  the end of its previous step, idle time included as ``wait``).
+
+SGD is written out (``v -= lr * (g + wd v)``, PyTorch's momentum convention) rather than a
+Keras optimizer, so that the update is PyTorch's to the last operation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# Sibling modules (compare.py, launch.py, ...) must not shadow anything TensorFlow imports.
+if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
+    sys.path.pop(0)
+
+
+def _load_common():
+    spec = importlib.util.spec_from_file_location("distbench_adapter_common",
+                                                  HERE / "adapter_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _load_common()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+FRAMEWORK = "tensorflow"
+
+
+def import_tf(threads: int | None):
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    import keras
+
+    return tf, keras
+
+
+# ------------------------------------------------------------------------------ the model
+
+def _pool_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """PyTorch's adaptive average pooling along one axis as an (out, in) matrix."""
+    matrix = np.zeros((size_out, size_in), dtype=np.float32)
+    for i in range(size_out):
+        start = (i * size_in) // size_out
+        end = -((-(i + 1) * size_in) // size_out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+class Builder:
+    """Applies spec nodes to Keras tensors, remembering which variable holds which weight."""
+
+    def __init__(self, tf, keras, dropout: bool) -> None:
+        self.tf, self.keras, self.dropout = tf, keras, dropout
+        self.variables: dict[str, object] = {}
+
+    def apply(self, nodes, x):
+        for node in nodes:
+            x = getattr(self, "op_" + node["op"])(node, x)
+        return x
+
+    def op_conv(self, node, x):
+        layers = self.keras.layers
+        if node["padding"]:
+            x = layers.ZeroPadding2D(node["padding"])(x)
+        layer = layers.Conv2D(node["out"], node["kernel"], strides=node["stride"],
+                              padding="valid", groups=node["groups"], use_bias=node["bias"],
+                              name=_safe(node["name"]))
+        x = layer(x)
+        self.variables[node["name"] + ".weight"] = layer.kernel
+        if node["bias"]:
+            self.variables[node["name"] + ".bias"] = layer.bias
+        return x
+
+    def op_bn(self, node, x):
+        # Keras' momentum is the weight of the old value: PyTorch's 0.1 is Keras' 0.9.
+        layer = self.keras.layers.BatchNormalization(
+            momentum=1.0 - node["momentum"], epsilon=node["eps"], name=_safe(node["name"]))
+        x = layer(x)
+        name = node["name"]
+        self.variables.update({f"{name}.weight": layer.gamma, f"{name}.bias": layer.beta,
+                               f"{name}.running_mean": layer.moving_mean,
+                               f"{name}.running_var": layer.moving_variance})
+        return x
+
+    def op_relu(self, node, x):
+        return self.keras.layers.ReLU()(x)
+
+    def op_maxpool(self, node, x):
+        pad = node["padding"]
+        if pad:  # PyTorch pads max-pooling with -inf, not zeros
+            tf = self.tf
+            x = self.keras.layers.Lambda(lambda t: tf.pad(
+                t, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=float("-inf")))(x)
+        return self.keras.layers.MaxPooling2D(node["kernel"], node["stride"], "valid")(x)
+
+    def op_adaptive_avgpool(self, node, x):
+        _, h, w = node["in_shape"]
+        out = node["out"]
+        if h == out and w == out:
+            return x
+        if h % out == 0 and w % out == 0:
+            return self.keras.layers.AveragePooling2D((h // out, w // out))(x)
+        ph, pw = _pool_matrix(h, out), _pool_matrix(w, out)
+        tf = self.tf
+        return self.keras.layers.Lambda(lambda t: tf.einsum(
+            "nhwc,oh,pw->nopc", t, tf.constant(ph, t.dtype), tf.constant(pw, t.dtype)))(x)
+
+    def op_flatten(self, node, x):
+        return self.keras.layers.Flatten()(x)
+
+    def op_linear(self, node, x):
+        layer = self.keras.layers.Dense(node["out"], use_bias=node["bias"],
+                                        name=_safe(node["name"]))
+        x = layer(x)
+        self.variables[node["name"] + ".weight"] = layer.kernel
+        if node["bias"]:
+            self.variables[node["name"] + ".bias"] = layer.bias
+        return x
+
+    def op_dropout(self, node, x):
+        if not self.dropout or node["p"] == 0:
+            return x
+        return self.keras.layers.Dropout(node["p"])(x)
+
+    def op_residual(self, node, x):
+        body = self.apply(node["body"], x)
+        shortcut = self.apply(node["shortcut"], x) if node["shortcut"] else x
+        out = self.keras.layers.Add()([body, shortcut])
+        return self.keras.layers.ReLU()(out)
+
+
+def _safe(name: str) -> str:
+    return name.replace(".", "_")
+
+
+def build_model(tf, keras, spec, dropout: bool = True):
+    """The Keras model of ``spec`` and {PyTorch key: variable}."""
+    c, h, w = spec["input_shape"]
+    builder = Builder(tf, keras, dropout)
+    inputs = keras.Input(shape=(h, w, c))
+    model = keras.Model(inputs, builder.apply(spec["nodes"], inputs))
+    return model, builder.variables
+
+
+def assign_weights(variables, arrays) -> None:
+    missing = sorted(set(variables) - set(arrays))
+    if missing:
+        raise ValueError(f"weights file lacks {missing[:3]}")
+    for key, var in variables.items():
+        if tuple(var.shape) != arrays[key].shape:
+            raise ValueError(f"{key}: model shape {tuple(var.shape)} != file "
+                             f"{arrays[key].shape}")
+        var.assign(arrays[key])
+
+
+def read_weights(variables):
+    return {key: np.array(var.numpy()) for key, var in variables.items()}
+
+
+# ------------------------------------------------------------------------------ training
+
+class Trainer:
+    """Compiled functions of one SGD step, split so each phase can be timed."""
+
+    def __init__(self, tf, strategy, model, lr, momentum, weight_decay) -> None:
+        self.tf, self.strategy, self.model = tf, strategy, model
+        self.lr, self.momentum, self.wd = lr, momentum, weight_decay
+        self.trainable = list(model.trainable_variables)
+        with strategy.scope():
+            self.buffers = ([tf.Variable(tf.zeros_like(v.value), trainable=False)
+                             for v in self.trainable] if momentum else [])
+        self.grads = tf.function(self._grads)
+        self.reduce = tf.function(self._reduce)
+        self.grads_all_reduced = tf.function(self._grads_all_reduced)
+        self.update = tf.function(self._update)
+        self.eval_loss = tf.function(self._eval_loss)
+
+    def _loss(self, x, y, training):
+        tf = self.tf
+        logits = self.model(x, training=training)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=y, logits=logits))
+
+    def _grads(self, x, y):
+        def replica(x, y):
+            with self.tf.GradientTape() as tape:
+                loss = self._loss(x, y, True)
+            return loss, tape.gradient(loss, self.trainable)
+        return self.strategy.run(replica, args=(x, y))
+
+    def _grads_all_reduced(self, x, y):
+        """Gradients, then their all-reduce, in one function: the all-reduce must run in the
+        replica context that produced them. Graph timestamps (``tf.timestamp``), ordered by
+        control dependencies, split the call into compute and all-reduce."""
+        tf = self.tf
+
+        def replica(x, y):
+            with tf.GradientTape() as tape:
+                loss = self._loss(x, y, True)
+            grads = tape.gradient(loss, self.trainable)
+            with tf.control_dependencies(grads):
+                before = tf.timestamp()
+            with tf.control_dependencies([before]):
+                grads = [tf.identity(g) for g in grads]
+            reduced = tf.distribute.get_replica_context().all_reduce("MEAN", grads)
+            with tf.control_dependencies(reduced):
+                after = tf.timestamp()
+            return loss, reduced, after - before
+        return self.strategy.run(replica, args=(x, y))
+
+    def _reduce(self, grads):
+        def replica(g):
+            return self.tf.distribute.get_replica_context().all_reduce("MEAN", g)
+        return self.strategy.run(replica, args=(grads,))
+
+    def _update(self, grads):
+        grads = [self.strategy.experimental_local_results(g)[0] for g in grads]
+        for i, (var, grad) in enumerate(zip(self.trainable, grads, strict=True)):
+            if self.wd:
+                grad = grad + self.wd * var.value
+            if self.momentum:
+                buf = self.buffers[i]
+                buf.assign(self.momentum * buf + grad)
+                grad = buf.value()
+            var.assign_sub(self.lr * grad)
+
+    def _eval_loss(self, x, y):
+        return self._loss(x, y, False)
+
+    def local(self, value):
+        return self.strategy.experimental_local_results(value)[0]
+
+
+# ------------------------------------------------------------------------------ compare
+
+def run_compare(job) -> None:
+    """For each precision: load, inference-mode loss on batch 0, K SGD steps, weights."""
+    tf, keras = import_tf(job.get("threads"))
+    arrays, info = {}, {"framework": FRAMEWORK, "versions": {"tensorflow": tf.__version__,
+                                                             "keras": keras.__version__}}
+    weights = common.load_arrays(job["weights"])
+    batches = common.load_arrays(job["batches"])
+    for precision in job["precisions"]:
+        keras.config.set_dtype_policy(precision)
+        model, variables = build_model(tf, keras, job["spec"], dropout=False)
+        assign_weights(variables, {k: v.astype(precision) for k, v in weights.items()})
+        arrays.update({f"init:{precision}:{k}": v for k, v in read_weights(variables).items()})
+        trainer = Trainer(tf, tf.distribute.get_strategy(), model, job["lr"],
+                          job.get("momentum", 0.0), job.get("weight_decay", 0.0))
+        xs = batches["x"].astype(precision)
+        ys = batches["y"].astype(np.int64)
+        eval_loss = float(trainer.eval_loss(tf.constant(xs[0]), tf.constant(ys[0])))
+        losses = []
+        for i in range(xs.shape[0]):
+            loss, grads = trainer.grads(tf.constant(xs[i]), tf.constant(ys[i]))
+            trainer.update(trainer.reduce(grads))
+            losses.append(float(trainer.local(loss)))
+        arrays.update({f"final:{precision}:{k}": v for k, v in read_weights(variables).items()})
+        mapped = {id(v) for v in variables.values()}
+        info[precision] = {"losses": losses, "eval_loss": eval_loss,
+                           "unmapped_variables": [v.path for v in model.weights
+                                                  if id(v) not in mapped],
+                           "native_shapes": {k: list(v.shape) for k, v in variables.items()}}
+    keras.config.set_dtype_policy("float32")
+    np.savez(job["out"] + ".npz", **arrays)
+    common.write_json(job["out"] + ".json", info)
+
+
+# ------------------------------------------------------------------------------ sync training
+
+def _tf_config(job, task_type: str, index: int) -> None:
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": job["cluster"],
+                                          "task": {"type": task_type, "index": index}})
+
+
+def run_sync(job, rank: int) -> None:
+    """``sync`` (MultiWorkerMirroredStrategy) or ``sequential`` (no strategy, no all-reduce)."""
+    recorder = common.Recorder(job["run_dir"], rank, "worker", FRAMEWORK, job.get("threads"))
+    try:
+        sequential = job["strategy"] == "sequential"
+        if not sequential:
+            _tf_config(job, "worker", rank)
+        tf, keras = import_tf(job.get("threads"))
+        if sequential:
+            strategy = tf.distribute.get_strategy()
+        else:
+            options = tf.distribute.experimental.CommunicationOptions(
+                implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(
+                communication_options=options)
+        with strategy.scope():
+            model, variables = build_model(tf, keras, job["spec"])
+        assign_weights(variables, common.load_arrays(job["weights"]))
+        trainer = Trainer(tf, strategy, model, job["lr"], job.get("momentum", 0.0),
+                          job.get("weight_decay", 0.0))
+        _sync_loop(tf, job, trainer, recorder, common.Batches(job["batches"][rank]),
+                   all_reduce=not sequential)
+        recorder.summary(_summary_extra(tf, keras, job["strategy"]))
+    except Exception as exc:
+        recorder.error(f"rank {rank}: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        recorder.close()
+
+
+def _sync_loop(tf, job, trainer, recorder, batches, all_reduce: bool) -> None:
+    timer = common.Phases()
+    for step in range(job["warmup"] + job["steps"]):
+        timer.start_step()
+        xb, yb = batches.next()
+        x, y = tf.constant(xb), tf.constant(yb)
+        timer.mark("data")
+        if all_reduce:
+            loss, grads, comm = trainer.grads_all_reduced(x, y)
+            timer.mark("backward")  # forward and backward together (module docstring)
+            comm = float(trainer.local(comm))
+            timer.phases["backward"] -= comm
+            timer.phases["comm"] = comm
+        else:
+            loss, grads = trainer.grads(x, y)
+            timer.mark("backward")  # forward and backward together (module docstring)
+        trainer.update(grads)
+        loss_value = float(trainer.local(loss))
+        timer.mark("update")
+        step_time, phases = timer.end_step()
+        recorder.step(step, step < job["warmup"], timer.start_wall, step_time, len(yb),
+                      phases, loss=loss_value)
+
+
+def _summary_extra(tf, keras, mode: str):
+    common_extra = {"framework_versions": {"tensorflow": tf.__version__,
+                                           "keras": keras.__version__},
+                    "unseparated_phases": {"backward": ["forward", "backward"]}}
+    if mode == "sequential":
+        return {**common_extra, "engine": "default strategy, one process"}
+    if mode == "sync":
+        return {**common_extra, "engine": "MultiWorkerMirroredStrategy (RING all-reduce)"}
+    common_extra["unseparated_phases"] = {
+        "backward": ["pull", "forward", "backward", "push", "update"]}
+    return {**common_extra, "engine": "ParameterServerStrategy + ClusterCoordinator",
+            "step_times": "measured on the worker with tf.timestamp"}
+
+
+# ------------------------------------------------------------------------------ async training
+
+def run_server(job, task_type: str, index: int) -> None:
+    """A worker or ps task of ParameterServerStrategy: serve until the launcher stops us."""
+    _tf_config(job, task_type, index)
+    tf, _ = import_tf(job.get("threads"))
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=task_type,
+                                  task_index=index, protocol="grpc", start=True)
+    server.join()
+
+
+def run_coordinator(job) -> None:
+    _tf_config(job, "chief", 0)
+    tf, keras = import_tf(job.get("threads"))
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
+    workers = job["workers"]
+    recorders = [common.Recorder(job["run_dir"], r, "worker", FRAMEWORK, job.get("threads"))
+                 for r in range(workers)]
+    try:
+        with strategy.scope():
+            model, variables = build_model(tf, keras, job["spec"])
+        assign_weights(variables, common.load_arrays(job["weights"]))
+        _async_loop(tf, strategy, job, model, recorders)
+        for recorder in recorders:
+            recorder.summary(_summary_extra(tf, keras, "async"))
+    except Exception as exc:
+        recorders[0].error(f"coordinator: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        for recorder in recorders:
+            recorder.close()
+
+
+def _async_step_fn(tf, strategy, model, lr):
+    trainable = list(model.trainable_variables)
+
+    @tf.function
+    def step(x, y):
+        def replica(x, y):
+            start = tf.timestamp()
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=y, logits=logits))
+            grads = tape.gradient(loss, trainable)
+            for var, grad in zip(trainable, grads, strict=True):
+                var.assign_sub(lr * grad)
+            with tf.control_dependencies([loss]):
+                end = tf.timestamp()
+            worker = tf.distribute.coordinator.experimental_get_current_worker_index()
+            return loss, start, end, worker
+        return strategy.run(replica, args=(x, y))
+
+    return step
+
+
+def _async_loop(tf, strategy, job, model, recorders) -> None:
+    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+    step_fn = _async_step_fn(tf, strategy, model, job["lr"])
+    streams = [common.Batches(path) for path in job["batches"]]
+    total = (job["warmup"] + job["steps"]) * job["workers"]
+    pending = []
+    for i in range(total):
+        xb, yb = streams[i % len(streams)].next()
+        pending.append(coordinator.schedule(step_fn, args=(tf.constant(xb), tf.constant(yb))))
+    coordinator.join()
+    done = [tuple(np.asarray(v) for v in value.fetch()) for value in pending]
+    _record_async(job, done, recorders)
+
+
+def _record_async(job, done, recorders) -> None:
+    """Each worker's steps in the order it ran them. A step's time is the worker's cycle:
+    from the end of its previous step to the end of this one, so time spent idle waiting
+    for the coordinator to hand it the next step (and its batch) is counted, as ``wait``;
+    the step itself, measured on the worker, is ``backward`` (see the module docstring)."""
+    by_worker = {}
+    for loss, start, end, worker in done:
+        by_worker.setdefault(int(worker) % job["workers"], []).append(
+            (float(start), float(end), float(loss)))
+    for rank, steps in by_worker.items():
+        previous_end = None
+        for step, (start, end, loss) in enumerate(sorted(steps)):
+            compute = end - start
+            cycle = compute if previous_end is None else max(compute, end - previous_end)
+            previous_end = end
+            recorders[rank].step(step, step < job["warmup"], start, cycle,
+                                 int(job["batch_size"]),
+                                 {"backward": compute, "wait": cycle - compute}, loss=loss)
+
+
+# ------------------------------------------------------------------------------ entry point
+
+def main() -> int:
+    job = common.read_job(sys.argv[1])
+    role = os.environ.get("DISTBENCH_ROLE", "worker")
+    index = int(os.environ.get("DISTBENCH_INDEX", "0"))
+    try:
+        if job["mode"] == "compare":
+            run_compare(job)
+        elif job["strategy"] in ("sync", "sequential"):
+            run_sync(job, index)
+        elif role == "chief":
+            run_coordinator(job)
+        else:
+            run_server(job, role, index)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

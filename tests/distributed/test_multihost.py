@@ -192,3 +192,24 @@ def test_measure_link_sees_the_shaped_rate() -> None:
     bandwidth, latency = measure_link("bandwidth=100mbit", message_bytes=4 * 1024 * 1024)
     assert 0.80 * 12.5e6 < bandwidth < 1.05 * 12.5e6
     assert 0 < latency < 0.05
+
+
+@pytest.mark.timeout(300)
+def test_profile_measures_links_behind_the_network(db_path: Path) -> None:
+    from distbench.profiling.calibrate import measure_links
+
+    t_comm, p2p, allreduce = measure_links(1_000_000, 1_000_000, 2 * 1024 * 1024, 2, 240,
+                                           network="bandwidth=100mbit")
+    # 1 MB at 12.5 MB/s is 80 ms one way; loopback would take about a millisecond.
+    assert 0.06 < t_comm < 0.2
+    assert 0.7 * 12.5e6 < p2p.beta < 1.1 * 12.5e6
+    assert 0.7 * 12.5e6 < allreduce.beta < 1.2 * 12.5e6
+    code = subprocess.run([*CLI, "profile", "--model", "lenet5", "--batch-size", "8",
+                           "--workers", "1", "--repeats", "2", "--profile-warmup", "0",
+                           "--network", "bandwidth=100mbit", "--db", str(db_path), "--json"],
+                          capture_output=True, text=True, timeout=280)
+    assert code.returncode == 0, code.stderr[-2000:]
+    stored = json.loads(code.stdout)
+    assert stored["network"] == "bandwidth=100mbit"
+    assert stored["t_comm"] > 0.01  # lenet5's 0.25 MB at 12.5 MB/s: about 20 ms
+    assert not namespaces.our_namespaces()

@@ -31,6 +31,7 @@ from distbench.profiling.store_lookup import (
     StepTimes,
     contention_pairs,
     find_profile,
+    find_profile_row,
     load_profile,
     save_profile,
 )
@@ -275,3 +276,44 @@ def test_missing_profile_is_user_error(db_path: Path) -> None:
     save_profile(db_path, make_profile())
     with pytest.raises(UserError, match="no stored profile of model 'lenet5'"):
         load_profile(db_path, "lenet5")
+
+
+def test_profiles_are_found_by_the_network_their_links_crossed(db_path: Path) -> None:
+    loopback = make_profile()
+    shaped = replace(loopback, created_at="2026-02-01T00:00:00+00:00", t_comm=0.5,
+                     network="bandwidth=100mbit")
+    save_profile(db_path, loopback)
+    save_profile(db_path, shaped)
+    assert find_profile(db_path, "m") == shaped  # by default: the newest, any network
+    found = find_profile_row(db_path, "m", network=None)
+    assert found is not None and found[0] == loopback
+    found = find_profile_row(db_path, "m", network="bandwidth=100mbit")
+    assert found is not None and found[0].t_comm == 0.5
+    assert find_profile_row(db_path, "m", network="bandwidth=1gbit") is None
+
+
+def test_sweep_limit_shrinks_behind_a_slow_link() -> None:
+    from distbench.profiling.calibrate import DEFAULT_SWEEP_MAX, sweep_limit
+
+    assert sweep_limit(None, None) == DEFAULT_SWEEP_MAX
+    assert sweep_limit(4096, "bandwidth=100mbit") == 4096  # asked for: kept
+    assert sweep_limit(None, "bandwidth=100mbit") == 25_000_000  # 2 s at 12.5 MB/s
+    assert sweep_limit(None, "bandwidth=10gbit") == DEFAULT_SWEEP_MAX  # capped at 64 MiB
+
+
+def test_a_wrong_pick_inside_the_measurement_noise_is_tied_not_wrong() -> None:
+    close = [replace(row("sequential", 1, 1.0, 1.00), measured_throughput_ci=(30.0, 34.0)),
+             replace(row("ddp", 1, 0.9, 1.02), measured_throughput_ci=(29.0, 33.0))]
+    pick = best_configurations(close)[0]
+    assert (pick.predicted, pick.measured, pick.matches, pick.tied) == (
+        "m ddp x1", "m sequential x1", False, True)
+    apart = [replace(close[0], measured_throughput_ci=(31.5, 34.0)),
+             replace(close[1], measured_throughput_ci=(29.0, 31.0))]
+    assert not best_configurations(apart)[0].tied
+    unknown = [replace(r, measured_throughput_ci=None) for r in close]
+    assert not best_configurations(unknown)[0].tied  # no interval, no benefit of the doubt
+    s = summarize(close)
+    assert not s.best_matches and s.best_within_noise
+    text = render(ValidationReport(close, s))
+    assert "tied: 2.0% below the measured best's throughput" in text
+    assert "measured best: no; within the measurement's noise: yes" in text

@@ -49,12 +49,17 @@ def add_profile_options(parser: argparse.ArgumentParser, selection: bool = True)
                            help="splits 1/2..1/N and contention of up to N workers (2)")
         group.add_argument("--threads", type=int, metavar="T",
                            help="threads of the one-worker measurement (all cores)")
+        group.add_argument("--network", metavar="SPEC",
+                           help="measure t_comm and the sweeps between two emulated hosts "
+                           "behind this shaped link, as `distbench run --network` builds "
+                           "them (e.g. bandwidth=100mbit; needs root); default: loopback")
     group.add_argument("--repeats", type=int, default=10, metavar="R",
                        help="timed repetitions per measurement; medians are stored (10)")
     group.add_argument("--profile-warmup", type=int, default=2, metavar="W",
                        help="untimed repetitions before each measurement (2)")
-    group.add_argument("--sweep-max-bytes", type=int, default=64 * 2**20, metavar="B",
-                       help="largest message of the size sweeps (64 MiB)")
+    group.add_argument("--sweep-max-bytes", type=int, metavar="B",
+                       help="largest message of the size sweeps (64 MiB; behind --network "
+                       "about 2 s of traffic at its rate, 1-64 MiB)")
     group.add_argument("--profile-timeout", type=float, default=600.0, metavar="SEC",
                        help="wall-clock limit per group of calibration processes (600)")
 
@@ -79,7 +84,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
     cfg = RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
                     batch_size=args.batch_size, input_size=args.input_size,
-                    num_classes=args.num_classes)
+                    num_classes=args.num_classes, network=args.network)
     check_dataset(cfg.dataset, cfg.data_dir)
     return ProfileRequest(cfg=cfg, workers=args.workers, repeats=args.repeats,
                           warmup=args.profile_warmup, threads=args.threads,
@@ -90,7 +95,8 @@ def profile_lines(profile: Profile) -> list[str]:
     """A readable summary (milliseconds, MB, GB/s)."""
     ms = 1e3
     lines = [f"profile of {profile.model} on {profile.dataset}, batch {profile.batch_size}, "
-             f"{profile.threads} threads, {profile.cores} cores ({profile.host})",
+             f"{profile.threads} threads, {profile.cores} cores ({profile.host}), links "
+             f"{'behind --network ' + profile.network if profile.network else 'on loopback'}",
              f"  t_grad {profile.t_grad * ms:.2f} ms (forward {profile.t_forward * ms:.2f}, "
              f"backward {profile.t_backward * ms:.2f}; data {profile.t_data * ms:.2f}, "
              f"update {profile.t_update * ms:.2f})",
@@ -116,6 +122,12 @@ def run_profile(args: argparse.Namespace) -> int:
 
     request = request_from_args(args)
     open_store(args.db).close()  # fail on an unusable --db before measuring anything
+    if request.cfg.network:  # and on missing privileges or kernel support
+        from distbench.netem.namespaces import check_spec_supported, require_privileges
+        from distbench.netem.spec import parse_network
+
+        require_privileges()
+        check_spec_supported(parse_network(request.cfg.network))
     view = ProfileProgress(Console(stderr=True))
     with view.progress:
         profile = profile_model(request, view)

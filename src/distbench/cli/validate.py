@@ -24,6 +24,7 @@ from distbench.cli.run import (
     configs_from_args,
 )
 from distbench.predict.validate import (
+    BestPick,
     CalibrationOptions,
     ValidationReport,
     ValidationRow,
@@ -86,13 +87,11 @@ def render(report: ValidationReport) -> str:
               f"speedup: median |error| {_pct(s.median_abs_speedup_error).lstrip('+')}",
               f"Spearman rank correlation of throughput: all {_num(s.spearman, digits=3)}, "
               f"within a workload (median) {_num(s.spearman_within_workload, digits=3)}"]
-    for pick in s.best:
-        verdict = "correct" if pick.matches else \
-            f"WRONG, {pick.regret:.1%} below the measured best's throughput"
-        lines.append(f"best for {pick.workload}: predicted {pick.predicted}, measured "
-                     f"{pick.measured} ({verdict})")
+    lines += [f"best for {pick.workload}: predicted {pick.predicted}, measured "
+              f"{pick.measured} ({_verdict(pick)})" for pick in s.best]
     lines.append(f"predicted best configurations are the measured best: "
-                 f"{'yes' if s.best_matches else 'no'}")
+                 f"{'yes' if s.best_matches else 'no'}; within the measurement's noise: "
+                 f"{'yes' if s.best_within_noise else 'no'}")
     if s.best_overall_measured is not None:
         same = "correct" if s.best_overall_predicted == s.best_overall_measured else "WRONG"
         lines.append(f"overall highest throughput: predicted {s.best_overall_predicted}, "
@@ -115,6 +114,15 @@ class ValidateProgress:
             self.console.log(f"calibration profile for {cfg.model} (batch {cfg.batch_size})")
         else:
             self.console.log(f"measuring {info['runs']} configuration(s) of {cfg.model}")
+
+
+def _verdict(pick: BestPick) -> str:
+    if pick.matches:
+        return "correct"
+    gap = f"{pick.regret:.1%} below the measured best's throughput"
+    if pick.tied:
+        return f"tied: {gap}, within both runs' 95 % intervals"
+    return f"WRONG, {gap}"
 
 
 def run_validate(args: argparse.Namespace) -> int:

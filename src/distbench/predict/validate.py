@@ -201,6 +201,8 @@ class ValidationRow:
     speedup_error: float | None
     formula: str
     note: str = ""
+    #: The measured run's 95 % interval of throughput (samples/s), when stored.
+    measured_throughput_ci: tuple[float, float] | None = None
 
     @property
     def label(self) -> str:
@@ -219,6 +221,9 @@ class BestPick:
     #: Measured throughput lost by following the prediction:
     #: ``1 - measured(predicted best) / measured(measured best)``; 0 when they match.
     regret: float = 0.0
+    #: The predicted best is not the measured best, but the two cannot be told apart by
+    #: the measurement: their measured 95 % intervals of throughput overlap.
+    tied: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,6 +245,11 @@ class ValidationSummary:
     def best_matches(self) -> bool:
         return bool(self.best) and all(pick.matches for pick in self.best)
 
+    @property
+    def best_within_noise(self) -> bool:
+        """Every predicted best is the measured best or measures tied with it."""
+        return bool(self.best) and all(pick.matches or pick.tied for pick in self.best)
+
 
 @dataclass(frozen=True)
 class ValidationReport:
@@ -249,6 +259,7 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["summary"]["best_matches"] = self.summary.best_matches
+        out["summary"]["best_within_noise"] = self.summary.best_within_noise
         return out
 
 
@@ -305,8 +316,18 @@ def best_configurations(rows: Sequence[ValidationRow]) -> list[BestPick]:
         pred = max(group, key=lambda r: r.predicted_throughput or 0.0)
         meas = max(group, key=lambda r: r.measured_throughput or 0.0)
         regret = 1.0 - (pred.measured_throughput or 0.0) / (meas.measured_throughput or 1.0)
-        picks.append(BestPick(name, pred.label, meas.label, pred is meas, regret))
+        picks.append(BestPick(name, pred.label, meas.label, pred is meas, regret,
+                              pred is not meas and intervals_overlap(pred, meas)))
     return picks
+
+
+def intervals_overlap(a: ValidationRow, b: ValidationRow) -> bool:
+    """Whether the measured 95 % intervals of throughput of ``a`` and ``b`` overlap (False
+    when either is unknown)."""
+    if a.measured_throughput_ci is None or b.measured_throughput_ci is None:
+        return False
+    (a_low, a_high), (b_low, b_high) = a.measured_throughput_ci, b.measured_throughput_ci
+    return a_low <= b_high and b_low <= a_high
 
 
 def _compared(rows: Sequence[ValidationRow]) -> list[ValidationRow]:
@@ -355,7 +376,7 @@ class CalibrationOptions:
 
     repeats: int = 10
     warmup: int = 2
-    sweep_max_bytes: int = 64 * 2**20
+    sweep_max_bytes: int | None = None  # None: calibrate.sweep_limit decides
     timeout: float = 600.0
     reprofile: bool = False
     refresh: bool = True
@@ -366,7 +387,8 @@ def _profile_cfg(cfg: RunConfig) -> RunConfig:
 
     return RunConfig(model=cfg.model, dataset=cfg.dataset, data_dir=cfg.data_dir,
                      batch_size=cfg.batch_size, input_size=cfg.input_size,
-                     num_classes=cfg.num_classes, seed=cfg.seed, device="cpu")
+                     num_classes=cfg.num_classes, seed=cfg.seed, device="cpu",
+                     network=cfg.network)
 
 
 def profile_request(cfg: RunConfig, workers: int, options: CalibrationOptions,
@@ -391,7 +413,7 @@ def ensure_profile(db: str, request: Any, options: CalibrationOptions,
     cfg = request.cfg
     if not options.reprofile:
         found = find_profile_row(db, cfg.model, cfg.dataset, cfg.batch_size,
-                                 os.cpu_count() or 1)
+                                 os.cpu_count() or 1, network=cfg.network)
         if found is not None and _covers(found[0], request):
             return found[0], found[1], False
     profile = profile_model(request, progress)
@@ -401,7 +423,8 @@ def ensure_profile(db: str, request: Any, options: CalibrationOptions,
 def _covers(profile: Profile, request: Any) -> bool:
     splits_ok = not request.splits or len(profile.t_grad_split) >= request.workers
     return (profile.workers >= request.workers and splits_ok
-            and profile.input_size == request.cfg.input_size)
+            and profile.input_size == request.cfg.input_size
+            and profile.network == request.cfg.network)
 
 
 TIMING_KEYS = ("model", "dataset", "strategy", "workers", "batch_size", "servers",
@@ -431,6 +454,8 @@ def compare(cfg: RunConfig, row: dict[str, Any] | None, profile: Profile,
     measured = row is not None and row.get("status") == "ok"
     m_step = row.get("step_time_median") if measured and row else None
     m_tp = row.get("throughput_median") if measured and row else None
+    low, high = (row.get("throughput_ci_low"), row.get("throughput_ci_high")) if row else (0, 0)
+    m_ci = (float(low), float(high)) if measured and low and high else None
     m_speedup = row.get("speedup") if measured and row else None
     p_speedup = pred.throughput / base_pred.throughput if pred and base_pred else None
     status = "ok" if pred and measured else ("no model" if pred is None else "no measurement")
@@ -445,14 +470,15 @@ def compare(cfg: RunConfig, row: dict[str, Any] | None, profile: Profile,
         predicted_throughput=pred.throughput if pred else None, measured_throughput=m_tp,
         predicted_speedup=p_speedup, measured_speedup=m_speedup,
         speedup_error=relative_error(p_speedup, m_speedup),
-        formula=pred.formula if pred else "", note=(row or {}).get("error") or "")
+        formula=pred.formula if pred else "", note=(row or {}).get("error") or "",
+        measured_throughput_ci=m_ci)
 
 
 def _profile_groups(configs: Sequence[RunConfig]) -> dict[tuple[Any, ...], list[RunConfig]]:
     groups: dict[tuple[Any, ...], list[RunConfig]] = {}
     for cfg in configs:
         key = (cfg.model, cfg.dataset, cfg.batch_size, cfg.data_dir, cfg.input_size,
-               cfg.num_classes)
+               cfg.num_classes, cfg.network)
         groups.setdefault(key, []).append(cfg)
     return groups
 

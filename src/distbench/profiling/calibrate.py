@@ -30,7 +30,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
@@ -63,7 +63,7 @@ class ProfileRequest:
     repeats: int = 10
     warmup: int = 2
     threads: int | None = None
-    sweep_max_bytes: int = DEFAULT_SWEEP_MAX
+    sweep_max_bytes: int | None = None  # None: see sweep_limit
     timeout: float = 600.0
     splits: bool = True  # measure the 1/k batches (only sync-split predictions need them)
     min_seconds: float = 2.0  # time at least this long per gradient measurement ...
@@ -310,31 +310,86 @@ def _allreduce(nbytes: int, repeats: int) -> float:
     return median(times)
 
 
+def link_measurements(rank: int, plan: LinkPlan) -> dict[str, list[float]]:
+    """Both sweeps on an initialised 2-rank gloo group (loopback or two emulated hosts)."""
+    p2p = [_pingpong(rank, s, _reps_for(s, plan.repeats)) for s in plan.p2p_sizes()]
+    allreduce = [_allreduce(s, _reps_for(s, plan.repeats)) for s in plan.allreduce_sizes()]
+    return {"p2p": p2p, "allreduce": allreduce}
+
+
 def _links_child(rank: int, store_path: str, plan: LinkPlan, out: Any) -> None:
-    """One of the two ranks of the link measurement."""
+    """One of the two ranks of the link measurement on this host's loopback."""
     try:
         torch.set_num_threads(1)
         store = dist.FileStore(store_path, 2)
         dist.init_process_group("gloo", store=store, rank=rank, world_size=2,
                                 timeout=timedelta(seconds=plan.timeout))
-        p2p = [_pingpong(rank, s, _reps_for(s, plan.repeats)) for s in plan.p2p_sizes()]
-        allreduce = [_allreduce(s, _reps_for(s, plan.repeats)) for s in plan.allreduce_sizes()]
+        result = link_measurements(rank, plan)
         dist.barrier()
         dist.destroy_process_group()
-        out.put((rank, "ok", {"p2p": p2p, "allreduce": allreduce}))
+        out.put((rank, "ok", result))
     except Exception as exc:
         out.put((rank, "error", f"{type(exc).__name__}: {exc}"))
 
 
-def measure_links(weight_bytes: int, grad_bytes: int, sweep_max_bytes: int, repeats: int,
-                  timeout: float) -> tuple[float, LinkFit, LinkFit]:
-    """``t_comm`` of ``weight_bytes`` and the fitted point-to-point and all-reduce links."""
-    plan = LinkPlan(weight_bytes, grad_bytes, sweep_sizes(sweep_max_bytes), repeats, timeout)
+def _links_on_loopback(plan: LinkPlan) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="distbench-links-") as tmp:
         store_path = str(Path(tmp) / "store")
         results = _run_group(_links_child, [(0, store_path, plan), (1, store_path, plan)],
-                             timeout, "link measurement")
-    p2p, allreduce = results[0]["p2p"], results[0]["allreduce"]
+                             plan.timeout, "link measurement")
+    return dict(results[0])
+
+
+def _links_on_hosts(plan: LinkPlan, network: str) -> dict[str, list[float]]:
+    """The same measurement between two emulated hosts behind ``network``'s shaped links
+    (``distbench.profiling.linkhost`` on each; needs root, like ``run --network``)."""
+    import json
+    import sys
+
+    from distbench.netem import emulated_network, parse_network
+    from distbench.netem.multihost import run_on_hosts
+    from distbench.netem.namespaces import check_spec_supported
+    from distbench.profiling.linkhost import RESULT_MARK
+
+    spec = parse_network(network)
+    check_spec_supported(spec)
+    plan_json = json.dumps(asdict(plan))
+    with emulated_network(spec, 2) as net:
+        results = run_on_hosts(
+            net, lambda host: [sys.executable, "-m", "distbench.profiling.linkhost",
+                               "--rank", str(host.index), "--plan", plan_json],
+            {**os.environ, "OMP_NUM_THREADS": "1"}, plan.timeout)
+    for code, output in results:
+        if code != 0:
+            tail = output.strip().splitlines()[-1:] or ["no output"]
+            raise RunFailed(f"link measurement under --network {network} failed (exit code "
+                            f"{code}): {tail[0][:300]}")
+    for line in results[0][1].splitlines():
+        if line.startswith(RESULT_MARK):
+            return dict(json.loads(line.removeprefix(RESULT_MARK)))
+    raise RunFailed(f"link measurement under --network {network} printed no result")
+
+
+def sweep_limit(sweep_max_bytes: int | None, network: str | None) -> int:
+    """The largest sweep message: as asked, else 64 MiB on loopback and about two seconds
+    of traffic (1-64 MiB) behind a shaped link, where 64 MiB would take minutes."""
+    if sweep_max_bytes is not None:
+        return sweep_max_bytes
+    if network is None:
+        return DEFAULT_SWEEP_MAX
+    from distbench.netem import parse_network
+    from distbench.netem.probe import probe_bytes
+
+    return probe_bytes(parse_network(network))
+
+
+def measure_links(weight_bytes: int, grad_bytes: int, sweep_max_bytes: int, repeats: int,
+                  timeout: float, network: str | None = None) -> tuple[float, LinkFit, LinkFit]:
+    """``t_comm`` of ``weight_bytes`` and the fitted point-to-point and all-reduce links,
+    over loopback or, with ``network``, between two emulated hosts behind it."""
+    plan = LinkPlan(weight_bytes, grad_bytes, sweep_sizes(sweep_max_bytes), repeats, timeout)
+    results = _links_on_hosts(plan, network) if network else _links_on_loopback(plan)
+    p2p, allreduce = results["p2p"], results["allreduce"]
     t_comm = p2p[plan.p2p_sizes().index(weight_bytes)]
     return (t_comm, link_fit("p2p", 2, plan.p2p_sizes(), p2p),
             link_fit("allreduce", 2, plan.allreduce_sizes(), allreduce))
@@ -374,9 +429,11 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
         notify(label, done, total)
         measured.append(measure_steps(req, processes, threads, batch))
     weight_bytes, grad_bytes, tensors = state_sizes(req.cfg)
-    notify("links (ping-pong, p2p and all-reduce sweeps)", len(plan), total)
-    t_comm, p2p, allreduce = measure_links(weight_bytes, grad_bytes, req.sweep_max_bytes,
-                                           req.repeats, req.timeout)
+    where = f" behind --network {req.cfg.network}" if req.cfg.network else ""
+    notify(f"links{where} (ping-pong, p2p and all-reduce sweeps)", len(plan), total)
+    t_comm, p2p, allreduce = measure_links(weight_bytes, grad_bytes,
+                                           sweep_limit(req.sweep_max_bytes, req.cfg.network),
+                                           req.repeats, req.timeout, req.cfg.network)
     notify("done", total, total)
     return _assemble(req, measured, (weight_bytes, grad_bytes, tensors), (t_comm, p2p, allreduce))
 
@@ -398,7 +455,8 @@ def _assemble(req: ProfileRequest, measured: list[StepTimes], sizes: tuple[int, 
         input_size=req.cfg.input_size, t_grad=base.t_grad, t_forward=base.forward,
         t_backward=base.backward, t_data=base.data, t_update=base.update,
         t_grad_split=splits, weight_bytes=weight_bytes, grad_bytes=grad_bytes, tensors=tensors,
-        t_comm=t_comm, p2p=p2p, allreduce=allreduce, contended=contended)
+        t_comm=t_comm, p2p=p2p, allreduce=allreduce, contended=contended,
+        network=req.cfg.network)
 
 
 def refresh_contention(profile: Profile, req: ProfileRequest, processes: int,

@@ -92,6 +92,9 @@ class Profile:
     p2p: LinkFit
     allreduce: LinkFit
     contended: list[StepTimes] = field(default_factory=list)
+    # The --network spec the links were measured behind (None: this host's loopback). The
+    # gradient times do not depend on it; t_comm, p2p and allreduce do.
+    network: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +127,10 @@ def contention_pairs(workers: int, cores: int) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
+#: ``find_profile_row``'s default: profiles measured behind any network or none.
+ANY_NETWORK: Any = object()
+
+
 def _existing_db(db: str | Path) -> Path:
     path = Path(db)
     if not path.is_file():
@@ -141,9 +148,11 @@ def save_profile(db: str | Path, profile: Profile) -> int:
 
 
 def find_profile_row(db: str | Path, model: str, dataset: str | None = None,
-                     batch_size: int | None = None,
-                     threads: int | None = None) -> tuple[Profile, int] | None:
-    """The newest stored profile matching every given key with its id, or ``None``."""
+                     batch_size: int | None = None, threads: int | None = None,
+                     network: Any = ANY_NETWORK) -> tuple[Profile, int] | None:
+    """The newest stored profile matching every given key with its id, or ``None``.
+    ``network``: only profiles whose links were measured behind that spec (``None``:
+    loopback); by default any."""
     if not Path(db).is_file():
         return None
     store = open_store(db)
@@ -151,6 +160,8 @@ def find_profile_row(db: str | Path, model: str, dataset: str | None = None,
         found = store.load_profiles(model, dataset, batch_size, threads)
     finally:
         store.close()
+    if network is not ANY_NETWORK:
+        found = [row for row in found if row.get("network") == network]
     return (Profile.from_dict(found[0]), int(found[0]["profile_id"])) if found else None
 
 

@@ -33,11 +33,27 @@ def test_profile_lenet5_stores_positive_times(db_path: Path,
         assert link.alpha >= 0 and link.beta > 0
         assert 65536 in link.sizes and all(t > 0 for t in link.seconds)
     assert profile.weight_bytes in profile.p2p.sizes  # its point is t_comm
+    assert profile.ps_overhead is not None and profile.ps_overhead >= 0
     assert profile.grad_bytes in profile.allreduce.sizes
     assert profile.weight_bytes == profile.grad_bytes > 200_000  # lenet5: ~61.7 k floats
     pairs = {(c.processes, c.threads) for c in profile.contended}
     assert (2, max(1, profile.cores // 2)) in pairs
     assert all(c.t_grad > 0 and c.t_grad_max >= c.t_grad * 0.999 for c in profile.contended)
+
+
+def test_profile_operators_stores_a_profiled_one_worker_run(
+        db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["profile", "--model", "lenet5", "--batch-size", "8", "--workers", "1",
+                 "--operators", *SMALL, "--db", str(db_path), "--json"])
+    assert code == 0
+    run = json.loads(capsys.readouterr().out)["operator_run"]
+    assert run["strategy"] == "sequential" and run["status"] == "ok"
+    ops = run["operators"]
+    assert ops["top"] and {"forward", "backward"} <= set(ops["phases"])
+    assert all(op["self_s"] >= 0 for op in ops["top"])
+    assert (Path(run["run_dir"]) / ops["traces"][0]).is_file()  # a Chrome trace per rank
+    assert main(["results", "--db", str(db_path), "--json"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [run["run_id"]]
 
 
 def test_validate_runs_and_predicts_from_a_new_profile(db_path: Path) -> None:

@@ -180,11 +180,29 @@ def test_ddp_on_a_saturated_host_adds_the_whole_all_reduce() -> None:
     assert "no spare core" in pred.formula
 
 
+def test_ddp_behind_a_shaped_link_overlaps_even_on_a_full_host() -> None:
+    p = make_profile(network="bandwidth=100mbit")  # 2 x 1 thread on 2 cores, wire-bound
+    pred = predict_case(case("ddp", 2, 1), p)
+    assert pred is not None
+    t_ar = 2 * 5e-5 + 40_000_000 / 5e8
+    overlap = 1 - f.DDP_DEFAULT_BUCKET_BYTES / 40_000_000
+    assert pred.step_time == pytest.approx(0.66 + max(0.0, t_ar - overlap * 0.44) + 0.03)
+
+
 def test_ps_sync_join_central_two_workers() -> None:
     pred = predict_case(case("ps-sync-join", 2, 1), make_profile())
     assert pred is not None
     t = 0.66 + 0.03  # slowest worker's gradient + data + update
     assert pred.step_time == pytest.approx(((3 * 0.05 + t) + (4 * 0.05 + t)) / 2)
+
+
+def test_ps_protocol_overhead_joins_every_transfer() -> None:
+    pred = predict_case(case("ps-sync-join", 2, 1), make_profile(ps_overhead=0.01))
+    assert pred is not None
+    t, c = 0.66 + 0.03, 0.05 + 0.01  # t_comm + the protocol's cost per transfer
+    assert pred.step_time == pytest.approx(((3 * c + t) + (4 * c + t)) / 2)
+    ddp = predict_case(case("ddp", 2, 1), make_profile(ps_overhead=0.01))
+    assert ddp == predict_case(case("ddp", 2, 1), make_profile())  # all-reduce: not PS
 
 
 def test_ps_async_one_worker_is_two_transfers_per_step() -> None:

@@ -49,6 +49,10 @@ def add_profile_options(parser: argparse.ArgumentParser, selection: bool = True)
                            help="splits 1/2..1/N and contention of up to N workers (2)")
         group.add_argument("--threads", type=int, metavar="T",
                            help="threads of the one-worker measurement (all cores)")
+        group.add_argument("--operators", action="store_true",
+                           help="first run the one-worker workload (sequential) under "
+                           "torch.profiler and store it as a run: top operators per phase "
+                           "and a Chrome trace (as `distbench run --profile-ops`)")
         group.add_argument("--network", metavar="SPEC",
                            help="measure t_comm and the sweeps between two emulated hosts "
                            "behind this shaped link, as `distbench run --network` builds "
@@ -103,7 +107,8 @@ def profile_lines(profile: Profile) -> list[str]:
              "  t_grad of 1/k batch: " + ", ".join(
                  f"k={k} {t * ms:.2f} ms" for k, t in enumerate(profile.t_grad_split, 1)),
              f"  weights {profile.weight_bytes / 1e6:.2f} MB ({profile.tensors} tensors), "
-             f"t_comm {profile.t_comm * ms:.2f} ms",
+             f"t_comm {profile.t_comm * ms:.2f} ms, parameter-server protocol "
+             f"+{(profile.ps_overhead or 0.0) * ms:.3f} ms per transfer",
              f"  p2p: alpha {profile.p2p.alpha * 1e6:.1f} us, beta "
              f"{profile.p2p.beta / 1e9:.3f} GB/s; all-reduce (ring): alpha "
              f"{profile.allreduce.alpha * 1e6:.1f} us, beta {profile.allreduce.beta / 1e9:.3f}"
@@ -128,12 +133,50 @@ def run_profile(args: argparse.Namespace) -> int:
 
         require_privileges()
         check_spec_supported(parse_network(request.cfg.network))
+    operators = operator_run(request, args) if args.operators else None
     view = ProfileProgress(Console(stderr=True))
     with view.progress:
         profile = profile_model(request, view)
     profile_id = save_profile(args.db, profile)
     if args.json:
-        sys.stdout.write(json.dumps({**profile.to_dict(), "profile_id": profile_id}) + "\n")
-    else:
-        print("\n".join([*profile_lines(profile), f"stored as profile {profile_id} in {args.db}"]))
+        out = {**profile.to_dict(), "profile_id": profile_id}
+        if operators is not None:
+            out["operator_run"] = operators
+        sys.stdout.write(json.dumps(out) + "\n")
+        return 0
+    lines = profile_lines(profile)
+    if operators is not None:
+        lines += operator_lines(operators)
+    print("\n".join([*lines, f"stored as profile {profile_id} in {args.db}"]))
     return 0
+
+
+def operator_run(request: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The one-worker workload under ``torch.profiler``, stored as an ordinary run."""
+    from distbench.errors import RunFailed
+    from distbench.harness.session import run_benchmarks
+
+    cfg = request.cfg.replace(strategy="sequential", workers=1, profile_ops=True,
+                              threads=args.threads, steps=max(5, args.repeats),
+                              warmup=args.profile_warmup, timeout=args.profile_timeout)
+    rows = run_benchmarks([cfg], args.db)
+    if not rows or rows[0]["status"] != "ok":
+        raise RunFailed(f"operator profile run failed: {rows[0]['error'] if rows else '?'}")
+    return dict(rows[0])
+
+
+def operator_lines(row: dict[str, Any], top: int = 5) -> list[str]:
+    """The operator run's id, its top operators per step split forward / backward, and
+    where its Chrome trace is."""
+    ops = row.get("operators") or {}
+    lines = [f"  operators (run {row['run_id']}, self CPU ms per step: total = forward + "
+             "backward + other phases):"]
+    for op in (ops.get("top") or [])[:top]:
+        split = op.get("self_s_by_phase") or {}
+        forward, backward = split.get("forward", 0.0), split.get("backward", 0.0)
+        lines.append(f"    {op['name']}: {op['self_s'] * 1e3:.2f} = {forward * 1e3:.2f} + "
+                     f"{backward * 1e3:.2f} + {(op['self_s'] - forward - backward) * 1e3:.2f}")
+    traces = ops.get("traces") or []
+    if traces:
+        lines.append(f"  Chrome trace: {row.get('run_dir', 'the run directory')}/{traces[0]}")
+    return lines

@@ -17,24 +17,6 @@ import time
 from distbench.netem.probe import RESULT_MARK
 
 
-def _ping_pong(rank: int, pings: int) -> float:
-    import torch
-    import torch.distributed as dist
-
-    token = torch.zeros(1)
-    rtts = []
-    for _ in range(pings):
-        start = time.perf_counter()
-        if rank == 0:
-            dist.send(token, 1)
-            dist.recv(token, 1)
-        else:
-            dist.recv(token, 0)
-            dist.send(token, 0)
-        rtts.append(time.perf_counter() - start)
-    return statistics.median(rtts) / 2
-
-
 def _transfer(rank: int, size: int) -> float:
     import torch
     import torch.distributed as dist
@@ -53,6 +35,8 @@ def _transfer(rank: int, size: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
+    from distbench.profiling.calibrate import pingpong
+
     parser = argparse.ArgumentParser(description="one side of the 2-host link probe")
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--bytes", type=int, required=True)
@@ -60,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pings", type=int, default=20)
     args = parser.parse_args(argv)
     dist.init_process_group("gloo", rank=args.rank, world_size=2)
-    _ping_pong(args.rank, 3)  # connect
-    latency = _ping_pong(args.rank, args.pings)
+    latency = pingpong(args.rank, 4, args.pings)  # its first two round trips connect
     _transfer(args.rank, args.bytes)  # warm-up: slow start, buffers
     times = [_transfer(args.rank, args.bytes) for _ in range(args.repeats)]
     seconds = max(statistics.median(times) - 2 * latency, 1e-9)

@@ -126,7 +126,9 @@ def predict_case(case: Case, profile: Profile) -> Prediction | None:
     if case.strategy == "sequential":
         step, comm, formula = grad + overhead, 0.0, "t_grad + data + update"
     elif case.strategy == "ddp":
-        saturated = n * case.threads >= profile.cores
+        # On loopback moving bytes is CPU work: with no spare core nothing hides behind the
+        # backward pass. Behind a shaped link the wire sets the pace and the CPU is free.
+        saturated = profile.network is None and n * case.threads >= profile.cores
         step, comm, formula = _ddp_step(profile, n, grad, backward, overhead, saturated)
     elif case.strategy == "ps-async":
         step, comm, formula = _ps_async_step(case, profile, grad + overhead)
@@ -150,8 +152,14 @@ def _ddp_step(profile: Profile, n: int, grad: float, backward: float, overhead: 
     return step, t_ar, f"ddp: ring all-reduce (alpha, beta), {why} overlap {overlap:.2f}"
 
 
+def ps_transfer_time(profile: Profile) -> float:
+    """``t_comm`` for the parameter-server formulas: the raw transfer of the weights plus
+    the protocol's measured cost per transfer (``ps_transfer``; 0 for older profiles)."""
+    return profile.t_comm + (profile.ps_overhead or 0.0)
+
+
 def _ps_sync_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, float, str]:
-    n, t_comm = case.workers, profile.t_comm
+    n, t_comm = case.workers, ps_transfer_time(profile)
     if case.servers == "sharded":
         step = f.sync_distributed(t_grad, t_comm, n)
         return step, step - t_grad, "ps sync, distributed server (eq. 4.12)"
@@ -162,7 +170,7 @@ def _ps_sync_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, f
 def _ps_async_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, float, str]:
     """Whole-training formulas for D = N·steps batches, divided by the D/N steps a worker
     takes: the time of one worker step."""
-    n, t_comm = case.workers, profile.t_comm
+    n, t_comm = case.workers, ps_transfer_time(profile)
     d = n * case.steps
     if case.servers == "sharded":
         total, label = f.async_distributed(t_grad, t_comm, n, d), "distributed server (eq. 4.21)"
@@ -528,19 +536,19 @@ class _Workload:
     request: Any
     profile: Profile
     profile_id: int
-    fresh: set[tuple[int, int]]  # contention pairs measured since the last run
 
 
 def _calibrate_for(db: str, work: _Workload, cfg: RunConfig) -> None:
-    """Re-take ``cfg``'s contention pair unless it was measured since the last run."""
+    """Re-take ``cfg``'s contention pair just before its run, also right after a new
+    profile: the profile's own measurement of that pair can be a minute old by then, and
+    on a shared host a two-thread measurement of a small model drifts 2-3x in a minute."""
     from distbench.profiling.calibrate import refresh_contention
     from distbench.profiling.store_lookup import save_profile
 
-    pair = (cfg.workers, cfg.resolved_threads())
-    if cfg.strategy in PREDICTED_STRATEGIES and pair not in work.fresh:
-        work.profile = refresh_contention(work.profile, work.request, *pair)
+    if cfg.strategy in PREDICTED_STRATEGIES:
+        work.profile = refresh_contention(work.profile, work.request, cfg.workers,
+                                          cfg.resolved_threads())
         work.profile_id = save_profile(db, work.profile)
-    work.fresh = set()
 
 
 def validate_configs(configs: Sequence[RunConfig], db: str, *, reuse: bool = False,
@@ -563,13 +571,12 @@ def validate_configs(configs: Sequence[RunConfig], db: str, *, reuse: bool = Fal
         notify("profile", {"config": cfgs[0]})
         splits = any(c.strategy == "ps-sync-split" for c in cfgs)
         request = profile_request(cfgs[0], max(c.workers for c in cfgs), options, splits)
-        profile, pid, new = ensure_profile(db, request, options, profile_progress)
+        profile, pid, _ = ensure_profile(db, request, options, profile_progress)
         if reuse:
             for cfg, row in zip(cfgs, _reused(db, cfgs), strict=True):
                 rows.append(compare(cfg, row, profile, pid, _baseline_config(db, row)))
             continue
-        everything = {(c.processes, c.threads) for c in profile.contended} if new else set()
-        work = _Workload(request, profile, pid, everything)
+        work = _Workload(request, profile, pid)
         notify("measure", {"config": cfgs[0], "runs": len(cfgs)})
         for cfg in cfgs:
             if options.refresh:

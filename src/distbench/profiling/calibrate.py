@@ -42,6 +42,7 @@ import torch.distributed as dist
 from distbench.config import RunConfig
 from distbench.errors import RunFailed, UserError
 from distbench.harness.timer import PhaseTimer
+from distbench.profiling.ps_transfer import measure_ps_transfer
 from distbench.profiling.store_lookup import LinkFit, Profile, StepTimes, contention_pairs
 from distbench.strategies.common import build_module, build_workload, default_step
 
@@ -123,7 +124,7 @@ def link_fit(kind: str, world: int, sizes: list[int], seconds: list[float]) -> L
 # --- spawned process groups -------------------------------------------------------------------
 
 
-def _run_group(target: Callable[..., None], args: list[tuple[Any, ...]], timeout: float,
+def run_group(target: Callable[..., None], args: list[tuple[Any, ...]], timeout: float,
                what: str) -> list[Any]:
     """Start one spawned process per args tuple; collect ``(index, result)`` from each.
 
@@ -252,7 +253,7 @@ def measure_steps(req: ProfileRequest, processes: int, threads: int,
     args = [(i, processes, req.cfg.to_dict(), batch, threads, plan, barrier, stop)
             for i in range(processes)]
     what = f"gradient time ({processes} x {threads} threads, batch {batch})"
-    per_process = _run_group(_steps_child, args, req.timeout, what)
+    per_process = run_group(_steps_child, args, req.timeout, what)
     return summarize_steps(per_process, threads, batch)
 
 
@@ -281,7 +282,7 @@ def _reps_for(size: int, repeats: int) -> int:
     return repeats if size <= MIB else max(3, repeats // 2)
 
 
-def _pingpong(rank: int, nbytes: int, repeats: int) -> float:
+def pingpong(rank: int, nbytes: int, repeats: int) -> float:
     """Median one-way time of ``nbytes`` between ranks 0 and 1 (half a round trip)."""
     buf = torch.zeros(max(1, nbytes // 4), dtype=torch.float32)
     times = []
@@ -312,7 +313,7 @@ def _allreduce(nbytes: int, repeats: int) -> float:
 
 def link_measurements(rank: int, plan: LinkPlan) -> dict[str, list[float]]:
     """Both sweeps on an initialised 2-rank gloo group (loopback or two emulated hosts)."""
-    p2p = [_pingpong(rank, s, _reps_for(s, plan.repeats)) for s in plan.p2p_sizes()]
+    p2p = [pingpong(rank, s, _reps_for(s, plan.repeats)) for s in plan.p2p_sizes()]
     allreduce = [_allreduce(s, _reps_for(s, plan.repeats)) for s in plan.allreduce_sizes()]
     return {"p2p": p2p, "allreduce": allreduce}
 
@@ -335,7 +336,7 @@ def _links_child(rank: int, store_path: str, plan: LinkPlan, out: Any) -> None:
 def _links_on_loopback(plan: LinkPlan) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="distbench-links-") as tmp:
         store_path = str(Path(tmp) / "store")
-        results = _run_group(_links_child, [(0, store_path, plan), (1, store_path, plan)],
+        results = run_group(_links_child, [(0, store_path, plan), (1, store_path, plan)],
                              plan.timeout, "link measurement")
     return dict(results[0])
 
@@ -423,7 +424,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
         raise UserError("--workers and --repeats must be at least 1, --warmup at least 0")
     notify = progress or (lambda what, done, total: None)
     plan = _plan(req)
-    total = len(plan) + 1
+    total = len(plan) + 2
     measured: list[StepTimes] = []
     for done, (label, processes, threads, batch) in enumerate(plan):
         notify(label, done, total)
@@ -434,8 +435,12 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
     t_comm, p2p, allreduce = measure_links(weight_bytes, grad_bytes,
                                            sweep_limit(req.sweep_max_bytes, req.cfg.network),
                                            req.repeats, req.timeout, req.cfg.network)
+    notify("parameter-server transfer (pull + push without compute)", len(plan) + 1, total)
+    ps_overhead = measure_ps_transfer(req.cfg, req.repeats, req.timeout)
     notify("done", total, total)
-    return _assemble(req, measured, (weight_bytes, grad_bytes, tensors), (t_comm, p2p, allreduce))
+    profile = _assemble(req, measured, (weight_bytes, grad_bytes, tensors),
+                        (t_comm, p2p, allreduce))
+    return replace(profile, ps_overhead=ps_overhead)
 
 
 def _assemble(req: ProfileRequest, measured: list[StepTimes], sizes: tuple[int, int, int],

@@ -16,18 +16,16 @@ durations) contains the operator's start; the profiler's clock is the system clo
 same one the step records use. Operators outside every step (between steps) are charged
 to ``other``.
 
-``profile_operators(cfg)`` runs one configuration with profiling on and returns the
-profiles without storing anything: it is the function a ``distbench profile --operators``
-command calls.
+``distbench profile --operators`` runs the one-worker workload (``sequential``) this way
+and stores it as an ordinary run, so ``distbench explain`` can compare it with others.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,6 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from distbench.config import RunConfig
-from distbench.errors import RunFailed
 from distbench.harness.records import RankRecorder
 
 ACTIVE_STEPS = 3
@@ -247,36 +244,3 @@ def stored_operators(run_dir: Path, governing_rank: int | None) -> dict[str, Any
         return None
     profile_data["traces"] = sorted(p.name for p in run_dir.glob("trace_rank*.json"))
     return profile_data
-
-
-@dataclass
-class OperatorRun:
-    """The result of ``profile_operators``: where the files are and every rank's summary."""
-
-    run_dir: Path
-    profiles: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def traces(self) -> list[Path]:
-        return sorted(self.run_dir.glob("trace_rank*.json"))
-
-
-def profile_operators(cfg: RunConfig, run_dir: Path | None = None) -> OperatorRun:
-    """Run ``cfg`` once with operator profiling and return the per-rank profiles.
-
-    Nothing is stored in a results database; the run directory (a new temporary one unless
-    given) keeps the records, traces and summaries. Raises ``RunFailed`` if the run fails.
-    """
-    from distbench.harness.launcher import launch  # not needed inside the worker
-
-    target = run_dir or Path(tempfile.mkdtemp(prefix="distbench-profile-"))
-    target.mkdir(parents=True, exist_ok=True)
-    outcome = launch(cfg.replace(profile_ops=True), target)
-    if outcome.returncode != 0:
-        raise RunFailed(outcome.error or f"exit code {outcome.returncode}")
-    profiles = {}
-    for rank in range(cfg.processes()):
-        found = load_operator_profile(target, rank)
-        if found is not None:
-            profiles[rank] = found
-    return OperatorRun(run_dir=target, profiles=profiles)

@@ -95,6 +95,10 @@ class Profile:
     # The --network spec the links were measured behind (None: this host's loopback). The
     # gradient times do not depend on it; t_comm, p2p and allreduce do.
     network: str | None = None
+    # The parameter-server protocol's cost per weight transfer beyond the raw bytes (headers,
+    # the serving thread, bookkeeping), measured on loopback (``ps_transfer``). None in
+    # profiles from before it was measured.
+    ps_overhead: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

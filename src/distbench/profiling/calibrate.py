@@ -387,13 +387,17 @@ def sweep_limit(sweep_max_bytes: int | None, network: str | None) -> int:
 def measure_links(weight_bytes: int, grad_bytes: int, sweep_max_bytes: int, repeats: int,
                   timeout: float, network: str | None = None) -> tuple[float, LinkFit, LinkFit]:
     """``t_comm`` of ``weight_bytes`` and the fitted point-to-point and all-reduce links,
-    over loopback or, with ``network``, between two emulated hosts behind it."""
+    over loopback or, with ``network``, between two emulated hosts behind it.
+
+    ``t_comm`` is the point-to-point fit at ``weight_bytes``, not the sweep's own point of
+    that size: one point is a median of a few round trips, and on a shared host one such
+    median was 8x its neighbours (lenet5: 1.72 ms at 247 kB between 0.15 ms at 64 KiB and
+    0.22 ms at 256 KiB); the fit leans on every size."""
     plan = LinkPlan(weight_bytes, grad_bytes, sweep_sizes(sweep_max_bytes), repeats, timeout)
     results = _links_on_hosts(plan, network) if network else _links_on_loopback(plan)
-    p2p, allreduce = results["p2p"], results["allreduce"]
-    t_comm = p2p[plan.p2p_sizes().index(weight_bytes)]
-    return (t_comm, link_fit("p2p", 2, plan.p2p_sizes(), p2p),
-            link_fit("allreduce", 2, plan.allreduce_sizes(), allreduce))
+    p2p = link_fit("p2p", 2, plan.p2p_sizes(), results["p2p"])
+    t_comm = p2p.alpha + weight_bytes / p2p.beta
+    return t_comm, p2p, link_fit("allreduce", 2, plan.allreduce_sizes(), results["allreduce"])
 
 
 # --- the whole profile ------------------------------------------------------------------------
@@ -436,7 +440,8 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
                                            sweep_limit(req.sweep_max_bytes, req.cfg.network),
                                            req.repeats, req.timeout, req.cfg.network)
     notify("parameter-server transfer (pull + push without compute)", len(plan) + 1, total)
-    ps_overhead = measure_ps_transfer(req.cfg, req.repeats, req.timeout)
+    one_thread = next((m for m in measured if (m.processes, m.threads) == (1, 1)), measured[0])
+    ps_overhead = measure_ps_transfer(req.cfg, req.repeats, req.timeout, one_thread.t_grad)
     notify("done", total, total)
     profile = _assemble(req, measured, (weight_bytes, grad_bytes, tensors),
                         (t_comm, p2p, allreduce))

@@ -6,7 +6,9 @@ parameter-server transfer also pays the protocol: request and reply headers, the
 thread waking up, the bookkeeping around each message. For a large model that is noise;
 for lenet5 it is most of the transfer. This module measures it with the real transport
 (``strategies.ps``: ``Client`` on rank 0, a ``ShardServer`` with its serving thread on rank
-1, one worker, synchronous): the worker pulls and pushes with no computation in between;
+1, one worker, synchronous): the worker pulls, keeps its core busy for the model's
+gradient time (a spin, not a sleep: the server's side then idles as long as in a real step,
+and on a virtual machine waking an idle core is part of what a transfer costs), and pushes;
 half the median pull + push (the server's update excluded: it is the model's ``update``
 term) is one transfer through the protocol, and the same two processes then time a raw
 ping-pong of the same bytes. ``ps_overhead`` = protocol transfer − raw transfer (at least
@@ -19,6 +21,7 @@ protocol's cost is CPU time, not link time.
 from __future__ import annotations
 
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from statistics import median
@@ -31,6 +34,9 @@ from distbench.config import RunConfig
 from distbench.harness.timer import PhaseTimer
 
 SERVER_RANK = 1
+#: Longest stand-in for compute between pull and push; past it the protocol's cost is
+#: noise beside the step, and the calibration stays short (20 steps: at most 2 s).
+MAX_GAP = 0.1
 
 
 def _serve(cfg: RunConfig) -> dict[str, Any]:
@@ -51,7 +57,13 @@ def _serve(cfg: RunConfig) -> dict[str, Any]:
     return {"update": list(server.stats.update_seconds)}
 
 
-def _transfer(cfg: RunConfig, warmup: int, repeats: int) -> dict[str, Any]:
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _transfer(cfg: RunConfig, warmup: int, repeats: int, gap: float) -> dict[str, Any]:
     from distbench.strategies.common import build_module
     from distbench.strategies.ps.client import Client, Replica
     from distbench.strategies.ps.sharding import build_layout
@@ -64,16 +76,20 @@ def _transfer(cfg: RunConfig, warmup: int, repeats: int) -> dict[str, Any]:
         timer = PhaseTimer()
         timer.start_step()
         client.pull(timer, step, step)
+        timer.mark("pull")
+        _spin(gap)  # stands in for forward + backward
+        timer.mark("compute")
         client.push(timer, step)
         _, phases = timer.end_step()
         if step >= warmup:  # the server's update moved out of the pull's wait stays out
-            exchanges.append(sum(v for k, v in phases.items() if k != "update"))
+            exchanges.append(sum(v for k, v in phases.items() if k not in ("update",
+                                                                            "compute")))
     client.final()
     return {"exchange": exchanges}
 
 
 def _child(rank: int, store_path: str, cfg_dict: dict[str, Any], warmup: int, repeats: int,
-           timeout: float, out: Any) -> None:
+           gap: float, timeout: float, out: Any) -> None:
     from distbench.profiling.calibrate import pingpong, state_sizes  # imports this module
 
     try:
@@ -81,7 +97,7 @@ def _child(rank: int, store_path: str, cfg_dict: dict[str, Any], warmup: int, re
         dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank,
                                 world_size=2, timeout=timedelta(seconds=timeout))
         cfg = RunConfig.from_dict(cfg_dict)
-        result = _serve(cfg) if rank == SERVER_RANK else _transfer(cfg, warmup, repeats)
+        result = _serve(cfg) if rank == SERVER_RANK else _transfer(cfg, warmup, repeats, gap)
         result["raw"] = pingpong(rank, state_sizes(cfg)[0], repeats)
         dist.barrier()
         dist.destroy_process_group()
@@ -90,12 +106,13 @@ def _child(rank: int, store_path: str, cfg_dict: dict[str, Any], warmup: int, re
         out.put((rank, "error", f"{type(exc).__name__}: {exc}"))
 
 
-def measure_ps_transfer(cfg: RunConfig, repeats: int, timeout: float,
+def measure_ps_transfer(cfg: RunConfig, repeats: int, timeout: float, gap: float,
                         warmup: int = 3) -> float:
     """``ps_overhead`` of ``cfg.model`` on this host's loopback: one weight transfer through
     the parameter-server protocol (half the median pull + push of a step without compute)
     minus a raw gloo transfer of the same bytes between the same processes; at least 20
-    timed steps, so a millisecond-sized transfer has a stable median."""
+    timed steps, so a millisecond-sized transfer has a stable median. ``gap``: seconds of
+    busy "compute" between pull and push (capped at ``MAX_GAP``)."""
     from distbench.profiling.calibrate import run_group
 
     ps_cfg = RunConfig(model=cfg.model, dataset=cfg.dataset, data_dir=cfg.data_dir,
@@ -105,6 +122,7 @@ def measure_ps_transfer(cfg: RunConfig, repeats: int, timeout: float,
     steps = max(20, repeats)
     with tempfile.TemporaryDirectory(prefix="distbench-ps-") as tmp:
         store = str(Path(tmp) / "store")
-        args = [(rank, store, ps_cfg.to_dict(), warmup, steps, timeout) for rank in (0, 1)]
+        args = [(rank, store, ps_cfg.to_dict(), warmup, steps, min(gap, MAX_GAP), timeout)
+                for rank in (0, 1)]
         results = run_group(_child, args, timeout, "parameter-server transfer")
     return max(0.0, median(results[0]["exchange"]) / 2 - results[0]["raw"])

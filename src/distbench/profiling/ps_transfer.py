@@ -54,7 +54,7 @@ def _serve(cfg: RunConfig) -> dict[str, Any]:
         thread.join()
     if server.failure is not None:
         raise server.failure
-    return {"update": list(server.stats.update_seconds)}
+    return {}
 
 
 def _spin(seconds: float) -> None:

@@ -52,7 +52,7 @@ def test_profile_operators_stores_a_profiled_one_worker_run(
     assert ops["top"] and {"forward", "backward"} <= set(ops["phases"])
     assert all(op["self_s"] >= 0 for op in ops["top"])
     assert (Path(run["run_dir"]) / ops["traces"][0]).is_file()  # a Chrome trace per rank
-    assert main(["results", "--db", str(db_path), "--format", "json"]) == 0
+    assert main(["results", "--db", str(db_path), "--json"]) == 0  # = --format json
     assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [run["run_id"]]
 
 

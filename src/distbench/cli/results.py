@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from distbench.cli.common import add_db_option
+from distbench.cli.common import add_db_option, add_json_option
 from distbench.cli.tables import print_table, to_csv, to_json
 from distbench.errors import UserError
 from distbench.store import open_store
@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
                         help="output format (table)")
     add_db_option(parser)
+    add_json_option(parser)  # the same as --format json, as on every other command
     parser.set_defaults(handler=results_command)
 
 
@@ -39,7 +40,7 @@ def results_command(args: argparse.Namespace) -> int:
         store.close()
     if args.last is not None:
         rows = rows[-args.last:]
-    if args.format == "json":
+    if args.json or args.format == "json":
         sys.stdout.write(to_json(rows) + "\n")
     elif args.format == "csv":
         sys.stdout.write(to_csv(rows))

@@ -200,14 +200,15 @@ def test_profile_measures_links_behind_the_network(db_path: Path) -> None:
 
     t_comm, p2p, allreduce = measure_links(1_000_000, 1_000_000, 2 * 1024 * 1024, 2, 240,
                                            network="bandwidth=100mbit")
-    # 1 MB at 12.5 MB/s is 75-80 ms one way, loopback 0.5-1 ms. t_comm is the p2p fit at
-    # 1 MB, which tbf's bucket pulls below the wire time, unsteadily (10.6-60 ms seen in
-    # this 2-repeat sweep; docs/model.md, "Known blind spots"): it only shows the link.
-    assert 0.003 < t_comm < 0.2
-    # Loopback gives ~2 GB/s. The p2p fit leans on the small sizes, which tbf's 64 KiB
-    # bucket lets through at full speed (16.8 MB/s seen), hence the looser upper bound.
-    assert 0.7 * 12.5e6 < p2p.beta < 2.0 * 12.5e6
-    assert 0.7 * 12.5e6 < allreduce.beta < 1.2 * 12.5e6
+    # The measured points: 2 MiB takes ~0.16 s one way at 12.5 MB/s (less tbf's 64 KiB
+    # bucket), a 2-rank ring all-reduce of it as long; loopback takes about a millisecond.
+    wire = (2 * 1024 * 1024 - 65536) / 12.5e6
+    assert 0.75 * wire < p2p.seconds[p2p.sizes.index(2 * 1024 * 1024)] < 1.5 * wire
+    assert 0.75 * wire < allreduce.seconds[allreduce.sizes.index(2 * 1024 * 1024)] < 2 * wire
+    # t_comm is the p2p fit at 1 MB (75-80 ms on the wire), which the bucket pulls down,
+    # unsteadily (10.6-60 ms seen with 2 repeats; docs/model.md, "Known blind spots"), so
+    # no bound on it or on the fitted bandwidths is asserted here.
+    assert t_comm > 0 and p2p.beta > 0 and allreduce.beta > 0
     code = subprocess.run([*CLI, "profile", "--model", "lenet5", "--batch-size", "8",
                            "--workers", "1", "--repeats", "2", "--profile-warmup", "0",
                            "--network", "bandwidth=100mbit", "--db", str(db_path), "--json"],
@@ -215,7 +216,6 @@ def test_profile_measures_links_behind_the_network(db_path: Path) -> None:
     assert code.returncode == 0, code.stderr[-2000:]
     stored = json.loads(code.stdout)
     assert stored["network"] == "bandwidth=100mbit"
-    # lenet5's 0.25 MB: ~15 ms on the wire, 0.2-0.3 ms on loopback; the fit, pulled down by
-    # tbf's bucket (and here only 2 repeats), gave 6-14 ms.
-    assert stored["t_comm"] > 0.003
+    biggest = stored["p2p"]["sizes"].index(max(stored["p2p"]["sizes"]))
+    assert stored["p2p"]["seconds"][biggest] > 0.05  # ~25 MB at 12.5 MB/s: ~2 s; loopback ms
     assert not namespaces.our_namespaces()

@@ -1,10 +1,11 @@
 """Cross-framework runs: ``distbench compare`` and adapter runs, each in a subprocess.
 
-They need the TensorFlow and MXNet environments. When one is absent the tests install it
-(``distbench env install``, time-boxed) only if ``CI`` is set or
-``DISTBENCH_FRAMEWORK_TESTS=1``; otherwise they skip and say why. Installed environments
+They need the TensorFlow and MXNet environments (and Horovod's, for its one test). When one
+is absent the tests install it (``distbench env install``, time-boxed) only if ``CI`` is set
+or ``DISTBENCH_FRAMEWORK_TESTS=1``; otherwise they skip and say why. Installed environments
 stay under ``$DISTBENCH_ENVS`` (default ``~/.cache/distbench/envs``), so later runs reuse
-them: about 2.5 minutes for TensorFlow and 1 minute for MXNet the first time on our host.
+them: the first time, about 1.5 minutes for TensorFlow and MXNet together and 7.5 minutes
+for Horovod's source build on our 2-core host.
 """
 
 from __future__ import annotations
@@ -30,20 +31,31 @@ def _may_install() -> bool:
     return bool(os.environ.get("CI")) or os.environ.get("DISTBENCH_FRAMEWORK_TESTS") == "1"
 
 
-@pytest.fixture(scope="module")
-def framework_envs() -> None:
-    """Make sure both environments exist, installing them only where allowed."""
-    missing = [name for name in FRAMEWORKS if not is_installed(name)]
+def _ensure_envs(names: tuple[str, ...], cost: str) -> None:
+    """Install the missing ones of ``names`` where allowed, else skip saying how."""
+    missing = [name for name in names if not is_installed(name)]
     if not missing:
         return
     if not _may_install():
         pytest.skip(f"environments {', '.join(missing)} are not installed; set "
-                    "DISTBENCH_FRAMEWORK_TESTS=1 (or CI) to install them (~4 minutes, "
-                    "~2 GB), or run `distbench env install tensorflow mxnet`")
+                    f"DISTBENCH_FRAMEWORK_TESTS=1 (or CI) to install them ({cost}), or run "
+                    f"`distbench env install {' '.join(missing)}`")
     done = subprocess.run([*CLI, "env", "install", *missing, "--timeout",
                            str(INSTALL_TIMEOUT)], capture_output=True, text=True,
                           timeout=INSTALL_TIMEOUT * len(missing) + 60)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def framework_envs() -> None:
+    """Make sure both environments exist, installing them only where allowed."""
+    _ensure_envs(FRAMEWORKS, "~4 minutes, ~2 GB")
+
+
+@pytest.fixture(scope="module")
+def horovod_env() -> None:
+    """Horovod is built from source against this torch: ~7.5 minutes on our 2-core host."""
+    _ensure_envs(("horovod",), "a source build, ~8 minutes")
 
 
 @pytest.mark.timeout(2700)
@@ -89,6 +101,64 @@ def test_adapter_run_is_stored_like_pytorch(framework_envs: None, tmp_path: Path
     listed = subprocess.run([*CLI, "results", "--format", "json"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert framework in {r["framework"] for r in json.loads(listed.stdout)}
+
+
+def _profiled_run(tmp_path: Path, framework: str) -> dict:
+    done = subprocess.run([*CLI, "run", "--model", "lenet5", "--framework", framework,
+                           "--strategy", "sequential", "--steps", "6", "--warmup", "1",
+                           "--batch-size", "8", "--threads", "1", "--profile-ops",
+                           "--timeout", "600", "--json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=880)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(done.stdout)
+    assert row["status"] == "ok", row["error"]
+    return row
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_explain_compares_operators_with_pytorch(framework_envs: None, tmp_path: Path,
+                                                 framework: str) -> None:
+    """Issue 8, item 4: the framework's profiler, stored like torch.profiler's, compared
+    with a PyTorch run by common operator names."""
+    from distbench.profiling.opnames import common_profile
+
+    theirs = _profiled_run(tmp_path, framework)
+    assert theirs["operators"]["framework"] == framework
+    assert (tmp_path / "distbench-runs" / theirs["run_id"] / "trace_rank0.json").is_file()
+    ours = _profiled_run(tmp_path, "torch")
+    for row in (ours, theirs):
+        names = {op["name"] for op in common_profile(row["operators"], row["framework"])["top"]}
+        assert {"conv2d", "conv2d_backward", "matmul", "sgd_update"} <= names, (
+            row["framework"], sorted(names))
+    done = subprocess.run([*CLI, "explain", ours["run_id"], theirs["run_id"], "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    explanation = json.loads(done.stdout)
+    assert explanation["operators"], explanation["conclusion"]
+    assert any("common names" in note for note in explanation["notes"])
+
+
+@pytest.mark.timeout(2400)
+def test_horovod_trains_like_ddp_and_profiles_its_operators(horovod_env: None,
+                                                            tmp_path: Path) -> None:
+    """Horovod's ring all-reduce and DDP's on the same seed, model and batches: the same
+    final loss; Horovod ranks record torch.profiler operator profiles."""
+    rows = {}
+    for framework, strategy in (("horovod", "sync"), ("torch", "ddp")):
+        done = subprocess.run([*CLI, "run", "--model", "lenet5", "--framework", framework,
+                               "--strategy", strategy, "--workers", "2", "--steps", "6",
+                               "--warmup", "1", "--batch-size", "8", "--threads", "1",
+                               "--profile-ops", "--timeout", "600", "--json"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=880)
+        assert done.returncode == 0, done.stderr[-2000:]
+        (row,) = json.loads(done.stdout)
+        assert row["status"] == "ok", row["error"]
+        rows[framework] = row
+    hvd = rows["horovod"]
+    assert {r["rank"] for r in hvd["per_rank"]} == {0, 1}
+    assert hvd["breakdown"]["comm"] >= 0 and hvd["operators"]["phases"]["backward"]["ops"]
+    assert hvd["final_loss"] == pytest.approx(rows["torch"]["final_loss"], rel=1e-5)
 
 
 TINY_BN_MODEL = '''

@@ -4,7 +4,9 @@ Where to start: ``explain_rows(a, b)`` takes two stored result rows and walks do
 levels of the 002 method: total step time → local compute vs. communication → the phase
 (data, forward, backward, comm, pull, push, wait, update) that accounts for most of the
 difference → within that phase, the operators whose self time changed most (when both
-runs carry an operator profile from ``--profile-ops``). It returns an ``Explanation``
+runs carry an operator profile from ``--profile-ops``; runs of two frameworks are compared
+by common operator names, ``profiling/opnames.py``, and phases that one of them cannot
+separate are added up in both first, ``merge_phases``). It returns an ``Explanation``
 dataclass with a one-sentence ``conclusion``; nothing here prints (``cli/explain.py``
 does) or plots (``report/`` does). ``suite_findings`` applies the same logic to a whole
 selection of runs for the report's written summary.
@@ -23,6 +25,7 @@ from typing import Any
 
 from distbench.errors import UserError
 from distbench.harness.timer import PHASES
+from distbench.profiling.opnames import common_profile, operator_framework
 from distbench.store import ResultStore
 
 COMM_PHASES = ("comm", "pull", "push", "wait")
@@ -84,8 +87,14 @@ def _side(row: dict[str, Any]) -> RunSide:
 
 
 def _ordered_phases(*breakdowns: dict[str, float]) -> list[str]:
+    """Step order; a merged phase ("forward+backward") sits where its first phase would."""
     names = {name for breakdown in breakdowns for name in breakdown}
-    return [p for p in PHASES if p in names] + sorted(names - set(PHASES))
+
+    def position(name: str) -> tuple[int, str]:
+        first = name.split("+")[0]
+        return (PHASES.index(first) if first in PHASES else len(PHASES), name)
+
+    return sorted(names, key=position)
 
 
 def phase_deltas(a: dict[str, float], b: dict[str, float]) -> list[Delta]:
@@ -154,11 +163,57 @@ def _has_phase(profile: dict[str, Any] | None, phase: str) -> bool:
     return bool(profile and ((profile.get("phases") or {}).get(phase) or {}).get("ops"))
 
 
+def cross_framework(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether the two runs' operator profiles use different frameworks' operator names."""
+    return (operator_framework(a.get("framework") or "torch")
+            != operator_framework(b.get("framework") or "torch"))
+
+
+def unseparated_groups(*rows: dict[str, Any]) -> list[set[str]]:
+    """Phases some run times as one (TensorFlow's ``backward`` holds its forward pass too:
+    ``extra.unseparated_phases``), overlapping groups joined."""
+    groups: list[set[str]] = []
+    for row in rows:
+        for key, members in ((row.get("extra") or {}).get("unseparated_phases") or {}).items():
+            group = {key, *members}
+            for other in [g for g in groups if g & group]:
+                group |= other
+                groups.remove(other)
+            groups.append(group)
+    return [g for g in groups if len(g) > 1]
+
+
+def merged_name(group: set[str]) -> str:
+    return "+".join(p for p in PHASES if p in group) + "".join(
+        f"+{p}" for p in sorted(group - set(PHASES)))
+
+
+def merge_phases(breakdown: dict[str, float], groups: list[set[str]]) -> dict[str, float]:
+    """``breakdown`` with each group's phases added up under one ``a+b`` name, so that two
+    runs compare like for like when one of them cannot tell those phases apart."""
+    merged = dict(breakdown)
+    for group in groups:
+        present = [p for p in group if p in merged]
+        if present:
+            merged[merged_name(group)] = sum(merged.pop(p) for p in present)
+    return merged
+
+
+def _comparable_profiles(a: dict[str, Any], b: dict[str, Any]
+                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+    pa, pb = a["operators"], b["operators"]
+    if not cross_framework(a, b):
+        return pa, pb
+    return (common_profile(pa, a.get("framework") or "torch"),
+            common_profile(pb, b.get("framework") or "torch"))
+
+
 def _operator_level(a: dict[str, Any], b: dict[str, Any], phase: Delta | None,
                     top: int) -> tuple[list[Delta], str]:
-    pa, pb = a.get("operators"), b.get("operators")
-    if not pa or not pb or phase is None:
+    if not a.get("operators") or not b.get("operators") or phase is None:
         return [], "none"
+    pa, pb = _comparable_profiles(a, b)
+    # A merged phase ("forward+backward") has no operator table of its own.
     scope = phase.name if (_has_phase(pa, phase.name) or _has_phase(pb, phase.name)) else None
     ops = operator_deltas(pa, pb, scope, phase.delta_s, top)
     return ops, scope or "all phases"
@@ -173,7 +228,9 @@ def explain_rows(a: dict[str, Any], b: dict[str, Any], top: int = 5,
                             f"(status {row.get('status')}: {row.get('error') or 'no breakdown'})")
     side_a, side_b = _side(a), _side(b)
     delta = side_b.step_time_s - side_a.step_time_s
-    phases = phase_deltas(a["breakdown"], b["breakdown"])
+    groups = unseparated_groups(a, b)
+    phases = phase_deltas(merge_phases(a["breakdown"], groups),
+                          merge_phases(b["breakdown"], groups))
     chosen = _pick_phase(phases, delta, phase)
     operators, scope = _operator_level(a, b, chosen, top)
     explanation = Explanation(
@@ -248,6 +305,14 @@ def context_notes(a: dict[str, Any], b: dict[str, Any], phase: Delta | None,
                   scope: str) -> list[str]:
     """Differences in setup that are likely causes, and caveats of the comparison."""
     notes = [*_setup_notes(a, b), *_saturation_notes(a, b)]
+    if scope != "none" and cross_framework(a, b):
+        notes.append("operators compared by common names (docs/frameworks.md, \"Operator "
+                     "profiles\"); a name with a framework: prefix has no counterpart")
+    for group in unseparated_groups(a, b):
+        notes.append(f"{merged_name(group)}: a run times these phases as one, so both runs' "
+                     "are compared added up" + (" and operators over all phases"
+                                                if phase is not None and phase.name ==
+                                                merged_name(group) else ""))
     if phase is not None and phase.name in COMM_PHASES and scope != "none":
         notes.append(f"{phase.name} is mostly waiting on other ranks or the network; "
                      "operators cover only the CPU work around it")

@@ -35,6 +35,8 @@ class AdapterStrategy:
     scaling: str = "weak"
     #: Processes besides the workers (a parameter server, a scheduler, a coordinator).
     helper_processes: int = 0
+    #: Whether the workers can record an operator profile (``--profile-ops``).
+    operator_profiles: bool = True
 
     def validate(self, cfg: Any) -> None:
         if self.single_worker and cfg.workers != 1:
@@ -43,9 +45,13 @@ class AdapterStrategy:
         if cfg.nnodes != 1 or getattr(cfg, "network", None) or getattr(cfg, "hosts", None):
             raise UserError(f"framework '{cfg.framework}' runs on this one machine only "
                             "(no --nnodes, --network or --hosts)")
-        if cfg.device == "cuda" or cfg.profile_ops or cfg.save_weights:
-            raise UserError(f"framework '{cfg.framework}' supports neither --device cuda, "
-                            "--profile-ops nor --save-weights yet")
+        if cfg.device == "cuda" or cfg.save_weights:
+            raise UserError(f"framework '{cfg.framework}' supports neither --device cuda "
+                            "nor --save-weights yet")
+        if cfg.profile_ops and not self.operator_profiles:
+            raise UserError(f"--profile-ops is not available for --framework "
+                            f"{cfg.framework} --strategy {self.name}: {self.name} runs its "
+                            "steps on worker tasks that only the coordinator schedules")
 
     def world_size(self, cfg: Any) -> int:
         return int(cfg.workers) + self.helper_processes
@@ -91,7 +97,7 @@ FRAMEWORK: dict[str, Adapter] = {
             # a chief (the ClusterCoordinator) and one parameter server besides the workers
             "async": AdapterStrategy("async", "ParameterServerStrategy + ClusterCoordinator, "
                                      "one parameter server", synchronous=False,
-                                     helper_processes=2),
+                                     helper_processes=2, operator_profiles=False),
         }, description="TensorFlow 2 / Keras 3 (CPU)"),
     "mxnet": Adapter(
         "mxnet", "mxnet", "mx_worker.py", {

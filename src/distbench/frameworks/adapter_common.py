@@ -10,7 +10,11 @@ A job file (JSON, written by ``distbench.frameworks.launch`` or ``compare``) hol
 ``mode`` ("train" or "compare"), ``spec`` (the architecture, see ``frameworks/spec.py``),
 ``weights`` (an .npz in the framework's layout), ``batches`` (an .npz with ``x`` and ``y``,
 one leading index per batch), ``lr``, ``momentum``, ``weight_decay``, ``steps``, ``warmup``,
-``threads``, ``run_dir``, ``strategy``, ``workers`` and ``out`` (where compare results go).
+``threads``, ``run_dir``, ``strategy``, ``workers``, ``out`` (where compare results go) and,
+with ``--profile-ops``, ``profile``: the steps the operator profiler waits through, warms up
+on and records (``OpWindow``). A worker that profiles writes ``op_events_rank{R}.json``
+(``write_op_events``), which ``distbench.frameworks.launch`` turns into the same operator
+summary a PyTorch rank writes.
 """
 
 from __future__ import annotations
@@ -117,3 +121,64 @@ class Phases:
 
 def write_json(path: str, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data), encoding="utf-8")
+
+
+class OpWindow:
+    """Which step calls the operator profiler touches, as ``profiling.operators`` computes
+    them in the main environment (``job["profile"]``): it starts at the first touched step
+    (a warm-up step whose events are dropped) and records the last ``active`` steps."""
+
+    def __init__(self, window: dict[str, int]) -> None:
+        self.first = int(window["wait"])
+        self.recorded_from = self.first + int(window["warmup"])
+        self.last = self.recorded_from + int(window["active"]) - 1
+
+    def starts(self, step: int) -> bool:
+        return step == self.first
+
+    def ends(self, step: int) -> bool:
+        return step == self.last
+
+    def touched(self, step: int) -> bool:
+        return self.first <= step <= self.last
+
+    def recorded(self, step: int) -> bool:
+        return self.recorded_from <= step <= self.last
+
+
+def op_window(job: dict[str, Any]) -> OpWindow | None:
+    return OpWindow(job["profile"]) if job.get("profile") else None
+
+
+def write_op_events(run_dir: str, rank: int, framework: str, source: str,
+                    events: list[dict[str, Any]], span: tuple[float, float]) -> None:
+    """Operator events (``name``, ``start_s`` on the wall clock, ``self_us``, ``total_us``,
+    ``thread``) that started inside ``span`` (the recorded steps), as one JSON file."""
+    start, end = span
+    kept = [e for e in events if start <= e["start_s"] < end]
+    write_json(str(Path(run_dir) / f"op_events_rank{rank}.json"),
+               {"framework": framework, "source": source, "events": kept})
+
+
+def self_times(intervals: list[tuple[str, float, float, Any]]) -> list[dict[str, Any]]:
+    """Events from (name, start_us, end_us, thread) intervals, with self time = duration
+    minus the time of the events nested inside it on the same thread."""
+    by_thread: dict[Any, list[tuple[str, float, float, Any]]] = {}
+    for item in intervals:
+        by_thread.setdefault(item[3], []).append(item)
+    events: list[dict[str, Any]] = []
+    for thread, items in by_thread.items():
+        items.sort(key=lambda item: (item[1], -item[2]))
+        # open intervals: (end_us, index into events), innermost last
+        stack: list[tuple[float, int]] = []
+        for name, start, end, _ in items:
+            while stack and stack[-1][0] <= start:
+                stack.pop()
+            if stack:
+                parent = events[stack[-1][1]]
+                parent["self_us"] = max(0.0, parent["self_us"] - (min(end, stack[-1][0])
+                                                                  - start))
+            stack.append((end, len(events)))
+            events.append({"name": name, "start_s": start / 1e6, "self_us": end - start,
+                           "total_us": end - start, "thread": str(thread)})
+    return events

@@ -27,6 +27,7 @@ import torch
 from distbench.config import RunConfig
 from distbench.harness.records import RankRecorder
 from distbench.harness.timer import PhaseTimer
+from distbench.profiling.operators import OperatorProfiler
 from distbench.strategies.common import build_workload, fetch_batch, record_step
 
 
@@ -71,10 +72,15 @@ def run(job_path: str) -> None:
             hvd.broadcast_parameters(work.model.state_dict(), root_rank=0)
             optimizer = hvd.DistributedOptimizer(
                 optimizer, named_parameters=work.model.named_parameters(), op=hvd.Average)
+        # --profile-ops: the PyTorch profiler, exactly as on a PyTorch rank.
+        profiler = (OperatorProfiler(cfg, run_dir, rank, torch.device("cpu")).attach(recorder)
+                    if cfg.profile_ops else None)
         timer = PhaseTimer()
         for step in range(cfg.warmup + cfg.steps):
             loss = _step(work, timer, optimizer, distributed)
             record_step(recorder, cfg, step, timer, cfg.batch_size, loss=loss)
+        if profiler is not None:
+            profiler.finish()
         extra = {"engine": "Horovod ring all-reduce over gloo" if distributed else
                  "one process, no Horovod",
                  "comm": "exposed all-reduce only (the rest overlaps backward)"}

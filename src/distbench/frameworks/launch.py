@@ -89,8 +89,18 @@ def prepare_inputs(cfg: RunConfig, run_dir: Path, threads: int) -> dict[str, Any
            "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
            "steps": cfg.steps, "warmup": cfg.warmup, "threads": threads,
            "workers": cfg.workers, "batch_size": cfg.batch_size, "run_dir": str(run_dir),
-           "seed": cfg.seed}
+           "seed": cfg.seed, "profile": profile_job(cfg)}
     return job
+
+
+def profile_job(cfg: RunConfig) -> dict[str, int] | None:
+    """The operator profiler's window (``--profile-ops``), as the workers read it."""
+    if not cfg.profile_ops:
+        return None
+    from distbench.profiling.operators import profile_window
+
+    window = profile_window(cfg.warmup, cfg.steps)
+    return {"wait": window.wait, "warmup": window.warmup, "active": window.active}
 
 
 def batches_per_rank(cfg: RunConfig, shape: tuple[int, int, int]) -> int:
@@ -116,15 +126,23 @@ def tensorflow_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
     return [*servers, Process("chief", 0, {}, True)]
 
 
+#: MXNet runs a hybridized graph in bulked segments that its profiler shows as one
+#: ``ImperativeBulk`` event without operator names; profiled runs turn bulking off.
+MXNET_UNBULKED = {"MXNET_EXEC_BULK_EXEC_TRAIN": "0", "MXNET_EXEC_BULK_EXEC_INFERENCE": "0",
+                  "MXNET_EXEC_BULK_EXEC_MAX_NODE_TRAIN_FWD": "0",
+                  "MXNET_EXEC_BULK_EXEC_MAX_NODE_TRAIN_BWD": "0"}
+
+
 def mxnet_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
+    worker_env = {"DMLC_ROLE": "worker", **(MXNET_UNBULKED if cfg.profile_ops else {})}
     if cfg.strategy == "sequential":
-        return [Process("worker", 0, {"DMLC_ROLE": "worker"}, True)]
+        return [Process("worker", 0, worker_env, True)]
     base = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(free_port()),
             "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": str(cfg.workers),
             "DMLC_NODE_HOST": "127.0.0.1"}
     plan = [Process("scheduler", 0, {**base, "DMLC_ROLE": "scheduler"}, False),
             Process("server", 0, {**base, "DMLC_ROLE": "server"}, False)]
-    return plan + [Process("worker", i, {**base, "DMLC_ROLE": "worker"}, True)
+    return plan + [Process("worker", i, {**base, **worker_env}, True)
                    for i in range(cfg.workers)]
 
 
@@ -200,7 +218,60 @@ def launch_adapter(cfg: RunConfig, run_dir: Path,
                              elapsed)
     if failed is not None:
         return LaunchOutcome(1, diagnose(run_dir, failed), elapsed)
+    if cfg.profile_ops:
+        summarize_op_events(cfg, run_dir)
     return LaunchOutcome(0, None, elapsed)
+
+
+# ------------------------------------------------------------------------------ operator profiles
+
+def op_events_file(run_dir: Path, rank: int) -> Path:
+    return run_dir / f"op_events_rank{rank}.json"
+
+
+def summarize_op_events(cfg: RunConfig, run_dir: Path) -> list[Path]:
+    """Turn each rank's ``op_events_rank{R}.json`` (written by a TensorFlow or MXNet worker)
+    into the ``operators_rank{R}.json`` summary a PyTorch rank writes, charging operators
+    to phases by the rank's own step records; writes a Chrome trace where the framework's
+    profiler left none. Horovod ranks run ``OperatorProfiler`` themselves."""
+    from distbench.profiling.operators import (
+        OpEvent,
+        operators_file,
+        profile_window,
+        summarize_events,
+        trace_file,
+    )
+
+    recorded = profile_window(cfg.warmup, cfg.steps).recorded
+    records = read_run_records(run_dir)
+    written = []
+    for rank, rank_records in records.items():
+        source = op_events_file(run_dir, rank)
+        if not source.is_file():
+            continue
+        data = json.loads(source.read_text(encoding="utf-8"))
+        events = [OpEvent(e["name"], float(e["start_s"]), float(e["self_us"]),
+                          float(e["total_us"])) for e in data["events"]]
+        steps = [r for r in rank_records.steps if r["step"] in recorded]
+        trace = trace_file(run_dir, rank)
+        if not trace.is_file():
+            write_chrome_trace(trace, data["events"])
+        summary = summarize_events(events, steps)
+        summary.update(rank=rank, device="cpu", trace=trace.name, framework=cfg.framework,
+                       source=data.get("source"))
+        operators_file(run_dir, rank).write_text(json.dumps(summary), encoding="utf-8")
+        written.append(operators_file(run_dir, rank))
+    return written
+
+
+def write_chrome_trace(path: Path, events: list[dict[str, Any]]) -> None:
+    """Complete ("X") events, one row per profiler thread: open in ui.perfetto.dev."""
+    threads = {name: index for index, name in enumerate(sorted({e["thread"] for e in events}))}
+    trace = [{"name": e["name"], "ph": "X", "ts": e["start_s"] * 1e6, "dur": e["total_us"],
+              "pid": 0, "tid": threads[e["thread"]], "args": {"self_us": e["self_us"]}}
+             for e in events]
+    path.write_text(json.dumps({"traceEvents": trace, "displayTimeUnit": "ms"}),
+                    encoding="utf-8")
 
 
 def _wait(procs: list[tuple[Process, subprocess.Popen[bytes]]], timeout: float,

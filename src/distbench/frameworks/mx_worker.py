@@ -18,11 +18,16 @@ which serves the parameter-server protocol until the workers finish. Modes:
 
 MXNet's engine is asynchronous, so the phases are closed at synchronization points
 (``wait_to_read`` / ``nd.waitall``), as ``torch.cuda.synchronize`` does on GPUs.
+
+With a ``profile`` window in the job (``--profile-ops``), MXNet's profiler records the
+window's steps (``OpProfiler``); its Chrome trace is kept and its operator events written
+for the launcher to summarize.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -239,7 +244,11 @@ def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode) -> No
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     timer = common.Phases()
     workers = job["workers"]
+    window = common.op_window(job)
+    profiler = OpProfiler(mx, job, recorder.rank) if window else None
     for step in range(job["warmup"] + job["steps"]):
+        if window and window.starts(step):
+            profiler.start()
         timer.start_step()
         xb, yb = batches.next()
         x, y = mx.nd.array(xb), mx.nd.array(yb.astype(np.float32))
@@ -262,8 +271,61 @@ def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode) -> No
         mx.nd.waitall()
         timer.mark("comm" if mode == "async" else "update")
         step_time, phases = timer.end_step()
+        extra = {"profiled": True} if window and window.touched(step) else {}
         recorder.step(step, step < job["warmup"], timer.start_wall, step_time, len(yb),
-                      phases, loss=float(loss.asscalar()))
+                      phases, loss=float(loss.asscalar()), **extra)
+        if window and window.recorded(step):
+            profiler.cover(timer.start_wall, timer.start_wall + step_time)
+        if window and window.ends(step):
+            profiler.finish()
+
+
+class OpProfiler:
+    """MXNet's profiler over the job's profile window. Its dump is a Chrome trace (written
+    as the rank's ``trace_rank{R}.json``) whose timestamps are wall-clock microseconds;
+    ``finish`` reads the ``operator`` events back. The launcher turns operator bulking off
+    for profiled runs (``MXNET_EXEC_BULK_EXEC_*``): bulked segments of a hybridized graph
+    show up as one ``ImperativeBulk`` event with no operator names."""
+
+    def __init__(self, mx, job, rank: int) -> None:
+        self.mx, self.run_dir, self.rank = mx, job["run_dir"], rank
+        self.trace = str(Path(job["run_dir"]) / f"trace_rank{rank}.json")
+        self.span = [float("inf"), 0.0]
+
+    def start(self) -> None:
+        self.mx.profiler.set_config(profile_symbolic=True, profile_imperative=True,
+                                    profile_memory=False, profile_api=False,
+                                    aggregate_stats=False, filename=self.trace)
+        self.mx.profiler.set_state("run")
+
+    def cover(self, start: float, end: float) -> None:
+        self.span = [min(self.span[0], start), max(self.span[1], end)]
+
+    def finish(self) -> None:
+        self.mx.profiler.set_state("stop")
+        self.mx.profiler.dump(finished=True)
+        trace = json.loads(Path(self.trace).read_text(encoding="utf-8"))
+        common.write_op_events(self.run_dir, self.rank, FRAMEWORK, "mx.profiler",
+                               trace_op_events(trace.get("traceEvents", [])),
+                               (self.span[0], self.span[1]))
+
+
+def trace_op_events(trace_events) -> list:
+    """Operator events of a Chrome trace: ``X`` events, and ``B``/``E`` pairs per thread."""
+    intervals, open_events = [], {}
+    # The dump is not in time order; at equal times an operator ends before the next begins.
+    ordered = sorted((e for e in trace_events if e.get("cat") == "operator" and "ts" in e),
+                     key=lambda e: (e["ts"], 0 if e["ph"] == "E" else 1))
+    for event in ordered:
+        thread = (event.get("pid"), event.get("tid"))
+        if event["ph"] == "X":
+            intervals.append((event["name"], event["ts"], event["ts"] + event["dur"], thread))
+        elif event["ph"] == "B":
+            open_events.setdefault(thread, []).append(event)
+        elif event["ph"] == "E" and open_events.get(thread):
+            begin = open_events[thread].pop()
+            intervals.append((begin["name"], begin["ts"], event["ts"], thread))
+    return common.self_times(intervals)
 
 
 def _summary_extra(mx, kvstore, mode: str):

@@ -24,6 +24,10 @@ job's .npz (already in Keras layout, keyed by PyTorch names). Modes:
   the coordinator writes every worker's record lines (step time: the worker's cycle from
   the end of its previous step, idle time included as ``wait``).
 
+With a ``profile`` window in the job (``--profile-ops``, ``sequential`` and ``sync`` only),
+TensorFlow's profiler records the window's steps (``OpProfiler``) and the worker writes the
+operator events it found for the launcher to summarize.
+
 SGD is written out (``v -= lr * (g + wd v)``, PyTorch's momentum convention) rather than a
 Keras optimizer, so that the update is PyTorch's to the last operation.
 """
@@ -340,7 +344,11 @@ def run_sync(job, rank: int) -> None:
 
 def _sync_loop(tf, job, trainer, recorder, batches, all_reduce: bool) -> None:
     timer = common.Phases()
+    window = common.op_window(job)
+    profiler = OpProfiler(tf, job, recorder.rank) if window else None
     for step in range(job["warmup"] + job["steps"]):
+        if window and window.starts(step):
+            profiler.start()
         timer.start_step()
         xb, yb = batches.next()
         x, y = tf.constant(xb), tf.constant(yb)
@@ -358,8 +366,98 @@ def _sync_loop(tf, job, trainer, recorder, batches, all_reduce: bool) -> None:
         loss_value = float(trainer.local(loss))
         timer.mark("update")
         step_time, phases = timer.end_step()
+        extra = {"profiled": True} if window and window.touched(step) else {}
         recorder.step(step, step < job["warmup"], timer.start_wall, step_time, len(yb),
-                      phases, loss=loss_value)
+                      phases, loss=loss_value, **extra)
+        if window and window.recorded(step):
+            profiler.cover(timer.start_wall, timer.start_wall + step_time)
+        if window and window.ends(step):
+            profiler.finish()
+
+
+class OpProfiler:
+    """TensorFlow's profiler (``tf.profiler.experimental``) over the job's profile window.
+
+    The profiler writes an XSpace protobuf (``*.xplane.pb``, under ``tf_profile_rank{R}/``
+    in the run directory, readable by TensorBoard's profile plugin); ``finish`` reads back
+    the host plane's operator events (those whose metadata carry an op type as display
+    name, e.g. ``Conv2DBackpropFilter``) and writes them with wall-clock start times."""
+
+    def __init__(self, tf, job, rank: int) -> None:
+        self.tf, self.run_dir, self.rank = tf, job["run_dir"], rank
+        self.logdir = str(Path(job["run_dir"]) / f"tf_profile_rank{rank}")
+        self.span = [float("inf"), 0.0]
+        self.started_wall = 0.0
+
+    def start(self) -> None:
+        import time
+
+        options = self.tf.profiler.experimental.ProfilerOptions(
+            host_tracer_level=2, python_tracer_level=0, device_tracer_level=0)
+        self.started_wall = time.time()
+        self.tf.profiler.experimental.start(self.logdir, options=options)
+
+    def cover(self, start: float, end: float) -> None:
+        self.span = [min(self.span[0], start), max(self.span[1], end)]
+
+    def finish(self) -> None:
+        self.tf.profiler.experimental.stop()
+        common.write_op_events(self.run_dir, self.rank, FRAMEWORK,
+                               "tf.profiler (XSpace host plane)",
+                               xplane_op_events(self.logdir, self.started_wall),
+                               (self.span[0], self.span[1]))
+
+
+def xplane_op_events(logdir: str, fallback_start_s: float) -> list[dict]:
+    """Operator events of the newest ``*.xplane.pb`` under ``logdir``."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    files = sorted(Path(logdir).rglob("*.xplane.pb"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        raise RuntimeError(f"TensorFlow's profiler wrote no .xplane.pb under {logdir}")
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(files[-1].read_bytes())
+    # Line timestamps count from the profile's start (the "Task Environment" plane's
+    # profile_start_time, ns since the epoch); without it, the moment start() was called.
+    base_ns = _profile_start_ns(space) or int(fallback_start_s * 1e9)
+    intervals = []
+    for plane in space.planes:
+        if not plane.name.startswith("/host:"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                metadata = plane.event_metadata[event.metadata_id]
+                if not metadata.display_name:
+                    continue  # executor and threadpool bookkeeping, not an operator
+                start_us = (base_ns + line.timestamp_ns) / 1e3 + event.offset_ps / 1e6
+                intervals.append((op_label(metadata.name, metadata.display_name), start_us,
+                                  start_us + event.duration_ps / 1e6, line.id))
+    return common.self_times(intervals)
+
+
+#: Name scopes of Keras 3's BatchNormalization, which computes with elementwise operators
+#: (``moments`` then ``batchnorm``), not one fused batch-norm kernel.
+KERAS_BATCH_NORM_SCOPES = ("/moments/", "/batchnorm/")
+
+
+def op_label(full_name: str, op_type: str) -> str:
+    """The op type (``Conv2DBackpropFilter``), or ``BatchNorm[Mul]`` / ``BatchNormGrad[Sum]``
+    for the elementwise operators of a Keras batch-norm layer (forward, or under the
+    gradient tape's scope), so they can be told from the same op types elsewhere."""
+    scope = full_name.split(":")[0]
+    if any(marker in scope for marker in KERAS_BATCH_NORM_SCOPES):
+        kind = "BatchNormGrad" if scope.startswith("gradient_tape/") else "BatchNorm"
+        return f"{kind}[{op_type}]"
+    return op_type
+
+
+def _profile_start_ns(space) -> int | None:
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.stat_metadata.items()}
+        for stat in plane.stats:
+            if names.get(stat.metadata_id) == "profile_start_time":
+                return int(stat.uint64_value or stat.int64_value)
+    return None
 
 
 def _summary_extra(tf, keras, mode: str):

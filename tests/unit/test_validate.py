@@ -19,11 +19,13 @@ from distbench.predict.validate import (
     ValidationRow,
     best_configurations,
     compute_times,
+    median_round,
     predict_case,
     ranks,
     relative_error,
     spearman,
     summarize,
+    validate_configs,
 )
 from distbench.profiling.store_lookup import (
     LinkFit,
@@ -95,6 +97,25 @@ def test_best_configuration_per_workload() -> None:
     assert picks[0].regret == 0.0 and picks[1].regret == pytest.approx(1 - 25.6 / 32)
     text = render(ValidationReport(rows, summarize(rows)))
     assert "WRONG, 20.0% below the measured best's throughput" in text
+
+
+def test_median_round_reports_the_middle_measurement_with_all_rounds() -> None:
+    rounds = [row("ddp", 2, 1.0, 1.6), row("ddp", 2, 1.1, 1.0), row("ddp", 2, 0.9, 1.2)]
+    chosen = median_round(rounds)
+    # throughputs 40, 64 and 53.3 samples/s: the median is the third round, paired with
+    # its own prediction (taken right before that run)
+    assert (chosen.predicted_step, chosen.measured_step) == (0.9, 1.2)
+    assert chosen.round_throughputs == pytest.approx([40.0, 64.0, 64 / 1.2])
+    failed = replace(rounds[0], measured_throughput=None, status="run failed")
+    assert median_round([failed, rounds[1]]).measured_step == 1.0
+    assert median_round([failed]) is failed
+    text = render(ValidationReport([chosen], summarize([chosen])))
+    assert "each by its median of 3 rounds" in text
+
+
+def test_rounds_below_one_are_refused(db_path: Path) -> None:
+    with pytest.raises(UserError, match="--rounds must be at least 1"):
+        validate_configs([], str(db_path), rounds=0)
 
 
 def test_summary_on_given_numbers() -> None:

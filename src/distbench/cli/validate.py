@@ -50,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="read matching measured runs from the store instead of running")
     group.add_argument("--reprofile", action="store_true",
                        help="take a fresh calibration profile even if one is stored")
+    group.add_argument("--rounds", type=int, default=1, metavar="K",
+                       help="measure every configuration K times, interleaved (all once, "
+                            "then all again), and report each by its median round "
+                            "(default 1); K=3 steadies the measured best on a noisy host")
     group.add_argument("--no-refresh", dest="refresh", action="store_false",
                        help="do not re-measure each configuration's CPU contention just "
                             "before its run (use the stored profile as it is)")
@@ -80,8 +84,10 @@ def render(report: ValidationReport) -> str:
              f"{'err':>8} {'S_pred':>6} {'S_meas':>6} {'S err':>8}  status"]
     lines += [row_line(row) for row in report.rows]
     s = report.summary
+    rounds = max((len(row.round_throughputs) for row in report.rows), default=0)
     lines += ["",
-              f"compared {s.compared} of {s.configurations} configurations",
+              f"compared {s.compared} of {s.configurations} configurations" +
+              (f", each by its median of {rounds} rounds" if rounds > 1 else ""),
               f"time per step: median |error| {_pct(s.median_abs_step_error).lstrip('+')}, "
               f"max |error| {_pct(s.max_abs_step_error).lstrip('+')}",
               f"speedup: median |error| {_pct(s.median_abs_speedup_error).lstrip('+')}",
@@ -113,7 +119,9 @@ class ValidateProgress:
             self.profile.prefix = f"{cfg.model} b{cfg.batch_size}: "
             self.console.log(f"calibration profile for {cfg.model} (batch {cfg.batch_size})")
         else:
-            self.console.log(f"measuring {info['runs']} configuration(s) of {cfg.model}")
+            rounds = f" (round {info['round']}/{info['rounds']})" if info["rounds"] > 1 else ""
+            self.console.log(f"measuring {info['runs']} configuration(s) of {cfg.model}"
+                             f"{rounds}")
 
 
 def _verdict(pick: BestPick) -> str:
@@ -135,7 +143,7 @@ def run_validate(args: argparse.Namespace) -> int:
     with view.runs.progress:
         report = validate_configs(configs, args.db, reuse=args.reuse, options=options,
                                   profile_progress=view.profile, run_hook=view.runs,
-                                  on_event=view.event)
+                                  on_event=view.event, rounds=args.rounds)
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
     else:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
+from distbench.errors import UserError
 from distbench.predict import formulas as f
 from distbench.profiling.store_lookup import Profile, StepTimes
 
@@ -211,6 +212,9 @@ class ValidationRow:
     note: str = ""
     #: The measured run's 95 % interval of throughput (samples/s), when stored.
     measured_throughput_ci: tuple[float, float] | None = None
+    #: With ``--rounds`` K > 1: every round's measured throughput (samples/s); the row is
+    #: the round with the median one.
+    round_throughputs: list[float] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -551,22 +555,42 @@ def _calibrate_for(db: str, work: _Workload, cfg: RunConfig) -> None:
         work.profile_id = save_profile(db, work.profile)
 
 
+def median_round(rounds: Sequence[ValidationRow]) -> ValidationRow:
+    """Of one configuration's rounds, the one whose measured throughput is the median (the
+    lower middle one for an even count), with every round's throughput beside it; rounds
+    without a measurement only count when no round has one."""
+    measured = [r for r in rounds if r.measured_throughput is not None]
+    if not measured:
+        return rounds[-1]
+    ordered = sorted(measured, key=lambda r: float(r.measured_throughput or 0.0))
+    chosen = ordered[(len(ordered) - 1) // 2]
+    return replace(chosen, round_throughputs=[float(r.measured_throughput or 0.0)
+                                              for r in measured])
+
+
 def validate_configs(configs: Sequence[RunConfig], db: str, *, reuse: bool = False,
                      options: CalibrationOptions | None = None,
                      profile_progress: Progress | None = None,
                      run_hook: EventHook | None = None,
-                     on_event: EventHook | None = None) -> ValidationReport:
+                     on_event: EventHook | None = None, rounds: int = 1) -> ValidationReport:
     """Profile (if needed), measure (run or reuse) and predict every configuration.
 
     Workloads are handled one at a time (profile, then its runs) and, unless ``reuse`` or
     ``options.refresh`` is off, each run is preceded by a fresh measurement of its CPU
-    contention, so calibration and measurement see the same load on a shared host."""
+    contention, so calibration and measurement see the same load on a shared host. With
+    ``rounds`` > 1 a workload's configurations are measured that many times, interleaved
+    (all of them once, then all again), and each is reported by its median round
+    (``median_round``): drift over the minutes a pass takes then moves every
+    configuration alike instead of favouring the ones measured in a quiet minute."""
     from distbench.harness.session import run_benchmarks
 
+    if rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {rounds}")
     options = options or CalibrationOptions()
     notify = on_event or (lambda kind, info: None)
     rows: list[ValidationRow] = []
-    total = len(configs)
+    total = len(configs) * (1 if reuse else rounds)
+    done = 0
     for cfgs in _profile_groups(configs).values():
         notify("profile", {"config": cfgs[0]})
         splits = any(c.strategy == "ps-sync-split" for c in cfgs)
@@ -577,13 +601,17 @@ def validate_configs(configs: Sequence[RunConfig], db: str, *, reuse: bool = Fal
                 rows.append(compare(cfg, row, profile, pid, _baseline_config(db, row)))
             continue
         work = _Workload(request, profile, pid)
-        notify("measure", {"config": cfgs[0], "runs": len(cfgs)})
-        for cfg in cfgs:
-            if options.refresh:
-                _calibrate_for(db, work, cfg)
-            hook = _renumbered(run_hook, len(rows), total)
-            stored = run_benchmarks([cfg], db, hook)
-            row = stored[0] if stored else None  # none on a node other than rank 0's
-            rows.append(compare(cfg, row, work.profile, work.profile_id,
-                                _baseline_config(db, row)))
+        measured: list[list[ValidationRow]] = [[] for _ in cfgs]
+        for round_index in range(rounds):
+            notify("measure", {"config": cfgs[0], "runs": len(cfgs),
+                               "round": round_index + 1, "rounds": rounds})
+            for cfg, results in zip(cfgs, measured, strict=True):
+                if options.refresh:
+                    _calibrate_for(db, work, cfg)
+                stored = run_benchmarks([cfg], db, _renumbered(run_hook, done, total))
+                done += 1
+                row = stored[0] if stored else None  # none on a node other than rank 0's
+                results.append(compare(cfg, row, work.profile, work.profile_id,
+                                       _baseline_config(db, row)))
+        rows.extend(median_round(results) for results in measured)
     return ValidationReport(rows=rows, summary=summarize(rows))

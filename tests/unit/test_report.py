@@ -165,3 +165,19 @@ def test_figure_helpers() -> None:
     assert list(lines) == ["ddp"] and lines["ddp"][2]["run_id"] == rows[1]["run_id"]
     assert phases_present(rows) == ["data", "forward", "backward", "comm", "update"]
     assert operator_table({"operators": operators(1.0)})["backward: aten::add_"] == 0.01
+
+
+def test_breakdown_hatches_phases_a_framework_could_not_separate() -> None:
+    from distbench.report.figures import UNSEPARATED_LABEL, breakdown_figure
+
+    tf = row(1, "lenet5", "sync", 2, framework="tensorflow",
+             breakdown={"data": 0.001, "backward": 0.03, "comm": 0.002, "update": 0.001},
+             extra={"unseparated_phases": {"backward": ["forward", "backward"]}})
+    torch = row(2, "lenet5", "ddp", 2)
+    figure = breakdown_figure([tf, torch]).figure
+    hatched = [p for ax in figure.axes for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 1 and hatched[0].get_height() == pytest.approx(30.0)  # ms
+    labels = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert labels[-1] == UNSEPARATED_LABEL
+    plain = breakdown_figure([torch]).figure
+    assert not [p for ax in plain.axes for p in ax.patches if p.get_hatch()]

@@ -113,12 +113,31 @@ def _draw_breakdown(ax: Axes, title: str, rows: Sequence[Row], phases: Sequence[
         values = [(r.get("breakdown") or {}).get(phase, 0.0) * 1e3 for r in rows]
         ax.bar(positions, values, bottom=bottom, color=phase_color(phase), label=phase,
                width=0.7)
+        _hatch_unseparated(ax, rows, phase, values, bottom)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_xticks(positions, [bar_label(r, frameworks, duplicates) for r in rows],
                   fontsize="small")
     ax.set_ylabel("ms per step")
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
+
+
+UNSEPARATED_LABEL = "several phases"
+
+
+def _hatch_unseparated(ax: Axes, rows: Sequence[Row], phase: str, values: Sequence[float],
+                       bottom: Sequence[float]) -> None:
+    """Hatch the segments where a framework could not separate phases (TensorFlow's
+    ``backward`` includes its forward pass: ``extra.unseparated_phases``)."""
+    marked = [i for i, r in enumerate(rows)
+              if phase in ((r.get("extra") or {}).get("unseparated_phases") or {}) and values[i]]
+    if not marked:
+        return
+    labelled = UNSEPARATED_LABEL in ax.get_legend_handles_labels()[1]
+    ax.bar([float(i) for i in marked], [values[i] for i in marked],
+           bottom=[bottom[i] for i in marked], width=0.7, facecolor="none",
+           edgecolor="0.15", hatch="//", linewidth=0.0,
+           label=None if labelled else UNSEPARATED_LABEL)
 
 
 def breakdown_figure(rows: Sequence[Row]) -> ReportFigure:
@@ -128,17 +147,26 @@ def breakdown_figure(rows: Sequence[Row]) -> ReportFigure:
     fig, axes = panel_grid(len(groups), width=max(PANEL_W, 0.9 * widest + 1.5))
     for ax, (title, members) in zip(axes, groups.items(), strict=True):
         _draw_breakdown(ax, title, members, phases)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles[::-1], labels[::-1], loc="center right", fontsize="small",
+    legend: dict[str, Any] = {}
+    for ax in axes:  # every panel's entries once: the hatch may be in any of them
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    hatch = legend.pop(UNSEPARATED_LABEL, None)
+    labels = list(legend)[::-1] + ([UNSEPARATED_LABEL] if hatch else [])
+    handles = list(legend.values())[::-1] + ([hatch] if hatch else [])
+    fig.legend(handles, labels, loc="center right", fontsize="small",
                title="phase")  # reversed: top of the legend = top of the stack
     fig.suptitle("Per-step time breakdown")
-    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.0 / fig.get_figwidth(), 1.0))
+    margin = (1.35 if hatch else 1.0) / fig.get_figwidth()  # room for the legend
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - margin, 1.0))
     return ReportFigure("breakdown", "Where a step's time goes", (
         "Stacked bars, one per run (strategy × workers, framework where several): the mean "
         "time per training step of the slowest worker, split into phases. comm is "
         "communication left exposed after backward; pull/push are parameter-server transfers; "
-        "wait is time blocked on other workers. Drawn per step, as study 002 draws per "
-        "training run."), fig)
+        "wait is time blocked on other workers. A hatched segment holds several phases the "
+        "framework could not time apart (TensorFlow's backward includes its forward pass; "
+        "each run's extra.unseparated_phases says which). Drawn per step, as study 002 "
+        "draws per training run."), fig)
 
 
 def _scaling_panels(rows: Sequence[Row], title: str,

@@ -22,6 +22,7 @@ from distbench.predict.validate import (
     median_round,
     predict_case,
     ranks,
+    rebased_speedups,
     relative_error,
     spearman,
     summarize,
@@ -111,6 +112,17 @@ def test_median_round_reports_the_middle_measurement_with_all_rounds() -> None:
     assert median_round([failed]) is failed
     text = render(ValidationReport([chosen], summarize([chosen])))
     assert "each by its median of 3 rounds" in text
+
+
+def test_speedups_of_median_rounds_are_over_the_median_sequential_round() -> None:
+    seq = row("sequential", 1, 1.0, 1.0, p_speedup=1.0, m_speedup=1.0)
+    ddp = row("ddp", 2, 1.0, 1.6, p_speedup=2.0, m_speedup=3.5)  # over another round's
+    rebased = rebased_speedups([seq, ddp])
+    # ddp: 64/1.6 = 40 samples/s over sequential's 32/1.0
+    assert rebased[1].measured_speedup == pytest.approx(1.25)
+    assert rebased[1].speedup_error == pytest.approx(2.0 / 1.25 - 1)
+    assert rebased[0].measured_speedup == pytest.approx(1.0)
+    assert rebased_speedups([ddp]) == [ddp]  # no sequential run: left as stored
 
 
 def test_rounds_below_one_are_refused(db_path: Path) -> None:

@@ -613,5 +613,25 @@ def validate_configs(configs: Sequence[RunConfig], db: str, *, reuse: bool = Fal
                 row = stored[0] if stored else None  # none on a node other than rank 0's
                 results.append(compare(cfg, row, work.profile, work.profile_id,
                                        _baseline_config(db, row)))
-        rows.extend(median_round(results) for results in measured)
+        chosen = [median_round(results) for results in measured]
+        rows.extend(rebased_speedups(chosen) if rounds > 1 else chosen)
     return ValidationReport(rows=rows, summary=summarize(rows))
+
+
+def rebased_speedups(rows: Sequence[ValidationRow]) -> list[ValidationRow]:
+    """Measured speedups of one workload's median rounds over its sequential run's median
+    round. A median round's stored speedup is over the sequential run of *its* round,
+    which need not be the median one; both sides must be medians."""
+    base = next((r for r in rows if r.strategy == "sequential" and r.workers == 1
+                 and r.measured_throughput), None)
+    if base is None or not base.measured_throughput:
+        return list(rows)
+    out = []
+    for row in rows:
+        if row.measured_throughput is None:
+            out.append(row)
+            continue
+        speedup = row.measured_throughput / base.measured_throughput
+        out.append(replace(row, measured_speedup=speedup,
+                           speedup_error=relative_error(row.predicted_speedup, speedup)))
+    return out

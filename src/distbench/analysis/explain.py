@@ -309,10 +309,10 @@ def context_notes(a: dict[str, Any], b: dict[str, Any], phase: Delta | None,
         notes.append("operators compared by common names (docs/frameworks.md, \"Operator "
                      "profiles\"); a name with a framework: prefix has no counterpart")
     for group in unseparated_groups(a, b):
-        notes.append(f"{merged_name(group)}: a run times these phases as one, so both runs' "
-                     "are compared added up" + (" and operators over all phases"
-                                                if phase is not None and phase.name ==
-                                                merged_name(group) else ""))
+        over_all = phase is not None and phase.name == merged_name(group)
+        notes.append(f"{merged_name(group)}: a run times these phases as one, so they are "
+                     "added up in both runs" + (" and operators are compared over all phases"
+                                                if over_all else ""))
     if phase is not None and phase.name in COMM_PHASES and scope != "none":
         notes.append(f"{phase.name} is mostly waiting on other ranks or the network; "
                      "operators cover only the CPU work around it")

@@ -181,6 +181,10 @@ def test_the_adapters_window_is_the_pytorch_profilers(warmup: int, steps: int) -
     assert [s for s in calls if mine.touched(s)] == list(window.touched)
     assert [s for s in calls if mine.recorded(s)] == list(window.recorded)
     assert mine.starts(window.touched[0]) and mine.ends(window.recorded[-1])
+    ended = [s for s in calls if mine.after_step(s, 100.0 + s, 0.5)]
+    assert ended == [window.recorded[-1]]
+    assert mine.span == (100.0 + window.recorded[0], 100.5 + window.recorded[-1])
+    assert mine.step_extra(window.touched[0]) == {"profiled": True}
 
 
 def test_mxnet_trace_events_pair_begin_and_end_per_thread() -> None:

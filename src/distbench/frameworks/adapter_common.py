@@ -132,6 +132,8 @@ class OpWindow:
         self.first = int(window["wait"])
         self.recorded_from = self.first + int(window["warmup"])
         self.last = self.recorded_from + int(window["active"]) - 1
+        #: Wall-clock start of the first recorded step and end of the last one so far.
+        self.span = (float("inf"), 0.0)
 
     def starts(self, step: int) -> bool:
         return step == self.first
@@ -144,6 +146,17 @@ class OpWindow:
 
     def recorded(self, step: int) -> bool:
         return self.recorded_from <= step <= self.last
+
+    def step_extra(self, step: int) -> dict[str, Any]:
+        """What the step's record carries: touched steps are left out of the timings."""
+        return {"profiled": True} if self.touched(step) else {}
+
+    def after_step(self, step: int, start: float, seconds: float) -> bool:
+        """Note a finished step (wall-clock start, duration); True after the last one, when
+        the profiler is to stop and write its events."""
+        if self.recorded(step):
+            self.span = (min(self.span[0], start), max(self.span[1], start + seconds))
+        return self.ends(step)
 
 
 def op_window(job: dict[str, Any]) -> OpWindow | None:

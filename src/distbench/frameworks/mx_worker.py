@@ -271,13 +271,11 @@ def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode) -> No
         mx.nd.waitall()
         timer.mark("comm" if mode == "async" else "update")
         step_time, phases = timer.end_step()
-        extra = {"profiled": True} if window and window.touched(step) else {}
+        extra = window.step_extra(step) if window else {}
         recorder.step(step, step < job["warmup"], timer.start_wall, step_time, len(yb),
                       phases, loss=float(loss.asscalar()), **extra)
-        if window and window.recorded(step):
-            profiler.cover(timer.start_wall, timer.start_wall + step_time)
-        if window and window.ends(step):
-            profiler.finish()
+        if window and window.after_step(step, timer.start_wall, step_time):
+            profiler.finish(window.span)
 
 
 class OpProfiler:
@@ -290,7 +288,6 @@ class OpProfiler:
     def __init__(self, mx, job, rank: int) -> None:
         self.mx, self.run_dir, self.rank = mx, job["run_dir"], rank
         self.trace = str(Path(job["run_dir"]) / f"trace_rank{rank}.json")
-        self.span = [float("inf"), 0.0]
 
     def start(self) -> None:
         self.mx.profiler.set_config(profile_symbolic=True, profile_imperative=True,
@@ -298,16 +295,13 @@ class OpProfiler:
                                     aggregate_stats=False, filename=self.trace)
         self.mx.profiler.set_state("run")
 
-    def cover(self, start: float, end: float) -> None:
-        self.span = [min(self.span[0], start), max(self.span[1], end)]
-
-    def finish(self) -> None:
+    def finish(self, span) -> None:
         self.mx.profiler.set_state("stop")
         self.mx.profiler.dump(finished=True)
         trace = json.loads(Path(self.trace).read_text(encoding="utf-8"))
         common.write_op_events(self.run_dir, self.rank, FRAMEWORK, "mx.profiler",
                                trace_op_events(trace.get("traceEvents", [])),
-                               (self.span[0], self.span[1]))
+                               span)
 
 
 def trace_op_events(trace_events) -> list:

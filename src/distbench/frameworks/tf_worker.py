@@ -366,13 +366,11 @@ def _sync_loop(tf, job, trainer, recorder, batches, all_reduce: bool) -> None:
         loss_value = float(trainer.local(loss))
         timer.mark("update")
         step_time, phases = timer.end_step()
-        extra = {"profiled": True} if window and window.touched(step) else {}
+        extra = window.step_extra(step) if window else {}
         recorder.step(step, step < job["warmup"], timer.start_wall, step_time, len(yb),
                       phases, loss=loss_value, **extra)
-        if window and window.recorded(step):
-            profiler.cover(timer.start_wall, timer.start_wall + step_time)
-        if window and window.ends(step):
-            profiler.finish()
+        if window and window.after_step(step, timer.start_wall, step_time):
+            profiler.finish(window.span)
 
 
 class OpProfiler:
@@ -386,7 +384,6 @@ class OpProfiler:
     def __init__(self, tf, job, rank: int) -> None:
         self.tf, self.run_dir, self.rank = tf, job["run_dir"], rank
         self.logdir = str(Path(job["run_dir"]) / f"tf_profile_rank{rank}")
-        self.span = [float("inf"), 0.0]
         self.started_wall = 0.0
 
     def start(self) -> None:
@@ -397,15 +394,12 @@ class OpProfiler:
         self.started_wall = time.time()
         self.tf.profiler.experimental.start(self.logdir, options=options)
 
-    def cover(self, start: float, end: float) -> None:
-        self.span = [min(self.span[0], start), max(self.span[1], end)]
-
-    def finish(self) -> None:
+    def finish(self, span) -> None:
         self.tf.profiler.experimental.stop()
         common.write_op_events(self.run_dir, self.rank, FRAMEWORK,
                                "tf.profiler (XSpace host plane)",
                                xplane_op_events(self.logdir, self.started_wall),
-                               (self.span[0], self.span[1]))
+                               span)
 
 
 def xplane_op_events(logdir: str, fallback_start_s: float) -> list[dict]:

@@ -34,6 +34,9 @@ def test_profile_lenet5_stores_positive_times(db_path: Path,
         assert 65536 in link.sizes and all(t > 0 for t in link.seconds)
     assert profile.weight_bytes in profile.p2p.sizes  # its point is t_comm
     assert profile.ps_overhead is not None and profile.ps_overhead >= 0
+    assert profile.ddp_overhead is not None and abs(profile.ddp_overhead) < profile.t_grad
+    two = profile.loaded_allreduce(2, max(1, profile.cores // 2))
+    assert two is not None and two > 0  # the DDP level of two workers
     assert profile.grad_bytes in profile.allreduce.sizes
     assert profile.weight_bytes == profile.grad_bytes > 200_000  # lenet5: ~61.7 k floats
     pairs = {(c.processes, c.threads) for c in profile.contended}

@@ -30,6 +30,7 @@ from distbench.predict.validate import (
 )
 from distbench.profiling.store_lookup import (
     LinkFit,
+    LoadedAllReduce,
     Profile,
     StepTimes,
     contention_pairs,
@@ -220,6 +221,41 @@ def test_ddp_behind_a_shaped_link_overlaps_even_on_a_full_host() -> None:
     t_ar = 2 * 5e-5 + 40_000_000 / 5e8
     overlap = 1 - f.DDP_DEFAULT_BUCKET_BYTES / 40_000_000
     assert pred.step_time == pytest.approx(0.66 + max(0.0, t_ar - overlap * 0.44) + 0.03)
+
+
+def test_ddp_machinery_joins_every_ddp_step_even_with_one_rank() -> None:
+    p = make_profile(ddp_overhead=0.004)
+    one = predict_case(case("ddp", 1, 2), p)
+    sequential = predict_case(case("sequential", 1, 2), p)
+    assert one is not None and sequential is not None
+    assert one.step_time == pytest.approx(sequential.step_time + 0.004)  # no tie to break
+    two = predict_case(case("ddp", 2, 1), p)
+    assert two is not None
+    assert two.step_time == pytest.approx(0.66 + 2 * 5e-5 + 40_000_000 / 5e8 + 0.03 + 0.004)
+
+
+def test_ddp_on_a_saturated_host_uses_the_all_reduce_measured_after_a_step() -> None:
+    loaded = [LoadedAllReduce(processes=2, threads=1, seconds=0.2, repeats=9)]
+    p = make_profile(ddp_overhead=0.004, allreduce_loaded=loaded)
+    pred = predict_case(case("ddp", 2, 1), p)
+    assert pred is not None
+    assert pred.step_time == pytest.approx(0.66 + 0.2 + 0.03 + 0.004)
+    assert pred.comm == pytest.approx(0.2) and "measured" in pred.formula
+    free = predict_case(case("ddp", 2, 1), replace(p, cores=4))  # a spare core: the ring
+    assert free is not None and "bucket overlap" in free.formula
+    shaped = predict_case(case("ddp", 2, 1), replace(p, network="bandwidth=100mbit"))
+    assert shaped is not None and "ring" in shaped.formula
+
+
+def test_profile_round_trips_ddp_costs() -> None:
+    loaded = [LoadedAllReduce(processes=2, threads=1, seconds=0.2, repeats=9)]
+    p = make_profile(ddp_overhead=0.004, allreduce_loaded=loaded)
+    back = Profile.from_dict(p.to_dict())
+    assert back == p and back.loaded_allreduce(2, 1) == 0.2
+    assert back.loaded_allreduce(2, 2) is None
+    old = p.to_dict()
+    del old["ddp_overhead"], old["allreduce_loaded"]  # a profile stored before they were
+    assert Profile.from_dict(old).ddp_overhead is None
 
 
 def test_ps_sync_join_central_two_workers() -> None:

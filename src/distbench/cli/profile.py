@@ -117,7 +117,18 @@ def profile_lines(profile: Profile) -> list[str]:
     for c in profile.contended:
         lines.append(f"    {c.processes} x {c.threads}: {c.t_grad * ms:.2f} / "
                      f"{c.t_grad_max * ms:.2f} ms, step {c.t_step * ms:.2f} ms")
-    return lines
+    return lines + ddp_lines(profile)
+
+
+def ddp_lines(profile: Profile) -> list[str]:
+    """DDP's measured extras (absent from profiles taken before they were measured)."""
+    if profile.ddp_overhead is None:
+        return []
+    ms = 1e3
+    loaded = ", ".join(f"{a.processes} x {a.threads}: {a.seconds * ms:.2f} ms"
+                       for a in profile.allreduce_loaded)
+    return [f"  DDP machinery +{profile.ddp_overhead * ms:.3f} ms per step (one rank)"
+            + (f"; all-reduce after a step {loaded}" if loaded else "")]
 
 
 def run_profile(args: argparse.Namespace) -> int:

@@ -127,10 +127,7 @@ def predict_case(case: Case, profile: Profile) -> Prediction | None:
     if case.strategy == "sequential":
         step, comm, formula = grad + overhead, 0.0, "t_grad + data + update"
     elif case.strategy == "ddp":
-        # On loopback moving bytes is CPU work: with no spare core nothing hides behind the
-        # backward pass. Behind a shaped link the wire sets the pace and the CPU is free.
-        saturated = profile.network is None and n * case.threads >= profile.cores
-        step, comm, formula = _ddp_step(profile, n, grad, backward, overhead, saturated)
+        step, comm, formula = _ddp_step(case, profile, grad, backward, overhead)
     elif case.strategy == "ps-async":
         step, comm, formula = _ps_async_step(case, profile, grad + overhead)
     else:
@@ -140,17 +137,32 @@ def predict_case(case: Case, profile: Profile) -> Prediction | None:
                       comm=comm, formula=f"{formula}; compute {label}")
 
 
-def _ddp_step(profile: Profile, n: int, grad: float, backward: float, overhead: float,
-              saturated: bool) -> tuple[float, float, str]:
-    """Ring all-reduce behind the backward pass. Overlap needs a free core: gloo reduces and
-    copies on CPU threads, so when the workers' threads already fill every core
-    (``saturated``) the all-reduce is added in full instead of hidden."""
+def _ddp_step(case: Case, profile: Profile, grad: float, backward: float,
+              overhead: float) -> tuple[float, float, str]:
+    """DDP's step: compute, the all-reduce and DDP's per-step machinery
+    (``profile.ddp_overhead``, 0 in older profiles).
+
+    The all-reduce is the ring formula, hidden behind backward by the bucket overlap, when
+    it has room: behind a shaped link the wire sets the pace and the CPU is free, and with a
+    spare core gloo's threads run beside the backward pass. When the workers' threads fill
+    every core on loopback moving bytes is CPU work that nothing hides, and it is slower
+    than between idle ranks: the profile's all-reduce measured right after a step is added
+    in full (the ring formula, unhidden, where the profile lacks it)."""
+    n, machinery = case.workers, profile.ddp_overhead or 0.0
+    if n == 1:
+        return grad + overhead + machinery, 0.0, "ddp, one rank: compute + DDP machinery"
+    saturated = profile.network is None and n * case.threads >= profile.cores
+    loaded = profile.loaded_allreduce(n, case.threads) if saturated else None
+    if loaded is not None:
+        return (grad + loaded + overhead + machinery, loaded,
+                "ddp: all-reduce after a step (measured, no spare core) + DDP machinery")
     ar = profile.allreduce
-    t_ar = f.ring_allreduce_time(n, profile.grad_bytes, ar.alpha, ar.beta) if n > 1 else 0.0
+    t_ar = f.ring_allreduce_time(n, profile.grad_bytes, ar.alpha, ar.beta)
     overlap = 0.0 if saturated else f.ddp_default_overlap(profile.grad_bytes)
-    step = f.ddp_step_time(grad, t_ar, backward, overlap) + overhead
+    step = f.ddp_step_time(grad, t_ar, backward, overlap) + overhead + machinery
     why = "no spare core" if saturated else "bucket"
-    return step, t_ar, f"ddp: ring all-reduce (alpha, beta), {why} overlap {overlap:.2f}"
+    return step, t_ar, (f"ddp: ring all-reduce (alpha, beta), {why} overlap {overlap:.2f}"
+                        " + DDP machinery")
 
 
 def ps_transfer_time(profile: Profile) -> float:

@@ -14,6 +14,10 @@ Where to start: :func:`profile_model` runs every measurement and returns a
   ping-pong of one flat buffer of the weight size (``t_comm`` = half the round trip), a
   point-to-point size sweep and an all-reduce size sweep; :func:`fit_latency_bandwidth`
   fits ``t = a + bytes·b`` to each sweep.
+- **parameter-server transfer** (``ps_transfer``): the protocol's cost per weight transfer
+  beyond the raw bytes.
+- **DDP's costs** (:func:`measure_ddp_costs`, ``ddp_costs``): its per-step machinery with
+  one rank, and the all-reduce right after a step at each DDP level of ``workers``.
 
 Every spawned group runs under a wall-clock timeout and is killed when it overruns, so a
 calibration never hangs. Medians everywhere; repeats are the caller's choice.
@@ -42,8 +46,15 @@ import torch.distributed as dist
 from distbench.config import RunConfig
 from distbench.errors import RunFailed, UserError
 from distbench.harness.timer import PhaseTimer
+from distbench.profiling.ddp_costs import StepCount, measure_ddp_overhead, measure_loaded_allreduce
 from distbench.profiling.ps_transfer import measure_ps_transfer
-from distbench.profiling.store_lookup import LinkFit, Profile, StepTimes, contention_pairs
+from distbench.profiling.store_lookup import (
+    LinkFit,
+    LoadedAllReduce,
+    Profile,
+    StepTimes,
+    contention_pairs,
+)
 from distbench.strategies.common import build_module, build_workload, default_step
 
 KIB = 1024
@@ -428,7 +439,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
         raise UserError("--workers and --repeats must be at least 1, --warmup at least 0")
     notify = progress or (lambda what, done, total: None)
     plan = _plan(req)
-    total = len(plan) + 2
+    total = len(plan) + 3
     measured: list[StepTimes] = []
     for done, (label, processes, threads, batch) in enumerate(plan):
         notify(label, done, total)
@@ -442,10 +453,38 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
     notify("parameter-server transfer (pull + push without compute)", len(plan) + 1, total)
     one_thread = next((m for m in measured if (m.processes, m.threads) == (1, 1)), measured[0])
     ps_overhead = measure_ps_transfer(req.cfg, req.repeats, req.timeout, one_thread.t_grad)
+    notify("DDP machinery and the all-reduce after a step", len(plan) + 2, total)
+    ddp_overhead, loaded = measure_ddp_costs(req, measured, grad_bytes)
     notify("done", total, total)
     profile = _assemble(req, measured, (weight_bytes, grad_bytes, tensors),
                         (t_comm, p2p, allreduce))
-    return replace(profile, ps_overhead=ps_overhead)
+    return replace(profile, ps_overhead=ps_overhead, ddp_overhead=ddp_overhead,
+                   allreduce_loaded=loaded)
+
+
+def ddp_levels(workers: int, cores: int) -> list[tuple[int, int]]:
+    """(ranks, threads each) of the DDP runs of 2..``workers`` workers on this host."""
+    return [(k, max(1, cores // k)) for k in range(2, workers + 1)]
+
+
+def measure_ddp_costs(req: ProfileRequest, measured: list[StepTimes],
+                      grad_bytes: int) -> tuple[float, list[LoadedAllReduce]]:
+    """``ddp_costs``: the one-rank machinery at the base thread count, then the all-reduce
+    after a step for every DDP level of ``req.workers``, each timed about as long as a
+    gradient measurement (``req.min_seconds``)."""
+    def count(step: float) -> StepCount:
+        return StepCount.lasting(req.min_seconds, step, req.warmup, req.repeats,
+                                 req.max_repeats)
+
+    base = measured[0]
+    overhead = measure_ddp_overhead(req.cfg, base.threads, count(2 * base.t_step),
+                                    req.timeout)
+    loaded = []
+    for k, t in ddp_levels(req.workers, os.cpu_count() or 1):
+        level = next((m for m in measured if (m.processes, m.threads) == (k, t)), base)
+        loaded.append(measure_loaded_allreduce(req.cfg, k, t, grad_bytes,
+                                               count(level.t_step_max), req.timeout))
+    return overhead, loaded
 
 
 def _assemble(req: ProfileRequest, measured: list[StepTimes], sizes: tuple[int, int, int],

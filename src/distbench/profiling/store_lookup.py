@@ -59,6 +59,19 @@ class LinkFit:
 
 
 @dataclass(frozen=True)
+class LoadedAllReduce:
+    """An all-reduce of the gradient bytes right after a training step, ``processes`` ranks
+    of ``threads`` threads on this host (``profiling.ddp_costs``): the median over
+    ``repeats`` steps of the time from the last rank's end of backward to the last rank's
+    end of the all-reduce."""
+
+    processes: int
+    threads: int
+    seconds: float
+    repeats: int
+
+
+@dataclass(frozen=True)
 class Profile:
     """One model's calibration on one host: everything the speedup model may use.
 
@@ -99,6 +112,11 @@ class Profile:
     # the serving thread, bookkeeping), measured on loopback (``ps_transfer``). None in
     # profiles from before it was measured.
     ps_overhead: float | None = None
+    # DDP's own cost per step beyond a plain step (one rank: hooks, bucket copies, the comm
+    # hook) and the all-reduce right after a step at each contention level
+    # (``ddp_costs``). None / empty in profiles from before they were measured.
+    ddp_overhead: float | None = None
+    allreduce_loaded: list[LoadedAllReduce] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +128,8 @@ class Profile:
         values["p2p"] = LinkFit(**data["p2p"])
         values["allreduce"] = LinkFit(**data["allreduce"])
         values["contended"] = [StepTimes(**c) for c in data.get("contended", [])]
+        values["allreduce_loaded"] = [LoadedAllReduce(**a)
+                                      for a in data.get("allreduce_loaded", [])]
         return cls(**values)
 
     def step_times(self, processes: int, threads: int) -> StepTimes | None:
@@ -117,6 +137,13 @@ class Profile:
         for entry in self.contended:
             if entry.processes == processes and entry.threads == threads:
                 return entry
+        return None
+
+    def loaded_allreduce(self, processes: int, threads: int) -> float | None:
+        """The all-reduce after a step measured for exactly this many ranks and threads."""
+        for entry in self.allreduce_loaded:
+            if entry.processes == processes and entry.threads == threads:
+                return entry.seconds
         return None
 
 

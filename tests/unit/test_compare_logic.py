@@ -3,6 +3,8 @@ on (layouts, flatten order, batch-norm conventions), without TensorFlow or MXNet
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -202,7 +204,8 @@ def test_run_config_consults_the_adapter_for_strategies() -> None:
         RunConfig(model="lenet5", framework="tensorflow", strategy="sequential", workers=2)
 
 
-def test_envs_live_under_distbench_envs(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_envs_live_under_distbench_envs(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
     monkeypatch.setenv("DISTBENCH_ENVS", str(tmp_path))
     assert envs_root() == tmp_path
     rows = {row.name: row for row in list_envs()}

@@ -86,8 +86,9 @@ def test_groups_split_compute_from_communication() -> None:
 def test_dominant_follows_the_direction_of_the_total() -> None:
     deltas = [Delta("forward", 1, 0.2, -0.8), Delta("comm", 0, 0.5, 0.5),
               Delta("backward", 1, 1.4, 0.4)]
-    assert dominant(deltas, total=0.1).name == "comm"  # the biggest *increase*
-    assert dominant(deltas, total=-0.1).name == "forward"
+    up, down = dominant(deltas, total=0.1), dominant(deltas, total=-0.1)
+    assert up is not None and up.name == "comm"  # the biggest *increase*
+    assert down is not None and down.name == "forward"
     assert dominant([], 1.0) is None
 
 

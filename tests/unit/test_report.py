@@ -168,6 +168,8 @@ def test_figure_helpers() -> None:
 
 
 def test_breakdown_hatches_phases_a_framework_could_not_separate() -> None:
+    from matplotlib.patches import Rectangle
+
     from distbench.report.figures import UNSEPARATED_LABEL, breakdown_figure
 
     tf = row(1, "lenet5", "sync", 2, framework="tensorflow",
@@ -175,7 +177,8 @@ def test_breakdown_hatches_phases_a_framework_could_not_separate() -> None:
              extra={"unseparated_phases": {"backward": ["forward", "backward"]}})
     torch = row(2, "lenet5", "ddp", 2)
     figure = breakdown_figure([tf, torch]).figure
-    hatched = [p for ax in figure.axes for p in ax.patches if p.get_hatch()]
+    hatched = [p for ax in figure.axes for p in ax.patches
+               if isinstance(p, Rectangle) and p.get_hatch()]
     assert len(hatched) == 1 and hatched[0].get_height() == pytest.approx(30.0)  # ms
     labels = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
     assert labels[-1] == UNSEPARATED_LABEL

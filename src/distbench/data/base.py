@@ -10,6 +10,7 @@ is the single definition of "what the model sees" (channels, bilinear resize, (x
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +56,15 @@ class LoadRequest:
         return "train" if self.train else "test"
 
 
-class SizedDataset(Dataset[tuple[Tensor, Tensor]]):
-    """A map-style dataset of (x, y) pairs that knows its length (torch's Dataset does not say)."""
+class SizedDataset(Dataset[tuple[Tensor, Tensor]], ABC):
+    """A map-style dataset of (x, y) pairs that knows its length (torch's Dataset does not say).
+    Abstract: every loader's dataset says how long it is and how to get one item."""
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+    @abstractmethod
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]: ...
 
 
 class TensorPairDataset(SizedDataset):

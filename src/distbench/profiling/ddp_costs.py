@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from statistics import median
@@ -37,8 +37,9 @@ import torch
 import torch.distributed as dist
 
 from distbench.config import RunConfig
+from distbench.harness.timer import PhaseTimer
 from distbench.profiling.store_lookup import LoadedAllReduce
-from distbench.strategies.common import Workload, build_workload, fetch_batch
+from distbench.strategies.common import Workload, build_workload, default_step, fetch_batch
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,11 @@ class StepCount:
         return cls(warmup, max(least, min(most, wanted)))
 
 
-def _plain_step(work: Workload, model: torch.nn.Module) -> float:
-    """One training step of ``model`` (``work.model`` or its DDP wrapper); its seconds."""
-    start = time.perf_counter()
-    x, y = fetch_batch(work, torch.device("cpu"))
-    work.loss_fn(model(x), y).backward()
-    work.optimizer.step()
-    work.optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+def _timed_step(work: Workload) -> float:
+    """Seconds of one ``default_step`` of ``work`` (its model plain or DDP-wrapped)."""
+    timer = PhaseTimer()
+    default_step(work, torch.device("cpu"), timer)
+    return timer.end_step()[0]
 
 
 def _group(rank: int, world: int, store_path: str, timeout: float) -> None:
@@ -87,15 +85,15 @@ def _machinery_child(index: int, store_path: str, cfg_dict: dict[str, Any], thre
         cfg = RunConfig.from_dict(cfg_dict)
         plain = build_workload(cfg, torch.device("cpu"), cfg.batch_size, 0, 1)
         wrapped = build_workload(cfg, torch.device("cpu"), cfg.batch_size, 0, 1)
-        ddp = DistributedDataParallel(wrapped.model)
+        wrapped = replace(wrapped, model=DistributedDataParallel(wrapped.model))
         differences = []
         for pair in range(count.warmup + count.timed):
             if pair % 2 == 0:
-                base = _plain_step(plain, plain.model)
-                with_ddp = _plain_step(wrapped, ddp)
+                base = _timed_step(plain)
+                with_ddp = _timed_step(wrapped)
             else:
-                with_ddp = _plain_step(wrapped, ddp)
-                base = _plain_step(plain, plain.model)
+                with_ddp = _timed_step(wrapped)
+                base = _timed_step(plain)
             if pair >= count.warmup:
                 differences.append(with_ddp - base)
         _leave_group()
@@ -162,6 +160,6 @@ def measure_loaded_allreduce(cfg: RunConfig, processes: int, threads: int, grad_
                 for rank in range(processes)]
         per_rank = run_group(_loaded_child, args, timeout,
                              f"all-reduce after a step ({processes} x {threads} threads)")
-    waits = after_last_backward([[tuple(m) for m in marks] for marks in per_rank])
+    waits = after_last_backward(per_rank)
     return LoadedAllReduce(processes=processes, threads=threads, seconds=float(median(waits)),
                            repeats=len(waits))

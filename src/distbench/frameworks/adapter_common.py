@@ -163,13 +163,18 @@ def op_window(job: dict[str, Any]) -> OpWindow | None:
     return OpWindow(job["profile"]) if job.get("profile") else None
 
 
+def op_events_file(run_dir: str | Path, rank: int) -> Path:
+    """Where a worker writes its operator events (the launcher reads them there)."""
+    return Path(run_dir) / f"op_events_rank{rank}.json"
+
+
 def write_op_events(run_dir: str, rank: int, framework: str, source: str,
                     events: list[dict[str, Any]], span: tuple[float, float]) -> None:
     """Operator events (``name``, ``start_s`` on the wall clock, ``self_us``, ``total_us``,
     ``thread``) that started inside ``span`` (the recorded steps), as one JSON file."""
     start, end = span
     kept = [e for e in events if start <= e["start_s"] < end]
-    write_json(str(Path(run_dir) / f"op_events_rank{rank}.json"),
+    write_json(str(op_events_file(run_dir, rank)),
                {"framework": framework, "source": source, "events": kept})
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from distbench.config import RunConfig
 from distbench.frameworks import adapter_strategy, get_adapter
+from distbench.frameworks.adapter_common import op_events_file
 from distbench.frameworks.envs import require_env
 from distbench.frameworks.weights import batch_to_framework, save_npz, to_framework
 from distbench.harness.launcher import (
@@ -224,10 +225,6 @@ def launch_adapter(cfg: RunConfig, run_dir: Path,
 
 
 # ------------------------------------------------------------------------------ operator profiles
-
-def op_events_file(run_dir: Path, rank: int) -> Path:
-    return run_dir / f"op_events_rank{rank}.json"
-
 
 def summarize_op_events(cfg: RunConfig, run_dir: Path) -> list[Path]:
     """Turn each rank's ``op_events_rank{R}.json`` (written by a TensorFlow or MXNet worker)

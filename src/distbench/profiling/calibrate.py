@@ -471,7 +471,8 @@ def measure_ddp_costs(req: ProfileRequest, measured: list[StepTimes],
                       grad_bytes: int) -> tuple[float, list[LoadedAllReduce]]:
     """``ddp_costs``: the one-rank machinery at the base thread count, then the all-reduce
     after a step for every DDP level of ``req.workers``, each timed about as long as a
-    gradient measurement (``req.min_seconds``)."""
+    gradient measurement (``req.min_seconds``). Behind ``--network`` the all-reduce is not
+    measured: it would run on loopback, and there the wire, not the CPU, sets its pace."""
     def count(step: float) -> StepCount:
         return StepCount.lasting(req.min_seconds, step, req.warmup, req.repeats,
                                  req.max_repeats)
@@ -480,7 +481,8 @@ def measure_ddp_costs(req: ProfileRequest, measured: list[StepTimes],
     overhead = measure_ddp_overhead(req.cfg, base.threads, count(2 * base.t_step),
                                     req.timeout)
     loaded = []
-    for k, t in ddp_levels(req.workers, os.cpu_count() or 1):
+    levels = ddp_levels(req.workers, os.cpu_count() or 1) if req.cfg.network is None else []
+    for k, t in levels:
         level = next((m for m in measured if (m.processes, m.threads) == (k, t)), base)
         loaded.append(measure_loaded_allreduce(req.cfg, k, t, grad_bytes,
                                                count(level.t_step_max), req.timeout))

@@ -60,26 +60,44 @@ def worker(rank: int, world: int, max_bytes: int) -> None:
     for size in (s for s in SIZES if s <= max_bytes):
         seconds = time_all_reduce(size, repeats_for(size))
         algbw = size / seconds
-        rows.append({"bytes": size, "seconds": seconds, "algbw_bytes_s": algbw,
-                     "busbw_bytes_s": algbw * 2 * (world - 1) / world})
+        rows.append(
+            {
+                "bytes": size,
+                "seconds": seconds,
+                "algbw_bytes_s": algbw,
+                "busbw_bytes_s": algbw * 2 * (world - 1) / world,
+            }
+        )
     if rank == 0:
         print(RESULT_MARK + json.dumps(rows), flush=True)
     dist.barrier()
     dist.destroy_process_group()
 
 
-def measure(rate: str, hosts: int, max_bytes: int, timeout: float,
-            extra: str = "") -> list[dict[str, Any]]:
+def measure(
+    rate: str, hosts: int, max_bytes: int, timeout: float, extra: str = ""
+) -> list[dict[str, Any]]:
     """Build a ``hosts``-host network at ``rate`` and run the all-reduce sweep on it."""
     from distbench.netem import emulated_network, parse_network, run_on_hosts
 
-    argv = [sys.executable, __file__, "--worker", "--world", str(hosts),
-            "--max-bytes", str(max_bytes)]
+    argv = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--world",
+        str(hosts),
+        "--max-bytes",
+        str(max_bytes),
+    ]
     text = ",".join(p for p in (f"bandwidth={rate}" if rate != "unshaped" else "", extra) if p)
     spec = parse_network(text) if text else None
     with emulated_network(spec, hosts) as net:
-        results = run_on_hosts(net, lambda host: [*argv, "--rank", str(host.index)],
-                               {**os.environ, "OMP_NUM_THREADS": "1"}, timeout)
+        results = run_on_hosts(
+            net,
+            lambda host: [*argv, "--rank", str(host.index)],
+            {**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout,
+        )
     for code, output in results:
         if code != 0:
             raise SystemExit(f"rate {rate}: a host failed (exit {code}):\n{output[-2000:]}")
@@ -87,8 +105,11 @@ def measure(rate: str, hosts: int, max_bytes: int, timeout: float,
     rows: list[dict[str, Any]] = json.loads(line.removeprefix(RESULT_MARK))
     rate_bytes = spec.rate_bit_s / 8 if spec is not None and spec.rate_bit_s else None
     for row in rows:
-        row.update(rate=rate + (f",{extra}" if extra else ""), hosts=hosts,
-                   busbw_of_rate=row["busbw_bytes_s"] / rate_bytes if rate_bytes else None)
+        row.update(
+            rate=rate + (f",{extra}" if extra else ""),
+            hosts=hosts,
+            busbw_of_rate=row["busbw_bytes_s"] / rate_bytes if rate_bytes else None,
+        )
     return rows
 
 
@@ -98,23 +119,34 @@ def human_bytes(size: int) -> str:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     width = max(len("rate"), *(len(r["rate"]) for r in rows))
-    print(f"{'rate':>{width}} {'hosts':>5} {'size':>8} {'time (s)':>10} {'algbw Mbit/s':>13} "
-          f"{'busbw Mbit/s':>13} {'busbw/rate':>10}")
+    print(
+        f"{'rate':>{width}} {'hosts':>5} {'size':>8} {'time (s)':>10} {'algbw Mbit/s':>13} "
+        f"{'busbw Mbit/s':>13} {'busbw/rate':>10}"
+    )
     for r in rows:
         share = f"{r['busbw_of_rate']:.1%}" if r["busbw_of_rate"] is not None else "-"
-        print(f"{r['rate']:>{width}} {r['hosts']:>5} {human_bytes(r['bytes']):>8} "
-              f"{r['seconds']:>10.5f} {r['algbw_bytes_s'] * 8 / 1e6:>13.1f} "
-              f"{r['busbw_bytes_s'] * 8 / 1e6:>13.1f} {share:>10}")
+        print(
+            f"{r['rate']:>{width}} {r['hosts']:>5} {human_bytes(r['bytes']):>8} "
+            f"{r['seconds']:>10.5f} {r['algbw_bytes_s'] * 8 / 1e6:>13.1f} "
+            f"{r['busbw_bytes_s'] * 8 / 1e6:>13.1f} {share:>10}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="100mbit,1gbit",
-                        help="comma-separated tc rates, or 'unshaped' (default 100mbit,1gbit)")
+    parser.add_argument(
+        "--rates",
+        default="100mbit,1gbit",
+        help="comma-separated tc rates, or 'unshaped' (default 100mbit,1gbit)",
+    )
     parser.add_argument("--hosts", type=int, default=2, help="emulated hosts, one rank each")
     parser.add_argument("--max-bytes", type=int, default=SIZES[-1])
-    parser.add_argument("--extra", default="", metavar="KEY=VALUE,...",
-                        help="more --network keys for every rate, e.g. mtu=9000")
+    parser.add_argument(
+        "--extra",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="more --network keys for every rate, e.g. mtu=9000",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="per rate, seconds")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -124,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(args.rank, args.world, args.max_bytes)
         return 0
-    rows = [row for rate in args.rates.split(",")
-            for row in measure(rate.strip(), args.hosts, args.max_bytes, args.timeout,
-                               args.extra)]
+    rows = [
+        row
+        for rate in args.rates.split(",")
+        for row in measure(rate.strip(), args.hosts, args.max_bytes, args.timeout, args.extra)
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -22,27 +22,70 @@ HERE = Path(__file__).resolve().parent
 
 def plain(model: str, args: argparse.Namespace) -> float:
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc-per-node={args.workers}", str(HERE / "plain_ddp.py"), "--model", model,
-         "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup",
-         str(args.warmup), "--threads", str(args.threads)],
-        capture_output=True, text=True, check=True, timeout=900,
-        env={"OMP_NUM_THREADS": str(args.threads), **_env()}).stdout
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={args.workers}",
+            str(HERE / "plain_ddp.py"),
+            "--model",
+            model,
+            "--batch-size",
+            str(args.batch_size),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+        env={"OMP_NUM_THREADS": str(args.threads), **_env()},
+    ).stdout
     return float(out.split("median_step_time")[1].split()[0])
 
 
 def instrumented(model: str, args: argparse.Namespace, db: Path) -> float:
     out = subprocess.run(
-        [sys.executable, "-m", "distbench", "run", "--model", model, "--strategy", "ddp",
-         "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--steps",
-         str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
-         "--db", str(db), "--json"],
-        capture_output=True, text=True, check=True, timeout=900, env=_env()).stdout
+        [
+            sys.executable,
+            "-m",
+            "distbench",
+            "run",
+            "--model",
+            model,
+            "--strategy",
+            "ddp",
+            "--workers",
+            str(args.workers),
+            "--batch-size",
+            str(args.batch_size),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+            "--db",
+            str(db),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+        env=_env(),
+    ).stdout
     return float(json.loads(out)[0]["step_time_median"])
 
 
 def _env() -> dict[str, str]:
     import os
+
     return dict(os.environ)
 
 
@@ -63,11 +106,17 @@ def main() -> None:
             for round_ in range(args.rounds):
                 theirs.append(plain(model, args))
                 ours.append(instrumented(model, args, db))
-                print(f"{model} round {round_ + 1}: plain {theirs[-1] * 1e3:.2f} ms, "
-                      f"distbench {ours[-1] * 1e3:.2f} ms", file=sys.stderr, flush=True)
+                print(
+                    f"{model} round {round_ + 1}: plain {theirs[-1] * 1e3:.2f} ms, "
+                    f"distbench {ours[-1] * 1e3:.2f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
             ratio = statistics.median(ours) / statistics.median(theirs)
-            print(f"{model}: median step distbench {statistics.median(ours) * 1e3:.2f} ms / "
-                  f"plain {statistics.median(theirs) * 1e3:.2f} ms = ratio {ratio:.3f}")
+            print(
+                f"{model}: median step distbench {statistics.median(ours) * 1e3:.2f} ms / "
+                f"plain {statistics.median(theirs) * 1e3:.2f} ms = ratio {ratio:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,18 @@ PARTITIONS = ("uniform", "profiled")
 
 
 def run_once(partition: str, args: argparse.Namespace, db: Path) -> dict[str, Any]:
-    cfg = RunConfig(model=args.model, strategy=args.strategy, workers=2,
-                    batch_size=args.batch_size, microbatches=args.microbatches,
-                    partition=partition, steps=args.steps, warmup=args.warmup,
-                    threads=args.threads, timeout=900)
+    cfg = RunConfig(
+        model=args.model,
+        strategy=args.strategy,
+        workers=2,
+        batch_size=args.batch_size,
+        microbatches=args.microbatches,
+        partition=partition,
+        steps=args.steps,
+        warmup=args.warmup,
+        threads=args.threads,
+        timeout=900,
+    )
     [row] = run_benchmarks([cfg], db)
     if row["status"] != "ok":
         raise SystemExit(f"{partition} run failed: {row['error']}")
@@ -50,10 +58,11 @@ def stage_compute(row: dict[str, Any], clock: str) -> list[float]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"plan": rows[0]["extra"]["plan_text"],
-                           "step": statistics.median(r["step_time_median"] for r in rows),
-                           "bubble": statistics.median(r["extra"]["bubble_measured"]
-                                                       for r in rows)}
+    out: dict[str, Any] = {
+        "plan": rows[0]["extra"]["plan_text"],
+        "step": statistics.median(r["step_time_median"] for r in rows),
+        "bubble": statistics.median(r["extra"]["bubble_measured"] for r in rows),
+    }
     for clock, label in (("", "wall"), ("_cpu", "cpu")):
         per_run = [stage_compute(r, clock) for r in rows]
         out[f"{label}_stages"] = [statistics.median(c) for c in zip(*per_run, strict=True)]
@@ -66,8 +75,10 @@ def report_lines(res: dict[str, Any]) -> str:
     lines = [res["plan"]]
     for label in ("wall", "cpu"):
         stages = ", ".join(f"{1e3 * t:.1f}" for t in res[f"{label}_stages"])
-        lines.append(f"  measured compute per stage, {label} (ms/step): {stages}; slowest "
-                     f"{1e3 * res[f'{label}_slowest']:.1f} (share {res[f'{label}_share']:.2f})")
+        lines.append(
+            f"  measured compute per stage, {label} (ms/step): {stages}; slowest "
+            f"{1e3 * res[f'{label}_slowest']:.1f} (share {res[f'{label}_share']:.2f})"
+        )
     lines.append(f"  step {1e3 * res['step']:.1f} ms (median); bubble {res['bubble']:.2f}")
     return "\n".join(lines) + "\n"
 
@@ -92,14 +103,18 @@ def main() -> None:
     for res in results.values():
         print(report_lines(res))
     uni, pro = results["uniform"], results["profiled"]
-    for key, text in (("cpu_slowest", "slowest stage compute, CPU time"),
-                      ("wall_slowest", "slowest stage compute, wall time"),
-                      ("wall_share", "slowest stage share of compute (wall)"),
-                      ("step", "step time (wall)")):
+    for key, text in (
+        ("cpu_slowest", "slowest stage compute, CPU time"),
+        ("wall_slowest", "slowest stage compute, wall time"),
+        ("wall_share", "slowest stage share of compute (wall)"),
+        ("step", "step time (wall)"),
+    ):
         print(f"uniform / profiled, {text + ':':40s} {uni[key] / pro[key]:.2f}")
-    print(f"({args.rounds} rounds, medians; {args.strategy}, 2 stages, batch "
-          f"{args.batch_size}, {args.microbatches} micro-batches, {args.steps} steps after "
-          f"{args.warmup} warm-up, {args.threads} thread(s) per stage)")
+    print(
+        f"({args.rounds} rounds, medians; {args.strategy}, 2 stages, batch "
+        f"{args.batch_size}, {args.microbatches} micro-batches, {args.steps} steps after "
+        f"{args.warmup} warm-up, {args.threads} thread(s) per stage)"
+    )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,9 @@ def run_trainer(ps_rref: Any, spec: dict[str, Any]) -> list[float]:
         idx = torch.randint(0, 256, (spec["batch_size"],), generator=generator)
         loss_fn(model(pool_x[idx]), pool_y[idx]).backward()
         grads = [p.grad for p in model.parameters()]
-        model = rpc.rpc_sync(ps_rref.owner(), ParameterServer.update_and_fetch_model,
-                             args=(ps_rref, grads))
+        model = rpc.rpc_sync(
+            ps_rref.owner(), ParameterServer.update_and_fetch_model, args=(ps_rref, grads)
+        )
         if step >= spec["warmup"]:
             times.append(time.perf_counter() - start)
     return times
@@ -102,8 +103,10 @@ def reference_main(spec: dict[str, Any]) -> None:
     rpc.init_rpc(name, rank=rank, world_size=world, rpc_backend_options=options)
     if rank == 0:
         ps_rref = rpc.RRef(ParameterServer(spec))
-        futures = [rpc.rpc_async(f"trainer{r}", run_trainer,
-                                 args=(ps_rref, {**spec, "rank": r})) for r in range(1, world)]
+        futures = [
+            rpc.rpc_async(f"trainer{r}", run_trainer, args=(ps_rref, {**spec, "rank": r}))
+            for r in range(1, world)
+        ]
         times = [t for future in futures for t in future.wait()]
         workers = world - 1
         rates = [spec["batch_size"] * workers / t for t in times]
@@ -116,29 +119,70 @@ def model_spec(model: str, args: argparse.Namespace) -> dict[str, Any]:
     from distbench.models import model_defaults
 
     size, channels = model_defaults(model)
-    return {"model": model, "size": args.input_size or size, "channels": channels,
-            "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-            "threads": args.threads, "lr": 0.01}
+    return {
+        "model": model,
+        "size": args.input_size or size,
+        "channels": channels,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "lr": 0.01,
+    }
 
 
 def reference(spec: dict[str, Any], workers: int) -> float:
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc-per-node={workers + 1}", str(HERE), "--reference", json.dumps(spec)],
-        capture_output=True, text=True, check=True, timeout=1800,
-        env={**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}).stdout
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={workers + 1}",
+            str(HERE),
+            "--reference",
+            json.dumps(spec),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+        env={**os.environ, "OMP_NUM_THREADS": str(spec["threads"])},
+    ).stdout
     return float(out.split(RESULT_MARK)[1].split()[0])
 
 
 def distbench(spec: dict[str, Any], workers: int, db: Path) -> float:
-    command = [sys.executable, "-m", "distbench.cli.main", "run", "--model", spec["model"],
-               "--strategy", "ps-async", "--workers", str(workers), "--batch-size",
-               str(spec["batch_size"]), "--steps", str(spec["steps"]), "--warmup",
-               str(spec["warmup"]), "--threads", str(spec["threads"]), "--input-size",
-               str(spec["size"]), "--lr", str(spec["lr"]), "--timeout", "1800", "--db",
-               str(db), "--json"]
-    out = subprocess.run(command, capture_output=True, text=True, check=True,
-                         timeout=1900).stdout
+    command = [
+        sys.executable,
+        "-m",
+        "distbench.cli.main",
+        "run",
+        "--model",
+        spec["model"],
+        "--strategy",
+        "ps-async",
+        "--workers",
+        str(workers),
+        "--batch-size",
+        str(spec["batch_size"]),
+        "--steps",
+        str(spec["steps"]),
+        "--warmup",
+        str(spec["warmup"]),
+        "--threads",
+        str(spec["threads"]),
+        "--input-size",
+        str(spec["size"]),
+        "--lr",
+        str(spec["lr"]),
+        "--timeout",
+        "1800",
+        "--db",
+        str(db),
+        "--json",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1900).stdout
     return float(json.loads(out)[0]["throughput_median"])
 
 
@@ -150,8 +194,13 @@ def compare(model: str, args: argparse.Namespace, db: Path) -> dict[str, Any]:
         ours.append(distbench(spec, args.workers, db))
         theirs.append(reference(spec, args.workers))
     ratio = statistics.median(ours) / statistics.median(theirs)
-    return {"model": model, "input_size": spec["size"], "distbench": ours,
-            "reference": theirs, "ratio": ratio}
+    return {
+        "model": model,
+        "input_size": spec["size"],
+        "distbench": ours,
+        "reference": theirs,
+        "ratio": ratio,
+    }
 
 
 def main() -> None:
@@ -164,8 +213,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--input-size", type=int, default=None,
-                        help="input height = width (default: the model's own)")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="input height = width (default: the model's own)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if args.reference:
@@ -177,11 +230,14 @@ def main() -> None:
             result = compare(model, args, Path(tmp) / "ps_reference.db")
             results.append(result)
             if not args.json:
-                print(f"{model} (input {result['input_size']}, {args.workers} workers, batch "
-                      f"{args.batch_size}): distbench ps-async "
-                      f"{statistics.median(result['distbench']):.1f} samples/s, RPC reference "
-                      f"{statistics.median(result['reference']):.1f} samples/s, ratio "
-                      f"{result['ratio']:.3f}", flush=True)
+                print(
+                    f"{model} (input {result['input_size']}, {args.workers} workers, batch "
+                    f"{args.batch_size}): distbench ps-async "
+                    f"{statistics.median(result['distbench']):.1f} samples/s, RPC reference "
+                    f"{statistics.median(result['reference']):.1f} samples/s, ratio "
+                    f"{result['ratio']:.3f}",
+                    flush=True,
+                )
     if args.json:
         print(json.dumps(results, indent=2))
 

@@ -30,6 +30,10 @@ class Unbalanced(nn.Sequential):
         blocks: list[tuple[str, nn.Module]] = [("stem", conv(3))]
         blocks += [(f"light{i}", conv()) for i in range(1, 6)]
         blocks.append(("heavy", nn.Sequential(*(conv() for _ in range(6)))))
-        blocks.append(("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                             nn.Linear(WIDTH, num_classes))))
+        blocks.append(
+            (
+                "head",
+                nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(WIDTH, num_classes)),
+            )
+        )
         super().__init__(OrderedDict(blocks))

@@ -47,8 +47,10 @@ def strategy_facts(framework: str, strategy: str) -> Any:
         return adapter_strategy(framework, strategy)
     from distbench.strategies import STRATEGIES
 
-    _require(strategy in STRATEGIES,
-             f"unknown strategy '{strategy}' (known: {', '.join(sorted(STRATEGIES))})")
+    _require(
+        strategy in STRATEGIES,
+        f"unknown strategy '{strategy}' (known: {', '.join(sorted(STRATEGIES))})",
+    )
     return STRATEGIES[strategy]
 
 
@@ -103,19 +105,28 @@ class RunConfig:
         _require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         _require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
         _require(self.warmup >= 0, f"--warmup must be 0 or more, got {self.warmup}")
-        _require(self.threads is None or self.threads >= 1,
-                 f"--threads must be at least 1, got {self.threads}")
+        _require(
+            self.threads is None or self.threads >= 1,
+            f"--threads must be at least 1, got {self.threads}",
+        )
         _require(self.timeout > 0, f"--timeout must be positive, got {self.timeout}")
         _require(self.lr > 0, f"--lr must be positive, got {self.lr}")
-        _require(self.input_size is None or self.input_size >= 1,
-                 f"--input-size must be at least 1, got {self.input_size}")
-        _require(self.num_classes is None or self.num_classes >= 2,
-                 f"--num-classes must be at least 2, got {self.num_classes}")
+        _require(
+            self.input_size is None or self.input_size >= 1,
+            f"--input-size must be at least 1, got {self.input_size}",
+        )
+        _require(
+            self.num_classes is None or self.num_classes >= 2,
+            f"--num-classes must be at least 2, got {self.num_classes}",
+        )
         _require(self.nnodes >= 1, f"--nnodes must be at least 1, got {self.nnodes}")
-        _require(0 <= self.node_rank < self.nnodes,
-                 f"--node-rank must be in 0..{self.nnodes - 1}, got {self.node_rank}")
-        _require(self.microbatches >= 1,
-                 f"--microbatches must be at least 1, got {self.microbatches}")
+        _require(
+            0 <= self.node_rank < self.nnodes,
+            f"--node-rank must be in 0..{self.nnodes - 1}, got {self.node_rank}",
+        )
+        _require(
+            self.microbatches >= 1, f"--microbatches must be at least 1, got {self.microbatches}"
+        )
 
     def _check_hosts(self) -> None:
         """Issue 7: nodes and emulated hosts. It is the *processes* (workers plus any server
@@ -123,34 +134,51 @@ class RunConfig:
         from distbench.netem.spec import parse_network
 
         processes = self.processes()
-        _require(processes % self.nnodes == 0, f"{processes} processes ({self.strategy}, "
-                 f"--workers {self.workers}) must divide evenly over --nnodes {self.nnodes}")
+        _require(
+            processes % self.nnodes == 0,
+            f"{processes} processes ({self.strategy}, "
+            f"--workers {self.workers}) must divide evenly over --nnodes {self.nnodes}",
+        )
         if self.network is not None:
             parse_network(self.network)
-        _require(self.hosts is None or self.hosts >= 1,
-                 f"--hosts must be at least 1, got {self.hosts}")
-        _require(self.nnodes == 1 or not (self.network or self.hosts),
-                 "--network/--hosts emulate hosts on this machine and --nnodes > 1 joins a "
-                 "real cluster: use one or the other")
-        _require(not self.hosts or processes == 1 or processes % self.hosts == 0,
-                 f"{processes} processes ({self.strategy}, --workers {self.workers}) must "
-                 f"divide evenly over --hosts {self.hosts}")
+        _require(
+            self.hosts is None or self.hosts >= 1, f"--hosts must be at least 1, got {self.hosts}"
+        )
+        _require(
+            self.nnodes == 1 or not (self.network or self.hosts),
+            "--network/--hosts emulate hosts on this machine and --nnodes > 1 joins a "
+            "real cluster: use one or the other",
+        )
+        _require(
+            not self.hosts or processes == 1 or processes % self.hosts == 0,
+            f"{processes} processes ({self.strategy}, --workers {self.workers}) must "
+            f"divide evenly over --hosts {self.hosts}",
+        )
 
     def _check_choices(self) -> None:
         from distbench.data import DATASETS
         from distbench.models import check_model_name
 
-        _require(self.framework in FRAMEWORKS,
-                 f"unknown framework '{self.framework}' (known: {', '.join(FRAMEWORKS)})")
-        _require(self.device in DEVICES,
-                 f"unknown device '{self.device}' (known: {', '.join(DEVICES)})")
-        _require(self.servers in SERVER_PLACEMENTS, f"unknown --servers '{self.servers}' "
-                 f"(known: {', '.join(SERVER_PLACEMENTS)})")
-        _require(self.partition in PARTITIONS, f"unknown --partition '{self.partition}' "
-                 f"(known: {', '.join(PARTITIONS)})")
+        _require(
+            self.framework in FRAMEWORKS,
+            f"unknown framework '{self.framework}' (known: {', '.join(FRAMEWORKS)})",
+        )
+        _require(
+            self.device in DEVICES, f"unknown device '{self.device}' (known: {', '.join(DEVICES)})"
+        )
+        _require(
+            self.servers in SERVER_PLACEMENTS,
+            f"unknown --servers '{self.servers}' (known: {', '.join(SERVER_PLACEMENTS)})",
+        )
+        _require(
+            self.partition in PARTITIONS,
+            f"unknown --partition '{self.partition}' (known: {', '.join(PARTITIONS)})",
+        )
         check_model_name(self.model)
-        _require(self.dataset in DATASETS,
-                 f"unknown dataset '{self.dataset}' (known: {', '.join(sorted(DATASETS))})")
+        _require(
+            self.dataset in DATASETS,
+            f"unknown dataset '{self.dataset}' (known: {', '.join(sorted(DATASETS))})",
+        )
         strategy_facts(self.framework, self.strategy).validate(self)  # issue 8: adapters too
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,8 +225,11 @@ class SuiteConfig:
                 facts = strategy_facts(framework, strategy)
                 counts = [1] if facts.single_worker else self.workers
                 for n in counts:
-                    runs.append(RunConfig.from_dict(
-                        {**self.base, "model": model, "strategy": strategy, "workers": n}))
+                    runs.append(
+                        RunConfig.from_dict(
+                            {**self.base, "model": model, "strategy": strategy, "workers": n}
+                        )
+                    )
         return runs
 
 

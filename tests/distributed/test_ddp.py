@@ -14,9 +14,20 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(240)]
 
 
 def small(strategy: str, workers: int, batch: int, weights: Path, **kw: object) -> RunConfig:
-    return RunConfig(model="lenet5", strategy=strategy, workers=workers, batch_size=batch,
-                     steps=5, warmup=0, threads=1, lr=0.05, momentum=0.9,
-                     save_weights=str(weights), timeout=180, **kw)  # type: ignore[arg-type]
+    return RunConfig(
+        model="lenet5",
+        strategy=strategy,
+        workers=workers,
+        batch_size=batch,
+        steps=5,
+        warmup=0,
+        threads=1,
+        lr=0.05,
+        momentum=0.9,
+        save_weights=str(weights),
+        timeout=180,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
@@ -51,8 +62,13 @@ def test_sequential_is_reproducible_with_fixed_seed(tmp_path: Path, db_path: Pat
 
 def test_ddp_result_has_breakdown_comm_and_speedup(tmp_path: Path, db_path: Path) -> None:
     base = dict(model="lenet5", batch_size=8, steps=6, warmup=1, timeout=180)
-    rows = run_benchmarks([RunConfig(strategy="sequential", **base),  # type: ignore[arg-type]
-                           RunConfig(strategy="ddp", workers=2, **base)], db_path)  # type: ignore[arg-type]
+    rows = run_benchmarks(
+        [
+            RunConfig(strategy="sequential", **base),  # type: ignore[arg-type]
+            RunConfig(strategy="ddp", workers=2, **base),
+        ],
+        db_path,
+    )  # type: ignore[arg-type]
     seq, ddp = rows
     assert ddp["status"] == "ok", ddp["error"]
     assert ddp["baseline_run_id"] == seq["run_id"]

@@ -40,15 +40,28 @@ def _netns_unavailable() -> str | None:
 
 
 SKIP_REASON = _netns_unavailable()
-pytestmark = [pytest.mark.distributed,
-              pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
+pytestmark = [
+    pytest.mark.distributed,
+    pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or ""),
+]
 CLI = [sys.executable, "-m", "distbench.cli.main"]
 
 
 def small(strategy: str, workers: int, batch: int, weights: Path, **kw: object) -> RunConfig:
-    return RunConfig(model="lenet5", strategy=strategy, workers=workers, batch_size=batch,
-                     steps=4, warmup=0, threads=1, lr=0.05, momentum=0.9,
-                     save_weights=str(weights), timeout=240, **kw)  # type: ignore[arg-type]
+    return RunConfig(
+        model="lenet5",
+        strategy=strategy,
+        workers=workers,
+        batch_size=batch,
+        steps=4,
+        warmup=0,
+        threads=1,
+        lr=0.05,
+        momentum=0.9,
+        save_weights=str(weights),
+        timeout=240,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
@@ -96,23 +109,47 @@ def test_two_hosts_two_ranks_each_agree_with_one_host(tmp_path: Path, db_path: P
     host1 = json.loads((run_dir / "host1" / "config.json").read_text())
     assert (host1["nnodes"], host1["node_rank"], host1["master_addr"]) == (2, 1, "10.213.0.1")
     assert sorted(p.name for p in (run_dir / "host1").glob("rank*.jsonl")) == [
-        "rank2.jsonl", "rank3.jsonl"]
+        "rank2.jsonl",
+        "rank3.jsonl",
+    ]
     a, b, c = (load(tmp_path / f) for f in ("multi.npz", "single.npz", "seq.npz"))
     assert a.keys() == b.keys() == c.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
         np.testing.assert_allclose(a[name], c[name], rtol=1e-4, atol=1e-5, err_msg=name)
     assert tags_owned_by(os.getpid()) == []
-    assert all(namespaces.tag_of(ns) in namespaces.live_tags()
-               for ns in namespaces.our_namespaces())
+    assert all(
+        namespaces.tag_of(ns) in namespaces.live_tags() for ns in namespaces.our_namespaces()
+    )
 
 
 def _start_endless_run(cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([*CLI, "run", "--model", "lenet5", "--strategy", "ddp",
-                             "--workers", "2", "--steps", "100000", "--warmup", "0",
-                             "--batch-size", "8", "--threads", "1", "--network",
-                             "bandwidth=100mbit"], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            *CLI,
+            "run",
+            "--model",
+            "lenet5",
+            "--strategy",
+            "ddp",
+            "--workers",
+            "2",
+            "--steps",
+            "100000",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--network",
+            "bandwidth=100mbit",
+        ],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_until_training(proc: subprocess.Popen[str], cwd: Path, timeout: float) -> str:
@@ -120,8 +157,11 @@ def _wait_until_training(proc: subprocess.Popen[str], cwd: Path, timeout: float)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         tags = tags_owned_by(proc.pid)
-        steps = [p for p in cwd.glob("distbench-runs/*/rank0.jsonl")
-                 if p.read_text().count('"kind": "step"') >= 2]
+        steps = [
+            p
+            for p in cwd.glob("distbench-runs/*/rank0.jsonl")
+            if p.read_text().count('"kind": "step"') >= 2
+        ]
         if tags and steps:
             return tags[0]
         assert proc.poll() is None, proc.communicate()[1]
@@ -146,17 +186,35 @@ def test_after_sigkill_the_next_run_removes_the_leftovers(tmp_path: Path) -> Non
         _stop(proc)
     assert len(namespaces_of(tag)) == 3  # 2 hosts + bridge: left behind by the SIGKILL
     runs = str(tmp_path / "distbench-runs")
-    nxt = subprocess.run([*CLI, "run", "--model", "lenet5", "--steps", "1", "--warmup", "0",
-                          "--batch-size", "4", "--db", str(tmp_path / "next.db")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=200)
+    nxt = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--model",
+            "lenet5",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "4",
+            "--db",
+            str(tmp_path / "next.db"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert nxt.returncode == 0, nxt.stderr
     assert namespaces_of(tag) == []
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"dbn-{tag}" not in listed
     assert "dbn" not in root_links()  # nothing of ours ever lives in the root namespace
     assert not (namespaces.STATE_DIR / f"{tag}.json").exists()
-    orphans = [p for p in psutil.process_iter(["cmdline"])
-               if runs in " ".join(p.info["cmdline"] or [])]
+    orphans = [
+        p for p in psutil.process_iter(["cmdline"]) if runs in " ".join(p.info["cmdline"] or [])
+    ]
     assert orphans == []  # the workers left running in the namespaces were killed too
 
 
@@ -178,9 +236,24 @@ def test_sigterm_tears_the_network_down_at_once(tmp_path: Path) -> None:
 def test_delay_is_refused_clearly_without_netem(tmp_path: Path) -> None:
     if namespaces.probe_netem():
         pytest.skip("this kernel has netem; the refusal cannot be shown")
-    done = subprocess.run([*CLI, "run", "--model", "lenet5", "--strategy", "ddp", "--workers",
-                           "2", "--network", "bandwidth=100mbit,delay=5ms"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=100)
+    done = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--model",
+            "lenet5",
+            "--strategy",
+            "ddp",
+            "--workers",
+            "2",
+            "--network",
+            "bandwidth=100mbit,delay=5ms",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "netem" in lines[0] and "Traceback" not in done.stderr
@@ -198,8 +271,9 @@ def test_measure_link_sees_the_shaped_rate() -> None:
 def test_profile_measures_links_behind_the_network(db_path: Path) -> None:
     from distbench.profiling.calibrate import measure_links
 
-    t_comm, p2p, allreduce = measure_links(1_000_000, 1_000_000, 2 * 1024 * 1024, 2, 240,
-                                           network="bandwidth=100mbit")
+    t_comm, p2p, allreduce = measure_links(
+        1_000_000, 1_000_000, 2 * 1024 * 1024, 2, 240, network="bandwidth=100mbit"
+    )
     # The measured points: 2 MiB takes ~0.16 s one way at 12.5 MB/s (less tbf's 64 KiB
     # bucket), a 2-rank ring all-reduce of it as long; loopback takes about a millisecond.
     wire = (2 * 1024 * 1024 - 65536) / 12.5e6
@@ -209,10 +283,30 @@ def test_profile_measures_links_behind_the_network(db_path: Path) -> None:
     # unsteadily (54 and 10.6 ms seen with 2 repeats; docs/model.md, "Known blind spots"), so
     # no bound on it or on the fitted bandwidths is asserted here.
     assert t_comm > 0 and p2p.beta > 0 and allreduce.beta > 0
-    code = subprocess.run([*CLI, "profile", "--model", "lenet5", "--batch-size", "8",
-                           "--workers", "1", "--repeats", "2", "--profile-warmup", "0",
-                           "--network", "bandwidth=100mbit", "--db", str(db_path), "--json"],
-                          capture_output=True, text=True, timeout=280)
+    code = subprocess.run(
+        [
+            *CLI,
+            "profile",
+            "--model",
+            "lenet5",
+            "--batch-size",
+            "8",
+            "--workers",
+            "1",
+            "--repeats",
+            "2",
+            "--profile-warmup",
+            "0",
+            "--network",
+            "bandwidth=100mbit",
+            "--db",
+            str(db_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert code.returncode == 0, code.stderr[-2000:]
     stored = json.loads(code.stdout)
     assert stored["network"] == "bandwidth=100mbit"

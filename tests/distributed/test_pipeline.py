@@ -24,9 +24,20 @@ pytestmark = [pytest.mark.distributed]
 
 
 def lenet(strategy: str, workers: int, weights: Path, **kw: Any) -> RunConfig:
-    return RunConfig(model="lenet5", strategy=strategy, workers=workers, batch_size=16,
-                     steps=3, warmup=0, threads=1, lr=0.05, momentum=0.9,
-                     save_weights=str(weights), timeout=180, **kw)
+    return RunConfig(
+        model="lenet5",
+        strategy=strategy,
+        workers=workers,
+        batch_size=16,
+        steps=3,
+        warmup=0,
+        threads=1,
+        lr=0.05,
+        momentum=0.9,
+        save_weights=str(weights),
+        timeout=180,
+        **kw,
+    )
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
@@ -36,11 +47,12 @@ def load(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.timeout(240)
 def test_pipelines_end_with_sequential_weights(tmp_path: Path, db_path: Path) -> None:
-    configs = [lenet("sequential", 1, tmp_path / "seq.npz"),
-               lenet("pipeline-gpipe", 2, tmp_path / "gpipe.npz", microbatches=4),
-               lenet("pipeline-1f1b", 2, tmp_path / "1f1b.npz", microbatches=4,
-                     partition="profiled"),
-               lenet("model-parallel", 2, tmp_path / "mp.npz")]
+    configs = [
+        lenet("sequential", 1, tmp_path / "seq.npz"),
+        lenet("pipeline-gpipe", 2, tmp_path / "gpipe.npz", microbatches=4),
+        lenet("pipeline-1f1b", 2, tmp_path / "1f1b.npz", microbatches=4, partition="profiled"),
+        lenet("model-parallel", 2, tmp_path / "mp.npz"),
+    ]
     rows = run_benchmarks(configs, db_path)
     assert [r["status"] for r in rows] == ["ok"] * 4, [r["error"] for r in rows]
     reference = load(tmp_path / "seq.npz")
@@ -48,8 +60,9 @@ def test_pipelines_end_with_sequential_weights(tmp_path: Path, db_path: Path) ->
         trained = load(tmp_path / f"{name}.npz")
         assert list(trained) == list(reference), name  # same names, same order
         for key in reference:
-            np.testing.assert_allclose(trained[key], reference[key], rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{name}: {key}")
+            np.testing.assert_allclose(
+                trained[key], reference[key], rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}"
+            )
     seq_loss = rows[0]["final_loss"]
     for row in rows[1:]:
         assert row["final_loss"] == pytest.approx(seq_loss, rel=1e-5), row["strategy"]
@@ -60,8 +73,9 @@ def _check_stage_figures(extra: dict[str, Any], stages: int) -> None:
     per_stage = extra["per_stage"]
     assert len(per_stage) == stages
     for figures in per_stage:
-        phases = sum(figures[f"{p}_s"] for p in
-                     ("data", "forward", "backward", "comm", "wait", "update"))
+        phases = sum(
+            figures[f"{p}_s"] for p in ("data", "forward", "backward", "comm", "wait", "update")
+        )
         assert phases == pytest.approx(figures["step_s"], rel=1e-6)
         assert figures["forward_s"] > 0 and figures["backward_s"] > 0
         assert figures["forward_cpu_s"] > 0 and figures["backward_cpu_s"] > 0
@@ -72,10 +86,35 @@ def _check_stage_figures(extra: dict[str, Any], stages: int) -> None:
 
 @pytest.mark.timeout(240)
 def test_cli_resnet18_1f1b_profiled_json(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "distbench.cli.main", "run", "--model", "resnet18",
-           "--dataset", "synthetic", "--strategy", "pipeline-1f1b", "--workers", "2",
-           "--microbatches", "4", "--partition", "profiled", "--batch-size", "8",
-           "--steps", "2", "--warmup", "1", "--threads", "1", "--db", "r.db", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "distbench.cli.main",
+        "run",
+        "--model",
+        "resnet18",
+        "--dataset",
+        "synthetic",
+        "--strategy",
+        "pipeline-1f1b",
+        "--workers",
+        "2",
+        "--microbatches",
+        "4",
+        "--partition",
+        "profiled",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--db",
+        "r.db",
+        "--json",
+    ]
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=220)
     assert result.returncode == 0, result.stderr[-2000:]
     row = json.loads(result.stdout)[0]
@@ -95,8 +134,17 @@ def test_cli_resnet18_1f1b_profiled_json(tmp_path: Path) -> None:
 # resnet18 runs as a 2-stage pipeline in test_cli_resnet18_1f1b_profiled_json.
 @pytest.mark.parametrize("model", ["alexnet", "mobilenetv2", "resnet50", "vgg16"])
 def test_zoo_model_runs_as_two_stage_pipeline(model: str, db_path: Path) -> None:
-    cfg = RunConfig(model=model, strategy="pipeline-gpipe", workers=2, batch_size=4,
-                    microbatches=2, steps=1, warmup=0, threads=1, timeout=200)
+    cfg = RunConfig(
+        model=model,
+        strategy="pipeline-gpipe",
+        workers=2,
+        batch_size=4,
+        microbatches=2,
+        steps=1,
+        warmup=0,
+        threads=1,
+        timeout=200,
+    )
     [row] = run_benchmarks([cfg], db_path)
     assert row["status"] == "ok", row["error"]
     assert np.isfinite(row["final_loss"])

@@ -15,14 +15,36 @@ from distbench.profiling.store_lookup import find_profile
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
 
-SMALL = ["--repeats", "2", "--profile-warmup", "1", "--sweep-max-bytes", "65536",
-         "--profile-timeout", "240"]
+SMALL = [
+    "--repeats",
+    "2",
+    "--profile-warmup",
+    "1",
+    "--sweep-max-bytes",
+    "65536",
+    "--profile-timeout",
+    "240",
+]
 
 
-def test_profile_lenet5_stores_positive_times(db_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["profile", "--model", "lenet5", "--batch-size", "8", "--workers", "2",
-                 *SMALL, "--db", str(db_path), "--json"])
+def test_profile_lenet5_stores_positive_times(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "profile",
+            "--model",
+            "lenet5",
+            "--batch-size",
+            "8",
+            "--workers",
+            "2",
+            *SMALL,
+            "--db",
+            str(db_path),
+            "--json",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     profile = find_profile(db_path, "lenet5", "synthetic", 8)
@@ -45,9 +67,24 @@ def test_profile_lenet5_stores_positive_times(db_path: Path,
 
 
 def test_profile_operators_stores_a_profiled_one_worker_run(
-        db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["profile", "--model", "lenet5", "--batch-size", "8", "--workers", "1",
-                 "--operators", *SMALL, "--db", str(db_path), "--json"])
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "profile",
+            "--model",
+            "lenet5",
+            "--batch-size",
+            "8",
+            "--workers",
+            "1",
+            "--operators",
+            *SMALL,
+            "--db",
+            str(db_path),
+            "--json",
+        ]
+    )
     assert code == 0
     run = json.loads(capsys.readouterr().out)["operator_run"]
     assert run["strategy"] == "sequential" and run["status"] == "ok"
@@ -61,8 +98,10 @@ def test_profile_operators_stores_a_profiled_one_worker_run(
 
 def test_validate_runs_and_predicts_from_a_new_profile(db_path: Path) -> None:
     base = dict(model="lenet5", batch_size=8, steps=4, warmup=1, timeout=180)
-    configs = [RunConfig(strategy="sequential", **base),  # type: ignore[arg-type]
-               RunConfig(strategy="ddp", workers=2, **base)]  # type: ignore[arg-type]
+    configs = [
+        RunConfig(strategy="sequential", **base),  # type: ignore[arg-type]
+        RunConfig(strategy="ddp", workers=2, **base),
+    ]  # type: ignore[arg-type]
     options = CalibrationOptions(repeats=2, warmup=1, sweep_max_bytes=65536, timeout=240)
     report = validate_configs(configs, str(db_path), options=options)
     assert [r.status for r in report.rows] == ["ok", "ok"], [r.note for r in report.rows]

@@ -30,12 +30,23 @@ from distbench.harness.session import run_benchmarks, runs_dir_for
 pytestmark = [pytest.mark.distributed]
 
 
-def lenet(strategy: str, workers: int, batch: int, weights: Path | None = None,
-          **kw: Any) -> RunConfig:
-    settings: dict[str, Any] = dict(model="lenet5", input_size=32, strategy=strategy,
-                                    workers=workers, batch_size=batch, steps=5, warmup=0,
-                                    threads=1, lr=0.05, momentum=0.9, weight_decay=1e-3,
-                                    timeout=150)
+def lenet(
+    strategy: str, workers: int, batch: int, weights: Path | None = None, **kw: Any
+) -> RunConfig:
+    settings: dict[str, Any] = dict(
+        model="lenet5",
+        input_size=32,
+        strategy=strategy,
+        workers=workers,
+        batch_size=batch,
+        steps=5,
+        warmup=0,
+        threads=1,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-3,
+        timeout=150,
+    )
     settings.update(kw)
     return RunConfig(save_weights=str(weights) if weights else None, **settings)
 
@@ -59,10 +70,14 @@ def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray], atol: float)
 
 @pytest.mark.timeout(300)
 def test_sync_split_equals_sequential_and_servers_agree(tmp_path: Path, db_path: Path) -> None:
-    run_ok([lenet("sequential", 1, 8, tmp_path / "seq.npz"),
+    run_ok(
+        [
+            lenet("sequential", 1, 8, tmp_path / "seq.npz"),
             lenet("ps-sync-split", 2, 8, tmp_path / "central.npz"),
-            lenet("ps-sync-split", 2, 8, tmp_path / "sharded.npz", servers="sharded")],
-           db_path)
+            lenet("ps-sync-split", 2, 8, tmp_path / "sharded.npz", servers="sharded"),
+        ],
+        db_path,
+    )
     seq, central, sharded = (load(tmp_path / f"{n}.npz") for n in ("seq", "central", "sharded"))
     assert_same(central, seq, atol=1e-5)
     assert_same(central, sharded, atol=1e-6)
@@ -71,10 +86,14 @@ def test_sync_split_equals_sequential_and_servers_agree(tmp_path: Path, db_path:
 
 @pytest.mark.timeout(300)
 def test_sync_join_equals_sequential_on_doubled_batch(tmp_path: Path, db_path: Path) -> None:
-    rows = run_ok([lenet("sequential", 1, 16, tmp_path / "seq.npz"),
-                   lenet("ps-sync-join", 2, 8, tmp_path / "central.npz"),
-                   lenet("ps-sync-join", 2, 8, tmp_path / "sharded.npz", servers="sharded")],
-                  db_path)
+    rows = run_ok(
+        [
+            lenet("sequential", 1, 16, tmp_path / "seq.npz"),
+            lenet("ps-sync-join", 2, 8, tmp_path / "central.npz"),
+            lenet("ps-sync-join", 2, 8, tmp_path / "sharded.npz", servers="sharded"),
+        ],
+        db_path,
+    )
     seq, central, sharded = (load(tmp_path / f"{n}.npz") for n in ("seq", "central", "sharded"))
     assert_same(central, seq, atol=1e-5)
     assert_same(central, sharded, atol=1e-6)
@@ -88,13 +107,18 @@ def test_sync_join_equals_sequential_on_doubled_batch(tmp_path: Path, db_path: P
 
 
 @pytest.mark.timeout(300)
-def test_async_one_worker_equals_sequential_and_reports_accuracy(tmp_path: Path,
-                                                                 db_path: Path) -> None:
+def test_async_one_worker_equals_sequential_and_reports_accuracy(
+    tmp_path: Path, db_path: Path
+) -> None:
     digits = {"dataset": "digits"}
-    rows = run_ok([lenet("sequential", 1, 8, tmp_path / "seq.npz", **digits),
-                   lenet("ps-async", 1, 8, tmp_path / "central.npz", **digits),
-                   lenet("ps-async", 1, 8, tmp_path / "sharded.npz", servers="sharded",
-                         **digits)], db_path)
+    rows = run_ok(
+        [
+            lenet("sequential", 1, 8, tmp_path / "seq.npz", **digits),
+            lenet("ps-async", 1, 8, tmp_path / "central.npz", **digits),
+            lenet("ps-async", 1, 8, tmp_path / "sharded.npz", servers="sharded", **digits),
+        ],
+        db_path,
+    )
     seq = load(tmp_path / "seq.npz")
     for name in ("central", "sharded"):
         assert_same(load(tmp_path / f"{name}.npz"), seq, atol=1e-6)
@@ -105,8 +129,9 @@ def test_async_one_worker_equals_sequential_and_reports_accuracy(tmp_path: Path,
     assert staleness["histogram"] == {"0": 5} and staleness["max"] == 0
 
 
-def cli_run(args: list[str], db_path: Path,
-            timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def cli_run(
+    args: list[str], db_path: Path, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "distbench.cli.main", "run", *args, "--db", str(db_path)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
@@ -114,10 +139,32 @@ def cli_run(args: list[str], db_path: Path,
 @pytest.mark.timeout(300)
 def test_async_sharded_resnet18_reports_phases_and_staleness(db_path: Path) -> None:
     # The acceptance command, shrunk to a 32x32 input and a few steps to keep the test short.
-    done = cli_run(["--model", "resnet18", "--dataset", "synthetic", "--strategy", "ps-async",
-                    "--workers", "2", "--servers", "sharded", "--json", "--input-size", "32",
-                    "--batch-size", "4", "--steps", "4", "--warmup", "1", "--threads", "1"],
-                   db_path)
+    done = cli_run(
+        [
+            "--model",
+            "resnet18",
+            "--dataset",
+            "synthetic",
+            "--strategy",
+            "ps-async",
+            "--workers",
+            "2",
+            "--servers",
+            "sharded",
+            "--json",
+            "--input-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--steps",
+            "4",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+        ],
+        db_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     row = json.loads(done.stdout)[0]
     for phase in ("pull", "push", "update", "wait"):
@@ -139,9 +186,10 @@ def overlaps(transfers: list[dict[str, Any]], direction: str) -> list[tuple[floa
 
 @pytest.mark.timeout(300)
 def test_semaphore_serializes_transfers_and_charges_queue_to_wait(db_path: Path) -> None:
-    configs = [lenet("ps-async", 3, 8, steps=8, warmup=1, ps_semaphore=True),
-               lenet("ps-sync-join", 3, 8, steps=8, warmup=1, ps_semaphore=True,
-                     servers="sharded")]
+    configs = [
+        lenet("ps-async", 3, 8, steps=8, warmup=1, ps_semaphore=True),
+        lenet("ps-sync-join", 3, 8, steps=8, warmup=1, ps_semaphore=True, servers="sharded"),
+    ]
     rows = run_ok(configs, db_path)
     for row in rows:
         extras = [row["extra"], *row["extra"].get("ranks", {}).values()]
@@ -153,31 +201,64 @@ def test_semaphore_serializes_transfers_and_charges_queue_to_wait(db_path: Path)
             assert overlaps(unit["transfers"], "push") == []
         queued = sum(u["queue_s"]["pull"] + u["queue_s"]["push"] for u in units)
         assert queued > 0
-        steps = [json.loads(line) for path in Path(row["run_dir"]).glob("rank*.jsonl")
-                 for line in path.read_text().splitlines() if '"kind": "step"' in line]
+        steps = [
+            json.loads(line)
+            for path in Path(row["run_dir"]).glob("rank*.jsonl")
+            for line in path.read_text().splitlines()
+            if '"kind": "step"' in line
+        ]
         worker_steps = [s for s in steps if "queue" in s]
         assert worker_steps
         for step in worker_steps:  # the queue time is inside the worker's wait
             assert step["phases"].get("wait", 0.0) >= step["queue"] - 1e-4
 
 
-def start_and_kill_rank1(strategy: str, workers: int, db_path: Path,
-                         ) -> tuple[subprocess.CompletedProcess[str], float, Path]:
+def start_and_kill_rank1(
+    strategy: str,
+    workers: int,
+    db_path: Path,
+) -> tuple[subprocess.CompletedProcess[str], float, Path]:
     """Start a long lenet5 run through the CLI, SIGKILL rank 1's training process after
     it has done 20 steps, wait for the command; returns (result, seconds after kill, run dir)."""
     runs = runs_dir_for(db_path)
-    command = [sys.executable, "-m", "distbench.cli.main", "run", "--model", "lenet5",
-               "--input-size", "32", "--batch-size", "8", "--strategy", strategy,
-               "--workers", str(workers), "--steps", "300", "--warmup", "1", "--threads", "1",
-               "--timeout", "200", "--json", "--db", str(db_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "distbench.cli.main",
+        "run",
+        "--model",
+        "lenet5",
+        "--input-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--strategy",
+        strategy,
+        "--workers",
+        str(workers),
+        "--steps",
+        "300",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--timeout",
+        "200",
+        "--json",
+        "--db",
+        str(db_path),
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     record = wait_for_steps(runs, rank=1, steps=20)
     victim = json.loads(record.read_text().splitlines()[0])["pid"]
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     out, err = proc.communicate(timeout=240)
-    return (subprocess.CompletedProcess(command, proc.returncode, out, err),
-            time.monotonic() - killed, record.parent)
+    return (
+        subprocess.CompletedProcess(command, proc.returncode, out, err),
+        time.monotonic() - killed,
+        record.parent,
+    )
 
 
 def wait_for_steps(runs: Path, rank: int, steps: int) -> Path:

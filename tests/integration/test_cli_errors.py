@@ -13,8 +13,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def distbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "distbench.cli.main", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=100)
+    return subprocess.run(
+        [sys.executable, "-m", "distbench.cli.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
 
 
 BAD_INPUTS = [
@@ -22,16 +27,19 @@ BAD_INPUTS = [
     (["--model", "lenet5", "--strategy", "nosuch"], "unknown strategy 'nosuch'"),
     (["--model", "lenet5", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["--model", "lenet5", "--strategy", "ddp", "--workers", "0"], "--workers must be at least 1"),
-    (["--model", "lenet5", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"],
-     "/nonexistent/mnist"),
+    (
+        ["--model", "lenet5", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"],
+        "/nonexistent/mnist",
+    ),
     (["--model", "lenet5", "--dataset", "cifar10"], "--data-dir"),
     (["--model", "lenet5", "--workers", "two"], "expected comma-separated integers"),
 ]
 
 
 @pytest.mark.parametrize(("args", "expected"), BAD_INPUTS)
-def test_bad_run_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str],
-                                              expected: str) -> None:
+def test_bad_run_input_is_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
     result = distbench("run", *args, "--db", "r.db", cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

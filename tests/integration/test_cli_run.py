@@ -30,30 +30,78 @@ def our_processes(marker: str) -> list[psutil.Process]:
 
 @pytest.mark.timeout(300)
 def test_run_json_then_results(tmp_path: Path) -> None:
-    run = subprocess.run([*CLI, "run", "--model", "lenet5", "--strategy", "sequential,ddp",
-                          "--workers", "1,2", "--steps", "5", "--warmup", "1", "--batch-size",
-                          "8", "--json"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=280)
+    run = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--model",
+            "lenet5",
+            "--strategy",
+            "sequential,ddp",
+            "--workers",
+            "1,2",
+            "--steps",
+            "5",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "8",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert run.returncode == 0, run.stderr
     rows = json.loads(run.stdout)  # stdout carries only the JSON
     assert [(r["strategy"], r["workers"]) for r in rows] == [
-        ("sequential", 1), ("ddp", 1), ("ddp", 2)]
+        ("sequential", 1),
+        ("ddp", 1),
+        ("ddp", 2),
+    ]
     assert rows[2]["speedup"] is not None and rows[2]["efficiency"] is not None
-    listed = subprocess.run([*CLI, "results", "--format", "csv", "--strategy", "ddp"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [*CLI, "results", "--format", "csv", "--strategy", "ddp"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0
     assert len(listed.stdout.strip().splitlines()) == 3  # header + 2 ddp runs
-    table = subprocess.run([*CLI, "results"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=60)
+    table = subprocess.run(
+        [*CLI, "results"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert "lenet5" in table.stdout and "speedup" in table.stdout
 
 
 @pytest.mark.timeout(180)
 def test_sigkill_of_one_rank_fails_the_run_cleanly(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*CLI, "run", "--model", "lenet5", "--strategy", "ddp",
-                             "--workers", "2", "--steps", "100000", "--warmup", "0",
-                             "--batch-size", "8", "--threads", "1"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "run",
+            "--model",
+            "lenet5",
+            "--strategy",
+            "ddp",
+            "--workers",
+            "2",
+            "--steps",
+            "100000",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     runs = tmp_path / "distbench-runs"
     try:
         victim = _wait_for_rank(runs, rank=1, timeout=90)
@@ -81,8 +129,9 @@ def _wait_for_rank(runs: Path, rank: int, timeout: float) -> psutil.Process:
         for record in runs.glob(f"*/rank{rank}.jsonl"):
             if record.read_text().count('"kind": "step"') >= 3:
                 for candidate in our_processes(str(record.parent)):
-                    if "distbench.harness.worker" in " ".join(candidate.cmdline()) and \
-                            candidate.environ().get("RANK") == str(rank):
+                    if "distbench.harness.worker" in " ".join(
+                        candidate.cmdline()
+                    ) and candidate.environ().get("RANK") == str(rank):
                         return candidate
         time.sleep(0.2)
     raise AssertionError(f"rank {rank} never started")

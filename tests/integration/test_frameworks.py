@@ -37,12 +37,17 @@ def _ensure_envs(names: tuple[str, ...], cost: str) -> None:
     if not missing:
         return
     if not _may_install():
-        pytest.skip(f"environments {', '.join(missing)} are not installed; set "
-                    f"DISTBENCH_FRAMEWORK_TESTS=1 (or CI) to install them ({cost}), or run "
-                    f"`distbench env install {' '.join(missing)}`")
-    done = subprocess.run([*CLI, "env", "install", *missing, "--timeout",
-                           str(INSTALL_TIMEOUT)], capture_output=True, text=True,
-                          timeout=INSTALL_TIMEOUT * len(missing) + 60)
+        pytest.skip(
+            f"environments {', '.join(missing)} are not installed; set "
+            f"DISTBENCH_FRAMEWORK_TESTS=1 (or CI) to install them ({cost}), or run "
+            f"`distbench env install {' '.join(missing)}`"
+        )
+    done = subprocess.run(
+        [*CLI, "env", "install", *missing, "--timeout", str(INSTALL_TIMEOUT)],
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT * len(missing) + 60,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -60,8 +65,9 @@ def horovod_env() -> None:
 
 @pytest.mark.timeout(2700)
 def test_env_list_shows_versions(framework_envs: None) -> None:
-    listed = subprocess.run([*CLI, "env", "list", "--json"], capture_output=True, text=True,
-                            timeout=60)
+    listed = subprocess.run(
+        [*CLI, "env", "list", "--json"], capture_output=True, text=True, timeout=60
+    )
     assert listed.returncode == 0, listed.stderr
     rows = {row["name"]: row for row in json.loads(listed.stdout)}
     assert rows["tensorflow"]["versions"]["tensorflow-cpu"].startswith("2.")
@@ -70,9 +76,23 @@ def test_env_list_shows_versions(framework_envs: None) -> None:
 
 @pytest.mark.timeout(900)
 def test_compare_lenet5_passes_all_checks(framework_envs: None, tmp_path: Path) -> None:
-    done = subprocess.run([*CLI, "compare", "--model", "lenet5", "--frameworks",
-                           "torch,tensorflow,mxnet", "--threads", "1", "--json"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=880)
+    done = subprocess.run(
+        [
+            *CLI,
+            "compare",
+            "--model",
+            "lenet5",
+            "--frameworks",
+            "torch,tensorflow,mxnet",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=880,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["passed"]
@@ -83,32 +103,84 @@ def test_compare_lenet5_passes_all_checks(framework_envs: None, tmp_path: Path) 
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize(("framework", "strategy"), [("tensorflow", "sync"),
-                                                      ("mxnet", "async")])
-def test_adapter_run_is_stored_like_pytorch(framework_envs: None, tmp_path: Path,
-                                            framework: str, strategy: str) -> None:
-    done = subprocess.run([*CLI, "run", "--model", "lenet5", "--framework", framework,
-                           "--strategy", strategy, "--workers", "2", "--steps", "4",
-                           "--warmup", "1", "--batch-size", "8", "--threads", "1",
-                           "--timeout", "600", "--json"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=880)
+@pytest.mark.parametrize(("framework", "strategy"), [("tensorflow", "sync"), ("mxnet", "async")])
+def test_adapter_run_is_stored_like_pytorch(
+    framework_envs: None, tmp_path: Path, framework: str, strategy: str
+) -> None:
+    done = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--model",
+            "lenet5",
+            "--framework",
+            framework,
+            "--strategy",
+            strategy,
+            "--workers",
+            "2",
+            "--steps",
+            "4",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--timeout",
+            "600",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=880,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(done.stdout)
     assert row["status"] == "ok", row["error"]
     assert (row["framework"], row["strategy"], row["workers"]) == (framework, strategy, 2)
     assert row["throughput_median"] > 0 and row["breakdown"]
     assert {r["rank"] for r in row["per_rank"]} == {0, 1}
-    listed = subprocess.run([*CLI, "results", "--format", "json"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [*CLI, "results", "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert framework in {r["framework"] for r in json.loads(listed.stdout)}
 
 
 def _profiled_run(tmp_path: Path, framework: str) -> dict:
-    done = subprocess.run([*CLI, "run", "--model", "lenet5", "--framework", framework,
-                           "--strategy", "sequential", "--steps", "6", "--warmup", "1",
-                           "--batch-size", "8", "--threads", "1", "--profile-ops",
-                           "--timeout", "600", "--json"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=880)
+    done = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--model",
+            "lenet5",
+            "--framework",
+            framework,
+            "--strategy",
+            "sequential",
+            "--steps",
+            "6",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--profile-ops",
+            "--timeout",
+            "600",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=880,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(done.stdout)
     assert row["status"] == "ok", row["error"]
@@ -117,8 +189,9 @@ def _profiled_run(tmp_path: Path, framework: str) -> dict:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_explain_compares_operators_with_pytorch(framework_envs: None, tmp_path: Path,
-                                                 framework: str) -> None:
+def test_explain_compares_operators_with_pytorch(
+    framework_envs: None, tmp_path: Path, framework: str
+) -> None:
     """Issue 8, item 4: the framework's profiler, stored like torch.profiler's, compared
     with a PyTorch run by common operator names."""
     from distbench.profiling.opnames import common_profile
@@ -130,9 +203,16 @@ def test_explain_compares_operators_with_pytorch(framework_envs: None, tmp_path:
     for row in (ours, theirs):
         names = {op["name"] for op in common_profile(row["operators"], row["framework"])["top"]}
         assert {"conv2d", "conv2d_backward", "matmul", "sgd_update"} <= names, (
-            row["framework"], sorted(names))
-    done = subprocess.run([*CLI, "explain", ours["run_id"], theirs["run_id"], "--json"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            row["framework"],
+            sorted(names),
+        )
+    done = subprocess.run(
+        [*CLI, "explain", ours["run_id"], theirs["run_id"], "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     explanation = json.loads(done.stdout)
     assert explanation["operators"], explanation["conclusion"]
@@ -140,17 +220,43 @@ def test_explain_compares_operators_with_pytorch(framework_envs: None, tmp_path:
 
 
 @pytest.mark.timeout(2400)
-def test_horovod_trains_like_ddp_and_profiles_its_operators(horovod_env: None,
-                                                            tmp_path: Path) -> None:
+def test_horovod_trains_like_ddp_and_profiles_its_operators(
+    horovod_env: None, tmp_path: Path
+) -> None:
     """Horovod's ring all-reduce and DDP's on the same seed, model and batches: the same
     final loss; Horovod ranks record torch.profiler operator profiles."""
     rows = {}
     for framework, strategy in (("horovod", "sync"), ("torch", "ddp")):
-        done = subprocess.run([*CLI, "run", "--model", "lenet5", "--framework", framework,
-                               "--strategy", strategy, "--workers", "2", "--steps", "6",
-                               "--warmup", "1", "--batch-size", "8", "--threads", "1",
-                               "--profile-ops", "--timeout", "600", "--json"], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=880)
+        done = subprocess.run(
+            [
+                *CLI,
+                "run",
+                "--model",
+                "lenet5",
+                "--framework",
+                framework,
+                "--strategy",
+                strategy,
+                "--workers",
+                "2",
+                "--steps",
+                "6",
+                "--warmup",
+                "1",
+                "--batch-size",
+                "8",
+                "--threads",
+                "1",
+                "--profile-ops",
+                "--timeout",
+                "600",
+                "--json",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=880,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         (row,) = json.loads(done.stdout)
         assert row["status"] == "ok", row["error"]
@@ -161,7 +267,7 @@ def test_horovod_trains_like_ddp_and_profiles_its_operators(horovod_env: None,
     assert hvd["final_loss"] == pytest.approx(rows["torch"]["final_loss"], rel=1e-5)
 
 
-TINY_BN_MODEL = '''
+TINY_BN_MODEL = """
 from torch import nn
 
 
@@ -172,12 +278,13 @@ class TinyBN(nn.Sequential):
     def __init__(self, num_classes=10):
         super().__init__(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, num_classes))
-'''
+"""
 
 
 @pytest.mark.timeout(900)
-def test_comparator_catches_a_wrong_batch_norm_epsilon(framework_envs: None,
-                                                       tmp_path: Path) -> None:
+def test_comparator_catches_a_wrong_batch_norm_epsilon(
+    framework_envs: None, tmp_path: Path
+) -> None:
     """A user model with batch-norm in training mode passes; the same model with Keras'
     default epsilon (1e-3 instead of PyTorch's 1e-5) in TensorFlow fails, naming layers."""
     import copy

@@ -34,9 +34,18 @@ pytestmark = [pytest.mark.integration]
 
 CLI = [sys.executable, "-m", "distbench.cli.main"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-quic", "--disable-extensions", "--hide-scrollbars")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-extensions",
+    "--hide-scrollbars",
+)
 BROWSER_TIMEOUT_S = 120
 CONSOLE_LINE = re.compile(r":CONSOLE(?::\d+)?\]\s*(.*)")
 PROBE_OUT = re.compile(r'<pre id="distbench-probe">(.*?)</pre>', re.S)
@@ -103,8 +112,10 @@ def ensure_browser() -> str:
         return found
     allowed, why = install_allowed()
     if not allowed:
-        pytest.skip(f"chromium not installed and not installing it: {why} "
-                    "(apt-get install -y chromium, or set CI / DISTBENCH_INSTALL_BROWSER as root)")
+        pytest.skip(
+            f"chromium not installed and not installing it: {why} "
+            "(apt-get install -y chromium, or set CI / DISTBENCH_INSTALL_BROWSER as root)"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
@@ -124,34 +135,48 @@ class PageState:
 def browser(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """One headless Chromium run with a fresh profile directory."""
     command = [binary, *FLAGS, f"--user-data-dir={profile}", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, stdin=subprocess.DEVNULL
+    )
 
 
 def with_probe(page: Path, target: Path) -> Path:
     text = page.read_text(encoding="utf-8")
     head = re.search(r"<head[^>]*>", text)
     assert head is not None, f"{page} has no <head>"
-    target.write_text(text[:head.end()] + PROBE + text[head.end():], encoding="utf-8")
+    target.write_text(text[: head.end()] + PROBE + text[head.end() :], encoding="utf-8")
     return target
 
 
 def load_page(binary: str, page: Path, work: Path) -> PageState:
     probed = with_probe(page, work / f"probed-{page.name}")
-    done = browser(binary, work / f"profile-{page.stem}", "--enable-logging=stderr", "--v=0",
-                   "--virtual-time-budget=10000", "--dump-dom", probed.as_uri())
+    done = browser(
+        binary,
+        work / f"profile-{page.stem}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probed.as_uri(),
+    )
     match = PROBE_OUT.search(done.stdout)
-    assert match, (f"the probe did not report (exit {done.returncode}); "
-                   f"stderr tail: {done.stderr[-1500:]}")
+    assert match, (
+        f"the probe did not report (exit {done.returncode}); stderr tail: {done.stderr[-1500:]}"
+    )
     found = json.loads(html.unescape(match.group(1)))
-    console = [m.group(1) for line in done.stderr.splitlines()
-               if (m := CONSOLE_LINE.search(line))]
+    console = [m.group(1) for line in done.stderr.splitlines() if (m := CONSOLE_LINE.search(line))]
     return PageState(found["images"], found["errors"], console)
 
 
 def screenshot(binary: str, page: Path, target: Path, work: Path) -> Path:
-    done = browser(binary, work / "profile-shot", "--window-size=1400,2600",
-                   "--virtual-time-budget=10000", f"--screenshot={target}", page.as_uri())
+    done = browser(
+        binary,
+        work / "profile-shot",
+        "--window-size=1400,2600",
+        "--virtual-time-budget=10000",
+        f"--screenshot={target}",
+        page.as_uri(),
+    )
     assert target.is_file(), f"no screenshot (exit {done.returncode}): {done.stderr[-1500:]}"
     return target
 
@@ -165,14 +190,40 @@ def chromium() -> str:
 def report(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Path:
     """A real report: a small profiled suite run through the CLI, then ``report``."""
     work = tmp_path_factory.mktemp("suite")
-    run = subprocess.run([*CLI, "run", "--model", "lenet5", "--strategy", "sequential,ddp",
-                          "--workers", "1,2", "--steps", "5", "--warmup", "1", "--batch-size",
-                          "8", "--profile-ops", "--db", str(work / "r.db")], cwd=work,
-                         capture_output=True, text=True, timeout=500)
+    run = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--model",
+            "lenet5",
+            "--strategy",
+            "sequential,ddp",
+            "--workers",
+            "1,2",
+            "--steps",
+            "5",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "8",
+            "--profile-ops",
+            "--db",
+            str(work / "r.db"),
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = work / "out"
-    made = subprocess.run([*CLI, "report", "--db", str(work / "r.db"), "--out", str(out)],
-                          cwd=work, capture_output=True, text=True, timeout=300)
+    made = subprocess.run(
+        [*CLI, "report", "--db", str(work / "r.db"), "--out", str(out)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0, made.stderr[-3000:]
     return out / "report.html"
 
@@ -195,8 +246,11 @@ def test_report_renders_in_chromium(chromium: str, report: Path, tmp_path: Path)
     figures = sorted(report.parent.glob("*.png"))
     state = load_page(chromium, report, tmp_path)
     assert len(state.images) == len(figures) >= 5  # breakdown, throughput, speedup, ...
-    broken = [image["alt"] for image in state.images
-              if not image["complete"] or image["width"] == 0 or image["height"] == 0]
+    broken = [
+        image["alt"]
+        for image in state.images
+        if not image["complete"] or image["width"] == 0 or image["height"] == 0
+    ]
     assert not broken, f"figures that did not load: {broken}"
     assert state.errors == []
     assert state.console == [], f"console messages: {state.console}"

@@ -34,12 +34,15 @@ from distbench.models import build_model
 
 def _arrays(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"conv1.weight": rng.normal(size=(6, 1, 5, 5)).astype(np.float32),
-            "conv1.bias": rng.normal(size=6).astype(np.float32),
-            "fc.weight": rng.normal(size=(10, 84)).astype(np.float32)}
+    return {
+        "conv1.weight": rng.normal(size=(6, 1, 5, 5)).astype(np.float32),
+        "conv1.bias": rng.normal(size=6).astype(np.float32),
+        "fc.weight": rng.normal(size=(10, 84)).astype(np.float32),
+    }
 
 
 # ------------------------------------------------------------------------------ checks
+
 
 def test_identical_weights_pass_with_zero_deviation() -> None:
     ref = _arrays()
@@ -70,8 +73,10 @@ def test_relative_tolerance_scales_with_the_array() -> None:
 
 def test_missing_misshapen_unmatched_and_nan_arrays_fail() -> None:
     ref = _arrays()
-    other = {"conv1.weight": ref["conv1.weight"].transpose(2, 3, 1, 0),  # layout not converted
-             "fc.weight": np.full_like(ref["fc.weight"], np.nan)}
+    other = {
+        "conv1.weight": ref["conv1.weight"].transpose(2, 3, 1, 0),  # layout not converted
+        "fc.weight": np.full_like(ref["fc.weight"], np.nan),
+    }
     result = compare_weights("c", "fw", ref, other, atol=1.0, unmatched=["extra_kernel"])
     notes = {d.name: d.note for d in result.failures}
     assert not result.passed
@@ -118,6 +123,7 @@ def test_default_tolerances_are_tight_where_exactness_is_expected() -> None:
 
 # ------------------------------------------------------------------------------ conversions
 
+
 def _lenet_spec() -> tuple[nn.Module, dict]:
     torch.manual_seed(0)
     model = build_model("lenet5", 10, 32, 1)
@@ -125,8 +131,12 @@ def _lenet_spec() -> tuple[nn.Module, dict]:
 
 
 def test_spec_covers_every_weight_of_the_zoo_models() -> None:
-    for name, shape in (("lenet5", (1, 32, 32)), ("resnet18", (3, 32, 32)),
-                        ("alexnet", (3, 64, 64)), ("resnet50", (3, 32, 32))):
+    for name, shape in (
+        ("lenet5", (1, 32, 32)),
+        ("resnet18", (3, 32, 32)),
+        ("alexnet", (3, 64, 64)),
+        ("resnet50", (3, 32, 32)),
+    ):
         with torch.device("meta"):
             model = build_model(name, 10, shape[1], shape[0])
         model = model.to_empty(device="cpu")
@@ -158,8 +168,9 @@ def test_dense_after_flatten_sees_channels_last_inputs_correctly() -> None:
     node = next(n for n in weighted_nodes(spec) if n["name"] == "fc1.0")
     assert node["flatten_from"] == [16, 5, 5]
     weight = model.state_dict()["fc1.0.weight"].numpy()
-    kernel = to_framework("tensorflow", spec, {k: v.numpy() for k, v in
-                                               model.state_dict().items()})["fc1.0.weight"]
+    kernel = to_framework(
+        "tensorflow", spec, {k: v.numpy() for k, v in model.state_dict().items()}
+    )["fc1.0.weight"]
     features = np.random.default_rng(0).normal(size=(2, 16, 5, 5)).astype(np.float32)
     torch_out = features.reshape(2, -1) @ weight.T  # PyTorch: flatten C, H, W
     nhwc = batch_to_framework("tensorflow", features)  # Keras: flatten H, W, C
@@ -169,8 +180,18 @@ def test_dense_after_flatten_sees_channels_last_inputs_correctly() -> None:
 def test_running_variance_conversion_is_exact() -> None:
     """Simulate K batch-norm updates with the biased (Keras, MXNet) and unbiased (PyTorch)
     batch variance; the conversion must turn one into the other."""
-    spec = {"nodes": [{"op": "bn", "name": "bn", "num": 3, "eps": 1e-5, "momentum": 0.1,
-                       "in_shape": [3, 4, 4]}]}
+    spec = {
+        "nodes": [
+            {
+                "op": "bn",
+                "name": "bn",
+                "num": 3,
+                "eps": 1e-5,
+                "momentum": 0.1,
+                "in_shape": [3, 4, 4],
+            }
+        ]
+    }
     batch, steps, rng = 2, 4, np.random.default_rng(0)
     v0 = np.ones(3)
     biased, unbiased = v0.copy(), v0.copy()
@@ -179,18 +200,24 @@ def test_running_variance_conversion_is_exact() -> None:
         var = rng.uniform(0.5, 2.0, size=3)
         biased = 0.9 * biased + 0.1 * var
         unbiased = 0.9 * unbiased + 0.1 * var * n / (n - 1)
-    out = to_torch_convention(spec, {"bn.running_var": biased}, {"bn.running_var": v0},
-                              batch, steps)
+    out = to_torch_convention(
+        spec, {"bn.running_var": biased}, {"bn.running_var": v0}, batch, steps
+    )
     np.testing.assert_allclose(out["bn.running_var"], unbiased, rtol=1e-12)
 
 
 # ------------------------------------------------------------------ registry, config, envs
 
+
 def test_adapters_declare_their_strategies() -> None:
     assert set(FRAMEWORK) == {"tensorflow", "mxnet", "horovod"}
     assert adapter_strategy("mxnet", "async").synchronous is False
-    assert adapter_strategy("tensorflow", "async").world_size(
-        RunConfig(model="lenet5", framework="tensorflow", strategy="async", workers=3)) == 5
+    assert (
+        adapter_strategy("tensorflow", "async").world_size(
+            RunConfig(model="lenet5", framework="tensorflow", strategy="async", workers=3)
+        )
+        == 5
+    )
 
 
 def test_run_config_consults_the_adapter_for_strategies() -> None:
@@ -204,8 +231,7 @@ def test_run_config_consults_the_adapter_for_strategies() -> None:
         RunConfig(model="lenet5", framework="tensorflow", strategy="sequential", workers=2)
 
 
-def test_envs_live_under_distbench_envs(monkeypatch: pytest.MonkeyPatch,
-                                         tmp_path: Path) -> None:
+def test_envs_live_under_distbench_envs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DISTBENCH_ENVS", str(tmp_path))
     assert envs_root() == tmp_path
     rows = {row.name: row for row in list_envs()}

@@ -52,21 +52,30 @@ def write_mnist(folder: Path, n_train: int = 12, n_test: int = 6, compress: bool
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, 2049, compress)
 
 
-def write_cifar_file(path: Path, labels: list[int], label_key: bytes,
-                     color: tuple[int, int, int] = (255, 0, 0)) -> None:
+def write_cifar_file(
+    path: Path, labels: list[int], label_key: bytes, color: tuple[int, int, int] = (255, 0, 0)
+) -> None:
     planes = np.zeros((len(labels), 3, 32, 32), dtype=np.uint8)
     for channel, value in enumerate(color):
         planes[:, channel] = value
     with path.open("wb") as handle:
-        pickle.dump({b"data": planes.reshape(len(labels), 3072), label_key: labels,
-                     b"batch_label": b"test"}, handle, protocol=2)
+        pickle.dump(
+            {
+                b"data": planes.reshape(len(labels), 3072),
+                label_key: labels,
+                b"batch_label": b"test",
+            },
+            handle,
+            protocol=2,
+        )
 
 
 def write_cifar10(folder: Path, per_file: int = 4) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(1, 6):
-        write_cifar_file(folder / f"data_batch_{i}", [(i + j) % 10 for j in range(per_file)],
-                         b"labels")
+        write_cifar_file(
+            folder / f"data_batch_{i}", [(i + j) % 10 for j in range(per_file)], b"labels"
+        )
     write_cifar_file(folder / "test_batch", [3] * per_file, b"labels")
 
 
@@ -170,8 +179,10 @@ def test_synthetic_defaults_and_bounded_memory() -> None:
     assert isinstance(big, TensorPairDataset)
     assert big.x.numel() * 4 <= 32 * 2**20 and len(big) == 100_000
     assert_items(big, (3, 224, 224))
-    train, test = (all_items(load_dataset("synthetic", None, (1, 4, 4), 3, size=8, train=t))[0]
-                   for t in (True, False))
+    train, test = (
+        all_items(load_dataset("synthetic", None, (1, 4, 4), 3, size=8, train=t))[0]
+        for t in (True, False)
+    )
     assert not torch.equal(train, test)
 
 
@@ -235,8 +246,9 @@ def test_mnist_converts_to_rgb_and_resizes(tmp_path: Path) -> None:
 
 
 def test_mnist_missing_files_are_named(tmp_path: Path) -> None:
-    expected = (f"expected train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] "
-                f"in {tmp_path}")
+    expected = (
+        f"expected train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] in {tmp_path}"
+    )
     with pytest.raises(UserError, match=expected.replace("[", r"\[").replace("]", r"\]")):
         check_dataset("mnist", str(tmp_path))
     write_mnist(tmp_path, n_train=2)
@@ -417,8 +429,9 @@ def test_ranks_together_see_the_sequential_big_batch(world: int, batch: int, n: 
 def test_shards_never_overlap_within_an_epoch(world: int, batch: int, n: int) -> None:
     data = index_dataset(n)
     for epoch in range(3):
-        shards = [ShardedBatches(data, batch, r, world, seed=5).epoch_indices(epoch)
-                  for r in range(world)]
+        shards = [
+            ShardedBatches(data, batch, r, world, seed=5).epoch_indices(epoch) for r in range(world)
+        ]
         seen = torch.cat(shards).tolist()
         assert len(seen) == len(set(seen)) == world * (n // world)
         assert {len(s) for s in shards} == {n // world}
@@ -438,7 +451,10 @@ def test_epochs_reshuffle_and_partial_batches_drop() -> None:
 def test_no_shuffle_is_identity_strided() -> None:
     ranks = [ShardedBatches(index_dataset(13), 2, r, 3, shuffle=False) for r in range(3)]
     assert [batch_ids(r, 2) for r in ranks] == [
-        [[0, 3], [6, 9]], [[1, 4], [7, 10]], [[2, 5], [8, 11]]]
+        [[0, 3], [6, 9]],
+        [[1, 4], [7, 10]],
+        [[2, 5], [8, 11]],
+    ]
 
 
 def test_same_seed_same_stream_different_seed_differs() -> None:
@@ -477,8 +493,9 @@ def test_imagefolder_batches_stack(tmp_path: Path) -> None:
     assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32 and y.shape == (2,)
 
 
-def test_lazy_conversion_matches_precomputed(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
+def test_lazy_conversion_matches_precomputed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     write_cifar10(tmp_path)
     eager = load_dataset("cifar10", str(tmp_path), (1, 20, 20), None)
     monkeypatch.setattr("distbench.data.base.PRECOMPUTE_BYTES", 0)

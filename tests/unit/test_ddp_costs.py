@@ -31,15 +31,17 @@ def test_ddp_levels_are_the_multi_worker_runs_of_this_host() -> None:
 
 
 def test_ddp_costs_measure_the_all_reduce_after_a_step_on_loopback_only(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from distbench.config import RunConfig
     from distbench.profiling import calibrate
     from distbench.profiling.store_lookup import LoadedAllReduce, StepTimes
 
     measured_levels: list[tuple[int, int]] = []
 
-    def loaded(cfg: RunConfig, k: int, t: int, nbytes: int, count: StepCount,
-               timeout: float) -> LoadedAllReduce:
+    def loaded(
+        cfg: RunConfig, k: int, t: int, nbytes: int, count: StepCount, timeout: float
+    ) -> LoadedAllReduce:
         measured_levels.append((k, t))
         return LoadedAllReduce(k, t, 0.001, count.timed)
 
@@ -50,7 +52,8 @@ def test_ddp_costs_measure_the_all_reduce_after_a_step_on_loopback_only(
     loopback = calibrate.ProfileRequest(cfg=RunConfig(model="lenet5"), workers=2)
     overhead, levels = calibrate.measure_ddp_costs(loopback, [base], 1000)
     assert overhead == 0.0005 and [(a.processes, a.threads) for a in levels] == [(2, 1)]
-    shaped = calibrate.ProfileRequest(cfg=RunConfig(model="lenet5", network="bandwidth=100mbit"),
-                                      workers=2)
+    shaped = calibrate.ProfileRequest(
+        cfg=RunConfig(model="lenet5", network="bandwidth=100mbit"), workers=2
+    )
     assert calibrate.measure_ddp_costs(shaped, [base], 1000) == (0.0005, [])
     assert measured_levels == [(2, 1)]  # nothing measured for the shaped-link profile

@@ -18,8 +18,21 @@ from distbench.cli import estimate as estimate_cli
 from distbench.cli.common import OneLineParser
 from distbench.errors import UserError
 
-SQUEEZE = ["estimate", "--t-grad", "0.758", "--t-comm", "0.033", "--type", "sync-join",
-           "--server", "distributed", "--workers", "8", "--batches", "128"]
+SQUEEZE = [
+    "estimate",
+    "--t-grad",
+    "0.758",
+    "--t-comm",
+    "0.033",
+    "--type",
+    "sync-join",
+    "--server",
+    "distributed",
+    "--workers",
+    "8",
+    "--batches",
+    "128",
+]
 
 
 def run_cli(argv: list[str]) -> int:
@@ -50,7 +63,8 @@ def test_csv_has_header_and_eight_rows(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_single_prints_table_semaphore_and_recommendation(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert run_cli([*SQUEEZE, "--output", "single"]) == 0
     out = capsys.readouterr().out
     assert "sync-join/distributed" in out
@@ -77,32 +91,97 @@ def test_plot_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_ddp_and_pipeline_run(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli(["estimate", "--t-grad", "0.3", "--type", "ddp", "--beta", "1.25e8",
-                    "--grad-bytes", "4.6e7", "--alpha", "5e-5", "--workers", "4",
-                    "--output", "csv"]) == 0
+    assert (
+        run_cli(
+            [
+                "estimate",
+                "--t-grad",
+                "0.3",
+                "--type",
+                "ddp",
+                "--beta",
+                "1.25e8",
+                "--grad-bytes",
+                "4.6e7",
+                "--alpha",
+                "5e-5",
+                "--workers",
+                "4",
+                "--output",
+                "csv",
+            ]
+        )
+        == 0
+    )
     assert len(capsys.readouterr().out.splitlines()) == 5
-    assert run_cli(["estimate", "--type", "pipeline", "--microbatches", "8",
-                    "--stage-times", "0.01,0.012,0.011", "--output", "csv"]) == 0
+    assert (
+        run_cli(
+            [
+                "estimate",
+                "--type",
+                "pipeline",
+                "--microbatches",
+                "8",
+                "--stage-times",
+                "0.01,0.012,0.011",
+                "--output",
+                "csv",
+            ]
+        )
+        == 0
+    )
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 
 def test_sync_split_times_per_n(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli(["estimate", "--t-grad", "0.8", "--t-comm", "0.1", "--type", "sync-split",
-                    "--t-grad-split", "0.8,0.45", "--workers", "2", "--output", "csv"]) == 0
+    assert (
+        run_cli(
+            [
+                "estimate",
+                "--t-grad",
+                "0.8",
+                "--t-comm",
+                "0.1",
+                "--type",
+                "sync-split",
+                "--t-grad-split",
+                "0.8,0.45",
+                "--workers",
+                "2",
+                "--output",
+                "csv",
+            ]
+        )
+        == 0
+    )
     assert "measured t_grad_split" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [
-    ["estimate", "--t-comm", "0.1"],                              # missing --t-grad
-    ["estimate", "--t-grad", "-1", "--t-comm", "0.1"],            # negative time
-    ["estimate", "--t-grad", "abc", "--t-comm", "0.1"],           # not a number (argparse)
-    ["estimate", "--t-grad", "1", "--t-comm", "0.1", "--workers", "0"],
-    ["estimate", "--t-grad", "1", "--t-comm", "0.1", "--batches", "0"],
-    ["estimate", "--t-grad", "1", "--t-comm", "0.1", "--type", "nope"],
-    ["estimate", "--t-grad", "1", "--t-comm", "0.1", "--type", "sync-split",
-     "--t-grad-split", "1,0.5", "--workers", "3"],
-    ["estimate", "--t-grad", "1", "--type", "pipeline"],          # no --microbatches
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["estimate", "--t-comm", "0.1"],  # missing --t-grad
+        ["estimate", "--t-grad", "-1", "--t-comm", "0.1"],  # negative time
+        ["estimate", "--t-grad", "abc", "--t-comm", "0.1"],  # not a number (argparse)
+        ["estimate", "--t-grad", "1", "--t-comm", "0.1", "--workers", "0"],
+        ["estimate", "--t-grad", "1", "--t-comm", "0.1", "--batches", "0"],
+        ["estimate", "--t-grad", "1", "--t-comm", "0.1", "--type", "nope"],
+        [
+            "estimate",
+            "--t-grad",
+            "1",
+            "--t-comm",
+            "0.1",
+            "--type",
+            "sync-split",
+            "--t-grad-split",
+            "1,0.5",
+            "--workers",
+            "3",
+        ],
+        ["estimate", "--t-grad", "1", "--type", "pipeline"],  # no --microbatches
+    ],
+)
 def test_bad_input_is_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     try:
         code = run_cli(argv)
@@ -115,8 +194,10 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFix
 
 
 def test_model_without_store_lookup_is_user_error(capsys: pytest.CaptureFixture[str]) -> None:
-    if importlib.util.find_spec("distbench.profiling") is not None and \
-            importlib.util.find_spec("distbench.profiling.store_lookup") is not None:
+    if (
+        importlib.util.find_spec("distbench.profiling") is not None
+        and importlib.util.find_spec("distbench.profiling.store_lookup") is not None
+    ):
         pytest.skip("stored profiles exist now; this tests the placeholder path")
     assert run_cli(["estimate", "--model", "resnet18", "--db", "x.db"]) == 2
     assert "no stored profiles yet" in capsys.readouterr().err
@@ -130,11 +211,18 @@ def test_register_sets_handler() -> None:
     assert isinstance(args, argparse.Namespace)
     assert args.handler is estimate_cli.run_estimate
     assert (args.kind, args.server, args.workers, args.batches, args.output) == (
-        "sync-join", "central", 8, 128, "single")
+        "sync-join",
+        "central",
+        8,
+        128,
+        "single",
+    )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("distbench.cli.run") is None,
-                    reason="distbench.cli.run not written yet; main() imports every subcommand")
+@pytest.mark.skipif(
+    importlib.util.find_spec("distbench.cli.run") is None,
+    reason="distbench.cli.run not written yet; main() imports every subcommand",
+)
 def test_through_main(capsys: pytest.CaptureFixture[str]) -> None:
     from distbench.cli.main import main
 

@@ -27,65 +27,119 @@ from distbench.store import open_store
 
 def profile(phases: dict[str, dict[str, float]]) -> dict[str, Any]:
     """An operator profile in the shape OperatorProfiler writes (seconds per step)."""
-    return {"unit": "seconds per step", "steps": [5, 6, 7], "phases": {
-        phase: {"self_s": sum(ops.values()),
-                "ops": [{"name": n, "self_s": s, "total_s": s, "calls": 1.0,
-                         "self_device_s": 0.0}
-                        for n, s in sorted(ops.items(), key=lambda kv: -kv[1])]}
-        for phase, ops in phases.items()}, "top": []}
+    return {
+        "unit": "seconds per step",
+        "steps": [5, 6, 7],
+        "phases": {
+            phase: {
+                "self_s": sum(ops.values()),
+                "ops": [
+                    {"name": n, "self_s": s, "total_s": s, "calls": 1.0, "self_device_s": 0.0}
+                    for n, s in sorted(ops.items(), key=lambda kv: -kv[1])
+                ],
+            }
+            for phase, ops in phases.items()
+        },
+        "top": [],
+    }
 
 
-def row(run_id: str, strategy: str = "sequential", workers: int = 1,
-        breakdown: dict[str, float] | None = None, **extra: Any) -> dict[str, Any]:
+def row(
+    run_id: str,
+    strategy: str = "sequential",
+    workers: int = 1,
+    breakdown: dict[str, float] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "run_id": run_id, "status": "ok", "error": None, "created_at": f"2026-01-01T00:{run_id}",
-        "model": "resnet18", "dataset": "synthetic", "strategy": strategy, "framework": "torch",
-        "workers": workers, "threads_per_worker": 1, "local_batch": 32,
-        "global_batch": 32 * workers, "scaling": "weak", "throughput_median": 100.0,
-        "throughput_ci_low": 90.0, "throughput_ci_high": 110.0, "step_time_median": 0.3,
-        "breakdown": breakdown or {"data": 0.01, "forward": 0.1, "backward": 0.2,
-                                   "update": 0.02},
-        "oversubscribed": False, "operators": None, "resources": None}
+        "run_id": run_id,
+        "status": "ok",
+        "error": None,
+        "created_at": f"2026-01-01T00:{run_id}",
+        "model": "resnet18",
+        "dataset": "synthetic",
+        "strategy": strategy,
+        "framework": "torch",
+        "workers": workers,
+        "threads_per_worker": 1,
+        "local_batch": 32,
+        "global_batch": 32 * workers,
+        "scaling": "weak",
+        "throughput_median": 100.0,
+        "throughput_ci_low": 90.0,
+        "throughput_ci_high": 110.0,
+        "step_time_median": 0.3,
+        "breakdown": breakdown or {"data": 0.01, "forward": 0.1, "backward": 0.2, "update": 0.02},
+        "oversubscribed": False,
+        "operators": None,
+        "resources": None,
+    }
     base.update(extra)
     return base
 
 
-SEQ_OPS = profile({"forward": {"aten::mkldnn_convolution": 0.06, "aten::native_batch_norm": 0.02},
-                   "backward": {"aten::convolution_backward": 0.12,
-                                "aten::native_batch_norm_backward": 0.03,
-                                "aten::threshold_backward": 0.02, "aten::add_": 0.01}})
-DDP_OPS = profile({"forward": {"aten::mkldnn_convolution": 0.07, "aten::native_batch_norm": 0.02},
-                   "backward": {"aten::convolution_backward": 0.30,
-                                "aten::native_batch_norm_backward": 0.08,
-                                "aten::threshold_backward": 0.05, "aten::add_": 0.011},
-                   "comm": {"c10d::allreduce_": 0.001}})
+SEQ_OPS = profile(
+    {
+        "forward": {"aten::mkldnn_convolution": 0.06, "aten::native_batch_norm": 0.02},
+        "backward": {
+            "aten::convolution_backward": 0.12,
+            "aten::native_batch_norm_backward": 0.03,
+            "aten::threshold_backward": 0.02,
+            "aten::add_": 0.01,
+        },
+    }
+)
+DDP_OPS = profile(
+    {
+        "forward": {"aten::mkldnn_convolution": 0.07, "aten::native_batch_norm": 0.02},
+        "backward": {
+            "aten::convolution_backward": 0.30,
+            "aten::native_batch_norm_backward": 0.08,
+            "aten::threshold_backward": 0.05,
+            "aten::add_": 0.011,
+        },
+        "comm": {"c10d::allreduce_": 0.001},
+    }
+)
 
 
 def seq_and_ddp(profiled: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     a = row("01", operators=SEQ_OPS if profiled else None)
-    b = row("02", "ddp", 2, {"data": 0.01, "forward": 0.11, "backward": 0.45, "comm": 0.05,
-                             "update": 0.02}, operators=DDP_OPS if profiled else None)
+    b = row(
+        "02",
+        "ddp",
+        2,
+        {"data": 0.01, "forward": 0.11, "backward": 0.45, "comm": 0.05, "update": 0.02},
+        operators=DDP_OPS if profiled else None,
+    )
     return a, b
 
 
 def test_phase_deltas_add_up_to_the_total() -> None:
-    deltas = phase_deltas({"forward": 1.0, "backward": 2.0}, {"forward": 1.5, "backward": 2.0,
-                                                               "comm": 0.5})
+    deltas = phase_deltas(
+        {"forward": 1.0, "backward": 2.0}, {"forward": 1.5, "backward": 2.0, "comm": 0.5}
+    )
     assert [d.name for d in deltas] == ["forward", "backward", "comm"]
     assert sum(d.delta_s for d in deltas) == pytest.approx(1.0)
     assert [d.share for d in deltas] == pytest.approx([0.5, 0.0, 0.5])
 
 
 def test_groups_split_compute_from_communication() -> None:
-    groups = group_deltas(phase_deltas({"forward": 1.0}, {"forward": 1.0, "comm": 0.4,
-                                                          "wait": 0.1}))
-    assert [(g.name, round(g.delta_s, 6)) for g in groups] == [("compute", 0.0),
-                                                               ("communication", 0.5)]
+    groups = group_deltas(
+        phase_deltas({"forward": 1.0}, {"forward": 1.0, "comm": 0.4, "wait": 0.1})
+    )
+    assert [(g.name, round(g.delta_s, 6)) for g in groups] == [
+        ("compute", 0.0),
+        ("communication", 0.5),
+    ]
 
 
 def test_dominant_follows_the_direction_of_the_total() -> None:
-    deltas = [Delta("forward", 1, 0.2, -0.8), Delta("comm", 0, 0.5, 0.5),
-              Delta("backward", 1, 1.4, 0.4)]
+    deltas = [
+        Delta("forward", 1, 0.2, -0.8),
+        Delta("comm", 0, 0.5, 0.5),
+        Delta("backward", 1, 1.4, 0.4),
+    ]
     up, down = dominant(deltas, total=0.1), dominant(deltas, total=-0.1)
     assert up is not None and up.name == "comm"  # the biggest *increase*
     assert down is not None and down.name == "forward"
@@ -99,11 +153,17 @@ def test_explain_names_the_phase_and_three_operators() -> None:
     assert e.phase == "backward"
     assert e.operator_scope == "backward"
     assert [op.name for op in e.operators[:3]] == [
-        "aten::convolution_backward", "aten::native_batch_norm_backward",
-        "aten::threshold_backward"]
+        "aten::convolution_backward",
+        "aten::native_batch_norm_backward",
+        "aten::threshold_backward",
+    ]
     assert e.operators[0].delta_s == pytest.approx(0.18)
-    for name in ("backward", "aten::convolution_backward", "aten::native_batch_norm_backward",
-                 "aten::threshold_backward"):
+    for name in (
+        "backward",
+        "aten::convolution_backward",
+        "aten::native_batch_norm_backward",
+        "aten::threshold_backward",
+    ):
         assert name in e.conclusion
     assert "aten::add_" not in e.conclusion
     assert e.conclusion.endswith(".")
@@ -134,8 +194,9 @@ def test_forced_phase_and_unknown_phase() -> None:
 
 def test_comm_phase_falls_back_to_all_phases_when_no_ops_there() -> None:
     a = row("01", breakdown={"forward": 0.1}, operators=profile({"forward": {"op": 0.1}}))
-    b = row("02", "ddp", 2, {"forward": 0.1, "comm": 0.3},
-            operators=profile({"forward": {"op": 0.1}}))
+    b = row(
+        "02", "ddp", 2, {"forward": 0.1, "comm": 0.3}, operators=profile({"forward": {"op": 0.1}})
+    )
     b["operators"]["top"] = [{"name": "op", "self_s": 0.1}]
     a["operators"]["top"] = [{"name": "op", "self_s": 0.1}]
     e = explain_rows(a, b)
@@ -147,8 +208,10 @@ def test_notes_name_setup_differences_and_saturation() -> None:
     a["threads_per_worker"] = 2
     b["local_batch"] = 16
     b["oversubscribed"] = True
-    b["resources"] = {"window": [1.0, 2.0], "ranks": {
-        "0": {"t": [0.5, 1.2, 1.8], "system_cpu_percent": [10.0, 95.0, 99.0]}}}
+    b["resources"] = {
+        "window": [1.0, 2.0],
+        "ranks": {"0": {"t": [0.5, 1.2, 1.8], "system_cpu_percent": [10.0, 95.0, 99.0]}},
+    }
     notes = " | ".join(explain_rows(a, b).notes)
     assert "threads per worker differ (A 2, B 1)" in notes
     assert "local batches differ" in notes
@@ -157,8 +220,10 @@ def test_notes_name_setup_differences_and_saturation() -> None:
 
 
 def test_mean_in_window_uses_only_measured_samples() -> None:
-    resources = {"window": [1.0, 2.0], "ranks": {"0": {"t": [0.0, 1.5], "x": [100.0, 20.0]},
-                                                 "1": {"t": [1.9], "x": [40.0]}}}
+    resources = {
+        "window": [1.0, 2.0],
+        "ranks": {"0": {"t": [0.0, 1.5], "x": [100.0, 20.0]}, "1": {"t": [1.9], "x": [40.0]}},
+    }
     assert mean_in_window(resources, "x") == pytest.approx(30.0)
     assert mean_in_window(None, "x") is None
 
@@ -179,8 +244,13 @@ def test_seconds_formatting() -> None:
 
 def test_suite_findings_explain_multi_worker_runs_against_their_baseline() -> None:
     a, b = seq_and_ddp()
-    b.update(baseline_run_id="01", efficiency=0.4, speedup=0.8, throughput_median=160.0,
-             baseline="sequential x1, weak scaling")
+    b.update(
+        baseline_run_id="01",
+        efficiency=0.4,
+        speedup=0.8,
+        throughput_median=160.0,
+        baseline="sequential x1, weak scaling",
+    )
     findings = suite_findings([a, b])
     assert findings[0].topic == "resnet18 on synthetic"
     assert "highest throughput: resnet18 ddp ×2" in findings[0].text

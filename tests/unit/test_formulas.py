@@ -31,14 +31,22 @@ VGG16E = (0.719, 5.153)
 GOOGLENET = (0.763, 0.210)
 SQUEEZENET = (0.758, 0.033)
 RESNET34 = (0.821, 0.811)
-REFERENCE = {"VGG16E": VGG16E, "GoogLeNet": GOOGLENET, "SqueezeNet": SQUEEZENET,
-             "ResNet-34": RESNET34}
+REFERENCE = {
+    "VGG16E": VGG16E,
+    "GoogLeNet": GOOGLENET,
+    "SqueezeNet": SQUEEZENET,
+    "ResNet-34": RESNET34,
+}
 D = 128
 WORKERS = list(range(1, 9))
 
 
-def speedups(kind: str, server: str, t: tuple[float, float], workers: list[int] = WORKERS,
-             ) -> list[float]:
+def speedups(
+    kind: str,
+    server: str,
+    t: tuple[float, float],
+    workers: list[int] = WORKERS,
+) -> list[float]:
     rows = estimate_table(kind, server, t[0], t[1], workers, D)  # type: ignore[arg-type]
     return [row.speedup_estimate for row in rows]
 
@@ -161,13 +169,13 @@ def test_squeezenet_sync_split_central_peaks_at_four() -> None:
 
 # Thesis chapter 6 text: the best configuration the estimates pointed to, per figure.
 BEST = [
-    ("VGG16E", "sync-join", 4, "sequential", 1),        # fig. 6.1
-    ("GoogLeNet", "sync-join", 8, "sync-join/distributed", 8),   # fig. 6.2
+    ("VGG16E", "sync-join", 4, "sequential", 1),  # fig. 6.1
+    ("GoogLeNet", "sync-join", 8, "sync-join/distributed", 8),  # fig. 6.2
     ("SqueezeNet", "sync-join", 8, "sync-join/distributed", 8),  # fig. 6.3 (8 workers)
-    ("ResNet-34", "sync-join", 8, "sync-join/distributed", 8),   # fig. 6.4
+    ("ResNet-34", "sync-join", 8, "sync-join/distributed", 8),  # fig. 6.4
     ("SqueezeNet", "sync-split", 8, "sync-split/distributed", 8),  # fig. 6.6
-    ("ResNet-34", "sync-split", 8, "sequential", 1),    # fig. 6.7
-    ("VGG16E", "async", 4, "sequential", 1),            # fig. 6.8
+    ("ResNet-34", "sync-split", 8, "sequential", 1),  # fig. 6.7
+    ("VGG16E", "async", 4, "sequential", 1),  # fig. 6.8
     ("GoogLeNet", "async", 8, "async/distributed", 8),  # fig. 6.9
     ("SqueezeNet", "async", 8, "async/distributed", 8),  # fig. 6.10 (8 workers)
     ("ResNet-34", "async", 8, "async/distributed", 8),  # fig. 6.11
@@ -175,11 +183,18 @@ BEST = [
 
 
 @pytest.mark.parametrize(("net", "kind", "max_n", "strategy", "workers"), BEST)
-def test_recommendation_matches_thesis(net: str, kind: str, max_n: int, strategy: str,
-                                       workers: int) -> None:
+def test_recommendation_matches_thesis(
+    net: str, kind: str, max_n: int, strategy: str, workers: int
+) -> None:
     t_grad, t_comm = REFERENCE[net]
-    inputs = EstimateInputs(kind=kind, server="central", t_grad=t_grad,  # type: ignore[arg-type]
-                            t_comm=t_comm, workers=tuple(range(1, max_n + 1)), batches=D)
+    inputs = EstimateInputs(
+        kind=kind,
+        server="central",
+        t_grad=t_grad,  # type: ignore[arg-type]
+        t_comm=t_comm,
+        workers=tuple(range(1, max_n + 1)),
+        batches=D,
+    )
     rec = estimate_report(inputs).recommendation
     assert (rec.strategy, rec.workers) == (strategy, workers)
 
@@ -256,8 +271,9 @@ def test_ddp_default_overlap() -> None:
 
 
 def test_ddp_table_band() -> None:
-    rows = estimate_table("ddp", "central", 0.3, None, [1, 2, 4], D, alpha=5e-5, beta=1.25e8,
-                          grad_bytes=4.6e7)
+    rows = estimate_table(
+        "ddp", "central", 0.3, None, [1, 2, 4], D, alpha=5e-5, beta=1.25e8, grad_bytes=4.6e7
+    )
     assert rows[0].speedup_estimate == pytest.approx(1.0)
     for row in rows:
         assert row.t_best is not None and row.t_worst is not None
@@ -292,8 +308,9 @@ def test_pipeline_balanced_speedup() -> None:
 
 
 def test_pipeline_measured_stages_row() -> None:
-    rows = estimate_table("pipeline", "central", None, None, [1], D,
-                          stage_times=[0.01, 0.012, 0.011], microbatches=8)
+    rows = estimate_table(
+        "pipeline", "central", None, None, [1], D, stage_times=[0.01, 0.012, 0.011], microbatches=8
+    )
     assert [r.workers for r in rows] == [3]
     assert rows[0].time_per_iteration == pytest.approx(10 * 0.012)
     assert rows[0].speedup_estimate == pytest.approx(8 * 0.033 / 0.12)
@@ -303,10 +320,20 @@ def test_pipeline_measured_stages_row() -> None:
 
 
 def _rows(speedups_: list[float]) -> list[EstimateRow]:
-    return [EstimateRow(workers=n, t_best=None, t_worst=None, t_estimate=10.0 / s,
-                        time_per_iteration=None, speedup_best=None, speedup_worst=None,
-                        speedup_estimate=s, formula="test")
-            for n, s in enumerate(speedups_, start=1)]
+    return [
+        EstimateRow(
+            workers=n,
+            t_best=None,
+            t_worst=None,
+            t_estimate=10.0 / s,
+            time_per_iteration=None,
+            speedup_best=None,
+            speedup_worst=None,
+            speedup_estimate=s,
+            formula="test",
+        )
+        for n, s in enumerate(speedups_, start=1)
+    ]
 
 
 def test_stops_paying() -> None:
@@ -339,26 +366,29 @@ def test_render_csv_shape() -> None:
 # --- invalid input -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call", [
-    lambda: f.sync_central_best(-1.0, 0.1, 2),
-    lambda: f.sync_central_best(0.0, 0.1, 2),
-    lambda: f.sync_distributed(1.0, -0.1, 2),
-    lambda: f.sync_distributed(1.0, 0.1, 0),
-    lambda: f.async_distributed(1.0, 0.1, 2, 0),
-    lambda: f.async_central_best(math.nan, 0.1, 2, 8),
-    lambda: f.speedup(1.0, 8, 0.0),
-    lambda: f.ring_allreduce_time(2, 1e6, 0.0, 0.0),
-    lambda: f.ddp_step_time(0.3, 0.1, overlap=1.5),
-    lambda: f.ddp_step_time(0.3, 0.1, t_backward=0.5),
-    lambda: f.gpipe_batch_time([], 4),
-    lambda: f.bubble_fraction(2, 0),
-    lambda: f.sync_join_iterations(128, 2, "floor"),  # type: ignore[arg-type]
-    lambda: estimate_table("sync-join", "central", None, 0.1, [1], D),
-    lambda: estimate_table("ddp", "central", 0.3, None, [2], D),
-    lambda: estimate_table("pipeline", "central", 0.3, None, [2], D),
-    lambda: estimate_table("bogus", "central", 0.3, 0.1, [2], D),  # type: ignore[arg-type]
-    lambda: recommend({"a": _rows([1.0])}, budget_workers=0),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: f.sync_central_best(-1.0, 0.1, 2),
+        lambda: f.sync_central_best(0.0, 0.1, 2),
+        lambda: f.sync_distributed(1.0, -0.1, 2),
+        lambda: f.sync_distributed(1.0, 0.1, 0),
+        lambda: f.async_distributed(1.0, 0.1, 2, 0),
+        lambda: f.async_central_best(math.nan, 0.1, 2, 8),
+        lambda: f.speedup(1.0, 8, 0.0),
+        lambda: f.ring_allreduce_time(2, 1e6, 0.0, 0.0),
+        lambda: f.ddp_step_time(0.3, 0.1, overlap=1.5),
+        lambda: f.ddp_step_time(0.3, 0.1, t_backward=0.5),
+        lambda: f.gpipe_batch_time([], 4),
+        lambda: f.bubble_fraction(2, 0),
+        lambda: f.sync_join_iterations(128, 2, "floor"),  # type: ignore[arg-type]
+        lambda: estimate_table("sync-join", "central", None, 0.1, [1], D),
+        lambda: estimate_table("ddp", "central", 0.3, None, [2], D),
+        lambda: estimate_table("pipeline", "central", 0.3, None, [2], D),
+        lambda: estimate_table("bogus", "central", 0.3, 0.1, [2], D),  # type: ignore[arg-type]
+        lambda: recommend({"a": _rows([1.0])}, budget_workers=0),
+    ],
+)
 def test_invalid_input_raises_user_error(call: object) -> None:
     with pytest.raises(UserError) as info:
         call()  # type: ignore[operator]

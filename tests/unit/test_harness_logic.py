@@ -41,9 +41,12 @@ def test_median_ci_contains_median_and_narrows() -> None:
 
 def _rank(rank: int, times: list[float], role: str = "worker", samples: int = 8) -> Any:
     lines = [f'{{"kind": "meta", "role": "{role}"}}']
-    lines += [f'{{"kind": "step", "step": {i}, "warmup": {str(i == 0).lower()}, "t": 0, '
-              f'"step_time": {t}, "samples": {samples}, "phases": {{"forward": {t / 2}, '
-              f'"backward": {t / 2}}}, "loss": 1.5}}' for i, t in enumerate(times)]
+    lines += [
+        f'{{"kind": "step", "step": {i}, "warmup": {str(i == 0).lower()}, "t": 0, '
+        f'"step_time": {t}, "samples": {samples}, "phases": {{"forward": {t / 2}, '
+        f'"backward": {t / 2}}}, "loss": 1.5}}'
+        for i, t in enumerate(times)
+    ]
     lines.append('{"kind": "summary", "peak_rss_bytes": 100, "extra": {}}')
     return parse_rank_lines(lines, rank)
 
@@ -58,8 +61,11 @@ def test_sync_aggregation_takes_the_slowest_rank_per_step() -> None:
 
 
 def test_async_aggregation_adds_worker_throughputs() -> None:
-    records = {0: _rank(0, [9.0, 1.0, 1.0]), 1: _rank(1, [9.0, 2.0, 2.0]),
-               2: _rank(2, [0.1, 0.1, 0.1], role="server")}
+    records = {
+        0: _rank(0, [9.0, 1.0, 1.0]),
+        1: _rank(1, [9.0, 2.0, 2.0]),
+        2: _rank(2, [0.1, 0.1, 0.1], role="server"),
+    }
     result = aggregate_run(records, synchronous=False)
     per_worker = sorted([8 * 2 / 1.0, 8 * 2 / 2.0])
     assert result["throughput_median"] == pytest.approx(sum(per_worker) / 2)
@@ -91,11 +97,16 @@ def test_threads_default_to_cores_over_processes() -> None:
 
 def test_suite_expands_matrix_and_runs_sequential_once(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
-    path.write_text('models = ["lenet5", "resnet18"]\nstrategies = ["sequential", "ddp"]\n'
-                    'workers = [1, 2]\nsteps = 4\n')
+    path.write_text(
+        'models = ["lenet5", "resnet18"]\nstrategies = ["sequential", "ddp"]\n'
+        "workers = [1, 2]\nsteps = 4\n"
+    )
     runs = load_suite(path).expand()
     assert [(r.model, r.strategy, r.workers) for r in runs][:3] == [
-        ("lenet5", "sequential", 1), ("lenet5", "ddp", 1), ("lenet5", "ddp", 2)]
+        ("lenet5", "sequential", 1),
+        ("lenet5", "ddp", 1),
+        ("lenet5", "ddp", 2),
+    ]
     assert len(runs) == 6 and all(r.steps == 4 for r in runs)
     with pytest.raises(UserError, match="unknown strategy"):
         SuiteConfig(["lenet5"], ["nope"], [1]).expand()
@@ -105,11 +116,23 @@ def test_suite_expands_matrix_and_runs_sequential_once(tmp_path: Path) -> None:
 
 
 def _row(run_id: str, strategy: str, workers: int, throughput: float) -> dict[str, Any]:
-    return {"run_id": run_id, "status": "ok", "created_at": run_id, "model": "m",
-            "dataset": "synthetic", "strategy": strategy, "framework": "torch",
-            "workers": workers, "global_batch": 8 * workers, "local_batch": 8,
-            "scaling": "weak", "throughput_median": throughput, "breakdown": {"forward": 1.0},
-            "config": {}, "env": {}}
+    return {
+        "run_id": run_id,
+        "status": "ok",
+        "created_at": run_id,
+        "model": "m",
+        "dataset": "synthetic",
+        "strategy": strategy,
+        "framework": "torch",
+        "workers": workers,
+        "global_batch": 8 * workers,
+        "local_batch": 8,
+        "scaling": "weak",
+        "throughput_median": throughput,
+        "breakdown": {"forward": 1.0},
+        "config": {},
+        "env": {},
+    }
 
 
 def test_store_migrates_and_computes_speedup_against_sequential(tmp_path: Path) -> None:

@@ -33,8 +33,14 @@ def test_monitor_samples_at_least_twice_a_second(tmp_path: Path) -> None:
     monitor.stop()
     samples = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(samples) >= 3  # >= 2 Hz over 1.2 s, plus the final sample
-    assert {"t", "cpu_percent", "system_cpu_percent", "rss_bytes", "net_sent_bytes",
-            "net_recv_bytes"} <= set(samples[0])
+    assert {
+        "t",
+        "cpu_percent",
+        "system_cpu_percent",
+        "rss_bytes",
+        "net_sent_bytes",
+        "net_recv_bytes",
+    } <= set(samples[0])
     assert all(s["rss_bytes"] > 0 for s in samples)
     gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(samples)]
     assert max(gaps[:-1] or [0.0]) <= 0.5 + 0.3  # scheduling slack on a busy host
@@ -42,15 +48,46 @@ def test_monitor_samples_at_least_twice_a_second(tmp_path: Path) -> None:
 
 def test_compact_timelines_thins_and_shifts(tmp_path: Path) -> None:
     for rank in (0, 1):
-        lines = [json.dumps({"t": 100.0 + i * 0.25, "cpu_percent": 50.0, "rss_bytes": 1,
-                             "system_cpu_percent": 80.0, "net_sent_bytes": i,
-                             "net_recv_bytes": i}) for i in range(400)]
+        lines = [
+            json.dumps(
+                {
+                    "t": 100.0 + i * 0.25,
+                    "cpu_percent": 50.0,
+                    "rss_bytes": 1,
+                    "system_cpu_percent": 80.0,
+                    "net_sent_bytes": i,
+                    "net_recv_bytes": i,
+                }
+            )
+            for i in range(400)
+        ]
         resources_file(tmp_path, rank).write_text("\n".join(lines) + "\n{torn")
     (tmp_path / "rank0.jsonl").write_text(
-        json.dumps({"kind": "step", "step": 0, "warmup": True, "t": 101.0, "step_time": 1.0,
-                    "samples": 1, "phases": {}}) + "\n" +
-        json.dumps({"kind": "step", "step": 1, "warmup": False, "t": 102.0,
-                    "step_time": 2.0, "samples": 1, "phases": {}}) + "\n")
+        json.dumps(
+            {
+                "kind": "step",
+                "step": 0,
+                "warmup": True,
+                "t": 101.0,
+                "step_time": 1.0,
+                "samples": 1,
+                "phases": {},
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "kind": "step",
+                "step": 1,
+                "warmup": False,
+                "t": 102.0,
+                "step_time": 2.0,
+                "samples": 1,
+                "phases": {},
+            }
+        )
+        + "\n"
+    )
     compact = compact_timelines(tmp_path, max_points=100)
     assert compact is not None and set(compact["ranks"]) == {"0", "1"}
     series = compact["ranks"]["0"]
@@ -69,14 +106,19 @@ def test_profile_window_skips_warmup_and_records_the_last_steps() -> None:
 
 
 def test_events_are_charged_to_the_phase_they_start_in() -> None:
-    records = [{"step": 4, "t": 10.0, "phases": {"data": 0.1, "forward": 0.4, "backward": 0.5}},
-               {"step": 5, "t": 11.0, "phases": {"data": 0.1, "forward": 0.4, "backward": 0.5}}]
+    records = [
+        {"step": 4, "t": 10.0, "phases": {"data": 0.1, "forward": 0.4, "backward": 0.5}},
+        {"step": 5, "t": 11.0, "phases": {"data": 0.1, "forward": 0.4, "backward": 0.5}},
+    ]
     intervals = step_intervals(records)
     assert phase_at(intervals, 10.05) == "data" and phase_at(intervals, 10.6) == "backward"
     assert phase_at(intervals, 12.5) == "other"
-    events = [OpEvent("aten::conv", 10.2, 300.0, 400.0), OpEvent("aten::conv", 11.3, 100.0, 200.0),
-              OpEvent("aten::conv_bw", 10.7, 800.0, 900.0),
-              OpEvent("ProfilerStep#4", 10.0, 5000.0, 9000.0)]
+    events = [
+        OpEvent("aten::conv", 10.2, 300.0, 400.0),
+        OpEvent("aten::conv", 11.3, 100.0, 200.0),
+        OpEvent("aten::conv_bw", 10.7, 800.0, 900.0),
+        OpEvent("ProfilerStep#4", 10.0, 5000.0, 9000.0),
+    ]
     summary = summarize_events(events, records)
     forward = summary["phases"]["forward"]
     assert forward["ops"][0]["name"] == "aten::conv"

@@ -30,9 +30,18 @@ def test_bandwidth_sets_both_directions() -> None:
     assert spec.describe() == "100mbit"
 
 
-@pytest.mark.parametrize(("text", "bits"), [
-    ("1gbit", 10**9), ("1Gbit", 10**9), ("2.5gbit", 2_500_000_000), ("750kbit", 750_000),
-    ("10mbps", 80_000_000), ("125000000bps", 10**9), ("1tbit", 10**12)])
+@pytest.mark.parametrize(
+    ("text", "bits"),
+    [
+        ("1gbit", 10**9),
+        ("1Gbit", 10**9),
+        ("2.5gbit", 2_500_000_000),
+        ("750kbit", 750_000),
+        ("10mbps", 80_000_000),
+        ("125000000bps", 10**9),
+        ("1tbit", 10**12),
+    ],
+)
 def test_rates_use_tc_units(text: str, bits: int) -> None:
     assert parse_network(f"bandwidth={text}").up_bit_s == bits
 
@@ -54,14 +63,25 @@ def test_delay_and_mtu() -> None:
     assert parse_network("delay=200us").delay_s == pytest.approx(2e-4)
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("", "empty"), ("100mbit", "key=value"), ("bandwidth=", "key=value"),
-    ("speed=1gbit", "unknown key 'speed'"), ("bandwidth=100", "bad rate"),
-    ("bandwidth=100mb", "bad rate"), ("bandwidth=fast", "bad rate"),
-    ("bandwidth=1kbit", "below 8kbit"), ("bandwidth=1gbit,bandwidth=2gbit", "twice"),
-    ("bandwidth=1gbit,burst=100b", "smaller than one"), ("burst=64kb", "give a rate"),
-    ("bandwidth=1gbit,delay=5", "bad time"), ("bandwidth=1gbit,mtu=100", "mtu must"),
-    ("bandwidth=1gbit,mtu=9k", "mtu must")])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "empty"),
+        ("100mbit", "key=value"),
+        ("bandwidth=", "key=value"),
+        ("speed=1gbit", "unknown key 'speed'"),
+        ("bandwidth=100", "bad rate"),
+        ("bandwidth=100mb", "bad rate"),
+        ("bandwidth=fast", "bad rate"),
+        ("bandwidth=1kbit", "below 8kbit"),
+        ("bandwidth=1gbit,bandwidth=2gbit", "twice"),
+        ("bandwidth=1gbit,burst=100b", "smaller than one"),
+        ("burst=64kb", "give a rate"),
+        ("bandwidth=1gbit,delay=5", "bad time"),
+        ("bandwidth=1gbit,mtu=100", "mtu must"),
+        ("bandwidth=1gbit,mtu=9k", "mtu must"),
+    ],
+)
 def test_bad_specs_are_one_line_user_errors(text: str, fragment: str) -> None:
     with pytest.raises(UserError, match=fragment) as info:
         parse_network(text)
@@ -76,7 +96,12 @@ def test_default_burst_scales_with_rate_and_has_a_floor() -> None:
 
 def test_format_rate() -> None:
     assert [format_rate(r) for r in (10**9, 1_500_000_000, 10**8, 123_456, None)] == [
-        "1gbit", "1500mbit", "100mbit", "123456bit", "unshaped"]
+        "1gbit",
+        "1500mbit",
+        "100mbit",
+        "123456bit",
+        "unshaped",
+    ]
 
 
 def test_default_addresses_and_given_ones() -> None:
@@ -87,17 +112,22 @@ def test_default_addresses_and_given_ones() -> None:
         host_addresses(300)
 
 
-@pytest.mark.parametrize(("lines", "fragment"), [
-    (["10.0.0.1", "node2"], "not an IPv4"), (["10.0.0.1", "10.0.0.1"], "twice"),
-    (["127.0.0.2", "10.0.0.1"], "cannot be"), (["10.0.0.1", "11.0.0.1"], "first octet")])
+@pytest.mark.parametrize(
+    ("lines", "fragment"),
+    [
+        (["10.0.0.1", "node2"], "not an IPv4"),
+        (["10.0.0.1", "10.0.0.1"], "twice"),
+        (["127.0.0.2", "10.0.0.1"], "cannot be"),
+        (["10.0.0.1", "11.0.0.1"], "first octet"),
+    ],
+)
 def test_bad_emulated_addresses(lines: list[str], fragment: str) -> None:
     with pytest.raises(UserError, match=fragment):
         check_addresses(lines)
 
 
 def test_config_validates_network_and_hosts() -> None:
-    cfg = RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=2,
-                    network="bandwidth=1gbit")
+    cfg = RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=2, network="bandwidth=1gbit")
     assert cfg.hosts == 2
     with pytest.raises(UserError, match="divide evenly over --hosts 3"):
         RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=3)
@@ -120,32 +150,41 @@ def test_processes_not_workers_divide_over_nodes() -> None:
 
 
 def test_host_plan_one_host_per_process_by_default() -> None:
-    plan = host_plan(RunConfig(model="lenet5", strategy="ps-sync-join", workers=2,
-                               network="bandwidth=100mbit"))
+    plan = host_plan(
+        RunConfig(model="lenet5", strategy="ps-sync-join", workers=2, network="bandwidth=100mbit")
+    )
     assert (plan.hosts, plan.ranks_per_host) == (3, 1)  # the central server gets a host
     plan = host_plan(RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=2))
     assert (plan.hosts, plan.ranks_per_host, plan.spec) == (2, 2, None)
 
 
 def test_network_info_is_stored_for_every_kind_of_run() -> None:
-    info = network_info(RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=2,
-                                  network="bandwidth=100mbit"))
+    info = network_info(
+        RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=2, network="bandwidth=100mbit")
+    )
     assert info["kind"] == "emulated" and info["rate"] == "100mbit"
     assert (info["hosts"], info["ranks_per_host"], info["up_bit_s"]) == (2, 2, 10**8)
     assert info["addresses"] == ["10.213.0.1", "10.213.0.2"]
     json.dumps(info)
     plain = network_info(RunConfig(model="lenet5", strategy="ddp", workers=2))
-    assert plain == {"kind": "loopback", "spec": None, "rate": None, "hosts": 1,
-                     "ranks_per_host": 2}
+    assert plain == {
+        "kind": "loopback",
+        "spec": None,
+        "rate": None,
+        "hosts": 1,
+        "ranks_per_host": 2,
+    }
     cluster = network_info(RunConfig(model="lenet5", strategy="ddp", workers=4, nnodes=2))
     assert cluster["kind"] == "cluster" and cluster["ranks_per_host"] == 2
 
 
 def test_host_config_is_a_plain_multi_node_config() -> None:
-    cfg = RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=2,
-                    network="bandwidth=1gbit")
-    net = Network("abc123", None, [Host(0, "dbn-abc123-h0", "10.213.0.1"),
-                                   Host(1, "dbn-abc123-h1", "10.213.0.2")])
+    cfg = RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=2, network="bandwidth=1gbit")
+    net = Network(
+        "abc123",
+        None,
+        [Host(0, "dbn-abc123-h0", "10.213.0.1"), Host(1, "dbn-abc123-h1", "10.213.0.2")],
+    )
     node = host_config(cfg, net, 1, threads=1)
     assert (node.nnodes, node.node_rank, node.master_addr) == (2, 1, "10.213.0.1")
     assert node.network is None and node.hosts is None and node.threads == 1
@@ -155,8 +194,15 @@ def test_nodefile_for_emulated_hosts(tmp_path: Path) -> None:
     nodes = tmp_path / "nodes"
     nodes.write_text("# two hosts\n10.9.0.1 slots=2\n\n10.9.0.2\n")
     assert read_nodefile(str(nodes)) == ["10.9.0.1", "10.9.0.2"]
-    cfg = resolve_nodefile(RunConfig(model="lenet5", strategy="ddp", workers=4,
-                                     network="bandwidth=1gbit", nodefile=str(nodes)))
+    cfg = resolve_nodefile(
+        RunConfig(
+            model="lenet5",
+            strategy="ddp",
+            workers=4,
+            network="bandwidth=1gbit",
+            nodefile=str(nodes),
+        )
+    )
     assert cfg.hosts == 2 and host_plan(cfg).addresses == ["10.9.0.1", "10.9.0.2"]
     with pytest.raises(UserError, match="--hosts 4 but"):
         resolve_nodefile(cfg.replace(hosts=4))
@@ -166,13 +212,26 @@ def test_nodefile_for_a_real_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyP
     nodes = tmp_path / "nodes"
     nodes.write_text("10.1.1.1\n10.1.1.2\n")
     monkeypatch.setattr("distbench.netem.multihost.local_names", lambda: {"10.1.1.2"})
-    cfg = resolve_nodefile(RunConfig(model="lenet5", strategy="ddp", workers=2,
-                                     nodefile=str(nodes)))
+    cfg = resolve_nodefile(
+        RunConfig(model="lenet5", strategy="ddp", workers=2, nodefile=str(nodes))
+    )
     assert (cfg.nnodes, cfg.node_rank, cfg.master_addr, cfg.master_port) == (
-        2, 1, "10.1.1.1", 29500)
-    explicit = resolve_nodefile(RunConfig(model="lenet5", strategy="ddp", workers=2,
-                                          nodefile=str(nodes), nnodes=2, node_rank=1,
-                                          master_port=4000))
+        2,
+        1,
+        "10.1.1.1",
+        29500,
+    )
+    explicit = resolve_nodefile(
+        RunConfig(
+            model="lenet5",
+            strategy="ddp",
+            workers=2,
+            nodefile=str(nodes),
+            nnodes=2,
+            node_rank=1,
+            master_port=4000,
+        )
+    )
     assert explicit.node_rank == 1 and explicit.master_port == 4000
 
 
@@ -189,8 +248,12 @@ def test_merge_host_dirs_copies_missing_files_only(tmp_path: Path) -> None:
     (tmp_path / "rank2.jsonl").write_text("gathered")
     host1 = tmp_path / "host1"
     host1.mkdir()
-    for name, text in (("rank2.jsonl", "local"), ("resources2.jsonl", "timeline"),
-                       ("config.json", "{}"), ("launcher.log", "log")):
+    for name, text in (
+        ("rank2.jsonl", "local"),
+        ("resources2.jsonl", "timeline"),
+        ("config.json", "{}"),
+        ("launcher.log", "log"),
+    ):
         (host1 / name).write_text(text)
     merge_host_dirs(tmp_path, 2)
     merge_host_dirs(tmp_path, 2)  # idempotent

@@ -32,32 +32,63 @@ def load_worker_module(name: str) -> ModuleType:
 
 
 def profile(phases: dict[str, dict[str, float]]) -> dict[str, Any]:
-    return {"unit": "seconds per step", "phases": {
-        phase: {"self_s": sum(ops.values()),
-                "ops": [{"name": n, "self_s": s, "total_s": s, "calls": 1.0}
-                        for n, s in sorted(ops.items(), key=lambda kv: -kv[1])]}
-        for phase, ops in phases.items()}, "top": []}
+    return {
+        "unit": "seconds per step",
+        "phases": {
+            phase: {
+                "self_s": sum(ops.values()),
+                "ops": [
+                    {"name": n, "self_s": s, "total_s": s, "calls": 1.0}
+                    for n, s in sorted(ops.items(), key=lambda kv: -kv[1])
+                ],
+            }
+            for phase, ops in phases.items()
+        },
+        "top": [],
+    }
 
 
-def row(run_id: str, framework: str, breakdown: dict[str, float],
-        operators: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"run_id": run_id, "status": "ok", "model": "lenet5", "dataset": "synthetic",
-            "strategy": "sequential", "framework": framework, "workers": 1,
-            "threads_per_worker": 2, "local_batch": 32, "throughput_median": 100.0,
-            "breakdown": breakdown, "operators": operators, "resources": None,
-            "oversubscribed": False, "extra": extra}
+def row(
+    run_id: str,
+    framework: str,
+    breakdown: dict[str, float],
+    operators: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "status": "ok",
+        "model": "lenet5",
+        "dataset": "synthetic",
+        "strategy": "sequential",
+        "framework": framework,
+        "workers": 1,
+        "threads_per_worker": 2,
+        "local_batch": 32,
+        "throughput_median": 100.0,
+        "breakdown": breakdown,
+        "operators": operators,
+        "resources": None,
+        "oversubscribed": False,
+        "extra": extra,
+    }
 
 
 # ------------------------------------------------------------------------------ names
 
+
 def test_the_same_work_has_one_name_in_every_framework() -> None:
-    assert {common_name("torch", "aten::convolution_backward"),
-            common_name("tensorflow", "Conv2DBackpropFilter"),
-            common_name("tensorflow", "Conv2DBackpropInput"),
-            common_name("mxnet", "_backward_Convolution")} == {"conv2d_backward"}
-    assert {common_name("torch", "aten::native_batch_norm"),
-            common_name("tensorflow", "FusedBatchNormV3"),
-            common_name("mxnet", "BatchNorm")} == {"batch_norm"}
+    assert {
+        common_name("torch", "aten::convolution_backward"),
+        common_name("tensorflow", "Conv2DBackpropFilter"),
+        common_name("tensorflow", "Conv2DBackpropInput"),
+        common_name("mxnet", "_backward_Convolution"),
+    } == {"conv2d_backward"}
+    assert {
+        common_name("torch", "aten::native_batch_norm"),
+        common_name("tensorflow", "FusedBatchNormV3"),
+        common_name("mxnet", "BatchNorm"),
+    } == {"batch_norm"}
     assert common_name("horovod", "aten::addmm") == "matmul"  # Horovod runs PyTorch
 
 
@@ -65,14 +96,22 @@ def test_keras_batch_norm_operators_are_told_by_their_scope() -> None:
     tf_worker = load_worker_module("tf_worker")
     forward = tf_worker.op_label(
         "functional_1/layer1_0_bn2_1/moments/SquaredDifference:SquaredDifference",
-        "SquaredDifference")
+        "SquaredDifference",
+    )
     backward = tf_worker.op_label(
-        "gradient_tape/functional_1/stem_1_1/batchnorm/mul_1/Sum:Sum", "Sum")
+        "gradient_tape/functional_1/stem_1_1/batchnorm/mul_1/Sum:Sum", "Sum"
+    )
     elsewhere = tf_worker.op_label("functional_1/fc_1/Sum:Sum", "Sum")
-    assert (forward, backward, elsewhere) == ("BatchNorm[SquaredDifference]",
-                                              "BatchNormGrad[Sum]", "Sum")
+    assert (forward, backward, elsewhere) == (
+        "BatchNorm[SquaredDifference]",
+        "BatchNormGrad[Sum]",
+        "Sum",
+    )
     assert [common_name("tensorflow", n) for n in (forward, backward, elsewhere)] == [
-        "batch_norm", "batch_norm_backward", "sum"]
+        "batch_norm",
+        "batch_norm_backward",
+        "sum",
+    ]
 
 
 def test_an_unknown_operator_keeps_its_framework_prefix() -> None:
@@ -92,14 +131,20 @@ def test_every_common_name_is_used_by_more_than_one_framework_or_documented() ->
 
 
 def test_common_profile_adds_up_operators_that_share_a_name() -> None:
-    native = profile({"backward": {"Conv2DBackpropFilter": 0.03, "Conv2DBackpropInput": 0.02,
-                                   "ReadVariableOp": 0.001},
-                      "update": {"AssignSubVariableOp": 0.004}})
+    native = profile(
+        {
+            "backward": {
+                "Conv2DBackpropFilter": 0.03,
+                "Conv2DBackpropInput": 0.02,
+                "ReadVariableOp": 0.001,
+            },
+            "update": {"AssignSubVariableOp": 0.004},
+        }
+    )
     common = common_profile(native, "tensorflow")
     backward = {op["name"]: op for op in common["phases"]["backward"]["ops"]}
     assert backward["conv2d_backward"]["self_s"] == pytest.approx(0.05)
-    assert backward["conv2d_backward"]["native"] == ["Conv2DBackpropFilter",
-                                                    "Conv2DBackpropInput"]
+    assert backward["conv2d_backward"]["native"] == ["Conv2DBackpropFilter", "Conv2DBackpropInput"]
     assert "tensorflow:ReadVariableOp" in backward
     # the cross-phase list is built from every phase's operators
     assert [op["name"] for op in common["top"]][:2] == ["conv2d_backward", "sgd_update"]
@@ -108,8 +153,9 @@ def test_common_profile_adds_up_operators_that_share_a_name() -> None:
 
 def test_every_operator_of_the_update_phase_is_the_sgd_update() -> None:
     """Each framework spells SGD with other primitives; the phase says what they are."""
-    torch_update = common_profile(profile({"update": {"Optimizer.step#SGD.step": 0.4,
-                                                      "aten::add_": 0.1}}), "torch")
+    torch_update = common_profile(
+        profile({"update": {"Optimizer.step#SGD.step": 0.4, "aten::add_": 0.1}}), "torch"
+    )
     tf_update = common_profile(profile({"update": {"Mul": 0.1, "Sub": 0.05}}), "tensorflow")
     for common in (torch_update, tf_update):
         assert [op["name"] for op in common["phases"]["update"]["ops"]] == ["sgd_update"]
@@ -118,25 +164,48 @@ def test_every_operator_of_the_update_phase_is_the_sgd_update() -> None:
 
 # ------------------------------------------------------------------------------ explain
 
-TORCH = row("01", "torch", {"data": 0.002, "forward": 0.004, "backward": 0.008,
-                            "update": 0.001},
-            profile({"forward": {"aten::mkldnn_convolution": 0.002, "aten::addmm": 0.001},
-                     "backward": {"aten::convolution_backward": 0.005, "aten::mm": 0.001,
-                                  "aten::threshold_backward": 0.001},
-                     "update": {"aten::add_": 0.0008}}))
-TF = row("02", "tensorflow", {"data": 0.001, "backward": 0.030, "update": 0.002},
-         profile({"backward": {"_FusedConv2D": 0.005, "Conv2DBackpropFilter": 0.012,
-                               "Conv2DBackpropInput": 0.006, "MatMul": 0.003,
-                               "ReluGrad": 0.001},
-                  "update": {"AssignSubVariableOp": 0.0015}}),
-         unseparated_phases={"backward": ["forward", "backward"]})
+TORCH = row(
+    "01",
+    "torch",
+    {"data": 0.002, "forward": 0.004, "backward": 0.008, "update": 0.001},
+    profile(
+        {
+            "forward": {"aten::mkldnn_convolution": 0.002, "aten::addmm": 0.001},
+            "backward": {
+                "aten::convolution_backward": 0.005,
+                "aten::mm": 0.001,
+                "aten::threshold_backward": 0.001,
+            },
+            "update": {"aten::add_": 0.0008},
+        }
+    ),
+)
+TF = row(
+    "02",
+    "tensorflow",
+    {"data": 0.001, "backward": 0.030, "update": 0.002},
+    profile(
+        {
+            "backward": {
+                "_FusedConv2D": 0.005,
+                "Conv2DBackpropFilter": 0.012,
+                "Conv2DBackpropInput": 0.006,
+                "MatMul": 0.003,
+                "ReluGrad": 0.001,
+            },
+            "update": {"AssignSubVariableOp": 0.0015},
+        }
+    ),
+    unseparated_phases={"backward": ["forward", "backward"]},
+)
 
 
 def test_phases_one_framework_cannot_separate_are_added_up_in_both() -> None:
     groups = unseparated_groups(TORCH, TF)
     assert groups == [{"forward", "backward"}]
     assert merge_phases(TORCH["breakdown"], groups) == pytest.approx(
-        {"data": 0.002, "forward+backward": 0.012, "update": 0.001})
+        {"data": 0.002, "forward+backward": 0.012, "update": 0.001}
+    )
 
 
 def test_explain_compares_a_tensorflow_run_with_a_pytorch_run_by_common_names() -> None:
@@ -161,10 +230,17 @@ def test_runs_of_one_framework_keep_native_names_and_phases() -> None:
 
 # ------------------------------------------------------------------------------ in-venv helpers
 
+
 def test_self_times_subtract_nested_events_on_the_same_thread_only() -> None:
     common = load_worker_module("adapter_common")
-    events = common.self_times([("outer", 0.0, 100.0, "t1"), ("inner", 10.0, 40.0, "t1"),
-                                ("inner", 50.0, 60.0, "t1"), ("other", 10.0, 90.0, "t2")])
+    events = common.self_times(
+        [
+            ("outer", 0.0, 100.0, "t1"),
+            ("inner", 10.0, 40.0, "t1"),
+            ("inner", 50.0, 60.0, "t1"),
+            ("other", 10.0, 90.0, "t2"),
+        ]
+    )
     by = {(e["name"], e["thread"], e["start_s"]): e for e in events}
     assert by[("outer", "t1", 0.0)]["self_us"] == pytest.approx(60.0)
     assert by[("outer", "t1", 0.0)]["total_us"] == pytest.approx(100.0)
@@ -175,8 +251,7 @@ def test_self_times_subtract_nested_events_on_the_same_thread_only() -> None:
 def test_the_adapters_window_is_the_pytorch_profilers(warmup: int, steps: int) -> None:
     common = load_worker_module("adapter_common")
     window = profile_window(warmup, steps)
-    mine = common.OpWindow({"wait": window.wait, "warmup": window.warmup,
-                            "active": window.active})
+    mine = common.OpWindow({"wait": window.wait, "warmup": window.warmup, "active": window.active})
     calls = range(warmup + steps)
     assert [s for s in calls if mine.touched(s)] == list(window.touched)
     assert [s for s in calls if mine.recorded(s)] == list(window.recorded)
@@ -189,17 +264,14 @@ def test_the_adapters_window_is_the_pytorch_profilers(warmup: int, steps: int) -
 
 def test_mxnet_trace_events_pair_begin_and_end_per_thread() -> None:
     mx_worker = load_worker_module("mx_worker")
-    trace = [{"name": "Convolution", "cat": "operator", "ph": "B", "ts": 1000, "pid": 0,
-              "tid": 1},
-             {"name": "FullyConnected", "cat": "operator", "ph": "B", "ts": 1005, "pid": 0,
-              "tid": 2},
-             {"name": "Convolution", "cat": "operator", "ph": "E", "ts": 1040, "pid": 0,
-              "tid": 1},
-             {"name": "FullyConnected", "cat": "operator", "ph": "E", "ts": 1015, "pid": 0,
-              "tid": 2},
-             {"name": "MXNDArrayFree", "cat": "MXNET_C_API", "ph": "b", "ts": 1001},
-             {"name": "pick", "cat": "operator", "ph": "X", "ts": 1050, "dur": 4, "pid": 0,
-              "tid": 1}]
+    trace = [
+        {"name": "Convolution", "cat": "operator", "ph": "B", "ts": 1000, "pid": 0, "tid": 1},
+        {"name": "FullyConnected", "cat": "operator", "ph": "B", "ts": 1005, "pid": 0, "tid": 2},
+        {"name": "Convolution", "cat": "operator", "ph": "E", "ts": 1040, "pid": 0, "tid": 1},
+        {"name": "FullyConnected", "cat": "operator", "ph": "E", "ts": 1015, "pid": 0, "tid": 2},
+        {"name": "MXNDArrayFree", "cat": "MXNET_C_API", "ph": "b", "ts": 1001},
+        {"name": "pick", "cat": "operator", "ph": "X", "ts": 1050, "dur": 4, "pid": 0, "tid": 1},
+    ]
     events = {e["name"]: e for e in mx_worker.trace_op_events(trace)}
     assert set(events) == {"Convolution", "FullyConnected", "pick"}
     assert events["Convolution"]["self_us"] == 40 and events["FullyConnected"]["self_us"] == 10
@@ -208,25 +280,55 @@ def test_mxnet_trace_events_pair_begin_and_end_per_thread() -> None:
 
 # ------------------------------------------------------------------------------ launcher
 
+
 def test_the_launcher_summarizes_a_workers_events_by_its_step_records(tmp_path: Path) -> None:
-    cfg = RunConfig(model="lenet5", framework="mxnet", strategy="sequential", workers=1,
-                    steps=4, warmup=1, profile_ops=True)
+    cfg = RunConfig(
+        model="lenet5",
+        framework="mxnet",
+        strategy="sequential",
+        workers=1,
+        steps=4,
+        warmup=1,
+        profile_ops=True,
+    )
     window = profile_window(cfg.warmup, cfg.steps)
     steps = []
     for step in range(cfg.warmup + cfg.steps):
         start = 100.0 + step
-        steps.append({"kind": "step", "step": step, "warmup": step < 1, "t": start,
-                      "step_time": 0.5, "samples": 32, "rank": 0,
-                      "phases": {"forward": 0.2, "backward": 0.3}})
+        steps.append(
+            {
+                "kind": "step",
+                "step": step,
+                "warmup": step < 1,
+                "t": start,
+                "step_time": 0.5,
+                "samples": 32,
+                "rank": 0,
+                "phases": {"forward": 0.2, "backward": 0.3},
+            }
+        )
     (tmp_path / "rank0.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
     events = []
     for step in window.recorded:
-        events += [{"name": "Convolution", "start_s": 100.0 + step + 0.05, "self_us": 1000.0,
-                    "total_us": 1000.0, "thread": "7"},
-                   {"name": "_backward_Convolution", "start_s": 100.0 + step + 0.25,
-                    "self_us": 3000.0, "total_us": 3000.0, "thread": "7"}]
-    (tmp_path / "op_events_rank0.json").write_text(json.dumps(
-        {"framework": "mxnet", "source": "test", "events": events}))
+        events += [
+            {
+                "name": "Convolution",
+                "start_s": 100.0 + step + 0.05,
+                "self_us": 1000.0,
+                "total_us": 1000.0,
+                "thread": "7",
+            },
+            {
+                "name": "_backward_Convolution",
+                "start_s": 100.0 + step + 0.25,
+                "self_us": 3000.0,
+                "total_us": 3000.0,
+                "thread": "7",
+            },
+        ]
+    (tmp_path / "op_events_rank0.json").write_text(
+        json.dumps({"framework": "mxnet", "source": "test", "events": events})
+    )
     assert launch.summarize_op_events(cfg, tmp_path) == [operators_file(tmp_path, 0)]
     summary = json.loads(operators_file(tmp_path, 0).read_text())
     assert summary["framework"] == "mxnet"
@@ -238,12 +340,14 @@ def test_the_launcher_summarizes_a_workers_events_by_its_step_records(tmp_path: 
 
 
 def test_profile_ops_is_refused_where_a_framework_cannot_profile() -> None:
-    RunConfig(model="lenet5", framework="tensorflow", strategy="sync", workers=2,
-              profile_ops=True)  # validated on construction
+    RunConfig(
+        model="lenet5", framework="tensorflow", strategy="sync", workers=2, profile_ops=True
+    )  # validated on construction
     with pytest.raises(UserError, match="--profile-ops is not available"):
-        RunConfig(model="lenet5", framework="tensorflow", strategy="async", workers=2,
-                  profile_ops=True)
-    assert launch.profile_job(RunConfig(model="lenet5", framework="mxnet", steps=5,
-                                        warmup=2, profile_ops=True)) == {
-        "wait": 3, "warmup": 1, "active": 3}
+        RunConfig(
+            model="lenet5", framework="tensorflow", strategy="async", workers=2, profile_ops=True
+        )
+    assert launch.profile_job(
+        RunConfig(model="lenet5", framework="mxnet", steps=5, warmup=2, profile_ops=True)
+    ) == {"wait": 3, "warmup": 1, "active": 3}
     assert launch.profile_job(RunConfig(model="lenet5", framework="mxnet")) is None

@@ -75,8 +75,12 @@ def test_dp_matches_brute_force() -> None:
 
 def test_transfer_cost_moves_the_cut_to_a_small_activation() -> None:
     # Equal compute; cutting after block 1 moves 1 GB, after block 2 only 1 kB.
-    blocks = [BlockCost("a", 1, 1, 0, 10**9), BlockCost("b", 1, 1, 0, 10**9),
-              BlockCost("c", 1, 1, 0, 10**3), BlockCost("d", 1, 1, 0, 10**3)]
+    blocks = [
+        BlockCost("a", 1, 1, 0, 10**9),
+        BlockCost("b", 1, 1, 0, 10**9),
+        BlockCost("c", 1, 1, 0, 10**3),
+        BlockCost("d", 1, 1, 0, 10**3),
+    ]
     slow_link = Link(latency_s=0.0, bandwidth_bytes_per_s=1e8)
     assert best_cuts(blocks, 2, FREE_LINK) == [(0, 2), (2, 4)]
     assert best_cuts(blocks, 2, slow_link) == [(0, 3), (3, 4)]
@@ -117,9 +121,15 @@ def test_theoretical_bubble() -> None:
 
 # ---------------------------------------------------------------------------- validation
 
+
 def pipeline(**kw: object) -> RunConfig:
-    settings: dict[str, object] = {"model": "lenet5", "strategy": "pipeline-gpipe",
-                                   "workers": 2, "batch_size": 16, **kw}
+    settings: dict[str, object] = {
+        "model": "lenet5",
+        "strategy": "pipeline-gpipe",
+        "workers": 2,
+        "batch_size": 16,
+        **kw,
+    }
     return RunConfig.from_dict(settings)
 
 
@@ -129,15 +139,21 @@ def test_valid_pipeline_configs() -> None:
     assert pipeline(strategy="model-parallel", microbatches=3).batch_size == 16  # M ignored
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"microbatches": 3}, "must be divisible by --microbatches 3"),
-    ({"workers": 8}, "has only 7 block(s)"),
-    ({"strategy": "pipeline-1f1b", "workers": 4, "microbatches": 2},
-     "--microbatches 2 must be at least the number of stages"),
-    ({"strategy": "model-parallel", "workers": 9}, "has only 7 block(s)"),
-])
-def test_invalid_pipeline_configs_are_one_line_user_errors(settings: dict[str, object],
-                                                            message: str) -> None:
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"microbatches": 3}, "must be divisible by --microbatches 3"),
+        ({"workers": 8}, "has only 7 block(s)"),
+        (
+            {"strategy": "pipeline-1f1b", "workers": 4, "microbatches": 2},
+            "--microbatches 2 must be at least the number of stages",
+        ),
+        ({"strategy": "model-parallel", "workers": 9}, "has only 7 block(s)"),
+    ],
+)
+def test_invalid_pipeline_configs_are_one_line_user_errors(
+    settings: dict[str, object], message: str
+) -> None:
     with pytest.raises(UserError) as info:
         pipeline(**settings)
     assert message in str(info.value) and "\n" not in str(info.value)

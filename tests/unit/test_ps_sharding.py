@@ -79,21 +79,27 @@ def test_replica_views_receive_weights_and_accumulate_gradients() -> None:
     grad = model.fc.weight.grad
     assert grad is not None and grad.abs().sum() > 0
     entry = next(e for e in layout.entries if e.name == "fc.weight")
-    flat = replica.grads[entry.offset: entry.offset + entry.numel].view(entry.shape)
+    flat = replica.grads[entry.offset : entry.offset + entry.numel].view(entry.shape)
     assert flat.data_ptr() == grad.data_ptr()  # autograd accumulated into the flat buffer
     replica.stage_push()  # buffers travel in the gradient message
     mean = next(e for e in layout.entries if e.name == "bn.running_mean")
-    torch.testing.assert_close(replica.grads[mean.offset: mean.offset + mean.numel],
-                               model.bn.running_mean)
+    torch.testing.assert_close(
+        replica.grads[mean.offset : mean.offset + mean.numel], model.bn.running_mean
+    )
 
 
-def server_for(model: nn.Module, synchronous: bool, workers: int = 2,
-               **cfg: object) -> ShardServer:
+def server_for(model: nn.Module, synchronous: bool, workers: int = 2, **cfg: object) -> ShardServer:
     config = RunConfig(model="lenet5", lr=0.1, **cfg)  # type: ignore[arg-type]
     layout = build_layout(model, [99])
     entries = layout.entries_of(99)
-    return ShardServer(config, layout.region(99), entries, initial_slice(model, entries),
-                       list(range(workers)), synchronous)
+    return ShardServer(
+        config,
+        layout.region(99),
+        entries,
+        initial_slice(model, entries),
+        list(range(workers)),
+        synchronous,
+    )
 
 
 def test_sync_server_averages_in_worker_order_then_steps_like_sgd() -> None:
@@ -164,8 +170,7 @@ def test_admission_serializes_and_measures_queue() -> None:
 def test_staleness_summary_of_nothing() -> None:
     from collections import Counter
 
-    assert staleness_summary(Counter()) == {"histogram": {}, "count": 0, "mean": None,
-                                            "max": None}
+    assert staleness_summary(Counter()) == {"histogram": {}, "count": 0, "mean": None, "max": None}
 
 
 def test_strategies_processes_roles_and_batches() -> None:

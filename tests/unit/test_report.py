@@ -20,41 +20,84 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def resources(ranks: int) -> dict[str, Any]:
     t = [0.0, 0.25, 0.5, 0.75, 1.0]
-    return {"t0": 1.7e9, "net_scope": "system-wide", "window": [0.25, 0.75], "ranks": {
-        str(r): {"t": t, "cpu_percent": [0, 90, 95, 99, 10], "system_cpu_percent": [50] * 5,
-                 "rss_bytes": [2**28 + i * 2**20 for i in range(5)],
-                 "net_sent_bytes": [0, 1e6, 2e6, 3e6, 3e6],
-                 "net_recv_bytes": [0, 1e6, 2e6, 3e6, 3e6]} for r in range(ranks)}}
+    return {
+        "t0": 1.7e9,
+        "net_scope": "system-wide",
+        "window": [0.25, 0.75],
+        "ranks": {
+            str(r): {
+                "t": t,
+                "cpu_percent": [0, 90, 95, 99, 10],
+                "system_cpu_percent": [50] * 5,
+                "rss_bytes": [2**28 + i * 2**20 for i in range(5)],
+                "net_sent_bytes": [0, 1e6, 2e6, 3e6, 3e6],
+                "net_recv_bytes": [0, 1e6, 2e6, 3e6, 3e6],
+            }
+            for r in range(ranks)
+        },
+    }
 
 
 def operators(scale: float) -> dict[str, Any]:
-    ops = {"forward": {"aten::mkldnn_convolution": 0.05 * scale},
-           "backward": {"aten::convolution_backward": 0.1 * scale, "aten::add_": 0.01}}
-    return {"unit": "seconds per step", "steps": [5, 6, 7], "top": [], "phases": {
-        p: {"self_s": sum(v.values()), "ops": [{"name": n, "self_s": s, "total_s": s,
-                                                "calls": 1.0} for n, s in v.items()]}
-        for p, v in ops.items()}}
+    ops = {
+        "forward": {"aten::mkldnn_convolution": 0.05 * scale},
+        "backward": {"aten::convolution_backward": 0.1 * scale, "aten::add_": 0.01},
+    }
+    return {
+        "unit": "seconds per step",
+        "steps": [5, 6, 7],
+        "top": [],
+        "phases": {
+            p: {
+                "self_s": sum(v.values()),
+                "ops": [{"name": n, "self_s": s, "total_s": s, "calls": 1.0} for n, s in v.items()],
+            }
+            for p, v in ops.items()
+        },
+    }
 
 
-def row(index: int, model: str, strategy: str, workers: int, status: str = "ok",
-        **extra: Any) -> dict[str, Any]:
+def row(
+    index: int, model: str, strategy: str, workers: int, status: str = "ok", **extra: Any
+) -> dict[str, Any]:
     step = 0.1 * (2 if model == "resnet18" else 0.1) * (1 + 0.2 * (workers - 1))
     base: dict[str, Any] = {
-        "run_id": f"20260101-0000{index:02d}-aaaa{index:02d}", "status": status,
+        "run_id": f"20260101-0000{index:02d}-aaaa{index:02d}",
+        "status": status,
         "error": None if status == "ok" else "rank 1 died: killed by SIGKILL",
-        "created_at": f"2026-01-01T00:00:{index:02d}", "model": model, "dataset": "synthetic",
-        "strategy": strategy, "framework": "torch", "workers": workers, "processes": workers,
-        "threads_per_worker": 1, "global_batch": 32 * workers, "local_batch": 32,
-        "scaling": "weak", "steps": 10, "warmup_steps": 2}
+        "created_at": f"2026-01-01T00:00:{index:02d}",
+        "model": model,
+        "dataset": "synthetic",
+        "strategy": strategy,
+        "framework": "torch",
+        "workers": workers,
+        "processes": workers,
+        "threads_per_worker": 1,
+        "global_batch": 32 * workers,
+        "local_batch": 32,
+        "scaling": "weak",
+        "steps": 10,
+        "warmup_steps": 2,
+    }
     if status == "ok":
         base.update(
-            throughput_median=32 * workers / step, throughput_ci_low=30 * workers / step,
-            throughput_ci_high=34 * workers / step, step_time_median=step,
-            step_time_p90=step * 1.1, step_time_mean=step, peak_rss_bytes=2**29,
-            breakdown={"data": 0.05 * step, "forward": 0.35 * step, "backward": 0.5 * step,
-                       **({"comm": 0.05 * step} if workers > 1 else {}),
-                       "update": 0.05 * step if workers > 1 else 0.1 * step},
-            resources=resources(workers), oversubscribed=workers > 1)
+            throughput_median=32 * workers / step,
+            throughput_ci_low=30 * workers / step,
+            throughput_ci_high=34 * workers / step,
+            step_time_median=step,
+            step_time_p90=step * 1.1,
+            step_time_mean=step,
+            peak_rss_bytes=2**29,
+            breakdown={
+                "data": 0.05 * step,
+                "forward": 0.35 * step,
+                "backward": 0.5 * step,
+                **({"comm": 0.05 * step} if workers > 1 else {}),
+                "update": 0.05 * step if workers > 1 else 0.1 * step,
+            },
+            resources=resources(workers),
+            oversubscribed=workers > 1,
+        )
     base.update(extra)
     return base
 
@@ -65,8 +108,15 @@ def suite_rows() -> list[dict[str, Any]]:
         for strategy, workers in (("sequential", 1), ("ddp", 1), ("ddp", 2)):
             index += 1
             profiled = (model == "resnet18" and strategy == "sequential") or workers == 2
-            rows.append(row(index, model, strategy, workers,
-                            operators=operators(workers) if profiled else None))
+            rows.append(
+                row(
+                    index,
+                    model,
+                    strategy,
+                    workers,
+                    operators=operators(workers) if profiled else None,
+                )
+            )
     rows.append(row(index + 1, "resnet18", "ddp", 4, status="failed"))
     return rows
 
@@ -88,8 +138,10 @@ def full(db: Path, tmp_path_factory: pytest.TempPathFactory) -> ReportResult:
 
 
 def embedded_images(html: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in
-            re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+    return [
+        base64.b64decode(m)
+        for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    ]
 
 
 def test_report_writes_html_and_every_figure(full: ReportResult) -> None:
@@ -106,7 +158,7 @@ def test_report_writes_html_and_every_figure(full: ReportResult) -> None:
     images = embedded_images(html)
     assert len(images) == len(stems) == len(result.files) // 2
     assert all(image.startswith(PNG_MAGIC) for image in images)
-    assert "src=\"http" not in html and "<script" not in html  # self-contained, no scripts
+    assert 'src="http' not in html and "<script" not in html  # self-contained, no scripts
     for stem in stems:
         assert f'<figure id="{stem}">' in html
 
@@ -121,8 +173,7 @@ def test_report_lists_runs_summary_and_failures(full: ReportResult) -> None:
 
 
 def test_filters_select_runs(db: Path, tmp_path: Path) -> None:
-    result = build_report(db, tmp_path / "out", Selection(models=["lenet5"],
-                                                          strategies=["ddp"]))
+    result = build_report(db, tmp_path / "out", Selection(models=["lenet5"], strategies=["ddp"]))
     assert result.runs == 2 and result.failed == 0
     assert "operators" in {p.stem for p in result.files}  # the ddp x2 run is profiled
     html = result.html.read_text()
@@ -148,8 +199,24 @@ def test_only_failed_runs_is_a_user_error(tmp_path: Path) -> None:
 
 def test_cli_report(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli-out"
-    assert main(["report", "--db", str(db), "--out", str(out), "--model",
-                 "lenet5,vgg16", "--dataset", "synthetic", "--strategy", "sequential"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--db",
+                str(db),
+                "--out",
+                str(out),
+                "--model",
+                "lenet5,vgg16",
+                "--dataset",
+                "synthetic",
+                "--strategy",
+                "sequential",
+            ]
+        )
+        == 0
+    )
     assert "report.html" in capsys.readouterr().out
     assert (out / "report.html").is_file() and (out / "breakdown.svg").is_file()
     assert main(["report", "--db", str(db), "--out", str(out), "--strategy", "gpipe"]) == 2
@@ -172,13 +239,20 @@ def test_breakdown_hatches_phases_a_framework_could_not_separate() -> None:
 
     from distbench.report.figures import UNSEPARATED_LABEL, breakdown_figure
 
-    tf = row(1, "lenet5", "sync", 2, framework="tensorflow",
-             breakdown={"data": 0.001, "backward": 0.03, "comm": 0.002, "update": 0.001},
-             extra={"unseparated_phases": {"backward": ["forward", "backward"]}})
+    tf = row(
+        1,
+        "lenet5",
+        "sync",
+        2,
+        framework="tensorflow",
+        breakdown={"data": 0.001, "backward": 0.03, "comm": 0.002, "update": 0.001},
+        extra={"unseparated_phases": {"backward": ["forward", "backward"]}},
+    )
     torch = row(2, "lenet5", "ddp", 2)
     figure = breakdown_figure([tf, torch]).figure
-    hatched = [p for ax in figure.axes for p in ax.patches
-               if isinstance(p, Rectangle) and p.get_hatch()]
+    hatched = [
+        p for ax in figure.axes for p in ax.patches if isinstance(p, Rectangle) and p.get_hatch()
+    ]
     assert len(hatched) == 1 and hatched[0].get_height() == pytest.approx(30.0)  # ms
     labels = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
     assert labels[-1] == UNSEPARATED_LABEL

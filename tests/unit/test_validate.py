@@ -75,26 +75,52 @@ def test_spearman_degenerate() -> None:
 # --- rows, best configuration, summary ------------------------------------------------------
 
 
-def row(strategy: str, workers: int, pred: float, meas: float, model: str = "m",
-        batch: int = 32, p_speedup: float | None = None,
-        m_speedup: float | None = None) -> ValidationRow:
+def row(
+    strategy: str,
+    workers: int,
+    pred: float,
+    meas: float,
+    model: str = "m",
+    batch: int = 32,
+    p_speedup: float | None = None,
+    m_speedup: float | None = None,
+) -> ValidationRow:
     """A compared row with time per step ``pred``/``meas`` and throughput ``batch·N/step``."""
     return ValidationRow(
-        model=model, dataset="synthetic", strategy=strategy, workers=workers, batch_size=batch,
-        threads=1, servers="central", status="ok", run_id="r", profile_id=1,
-        predicted_step=pred, measured_step=meas, step_error=relative_error(pred, meas),
-        predicted_throughput=batch * workers / pred, measured_throughput=batch * workers / meas,
-        predicted_speedup=p_speedup, measured_speedup=m_speedup,
-        speedup_error=relative_error(p_speedup, m_speedup), formula="")
+        model=model,
+        dataset="synthetic",
+        strategy=strategy,
+        workers=workers,
+        batch_size=batch,
+        threads=1,
+        servers="central",
+        status="ok",
+        run_id="r",
+        profile_id=1,
+        predicted_step=pred,
+        measured_step=meas,
+        step_error=relative_error(pred, meas),
+        predicted_throughput=batch * workers / pred,
+        measured_throughput=batch * workers / meas,
+        predicted_speedup=p_speedup,
+        measured_speedup=m_speedup,
+        speedup_error=relative_error(p_speedup, m_speedup),
+        formula="",
+    )
 
 
 def test_best_configuration_per_workload() -> None:
-    rows = [row("sequential", 1, 1.0, 1.0), row("ddp", 2, 1.5, 1.2),  # ddp best in both
-            row("sequential", 1, 1.0, 1.0, model="k"), row("ddp", 2, 1.5, 2.5, model="k")]
+    rows = [
+        row("sequential", 1, 1.0, 1.0),
+        row("ddp", 2, 1.5, 1.2),  # ddp best in both
+        row("sequential", 1, 1.0, 1.0, model="k"),
+        row("ddp", 2, 1.5, 2.5, model="k"),
+    ]
     picks = best_configurations(rows)
     assert [(p.workload, p.predicted, p.measured, p.matches) for p in picks] == [
         ("m/synthetic/b32", "m ddp x2", "m ddp x2", True),
-        ("k/synthetic/b32", "k ddp x2", "k sequential x1", False)]
+        ("k/synthetic/b32", "k ddp x2", "k sequential x1", False),
+    ]
     # k: ddp x2 measured 64/2.5 = 25.6 samples/s against sequential's 32/1.0 = 32
     assert picks[0].regret == 0.0 and picks[1].regret == pytest.approx(1 - 25.6 / 32)
     text = render(ValidationReport(rows, summarize(rows)))
@@ -132,11 +158,18 @@ def test_rounds_below_one_are_refused(db_path: Path) -> None:
 
 
 def test_summary_on_given_numbers() -> None:
-    rows = [row("sequential", 1, 1.1, 1.0, p_speedup=1.0, m_speedup=1.0),   # +10 %
-            row("ddp", 2, 1.2, 1.5, p_speedup=1.25, m_speedup=1.0),         # -20 %
-            row("ps-async", 2, 3.15, 3.0, p_speedup=0.7, m_speedup=0.7),    # +5 %
-            replace(row("ps-sync-join", 2, 1.0, 1.0), status="no measurement",
-                    measured_step=None, step_error=None, measured_throughput=None)]
+    rows = [
+        row("sequential", 1, 1.1, 1.0, p_speedup=1.0, m_speedup=1.0),  # +10 %
+        row("ddp", 2, 1.2, 1.5, p_speedup=1.25, m_speedup=1.0),  # -20 %
+        row("ps-async", 2, 3.15, 3.0, p_speedup=0.7, m_speedup=0.7),  # +5 %
+        replace(
+            row("ps-sync-join", 2, 1.0, 1.0),
+            status="no measurement",
+            measured_step=None,
+            step_error=None,
+            measured_throughput=None,
+        ),
+    ]
     s = summarize(rows)
     assert (s.configurations, s.compared) == (4, 3)
     assert s.median_abs_step_error == pytest.approx(0.10)
@@ -163,29 +196,70 @@ def test_summary_without_comparisons() -> None:
 def steps(k: int, t: int, grad: float, grad_max: float | None = None) -> StepTimes:
     """fwd = grad/3, bwd = 2grad/3, data = 0.01, update = 0.02."""
     gm = grad if grad_max is None else grad_max
-    return StepTimes(processes=k, threads=t, batch_size=32, data=0.01, forward=grad / 3,
-                     backward=2 * grad / 3, update=0.02, t_grad=grad, t_grad_max=gm,
-                     t_step=grad + 0.03, t_step_max=gm + 0.03, repeats=5)
+    return StepTimes(
+        processes=k,
+        threads=t,
+        batch_size=32,
+        data=0.01,
+        forward=grad / 3,
+        backward=2 * grad / 3,
+        update=0.02,
+        t_grad=grad,
+        t_grad_max=gm,
+        t_step=grad + 0.03,
+        t_step_max=gm + 0.03,
+        repeats=5,
+    )
 
 
 def make_profile(**changes: object) -> Profile:
     link = LinkFit("p2p", 2, 1e-4, 1e9, [1024, 4096], [1e-4, 1e-4])
     ring = LinkFit("allreduce", 2, 5e-5, 5e8, [1024, 4096], [1e-4, 1e-4])
     base = Profile(
-        model="m", dataset="synthetic", batch_size=32, threads=2, workers=2, repeats=5,
-        created_at="2026-01-01T00:00:00+00:00", cores=2, host="h", torch_version="x",
-        input_size=None, t_grad=0.3, t_forward=0.1, t_backward=0.2, t_data=0.01,
-        t_update=0.02, t_grad_split=[0.3, 0.18], weight_bytes=40_000_000,
-        grad_bytes=40_000_000, tensors=10, t_comm=0.05, p2p=link, allreduce=ring,
-        contended=[steps(1, 2, 0.3), steps(1, 1, 0.5), steps(2, 1, 0.6, 0.66)])
+        model="m",
+        dataset="synthetic",
+        batch_size=32,
+        threads=2,
+        workers=2,
+        repeats=5,
+        created_at="2026-01-01T00:00:00+00:00",
+        cores=2,
+        host="h",
+        torch_version="x",
+        input_size=None,
+        t_grad=0.3,
+        t_forward=0.1,
+        t_backward=0.2,
+        t_data=0.01,
+        t_update=0.02,
+        t_grad_split=[0.3, 0.18],
+        weight_bytes=40_000_000,
+        grad_bytes=40_000_000,
+        tensors=10,
+        t_comm=0.05,
+        p2p=link,
+        allreduce=ring,
+        contended=[steps(1, 2, 0.3), steps(1, 1, 0.5), steps(2, 1, 0.6, 0.66)],
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def case(strategy: str, workers: int, threads: int, synchronous: bool = True,
-         servers: str = "central") -> Case:
-    return Case(model="m", dataset="synthetic", strategy=strategy, workers=workers,
-                batch_size=32, local_batch=32, global_batch=32 * workers, threads=threads,
-                servers=servers, steps=10, synchronous=synchronous)
+def case(
+    strategy: str, workers: int, threads: int, synchronous: bool = True, servers: str = "central"
+) -> Case:
+    return Case(
+        model="m",
+        dataset="synthetic",
+        strategy=strategy,
+        workers=workers,
+        batch_size=32,
+        local_batch=32,
+        global_batch=32 * workers,
+        threads=threads,
+        servers=servers,
+        steps=10,
+        synchronous=synchronous,
+    )
 
 
 def test_sequential_is_gradient_plus_data_and_update() -> None:
@@ -199,7 +273,7 @@ def test_ddp_two_workers_uses_slowest_worker_ring_and_overlap() -> None:
     p = make_profile(cores=4)  # 2 workers x 1 thread leave two cores free: buckets overlap
     pred = predict_case(case("ddp", 2, 1), p)
     assert pred is not None
-    t_ar = 2 * 5e-5 + 40_000_000 / 5e8             # 2(N-1)α + 2(N-1)/N·bytes/β at N = 2
+    t_ar = 2 * 5e-5 + 40_000_000 / 5e8  # 2(N-1)α + 2(N-1)/N·bytes/β at N = 2
     overlap = 1 - f.DDP_DEFAULT_BUCKET_BYTES / 40_000_000
     expected = 0.66 + max(0.0, t_ar - overlap * 0.44) + 0.03
     assert pred.step_time == pytest.approx(expected)
@@ -341,8 +415,9 @@ def test_fit_clamps_negative_latency_and_rejects_bad_input() -> None:
 # --- stored profiles --------------------------------------------------------------------------
 
 
-def test_profile_round_trip_and_estimate_reads_it(db_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_round_trip_and_estimate_reads_it(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     profile = make_profile()
     assert save_profile(db_path, profile) >= 1
     newer = replace(profile, created_at="2026-02-01T00:00:00+00:00", t_grad=0.25)
@@ -350,8 +425,21 @@ def test_profile_round_trip_and_estimate_reads_it(db_path: Path,
     assert find_profile(db_path, "m", "synthetic", 32, 2) == newer
     assert find_profile(db_path, "m", batch_size=64) is None
     assert load_profile(db_path, "m")["t_grad"] == 0.25
-    code = main(["estimate", "--model", "m", "--db", str(db_path), "--type", "sync-join",
-                 "--workers", "2", "--output", "csv"])
+    code = main(
+        [
+            "estimate",
+            "--model",
+            "m",
+            "--db",
+            str(db_path),
+            "--type",
+            "sync-join",
+            "--workers",
+            "2",
+            "--output",
+            "csv",
+        ]
+    )
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3  # header + N = 1, 2
@@ -367,8 +455,9 @@ def test_missing_profile_is_user_error(db_path: Path) -> None:
 
 def test_profiles_are_found_by_the_network_their_links_crossed(db_path: Path) -> None:
     loopback = make_profile()
-    shaped = replace(loopback, created_at="2026-02-01T00:00:00+00:00", t_comm=0.5,
-                     network="bandwidth=100mbit")
+    shaped = replace(
+        loopback, created_at="2026-02-01T00:00:00+00:00", t_comm=0.5, network="bandwidth=100mbit"
+    )
     save_profile(db_path, loopback)
     save_profile(db_path, shaped)
     assert find_profile(db_path, "m") == shaped  # by default: the newest, any network
@@ -389,13 +478,21 @@ def test_sweep_limit_shrinks_behind_a_slow_link() -> None:
 
 
 def test_a_wrong_pick_inside_the_measurement_noise_is_tied_not_wrong() -> None:
-    close = [replace(row("sequential", 1, 1.0, 1.00), measured_throughput_ci=(30.0, 34.0)),
-             replace(row("ddp", 1, 0.9, 1.02), measured_throughput_ci=(29.0, 33.0))]
+    close = [
+        replace(row("sequential", 1, 1.0, 1.00), measured_throughput_ci=(30.0, 34.0)),
+        replace(row("ddp", 1, 0.9, 1.02), measured_throughput_ci=(29.0, 33.0)),
+    ]
     pick = best_configurations(close)[0]
     assert (pick.predicted, pick.measured, pick.matches, pick.tied) == (
-        "m ddp x1", "m sequential x1", False, True)
-    apart = [replace(close[0], measured_throughput_ci=(31.5, 34.0)),
-             replace(close[1], measured_throughput_ci=(29.0, 31.0))]
+        "m ddp x1",
+        "m sequential x1",
+        False,
+        True,
+    )
+    apart = [
+        replace(close[0], measured_throughput_ci=(31.5, 34.0)),
+        replace(close[1], measured_throughput_ci=(29.0, 31.0)),
+    ]
     assert not best_configurations(apart)[0].tied
     unknown = [replace(r, measured_throughput_ci=None) for r in close]
     assert not best_configurations(unknown)[0].tied  # no interval, no benefit of the doubt

@@ -79,11 +79,15 @@ def run_label(row: dict[str, Any]) -> str:
 
 
 def _side(row: dict[str, Any]) -> RunSide:
-    return RunSide(run_id=row["run_id"], label=run_label(row),
-                   step_time_s=sum((row.get("breakdown") or {}).values()),
-                   throughput=row.get("throughput_median"), local_batch=row.get("local_batch"),
-                   threads_per_worker=row.get("threads_per_worker"),
-                   profiled=bool(row.get("operators")))
+    return RunSide(
+        run_id=row["run_id"],
+        label=run_label(row),
+        step_time_s=sum((row.get("breakdown") or {}).values()),
+        throughput=row.get("throughput_median"),
+        local_batch=row.get("local_batch"),
+        threads_per_worker=row.get("threads_per_worker"),
+        profiled=bool(row.get("operators")),
+    )
 
 
 def _ordered_phases(*breakdowns: dict[str, float]) -> list[str]:
@@ -103,8 +107,11 @@ def phase_deltas(a: dict[str, float], b: dict[str, float]) -> list[Delta]:
     out = []
     for phase in _ordered_phases(a, b):
         delta = b.get(phase, 0.0) - a.get(phase, 0.0)
-        out.append(Delta(phase, a.get(phase, 0.0), b.get(phase, 0.0), delta,
-                         delta / total if total else None))
+        out.append(
+            Delta(
+                phase, a.get(phase, 0.0), b.get(phase, 0.0), delta, delta / total if total else None
+            )
+        )
     return out
 
 
@@ -112,8 +119,10 @@ def group_deltas(phases: list[Delta]) -> list[Delta]:
     """Local compute (data, forward, backward, update) vs. communication and waiting."""
     total = sum(p.delta_s for p in phases)
     groups = []
-    for name, members in (("compute", [p for p in phases if p.name not in COMM_PHASES]),
-                          ("communication", [p for p in phases if p.name in COMM_PHASES])):
+    for name, members in (
+        ("compute", [p for p in phases if p.name not in COMM_PHASES]),
+        ("communication", [p for p in phases if p.name in COMM_PHASES]),
+    ):
         a_s, b_s = sum(p.a_s for p in members), sum(p.b_s for p in members)
         groups.append(Delta(name, a_s, b_s, b_s - a_s, (b_s - a_s) / total if total else None))
     return groups
@@ -142,8 +151,13 @@ def _phase_ops(profile: dict[str, Any], phase: str | None) -> tuple[dict[str, fl
     return {o["name"]: o["self_s"] for o in ops}, listed < 0.999 * entry.get("self_s", 0.0)
 
 
-def operator_deltas(a_profile: dict[str, Any], b_profile: dict[str, Any],
-                    phase: str | None, direction: float, top: int) -> list[Delta]:
+def operator_deltas(
+    a_profile: dict[str, Any],
+    b_profile: dict[str, Any],
+    phase: str | None,
+    direction: float,
+    top: int,
+) -> list[Delta]:
     """Operators whose self time changed most in the direction of the phase's change."""
     a_ops, a_cut = _phase_ops(a_profile, phase)
     b_ops, b_cut = _phase_ops(b_profile, phase)
@@ -155,8 +169,10 @@ def operator_deltas(a_profile: dict[str, Any], b_profile: dict[str, Any],
     sign = 1.0 if direction >= 0 else -1.0
     deltas.sort(key=lambda d: -d.delta_s * sign)
     moved = sum(d.delta_s for d in deltas)
-    return [Delta(d.name, d.a_s, d.b_s, d.delta_s, d.delta_s / moved if moved else None,
-                  d.partial) for d in deltas[:top]]
+    return [
+        Delta(d.name, d.a_s, d.b_s, d.delta_s, d.delta_s / moved if moved else None, d.partial)
+        for d in deltas[:top]
+    ]
 
 
 def _has_phase(profile: dict[str, Any] | None, phase: str) -> bool:
@@ -165,8 +181,9 @@ def _has_phase(profile: dict[str, Any] | None, phase: str) -> bool:
 
 def cross_framework(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether the two runs' operator profiles use different frameworks' operator names."""
-    return (operator_framework(a.get("framework") or "torch")
-            != operator_framework(b.get("framework") or "torch"))
+    return operator_framework(a.get("framework") or "torch") != operator_framework(
+        b.get("framework") or "torch"
+    )
 
 
 def unseparated_groups(*rows: dict[str, Any]) -> list[set[str]]:
@@ -185,7 +202,8 @@ def unseparated_groups(*rows: dict[str, Any]) -> list[set[str]]:
 
 def merged_name(group: set[str]) -> str:
     return "+".join(p for p in PHASES if p in group) + "".join(
-        f"+{p}" for p in sorted(group - set(PHASES)))
+        f"+{p}" for p in sorted(group - set(PHASES))
+    )
 
 
 def merge_phases(breakdown: dict[str, float], groups: list[set[str]]) -> dict[str, float]:
@@ -199,17 +217,21 @@ def merge_phases(breakdown: dict[str, float], groups: list[set[str]]) -> dict[st
     return merged
 
 
-def _comparable_profiles(a: dict[str, Any], b: dict[str, Any]
-                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _comparable_profiles(
+    a: dict[str, Any], b: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     pa, pb = a["operators"], b["operators"]
     if not cross_framework(a, b):
         return pa, pb
-    return (common_profile(pa, a.get("framework") or "torch"),
-            common_profile(pb, b.get("framework") or "torch"))
+    return (
+        common_profile(pa, a.get("framework") or "torch"),
+        common_profile(pb, b.get("framework") or "torch"),
+    )
 
 
-def _operator_level(a: dict[str, Any], b: dict[str, Any], phase: Delta | None,
-                    top: int) -> tuple[list[Delta], str]:
+def _operator_level(
+    a: dict[str, Any], b: dict[str, Any], phase: Delta | None, top: int
+) -> tuple[list[Delta], str]:
     if not a.get("operators") or not b.get("operators") or phase is None:
         return [], "none"
     pa, pb = _comparable_profiles(a, b)
@@ -219,25 +241,36 @@ def _operator_level(a: dict[str, Any], b: dict[str, Any], phase: Delta | None,
     return ops, scope or "all phases"
 
 
-def explain_rows(a: dict[str, Any], b: dict[str, Any], top: int = 5,
-                 phase: str | None = None) -> Explanation:
+def explain_rows(
+    a: dict[str, Any], b: dict[str, Any], top: int = 5, phase: str | None = None
+) -> Explanation:
     """The top-down comparison of two ``ok`` rows; ``phase`` forces the drilled-in phase."""
     for row in (a, b):
         if row.get("status") != "ok" or not row.get("breakdown"):
-            raise UserError(f"run {row['run_id']} has no measurements "
-                            f"(status {row.get('status')}: {row.get('error') or 'no breakdown'})")
+            raise UserError(
+                f"run {row['run_id']} has no measurements "
+                f"(status {row.get('status')}: {row.get('error') or 'no breakdown'})"
+            )
     side_a, side_b = _side(a), _side(b)
     delta = side_b.step_time_s - side_a.step_time_s
     groups = unseparated_groups(a, b)
-    phases = phase_deltas(merge_phases(a["breakdown"], groups),
-                          merge_phases(b["breakdown"], groups))
+    phases = phase_deltas(
+        merge_phases(a["breakdown"], groups), merge_phases(b["breakdown"], groups)
+    )
     chosen = _pick_phase(phases, delta, phase)
     operators, scope = _operator_level(a, b, chosen, top)
     explanation = Explanation(
-        a=side_a, b=side_b, delta_s=delta,
+        a=side_a,
+        b=side_b,
+        delta_s=delta,
         ratio=side_b.step_time_s / side_a.step_time_s if side_a.step_time_s else None,
-        groups=group_deltas(phases), phases=phases, phase=chosen.name if chosen else None,
-        operators=operators, operator_scope=scope, notes=context_notes(a, b, chosen, scope))
+        groups=group_deltas(phases),
+        phases=phases,
+        phase=chosen.name if chosen else None,
+        operators=operators,
+        operator_scope=scope,
+        notes=context_notes(a, b, chosen, scope),
+    )
     return _with_conclusion(explanation)
 
 
@@ -271,26 +304,35 @@ def seconds(value: float, signed: bool = False) -> str:
 
 def _with_conclusion(e: Explanation) -> Explanation:
     more = "more" if e.delta_s > 0 else "less"
-    text = (f"B ({e.b.label}) takes {seconds(e.b.step_time_s)} per step, "
-            f"{seconds(abs(e.delta_s))} {more} than A ({e.a.label}, {seconds(e.a.step_time_s)})")
+    text = (
+        f"B ({e.b.label}) takes {seconds(e.b.step_time_s)} per step, "
+        f"{seconds(abs(e.delta_s))} {more} than A ({e.a.label}, {seconds(e.a.step_time_s)})"
+    )
     chosen = next((p for p in e.phases if p.name == e.phase), None)
     if chosen is not None and e.delta_s:
-        text += (f"; {chosen.name} accounts for {_pct(chosen.share)} of the difference "
-                 f"({seconds(chosen.delta_s, signed=True)})")
+        text += (
+            f"; {chosen.name} accounts for {_pct(chosen.share)} of the difference "
+            f"({seconds(chosen.delta_s, signed=True)})"
+        )
     text += _operator_clause(e)
     return Explanation(**{**_fields(e), "conclusion": text + "."})
 
 
 def _operator_clause(e: Explanation) -> str:
     if e.operator_scope == "none":
-        return ("; run both with --profile-ops to see operators"
-                if not (e.a.profiled and e.b.profiled) else "")
+        return (
+            "; run both with --profile-ops to see operators"
+            if not (e.a.profiled and e.b.profiled)
+            else ""
+        )
     chosen = next((p for p in e.phases if p.name == e.phase), None)
     direction = 1.0 if (chosen.delta_s if chosen else e.delta_s) >= 0 else -1.0
     named = [op for op in e.operators[:NAMED_OPERATORS] if op.delta_s * direction > 0]
     if not named:
-        return (f"; no operator in {e.operator_scope} changed that way, so the difference "
-                "is time spent waiting, not CPU work")
+        return (
+            f"; no operator in {e.operator_scope} changed that way, so the difference "
+            "is time spent waiting, not CPU work"
+        )
     parts = [f"{op.name} ({seconds(op.delta_s, signed=True)})" for op in named]
     where = "" if e.operator_scope == e.phase else f" ({e.operator_scope})"
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" and {parts[-1]}"
@@ -301,41 +343,52 @@ def _fields(e: Explanation) -> dict[str, Any]:
     return {name: getattr(e, name) for name in e.__dataclass_fields__}
 
 
-def context_notes(a: dict[str, Any], b: dict[str, Any], phase: Delta | None,
-                  scope: str) -> list[str]:
+def context_notes(
+    a: dict[str, Any], b: dict[str, Any], phase: Delta | None, scope: str
+) -> list[str]:
     """Differences in setup that are likely causes, and caveats of the comparison."""
     notes = [*_setup_notes(a, b), *_saturation_notes(a, b)]
     if scope != "none" and cross_framework(a, b):
-        notes.append("operators compared by common names (docs/frameworks.md, \"Operator "
-                     "profiles\"); a name with a framework: prefix has no counterpart")
+        notes.append(
+            'operators compared by common names (docs/frameworks.md, "Operator '
+            'profiles"); a name with a framework: prefix has no counterpart'
+        )
     for group in unseparated_groups(a, b):
         over_all = phase is not None and phase.name == merged_name(group)
-        notes.append(f"{merged_name(group)}: a run times these phases as one, so they are "
-                     "added up in both runs" + (" and operators are compared over all phases"
-                                                if over_all else ""))
+        notes.append(
+            f"{merged_name(group)}: a run times these phases as one, so they are "
+            "added up in both runs"
+            + (" and operators are compared over all phases" if over_all else "")
+        )
     if phase is not None and phase.name in COMM_PHASES and scope != "none":
-        notes.append(f"{phase.name} is mostly waiting on other ranks or the network; "
-                     "operators cover only the CPU work around it")
+        notes.append(
+            f"{phase.name} is mostly waiting on other ranks or the network; "
+            "operators cover only the CPU work around it"
+        )
     return notes
 
 
 def _setup_notes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     notes = []
-    for key, what in (("model", "models"), ("dataset", "datasets"),
-                      ("framework", "frameworks")):
+    for key, what in (("model", "models"), ("dataset", "datasets"), ("framework", "frameworks")):
         if a.get(key) != b.get(key):
             notes.append(f"different {what}: {a.get(key)} vs {b.get(key)}")
     if a.get("threads_per_worker") != b.get("threads_per_worker"):
-        notes.append(f"threads per worker differ (A {a.get('threads_per_worker')}, "
-                     f"B {b.get('threads_per_worker')}): on a CPU host compute phases scale "
-                     "with the threads each worker gets")
+        notes.append(
+            f"threads per worker differ (A {a.get('threads_per_worker')}, "
+            f"B {b.get('threads_per_worker')}): on a CPU host compute phases scale "
+            "with the threads each worker gets"
+        )
     if a.get("local_batch") != b.get("local_batch"):
-        notes.append(f"local batches differ (A {a.get('local_batch')}, B {b.get('local_batch')})"
-                     ": per-step times are not per-sample times; compare throughput")
+        notes.append(
+            f"local batches differ (A {a.get('local_batch')}, B {b.get('local_batch')})"
+            ": per-step times are not per-sample times; compare throughput"
+        )
     for side, row in (("A", a), ("B", b)):
         if row.get("oversubscribed"):
-            notes.append(f"{side} was oversubscribed (processes × threads > cores): its "
-                         "workers shared cores")
+            notes.append(
+                f"{side} was oversubscribed (processes × threads > cores): its workers shared cores"
+            )
     return notes
 
 
@@ -344,9 +397,12 @@ def mean_in_window(resources: dict[str, Any] | None, key: str) -> float | None:
     if not resources or not resources.get("window"):
         return None
     start, end = resources["window"]
-    values = [v for rank in resources.get("ranks", {}).values()
-              for t, v in zip(rank.get("t", []), rank.get(key, []), strict=False)
-              if start <= t <= end + 0.5]
+    values = [
+        v
+        for rank in resources.get("ranks", {}).values()
+        for t, v in zip(rank.get("t", []), rank.get(key, []), strict=False)
+        if start <= t <= end + 0.5
+    ]
     return fmean(values) if values else None
 
 
@@ -358,8 +414,10 @@ def _saturation_notes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             busy.append(f"{side} {value:.0f}%")
     if not busy:
         return []
-    return [f"the host's CPUs were saturated during the measured steps ({', '.join(busy)} "
-            "busy): workers and any other processes competed for cores"]
+    return [
+        f"the host's CPUs were saturated during the measured steps ({', '.join(busy)} "
+        "busy): workers and any other processes competed for cores"
+    ]
 
 
 def resolve_run(store: ResultStore, ref: str) -> dict[str, Any]:
@@ -375,8 +433,9 @@ def resolve_run(store: ResultStore, ref: str) -> dict[str, Any]:
     raise UserError(f"run '{ref}' is ambiguous: {', '.join(r['run_id'] for r in matches[:5])}")
 
 
-def explain_runs(store: ResultStore, ref_a: str, ref_b: str, top: int = 5,
-                 phase: str | None = None) -> Explanation:
+def explain_runs(
+    store: ResultStore, ref_a: str, ref_b: str, top: int = 5, phase: str | None = None
+) -> Explanation:
     return explain_rows(resolve_run(store, ref_a), resolve_run(store, ref_b), top, phase)
 
 
@@ -414,12 +473,15 @@ def _fastest_text(members: list[dict[str, Any]]) -> str:
     best = max(members, key=lambda r: r.get("throughput_median") or 0.0)
     speedup = best.get("speedup")
     extra = f", speedup {speedup:.2f} over {best.get('baseline')}" if speedup else ""
-    return (f"highest throughput: {run_label(best)} at "
-            f"{best['throughput_median']:.1f} samples/s{extra}.")
+    return (
+        f"highest throughput: {run_label(best)} at "
+        f"{best['throughput_median']:.1f} samples/s{extra}."
+    )
 
 
-def _scaling_findings(topic: str, members: list[dict[str, Any]],
-                      by_id: dict[str, dict[str, Any]], limit: int) -> list[Finding]:
+def _scaling_findings(
+    topic: str, members: list[dict[str, Any]], by_id: dict[str, dict[str, Any]], limit: int
+) -> list[Finding]:
     candidates = [r for r in members if r["workers"] > 1 and r.get("baseline_run_id") in by_id]
     candidates.sort(key=lambda r: r.get("efficiency") or 0.0)
     findings = []

@@ -18,13 +18,20 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
-                        help=f"SQLite results store (default: ./{DEFAULT_DB})")
+    parser.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="PATH",
+        help=f"SQLite results store (default: ./{DEFAULT_DB})",
+    )
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true",
-                        help="print machine-readable JSON on stdout (and nothing else there)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print machine-readable JSON on stdout (and nothing else there)",
+    )
 
 
 def int_list(text: str) -> list[int]:
@@ -33,7 +40,8 @@ def int_list(text: str) -> list[int]:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got '{text}'") from None
+            f"expected comma-separated integers, got '{text}'"
+        ) from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values

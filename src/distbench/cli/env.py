@@ -25,15 +25,27 @@ from distbench.frameworks.envs import (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "env", help="install or list the TensorFlow / MXNet / Horovod environments",
+        "env",
+        help="install or list the TensorFlow / MXNet / Horovod environments",
         description="Each framework gets its own virtual environment under $DISTBENCH_ENVS "
-        "(default ~/.cache/distbench/envs), because their pins conflict.")
+        "(default ~/.cache/distbench/envs), because their pins conflict.",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     install = actions.add_parser("install", help="create a framework's environment")
-    install.add_argument("names", nargs="+", choices=tuple(ENV_SPECS), metavar="NAME",
-                         help=f"one or more of: {', '.join(ENV_SPECS)}")
-    install.add_argument("--timeout", type=float, default=DEFAULT_INSTALL_TIMEOUT,
-                         metavar="SEC", help="limit per environment (1800)")
+    install.add_argument(
+        "names",
+        nargs="+",
+        choices=tuple(ENV_SPECS),
+        metavar="NAME",
+        help=f"one or more of: {', '.join(ENV_SPECS)}",
+    )
+    install.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_INSTALL_TIMEOUT,
+        metavar="SEC",
+        help="limit per environment (1800)",
+    )
     install.add_argument("--force", action="store_true", help="rebuild even if installed")
     install.set_defaults(handler=install_command)
     listing = actions.add_parser("list", help="show the environments and their versions")
@@ -60,8 +72,9 @@ def list_command(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
         return 0
-    table = Table("env", "installed", "versions", "path", title="distbench environments",
-                  title_justify="left")
+    table = Table(
+        "env", "installed", "versions", "path", title="distbench environments", title_justify="left"
+    )
     for row in rows:
         versions = ", ".join(f"{k} {v}" for k, v in row.versions.items()) or "-"
         table.add_row(row.name, "yes" if row.installed else "no", versions, row.path)

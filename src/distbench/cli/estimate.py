@@ -38,7 +38,8 @@ def float_list(text: str) -> list[float]:
         values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got '{text}'") from None
+            f"expected comma-separated numbers, got '{text}'"
+        ) from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one number")
     return values
@@ -46,9 +47,11 @@ def float_list(text: str) -> list[float]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "estimate", help="predict speedup on 1..N workers from one-worker timings",
+        "estimate",
+        help="predict speedup on 1..N workers from one-worker timings",
         description="Estimate training time and speedup on 1..N workers (004 thesis model,"
-                    " ring all-reduce, pipeline bubble). Times are seconds.")
+        " ring all-reduce, pipeline bubble). Times are seconds.",
+    )
     _add_timing_options(parser)
     _add_strategy_options(parser)
     _add_output_options(parser)
@@ -57,57 +60,113 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_timing_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("one-worker timings")
-    group.add_argument("--t-grad", type=float, metavar="S",
-                       help="gradient time of one full batch on one worker")
-    group.add_argument("--t-comm", type=float, metavar="S",
-                       help="time to transfer the full weights once worker <-> server")
-    group.add_argument("--t-grad-split", type=float_list, metavar="S[,S...]",
-                       help="sync-split: gradient time of a 1/N batch for N = 1, 2, ...;"
-                            " without it t_grad/N is used (labelled fallback)")
+    group.add_argument(
+        "--t-grad", type=float, metavar="S", help="gradient time of one full batch on one worker"
+    )
+    group.add_argument(
+        "--t-comm",
+        type=float,
+        metavar="S",
+        help="time to transfer the full weights once worker <-> server",
+    )
+    group.add_argument(
+        "--t-grad-split",
+        type=float_list,
+        metavar="S[,S...]",
+        help="sync-split: gradient time of a 1/N batch for N = 1, 2, ...;"
+        " without it t_grad/N is used (labelled fallback)",
+    )
     group.add_argument("--model", metavar="M", help="take timings from the stored profile of M")
     add_db_option(parser)
 
 
 def _add_strategy_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("strategy")
-    group.add_argument("--type", dest="kind", choices=KINDS, default="sync-join",
-                       help="training strategy (default: sync-join)")
-    group.add_argument("--server", choices=SERVERS, default="central",
-                       help="parameter-server type for async/sync-* (default: central)")
-    group.add_argument("--workers", type=int, default=8, metavar="N",
-                       help="estimate for 1..N workers (default: 8)")
-    group.add_argument("--batches", type=int, default=128, metavar="D",
-                       help="batches to train (default: 128)")
-    group.add_argument("--whole-iterations", action="store_true",
-                       help="sync-join/ddp: count ceil(D/N) iterations instead of D/N")
+    group.add_argument(
+        "--type",
+        dest="kind",
+        choices=KINDS,
+        default="sync-join",
+        help="training strategy (default: sync-join)",
+    )
+    group.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="central",
+        help="parameter-server type for async/sync-* (default: central)",
+    )
+    group.add_argument(
+        "--workers", type=int, default=8, metavar="N", help="estimate for 1..N workers (default: 8)"
+    )
+    group.add_argument(
+        "--batches", type=int, default=128, metavar="D", help="batches to train (default: 128)"
+    )
+    group.add_argument(
+        "--whole-iterations",
+        action="store_true",
+        help="sync-join/ddp: count ceil(D/N) iterations instead of D/N",
+    )
     group.add_argument("--alpha", type=float, metavar="S", help="ddp: per-message latency")
     group.add_argument("--beta", type=float, metavar="B/S", help="ddp: bandwidth, bytes/s")
     group.add_argument("--grad-bytes", type=float, metavar="B", help="ddp: gradient bytes")
-    group.add_argument("--t-backward", type=float, metavar="S",
-                       help="ddp: backward part of t_grad (default: 2/3 of t_grad)")
-    group.add_argument("--overlap", type=float, metavar="F",
-                       help="ddp: fraction of backward hiding all-reduce (default: after"
-                            " the first bucket fills)")
-    group.add_argument("--bucket-bytes", type=float, default=DDP_DEFAULT_BUCKET_BYTES,
-                       metavar="B", help="ddp: gradient bucket size (default: 25 MiB)")
-    group.add_argument("--stage-times", type=float_list, metavar="S[,S...]",
-                       help="pipeline: fwd+bwd seconds per microbatch for each stage")
-    group.add_argument("--microbatches", type=int, metavar="M",
-                       help="pipeline: microbatches per batch")
+    group.add_argument(
+        "--t-backward",
+        type=float,
+        metavar="S",
+        help="ddp: backward part of t_grad (default: 2/3 of t_grad)",
+    )
+    group.add_argument(
+        "--overlap",
+        type=float,
+        metavar="F",
+        help="ddp: fraction of backward hiding all-reduce (default: after the first bucket fills)",
+    )
+    group.add_argument(
+        "--bucket-bytes",
+        type=float,
+        default=DDP_DEFAULT_BUCKET_BYTES,
+        metavar="B",
+        help="ddp: gradient bucket size (default: 25 MiB)",
+    )
+    group.add_argument(
+        "--stage-times",
+        type=float_list,
+        metavar="S[,S...]",
+        help="pipeline: fwd+bwd seconds per microbatch for each stage",
+    )
+    group.add_argument(
+        "--microbatches", type=int, metavar="M", help="pipeline: microbatches per batch"
+    )
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
-    group.add_argument("--output", choices=("single", "csv", "plot"), default="single",
-                       help="single: table + bounds + recommendation; csv: one line per N;"
-                            " plot: PNG (default: single)")
-    group.add_argument("--out", default="speedup.png", metavar="PATH",
-                       help="PNG path for --output plot (default: speedup.png)")
-    group.add_argument("--budget", type=int, metavar="N",
-                       help="most workers the recommendation may use (default: --workers)")
-    group.add_argument("--min-gain", type=float, default=DEFAULT_MIN_GAIN, metavar="F",
-                       help="adding a worker 'stops paying' below this relative speedup"
-                            " gain (default: 0.05)")
+    group.add_argument(
+        "--output",
+        choices=("single", "csv", "plot"),
+        default="single",
+        help="single: table + bounds + recommendation; csv: one line per N;"
+        " plot: PNG (default: single)",
+    )
+    group.add_argument(
+        "--out",
+        default="speedup.png",
+        metavar="PATH",
+        help="PNG path for --output plot (default: speedup.png)",
+    )
+    group.add_argument(
+        "--budget",
+        type=int,
+        metavar="N",
+        help="most workers the recommendation may use (default: --workers)",
+    )
+    group.add_argument(
+        "--min-gain",
+        type=float,
+        default=DEFAULT_MIN_GAIN,
+        metavar="F",
+        help="adding a worker 'stops paying' below this relative speedup gain (default: 0.05)",
+    )
     add_json_option(parser)
 
 
@@ -131,19 +190,30 @@ def _inputs(args: argparse.Namespace) -> EstimateInputs:
         stored = _profile_values(args.db, args.model)
         given = {k: given[k] if given[k] is not None else stored.get(k) for k in PROFILE_FIELDS}
     if args.kind in ("async", "sync-join", "sync-split") and (
-            given["t_grad"] is None or given["t_comm"] is None):
+        given["t_grad"] is None or given["t_comm"] is None
+    ):
         raise UserError("--t-grad and --t-comm are required (or --model with a stored profile)")
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     split = given["t_grad_split"]
     return EstimateInputs(
-        kind=cast(Kind, args.kind), server=cast(Server, args.server), t_grad=given["t_grad"],
-        t_comm=given["t_comm"], workers=tuple(range(1, args.workers + 1)), batches=args.batches,
-        t_grad_split=None if split is None else tuple(split), alpha=args.alpha, beta=args.beta,
-        grad_bytes=given["grad_bytes"], t_backward=given["t_backward"], overlap=args.overlap,
+        kind=cast(Kind, args.kind),
+        server=cast(Server, args.server),
+        t_grad=given["t_grad"],
+        t_comm=given["t_comm"],
+        workers=tuple(range(1, args.workers + 1)),
+        batches=args.batches,
+        t_grad_split=None if split is None else tuple(split),
+        alpha=args.alpha,
+        beta=args.beta,
+        grad_bytes=given["grad_bytes"],
+        t_backward=given["t_backward"],
+        overlap=args.overlap,
         bucket_bytes=args.bucket_bytes,
         stage_times=None if args.stage_times is None else tuple(args.stage_times),
-        microbatches=args.microbatches, rounding="ceil" if args.whole_iterations else "exact")
+        microbatches=args.microbatches,
+        rounding="ceil" if args.whole_iterations else "exact",
+    )
 
 
 def run_estimate(args: argparse.Namespace) -> int:

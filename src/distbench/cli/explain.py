@@ -22,16 +22,24 @@ from distbench.store import open_store
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "explain", help="explain the step-time difference between two runs",
+        "explain",
+        help="explain the step-time difference between two runs",
         description="Top-down comparison of two stored runs: step time, compute vs. "
-                    "communication, the phase that accounts for most of the difference, and "
-                    "within it the operators (when both runs used --profile-ops).")
+        "communication, the phase that accounts for most of the difference, and "
+        "within it the operators (when both runs used --profile-ops).",
+    )
     parser.add_argument("run_a", metavar="RUN_A", help="run id (or a unique suffix of it)")
     parser.add_argument("run_b", metavar="RUN_B", help="run id (or a unique suffix of it)")
-    parser.add_argument("--phase", metavar="P",
-                        help="drill into this phase instead of the one that differs most")
-    parser.add_argument("--top", type=int, default=5, metavar="K",
-                        help="operators to list (default 5; the conclusion names 3)")
+    parser.add_argument(
+        "--phase", metavar="P", help="drill into this phase instead of the one that differs most"
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=5,
+        metavar="K",
+        help="operators to list (default 5; the conclusion names 3)",
+    )
     add_db_option(parser)
     add_json_option(parser)
     parser.set_defaults(handler=explain_command)
@@ -61,21 +69,30 @@ def _delta_table(title: str, rows: list[Delta], first: str, share_of: str) -> Ta
     for row in rows:
         share = "-" if row.share is None else f"{row.share * 100:.0f}%"
         mark = " *" if row.partial else ""
-        table.add_row(row.name + mark, fmt_s(row.a_s), fmt_s(row.b_s),
-                      fmt_s(row.delta_s, signed=True), share)
+        table.add_row(
+            row.name + mark, fmt_s(row.a_s), fmt_s(row.b_s), fmt_s(row.delta_s, signed=True), share
+        )
     return table
 
 
 def print_explanation(e: Explanation) -> None:
     console = Console(width=max(Console().width, 100))
     for name, side in (("A", e.a), ("B", e.b)):
-        console.print(f"{name}  {side.run_id}  {side.label}: {fmt_s(side.step_time_s)} per "
-                      "step (mean of measured steps, slowest rank)")
+        console.print(
+            f"{name}  {side.run_id}  {side.label}: {fmt_s(side.step_time_s)} per "
+            "step (mean of measured steps, slowest rank)"
+        )
     console.print(_delta_table("1. compute vs. communication", e.groups, "part", "total"))
     console.print(_delta_table("2. phases (per-step means)", e.phases, "phase", "total"))
     if e.operators:
-        console.print(_delta_table(f"3. operators in {e.operator_scope} (self time per "
-                                   "profiled step)", e.operators, "operator", "operator Δ"))
+        console.print(
+            _delta_table(
+                f"3. operators in {e.operator_scope} (self time per profiled step)",
+                e.operators,
+                "operator",
+                "operator Δ",
+            )
+        )
         if any(op.partial for op in e.operators):
             console.print("* in one run's top list only; counted as 0 in the other")
     elif e.operator_scope == "none" and not (e.a.profiled and e.b.profiled):

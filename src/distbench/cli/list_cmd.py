@@ -15,14 +15,21 @@ from distbench.strategies import STRATEGIES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("list", help="list models, strategies or datasets",
-                                   description="List what distbench can run.")
+    parser = subparsers.add_parser(
+        "list",
+        help="list models, strategies or datasets",
+        description="List what distbench can run.",
+    )
     parser.add_argument("what", choices=("models", "strategies", "datasets"))
-    parser.add_argument("--num-classes", type=int, default=10,
-                        help="classes used to count model parameters (10)")
-    parser.add_argument("--blocks", metavar="MODEL",
-                        help="with 'models': MODEL's blocks (the units pipelines cut between) "
-                        "with parameters and activation size per sample")
+    parser.add_argument(
+        "--num-classes", type=int, default=10, help="classes used to count model parameters (10)"
+    )
+    parser.add_argument(
+        "--blocks",
+        metavar="MODEL",
+        help="with 'models': MODEL's blocks (the units pipelines cut between) "
+        "with parameters and activation size per sample",
+    )
     parser.set_defaults(handler=list_command)
 
 
@@ -41,9 +48,16 @@ def block_rows(model_name: str, num_classes: int) -> list[tuple[str, ...]]:
     size, channels = model_defaults(model_name)
     with torch.device("meta"):
         model = build_model(model_name, num_classes)
-    return [(str(index), info.name, f"{info.params:,}", "x".join(map(str, info.output_shape)),
-             _bytes_text(info.activation_bytes))
-            for index, info in enumerate(describe_blocks(model, (channels, size, size)))]
+    return [
+        (
+            str(index),
+            info.name,
+            f"{info.params:,}",
+            "x".join(map(str, info.output_shape)),
+            _bytes_text(info.activation_bytes),
+        )
+        for index, info in enumerate(describe_blocks(model, (channels, size, size)))
+    ]
 
 
 def _bytes_text(nbytes: int) -> str:
@@ -54,17 +68,28 @@ def list_command(args: argparse.Namespace) -> int:
     header: tuple[str, ...]
     rows: list[tuple[str, ...]]
     if args.what == "models" and args.blocks:
-        header = ("#", f"block of {args.blocks}", "parameters", "output per sample",
-                  "activation per sample (float32)")
+        header = (
+            "#",
+            f"block of {args.blocks}",
+            "parameters",
+            "output per sample",
+            "activation per sample (float32)",
+        )
         rows = block_rows(args.blocks, args.num_classes)
     elif args.what == "models":
-        header = ("model", f"parameters ({args.num_classes} classes)", "default input",
-                  "description")
+        header = (
+            "model",
+            f"parameters ({args.num_classes} classes)",
+            "default input",
+            "description",
+        )
         rows = model_rows(args.num_classes)
     elif args.what == "strategies":
         header = ("strategy", "batch", "description")
-        rows = [(n, "per worker" if s.scaling == "weak" else "global", s.description)
-                for n, s in STRATEGIES.items()]
+        rows = [
+            (n, "per worker" if s.scaling == "weak" else "global", s.description)
+            for n, s in STRATEGIES.items()
+        ]
     else:
         header = ("dataset", "needs --data-dir", "description")
         rows = [(n, "yes" if d.needs_dir else "no", d.description) for n, d in DATASETS.items()]

@@ -33,14 +33,18 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="distbench", description=(
-        "Benchmark, explain and predict distributed training of deep neural networks."))
+    parser = OneLineParser(
+        prog="distbench",
+        description=(
+            "Benchmark, explain and predict distributed training of deep neural networks."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"distbench {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                       parser_class=OneLineParser)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=OneLineParser
+    )
     for module_name in COMMANDS.values():
-        register: Callable[[argparse._SubParsersAction], None] = (
-            import_module(module_name).register)
+        register: Callable[[argparse._SubParsersAction], None] = import_module(module_name).register
         register(subparsers)
     return parser
 

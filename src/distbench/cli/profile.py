@@ -22,11 +22,13 @@ from distbench.profiling.store_lookup import Profile
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "profile", help="measure t_grad, t_comm, alpha/beta and CPU contention; store them",
+        "profile",
+        help="measure t_grad, t_comm, alpha/beta and CPU contention; store them",
         description="Calibrate the speedup model on this host: gradient times (full batch, "
-                    "1/k splits, k workers sharing the host), one full weight transfer "
-                    "between two gloo ranks, and point-to-point / all-reduce size sweeps "
-                    "fitted to latency and bandwidth. Medians over --repeats.")
+        "1/k splits, k workers sharing the host), one full weight transfer "
+        "between two gloo ranks, and point-to-point / all-reduce size sweeps "
+        "fitted to latency and bandwidth. Medians over --repeats.",
+    )
     add_profile_options(parser)
     add_db_option(parser)
     add_json_option(parser)
@@ -41,82 +43,138 @@ def add_profile_options(parser: argparse.ArgumentParser, selection: bool = True)
         group.add_argument("--model", required=True, metavar="M", help="zoo model name")
         group.add_argument("--dataset", default="synthetic", help="dataset (synthetic)")
         group.add_argument("--data-dir", metavar="DIR", help="dataset directory")
-        group.add_argument("--batch-size", type=int, default=32, metavar="B",
-                           help="per-worker batch (32)")
+        group.add_argument(
+            "--batch-size", type=int, default=32, metavar="B", help="per-worker batch (32)"
+        )
         group.add_argument("--input-size", type=int, metavar="PX", help="input height = width")
         group.add_argument("--num-classes", type=int, help="classes (dataset default)")
-        group.add_argument("--workers", type=int, default=2, metavar="N",
-                           help="splits 1/2..1/N and contention of up to N workers (2)")
-        group.add_argument("--threads", type=int, metavar="T",
-                           help="threads of the one-worker measurement (all cores)")
-        group.add_argument("--operators", action="store_true",
-                           help="first run the one-worker workload (sequential) under "
-                           "torch.profiler and store it as a run: top operators per phase "
-                           "and a Chrome trace (as `distbench run --profile-ops`)")
-        group.add_argument("--network", metavar="SPEC",
-                           help="measure t_comm and the sweeps between two emulated hosts "
-                           "behind this shaped link, as `distbench run --network` builds "
-                           "them (e.g. bandwidth=100mbit; needs root); default: loopback")
-    group.add_argument("--repeats", type=int, default=10, metavar="R",
-                       help="timed repetitions per measurement; medians are stored (10)")
-    group.add_argument("--profile-warmup", type=int, default=2, metavar="W",
-                       help="untimed repetitions before each measurement (2)")
-    group.add_argument("--sweep-max-bytes", type=int, metavar="B",
-                       help="largest message of the size sweeps (64 MiB; behind --network "
-                       "about 2 s of traffic at its rate, 1-64 MiB)")
-    group.add_argument("--profile-timeout", type=float, default=600.0, metavar="SEC",
-                       help="wall-clock limit per group of calibration processes (600)")
+        group.add_argument(
+            "--workers",
+            type=int,
+            default=2,
+            metavar="N",
+            help="splits 1/2..1/N and contention of up to N workers (2)",
+        )
+        group.add_argument(
+            "--threads",
+            type=int,
+            metavar="T",
+            help="threads of the one-worker measurement (all cores)",
+        )
+        group.add_argument(
+            "--operators",
+            action="store_true",
+            help="first run the one-worker workload (sequential) under "
+            "torch.profiler and store it as a run: top operators per phase "
+            "and a Chrome trace (as `distbench run --profile-ops`)",
+        )
+        group.add_argument(
+            "--network",
+            metavar="SPEC",
+            help="measure t_comm and the sweeps between two emulated hosts "
+            "behind this shaped link, as `distbench run --network` builds "
+            "them (e.g. bandwidth=100mbit; needs root); default: loopback",
+        )
+    group.add_argument(
+        "--repeats",
+        type=int,
+        default=10,
+        metavar="R",
+        help="timed repetitions per measurement; medians are stored (10)",
+    )
+    group.add_argument(
+        "--profile-warmup",
+        type=int,
+        default=2,
+        metavar="W",
+        help="untimed repetitions before each measurement (2)",
+    )
+    group.add_argument(
+        "--sweep-max-bytes",
+        type=int,
+        metavar="B",
+        help="largest message of the size sweeps (64 MiB; behind --network "
+        "about 2 s of traffic at its rate, 1-64 MiB)",
+    )
+    group.add_argument(
+        "--profile-timeout",
+        type=float,
+        default=600.0,
+        metavar="SEC",
+        help="wall-clock limit per group of calibration processes (600)",
+    )
 
 
 class ProfileProgress:
     """A rich progress bar on stderr for one or more calibrations."""
 
     def __init__(self, console: Console, progress: Progress | None = None) -> None:
-        self.progress = progress or Progress(TextColumn("{task.description}"), BarColumn(),
-                                             MofNCompleteColumn(), TimeElapsedColumn(),
-                                             console=console)
+        self.progress = progress or Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
         self.task = self.progress.add_task("profile", total=None)
         self.prefix = ""
 
     def __call__(self, what: str, done: int, total: int) -> None:
-        self.progress.update(self.task, description=f"{self.prefix}{what}", completed=done,
-                             total=total)
+        self.progress.update(
+            self.task, description=f"{self.prefix}{what}", completed=done, total=total
+        )
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
     from distbench.profiling.calibrate import ProfileRequest
 
-    cfg = RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
-                    batch_size=args.batch_size, input_size=args.input_size,
-                    num_classes=args.num_classes, network=args.network)
+    cfg = RunConfig(
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        input_size=args.input_size,
+        num_classes=args.num_classes,
+        network=args.network,
+    )
     check_dataset(cfg.dataset, cfg.data_dir)
-    return ProfileRequest(cfg=cfg, workers=args.workers, repeats=args.repeats,
-                          warmup=args.profile_warmup, threads=args.threads,
-                          sweep_max_bytes=args.sweep_max_bytes, timeout=args.profile_timeout)
+    return ProfileRequest(
+        cfg=cfg,
+        workers=args.workers,
+        repeats=args.repeats,
+        warmup=args.profile_warmup,
+        threads=args.threads,
+        sweep_max_bytes=args.sweep_max_bytes,
+        timeout=args.profile_timeout,
+    )
 
 
 def profile_lines(profile: Profile) -> list[str]:
     """A readable summary (milliseconds, MB, GB/s)."""
     ms = 1e3
-    lines = [f"profile of {profile.model} on {profile.dataset}, batch {profile.batch_size}, "
-             f"{profile.threads} threads, {profile.cores} cores ({profile.host}), links "
-             f"{'behind --network ' + profile.network if profile.network else 'on loopback'}",
-             f"  t_grad {profile.t_grad * ms:.2f} ms (forward {profile.t_forward * ms:.2f}, "
-             f"backward {profile.t_backward * ms:.2f}; data {profile.t_data * ms:.2f}, "
-             f"update {profile.t_update * ms:.2f})",
-             "  t_grad of 1/k batch: " + ", ".join(
-                 f"k={k} {t * ms:.2f} ms" for k, t in enumerate(profile.t_grad_split, 1)),
-             f"  weights {profile.weight_bytes / 1e6:.2f} MB ({profile.tensors} tensors), "
-             f"t_comm {profile.t_comm * ms:.2f} ms, parameter-server protocol "
-             f"+{(profile.ps_overhead or 0.0) * ms:.3f} ms per transfer",
-             f"  p2p: alpha {profile.p2p.alpha * 1e6:.1f} us, beta "
-             f"{profile.p2p.beta / 1e9:.3f} GB/s; all-reduce (ring): alpha "
-             f"{profile.allreduce.alpha * 1e6:.1f} us, beta {profile.allreduce.beta / 1e9:.3f}"
-             " GB/s",
-             "  contention (processes x threads: t_grad median / slowest, step):"]
+    lines = [
+        f"profile of {profile.model} on {profile.dataset}, batch {profile.batch_size}, "
+        f"{profile.threads} threads, {profile.cores} cores ({profile.host}), links "
+        f"{'behind --network ' + profile.network if profile.network else 'on loopback'}",
+        f"  t_grad {profile.t_grad * ms:.2f} ms (forward {profile.t_forward * ms:.2f}, "
+        f"backward {profile.t_backward * ms:.2f}; data {profile.t_data * ms:.2f}, "
+        f"update {profile.t_update * ms:.2f})",
+        "  t_grad of 1/k batch: "
+        + ", ".join(f"k={k} {t * ms:.2f} ms" for k, t in enumerate(profile.t_grad_split, 1)),
+        f"  weights {profile.weight_bytes / 1e6:.2f} MB ({profile.tensors} tensors), "
+        f"t_comm {profile.t_comm * ms:.2f} ms, parameter-server protocol "
+        f"+{(profile.ps_overhead or 0.0) * ms:.3f} ms per transfer",
+        f"  p2p: alpha {profile.p2p.alpha * 1e6:.1f} us, beta "
+        f"{profile.p2p.beta / 1e9:.3f} GB/s; all-reduce (ring): alpha "
+        f"{profile.allreduce.alpha * 1e6:.1f} us, beta {profile.allreduce.beta / 1e9:.3f}"
+        " GB/s",
+        "  contention (processes x threads: t_grad median / slowest, step):",
+    ]
     for c in profile.contended:
-        lines.append(f"    {c.processes} x {c.threads}: {c.t_grad * ms:.2f} / "
-                     f"{c.t_grad_max * ms:.2f} ms, step {c.t_step * ms:.2f} ms")
+        lines.append(
+            f"    {c.processes} x {c.threads}: {c.t_grad * ms:.2f} / "
+            f"{c.t_grad_max * ms:.2f} ms, step {c.t_step * ms:.2f} ms"
+        )
     return lines + ddp_lines(profile)
 
 
@@ -125,10 +183,13 @@ def ddp_lines(profile: Profile) -> list[str]:
     if profile.ddp_overhead is None:
         return []
     ms = 1e3
-    loaded = ", ".join(f"{a.processes} x {a.threads}: {a.seconds * ms:.2f} ms"
-                       for a in profile.allreduce_loaded)
-    return [f"  DDP machinery +{profile.ddp_overhead * ms:.3f} ms per step (one rank)"
-            + (f"; all-reduce after a step {loaded}" if loaded else "")]
+    loaded = ", ".join(
+        f"{a.processes} x {a.threads}: {a.seconds * ms:.2f} ms" for a in profile.allreduce_loaded
+    )
+    return [
+        f"  DDP machinery +{profile.ddp_overhead * ms:.3f} ms per step (one rank)"
+        + (f"; all-reduce after a step {loaded}" if loaded else "")
+    ]
 
 
 def run_profile(args: argparse.Namespace) -> int:
@@ -167,9 +228,15 @@ def operator_run(request: Any, args: argparse.Namespace) -> dict[str, Any]:
     from distbench.errors import RunFailed
     from distbench.harness.session import run_benchmarks
 
-    cfg = request.cfg.replace(strategy="sequential", workers=1, profile_ops=True,
-                              threads=args.threads, steps=max(5, args.repeats),
-                              warmup=args.profile_warmup, timeout=args.profile_timeout)
+    cfg = request.cfg.replace(
+        strategy="sequential",
+        workers=1,
+        profile_ops=True,
+        threads=args.threads,
+        steps=max(5, args.repeats),
+        warmup=args.profile_warmup,
+        timeout=args.profile_timeout,
+    )
     rows = run_benchmarks([cfg], args.db)
     if not rows or rows[0]["status"] != "ok":
         raise RunFailed(f"operator profile run failed: {rows[0]['error'] if rows else '?'}")
@@ -180,13 +247,17 @@ def operator_lines(row: dict[str, Any], top: int = 5) -> list[str]:
     """The operator run's id, its top operators per step split forward / backward, and
     where its Chrome trace is."""
     ops = row.get("operators") or {}
-    lines = [f"  operators (run {row['run_id']}, self CPU ms per step: total = forward + "
-             "backward + other phases):"]
+    lines = [
+        f"  operators (run {row['run_id']}, self CPU ms per step: total = forward + "
+        "backward + other phases):"
+    ]
     for op in (ops.get("top") or [])[:top]:
         split = op.get("self_s_by_phase") or {}
         forward, backward = split.get("forward", 0.0), split.get("backward", 0.0)
-        lines.append(f"    {op['name']}: {op['self_s'] * 1e3:.2f} = {forward * 1e3:.2f} + "
-                     f"{backward * 1e3:.2f} + {(op['self_s'] - forward - backward) * 1e3:.2f}")
+        lines.append(
+            f"    {op['name']}: {op['self_s'] * 1e3:.2f} = {forward * 1e3:.2f} + "
+            f"{backward * 1e3:.2f} + {(op['self_s'] - forward - backward) * 1e3:.2f}"
+        )
     traces = ops.get("traces") or []
     if traces:
         lines.append(f"  Chrome trace: {row.get('run_dir', 'the run directory')}/{traces[0]}")

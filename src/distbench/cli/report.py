@@ -16,17 +16,23 @@ DEFAULT_OUT = "distbench-report"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "report", help="write an HTML report with figures",
+        "report",
+        help="write an HTML report with figures",
         description="Write DIR/report.html (self-contained, figures embedded) and every "
-                    "figure as PNG and SVG: per-step breakdown, throughput, speedup, memory, "
-                    "operators of profiled runs, resource timelines, and a written summary.")
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                        help=f"output directory, created if needed (default: ./{DEFAULT_OUT})")
+        "figure as PNG and SVG: per-step breakdown, throughput, speedup, memory, "
+        "operators of profiled runs, resource timelines, and a written summary.",
+    )
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"output directory, created if needed (default: ./{DEFAULT_OUT})",
+    )
     parser.add_argument("--model", type=str_list, metavar="M[,M...]", help="only these models")
-    parser.add_argument("--dataset", type=str_list, metavar="D[,D...]",
-                        help="only these datasets")
-    parser.add_argument("--strategy", type=str_list, metavar="S[,S...]",
-                        help="only these strategies")
+    parser.add_argument("--dataset", type=str_list, metavar="D[,D...]", help="only these datasets")
+    parser.add_argument(
+        "--strategy", type=str_list, metavar="S[,S...]", help="only these strategies"
+    )
     add_db_option(parser)
     add_json_option(parser)
     parser.set_defaults(handler=report_command)
@@ -40,10 +46,21 @@ def report_command(args: argparse.Namespace) -> int:
     selection = Selection(models=args.model, datasets=args.dataset, strategies=args.strategy)
     result = build_report(args.db, args.out, selection)
     if args.json:
-        sys.stdout.write(json.dumps({"html": str(result.html), "runs": result.runs,
-                                     "failed": result.failed,
-                                     "files": [str(p) for p in result.files]}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "html": str(result.html),
+                    "runs": result.runs,
+                    "failed": result.failed,
+                    "files": [str(p) for p in result.files],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     else:
-        sys.stdout.write(f"{result.html} ({result.runs} runs, {result.failed} failed, "
-                         f"{len(result.files) // 2} figures as PNG and SVG in {args.out})\n")
+        sys.stdout.write(
+            f"{result.html} ({result.runs} runs, {result.failed} failed, "
+            f"{len(result.files) // 2} figures as PNG and SVG in {args.out})\n"
+        )
     return 0

@@ -13,16 +13,20 @@ from distbench.store import open_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("results", help="show stored results",
-                                   description="Show stored runs with speedup and efficiency.")
+    parser = subparsers.add_parser(
+        "results",
+        help="show stored results",
+        description="Show stored runs with speedup and efficiency.",
+    )
     parser.add_argument("--model", help="only this model")
     parser.add_argument("--dataset", help="only this dataset")
     parser.add_argument("--strategy", help="only this strategy")
     parser.add_argument("--workers", type=int, help="only this worker count")
     parser.add_argument("--status", choices=("ok", "failed"), help="only ok or failed runs")
     parser.add_argument("--last", type=int, metavar="K", help="only the K most recent runs")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                        help="output format (table)")
+    parser.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output format (table)"
+    )
     add_db_option(parser)
     add_json_option(parser)  # the same as --format json, as on every other command
     parser.set_defaults(handler=results_command)
@@ -33,13 +37,19 @@ def results_command(args: argparse.Namespace) -> int:
         raise UserError(f"no results database at {args.db} (run `distbench run` first)")
     store = open_store(args.db)
     try:
-        rows = store.with_scaling(store.query(model=args.model, strategy=args.strategy,
-                                              workers=args.workers, status=args.status,
-                                              dataset=args.dataset))
+        rows = store.with_scaling(
+            store.query(
+                model=args.model,
+                strategy=args.strategy,
+                workers=args.workers,
+                status=args.status,
+                dataset=args.dataset,
+            )
+        )
     finally:
         store.close()
     if args.last is not None:
-        rows = rows[-args.last:]
+        rows = rows[-args.last :]
     if args.json or args.format == "json":
         sys.stdout.write(to_json(rows) + "\n")
     elif args.format == "csv":

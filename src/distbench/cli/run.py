@@ -17,19 +17,44 @@ from distbench.config import RunConfig, SuiteConfig, load_suite
 from distbench.harness.session import run_benchmarks
 
 # Flags that map one-to-one onto RunConfig fields (dest -> field).
-RUN_SETTINGS = ("dataset", "data_dir", "batch_size", "steps", "warmup", "threads", "lr",
-                "momentum", "weight_decay", "seed", "input_size", "num_classes", "timeout",
-                "device", "nnodes", "node_rank", "master_addr", "master_port", "save_weights",
-                "servers", "ps_semaphore", "microbatches", "partition",
-                "profile_ops",  # issue 6
-                "network", "hosts", "nodefile",  # issue 7
-                "framework")  # issue 8
+RUN_SETTINGS = (
+    "dataset",
+    "data_dir",
+    "batch_size",
+    "steps",
+    "warmup",
+    "threads",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "seed",
+    "input_size",
+    "num_classes",
+    "timeout",
+    "device",
+    "nnodes",
+    "node_rank",
+    "master_addr",
+    "master_port",
+    "save_weights",
+    "servers",
+    "ps_semaphore",
+    "microbatches",
+    "partition",
+    "profile_ops",  # issue 6
+    "network",
+    "hosts",
+    "nodefile",  # issue 7
+    "framework",
+)  # issue 8
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "run", help="run benchmarks and store the results",
-        description="Run benchmarks. With no selection flags, runs the default suite.")
+        "run",
+        help="run benchmarks and store the results",
+        description="Run benchmarks. With no selection flags, runs the default suite.",
+    )
     add_selection_options(parser)
     add_training_options(parser)
     add_strategy_options(parser)
@@ -41,22 +66,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_selection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("what to run")
-    group.add_argument("--model", type=str_list, metavar="M[,M...]",
-                       help="zoo model name(s), or path/file.py:Class, package.module:Class")
-    group.add_argument("--dataset", help="synthetic (default), digits, mnist, cifar10, "
-                       "cifar100, imagefolder")
-    group.add_argument("--data-dir", metavar="DIR", help="dataset directory (mnist, cifar, "
-                       "imagefolder)")
-    group.add_argument("--strategy", type=str_list, metavar="S[,S...]",
-                       help="strategy name(s): see `distbench list strategies`")
-    group.add_argument("--workers", type=int_list, metavar="N[,N...]",
-                       help="worker counts, one run each (default 1)")
+    group.add_argument(
+        "--model",
+        type=str_list,
+        metavar="M[,M...]",
+        help="zoo model name(s), or path/file.py:Class, package.module:Class",
+    )
+    group.add_argument(
+        "--dataset", help="synthetic (default), digits, mnist, cifar10, cifar100, imagefolder"
+    )
+    group.add_argument(
+        "--data-dir", metavar="DIR", help="dataset directory (mnist, cifar, imagefolder)"
+    )
+    group.add_argument(
+        "--strategy",
+        type=str_list,
+        metavar="S[,S...]",
+        help="strategy name(s): see `distbench list strategies`",
+    )
+    group.add_argument(
+        "--workers",
+        type=int_list,
+        metavar="N[,N...]",
+        help="worker counts, one run each (default 1)",
+    )
     group.add_argument("--suite", metavar="FILE.toml", help="run a matrix from a suite file")
     # Issue 8: another framework's adapter (its strategies: sequential, sync, async).
-    group.add_argument("--framework", choices=("torch", "tensorflow", "mxnet", "horovod"),
-                       help="torch (default), or an adapter run in its own environment "
-                       "(`distbench env install NAME`); adapters offer --strategy "
-                       "sequential, sync, async (see docs/frameworks.md)")
+    group.add_argument(
+        "--framework",
+        choices=("torch", "tensorflow", "mxnet", "horovod"),
+        help="torch (default), or an adapter run in its own environment "
+        "(`distbench env install NAME`); adapters offer --strategy "
+        "sequential, sync, async (see docs/frameworks.md)",
+    )
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -68,61 +110,101 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--momentum", type=float, help="SGD momentum (0)")
     group.add_argument("--weight-decay", type=float, help="SGD weight decay (0)")
     group.add_argument("--seed", type=int, help="seed for weights and data order (0)")
-    group.add_argument("--input-size", type=int, metavar="PX",
-                       help="input height = width (model default)")
+    group.add_argument(
+        "--input-size", type=int, metavar="PX", help="input height = width (model default)"
+    )
     group.add_argument("--num-classes", type=int, help="classes (dataset default)")
-    group.add_argument("--save-weights", metavar="FILE.npz",
-                       help="write rank 0's final weights as NumPy arrays by parameter name")
+    group.add_argument(
+        "--save-weights",
+        metavar="FILE.npz",
+        help="write rank 0's final weights as NumPy arrays by parameter name",
+    )
 
 
 def add_strategy_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("strategy options")
-    group.add_argument("--servers", choices=("central", "sharded"),
-                       help="ps-*: one server process (central, default) or a weight shard "
-                       "on every worker (sharded)")
-    group.add_argument("--ps-semaphore", action="store_const", const=True,
-                       help="ps-*: a server admits one pull and one push at a time")
-    group.add_argument("--microbatches", type=int, metavar="M",
-                       help="pipeline-*: micro-batches per batch (4)")
-    group.add_argument("--partition", choices=("uniform", "profiled"),
-                       help="pipeline-*, model-parallel: equal block counts (uniform, "
-                       "default) or a cut chosen from a per-block profile (profiled)")
+    group.add_argument(
+        "--servers",
+        choices=("central", "sharded"),
+        help="ps-*: one server process (central, default) or a weight shard "
+        "on every worker (sharded)",
+    )
+    group.add_argument(
+        "--ps-semaphore",
+        action="store_const",
+        const=True,
+        help="ps-*: a server admits one pull and one push at a time",
+    )
+    group.add_argument(
+        "--microbatches", type=int, metavar="M", help="pipeline-*: micro-batches per batch (4)"
+    )
+    group.add_argument(
+        "--partition",
+        choices=("uniform", "profiled"),
+        help="pipeline-*, model-parallel: equal block counts (uniform, "
+        "default) or a cut chosen from a per-block profile (profiled)",
+    )
 
 
 def add_launch_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("processes")
-    group.add_argument("--threads", type=int, metavar="T",
-                       help="threads per process (default max(1, cores // processes))")
-    group.add_argument("--timeout", type=float, metavar="SEC",
-                       help="wall-clock limit per run; all ranks are stopped (600)")
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="T",
+        help="threads per process (default max(1, cores // processes))",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SEC",
+        help="wall-clock limit per run; all ranks are stopped (600)",
+    )
     group.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default)")
     group.add_argument("--nnodes", type=int, help="nodes in a multi-node run (1)")
     group.add_argument("--node-rank", type=int, help="this node's rank, 0..nnodes-1 (0)")
-    group.add_argument("--master-addr", metavar="HOST",
-                       help="address of node 0 (127.0.0.1)")
-    group.add_argument("--master-port", type=int, metavar="PORT",
-                       help="port on node 0 (a free one when single-node)")
+    group.add_argument("--master-addr", metavar="HOST", help="address of node 0 (127.0.0.1)")
+    group.add_argument(
+        "--master-port",
+        type=int,
+        metavar="PORT",
+        help="port on node 0 (a free one when single-node)",
+    )
     # Issue 6: operator profiles (store_const keeps a suite file's setting unless given).
-    group.add_argument("--profile-ops", action="store_const", const=True,
-                       help="torch.profiler over the last 3 measured steps of every rank: "
-                       "top operators per phase, a Chrome trace per rank (see docs/report.md)")
+    group.add_argument(
+        "--profile-ops",
+        action="store_const",
+        const=True,
+        help="torch.profiler over the last 3 measured steps of every rank: "
+        "top operators per phase, a Chrome trace per rank (see docs/report.md)",
+    )
     add_network_options(parser)  # issue 7
 
 
 def add_network_options(parser: argparse.ArgumentParser) -> None:
     """Issue 7: emulated networks and hosts (docs/network.md)."""
     group = parser.add_argument_group("network (needs root; see docs/network.md)")
-    group.add_argument("--network", metavar="SPEC",
-                       help="put every host in its own network namespace behind a shaped "
-                       "link: bandwidth=RATE[,up=RATE][,down=RATE][,burst=SIZE][,mtu=BYTES]"
-                       "[,delay=T], tc units, e.g. bandwidth=100mbit or bandwidth=1gbit")
-    group.add_argument("--hosts", type=int, metavar="K",
-                       help="run the processes as K emulated hosts, one torchrun launcher "
-                       "each (default with --network: one host per process)")
-    group.add_argument("--nodefile", metavar="FILE",
-                       help="one address per line: the emulated hosts' addresses (with "
-                       "--network/--hosts), else a real cluster's nodes (sets --nnodes, "
-                       "--master-addr; --node-rank from this machine's address)")
+    group.add_argument(
+        "--network",
+        metavar="SPEC",
+        help="put every host in its own network namespace behind a shaped "
+        "link: bandwidth=RATE[,up=RATE][,down=RATE][,burst=SIZE][,mtu=BYTES]"
+        "[,delay=T], tc units, e.g. bandwidth=100mbit or bandwidth=1gbit",
+    )
+    group.add_argument(
+        "--hosts",
+        type=int,
+        metavar="K",
+        help="run the processes as K emulated hosts, one torchrun launcher "
+        "each (default with --network: one host per process)",
+    )
+    group.add_argument(
+        "--nodefile",
+        metavar="FILE",
+        help="one address per line: the emulated hosts' addresses (with "
+        "--network/--hosts), else a real cluster's nodes (sets --nnodes, "
+        "--master-addr; --node-rank from this machine's address)",
+    )
 
 
 def default_suite() -> SuiteConfig:
@@ -132,8 +214,7 @@ def default_suite() -> SuiteConfig:
 
 
 def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in RUN_SETTINGS
-            if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in RUN_SETTINGS if getattr(args, name) is not None}
 
 
 def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
@@ -143,13 +224,17 @@ def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
     elif args.model is None and args.strategy is None and args.workers is None:
         suite = default_suite()
     else:
-        suite = SuiteConfig(models=args.model or ["resnet18"],
-                            strategies=args.strategy or ["sequential"],
-                            workers=args.workers or [1])
-    suite = SuiteConfig(models=args.model or suite.models,
-                        strategies=args.strategy or suite.strategies,
-                        workers=args.workers or suite.workers,
-                        base={**suite.base, **explicit_settings(args)})
+        suite = SuiteConfig(
+            models=args.model or ["resnet18"],
+            strategies=args.strategy or ["sequential"],
+            workers=args.workers or [1],
+        )
+    suite = SuiteConfig(
+        models=args.model or suite.models,
+        strategies=args.strategy or suite.strategies,
+        workers=args.workers or suite.workers,
+        base={**suite.base, **explicit_settings(args)},
+    )
     configs = suite.expand()
     if len(configs) > 1 and any(c.save_weights for c in configs):
         configs = [c.replace(save_weights=weights_path_for(c)) for c in configs]
@@ -166,8 +251,13 @@ class ProgressView:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
         self.runs = self.progress.add_task("runs", total=None)
         self.steps = self.progress.add_task("steps", total=None)
 
@@ -175,10 +265,13 @@ class ProgressView:
         if kind == "start":
             self.progress.start()  # lazily: errors before the first run print one line only
             cfg: RunConfig = info["config"]
-            label = f"run {info['index'] + 1}/{info['total']}: {cfg.model} {cfg.strategy} " \
-                    f"x{cfg.workers}"
-            self.progress.update(self.runs, total=info["total"], completed=info["index"],
-                                 description=label)
+            label = (
+                f"run {info['index'] + 1}/{info['total']}: {cfg.model} {cfg.strategy} "
+                f"x{cfg.workers}"
+            )
+            self.progress.update(
+                self.runs, total=info["total"], completed=info["index"], description=label
+            )
             self.progress.reset(self.steps, total=cfg.warmup + cfg.steps, description="steps")
         elif kind == "steps":
             self.progress.update(self.steps, completed=info["done"])

@@ -12,12 +12,33 @@ from rich.table import Table
 
 from distbench.harness.timer import PHASES
 
-SUMMARY_COLUMNS = ("run_id", "status", "model", "dataset", "strategy", "framework", "workers",
-                   "threads_per_worker", "global_batch", "local_batch", "scaling",
-                   "throughput_median", "throughput_ci_low", "throughput_ci_high",
-                   "step_time_median", "step_time_p90", "speedup", "efficiency",
-                   "baseline_run_id", "comm_total", "peak_rss_bytes", "oversubscribed",
-                   "final_loss", "error", "created_at")
+SUMMARY_COLUMNS = (
+    "run_id",
+    "status",
+    "model",
+    "dataset",
+    "strategy",
+    "framework",
+    "workers",
+    "threads_per_worker",
+    "global_batch",
+    "local_batch",
+    "scaling",
+    "throughput_median",
+    "throughput_ci_low",
+    "throughput_ci_high",
+    "step_time_median",
+    "step_time_p90",
+    "speedup",
+    "efficiency",
+    "baseline_run_id",
+    "comm_total",
+    "peak_rss_bytes",
+    "oversubscribed",
+    "final_loss",
+    "error",
+    "created_at",
+)
 
 
 def _phases_present(rows: list[dict[str, Any]]) -> list[str]:
@@ -32,8 +53,18 @@ def _fmt(value: float | None, pattern: str) -> str:
 def results_table(rows: list[dict[str, Any]], title: str = "distbench results") -> Table:
     phases = _phases_present(rows)
     table = Table(title=title, title_justify="left")
-    for name in ("run", "model", "strategy", "N", "batch", "status", "samples/s (95% CI)",
-                 "step ms", "speedup", "eff."):
+    for name in (
+        "run",
+        "model",
+        "strategy",
+        "N",
+        "batch",
+        "status",
+        "samples/s (95% CI)",
+        "step ms",
+        "speedup",
+        "eff.",
+    ):
         table.add_column(name, justify="right" if name in ("N", "batch") else "left")
     for phase in phases:
         table.add_column(f"{phase} ms", justify="right")
@@ -46,29 +77,47 @@ def results_table(rows: list[dict[str, Any]], title: str = "distbench results") 
 def _table_cells(row: dict[str, Any], phases: list[str]) -> list[str]:
     ok = row["status"] == "ok"
     flag = " (oversubscribed)" if row.get("oversubscribed") else ""
-    throughput = (f"{row['throughput_median']:.1f} ({row['throughput_ci_low']:.1f}-"
-                  f"{row['throughput_ci_high']:.1f})") if ok else (row.get("error") or "")[:60]
+    throughput = (
+        (
+            f"{row['throughput_median']:.1f} ({row['throughput_ci_low']:.1f}-"
+            f"{row['throughput_ci_high']:.1f})"
+        )
+        if ok
+        else (row.get("error") or "")[:60]
+    )
     breakdown = row.get("breakdown") or {}
     rss = row.get("peak_rss_bytes")
     # Issue 8: another framework's runs read "sync (tensorflow)" beside PyTorch's own.
     framework = row.get("framework") or "torch"
     strategy = row["strategy"] if framework == "torch" else f"{row['strategy']} ({framework})"
-    return [str(row["run_id"])[-6:], row["model"], strategy, str(row["workers"]),
-            str(row["global_batch"]), row["status"] + flag, throughput,
-            _fmt(row.get("step_time_median") and row["step_time_median"] * 1000, ".1f"),
-            _fmt(row.get("speedup"), ".2f"), _fmt(row.get("efficiency"), ".2f"),
-            *[_fmt(breakdown.get(p, 0.0) * 1000, ".1f") for p in phases],
-            _fmt(rss and rss / 2**20, ".0f")]
+    return [
+        str(row["run_id"])[-6:],
+        row["model"],
+        strategy,
+        str(row["workers"]),
+        str(row["global_batch"]),
+        row["status"] + flag,
+        throughput,
+        _fmt(row.get("step_time_median") and row["step_time_median"] * 1000, ".1f"),
+        _fmt(row.get("speedup"), ".2f"),
+        _fmt(row.get("efficiency"), ".2f"),
+        *[_fmt(breakdown.get(p, 0.0) * 1000, ".1f") for p in phases],
+        _fmt(rss and rss / 2**20, ".0f"),
+    ]
 
 
 def print_table(rows: list[dict[str, Any]], title: str = "distbench results") -> None:
     console = Console(width=max(Console().width, 160))
     console.print(results_table(rows, title))
     if any(row.get("oversubscribed") for row in rows):
-        console.print("oversubscribed: processes x threads exceed the cores of the host, "
-                      "so workers share cores and speedups understate a real cluster.")
-    console.print("Breakdown columns are per-step means over measured steps of the slowest "
-                  "rank; speedup = throughput / throughput of the measured one-worker run.")
+        console.print(
+            "oversubscribed: processes x threads exceed the cores of the host, "
+            "so workers share cores and speedups understate a real cluster."
+        )
+    console.print(
+        "Breakdown columns are per-step means over measured steps of the slowest "
+        "rank; speedup = throughput / throughput of the measured one-worker run."
+    )
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -78,8 +127,9 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     writer.writerow([*SUMMARY_COLUMNS, *(f"{p}_s" for p in phases)])
     for row in rows:
         breakdown = row.get("breakdown") or {}
-        writer.writerow([row.get(c) for c in SUMMARY_COLUMNS]
-                        + [breakdown.get(p, 0.0) for p in phases])
+        writer.writerow(
+            [row.get(c) for c in SUMMARY_COLUMNS] + [breakdown.get(p, 0.0) for p in phases]
+        )
     return buffer.getvalue()
 
 

@@ -34,29 +34,46 @@ from distbench.predict.validate import (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "validate", help="predict each run from a calibration profile and compare",
+        "validate",
+        help="predict each run from a calibration profile and compare",
         description="For each configuration (same selection flags as `distbench run`, or "
-                    "--suite), predict the time per step and speedup from the stored "
-                    "calibration profile (taken now if missing), run it (or, with --reuse, "
-                    "read it from the store) and print both with the relative error, then "
-                    "the median and maximum error, the rank correlation and whether the "
-                    "predicted best configuration is the measured best.")
+        "--suite), predict the time per step and speedup from the stored "
+        "calibration profile (taken now if missing), run it (or, with --reuse, "
+        "read it from the store) and print both with the relative error, then "
+        "the median and maximum error, the rank correlation and whether the "
+        "predicted best configuration is the measured best.",
+    )
     add_selection_options(parser)
     add_training_options(parser)
     add_strategy_options(parser)
     add_launch_options(parser)
     group = parser.add_argument_group("validation")
-    group.add_argument("--reuse", action="store_true",
-                       help="read matching measured runs from the store instead of running")
-    group.add_argument("--reprofile", action="store_true",
-                       help="take a fresh calibration profile even if one is stored")
-    group.add_argument("--rounds", type=int, default=1, metavar="K",
-                       help="measure every configuration K times, interleaved (all once, "
-                            "then all again), and report each by its median round "
-                            "(default 1); K=3 steadies the measured best on a noisy host")
-    group.add_argument("--no-refresh", dest="refresh", action="store_false",
-                       help="do not re-measure each configuration's CPU contention just "
-                            "before its run (use the stored profile as it is)")
+    group.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read matching measured runs from the store instead of running",
+    )
+    group.add_argument(
+        "--reprofile",
+        action="store_true",
+        help="take a fresh calibration profile even if one is stored",
+    )
+    group.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="measure every configuration K times, interleaved (all once, "
+        "then all again), and report each by its median round "
+        "(default 1); K=3 steadies the measured best on a noisy host",
+    )
+    group.add_argument(
+        "--no-refresh",
+        dest="refresh",
+        action="store_false",
+        help="do not re-measure each configuration's CPU contention just "
+        "before its run (use the stored profile as it is)",
+    )
     add_profile_options(parser, selection=False)
     add_db_option(parser)
     add_json_option(parser)
@@ -72,36 +89,49 @@ def _num(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def row_line(row: ValidationRow) -> str:
-    return (f"{row.model:<12} {row.strategy:<14} {row.workers:>2} "
-            f"{_num(row.predicted_step, 1e3, 1):>9} {_num(row.measured_step, 1e3, 1):>9} "
-            f"{_pct(row.step_error):>8} {_num(row.predicted_speedup):>6} "
-            f"{_num(row.measured_speedup):>6} {_pct(row.speedup_error):>8}  {row.status}")
+    return (
+        f"{row.model:<12} {row.strategy:<14} {row.workers:>2} "
+        f"{_num(row.predicted_step, 1e3, 1):>9} {_num(row.measured_step, 1e3, 1):>9} "
+        f"{_pct(row.step_error):>8} {_num(row.predicted_speedup):>6} "
+        f"{_num(row.measured_speedup):>6} {_pct(row.speedup_error):>8}  {row.status}"
+    )
 
 
 def render(report: ValidationReport) -> str:
     """The table and the summary as text."""
-    lines = [f"{'model':<12} {'strategy':<14} {'N':>2} {'pred ms':>9} {'meas ms':>9} "
-             f"{'err':>8} {'S_pred':>6} {'S_meas':>6} {'S err':>8}  status"]
+    lines = [
+        f"{'model':<12} {'strategy':<14} {'N':>2} {'pred ms':>9} {'meas ms':>9} "
+        f"{'err':>8} {'S_pred':>6} {'S_meas':>6} {'S err':>8}  status"
+    ]
     lines += [row_line(row) for row in report.rows]
     s = report.summary
     rounds = max((len(row.round_throughputs) for row in report.rows), default=0)
-    lines += ["",
-              f"compared {s.compared} of {s.configurations} configurations" +
-              (f", each by its median of {rounds} rounds" if rounds > 1 else ""),
-              f"time per step: median |error| {_pct(s.median_abs_step_error).lstrip('+')}, "
-              f"max |error| {_pct(s.max_abs_step_error).lstrip('+')}",
-              f"speedup: median |error| {_pct(s.median_abs_speedup_error).lstrip('+')}",
-              f"Spearman rank correlation of throughput: all {_num(s.spearman, digits=3)}, "
-              f"within a workload (median) {_num(s.spearman_within_workload, digits=3)}"]
-    lines += [f"best for {pick.workload}: predicted {pick.predicted}, measured "
-              f"{pick.measured} ({_verdict(pick)})" for pick in s.best]
-    lines.append(f"predicted best configurations are the measured best: "
-                 f"{'yes' if s.best_matches else 'no'}; within the measurement's noise: "
-                 f"{'yes' if s.best_within_noise else 'no'}")
+    lines += [
+        "",
+        f"compared {s.compared} of {s.configurations} configurations"
+        + (f", each by its median of {rounds} rounds" if rounds > 1 else ""),
+        f"time per step: median |error| {_pct(s.median_abs_step_error).lstrip('+')}, "
+        f"max |error| {_pct(s.max_abs_step_error).lstrip('+')}",
+        f"speedup: median |error| {_pct(s.median_abs_speedup_error).lstrip('+')}",
+        f"Spearman rank correlation of throughput: all {_num(s.spearman, digits=3)}, "
+        f"within a workload (median) {_num(s.spearman_within_workload, digits=3)}",
+    ]
+    lines += [
+        f"best for {pick.workload}: predicted {pick.predicted}, measured "
+        f"{pick.measured} ({_verdict(pick)})"
+        for pick in s.best
+    ]
+    lines.append(
+        f"predicted best configurations are the measured best: "
+        f"{'yes' if s.best_matches else 'no'}; within the measurement's noise: "
+        f"{'yes' if s.best_within_noise else 'no'}"
+    )
     if s.best_overall_measured is not None:
         same = "correct" if s.best_overall_predicted == s.best_overall_measured else "WRONG"
-        lines.append(f"overall highest throughput: predicted {s.best_overall_predicted}, "
-                     f"measured {s.best_overall_measured} ({same})")
+        lines.append(
+            f"overall highest throughput: predicted {s.best_overall_predicted}, "
+            f"measured {s.best_overall_measured} ({same})"
+        )
     return "\n".join(lines)
 
 
@@ -120,8 +150,7 @@ class ValidateProgress:
             self.console.log(f"calibration profile for {cfg.model} (batch {cfg.batch_size})")
         else:
             rounds = f" (round {info['round']}/{info['rounds']})" if info["rounds"] > 1 else ""
-            self.console.log(f"measuring {info['runs']} configuration(s) of {cfg.model}"
-                             f"{rounds}")
+            self.console.log(f"measuring {info['runs']} configuration(s) of {cfg.model}{rounds}")
 
 
 def _verdict(pick: BestPick) -> str:
@@ -135,15 +164,26 @@ def _verdict(pick: BestPick) -> str:
 
 def run_validate(args: argparse.Namespace) -> int:
     configs = configs_from_args(args)
-    options = CalibrationOptions(repeats=args.repeats, warmup=args.profile_warmup,
-                                 sweep_max_bytes=args.sweep_max_bytes,
-                                 timeout=args.profile_timeout, reprofile=args.reprofile,
-                                 refresh=args.refresh)
+    options = CalibrationOptions(
+        repeats=args.repeats,
+        warmup=args.profile_warmup,
+        sweep_max_bytes=args.sweep_max_bytes,
+        timeout=args.profile_timeout,
+        reprofile=args.reprofile,
+        refresh=args.refresh,
+    )
     view = ValidateProgress(Console(stderr=True))
     with view.runs.progress:
-        report = validate_configs(configs, args.db, reuse=args.reuse, options=options,
-                                  profile_progress=view.profile, run_hook=view.runs,
-                                  on_event=view.event, rounds=args.rounds)
+        report = validate_configs(
+            configs,
+            args.db,
+            reuse=args.reuse,
+            options=options,
+            profile_progress=view.profile,
+            run_hook=view.runs,
+            on_event=view.event,
+            rounds=args.rounds,
+        )
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
     else:

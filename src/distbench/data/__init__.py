@@ -49,24 +49,51 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "synthetic": DatasetSpec(
-        "synthetic", synthetic.load, False, 10,
-        "deterministic random tensors of any shape, no files (size defaults to 1024)"),
+        "synthetic",
+        synthetic.load,
+        False,
+        10,
+        "deterministic random tensors of any shape, no files (size defaults to 1024)",
+    ),
     "digits": DatasetSpec(
-        "digits", digits.load, False, digits.NUM_CLASSES,
-        "scikit-learn's bundled 8x8 digits, 1797 samples (80/20 fixed split)"),
+        "digits",
+        digits.load,
+        False,
+        digits.NUM_CLASSES,
+        "scikit-learn's bundled 8x8 digits, 1797 samples (80/20 fixed split)",
+    ),
     "mnist": DatasetSpec(
-        "mnist", mnist.load, True, mnist.NUM_CLASSES,
-        "MNIST IDX files train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz]", mnist.check),
+        "mnist",
+        mnist.load,
+        True,
+        mnist.NUM_CLASSES,
+        "MNIST IDX files train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz]",
+        mnist.check,
+    ),
     "cifar10": DatasetSpec(
-        "cifar10", cifar.load_cifar10, True, cifar.CIFAR10.num_classes,
-        "CIFAR-10 python pickles data_batch_1..5 and test_batch", cifar.check_cifar10),
+        "cifar10",
+        cifar.load_cifar10,
+        True,
+        cifar.CIFAR10.num_classes,
+        "CIFAR-10 python pickles data_batch_1..5 and test_batch",
+        cifar.check_cifar10,
+    ),
     "cifar100": DatasetSpec(
-        "cifar100", cifar.load_cifar100, True, cifar.CIFAR100.num_classes,
-        "CIFAR-100 python pickles train and test", cifar.check_cifar100),
+        "cifar100",
+        cifar.load_cifar100,
+        True,
+        cifar.CIFAR100.num_classes,
+        "CIFAR-100 python pickles train and test",
+        cifar.check_cifar100,
+    ),
     "imagefolder": DatasetSpec(
-        "imagefolder", imagefolder.load, True, None,
+        "imagefolder",
+        imagefolder.load,
+        True,
+        None,
         "class folders of images, <dir>/<class>/*.jpg|png|... (e.g. Caltech-256)",
-        imagefolder.check),
+        imagefolder.check,
+    ),
 }
 
 
@@ -85,8 +112,10 @@ def _directory(spec: DatasetSpec, data_dir: str | None) -> Path | None:
         raise UserError(f"dataset '{spec.name}' needs --data-dir: {spec.description}")
     path = Path(data_dir).expanduser()
     if not path.is_dir():
-        raise UserError(f"data directory {path} does not exist or is not a directory "
-                        f"(dataset '{spec.name}' expects {spec.description})")
+        raise UserError(
+            f"data directory {path} does not exist or is not a directory "
+            f"(dataset '{spec.name}' expects {spec.description})"
+        )
     return path
 
 
@@ -117,9 +146,15 @@ def _check_shape(input_shape: tuple[int, int, int]) -> Shape:
     return shape[0], shape[1], shape[2]
 
 
-def load_dataset(name: str, data_dir: str | None, input_shape: tuple[int, int, int],
-                 num_classes: int | None, seed: int = 0, train: bool = True,
-                 size: int | None = None) -> SizedDataset:
+def load_dataset(
+    name: str,
+    data_dir: str | None,
+    input_shape: tuple[int, int, int],
+    num_classes: int | None,
+    seed: int = 0,
+    train: bool = True,
+    size: int | None = None,
+) -> SizedDataset:
     """Load dataset ``name`` with items ``(x: float32 input_shape, y: int64 scalar)``.
 
     The result is a torch ``Dataset`` that also has ``len()`` (:class:`SizedDataset`).

@@ -75,8 +75,13 @@ class TensorPairDataset(SizedDataset):
     a batch of stored rows into model input (used when precomputing would take too much memory).
     """
 
-    def __init__(self, x: Tensor, y: Tensor, rows: Tensor | None = None,
-                 transform: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        rows: Tensor | None = None,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
         self.x = x
         self.y = y.to(torch.int64)
         self.rows = rows
@@ -101,8 +106,10 @@ class TensorPairDataset(SizedDataset):
 def check_channels(source: int, target: int) -> None:
     """Image formats convert only between gray (1) and RGB (3)."""
     if source not in IMAGE_CHANNELS or target not in IMAGE_CHANNELS:
-        raise UserError(f"cannot convert {source}-channel images to {target} channels "
-                        "(expected 1 = gray or 3 = RGB)")
+        raise UserError(
+            f"cannot convert {source}-channel images to {target} channels "
+            "(expected 1 = gray or 3 = RGB)"
+        )
 
 
 def convert_images(images: Tensor, shape: Shape, scale: float = 255.0) -> Tensor:
@@ -119,8 +126,13 @@ def convert_images(images: Tensor, shape: Shape, scale: float = 255.0) -> Tensor
     if out.shape[1] == 3 and channels == 1:
         out = (out * _LUMA).sum(dim=1, keepdim=True)
     if tuple(out.shape[-2:]) != (height, width):
-        out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False,
-                            antialias=_shrinks(out, height, width))
+        out = F.interpolate(
+            out,
+            size=(height, width),
+            mode="bilinear",
+            align_corners=False,
+            antialias=_shrinks(out, height, width),
+        )
         out = out.clamp_(-1.0, 1.0)  # float rounding can step just outside the range
     if out.shape[1] == 1 and channels == 3:
         out = out.expand(-1, 3, -1, -1)
@@ -143,14 +155,15 @@ class ImageTransform:
         return convert_images(images, self.shape, self.scale)
 
 
-def image_dataset(images: Tensor, labels: Tensor, shape: Shape,
-                  scale: float = 255.0) -> TensorPairDataset:
+def image_dataset(
+    images: Tensor, labels: Tensor, shape: Shape, scale: float = 255.0
+) -> TensorPairDataset:
     """In-memory dataset of ``images`` (N, C, H, W); converted up front when that is small."""
     check_channels(images.shape[1], shape[0])
     transform = ImageTransform(shape, scale)
     if len(labels) * math.prod(shape) * 4 > PRECOMPUTE_BYTES:
         return TensorPairDataset(images, labels, transform=transform)
-    parts = [transform(images[i:i + _CHUNK]) for i in range(0, len(labels), _CHUNK)]
+    parts = [transform(images[i : i + _CHUNK]) for i in range(0, len(labels), _CHUNK)]
     return TensorPairDataset(torch.cat(parts), labels)
 
 

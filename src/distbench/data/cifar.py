@@ -51,11 +51,15 @@ class CifarLayout:
         return names[0]
 
 
-CIFAR10 = CifarLayout("cifar10", "cifar-10-batches-py",
-                      tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                      b"labels", 10)
-CIFAR100 = CifarLayout("cifar100", "cifar-100-python", ("train",), ("test",),
-                       b"fine_labels", 100)
+CIFAR10 = CifarLayout(
+    "cifar10",
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ("test_batch",),
+    b"labels",
+    10,
+)
+CIFAR100 = CifarLayout("cifar100", "cifar-100-python", ("train",), ("test",), b"fine_labels", 100)
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -74,8 +78,10 @@ def find_dir(directory: Path, layout: CifarLayout, train: bool) -> Path:
     for folder in (directory, directory / layout.subdir):
         if all((folder / name).is_file() for name in layout.files(train)):
             return folder
-    raise UserError(f"expected {layout.name} files {layout.expected(train)} in {directory} "
-                    f"(or {directory / layout.subdir})")
+    raise UserError(
+        f"expected {layout.name} files {layout.expected(train)} in {directory} "
+        f"(or {directory / layout.subdir})"
+    )
 
 
 def _unpickle(path: Path) -> dict[bytes, Any]:
@@ -83,8 +89,7 @@ def _unpickle(path: Path) -> dict[bytes, Any]:
         with path.open("rb") as handle:
             data = _SafeUnpickler(handle, encoding="bytes").load()
     except Exception as exc:  # a corrupt pickle can fail in almost any way; all mean malformed
-        raise UserError(f"cannot unpickle {path}: {exc} (expected a CIFAR python pickle)") \
-            from None
+        raise UserError(f"cannot unpickle {path}: {exc} (expected a CIFAR python pickle)") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a pickled dict, found {type(data).__name__}")
     return data
@@ -94,12 +99,13 @@ def read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, torch.Tensor]:
     """One pickle file -> (N, 3, 32, 32) uint8 images and int64 labels."""
     data = _unpickle(path)
     if b"data" not in data or label_key not in data:
-        raise UserError(f"{path}: expected keys b'data' and {label_key!r}, "
-                        f"found {list(data)[:8]}")
+        raise UserError(f"{path}: expected keys b'data' and {label_key!r}, found {list(data)[:8]}")
     images = np.asarray(data[b"data"])
     if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != ROW:
-        raise UserError(f"{path}: expected b'data' as N x {ROW} uint8, "
-                        f"found {'x'.join(map(str, images.shape))} {images.dtype}")
+        raise UserError(
+            f"{path}: expected b'data' as N x {ROW} uint8, "
+            f"found {'x'.join(map(str, images.shape))} {images.dtype}"
+        )
     labels = labels_tensor(data[label_key], len(images), str(path))
     return images.reshape(-1, 3, SIDE, SIDE), labels
 

@@ -24,27 +24,31 @@ TEST_EVERY = 5  # file i of a class is test data when i % TEST_EVERY == TEST_EVE
 
 def _images_in(folder: Path) -> list[Path]:
     with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries
-                      if e.is_file() and not e.name.startswith(".")
-                      and e.name.lower().endswith(EXTENSIONS))
+        return sorted(
+            Path(e.path)
+            for e in entries
+            if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(EXTENSIONS)
+        )
 
 
 def _subfolders(directory: Path) -> list[Path]:
     with os.scandir(directory) as entries:
-        return sorted(Path(e.path) for e in entries
-                      if e.is_dir() and not e.name.startswith("."))
+        return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
 def find_classes(directory: Path) -> list[tuple[str, list[Path]]]:
     """(class name, sorted image files) for every class folder, or a UserError saying why not."""
     folders = _subfolders(directory)
     if not folders:
-        raise UserError(f"expected class folders in {directory} (<class>/*.jpg, *.png, ...), "
-                        "found none")
+        raise UserError(
+            f"expected class folders in {directory} (<class>/*.jpg, *.png, ...), found none"
+        )
     classes = [(folder.name, files) for folder in folders if (files := _images_in(folder))]
     if not classes:
-        raise UserError(f"found {len(folders)} folders in {directory} but no images in them "
-                        f"(expected {', '.join(EXTENSIONS)})")
+        raise UserError(
+            f"found {len(folders)} folders in {directory} but no images in them "
+            f"(expected {', '.join(EXTENSIONS)})"
+        )
     return classes
 
 
@@ -63,8 +67,9 @@ def load_image(path: Path, shape: Shape) -> Tensor:
     try:
         with Image.open(path) as img:
             img.draft(mode, (width, height))  # JPEG: let the decoder shrink by 2^k; cheap
-            pixels = np.array(img.convert(mode).resize((width, height), Image.Resampling.BILINEAR),
-                              dtype=np.uint8)
+            pixels = np.array(
+                img.convert(mode).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8
+            )
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from None
     tensor = torch.from_numpy(pixels).reshape(height, width, -1).permute(2, 0, 1)
@@ -92,12 +97,17 @@ def _split(files: list[Path], train: bool) -> list[Path]:
 
 def load(req: LoadRequest) -> ImageFolderDataset:
     check_channels(3, req.input_shape[0])
-    classes = find_classes(req.directory)[:req.num_classes]
-    samples = [(path, label) for label, (_, files) in enumerate(classes)
-               for path in _split(files, req.train)]
+    classes = find_classes(req.directory)[: req.num_classes]
+    samples = [
+        (path, label)
+        for label, (_, files) in enumerate(classes)
+        for path in _split(files, req.train)
+    ]
     if not samples:
-        raise UserError(f"imagefolder {req.directory}: no {req.split} images "
-                        f"(every {TEST_EVERY}th image of a class is test data)")
+        raise UserError(
+            f"imagefolder {req.directory}: no {req.split} images "
+            f"(every {TEST_EVERY}th image of a class is test data)"
+        )
     labels = torch.tensor([label for _, label in samples])
     keep = select(labels, req.num_classes, req.size, f"imagefolder {req.directory}")
     return ImageFolderDataset([samples[i] for i in keep.tolist()], req.input_shape)

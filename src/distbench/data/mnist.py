@@ -37,14 +37,17 @@ FILES = {
 def _candidates(directory: Path, base: str) -> list[Path]:
     # Some mirrors spell it "train-images.idx3-ubyte"; accept both, plain or gzipped.
     names = dict.fromkeys((base, base.replace("-idx", ".idx")))
-    return [directory / sub / (name + ext) for sub in SUBDIRS for name in names
-            for ext in ("", ".gz")]
+    return [
+        directory / sub / (name + ext) for sub in SUBDIRS for name in names for ext in ("", ".gz")
+    ]
 
 
 def find_files(directory: Path, split: str) -> tuple[Path, Path]:
     """The (images, labels) files of ``split``, or a UserError naming both expected files."""
-    found = [next((p for p in _candidates(directory, base) if p.is_file()), None)
-             for base in FILES[split]]
+    found = [
+        next((p for p in _candidates(directory, base) if p.is_file()), None)
+        for base in FILES[split]
+    ]
     images, labels = found
     if images is None or labels is None:
         first, second = FILES[split]
@@ -73,15 +76,18 @@ def parse_idx(data: bytes, magic: int, ndim: int, where: Path) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4:header])
     expected = int(np.prod(dims))
     if len(data) - header != expected:
-        raise UserError(f"{where}: header says {'x'.join(map(str, dims))} = {expected} bytes "
-                        f"of data, found {len(data) - header}")
+        raise UserError(
+            f"{where}: header says {'x'.join(map(str, dims))} = {expected} bytes "
+            f"of data, found {len(data) - header}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
 def check(directory: Path) -> None:
     """Cheap pre-flight: the training files exist and their headers say IDX."""
-    for path, magic in zip(find_files(directory, "train"), (IMAGES_MAGIC, LABELS_MAGIC),
-                           strict=True):
+    for path, magic in zip(
+        find_files(directory, "train"), (IMAGES_MAGIC, LABELS_MAGIC), strict=True
+    ):
         head = _read_head(path)
         if len(head) < 4 or struct.unpack(">I", head[:4])[0] != magic:
             raise UserError(f"{path}: not an IDX file (expected magic number {magic})")

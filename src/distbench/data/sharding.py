@@ -26,8 +26,15 @@ Batch = tuple[Tensor, Tensor]
 class ShardedBatches:
     """Infinite iterator of this rank's (x, y) batches; epochs cycle with fresh permutations."""
 
-    def __init__(self, dataset: Dataset[Batch], batch_size: int, rank: int, world: int,
-                 seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: Dataset[Batch],
+        batch_size: int,
+        rank: int,
+        world: int,
+        seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"rank {rank} is not in a world of {world}")
         if batch_size < 1:
@@ -43,7 +50,8 @@ class ShardedBatches:
         if self.batches_per_epoch < 1:
             raise UserError(
                 f"dataset of {self.length} samples is too small for batch size {batch_size} on "
-                f"{world} worker(s): needs at least {batch_size * world} samples")
+                f"{world} worker(s): needs at least {batch_size * world} samples"
+            )
 
     def epoch_indices(self, epoch: int) -> Tensor:
         """This rank's sample indices for ``epoch``, in the order they are batched."""
@@ -71,4 +79,3 @@ class ShardedBatches:
         for epoch in itertools.count():
             for idx in self.epoch_batches(epoch):
                 yield self.fetch(idx)
-

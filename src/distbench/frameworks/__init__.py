@@ -40,18 +40,24 @@ class AdapterStrategy:
 
     def validate(self, cfg: Any) -> None:
         if self.single_worker and cfg.workers != 1:
-            raise UserError(f"strategy '{self.name}' runs exactly one worker, "
-                            f"got --workers {cfg.workers}")
+            raise UserError(
+                f"strategy '{self.name}' runs exactly one worker, got --workers {cfg.workers}"
+            )
         if cfg.nnodes != 1 or getattr(cfg, "network", None) or getattr(cfg, "hosts", None):
-            raise UserError(f"framework '{cfg.framework}' runs on this one machine only "
-                            "(no --nnodes, --network or --hosts)")
+            raise UserError(
+                f"framework '{cfg.framework}' runs on this one machine only "
+                "(no --nnodes, --network or --hosts)"
+            )
         if cfg.device == "cuda" or cfg.save_weights:
-            raise UserError(f"framework '{cfg.framework}' supports neither --device cuda "
-                            "nor --save-weights yet")
+            raise UserError(
+                f"framework '{cfg.framework}' supports neither --device cuda nor --save-weights yet"
+            )
         if cfg.profile_ops and not self.operator_profiles:
-            raise UserError(f"--profile-ops is not available for --framework "
-                            f"{cfg.framework} --strategy {self.name}: {self.name} runs its "
-                            "steps on worker tasks that only the coordinator schedules")
+            raise UserError(
+                f"--profile-ops is not available for --framework "
+                f"{cfg.framework} --strategy {self.name}: {self.name} runs its "
+                "steps on worker tasks that only the coordinator schedules"
+            )
 
     def world_size(self, cfg: Any) -> int:
         return int(cfg.workers) + self.helper_processes
@@ -80,39 +86,68 @@ class Adapter:
 
     def strategy(self, name: str) -> AdapterStrategy:
         if name not in self.strategies:
-            raise UserError(f"framework '{self.name}' has no strategy '{name}' "
-                            f"(known: {', '.join(self.strategies)})")
+            raise UserError(
+                f"framework '{self.name}' has no strategy '{name}' "
+                f"(known: {', '.join(self.strategies)})"
+            )
         return self.strategies[name]
 
 
-_SEQUENTIAL = AdapterStrategy("sequential", "one worker, no distribution: the baseline",
-                              single_worker=True)
+_SEQUENTIAL = AdapterStrategy(
+    "sequential", "one worker, no distribution: the baseline", single_worker=True
+)
 
 FRAMEWORK: dict[str, Adapter] = {
     "tensorflow": Adapter(
-        "tensorflow", "tensorflow", "tf_worker.py", {
+        "tensorflow",
+        "tensorflow",
+        "tf_worker.py",
+        {
             "sequential": _SEQUENTIAL,
-            "sync": AdapterStrategy("sync", "MultiWorkerMirroredStrategy, ring all-reduce, "
-                                    "custom training loop"),
+            "sync": AdapterStrategy(
+                "sync", "MultiWorkerMirroredStrategy, ring all-reduce, custom training loop"
+            ),
             # a chief (the ClusterCoordinator) and one parameter server besides the workers
-            "async": AdapterStrategy("async", "ParameterServerStrategy + ClusterCoordinator, "
-                                     "one parameter server", synchronous=False,
-                                     helper_processes=2, operator_profiles=False),
-        }, description="TensorFlow 2 / Keras 3 (CPU)"),
+            "async": AdapterStrategy(
+                "async",
+                "ParameterServerStrategy + ClusterCoordinator, one parameter server",
+                synchronous=False,
+                helper_processes=2,
+                operator_profiles=False,
+            ),
+        },
+        description="TensorFlow 2 / Keras 3 (CPU)",
+    ),
     "mxnet": Adapter(
-        "mxnet", "mxnet", "mx_worker.py", {
+        "mxnet",
+        "mxnet",
+        "mx_worker.py",
+        {
             "sequential": _SEQUENTIAL,
             # a scheduler and one server besides the workers
-            "sync": AdapterStrategy("sync", "Gluon, kvstore dist_sync (parameter server)",
-                                    helper_processes=2),
-            "async": AdapterStrategy("async", "Gluon, kvstore dist_async (Downpour SGD)",
-                                     synchronous=False, helper_processes=2),
-        }, description="MXNet 1.9 Gluon"),
+            "sync": AdapterStrategy(
+                "sync", "Gluon, kvstore dist_sync (parameter server)", helper_processes=2
+            ),
+            "async": AdapterStrategy(
+                "async",
+                "Gluon, kvstore dist_async (Downpour SGD)",
+                synchronous=False,
+                helper_processes=2,
+            ),
+        },
+        description="MXNet 1.9 Gluon",
+    ),
     "horovod": Adapter(
-        "horovod", "horovod", "horovod_worker.py", {
+        "horovod",
+        "horovod",
+        "horovod_worker.py",
+        {
             "sequential": _SEQUENTIAL,
             "sync": AdapterStrategy("sync", "PyTorch + Horovod ring all-reduce over gloo"),
-        }, comparable=False, description="PyTorch with Horovod (gloo)"),
+        },
+        comparable=False,
+        description="PyTorch with Horovod (gloo)",
+    ),
 }
 
 

@@ -65,27 +65,60 @@ class Batches:
 class Recorder:
     """Writes ``rank{R}.jsonl`` lines in the harness's record format."""
 
-    def __init__(self, run_dir: str, rank: int, role: str, framework: str,
-                 threads: int | None) -> None:
+    def __init__(
+        self, run_dir: str, rank: int, role: str, framework: str, threads: int | None
+    ) -> None:
         self.rank = rank
         self._file: IO[str] = (Path(run_dir) / f"rank{rank}.jsonl").open("a", encoding="utf-8")
-        self._write({"kind": "meta", "role": role, "framework": framework,
-                     "host": socket.gethostname(), "pid": os.getpid(), "threads": threads})
+        self._write(
+            {
+                "kind": "meta",
+                "role": role,
+                "framework": framework,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "threads": threads,
+            }
+        )
 
     def _write(self, record: dict[str, Any]) -> None:
         record["rank"] = self.rank
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
-    def step(self, step: int, warmup: bool, start: float, step_time: float, samples: int,
-             phases: dict[str, float], **extra: Any) -> None:
-        self._write({"kind": "step", "step": step, "warmup": warmup, "t": start,
-                     "step_time": step_time, "samples": samples, "phases": phases, **extra})
+    def step(
+        self,
+        step: int,
+        warmup: bool,
+        start: float,
+        step_time: float,
+        samples: int,
+        phases: dict[str, float],
+        **extra: Any,
+    ) -> None:
+        self._write(
+            {
+                "kind": "step",
+                "step": step,
+                "warmup": warmup,
+                "t": start,
+                "step_time": step_time,
+                "samples": samples,
+                "phases": phases,
+                **extra,
+            }
+        )
 
     def summary(self, extra: dict[str, Any]) -> None:
-        self._write({"kind": "summary", "peak_rss_bytes": peak_rss_bytes(),
-                     "allocated_peak_bytes": None, "reserved_peak_bytes": None,
-                     "extra": extra})
+        self._write(
+            {
+                "kind": "summary",
+                "peak_rss_bytes": peak_rss_bytes(),
+                "allocated_peak_bytes": None,
+                "reserved_peak_bytes": None,
+                "extra": extra,
+            }
+        )
 
     def error(self, message: str) -> None:
         """One line: TensorFlow's errors span many lines, the first and last tell most."""
@@ -168,14 +201,22 @@ def op_events_file(run_dir: str | Path, rank: int) -> Path:
     return Path(run_dir) / f"op_events_rank{rank}.json"
 
 
-def write_op_events(run_dir: str, rank: int, framework: str, source: str,
-                    events: list[dict[str, Any]], span: tuple[float, float]) -> None:
+def write_op_events(
+    run_dir: str,
+    rank: int,
+    framework: str,
+    source: str,
+    events: list[dict[str, Any]],
+    span: tuple[float, float],
+) -> None:
     """Operator events (``name``, ``start_s`` on the wall clock, ``self_us``, ``total_us``,
     ``thread``) that started inside ``span`` (the recorded steps), as one JSON file."""
     start, end = span
     kept = [e for e in events if start <= e["start_s"] < end]
-    write_json(str(op_events_file(run_dir, rank)),
-               {"framework": framework, "source": source, "events": kept})
+    write_json(
+        str(op_events_file(run_dir, rank)),
+        {"framework": framework, "source": source, "events": kept},
+    )
 
 
 def self_times(intervals: list[tuple[str, float, float, Any]]) -> list[dict[str, Any]]:
@@ -194,9 +235,15 @@ def self_times(intervals: list[tuple[str, float, float, Any]]) -> list[dict[str,
                 stack.pop()
             if stack:
                 parent = events[stack[-1][1]]
-                parent["self_us"] = max(0.0, parent["self_us"] - (min(end, stack[-1][0])
-                                                                  - start))
+                parent["self_us"] = max(0.0, parent["self_us"] - (min(end, stack[-1][0]) - start))
             stack.append((end, len(events)))
-            events.append({"name": name, "start_s": start / 1e6, "self_us": end - start,
-                           "total_us": end - start, "thread": str(thread)})
+            events.append(
+                {
+                    "name": name,
+                    "start_s": start / 1e6,
+                    "self_us": end - start,
+                    "total_us": end - start,
+                    "thread": str(thread),
+                }
+            )
     return events

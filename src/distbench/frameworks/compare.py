@@ -101,11 +101,14 @@ class CheckResult:
     def summary(self) -> str:
         status = ("PASS" if self.passed else "FAIL") if self.judged else "INFO"
         where = f" at {self.worst}" if self.worst else ""
-        line = (f"{status} {self.framework}: {self.check}: largest deviation "
-                f"{self.max_deviation:.3g}{where} (tolerance {self.tolerance})")
+        line = (
+            f"{status} {self.framework}: {self.check}: largest deviation "
+            f"{self.max_deviation:.3g}{where} (tolerance {self.tolerance})"
+        )
         if not self.passed and self.judged:
-            names = ", ".join(f"{d.name}{' (' + d.note + ')' if d.note else ''}"
-                              for d in self.failures[:5])
+            names = ", ".join(
+                f"{d.name}{' (' + d.note + ')' if d.note else ''}" for d in self.failures[:5]
+            )
             line += f"; failing: {names}"
         return line
 
@@ -153,72 +156,118 @@ class CompareReport:
 
 # ------------------------------------------------------------------------------ pure checks
 
-def _deviation(name: str, ref: np.ndarray, other: np.ndarray | None, atol: float,
-               rtol: float, native: list[int] | None, initial: np.ndarray | None
-               ) -> Deviation:
+
+def _deviation(
+    name: str,
+    ref: np.ndarray,
+    other: np.ndarray | None,
+    atol: float,
+    rtol: float,
+    native: list[int] | None,
+    initial: np.ndarray | None,
+) -> Deviation:
     shape = list(ref.shape)
     if other is None:
         return Deviation(name, float("inf"), atol, False, shape, None, note="missing")
     if other.shape != ref.shape:
-        return Deviation(name, float("inf"), atol, False, shape, native or list(other.shape),
-                         note=f"shape {list(other.shape)} != {shape}")
+        return Deviation(
+            name,
+            float("inf"),
+            atol,
+            False,
+            shape,
+            native or list(other.shape),
+            note=f"shape {list(other.shape)} != {shape}",
+        )
     ref64, other64 = ref.astype(np.float64), other.astype(np.float64)
     scale = float(np.max(np.abs(ref64))) if ref.size else 0.0
     diff = float(np.max(np.abs(ref64 - other64))) if ref.size else 0.0
     if not np.isfinite(other64).all():
         diff = float("inf")
     tolerance = atol + rtol * scale
-    moved = (float(np.max(np.abs(ref64 - initial.astype(np.float64))))
-             if initial is not None and initial.shape == ref.shape and ref.size else None)
+    moved = (
+        float(np.max(np.abs(ref64 - initial.astype(np.float64))))
+        if initial is not None and initial.shape == ref.shape and ref.size
+        else None
+    )
     return Deviation(name, diff, tolerance, diff <= tolerance, shape, native, scale, moved)
 
 
-def compare_weights(check: str, framework: str, reference: Mapping[str, np.ndarray],
-                    other: Mapping[str, np.ndarray], atol: float, rtol: float = 0.0,
-                    native_shapes: Mapping[str, list[int]] | None = None,
-                    initial: Mapping[str, np.ndarray] | None = None,
-                    unmatched: list[str] | None = None) -> CheckResult:
+def compare_weights(
+    check: str,
+    framework: str,
+    reference: Mapping[str, np.ndarray],
+    other: Mapping[str, np.ndarray],
+    atol: float,
+    rtol: float = 0.0,
+    native_shapes: Mapping[str, list[int]] | None = None,
+    initial: Mapping[str, np.ndarray] | None = None,
+    unmatched: list[str] | None = None,
+) -> CheckResult:
     """Every reference array against the framework's, in reference order.
 
     ``unmatched``: weights the framework has that no reference array maps to; each one
     fails the check (the models would differ).
     """
     natives = native_shapes or {}
-    deviations = [_deviation(key, ref, other.get(key), atol, rtol, natives.get(key),
-                             (initial or {}).get(key)) for key, ref in reference.items()]
-    deviations += [Deviation(name, float("inf"), atol, False, note="no PyTorch counterpart")
-                   for name in unmatched or []]
+    deviations = [
+        _deviation(key, ref, other.get(key), atol, rtol, natives.get(key), (initial or {}).get(key))
+        for key, ref in reference.items()
+    ]
+    deviations += [
+        Deviation(name, float("inf"), atol, False, note="no PyTorch counterpart")
+        for name in unmatched or []
+    ]
     worst = max(deviations, key=lambda d: d.max_abs_diff, default=None)
     tolerance = f"|diff| <= {atol:g}" + (f" + {rtol:g} x max|ref|" if rtol else "")
-    return CheckResult(check, framework, all(d.passed for d in deviations), tolerance,
-                       worst.max_abs_diff if worst else 0.0, worst.name if worst else None,
-                       deviations)
+    return CheckResult(
+        check,
+        framework,
+        all(d.passed for d in deviations),
+        tolerance,
+        worst.max_abs_diff if worst else 0.0,
+        worst.name if worst else None,
+        deviations,
+    )
 
 
-def compare_losses(framework: str, entries: list[tuple[str, float, float | None, float]]
-                   ) -> CheckResult:
+def compare_losses(
+    framework: str, entries: list[tuple[str, float, float | None, float]]
+) -> CheckResult:
     """Losses as ``(name, reference, framework's value, relative tolerance)``."""
     deviations = []
     for name, ref, value, rtol in entries:
         tolerance = rtol * max(abs(ref), 1e-12)
         if value is None or not np.isfinite(value):
-            deviations.append(Deviation(name, float("inf"), tolerance, False,
-                                        note="missing" if value is None else "not finite"))
+            deviations.append(
+                Deviation(
+                    name,
+                    float("inf"),
+                    tolerance,
+                    False,
+                    note="missing" if value is None else "not finite",
+                )
+            )
             continue
         diff = abs(value - ref)
-        deviations.append(Deviation(name, diff, tolerance, diff <= tolerance,
-                                    reference_scale=abs(ref)))
-    worst = max(deviations, key=lambda d: d.max_abs_diff / max(d.tolerance, 1e-30),
-                default=None)
+        deviations.append(
+            Deviation(name, diff, tolerance, diff <= tolerance, reference_scale=abs(ref))
+        )
+    worst = max(deviations, key=lambda d: d.max_abs_diff / max(d.tolerance, 1e-30), default=None)
     rtols = sorted({f"{e[3]:g}" for e in entries})
-    return CheckResult("same loss on the same batch", framework,
-                       all(d.passed for d in deviations),
-                       f"|diff| <= {' or '.join(rtols)} x |loss| (by precision)",
-                       worst.max_abs_diff if worst else 0.0, worst.name if worst else None,
-                       deviations)
+    return CheckResult(
+        "same loss on the same batch",
+        framework,
+        all(d.passed for d in deviations),
+        f"|diff| <= {' or '.join(rtols)} x |loss| (by precision)",
+        worst.max_abs_diff if worst else 0.0,
+        worst.name if worst else None,
+        deviations,
+    )
 
 
 # ------------------------------------------------------------------------------ the reference
+
 
 @dataclass
 class TrainingRun:
@@ -243,8 +292,9 @@ class Reference:
     runs: dict[str, TrainingRun]
 
 
-def make_batches(steps: int, batch: int, shape: list[int], num_classes: int, seed: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def make_batches(
+    steps: int, batch: int, shape: list[int], num_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Batch ``i`` depends on ``seed`` and ``i`` only (not on how many steps are asked)."""
     xs, ys = [], []
     for i in range(steps):
@@ -254,8 +304,15 @@ def make_batches(steps: int, batch: int, shape: list[int], num_classes: int, see
     return np.stack(xs), np.stack(ys)
 
 
-def _torch_run(model: Any, keys: list[str], x: np.ndarray, y: np.ndarray, lr: float,
-               momentum: float, dtype: Any) -> TrainingRun:
+def _torch_run(
+    model: Any,
+    keys: list[str],
+    x: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    momentum: float,
+    dtype: Any,
+) -> TrainingRun:
     import torch
     from torch import nn
 
@@ -268,8 +325,7 @@ def _torch_run(model: Any, keys: list[str], x: np.ndarray, y: np.ndarray, lr: fl
     loss_fn = nn.CrossEntropyLoss()
     model.eval()
     with torch.no_grad():
-        eval_loss = float(loss_fn(model(torch.from_numpy(x[0]).to(dtype)),
-                                  torch.from_numpy(y[0])))
+        eval_loss = float(loss_fn(model(torch.from_numpy(x[0]).to(dtype)), torch.from_numpy(y[0])))
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     losses = []
@@ -282,9 +338,17 @@ def _torch_run(model: Any, keys: list[str], x: np.ndarray, y: np.ndarray, lr: fl
     return TrainingRun(loaded, snapshot(), losses, eval_loss)
 
 
-def run_reference(model_name: str, batch: int, steps: int, lr: float, seed: int,
-                  num_classes: int, input_size: int | None, momentum: float = 0.0,
-                  precisions: tuple[str, ...] = ("float32", "float64")) -> Reference:
+def run_reference(
+    model_name: str,
+    batch: int,
+    steps: int,
+    lr: float,
+    seed: int,
+    num_classes: int,
+    input_size: int | None,
+    momentum: float = 0.0,
+    precisions: tuple[str, ...] = ("float32", "float64"),
+) -> Reference:
     """Build the zoo model as the PyTorch strategies do and train it K steps per precision."""
     import copy
 
@@ -306,12 +370,15 @@ def run_reference(model_name: str, batch: int, steps: int, lr: float, seed: int,
     state = model.state_dict()
     initial = {k: state[k].detach().numpy().copy() for k in keys}
     x, y = make_batches(steps, batch, shape, num_classes, seed)
-    runs = {p: _torch_run(copy.deepcopy(model), keys, x, y, lr, momentum,
-                          getattr(torch, p)) for p in precisions}
+    runs = {
+        p: _torch_run(copy.deepcopy(model), keys, x, y, lr, momentum, getattr(torch, p))
+        for p in precisions
+    }
     return Reference(spec, initial, x, y, runs)
 
 
 # ------------------------------------------------------------------------------ running a framework
+
 
 @dataclass
 class FrameworkRun:
@@ -322,8 +389,15 @@ class FrameworkRun:
     seconds: float
 
 
-def run_framework(framework: str, ref: Reference, workdir: Path, lr: float, momentum: float,
-                  timeout: float, threads: int | None = None) -> FrameworkRun:
+def run_framework(
+    framework: str,
+    ref: Reference,
+    workdir: Path,
+    lr: float,
+    momentum: float,
+    timeout: float,
+    threads: int | None = None,
+) -> FrameworkRun:
     """Run the framework's worker in ``compare`` mode in its own environment."""
     adapter = get_adapter(framework)
     python = require_env(adapter.env)
@@ -331,10 +405,17 @@ def run_framework(framework: str, ref: Reference, workdir: Path, lr: float, mome
     folder.mkdir(parents=True, exist_ok=True)
     save_npz(folder / "init.npz", to_framework(framework, ref.spec, ref.initial))
     save_npz(folder / "batches.npz", {"x": batch_to_framework(framework, ref.x), "y": ref.y})
-    job = {"mode": "compare", "spec": ref.spec, "weights": str(folder / "init.npz"),
-           "batches": str(folder / "batches.npz"), "lr": lr, "momentum": momentum,
-           "threads": threads, "out": str(folder / "result"),
-           "precisions": list(ref.runs)}
+    job = {
+        "mode": "compare",
+        "spec": ref.spec,
+        "weights": str(folder / "init.npz"),
+        "batches": str(folder / "batches.npz"),
+        "lr": lr,
+        "momentum": momentum,
+        "threads": threads,
+        "out": str(folder / "result"),
+        "precisions": list(ref.runs),
+    }
     (folder / "job.json").write_text(json.dumps(job))
     started = time.monotonic()
     _run_job(python, adapter.worker_path, folder, timeout)
@@ -348,8 +429,14 @@ def run_framework(framework: str, ref: Reference, workdir: Path, lr: float, mome
         loaded = from_framework(framework, ref.spec, _strip(arrays, f"init:{precision}:"))
         final = from_framework(framework, ref.spec, _strip(arrays, f"final:{precision}:"))
         final = to_torch_convention(ref.spec, final, ref.initial, batch, steps)
-        runs[precision] = TrainingRun(loaded, final, got["losses"], got["eval_loss"],
-                                      got["native_shapes"], got["unmapped_variables"])
+        runs[precision] = TrainingRun(
+            loaded,
+            final,
+            got["losses"],
+            got["eval_loss"],
+            got["native_shapes"],
+            got["unmapped_variables"],
+        )
     return FrameworkRun(runs, info["versions"], seconds)
 
 
@@ -361,40 +448,78 @@ def _run_job(python: Path, worker: Path, folder: Path, timeout: float) -> None:
     log = folder / "worker.log"
     with log.open("wb") as handle:
         try:
-            proc = subprocess.run([str(python), str(worker), str(folder / "job.json")],
-                                  stdout=handle, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+            proc = subprocess.run(
+                [str(python), str(worker), str(folder / "job.json")],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise UserError(f"{worker.name} timed out after {timeout:g} s; log: {log}") from None
     if proc.returncode != 0:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-        raise UserError(f"{worker.name} failed (exit {proc.returncode}): "
-                        f"{(lines or ['no output'])[-1][:300]}; log: {log}")
+        raise UserError(
+            f"{worker.name} failed (exit {proc.returncode}): "
+            f"{(lines or ['no output'])[-1][:300]}; log: {log}"
+        )
 
 
 # ------------------------------------------------------------------------------ putting it together
 
-def check_framework(framework: str, ref: Reference, run: FrameworkRun, tol: Tolerances,
-                    steps: int) -> list[CheckResult]:
+
+def check_framework(
+    framework: str, ref: Reference, run: FrameworkRun, tol: Tolerances, steps: int
+) -> list[CheckResult]:
     """The three checks of one framework against the reference, plus the float32 drift."""
     f32, f64 = run.runs["float32"], run.runs["float64"]
     r32, r64 = ref.runs["float32"], ref.runs["float64"]
-    init = compare_weights("identical initial weights", framework, ref.initial, f32.loaded,
-                           tol.init_atol, 0.0, f32.native_shapes, unmatched=f32.unmapped)
+    init = compare_weights(
+        "identical initial weights",
+        framework,
+        ref.initial,
+        f32.loaded,
+        tol.init_atol,
+        0.0,
+        f32.native_shapes,
+        unmatched=f32.unmapped,
+    )
     entries: list[tuple[str, float, float | None, float]] = []
-    for label, mine, theirs, rtol in (("float32", r32, f32, tol.loss_rtol_float32),
-                                      ("float64", r64, f64, tol.loss_rtol_float64)):
-        entries += [(f"{label} inference-mode loss, batch 0", mine.eval_loss,
-                     theirs.eval_loss, rtol),
-                    (f"{label} training-mode loss, batch 0", mine.losses[0],
-                     theirs.losses[0] if theirs.losses else None, rtol)]
+    for label, mine, theirs, rtol in (
+        ("float32", r32, f32, tol.loss_rtol_float32),
+        ("float64", r64, f64, tol.loss_rtol_float64),
+    ):
+        entries += [
+            (f"{label} inference-mode loss, batch 0", mine.eval_loss, theirs.eval_loss, rtol),
+            (
+                f"{label} training-mode loss, batch 0",
+                mine.losses[0],
+                theirs.losses[0] if theirs.losses else None,
+                rtol,
+            ),
+        ]
     loss = compare_losses(framework, entries)
-    trained = compare_weights(f"weights close after {steps} SGD steps (float64)", framework,
-                              r64.final, f64.final, tol.trained_atol, tol.trained_rtol,
-                              f64.native_shapes, initial=r64.loaded)
-    drift = compare_weights(f"float32 drift after {steps} SGD steps (reported, not judged)",
-                            framework, r32.final, f32.final, tol.drift_atol, tol.drift_rtol,
-                            f32.native_shapes, initial=r32.loaded)
+    trained = compare_weights(
+        f"weights close after {steps} SGD steps (float64)",
+        framework,
+        r64.final,
+        f64.final,
+        tol.trained_atol,
+        tol.trained_rtol,
+        f64.native_shapes,
+        initial=r64.loaded,
+    )
+    drift = compare_weights(
+        f"float32 drift after {steps} SGD steps (reported, not judged)",
+        framework,
+        r32.final,
+        f32.final,
+        tol.drift_atol,
+        tol.drift_rtol,
+        f32.native_shapes,
+        initial=r32.loaded,
+    )
     drift.judged = False
     return [init, loss, trained, drift]
 
@@ -408,17 +533,28 @@ def parse_frameworks(names: list[str]) -> list[str]:
         raise UserError("--frameworks needs at least one framework besides torch")
     for name in others:
         if not get_adapter(name).comparable:
-            raise UserError(f"framework '{name}' runs PyTorch's own model; nothing to compare "
-                            "(comparable: tensorflow, mxnet)")
+            raise UserError(
+                f"framework '{name}' runs PyTorch's own model; nothing to compare "
+                "(comparable: tensorflow, mxnet)"
+            )
     return list(dict.fromkeys(others))
 
 
-def compare_frameworks(model: str, frameworks: list[str], batch_size: int = 8,
-                       steps: int = 3, lr: float = 0.05, seed: int = 0,
-                       num_classes: int = 10, input_size: int | None = None,
-                       tolerances: Tolerances | None = None, timeout: float = 900.0,
-                       workdir: Path | None = None, threads: int | None = None,
-                       progress: Callable[[str], None] | None = None) -> CompareReport:
+def compare_frameworks(
+    model: str,
+    frameworks: list[str],
+    batch_size: int = 8,
+    steps: int = 3,
+    lr: float = 0.05,
+    seed: int = 0,
+    num_classes: int = 10,
+    input_size: int | None = None,
+    tolerances: Tolerances | None = None,
+    timeout: float = 900.0,
+    workdir: Path | None = None,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CompareReport:
     """Run the three checks for every framework in ``frameworks`` against PyTorch."""
     others = parse_frameworks(frameworks)
     for name in others:
@@ -436,9 +572,28 @@ def compare_frameworks(model: str, frameworks: list[str], batch_size: int = 8,
             say(f"{name}: loading the weights, training {steps} steps in float32 and float64")
             run = run_framework(name, ref, base, lr, 0.0, timeout, threads)
             f32 = run.runs["float32"]
-            results.append(FrameworkResult(name, run.versions, f32.losses, f32.eval_loss,
-                                           run.seconds, check_framework(name, ref, run, tol,
-                                                                        steps)))
+            results.append(
+                FrameworkResult(
+                    name,
+                    run.versions,
+                    f32.losses,
+                    f32.eval_loss,
+                    run.seconds,
+                    check_framework(name, ref, run, tol, steps),
+                )
+            )
     r32 = ref.runs["float32"]
-    return CompareReport(model, REFERENCE, ref.spec["input_shape"], num_classes, batch_size,
-                         steps, lr, seed, tol, r32.losses, r32.eval_loss, results)
+    return CompareReport(
+        model,
+        REFERENCE,
+        ref.spec["input_shape"],
+        num_classes,
+        batch_size,
+        steps,
+        lr,
+        seed,
+        tol,
+        r32.losses,
+        r32.eval_loss,
+        results,
+    )

@@ -59,25 +59,43 @@ class EnvSpec:
 
 ENV_SPECS: dict[str, EnvSpec] = {
     "tensorflow": EnvSpec(
-        "tensorflow", ("tensorflow-cpu~=2.21.0",),
+        "tensorflow",
+        ("tensorflow-cpu~=2.21.0",),
         (("tensorflow", "tensorflow-cpu"), ("keras", "keras"), ("numpy", "numpy")),
-        "TensorFlow (CPU) with Keras 3: MultiWorkerMirroredStrategy, ParameterServerStrategy"),
+        "TensorFlow (CPU) with Keras 3: MultiWorkerMirroredStrategy, ParameterServerStrategy",
+    ),
     "mxnet": EnvSpec(
-        "mxnet", ("mxnet==1.9.1", "numpy==1.23.5"),
+        "mxnet",
+        ("mxnet==1.9.1", "numpy==1.23.5"),
         (("mxnet", "mxnet"), ("numpy", "numpy")),
-        "MXNet 1.9.1 (Gluon, kvstore dist_sync/dist_async); NumPy pinned to 1.23.5"),
+        "MXNet 1.9.1 (Gluon, kvstore dist_sync/dist_async); NumPy pinned to 1.23.5",
+    ),
     "horovod": EnvSpec(
-        "horovod", ("cmake>=3.13,<4", "wheel", "setuptools<70", "packaging", "psutil", "pyyaml",
-                    "cloudpickle"),
+        "horovod",
+        (
+            "cmake>=3.13,<4",
+            "wheel",
+            "setuptools<70",
+            "packaging",
+            "psutil",
+            "pyyaml",
+            "cloudpickle",
+        ),
         (("horovod.torch", "horovod"), ("torch", "torch"), ("numpy", "numpy")),
         "Horovod 0.28.1 on this interpreter's torch (gloo, no MPI), built from source",
         system_site_packages=True,
-        build_env={"HOROVOD_WITH_PYTORCH": "1", "HOROVOD_WITH_GLOO": "1",
-                   "HOROVOD_WITHOUT_MPI": "1", "HOROVOD_WITHOUT_TENSORFLOW": "1",
-                   "HOROVOD_WITHOUT_MXNET": "1", "HOROVOD_CPU_OPERATIONS": "gloo",
-                   # Horovod's bundled gloo asks for CMake < 3.5 compatibility.
-                   "CMAKE_POLICY_VERSION_MINIMUM": "3.5"},
-        patched_sdists=("horovod==0.28.1",)),
+        build_env={
+            "HOROVOD_WITH_PYTORCH": "1",
+            "HOROVOD_WITH_GLOO": "1",
+            "HOROVOD_WITHOUT_MPI": "1",
+            "HOROVOD_WITHOUT_TENSORFLOW": "1",
+            "HOROVOD_WITHOUT_MXNET": "1",
+            "HOROVOD_CPU_OPERATIONS": "gloo",
+            # Horovod's bundled gloo asks for CMake < 3.5 compatibility.
+            "CMAKE_POLICY_VERSION_MINIMUM": "3.5",
+        },
+        patched_sdists=("horovod==0.28.1",),
+    ),
 }
 
 
@@ -120,8 +138,10 @@ def is_installed(name: str) -> bool:
 def require_env(name: str) -> Path:
     """The env's python, or a UserError saying how to install it."""
     if not is_installed(name):
-        raise UserError(f"the {name} environment is not installed; run "
-                        f"`distbench env install {name}` (it goes to {env_dir(name)})")
+        raise UserError(
+            f"the {name} environment is not installed; run "
+            f"`distbench env install {name}` (it goes to {env_dir(name)})"
+        )
     return env_python(name)
 
 
@@ -141,13 +161,21 @@ def list_envs() -> list[EnvStatus]:
     rows = []
     for name, spec in ENV_SPECS.items():
         marker = read_marker(name)
-        rows.append(EnvStatus(name, marker is not None, str(env_dir(name)),
-                              dict((marker or {}).get("versions", {})),
-                              (marker or {}).get("installed_at"), spec.description))
+        rows.append(
+            EnvStatus(
+                name,
+                marker is not None,
+                str(env_dir(name)),
+                dict((marker or {}).get("versions", {})),
+                (marker or {}).get("installed_at"),
+                spec.description,
+            )
+        )
     return rows
 
 
 # ------------------------------------------------------------------------------ installing
+
 
 class _Deadline:
     def __init__(self, seconds: float) -> None:
@@ -158,23 +186,37 @@ class _Deadline:
         return self.end - time.monotonic()
 
 
-def _run_logged(cmd: list[str], log: Path, deadline: _Deadline, progress: ProgressFn,
-                env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+def _run_logged(
+    cmd: list[str],
+    log: Path,
+    deadline: _Deadline,
+    progress: ProgressFn,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
     """Run ``cmd`` appending its output to ``log``; report its latest line every few seconds;
     stop it at the deadline. Raises UserError with the log's tail on failure."""
     with log.open("ab") as handle:
         handle.write(f"\n$ {' '.join(cmd)}\n".encode())
         handle.flush()
-        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
         last_report = 0.0
         try:
             while proc.poll() is None:
                 if deadline.left() <= 0:
                     _stop(proc)
-                    raise UserError(f"install timed out after {deadline.seconds:g} s "
-                                    f"(raise it with --timeout); log: {log}")
+                    raise UserError(
+                        f"install timed out after {deadline.seconds:g} s "
+                        f"(raise it with --timeout); log: {log}"
+                    )
                 if time.monotonic() - last_report > 5:
                     progress(_last_line(log))
                     last_report = time.monotonic()
@@ -183,8 +225,10 @@ def _run_logged(cmd: list[str], log: Path, deadline: _Deadline, progress: Progre
             _stop(proc)
             raise
     if proc.returncode != 0:
-        raise UserError(f"`{' '.join(cmd[:4])} ...` failed (exit {proc.returncode}): "
-                        f"{_last_line(log, error=True)}; full log: {log}")
+        raise UserError(
+            f"`{' '.join(cmd[:4])} ...` failed (exit {proc.returncode}): "
+            f"{_last_line(log, error=True)}; full log: {log}"
+        )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -214,7 +258,8 @@ def _patch_horovod(source: Path) -> None:
     for path in source.rglob("CMakeLists.txt"):
         text = path.read_text()
         patched = text.replace("CMAKE_CXX_STANDARD 14", "CMAKE_CXX_STANDARD 17").replace(
-            "-std=c++14", "-std=c++17")
+            "-std=c++14", "-std=c++17"
+        )
         if patched != text:
             path.write_text(patched)
     for path in source.rglob("*.cmake"):
@@ -223,14 +268,33 @@ def _patch_horovod(source: Path) -> None:
             path.write_text(text.replace("c++14", "c++17"))
 
 
-def _install_patched(python: Path, requirement: str, spec: EnvSpec, log: Path,
-                     deadline: _Deadline, progress: ProgressFn) -> None:
+def _install_patched(
+    python: Path,
+    requirement: str,
+    spec: EnvSpec,
+    log: Path,
+    deadline: _Deadline,
+    progress: ProgressFn,
+) -> None:
     """Download the sdist, patch it, build it against the env's own packages."""
     with tempfile.TemporaryDirectory(prefix="distbench-sdist-") as tmp:
         work = Path(tmp)
         progress(f"downloading the {requirement} source")
-        _run_logged(_pip(python, "download", "--no-deps", "--no-binary", ":all:",
-                         "-d", str(work), requirement), log, deadline, progress)
+        _run_logged(
+            _pip(
+                python,
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(work),
+                requirement,
+            ),
+            log,
+            deadline,
+            progress,
+        )
         archive = next(work.glob("*.tar.gz"))
         with tarfile.open(archive) as tar:
             tar.extractall(work, filter="data")
@@ -239,16 +303,23 @@ def _install_patched(python: Path, requirement: str, spec: EnvSpec, log: Path,
         progress(f"building {requirement} (several minutes)")
         env = {**os.environ, **spec.build_env, "MAKEFLAGS": f"-j{os.cpu_count() or 1}"}
         env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
-        _run_logged(_pip(python, "install", "--no-build-isolation", "--no-cache-dir",
-                         str(source)), log, deadline, progress, env=env)
+        _run_logged(
+            _pip(python, "install", "--no-build-isolation", "--no-cache-dir", str(source)),
+            log,
+            deadline,
+            progress,
+            env=env,
+        )
 
 
-def check_versions(python: Path, checks: tuple[tuple[str, str], ...],
-                   timeout: float = 300.0) -> dict[str, str]:
+def check_versions(
+    python: Path, checks: tuple[tuple[str, str], ...], timeout: float = 300.0
+) -> dict[str, str]:
     """Import each module in the env and read its distribution's version."""
     script = _VERSION_SCRIPT.format(pairs=list(checks))
-    proc = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        [str(python), "-c", script], capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"import check failed in {python.parent.parent}: {tail}")
@@ -256,8 +327,12 @@ def check_versions(python: Path, checks: tuple[tuple[str, str], ...],
     return {dist: version for dist, version in pairs}
 
 
-def install_env(name: str, timeout: float = DEFAULT_INSTALL_TIMEOUT, force: bool = False,
-                progress: ProgressFn | None = None) -> dict[str, Any]:
+def install_env(
+    name: str,
+    timeout: float = DEFAULT_INSTALL_TIMEOUT,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
     """Create (or re-create) the venv ``name``; returns its marker record.
 
     Raises ``UserError`` for an unknown name, a failed or timed-out step (with the log's
@@ -284,15 +359,20 @@ def install_env(name: str, timeout: float = DEFAULT_INSTALL_TIMEOUT, force: bool
     _run_logged(venv_cmd, log, deadline, report)
     python = env_python(name)
     report(f"installing {' '.join(spec.packages)}")
-    _run_logged(_pip(python, "install", "--progress-bar", "off", *spec.packages), log,
-                deadline, report)
+    _run_logged(
+        _pip(python, "install", "--progress-bar", "off", *spec.packages), log, deadline, report
+    )
     for requirement in spec.patched_sdists:
         _install_patched(python, requirement, spec, log, deadline, report)
     report("checking imports")
     versions = check_versions(python, spec.checks, timeout=max(30.0, deadline.left()))
-    marker = {"name": name, "versions": versions, "python": str(python),
-              "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-              "install_seconds": round(time.monotonic() - started, 1),
-              "packages": list(spec.packages) + list(spec.patched_sdists)}
+    marker = {
+        "name": name,
+        "versions": versions,
+        "python": str(python),
+        "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "install_seconds": round(time.monotonic() - started, 1),
+        "packages": list(spec.packages) + list(spec.patched_sdists),
+    }
     (target / MARKER).write_text(json.dumps(marker, indent=1))
     return marker

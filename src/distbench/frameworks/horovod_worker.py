@@ -71,25 +71,37 @@ def run(job_path: str) -> None:
         if distributed:
             hvd.broadcast_parameters(work.model.state_dict(), root_rank=0)
             optimizer = hvd.DistributedOptimizer(
-                optimizer, named_parameters=work.model.named_parameters(), op=hvd.Average)
+                optimizer, named_parameters=work.model.named_parameters(), op=hvd.Average
+            )
         # --profile-ops: the PyTorch profiler, exactly as on a PyTorch rank.
-        profiler = (OperatorProfiler(cfg, run_dir, rank, torch.device("cpu")).attach(recorder)
-                    if cfg.profile_ops else None)
+        profiler = (
+            OperatorProfiler(cfg, run_dir, rank, torch.device("cpu")).attach(recorder)
+            if cfg.profile_ops
+            else None
+        )
         timer = PhaseTimer()
         for step in range(cfg.warmup + cfg.steps):
             loss = _step(work, timer, optimizer, distributed)
             record_step(recorder, cfg, step, timer, cfg.batch_size, loss=loss)
         if profiler is not None:
             profiler.finish()
-        extra = {"engine": "Horovod ring all-reduce over gloo" if distributed else
-                 "one process, no Horovod",
-                 "comm": "exposed all-reduce only (the rest overlaps backward)"}
+        extra = {
+            "engine": "Horovod ring all-reduce over gloo"
+            if distributed
+            else "one process, no Horovod",
+            "comm": "exposed all-reduce only (the rest overlaps backward)",
+        }
         if distributed:
-            extra["framework_versions"] = {"horovod": horovod.__version__,
-                                           "torch": torch.__version__}
-        recorder.summary(peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                         * 1024, allocated_peak_bytes=None, reserved_peak_bytes=None,
-                         extra=extra)
+            extra["framework_versions"] = {
+                "horovod": horovod.__version__,
+                "torch": torch.__version__,
+            }
+        recorder.summary(
+            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            allocated_peak_bytes=None,
+            reserved_peak_bytes=None,
+            extra=extra,
+        )
     except Exception as exc:
         recorder.error(f"rank {rank}: {type(exc).__name__}: {exc}")
         raise

@@ -64,6 +64,7 @@ class Process:
 
 # ------------------------------------------------------------------------------ inputs
 
+
 def prepare_inputs(cfg: RunConfig, run_dir: Path, threads: int) -> dict[str, Any]:
     """Write spec, weights and batches; returns the job (also written as job.json)."""
     import torch
@@ -85,12 +86,25 @@ def prepare_inputs(cfg: RunConfig, run_dir: Path, threads: int) -> dict[str, Any
         path = run_dir / f"batches_rank{rank}.npz"
         save_npz(path, {"x": x, "y": torch.stack(ys).numpy().astype(np.int64)})
         batch_paths.append(str(path))
-    job = {"mode": "train", "framework": cfg.framework, "strategy": cfg.strategy,
-           "spec": spec, "weights": str(run_dir / "weights.npz"), "batches": batch_paths,
-           "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
-           "steps": cfg.steps, "warmup": cfg.warmup, "threads": threads,
-           "workers": cfg.workers, "batch_size": cfg.batch_size, "run_dir": str(run_dir),
-           "seed": cfg.seed, "profile": profile_job(cfg)}
+    job = {
+        "mode": "train",
+        "framework": cfg.framework,
+        "strategy": cfg.strategy,
+        "spec": spec,
+        "weights": str(run_dir / "weights.npz"),
+        "batches": batch_paths,
+        "lr": cfg.lr,
+        "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay,
+        "steps": cfg.steps,
+        "warmup": cfg.warmup,
+        "threads": threads,
+        "workers": cfg.workers,
+        "batch_size": cfg.batch_size,
+        "run_dir": str(run_dir),
+        "seed": cfg.seed,
+        "profile": profile_job(cfg),
+    }
     return job
 
 
@@ -113,6 +127,7 @@ def batches_per_rank(cfg: RunConfig, shape: tuple[int, int, int]) -> int:
 
 # ------------------------------------------------------------------------------ process plans
 
+
 def tensorflow_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
     if cfg.strategy == "sequential":
         return [Process("worker", 0, {}, True)]
@@ -120,8 +135,11 @@ def tensorflow_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
     if cfg.strategy == "sync":
         job["cluster"] = {"worker": workers}
         return [Process("worker", i, {}, True) for i in range(cfg.workers)]
-    job["cluster"] = {"chief": [f"127.0.0.1:{free_port()}"], "worker": workers,
-                      "ps": [f"127.0.0.1:{free_port()}"]}
+    job["cluster"] = {
+        "chief": [f"127.0.0.1:{free_port()}"],
+        "worker": workers,
+        "ps": [f"127.0.0.1:{free_port()}"],
+    }
     servers = [Process("ps", 0, {}, False)]
     servers += [Process("worker", i, {}, False) for i in range(cfg.workers)]
     return [*servers, Process("chief", 0, {}, True)]
@@ -129,22 +147,30 @@ def tensorflow_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
 
 #: MXNet runs a hybridized graph in bulked segments that its profiler shows as one
 #: ``ImperativeBulk`` event without operator names; profiled runs turn bulking off.
-MXNET_UNBULKED = {"MXNET_EXEC_BULK_EXEC_TRAIN": "0", "MXNET_EXEC_BULK_EXEC_INFERENCE": "0",
-                  "MXNET_EXEC_BULK_EXEC_MAX_NODE_TRAIN_FWD": "0",
-                  "MXNET_EXEC_BULK_EXEC_MAX_NODE_TRAIN_BWD": "0"}
+MXNET_UNBULKED = {
+    "MXNET_EXEC_BULK_EXEC_TRAIN": "0",
+    "MXNET_EXEC_BULK_EXEC_INFERENCE": "0",
+    "MXNET_EXEC_BULK_EXEC_MAX_NODE_TRAIN_FWD": "0",
+    "MXNET_EXEC_BULK_EXEC_MAX_NODE_TRAIN_BWD": "0",
+}
 
 
 def mxnet_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
     worker_env = {"DMLC_ROLE": "worker", **(MXNET_UNBULKED if cfg.profile_ops else {})}
     if cfg.strategy == "sequential":
         return [Process("worker", 0, worker_env, True)]
-    base = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(free_port()),
-            "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": str(cfg.workers),
-            "DMLC_NODE_HOST": "127.0.0.1"}
-    plan = [Process("scheduler", 0, {**base, "DMLC_ROLE": "scheduler"}, False),
-            Process("server", 0, {**base, "DMLC_ROLE": "server"}, False)]
-    return plan + [Process("worker", i, {**base, **worker_env}, True)
-                   for i in range(cfg.workers)]
+    base = {
+        "DMLC_PS_ROOT_URI": "127.0.0.1",
+        "DMLC_PS_ROOT_PORT": str(free_port()),
+        "DMLC_NUM_SERVER": "1",
+        "DMLC_NUM_WORKER": str(cfg.workers),
+        "DMLC_NODE_HOST": "127.0.0.1",
+    }
+    plan = [
+        Process("scheduler", 0, {**base, "DMLC_ROLE": "scheduler"}, False),
+        Process("server", 0, {**base, "DMLC_ROLE": "server"}, False),
+    ]
+    return plan + [Process("worker", i, {**base, **worker_env}, True) for i in range(cfg.workers)]
 
 
 def horovod_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
@@ -153,9 +179,19 @@ def horovod_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
     if cfg.strategy == "sequential":
         return [Process("worker", 0, {}, True)]
     python = require_env("horovod")
-    runner = [str(python.parent / "horovodrun"), "--gloo", "-np", str(cfg.workers),
-              "-H", f"localhost:{cfg.workers}", "--start-timeout", "120",
-              "--network-interface", "lo", str(python)]
+    runner = [
+        str(python.parent / "horovodrun"),
+        "--gloo",
+        "-np",
+        str(cfg.workers),
+        "-H",
+        f"localhost:{cfg.workers}",
+        "--start-timeout",
+        "120",
+        "--network-interface",
+        "lo",
+        str(python),
+    ]
     return [Process("horovodrun", 0, {}, True, launcher=runner)]
 
 
@@ -168,27 +204,41 @@ PROCESS_PLANS: dict[str, Callable[[RunConfig, dict[str, Any]], list[Process]]] =
 
 # ------------------------------------------------------------------------------ running
 
-def _start(python: Path, worker: Path, job_path: Path, proc: Process, threads: int,
-           log_dir: Path) -> subprocess.Popen[bytes]:
+
+def _start(
+    python: Path, worker: Path, job_path: Path, proc: Process, threads: int, log_dir: Path
+) -> subprocess.Popen[bytes]:
     env = worker_environment(threads)
     env.update(proc.env)
-    env.update({"DISTBENCH_ROLE": proc.role, "DISTBENCH_INDEX": str(proc.index),
-                "TF_CPP_MIN_LOG_LEVEL": "2", "MXNET_CPU_WORKER_NTHREADS": "1",
-                "PYTHONWARNINGS": "ignore"})
+    env.update(
+        {
+            "DISTBENCH_ROLE": proc.role,
+            "DISTBENCH_INDEX": str(proc.index),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "MXNET_CPU_WORKER_NTHREADS": "1",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     env.pop("TF_CONFIG", None)
     log = (log_dir / f"{proc.role}{proc.index}.log").open("wb")
     argv = [*(proc.launcher or [str(python)]), str(worker), str(job_path)]
     try:
-        return subprocess.Popen(argv, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
     finally:
         log.close()
 
 
-def launch_adapter(cfg: RunConfig, run_dir: Path,
-                   on_progress: Callable[[int], None] | None = None) -> LaunchOutcome:
+def launch_adapter(
+    cfg: RunConfig, run_dir: Path, on_progress: Callable[[int], None] | None = None
+) -> LaunchOutcome:
     """Run every process of an adapter run to completion, failure or timeout."""
     adapter = get_adapter(cfg.framework)
     adapter_strategy(cfg.framework, cfg.strategy)
@@ -197,8 +247,11 @@ def launch_adapter(cfg: RunConfig, run_dir: Path,
     (run_dir / "config.json").write_text(json.dumps(cfg.replace(threads=threads).to_dict()))
     started = time.monotonic()
     # Horovod runs PyTorch's own model and data (horovod_worker.py); the others get them here.
-    job = (prepare_inputs(cfg, run_dir, threads) if cfg.framework != "horovod" else
-           {"mode": "train", "run_dir": str(run_dir)})
+    job = (
+        prepare_inputs(cfg, run_dir, threads)
+        if cfg.framework != "horovod"
+        else {"mode": "train", "run_dir": str(run_dir)}
+    )
     plan = PROCESS_PLANS[cfg.framework](cfg, job)
     job_path = run_dir / "job.json"
     job_path.write_text(json.dumps(job))
@@ -207,16 +260,18 @@ def launch_adapter(cfg: RunConfig, run_dir: Path,
     procs: list[tuple[Process, subprocess.Popen[bytes]]] = []
     try:
         for proc in plan:
-            procs.append((proc, _start(python, adapter.worker_path, job_path, proc, threads,
-                                       log_dir)))
+            procs.append(
+                (proc, _start(python, adapter.worker_path, job_path, proc, threads, log_dir))
+            )
         failed = _wait(procs, cfg.timeout, started, run_dir, on_progress)
     finally:
         for _, popen in procs:
             kill_tree(popen)
     elapsed = time.monotonic() - started
     if failed == "timeout":
-        return LaunchOutcome(-1, f"timed out after {cfg.timeout:g} s; all processes stopped",
-                             elapsed)
+        return LaunchOutcome(
+            -1, f"timed out after {cfg.timeout:g} s; all processes stopped", elapsed
+        )
     if failed is not None:
         return LaunchOutcome(1, diagnose(run_dir, failed), elapsed)
     if cfg.profile_ops:
@@ -225,6 +280,7 @@ def launch_adapter(cfg: RunConfig, run_dir: Path,
 
 
 # ------------------------------------------------------------------------------ operator profiles
+
 
 def summarize_op_events(cfg: RunConfig, run_dir: Path) -> list[Path]:
     """Turn each rank's ``op_events_rank{R}.json`` (written by a TensorFlow or MXNet worker)
@@ -247,15 +303,22 @@ def summarize_op_events(cfg: RunConfig, run_dir: Path) -> list[Path]:
         if not source.is_file():
             continue
         data = json.loads(source.read_text(encoding="utf-8"))
-        events = [OpEvent(e["name"], float(e["start_s"]), float(e["self_us"]),
-                          float(e["total_us"])) for e in data["events"]]
+        events = [
+            OpEvent(e["name"], float(e["start_s"]), float(e["self_us"]), float(e["total_us"]))
+            for e in data["events"]
+        ]
         steps = [r for r in rank_records.steps if r["step"] in recorded]
         trace = trace_file(run_dir, rank)
         if not trace.is_file():
             write_chrome_trace(trace, data["events"])
         summary = summarize_events(events, steps)
-        summary.update(rank=rank, device="cpu", trace=trace.name, framework=cfg.framework,
-                       source=data.get("source"))
+        summary.update(
+            rank=rank,
+            device="cpu",
+            trace=trace.name,
+            framework=cfg.framework,
+            source=data.get("source"),
+        )
         operators_file(run_dir, rank).write_text(json.dumps(summary), encoding="utf-8")
         written.append(operators_file(run_dir, rank))
     return written
@@ -264,16 +327,28 @@ def summarize_op_events(cfg: RunConfig, run_dir: Path) -> list[Path]:
 def write_chrome_trace(path: Path, events: list[dict[str, Any]]) -> None:
     """Complete ("X") events, one row per profiler thread: open in ui.perfetto.dev."""
     threads = {name: index for index, name in enumerate(sorted({e["thread"] for e in events}))}
-    trace = [{"name": e["name"], "ph": "X", "ts": e["start_s"] * 1e6, "dur": e["total_us"],
-              "pid": 0, "tid": threads[e["thread"]], "args": {"self_us": e["self_us"]}}
-             for e in events]
-    path.write_text(json.dumps({"traceEvents": trace, "displayTimeUnit": "ms"}),
-                    encoding="utf-8")
+    trace = [
+        {
+            "name": e["name"],
+            "ph": "X",
+            "ts": e["start_s"] * 1e6,
+            "dur": e["total_us"],
+            "pid": 0,
+            "tid": threads[e["thread"]],
+            "args": {"self_us": e["self_us"]},
+        }
+        for e in events
+    ]
+    path.write_text(json.dumps({"traceEvents": trace, "displayTimeUnit": "ms"}), encoding="utf-8")
 
 
-def _wait(procs: list[tuple[Process, subprocess.Popen[bytes]]], timeout: float,
-          started: float, run_dir: Path, on_progress: Callable[[int], None] | None
-          ) -> str | None:
+def _wait(
+    procs: list[tuple[Process, subprocess.Popen[bytes]]],
+    timeout: float,
+    started: float,
+    run_dir: Path,
+    on_progress: Callable[[int], None] | None,
+) -> str | None:
     """Until every main process has exited: None on success, "timeout", or the name of
     the first process that exited non-zero (a server included)."""
     while True:
@@ -300,7 +375,9 @@ def diagnose(run_dir: Path, process: str) -> str:
     if errors:
         return str(min(errors, key=lambda e: e.get("t", 0.0))["error"])
     log = run_dir / "logs" / f"{process}.log"
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] \
-        if log.exists() else []
+    lines = (
+        [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        if log.exists()
+        else []
+    )
     return f"{process} failed: {(lines or ['no output'])[-1][:300]} (log: {log})"
-

@@ -38,8 +38,9 @@ if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
 
 
 def _load_common():
-    spec = importlib.util.spec_from_file_location("distbench_adapter_common",
-                                                  HERE / "adapter_common.py")
+    spec = importlib.util.spec_from_file_location(
+        "distbench_adapter_common", HERE / "adapter_common.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -61,6 +62,7 @@ def import_mx():
 
 # ------------------------------------------------------------------------------ the model
 
+
 class Builder:
     """Turns spec nodes into Gluon blocks, remembering which parameter holds which weight."""
 
@@ -78,9 +80,15 @@ class Builder:
 
     def op_conv(self, node):
         nn = self.gluon.nn
-        block = nn.Conv2D(node["out"], node["kernel"], strides=node["stride"],
-                          padding=node["padding"], groups=node["groups"],
-                          use_bias=node["bias"], in_channels=node["in"])
+        block = nn.Conv2D(
+            node["out"],
+            node["kernel"],
+            strides=node["stride"],
+            padding=node["padding"],
+            groups=node["groups"],
+            use_bias=node["bias"],
+            in_channels=node["in"],
+        )
         self.params[node["name"] + ".weight"] = block.weight
         if node["bias"]:
             self.params[node["name"] + ".bias"] = block.bias
@@ -88,12 +96,18 @@ class Builder:
 
     def op_bn(self, node):
         # Gluon's momentum is the weight of the old value: PyTorch's 0.1 is Gluon's 0.9.
-        block = self.gluon.nn.BatchNorm(momentum=1.0 - node["momentum"], epsilon=node["eps"],
-                                        in_channels=node["num"])
+        block = self.gluon.nn.BatchNorm(
+            momentum=1.0 - node["momentum"], epsilon=node["eps"], in_channels=node["num"]
+        )
         name = node["name"]
-        self.params.update({f"{name}.weight": block.gamma, f"{name}.bias": block.beta,
-                            f"{name}.running_mean": block.running_mean,
-                            f"{name}.running_var": block.running_var})
+        self.params.update(
+            {
+                f"{name}.weight": block.gamma,
+                f"{name}.bias": block.beta,
+                f"{name}.running_mean": block.running_mean,
+                f"{name}.running_var": block.running_var,
+            }
+        )
         return block
 
     def op_relu(self, node):
@@ -108,7 +122,8 @@ class Builder:
         if h == out and w == out:
             return None
         return self.gluon.nn.HybridLambda(
-            lambda F, x: F.contrib.AdaptiveAvgPooling2D(x, output_size=out))
+            lambda F, x: F.contrib.AdaptiveAvgPooling2D(x, output_size=out)
+        )
 
     def op_flatten(self, node):
         return self.gluon.nn.Flatten()
@@ -157,8 +172,7 @@ def assign_weights(mx, params, arrays, dtype="float32") -> None:
         if key not in arrays:
             raise ValueError(f"weights file lacks {key}")
         if tuple(param.shape) != arrays[key].shape:
-            raise ValueError(f"{key}: model shape {tuple(param.shape)} != file "
-                             f"{arrays[key].shape}")
+            raise ValueError(f"{key}: model shape {tuple(param.shape)} != file {arrays[key].shape}")
         param.set_data(mx.nd.array(arrays[key], dtype=dtype))
 
 
@@ -167,13 +181,18 @@ def read_weights(params):
 
 
 def make_trainer(gluon, net, job, kvstore, update_on_kvstore):
-    options = {"learning_rate": job["lr"], "momentum": job.get("momentum", 0.0),
-               "wd": job.get("weight_decay", 0.0)}
-    return gluon.Trainer(net.collect_params(), "sgd", options, kvstore=kvstore,
-                         update_on_kvstore=update_on_kvstore)
+    options = {
+        "learning_rate": job["lr"],
+        "momentum": job.get("momentum", 0.0),
+        "wd": job.get("weight_decay", 0.0),
+    }
+    return gluon.Trainer(
+        net.collect_params(), "sgd", options, kvstore=kvstore, update_on_kvstore=update_on_kvstore
+    )
 
 
 # ------------------------------------------------------------------------------ compare
+
 
 def run_compare(job) -> None:
     """For each precision: load, inference-mode loss on batch 0, K SGD steps, weights."""
@@ -185,15 +204,17 @@ def run_compare(job) -> None:
     for precision in job["precisions"]:
         net, params = build_model(mx, gluon, job["spec"], dropout=False)
         net.cast(precision)
-        assign_weights(mx, params, {k: v.astype(precision) for k, v in weights.items()},
-                       precision)
+        assign_weights(mx, params, {k: v.astype(precision) for k, v in weights.items()}, precision)
         net.hybridize(static_alloc=True, static_shape=True)
         arrays.update({f"init:{precision}:{k}": v for k, v in read_weights(params).items()})
         trainer = make_trainer(gluon, net, job, None, False)
         xs = batches["x"].astype(precision)
         ys = batches["y"].astype(precision)
-        eval_loss = float(loss_fn(net(mx.nd.array(xs[0], dtype=precision)),
-                                  mx.nd.array(ys[0], dtype=precision)).mean().asscalar())
+        eval_loss = float(
+            loss_fn(net(mx.nd.array(xs[0], dtype=precision)), mx.nd.array(ys[0], dtype=precision))
+            .mean()
+            .asscalar()
+        )
         losses = []
         for i in range(xs.shape[0]):
             x = mx.nd.array(xs[i], dtype=precision)
@@ -205,10 +226,14 @@ def run_compare(job) -> None:
             losses.append(float(loss.asscalar()))
         arrays.update({f"final:{precision}:{k}": v for k, v in read_weights(params).items()})
         mapped = {id(p) for p in params.values()}
-        info[precision] = {"losses": losses, "eval_loss": eval_loss,
-                           "unmapped_variables": [n for n, p in net.collect_params().items()
-                                                  if id(p) not in mapped],
-                           "native_shapes": {k: list(p.shape) for k, p in params.items()}}
+        info[precision] = {
+            "losses": losses,
+            "eval_loss": eval_loss,
+            "unmapped_variables": [
+                n for n, p in net.collect_params().items() if id(p) not in mapped
+            ],
+            "native_shapes": {k: list(p.shape) for k, p in params.items()},
+        }
     np.savez(job["out"] + ".npz", **arrays)
     common.write_json(job["out"] + ".json", info)
 
@@ -272,8 +297,16 @@ def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode) -> No
         timer.mark("comm" if mode == "async" else "update")
         step_time, phases = timer.end_step()
         extra = window.step_extra(step) if window else {}
-        recorder.step(step, step < job["warmup"], timer.start_wall, step_time, len(yb),
-                      phases, loss=float(loss.asscalar()), **extra)
+        recorder.step(
+            step,
+            step < job["warmup"],
+            timer.start_wall,
+            step_time,
+            len(yb),
+            phases,
+            loss=float(loss.asscalar()),
+            **extra,
+        )
         if window and window.after_step(step, timer.start_wall, step_time):
             profiler.finish(window.span)
 
@@ -290,26 +323,38 @@ class OpProfiler:
         self.trace = str(Path(job["run_dir"]) / f"trace_rank{rank}.json")
 
     def start(self) -> None:
-        self.mx.profiler.set_config(profile_symbolic=True, profile_imperative=True,
-                                    profile_memory=False, profile_api=False,
-                                    aggregate_stats=False, filename=self.trace)
+        self.mx.profiler.set_config(
+            profile_symbolic=True,
+            profile_imperative=True,
+            profile_memory=False,
+            profile_api=False,
+            aggregate_stats=False,
+            filename=self.trace,
+        )
         self.mx.profiler.set_state("run")
 
     def finish(self, span) -> None:
         self.mx.profiler.set_state("stop")
         self.mx.profiler.dump(finished=True)
         trace = json.loads(Path(self.trace).read_text(encoding="utf-8"))
-        common.write_op_events(self.run_dir, self.rank, FRAMEWORK, "mx.profiler",
-                               trace_op_events(trace.get("traceEvents", [])),
-                               span)
+        common.write_op_events(
+            self.run_dir,
+            self.rank,
+            FRAMEWORK,
+            "mx.profiler",
+            trace_op_events(trace.get("traceEvents", [])),
+            span,
+        )
 
 
 def trace_op_events(trace_events) -> list:
     """Operator events of a Chrome trace: ``X`` events, and ``B``/``E`` pairs per thread."""
     intervals, open_events = [], {}
     # The dump is not in time order; at equal times an operator ends before the next begins.
-    ordered = sorted((e for e in trace_events if e.get("cat") == "operator" and "ts" in e),
-                     key=lambda e: (e["ts"], 0 if e["ph"] == "E" else 1))
+    ordered = sorted(
+        (e for e in trace_events if e.get("cat") == "operator" and "ts" in e),
+        key=lambda e: (e["ts"], 0 if e["ph"] == "E" else 1),
+    )
     for event in ordered:
         thread = (event.get("pid"), event.get("tid"))
         if event["ph"] == "X":
@@ -325,14 +370,17 @@ def trace_op_events(trace_events) -> list:
 def _summary_extra(mx, kvstore, mode: str):
     extra = {"framework_versions": {"mxnet": mx.__version__}, "engine": "Gluon, no kvstore"}
     if kvstore is not None:
-        extra.update(engine=f"Gluon, kvstore {kvstore.type}, {kvstore.num_workers} workers",
-                     kvstore_rank=kvstore.rank)
+        extra.update(
+            engine=f"Gluon, kvstore {kvstore.type}, {kvstore.num_workers} workers",
+            kvstore_rank=kvstore.rank,
+        )
     if mode == "async":
         extra["unseparated_phases"] = {"comm": ["push", "update", "pull"]}
     return extra
 
 
 # ------------------------------------------------------------------------------ entry point
+
 
 def main() -> int:
     job = common.read_job(sys.argv[1])

@@ -38,26 +38,41 @@ def _conv(name: str, m: nn.Conv2d) -> Node:
         raise UserError(f"{name}: dilated or non-zero-padded convs are not supported")
     if isinstance(m.padding, str):
         raise UserError(f"{name}: string padding '{m.padding}' is not supported by adapters")
-    return {"op": "conv", "name": name, "in": m.in_channels, "out": m.out_channels,
-            "kernel": _pair(m.kernel_size, "kernel", name),
-            "stride": _pair(m.stride, "stride", name),
-            "padding": _pair(m.padding, "padding", name), "groups": m.groups,
-            "bias": m.bias is not None}
+    return {
+        "op": "conv",
+        "name": name,
+        "in": m.in_channels,
+        "out": m.out_channels,
+        "kernel": _pair(m.kernel_size, "kernel", name),
+        "stride": _pair(m.stride, "stride", name),
+        "padding": _pair(m.padding, "padding", name),
+        "groups": m.groups,
+        "bias": m.bias is not None,
+    }
 
 
 def _bn(name: str, m: nn.BatchNorm2d) -> Node:
     if m.momentum is None or not m.affine or not m.track_running_stats:
         raise UserError(f"{name}: BatchNorm needs momentum, affine and running stats")
-    return {"op": "bn", "name": name, "num": m.num_features, "eps": float(m.eps),
-            "momentum": float(m.momentum)}
+    return {
+        "op": "bn",
+        "name": name,
+        "num": m.num_features,
+        "eps": float(m.eps),
+        "momentum": float(m.momentum),
+    }
 
 
 def _maxpool(name: str, m: nn.MaxPool2d) -> Node:
     if m.ceil_mode or _pair(m.dilation, "dilation", name) != 1:
         raise UserError(f"{name}: ceil_mode or dilated max-pool is not supported")
-    return {"op": "maxpool", "name": name, "kernel": _pair(m.kernel_size, "kernel", name),
-            "stride": _pair(m.stride or m.kernel_size, "stride", name),
-            "padding": _pair(m.padding, "padding", name)}
+    return {
+        "op": "maxpool",
+        "name": name,
+        "kernel": _pair(m.kernel_size, "kernel", name),
+        "stride": _pair(m.stride or m.kernel_size, "stride", name),
+        "padding": _pair(m.padding, "padding", name),
+    }
 
 
 def _leaf(name: str, m: nn.Module) -> Node:
@@ -73,18 +88,24 @@ def _leaf(name: str, m: nn.Module) -> Node:
         size = m.output_size  # int or a tuple; None entries (keep the size) are refused
         if size is None or (isinstance(size, tuple) and None in size):
             raise UserError(f"{name}: adaptive pooling that keeps a side is not supported")
-        return {"op": "adaptive_avgpool", "name": name,
-                "out": _pair(size, "output", name)}  # type: ignore[arg-type]
+        return {"op": "adaptive_avgpool", "name": name, "out": _pair(size, "output", name)}  # type: ignore[arg-type]
     if isinstance(m, nn.Flatten):
         return {"op": "flatten", "name": name}
     if isinstance(m, nn.Linear):
-        return {"op": "linear", "name": name, "in": m.in_features, "out": m.out_features,
-                "bias": m.bias is not None}
+        return {
+            "op": "linear",
+            "name": name,
+            "in": m.in_features,
+            "out": m.out_features,
+            "bias": m.bias is not None,
+        }
     if isinstance(m, nn.Dropout):
         return {"op": "dropout", "name": name, "p": float(m.p)}
-    raise UserError(f"module '{name}' ({type(m).__name__}) has no cross-framework "
-                    "equivalent; adapters support conv, batch-norm, ReLU, pooling, linear, "
-                    "dropout and ResNet blocks")
+    raise UserError(
+        f"module '{name}' ({type(m).__name__}) has no cross-framework "
+        "equivalent; adapters support conv, batch-norm, ReLU, pooling, linear, "
+        "dropout and ResNet blocks"
+    )
 
 
 def _join(prefix: str, name: str) -> str:
@@ -97,8 +118,7 @@ def _residual(name: str, m: BasicBlock | Bottleneck) -> Node:
         parts += ["relu", "conv3", "bn3"]
     body = [_leaf(_join(name, p), getattr(m, p)) for p in parts]
     shortcut = [] if m.downsample is None else _walk(m.downsample, _join(name, "downsample"))
-    return {"op": "residual", "name": name, "body": body, "shortcut": shortcut,
-            "post": "relu"}
+    return {"op": "residual", "name": name, "body": body, "shortcut": shortcut, "post": "relu"}
 
 
 def _walk(module: nn.Module, prefix: str) -> list[Node]:
@@ -112,8 +132,9 @@ def _walk(module: nn.Module, prefix: str) -> list[Node]:
     return [_leaf(prefix, module)]
 
 
-def _attach_shapes(model: nn.Module, nodes: list[Node], input_shape: tuple[int, int, int],
-                   device: torch.device) -> None:
+def _attach_shapes(
+    model: nn.Module, nodes: list[Node], input_shape: tuple[int, int, int], device: torch.device
+) -> None:
     """Record every node's per-sample input shape (first call of its module) by running one
     sample through the model with forward pre-hooks."""
     shapes: dict[str, list[int]] = {}
@@ -121,6 +142,7 @@ def _attach_shapes(model: nn.Module, nodes: list[Node], input_shape: tuple[int, 
     def remember(name: str) -> Any:
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             shapes.setdefault(name, [int(d) for d in args[0].shape[1:]])
+
         return hook
 
     handles = [m.register_forward_pre_hook(remember(n)) for n, m in model.named_modules()]
@@ -153,15 +175,20 @@ def _mark_flatten_inputs(nodes: list[Node]) -> None:
             pending = None
 
 
-def export_spec(model: nn.Module, input_shape: tuple[int, int, int],
-                num_classes: int) -> dict[str, Any]:
+def export_spec(
+    model: nn.Module, input_shape: tuple[int, int, int], num_classes: int
+) -> dict[str, Any]:
     """The JSON-ready description of ``model`` for inputs of ``input_shape`` (C, H, W)."""
     nodes = _walk(model, "")
     device = next(model.parameters()).device
     _attach_shapes(model, nodes, input_shape, device)
     _mark_flatten_inputs(nodes)
-    return {"format": 1, "input_shape": list(input_shape), "num_classes": num_classes,
-            "nodes": nodes}
+    return {
+        "format": 1,
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "nodes": nodes,
+    }
 
 
 def iter_nodes(nodes: list[Node]) -> list[Node]:

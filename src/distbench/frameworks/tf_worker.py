@@ -47,8 +47,9 @@ if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
 
 
 def _load_common():
-    spec = importlib.util.spec_from_file_location("distbench_adapter_common",
-                                                  HERE / "adapter_common.py")
+    spec = importlib.util.spec_from_file_location(
+        "distbench_adapter_common", HERE / "adapter_common.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -74,6 +75,7 @@ def import_tf(threads: int | None):
 
 
 # ------------------------------------------------------------------------------ the model
+
 
 def _pool_matrix(size_in: int, size_out: int) -> np.ndarray:
     """PyTorch's adaptive average pooling along one axis as an (out, in) matrix."""
@@ -101,9 +103,15 @@ class Builder:
         layers = self.keras.layers
         if node["padding"]:
             x = layers.ZeroPadding2D(node["padding"])(x)
-        layer = layers.Conv2D(node["out"], node["kernel"], strides=node["stride"],
-                              padding="valid", groups=node["groups"], use_bias=node["bias"],
-                              name=_safe(node["name"]))
+        layer = layers.Conv2D(
+            node["out"],
+            node["kernel"],
+            strides=node["stride"],
+            padding="valid",
+            groups=node["groups"],
+            use_bias=node["bias"],
+            name=_safe(node["name"]),
+        )
         x = layer(x)
         self.variables[node["name"] + ".weight"] = layer.kernel
         if node["bias"]:
@@ -113,12 +121,18 @@ class Builder:
     def op_bn(self, node, x):
         # Keras' momentum is the weight of the old value: PyTorch's 0.1 is Keras' 0.9.
         layer = self.keras.layers.BatchNormalization(
-            momentum=1.0 - node["momentum"], epsilon=node["eps"], name=_safe(node["name"]))
+            momentum=1.0 - node["momentum"], epsilon=node["eps"], name=_safe(node["name"])
+        )
         x = layer(x)
         name = node["name"]
-        self.variables.update({f"{name}.weight": layer.gamma, f"{name}.bias": layer.beta,
-                               f"{name}.running_mean": layer.moving_mean,
-                               f"{name}.running_var": layer.moving_variance})
+        self.variables.update(
+            {
+                f"{name}.weight": layer.gamma,
+                f"{name}.bias": layer.beta,
+                f"{name}.running_mean": layer.moving_mean,
+                f"{name}.running_var": layer.moving_variance,
+            }
+        )
         return x
 
     def op_relu(self, node, x):
@@ -128,8 +142,11 @@ class Builder:
         pad = node["padding"]
         if pad:  # PyTorch pads max-pooling with -inf, not zeros
             tf = self.tf
-            x = self.keras.layers.Lambda(lambda t: tf.pad(
-                t, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=float("-inf")))(x)
+            x = self.keras.layers.Lambda(
+                lambda t: tf.pad(
+                    t, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=float("-inf")
+                )
+            )(x)
         return self.keras.layers.MaxPooling2D(node["kernel"], node["stride"], "valid")(x)
 
     def op_adaptive_avgpool(self, node, x):
@@ -141,15 +158,19 @@ class Builder:
             return self.keras.layers.AveragePooling2D((h // out, w // out))(x)
         ph, pw = _pool_matrix(h, out), _pool_matrix(w, out)
         tf = self.tf
-        return self.keras.layers.Lambda(lambda t: tf.einsum(
-            "nhwc,oh,pw->nopc", t, tf.constant(ph, t.dtype), tf.constant(pw, t.dtype)))(x)
+        return self.keras.layers.Lambda(
+            lambda t: tf.einsum(
+                "nhwc,oh,pw->nopc", t, tf.constant(ph, t.dtype), tf.constant(pw, t.dtype)
+            )
+        )(x)
 
     def op_flatten(self, node, x):
         return self.keras.layers.Flatten()(x)
 
     def op_linear(self, node, x):
-        layer = self.keras.layers.Dense(node["out"], use_bias=node["bias"],
-                                        name=_safe(node["name"]))
+        layer = self.keras.layers.Dense(
+            node["out"], use_bias=node["bias"], name=_safe(node["name"])
+        )
         x = layer(x)
         self.variables[node["name"] + ".weight"] = layer.kernel
         if node["bias"]:
@@ -187,8 +208,7 @@ def assign_weights(variables, arrays) -> None:
         raise ValueError(f"weights file lacks {missing[:3]}")
     for key, var in variables.items():
         if tuple(var.shape) != arrays[key].shape:
-            raise ValueError(f"{key}: model shape {tuple(var.shape)} != file "
-                             f"{arrays[key].shape}")
+            raise ValueError(f"{key}: model shape {tuple(var.shape)} != file {arrays[key].shape}")
         var.assign(arrays[key])
 
 
@@ -198,6 +218,7 @@ def read_weights(variables):
 
 # ------------------------------------------------------------------------------ training
 
+
 class Trainer:
     """Compiled functions of one SGD step, split so each phase can be timed."""
 
@@ -206,8 +227,11 @@ class Trainer:
         self.lr, self.momentum, self.wd = lr, momentum, weight_decay
         self.trainable = list(model.trainable_variables)
         with strategy.scope():
-            self.buffers = ([tf.Variable(tf.zeros_like(v.value), trainable=False)
-                             for v in self.trainable] if momentum else [])
+            self.buffers = (
+                [tf.Variable(tf.zeros_like(v.value), trainable=False) for v in self.trainable]
+                if momentum
+                else []
+            )
         self.grads = tf.function(self._grads)
         self.reduce = tf.function(self._reduce)
         self.grads_all_reduced = tf.function(self._grads_all_reduced)
@@ -217,14 +241,16 @@ class Trainer:
     def _loss(self, x, y, training):
         tf = self.tf
         logits = self.model(x, training=training)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=y, logits=logits))
+        return tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        )
 
     def _grads(self, x, y):
         def replica(x, y):
             with self.tf.GradientTape() as tape:
                 loss = self._loss(x, y, True)
             return loss, tape.gradient(loss, self.trainable)
+
         return self.strategy.run(replica, args=(x, y))
 
     def _grads_all_reduced(self, x, y):
@@ -245,11 +271,13 @@ class Trainer:
             with tf.control_dependencies(reduced):
                 after = tf.timestamp()
             return loss, reduced, after - before
+
         return self.strategy.run(replica, args=(x, y))
 
     def _reduce(self, grads):
         def replica(g):
             return self.tf.distribute.get_replica_context().all_reduce("MEAN", g)
+
         return self.strategy.run(replica, args=(grads,))
 
     def _update(self, grads):
@@ -272,11 +300,17 @@ class Trainer:
 
 # ------------------------------------------------------------------------------ compare
 
+
 def run_compare(job) -> None:
     """For each precision: load, inference-mode loss on batch 0, K SGD steps, weights."""
     tf, keras = import_tf(job.get("threads"))
-    arrays, info = {}, {"framework": FRAMEWORK, "versions": {"tensorflow": tf.__version__,
-                                                             "keras": keras.__version__}}
+    arrays, info = (
+        {},
+        {
+            "framework": FRAMEWORK,
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        },
+    )
     weights = common.load_arrays(job["weights"])
     batches = common.load_arrays(job["batches"])
     for precision in job["precisions"]:
@@ -284,8 +318,14 @@ def run_compare(job) -> None:
         model, variables = build_model(tf, keras, job["spec"], dropout=False)
         assign_weights(variables, {k: v.astype(precision) for k, v in weights.items()})
         arrays.update({f"init:{precision}:{k}": v for k, v in read_weights(variables).items()})
-        trainer = Trainer(tf, tf.distribute.get_strategy(), model, job["lr"],
-                          job.get("momentum", 0.0), job.get("weight_decay", 0.0))
+        trainer = Trainer(
+            tf,
+            tf.distribute.get_strategy(),
+            model,
+            job["lr"],
+            job.get("momentum", 0.0),
+            job.get("weight_decay", 0.0),
+        )
         xs = batches["x"].astype(precision)
         ys = batches["y"].astype(np.int64)
         eval_loss = float(trainer.eval_loss(tf.constant(xs[0]), tf.constant(ys[0])))
@@ -296,10 +336,12 @@ def run_compare(job) -> None:
             losses.append(float(trainer.local(loss)))
         arrays.update({f"final:{precision}:{k}": v for k, v in read_weights(variables).items()})
         mapped = {id(v) for v in variables.values()}
-        info[precision] = {"losses": losses, "eval_loss": eval_loss,
-                           "unmapped_variables": [v.path for v in model.weights
-                                                  if id(v) not in mapped],
-                           "native_shapes": {k: list(v.shape) for k, v in variables.items()}}
+        info[precision] = {
+            "losses": losses,
+            "eval_loss": eval_loss,
+            "unmapped_variables": [v.path for v in model.weights if id(v) not in mapped],
+            "native_shapes": {k: list(v.shape) for k, v in variables.items()},
+        }
     keras.config.set_dtype_policy("float32")
     np.savez(job["out"] + ".npz", **arrays)
     common.write_json(job["out"] + ".json", info)
@@ -307,9 +349,11 @@ def run_compare(job) -> None:
 
 # ------------------------------------------------------------------------------ sync training
 
+
 def _tf_config(job, task_type: str, index: int) -> None:
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": job["cluster"],
-                                          "task": {"type": task_type, "index": index}})
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": job["cluster"], "task": {"type": task_type, "index": index}}
+    )
 
 
 def run_sync(job, rank: int) -> None:
@@ -324,16 +368,23 @@ def run_sync(job, rank: int) -> None:
             strategy = tf.distribute.get_strategy()
         else:
             options = tf.distribute.experimental.CommunicationOptions(
-                implementation=tf.distribute.experimental.CommunicationImplementation.RING)
-            strategy = tf.distribute.MultiWorkerMirroredStrategy(
-                communication_options=options)
+                implementation=tf.distribute.experimental.CommunicationImplementation.RING
+            )
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         with strategy.scope():
             model, variables = build_model(tf, keras, job["spec"])
         assign_weights(variables, common.load_arrays(job["weights"]))
-        trainer = Trainer(tf, strategy, model, job["lr"], job.get("momentum", 0.0),
-                          job.get("weight_decay", 0.0))
-        _sync_loop(tf, job, trainer, recorder, common.Batches(job["batches"][rank]),
-                   all_reduce=not sequential)
+        trainer = Trainer(
+            tf, strategy, model, job["lr"], job.get("momentum", 0.0), job.get("weight_decay", 0.0)
+        )
+        _sync_loop(
+            tf,
+            job,
+            trainer,
+            recorder,
+            common.Batches(job["batches"][rank]),
+            all_reduce=not sequential,
+        )
         recorder.summary(_summary_extra(tf, keras, job["strategy"]))
     except Exception as exc:
         recorder.error(f"rank {rank}: {type(exc).__name__}: {exc}")
@@ -367,8 +418,16 @@ def _sync_loop(tf, job, trainer, recorder, batches, all_reduce: bool) -> None:
         timer.mark("update")
         step_time, phases = timer.end_step()
         extra = window.step_extra(step) if window else {}
-        recorder.step(step, step < job["warmup"], timer.start_wall, step_time, len(yb),
-                      phases, loss=loss_value, **extra)
+        recorder.step(
+            step,
+            step < job["warmup"],
+            timer.start_wall,
+            step_time,
+            len(yb),
+            phases,
+            loss=loss_value,
+            **extra,
+        )
         if window and window.after_step(step, timer.start_wall, step_time):
             profiler.finish(window.span)
 
@@ -390,16 +449,21 @@ class OpProfiler:
         import time
 
         options = self.tf.profiler.experimental.ProfilerOptions(
-            host_tracer_level=2, python_tracer_level=0, device_tracer_level=0)
+            host_tracer_level=2, python_tracer_level=0, device_tracer_level=0
+        )
         self.started_wall = time.time()
         self.tf.profiler.experimental.start(self.logdir, options=options)
 
     def finish(self, span) -> None:
         self.tf.profiler.experimental.stop()
-        common.write_op_events(self.run_dir, self.rank, FRAMEWORK,
-                               "tf.profiler (XSpace host plane)",
-                               xplane_op_events(self.logdir, self.started_wall),
-                               span)
+        common.write_op_events(
+            self.run_dir,
+            self.rank,
+            FRAMEWORK,
+            "tf.profiler (XSpace host plane)",
+            xplane_op_events(self.logdir, self.started_wall),
+            span,
+        )
 
 
 def xplane_op_events(logdir: str, fallback_start_s: float) -> list[dict]:
@@ -424,8 +488,14 @@ def xplane_op_events(logdir: str, fallback_start_s: float) -> list[dict]:
                 if not metadata.display_name:
                     continue  # executor and threadpool bookkeeping, not an operator
                 start_us = (base_ns + line.timestamp_ns) / 1e3 + event.offset_ps / 1e6
-                intervals.append((op_label(metadata.name, metadata.display_name), start_us,
-                                  start_us + event.duration_ps / 1e6, line.id))
+                intervals.append(
+                    (
+                        op_label(metadata.name, metadata.display_name),
+                        start_us,
+                        start_us + event.duration_ps / 1e6,
+                        line.id,
+                    )
+                )
     return common.self_times(intervals)
 
 
@@ -455,28 +525,35 @@ def _profile_start_ns(space) -> int | None:
 
 
 def _summary_extra(tf, keras, mode: str):
-    common_extra = {"framework_versions": {"tensorflow": tf.__version__,
-                                           "keras": keras.__version__},
-                    "unseparated_phases": {"backward": ["forward", "backward"]}}
+    common_extra = {
+        "framework_versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "unseparated_phases": {"backward": ["forward", "backward"]},
+    }
     if mode == "sequential":
         return {**common_extra, "engine": "default strategy, one process"}
     if mode == "sync":
         return {**common_extra, "engine": "MultiWorkerMirroredStrategy (RING all-reduce)"}
     common_extra["unseparated_phases"] = {
-        "backward": ["pull", "forward", "backward", "push", "update"]}
-    return {**common_extra, "engine": "ParameterServerStrategy + ClusterCoordinator",
-            "step_times": "measured on the worker with tf.timestamp"}
+        "backward": ["pull", "forward", "backward", "push", "update"]
+    }
+    return {
+        **common_extra,
+        "engine": "ParameterServerStrategy + ClusterCoordinator",
+        "step_times": "measured on the worker with tf.timestamp",
+    }
 
 
 # ------------------------------------------------------------------------------ async training
+
 
 def run_server(job, task_type: str, index: int) -> None:
     """A worker or ps task of ParameterServerStrategy: serve until the launcher stops us."""
     _tf_config(job, task_type, index)
     tf, _ = import_tf(job.get("threads"))
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    server = tf.distribute.Server(resolver.cluster_spec(), job_name=task_type,
-                                  task_index=index, protocol="grpc", start=True)
+    server = tf.distribute.Server(
+        resolver.cluster_spec(), job_name=task_type, task_index=index, protocol="grpc", start=True
+    )
     server.join()
 
 
@@ -486,8 +563,10 @@ def run_coordinator(job) -> None:
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
     workers = job["workers"]
-    recorders = [common.Recorder(job["run_dir"], r, "worker", FRAMEWORK, job.get("threads"))
-                 for r in range(workers)]
+    recorders = [
+        common.Recorder(job["run_dir"], r, "worker", FRAMEWORK, job.get("threads"))
+        for r in range(workers)
+    ]
     try:
         with strategy.scope():
             model, variables = build_model(tf, keras, job["spec"])
@@ -512,8 +591,9 @@ def _async_step_fn(tf, strategy, model, lr):
             start = tf.timestamp()
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=y, logits=logits))
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+                )
             grads = tape.gradient(loss, trainable)
             for var, grad in zip(trainable, grads, strict=True):
                 var.assign_sub(lr * grad)
@@ -521,6 +601,7 @@ def _async_step_fn(tf, strategy, model, lr):
                 end = tf.timestamp()
             worker = tf.distribute.coordinator.experimental_get_current_worker_index()
             return loss, start, end, worker
+
         return strategy.run(replica, args=(x, y))
 
     return step
@@ -548,19 +629,27 @@ def _record_async(job, done, recorders) -> None:
     by_worker = {}
     for loss, start, end, worker in done:
         by_worker.setdefault(int(worker) % job["workers"], []).append(
-            (float(start), float(end), float(loss)))
+            (float(start), float(end), float(loss))
+        )
     for rank, steps in by_worker.items():
         previous_end = None
         for step, (start, end, loss) in enumerate(sorted(steps)):
             compute = end - start
             cycle = compute if previous_end is None else max(compute, end - previous_end)
             previous_end = end
-            recorders[rank].step(step, step < job["warmup"], start, cycle,
-                                 int(job["batch_size"]),
-                                 {"backward": compute, "wait": cycle - compute}, loss=loss)
+            recorders[rank].step(
+                step,
+                step < job["warmup"],
+                start,
+                cycle,
+                int(job["batch_size"]),
+                {"backward": compute, "wait": cycle - compute},
+                loss=loss,
+            )
 
 
 # ------------------------------------------------------------------------------ entry point
+
 
 def main() -> int:
     job = common.read_job(sys.argv[1])

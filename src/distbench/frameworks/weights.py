@@ -67,8 +67,7 @@ def _node_by_key(spec: dict[str, Any]) -> dict[str, Node]:
     return {key: node for node in weighted_nodes(spec) for key in param_keys(node)}
 
 
-def to_framework(framework: str, spec: dict[str, Any], weights: Mapping[str, np.ndarray]
-                 ) -> Arrays:
+def to_framework(framework: str, spec: dict[str, Any], weights: Mapping[str, np.ndarray]) -> Arrays:
     """PyTorch-layout weights -> the framework's layout (same keys, float32)."""
     nodes = _node_by_key(spec)
     out: Arrays = {}
@@ -84,8 +83,9 @@ def to_framework(framework: str, spec: dict[str, Any], weights: Mapping[str, np.
     return out
 
 
-def from_framework(framework: str, spec: dict[str, Any], arrays: Mapping[str, np.ndarray]
-                   ) -> Arrays:
+def from_framework(
+    framework: str, spec: dict[str, Any], arrays: Mapping[str, np.ndarray]
+) -> Arrays:
     """The framework's layout -> PyTorch's (dtype kept); keys the spec lacks are left out."""
     nodes = _node_by_key(spec)
     out: Arrays = {}
@@ -116,8 +116,13 @@ def bn_sample_count(node: Node, batch: int) -> int:
     return int(batch * h * w)
 
 
-def to_torch_convention(spec: dict[str, Any], arrays: Mapping[str, np.ndarray],
-                        initial: Mapping[str, np.ndarray], batch: int, steps: int) -> Arrays:
+def to_torch_convention(
+    spec: dict[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    initial: Mapping[str, np.ndarray],
+    batch: int,
+    steps: int,
+) -> Arrays:
     """Map running variances updated with the biased batch variance (Keras 3, MXNet) to
     PyTorch's unbiased convention after ``steps`` training steps of ``batch`` samples."""
     out = dict(arrays)

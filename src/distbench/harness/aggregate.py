@@ -68,12 +68,18 @@ def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> dict[st
     measured = governing.measured_steps()
     comm = [s["comm_total"] for s in measured if "comm_total" in s]
     return {
-        "throughput_median": throughput.median, "throughput_ci_low": throughput.ci95_low,
-        "throughput_ci_high": throughput.ci95_high, "step_time_median": step.median,
-        "step_time_p90": step.p90, "step_time_mean": fmean(s["step_time"] for s in measured),
-        "breakdown": mean_phases(measured), "comm_total": fmean(comm) if comm else None,
-        "governing_rank": governing.rank, "final_loss": _final_loss(workers),
-        **_memory(records), "per_rank": [_rank_summary(r) for r in records.values()],
+        "throughput_median": throughput.median,
+        "throughput_ci_low": throughput.ci95_low,
+        "throughput_ci_high": throughput.ci95_high,
+        "step_time_median": step.median,
+        "step_time_p90": step.p90,
+        "step_time_mean": fmean(s["step_time"] for s in measured),
+        "breakdown": mean_phases(measured),
+        "comm_total": fmean(comm) if comm else None,
+        "governing_rank": governing.rank,
+        "final_loss": _final_loss(workers),
+        **_memory(records),
+        "per_rank": [_rank_summary(r) for r in records.values()],
         "extra": _extras(records),
     }
 
@@ -90,8 +96,9 @@ def _final_loss(workers: list[RankRecords]) -> float | None:
 def _memory(records: dict[int, RankRecords]) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for key in ("peak_rss_bytes", "allocated_peak_bytes", "reserved_peak_bytes"):
-        values = [r.summary[key] for r in records.values()
-                  if r.summary and r.summary.get(key) is not None]
+        values = [
+            r.summary[key] for r in records.values() if r.summary and r.summary.get(key) is not None
+        ]
         out[key] = max(values) if values else None
     return out
 
@@ -99,8 +106,11 @@ def _memory(records: dict[int, RankRecords]) -> dict[str, int | None]:
 def _rank_summary(rank: RankRecords) -> dict[str, Any]:
     measured = rank.measured_steps()
     return {
-        "rank": rank.rank, "role": rank.role, "host": rank.meta.get("host"),
-        "threads": rank.meta.get("threads"), "steps": len(measured),
+        "rank": rank.rank,
+        "role": rank.role,
+        "host": rank.meta.get("host"),
+        "threads": rank.meta.get("threads"),
+        "steps": len(measured),
         "step_time_mean": fmean(s["step_time"] for s in measured) if measured else None,
         "breakdown": mean_phases(measured) if measured else {},
         "peak_rss_bytes": (rank.summary or {}).get("peak_rss_bytes"),

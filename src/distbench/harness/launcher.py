@@ -49,12 +49,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def torchrun_command(cfg: RunConfig, run_dir: Path, port: int) -> list[str]:
     nproc = cfg.processes() // cfg.nnodes
-    return [sys.executable, "-m", "torch.distributed.run",
-            f"--nnodes={cfg.nnodes}", f"--node-rank={cfg.node_rank}",
-            f"--nproc-per-node={nproc}", f"--master-addr={cfg.master_addr}",
-            f"--master-port={port}", "--max-restarts=0", "--monitor-interval=0.2",
-            f"--log-dir={run_dir / 'logs'}", "--redirects=3",
-            "-m", worker_program(cfg), str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={cfg.nnodes}",
+        f"--node-rank={cfg.node_rank}",
+        f"--nproc-per-node={nproc}",
+        f"--master-addr={cfg.master_addr}",
+        f"--master-port={port}",
+        "--max-restarts=0",
+        "--monitor-interval=0.2",
+        f"--log-dir={run_dir / 'logs'}",
+        "--redirects=3",
+        "-m",
+        worker_program(cfg),
+        str(run_dir),
+    ]
 
 
 def worker_program(cfg: RunConfig) -> str:
@@ -75,14 +86,16 @@ def warn_lost_ranks(run_dir: Path) -> None:
     for rank, records in sorted(read_run_records(run_dir).items()):
         lost = ((records.summary or {}).get("extra") or {}).get("lost")
         if lost:
-            sys.stderr.write(f"warning: rank {rank} was lost ({lost}); the run completed "
-                             "without it\n")
+            sys.stderr.write(
+                f"warning: rank {rank} was lost ({lost}); the run completed without it\n"
+            )
 
 
 def worker_environment(threads: int) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    )
     return env
 
 
@@ -112,8 +125,9 @@ def _signal_quietly(process: psutil.Process, sig: signal.Signals) -> None:
         process.send_signal(sig)
 
 
-def launch(cfg: RunConfig, run_dir: Path,
-           on_progress: Callable[[int], None] | None = None) -> LaunchOutcome:
+def launch(
+    cfg: RunConfig, run_dir: Path, on_progress: Callable[[int], None] | None = None
+) -> LaunchOutcome:
     """Run all local ranks of ``cfg`` to completion, failure or timeout."""
     if cfg.framework != "torch":  # issue 8: other frameworks start their own processes
         from distbench.frameworks.launch import launch_adapter  # imports this module
@@ -128,10 +142,15 @@ def launch(cfg: RunConfig, run_dir: Path,
     port = cfg.master_port or free_port()
     started = time.monotonic()
     with (run_dir / "launcher.log").open("wb") as log:
-        proc = subprocess.Popen(torchrun_command(cfg, run_dir, port), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=worker_environment(threads), start_new_session=True,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        proc = subprocess.Popen(
+            torchrun_command(cfg, run_dir, port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=worker_environment(threads),
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
         timed_out = _wait(proc, cfg.timeout, started, run_dir, on_progress)
     elapsed = time.monotonic() - started
     if timed_out:
@@ -142,8 +161,13 @@ def launch(cfg: RunConfig, run_dir: Path,
     return LaunchOutcome(code, None if code == 0 else diagnose_failure(run_dir), elapsed)
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float, started: float, run_dir: Path,
-          on_progress: Callable[[int], None] | None) -> bool:
+def _wait(
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    started: float,
+    run_dir: Path,
+    on_progress: Callable[[int], None] | None,
+) -> bool:
     """Poll until the launcher exits; True if we had to stop it for the timeout."""
     try:
         while proc.poll() is None:

@@ -30,8 +30,7 @@ from distbench.harness.records import read_run_records
 
 DEFAULT_INTERVAL_S = 0.25
 NET_SCOPE = "system-wide: all interfaces of the host, loopback included"
-SERIES = ("cpu_percent", "system_cpu_percent", "rss_bytes", "net_sent_bytes",
-          "net_recv_bytes")
+SERIES = ("cpu_percent", "system_cpu_percent", "rss_bytes", "net_sent_bytes", "net_recv_bytes")
 
 
 def resources_file(run_dir: Path, rank: int) -> Path:
@@ -41,14 +40,14 @@ def resources_file(run_dir: Path, rank: int) -> Path:
 class ResourceMonitor:
     """Samples CPU, RSS and network of the current process on a daemon thread."""
 
-    def __init__(self, path: Path, interval: float = DEFAULT_INTERVAL_S,
-                 pid: int | None = None) -> None:
+    def __init__(
+        self, path: Path, interval: float = DEFAULT_INTERVAL_S, pid: int | None = None
+    ) -> None:
         self.path = path
         self.interval = interval
         self._process = psutil.Process(pid)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="distbench-monitor",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="distbench-monitor", daemon=True)
         self._file: IO[str] | None = None
         self._net0 = (0, 0)
 
@@ -65,10 +64,14 @@ class ResourceMonitor:
         """One reading; CPU percentages cover the time since the previous reading."""
         net = psutil.net_io_counters()
         sent, recv = (net.bytes_sent, net.bytes_recv) if net else self._net0
-        return {"t": time.time(), "cpu_percent": self._process.cpu_percent(None),
-                "system_cpu_percent": psutil.cpu_percent(None),
-                "rss_bytes": int(self._process.memory_info().rss),
-                "net_sent_bytes": sent - self._net0[0], "net_recv_bytes": recv - self._net0[1]}
+        return {
+            "t": time.time(),
+            "cpu_percent": self._process.cpu_percent(None),
+            "system_cpu_percent": psutil.cpu_percent(None),
+            "rss_bytes": int(self._process.memory_info().rss),
+            "net_sent_bytes": sent - self._net0[0],
+            "net_recv_bytes": recv - self._net0[1],
+        }
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -113,8 +116,7 @@ def _thin(samples: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]
 
 def measured_window(run_dir: Path) -> tuple[float, float] | None:
     """Wall-clock span of the measured (non-warm-up) steps over all ranks."""
-    steps = [s for r in read_run_records(run_dir).values() for s in r.steps
-             if not s.get("warmup")]
+    steps = [s for r in read_run_records(run_dir).values() for s in r.steps if not s.get("warmup")]
     if not steps:
         return None
     return (min(s["t"] for s in steps), max(s["t"] + s["step_time"] for s in steps))
@@ -132,11 +134,17 @@ def compact_timelines(run_dir: Path, max_points: int = 150) -> dict[str, Any] | 
     if not timelines:
         return None
     t0 = min(samples[0]["t"] for samples in timelines.values())
-    ranks = {str(rank): _columns(_thin(samples, max_points), t0)
-             for rank, samples in sorted(timelines.items())}
+    ranks = {
+        str(rank): _columns(_thin(samples, max_points), t0)
+        for rank, samples in sorted(timelines.items())
+    }
     window = measured_window(run_dir)
-    return {"t0": t0, "net_scope": NET_SCOPE, "ranks": ranks,
-            "window": [window[0] - t0, window[1] - t0] if window else None}
+    return {
+        "t0": t0,
+        "net_scope": NET_SCOPE,
+        "ranks": ranks,
+        "window": [window[0] - t0, window[1] - t0] if window else None,
+    }
 
 
 def _columns(samples: list[dict[str, Any]], t0: float) -> dict[str, list[float]]:

@@ -35,8 +35,14 @@ def rank_file(run_dir: Path, rank: int) -> Path:
 class RankRecorder:
     """Appends one rank's records; a line per step, flushed so progress can be followed."""
 
-    def __init__(self, run_dir: Path, rank: int, role: str = "worker",
-                 framework: str = "torch", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        rank: int,
+        role: str = "worker",
+        framework: str = "torch",
+        threads: int | None = None,
+    ) -> None:
         self.rank = rank
         self._file: IO[str] = rank_file(run_dir, rank).open("a", encoding="utf-8")
         # Issue 6 (--profile-ops only): the operator profiler sets ``on_step`` (called after
@@ -45,18 +51,42 @@ class RankRecorder:
         self.on_step: Callable[[dict[str, Any]], None] | None = None
         self.profiled_calls: range = range(0)
         self._step_calls = 0
-        self._write({"kind": "meta", "role": role, "framework": framework,
-                     "host": socket.gethostname(), "pid": os.getpid(), "threads": threads})
+        self._write(
+            {
+                "kind": "meta",
+                "role": role,
+                "framework": framework,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "threads": threads,
+            }
+        )
 
     def _write(self, record: dict[str, Any]) -> None:
         record["rank"] = self.rank
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
-    def step(self, step: int, warmup: bool, start: float, step_time: float, samples: int,
-             phases: dict[str, float], **extra: Any) -> None:
-        record = {"kind": "step", "step": step, "warmup": warmup, "t": start,
-                  "step_time": step_time, "samples": samples, "phases": phases, **extra}
+    def step(
+        self,
+        step: int,
+        warmup: bool,
+        start: float,
+        step_time: float,
+        samples: int,
+        phases: dict[str, float],
+        **extra: Any,
+    ) -> None:
+        record = {
+            "kind": "step",
+            "step": step,
+            "warmup": warmup,
+            "t": start,
+            "step_time": step_time,
+            "samples": samples,
+            "phases": phases,
+            **extra,
+        }
         if self._step_calls in self.profiled_calls:  # issue 6: profiler overhead on this step
             record["profiled"] = True
         self._step_calls += 1

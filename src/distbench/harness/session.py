@@ -64,31 +64,51 @@ def describe_config(cfg: RunConfig) -> dict[str, Any]:
     threads = cfg.resolved_threads()
     local_processes = processes // cfg.nnodes
     return {
-        "model": cfg.model, "dataset": cfg.dataset, "strategy": cfg.strategy,
-        "framework": cfg.framework, "workers": cfg.workers, "processes": processes,
-        "threads_per_worker": threads, "global_batch": strategy.global_batch(cfg),
-        "local_batch": strategy.local_batch(cfg), "scaling": strategy.scaling,
-        "steps": cfg.steps, "warmup_steps": cfg.warmup,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "strategy": cfg.strategy,
+        "framework": cfg.framework,
+        "workers": cfg.workers,
+        "processes": processes,
+        "threads_per_worker": threads,
+        "global_batch": strategy.global_batch(cfg),
+        "local_batch": strategy.local_batch(cfg),
+        "scaling": strategy.scaling,
+        "steps": cfg.steps,
+        "warmup_steps": cfg.warmup,
         "oversubscribed": local_processes * threads > available_cores(),
         "config": cfg.to_dict(),
         "extra": {"network": network_info(cfg)},  # issue 7: rate, hosts, ranks per host
     }
 
 
-def execute_run(cfg: RunConfig, store: ResultStore, runs_dir: Path, env: dict[str, Any],
-                on_progress: Callable[[int], None] | None = None) -> dict[str, Any] | None:
+def execute_run(
+    cfg: RunConfig,
+    store: ResultStore,
+    runs_dir: Path,
+    env: dict[str, Any],
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any] | None:
     """Launch one run and store its result; returns the stored row (None on non-zero nodes)."""
     run_id = new_run_id()
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
-    row: dict[str, Any] = {"run_id": run_id, "created_at": datetime.now(UTC).isoformat(),
-                           "run_dir": str(run_dir), "env": env, **describe_config(cfg)}
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "run_dir": str(run_dir),
+        "env": env,
+        **describe_config(cfg),
+    }
     started = time.monotonic()
     try:
         outcome = launch(cfg, run_dir, on_progress)
     except KeyboardInterrupt:  # the launcher has stopped every rank; keep the record
-        row.update(status="failed", error="interrupted (Ctrl-C or SIGTERM)",
-                   duration_s=time.monotonic() - started)
+        row.update(
+            status="failed",
+            error="interrupted (Ctrl-C or SIGTERM)",
+            duration_s=time.monotonic() - started,
+        )
         if cfg.node_rank == 0:
             store.insert(row)
         raise
@@ -98,9 +118,15 @@ def execute_run(cfg: RunConfig, store: ResultStore, runs_dir: Path, env: dict[st
     if outcome.returncode == 0:
         try:
             network = row["extra"]["network"]
-            row.update(aggregate_run(read_run_records(run_dir),
-                                     strategy_facts(cfg.framework,  # issue 8
-                                                    cfg.strategy).synchronous))
+            row.update(
+                aggregate_run(
+                    read_run_records(run_dir),
+                    strategy_facts(
+                        cfg.framework,  # issue 8
+                        cfg.strategy,
+                    ).synchronous,
+                )
+            )
             row["extra"] = {**(row.get("extra") or {}), "network": network}  # issue 7
             row.update(status="ok", error=None)
         except RunFailed as exc:
@@ -108,8 +134,10 @@ def execute_run(cfg: RunConfig, store: ResultStore, runs_dir: Path, env: dict[st
     else:
         row.update(status="failed", error=outcome.error)
     # Issue 6: operator profile (--profile-ops) and resource timelines, compact copies.
-    row.update(operators=stored_operators(run_dir, row.get("governing_rank")),
-               resources=compact_timelines(run_dir))
+    row.update(
+        operators=stored_operators(run_dir, row.get("governing_rank")),
+        resources=compact_timelines(run_dir),
+    )
     store.insert(row)
     return row
 
@@ -119,8 +147,9 @@ def runs_dir_for(db_path: str | Path) -> Path:
     return Path(db_path).resolve().parent / "distbench-runs"
 
 
-def run_benchmarks(configs: list[RunConfig], db_path: str | Path,
-                   on_event: ProgressHook | None = None) -> list[dict[str, Any]]:
+def run_benchmarks(
+    configs: list[RunConfig], db_path: str | Path, on_event: ProgressHook | None = None
+) -> list[dict[str, Any]]:
     """Run every config in order; returns the stored rows with speedup and efficiency."""
     configs = [resolve_nodefile(cfg) for cfg in configs]  # issue 7: --nodefile
     cleanup_stale()  # issue 7: namespaces left by a run that was killed (SIGKILL)
@@ -133,8 +162,9 @@ def run_benchmarks(configs: list[RunConfig], db_path: str | Path,
     try:
         for index, cfg in enumerate(configs):
             notify("start", {"index": index, "total": len(configs), "config": cfg})
-            row = execute_run(cfg, store, runs_dir, env,
-                              lambda steps: notify("steps", {"done": steps}))
+            row = execute_run(
+                cfg, store, runs_dir, env, lambda steps: notify("steps", {"done": steps})
+            )
             if row is not None:
                 rows.append(row)
                 notify("done", {"index": index, "row": row})

@@ -34,5 +34,11 @@ def summarize(values: list[float]) -> Summary:
         raise ValueError("no measurements to summarize")
     array = np.asarray(values, dtype=float)
     low, high = median_ci95(values)
-    return Summary(median=float(np.median(array)), p90=float(np.percentile(array, 90)),
-                   mean=float(array.mean()), ci95_low=low, ci95_high=high, n=len(values))
+    return Summary(
+        median=float(np.median(array)),
+        p90=float(np.percentile(array, 90)),
+        mean=float(array.mean()),
+        ci95_low=low,
+        ci95_high=high,
+        n=len(values),
+    )

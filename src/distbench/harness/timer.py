@@ -13,8 +13,7 @@ from collections.abc import Callable
 
 # Canonical phase names, in display order. PS strategies split communication into
 # pull/push; pipelines report send/recv as comm and bubbles as wait.
-PHASES: tuple[str, ...] = ("data", "forward", "backward", "comm", "pull", "push", "wait",
-                           "update")
+PHASES: tuple[str, ...] = ("data", "forward", "backward", "comm", "pull", "push", "wait", "update")
 
 
 class PhaseTimer:

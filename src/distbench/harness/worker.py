@@ -42,8 +42,11 @@ def memory_summary(device: torch.device) -> dict[str, int | None]:
     if device.type == "cuda":
         allocated = int(torch.cuda.max_memory_allocated(device))
         reserved = int(torch.cuda.max_memory_reserved(device))
-    return {"peak_rss_bytes": int(peak_rss), "allocated_peak_bytes": allocated,
-            "reserved_peak_bytes": reserved}
+    return {
+        "peak_rss_bytes": int(peak_rss),
+        "allocated_peak_bytes": allocated,
+        "reserved_peak_bytes": reserved,
+    }
 
 
 def save_weights(path: str, weights: dict[str, np.ndarray]) -> None:
@@ -80,14 +83,16 @@ def run_rank(run_dir: Path) -> None:
     # that aggregation leaves it out of step times; the default is "worker".
     role_of = getattr(strategy_cls, "rank_role", None)
     role = role_of(cfg, rank) if role_of is not None else "worker"
-    recorder = RankRecorder(run_dir, rank, role=role, framework=cfg.framework,
-                            threads=threads)
+    recorder = RankRecorder(run_dir, rank, role=role, framework=cfg.framework, threads=threads)
     # Issue 6: a resource timeline on every rank (a background sampler thread, off the
     # training step) and, with --profile-ops only, torch.profiler driven by the recorder.
     monitor = ResourceMonitor(resources_file(run_dir, rank)).start()
     # Worker ranks only: a central PS server records its updates from serving threads.
-    profiler = (OperatorProfiler(cfg, run_dir, rank, device).attach(recorder)
-                if cfg.profile_ops and role == "worker" else None)
+    profiler = (
+        OperatorProfiler(cfg, run_dir, rank, device).attach(recorder)
+        if cfg.profile_ops and role == "worker"
+        else None
+    )
     try:
         if strategy_cls.uses_process_group:
             init_group(cfg, device)

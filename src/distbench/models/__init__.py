@@ -64,18 +64,26 @@ MODELS: dict[str, ModelSpec] = {
     "lenet5": ModelSpec("lenet5", lenet5, 32, 1, "LeNet-5 (LeCun et al. 1998)"),
     "alexnet": ModelSpec("alexnet", alexnet, 64, 3, "AlexNet (Krizhevsky et al. 2012)"),
     "vgg16": ModelSpec("vgg16", vgg16, 32, 3, "VGG-16 (Simonyan & Zisserman 2015)"),
-    "googlenet": ModelSpec("googlenet", googlenet, 32, 3,
-                           "GoogLeNet / Inception v1 with batch norm (Szegedy et al. 2015)"),
-    "squeezenet": ModelSpec("squeezenet", squeezenet, 32, 3,
-                            "SqueezeNet 1.1 (Iandola et al. 2016)"),
+    "googlenet": ModelSpec(
+        "googlenet",
+        googlenet,
+        32,
+        3,
+        "GoogLeNet / Inception v1 with batch norm (Szegedy et al. 2015)",
+    ),
+    "squeezenet": ModelSpec(
+        "squeezenet", squeezenet, 32, 3, "SqueezeNet 1.1 (Iandola et al. 2016)"
+    ),
     "resnet18": ModelSpec("resnet18", resnet18, 32, 3, "ResNet-18 (He et al. 2016)"),
     "resnet34": ModelSpec("resnet34", resnet34, 32, 3, "ResNet-34 (He et al. 2016)"),
     "resnet50": ModelSpec("resnet50", resnet50, 32, 3, "ResNet-50 (He et al. 2016)"),
     "resnext50": ModelSpec("resnext50", resnext50, 32, 3, "ResNeXt-50 32x4d (Xie et al. 2017)"),
-    "mobilenetv2": ModelSpec("mobilenetv2", mobilenetv2, 32, 3,
-                             "MobileNetV2 (Sandler et al. 2018)"),
-    "efficientnet_b0": ModelSpec("efficientnet_b0", efficientnet_b0, 32, 3,
-                                 "EfficientNet-B0 (Tan & Le 2019)"),
+    "mobilenetv2": ModelSpec(
+        "mobilenetv2", mobilenetv2, 32, 3, "MobileNetV2 (Sandler et al. 2018)"
+    ),
+    "efficientnet_b0": ModelSpec(
+        "efficientnet_b0", efficientnet_b0, 32, 3, "EfficientNet-B0 (Tan & Le 2019)"
+    ),
 }
 
 #: Smallest input side each zoo model accepts; 32 for the models not listed.
@@ -85,6 +93,7 @@ _USER_FORMS = "path/to/file.py:ClassName, package.module:ClassName"
 
 
 # ---------------------------------------------------------------------------- user models
+
 
 def _split_user_spec(spec: str) -> tuple[str, str]:
     """'where:Class' -> (where, Class); the last colon splits, so Windows drives survive."""
@@ -113,8 +122,9 @@ def _import_file(path_text: str) -> ModuleType:
         loader_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[mod_name]
-        raise UserError(f"could not import model file '{path_text}': "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise UserError(
+            f"could not import model file '{path_text}': {type(exc).__name__}: {exc}"
+        ) from exc
     return module
 
 
@@ -122,15 +132,16 @@ def _import_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except Exception as exc:
-        raise UserError(f"could not import module '{name}': "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise UserError(f"could not import module '{name}': {type(exc).__name__}: {exc}") from exc
 
 
 def _module_classes(module: ModuleType) -> list[str]:
     """Names of the nn.Module subclasses visible in ``module``, for error messages."""
-    return sorted(name for name, obj in vars(module).items()
-                  if inspect.isclass(obj) and issubclass(obj, nn.Module)
-                  and obj.__module__ == module.__name__)
+    return sorted(
+        name
+        for name, obj in vars(module).items()
+        if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
+    )
 
 
 def load_user_model_class(spec: str) -> type[nn.Module]:
@@ -164,11 +175,11 @@ def _build_user_model(spec: str, num_classes: int) -> nn.Module:
     try:
         return cls(num_classes=num_classes) if takes_classes else cls()
     except Exception as exc:
-        raise UserError(f"could not construct model '{spec}': "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise UserError(f"could not construct model '{spec}': {type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------- names and building
+
 
 def _is_user_spec(name: str) -> bool:
     return ":" in name
@@ -200,8 +211,9 @@ def model_defaults(name: str) -> tuple[int, int]:
     return int(size), int(channels)
 
 
-def build_model(name: str, num_classes: int, input_size: int | None = None,
-                in_channels: int | None = None) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, input_size: int | None = None, in_channels: int | None = None
+) -> nn.Module:
     """Build a zoo or user model; ``None`` input size / channels take the model's defaults.
 
     User models get only ``num_classes`` (their input shape is their own business).
@@ -216,14 +228,16 @@ def build_model(name: str, num_classes: int, input_size: int | None = None,
     channels = spec.default_channels if in_channels is None else in_channels
     min_size = _MIN_INPUT_SIZE.get(name, 32)
     if size < min_size:
-        raise UserError(f"model '{name}' needs inputs of at least {min_size}x{min_size}, "
-                        f"got {size}x{size}")
+        raise UserError(
+            f"model '{name}' needs inputs of at least {min_size}x{min_size}, got {size}x{size}"
+        )
     if channels < 1:
         raise UserError(f"in_channels must be at least 1, got {channels}")
     return spec.build(num_classes, size, channels)
 
 
 # ---------------------------------------------------------------------------- blocks and sizes
+
 
 def model_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Ordered blocks whose composition is ``model``: the children of an ``nn.Sequential``,
@@ -268,8 +282,7 @@ def describe_blocks(model: nn.Module, input_shape: tuple[int, int, int]) -> list
             for name, block in model_blocks(model):
                 x = block(x)
                 shape = tuple(int(d) for d in x.shape[1:])
-                infos.append(BlockInfo(name, count_parameters(block), shape,
-                                       4 * math.prod(shape)))
+                infos.append(BlockInfo(name, count_parameters(block), shape, 4 * math.prod(shape)))
     finally:
         model.train(was_training)
     return infos

@@ -14,8 +14,9 @@ from torch import nn
 from distbench.models.blocks import BlockSequential, init_kaiming_fan_out, is_small_input
 
 
-def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, pad: int = 1,
-          pool: bool = False) -> nn.Sequential:
+def _conv(
+    in_ch: int, out_ch: int, kernel: int, stride: int = 1, pad: int = 1, pool: bool = False
+) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel, stride, pad), nn.ReLU()]
     if pool:
         layers.append(nn.MaxPool2d(3, 2))
@@ -25,21 +26,24 @@ def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, pad: int = 1,
 class AlexNet(BlockSequential):
     """AlexNet as named blocks: conv1..conv5, pool, flatten, fc6, fc7, fc8."""
 
-    def __init__(self, num_classes: int = 1000, input_size: int = 224,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, num_classes: int = 1000, input_size: int = 224, in_channels: int = 3
+    ) -> None:
         stride, pad = (1, 5) if is_small_input(input_size) else (4, 2)
-        super().__init__([
-            ("conv1", _conv(in_channels, 64, 11, stride, pad, pool=True)),
-            ("conv2", _conv(64, 192, 5, pad=2, pool=True)),
-            ("conv3", _conv(192, 384, 3)),
-            ("conv4", _conv(384, 256, 3)),
-            ("conv5", _conv(256, 256, 3, pool=True)),
-            ("pool", nn.AdaptiveAvgPool2d(6)),
-            ("flatten", nn.Flatten()),
-            ("fc6", nn.Sequential(nn.Dropout(0.5), nn.Linear(256 * 6 * 6, 4096), nn.ReLU())),
-            ("fc7", nn.Sequential(nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU())),
-            ("fc8", nn.Linear(4096, num_classes)),
-        ])
+        super().__init__(
+            [
+                ("conv1", _conv(in_channels, 64, 11, stride, pad, pool=True)),
+                ("conv2", _conv(64, 192, 5, pad=2, pool=True)),
+                ("conv3", _conv(192, 384, 3)),
+                ("conv4", _conv(384, 256, 3)),
+                ("conv5", _conv(256, 256, 3, pool=True)),
+                ("pool", nn.AdaptiveAvgPool2d(6)),
+                ("flatten", nn.Flatten()),
+                ("fc6", nn.Sequential(nn.Dropout(0.5), nn.Linear(256 * 6 * 6, 4096), nn.ReLU())),
+                ("fc7", nn.Sequential(nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU())),
+                ("fc8", nn.Linear(4096, num_classes)),
+            ]
+        )
         init_kaiming_fan_out(self)
 
 

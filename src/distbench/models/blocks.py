@@ -48,8 +48,15 @@ def conv_bn_act(
 ) -> nn.Sequential:
     """Conv (no bias, 'same' padding) + BatchNorm + optional activation, the modern conv unit."""
     layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                  padding=(kernel_size - 1) // 2, groups=groups, bias=False),
+        nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=(kernel_size - 1) // 2,
+            groups=groups,
+            bias=False,
+        ),
         nn.BatchNorm2d(out_channels, eps=bn_eps),
     ]
     if activation is not None:

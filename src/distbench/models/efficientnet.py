@@ -21,8 +21,13 @@ from distbench.models.blocks import Block, BlockSequential, conv_bn_act, is_smal
 
 #: (expand ratio, kernel, first stride, in channels, out channels, repeats) per stage (B0).
 EFFICIENTNET_B0_STAGES: list[tuple[int, int, int, int, int, int]] = [
-    (1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
-    (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1),
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
 ]
 STOCHASTIC_DEPTH = 0.2
 BN_EPS = 1e-5
@@ -64,16 +69,18 @@ class StochasticDepth(nn.Module):
 class MBConv(nn.Module):
     """Mobile inverted bottleneck with squeeze-and-excitation (SE ratio 1/4 of block input)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand_ratio: int,
-                 drop_prob: float) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int, stride: int, expand_ratio: int, drop_prob: float
+    ) -> None:
         super().__init__()
         hidden = in_ch * expand_ratio
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(conv_bn_act(in_ch, hidden, 1, activation=nn.SiLU, bn_eps=BN_EPS))
         layers += [
-            conv_bn_act(hidden, hidden, kernel, stride, groups=hidden, activation=nn.SiLU,
-                        bn_eps=BN_EPS),
+            conv_bn_act(
+                hidden, hidden, kernel, stride, groups=hidden, activation=nn.SiLU, bn_eps=BN_EPS
+            ),
             SqueezeExcitation(hidden, max(1, in_ch // 4)),
             conv_bn_act(hidden, out_ch, 1, activation=None, bn_eps=BN_EPS),
         ]
@@ -93,8 +100,14 @@ def _stages(small: bool) -> list[Block]:
     for stage, (t, k, s, c_in, c_out, n) in enumerate(EFFICIENTNET_B0_STAGES, start=1):
         first_stride = 1 if small and stage == 2 else s
         for i in range(n):
-            unit = MBConv(c_in if i == 0 else c_out, c_out, k, first_stride if i == 0 else 1, t,
-                          STOCHASTIC_DEPTH * index / total)
+            unit = MBConv(
+                c_in if i == 0 else c_out,
+                c_out,
+                k,
+                first_stride if i == 0 else 1,
+                t,
+                STOCHASTIC_DEPTH * index / total,
+            )
             blocks.append((f"stage{stage}_{i}", unit))
             index += 1
     return blocks
@@ -103,19 +116,26 @@ def _stages(small: bool) -> list[Block]:
 class EfficientNetB0(BlockSequential):
     """EfficientNet-B0 as named blocks: stem, stage{s}_{i}, head, pool, flatten, dropout, fc."""
 
-    def __init__(self, num_classes: int = 1000, input_size: int = 224,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, num_classes: int = 1000, input_size: int = 224, in_channels: int = 3
+    ) -> None:
         small = is_small_input(input_size)
-        super().__init__([
-            ("stem", conv_bn_act(in_channels, 32, 3, 1 if small else 2, activation=nn.SiLU,
-                                 bn_eps=BN_EPS)),
-            *_stages(small),
-            ("head", conv_bn_act(320, 1280, 1, activation=nn.SiLU, bn_eps=BN_EPS)),
-            ("pool", nn.AdaptiveAvgPool2d(1)),
-            ("flatten", nn.Flatten()),
-            ("dropout", nn.Dropout(0.2)),
-            ("fc", nn.Linear(1280, num_classes)),
-        ])
+        super().__init__(
+            [
+                (
+                    "stem",
+                    conv_bn_act(
+                        in_channels, 32, 3, 1 if small else 2, activation=nn.SiLU, bn_eps=BN_EPS
+                    ),
+                ),
+                *_stages(small),
+                ("head", conv_bn_act(320, 1280, 1, activation=nn.SiLU, bn_eps=BN_EPS)),
+                ("pool", nn.AdaptiveAvgPool2d(1)),
+                ("flatten", nn.Flatten()),
+                ("dropout", nn.Dropout(0.2)),
+                ("fc", nn.Linear(1280, num_classes)),
+            ]
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -38,14 +38,23 @@ def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Sequentia
 class Inception(nn.Module):
     """Four parallel branches (1x1; 1x1-3x3; 1x1-3x3; pool-1x1) concatenated on channels."""
 
-    def __init__(self, in_ch: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int,
-                 ch5x5: int, pool_proj: int) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        ch1x1: int,
+        ch3x3red: int,
+        ch3x3: int,
+        ch5x5red: int,
+        ch5x5: int,
+        pool_proj: int,
+    ) -> None:
         super().__init__()
         self.branch1 = _conv(in_ch, ch1x1, 1)
         self.branch2 = nn.Sequential(_conv(in_ch, ch3x3red, 1), _conv(ch3x3red, ch3x3, 3))
         self.branch3 = nn.Sequential(_conv(in_ch, ch5x5red, 1), _conv(ch5x5red, ch5x5, 3))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                     _conv(in_ch, pool_proj, 1))
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), _conv(in_ch, pool_proj, 1)
+        )
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,8 +66,11 @@ def _stem(in_channels: int, small: bool) -> list[Block]:
     blocks: list[Block] = [("conv1", _conv(in_channels, 64, 7, stride=1 if small else 2))]
     if not small:
         blocks.append(("maxpool1", nn.MaxPool2d(3, 2, ceil_mode=True)))
-    blocks += [("conv2", _conv(64, 64, 1)), ("conv3", _conv(64, 192, 3)),
-               ("maxpool2", nn.MaxPool2d(3, 2, ceil_mode=True))]
+    blocks += [
+        ("conv2", _conv(64, 64, 1)),
+        ("conv3", _conv(64, 192, 3)),
+        ("maxpool2", nn.MaxPool2d(3, 2, ceil_mode=True)),
+    ]
     return blocks
 
 
@@ -81,16 +93,19 @@ def _inceptions() -> list[Block]:
 class GoogLeNet(BlockSequential):
     """GoogLeNet as named blocks: stem convs and pools, inception3a .. 5b, avgpool, fc."""
 
-    def __init__(self, num_classes: int = 1000, input_size: int = 224,
-                 in_channels: int = 3) -> None:
-        super().__init__([
-            *_stem(in_channels, is_small_input(input_size)),
-            *_inceptions(),
-            ("avgpool", nn.AdaptiveAvgPool2d(1)),
-            ("flatten", nn.Flatten()),
-            ("dropout", nn.Dropout(0.2)),
-            ("fc", nn.Linear(1024, num_classes)),
-        ])
+    def __init__(
+        self, num_classes: int = 1000, input_size: int = 224, in_channels: int = 3
+    ) -> None:
+        super().__init__(
+            [
+                *_stem(in_channels, is_small_input(input_size)),
+                *_inceptions(),
+                ("avgpool", nn.AdaptiveAvgPool2d(1)),
+                ("flatten", nn.Flatten()),
+                ("dropout", nn.Dropout(0.2)),
+                ("fc", nn.Linear(1024, num_classes)),
+            ]
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:

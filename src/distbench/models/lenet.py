@@ -20,16 +20,22 @@ class LeNet5(BlockSequential):
 
     def __init__(self, num_classes: int = 10, input_size: int = 32, in_channels: int = 1) -> None:
         pad = 2 if input_size <= 28 else 0
-        super().__init__([
-            ("conv1", nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=pad), nn.ReLU(),
-                                    nn.MaxPool2d(2))),
-            ("conv2", nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))),
-            ("pool", nn.AdaptiveAvgPool2d(5)),
-            ("flatten", nn.Flatten()),
-            ("fc1", nn.Sequential(nn.Linear(16 * 5 * 5, 120), nn.ReLU())),
-            ("fc2", nn.Sequential(nn.Linear(120, 84), nn.ReLU())),
-            ("fc", nn.Linear(84, num_classes)),
-        ])
+        super().__init__(
+            [
+                (
+                    "conv1",
+                    nn.Sequential(
+                        nn.Conv2d(in_channels, 6, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2)
+                    ),
+                ),
+                ("conv2", nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))),
+                ("pool", nn.AdaptiveAvgPool2d(5)),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Sequential(nn.Linear(16 * 5 * 5, 120), nn.ReLU())),
+                ("fc2", nn.Sequential(nn.Linear(120, 84), nn.ReLU())),
+                ("fc", nn.Linear(84, num_classes)),
+            ]
+        )
 
 
 def lenet5(num_classes: int, input_size: int, in_channels: int) -> LeNet5:

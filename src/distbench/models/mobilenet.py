@@ -23,8 +23,13 @@ from distbench.models.blocks import (
 
 #: (expand ratio t, output channels c, repeats n, first stride s) per stage.
 MOBILENETV2_STAGES: list[tuple[int, int, int, int]] = [
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-    (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
 ]
 
 
@@ -64,18 +69,21 @@ def _stages(small: bool) -> list[Block]:
 class MobileNetV2(BlockSequential):
     """MobileNetV2 as named blocks: stem, stage{s}_{i}, head, pool, flatten, dropout, fc."""
 
-    def __init__(self, num_classes: int = 1000, input_size: int = 224,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, num_classes: int = 1000, input_size: int = 224, in_channels: int = 3
+    ) -> None:
         small = is_small_input(input_size)
-        super().__init__([
-            ("stem", conv_bn_act(in_channels, 32, 3, 1 if small else 2, activation=nn.ReLU6)),
-            *_stages(small),
-            ("head", conv_bn_act(320, 1280, 1, activation=nn.ReLU6)),
-            ("pool", nn.AdaptiveAvgPool2d(1)),
-            ("flatten", nn.Flatten()),
-            ("dropout", nn.Dropout(0.2)),
-            ("fc", nn.Linear(1280, num_classes)),
-        ])
+        super().__init__(
+            [
+                ("stem", conv_bn_act(in_channels, 32, 3, 1 if small else 2, activation=nn.ReLU6)),
+                *_stages(small),
+                ("head", conv_bn_act(320, 1280, 1, activation=nn.ReLU6)),
+                ("pool", nn.AdaptiveAvgPool2d(1)),
+                ("flatten", nn.Flatten()),
+                ("dropout", nn.Dropout(0.2)),
+                ("fc", nn.Linear(1280, num_classes)),
+            ]
+        )
         init_kaiming_fan_out(self, linear_std=0.01)
 
 

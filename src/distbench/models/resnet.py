@@ -29,8 +29,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, planes: int, stride: int = 1, groups: int = 1,
-                 base_width: int = 64) -> None:
+    def __init__(
+        self, in_ch: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64
+    ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1, base_width=64")
@@ -53,8 +54,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, planes: int, stride: int = 1, groups: int = 1,
-                 base_width: int = 64) -> None:
+    def __init__(
+        self, in_ch: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64
+    ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         out_ch = planes * self.expansion
@@ -77,18 +79,30 @@ class Bottleneck(nn.Module):
 
 def _stem(in_channels: int, small: bool) -> nn.Sequential:
     if small:
-        return nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, padding=1, bias=False),
-                             nn.BatchNorm2d(64), nn.ReLU())
-    return nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, padding=3, bias=False),
-                         nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1))
+        return nn.Sequential(
+            nn.Conv2d(in_channels, 64, 3, 1, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+        )
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 64, 7, 2, padding=3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, padding=1),
+    )
 
 
 class ResNet(BlockSequential):
     """ResNet / ResNeXt as named blocks: stem, layer{stage}_{i}, pool, flatten, fc."""
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int],
-                 num_classes: int = 1000, input_size: int = 224, in_channels: int = 3,
-                 groups: int = 1, width_per_group: int = 64) -> None:
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: list[int],
+        num_classes: int = 1000,
+        input_size: int = 224,
+        in_channels: int = 3,
+        groups: int = 1,
+        width_per_group: int = 64,
+    ) -> None:
         blocks: list[Block] = [("stem", _stem(in_channels, is_small_input(input_size)))]
         channels = 64
         for stage, (count, planes) in enumerate(zip(layers, (64, 128, 256, 512), strict=True)):
@@ -97,8 +111,11 @@ class ResNet(BlockSequential):
                 unit = block(channels, planes, stride, groups, width_per_group)
                 blocks.append((f"layer{stage + 1}_{i}", unit))
                 channels = planes * block.expansion
-        blocks += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
-                   ("fc", nn.Linear(channels, num_classes))]
+        blocks += [
+            ("pool", nn.AdaptiveAvgPool2d(1)),
+            ("flatten", nn.Flatten()),
+            ("fc", nn.Linear(channels, num_classes)),
+        ]
         super().__init__(blocks)
         init_kaiming_fan_out(self, linear_std=None)
 
@@ -120,5 +137,6 @@ def resnet50(num_classes: int, input_size: int, in_channels: int) -> ResNet:
 
 def resnext50(num_classes: int, input_size: int, in_channels: int) -> ResNet:
     """Build ResNeXt-50 (32x4d): ResNet-50 with 32 groups of width 4 in the first stage."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, input_size, in_channels,
-                  groups=32, width_per_group=4)
+    return ResNet(
+        Bottleneck, [3, 4, 6, 3], num_classes, input_size, in_channels, groups=32, width_per_group=4
+    )

@@ -17,9 +17,16 @@ from distbench.models.blocks import Block, BlockSequential, is_small_input
 
 #: (squeeze, expand1x1, expand3x3) per Fire module; None is a max-pool.
 FIRE_CONFIG: list[tuple[int, int, int] | None] = [
-    (16, 64, 64), (16, 64, 64), None,
-    (32, 128, 128), (32, 128, 128), None,
-    (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256),
+    (16, 64, 64),
+    (16, 64, 64),
+    None,
+    (32, 128, 128),
+    (32, 128, 128),
+    None,
+    (48, 192, 192),
+    (48, 192, 192),
+    (64, 256, 256),
+    (64, 256, 256),
 ]
 
 
@@ -41,8 +48,10 @@ class Fire(nn.Module):
 def _features(in_channels: int, small: bool) -> list[Block]:
     stride = 1 if small else 2
     blocks: list[Block] = [
-        ("conv1", nn.Sequential(nn.Conv2d(in_channels, 64, 3, stride, padding=int(small)),
-                                nn.ReLU())),
+        (
+            "conv1",
+            nn.Sequential(nn.Conv2d(in_channels, 64, 3, stride, padding=int(small)), nn.ReLU()),
+        ),
         ("pool1", nn.MaxPool2d(3, 2, ceil_mode=True)),
     ]
     channels, fire, pool = 64, 2, 2
@@ -60,15 +69,18 @@ def _features(in_channels: int, small: bool) -> list[Block]:
 class SqueezeNet(BlockSequential):
     """SqueezeNet 1.1 as named blocks: conv1, pools, fire2 .. fire9, classifier, avgpool."""
 
-    def __init__(self, num_classes: int = 1000, input_size: int = 224,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, num_classes: int = 1000, input_size: int = 224, in_channels: int = 3
+    ) -> None:
         final_conv = nn.Conv2d(512, num_classes, 1)
-        super().__init__([
-            *_features(in_channels, is_small_input(input_size)),
-            ("classifier", nn.Sequential(nn.Dropout(0.5), final_conv, nn.ReLU())),
-            ("avgpool", nn.AdaptiveAvgPool2d(1)),
-            ("flatten", nn.Flatten()),
-        ])
+        super().__init__(
+            [
+                *_features(in_channels, is_small_input(input_size)),
+                ("classifier", nn.Sequential(nn.Dropout(0.5), final_conv, nn.ReLU())),
+                ("avgpool", nn.AdaptiveAvgPool2d(1)),
+                ("flatten", nn.Flatten()),
+            ]
+        )
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 if module is final_conv:

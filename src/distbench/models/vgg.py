@@ -14,8 +14,13 @@ from torch import nn
 from distbench.models.blocks import Block, BlockSequential, init_kaiming_fan_out
 
 #: Output channels of each conv, stage by stage (configuration "D").
-VGG16_STAGES: list[list[int]] = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512],
-                                 [512, 512, 512]]
+VGG16_STAGES: list[list[int]] = [
+    [64, 64],
+    [128, 128],
+    [256, 256, 256],
+    [512, 512, 512],
+    [512, 512, 512],
+]
 
 
 def _features(in_channels: int) -> list[Block]:
@@ -34,17 +39,20 @@ def _features(in_channels: int) -> list[Block]:
 class VGG16(BlockSequential):
     """VGG-16 as named blocks: conv1_1 .. pool5, avgpool, flatten, fc6, fc7, fc8."""
 
-    def __init__(self, num_classes: int = 1000, input_size: int = 224,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, num_classes: int = 1000, input_size: int = 224, in_channels: int = 3
+    ) -> None:
         del input_size  # the adaptive pool makes the layout independent of it
-        super().__init__([
-            *_features(in_channels),
-            ("avgpool", nn.AdaptiveAvgPool2d(7)),
-            ("flatten", nn.Flatten()),
-            ("fc6", nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(0.5))),
-            ("fc7", nn.Sequential(nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5))),
-            ("fc8", nn.Linear(4096, num_classes)),
-        ])
+        super().__init__(
+            [
+                *_features(in_channels),
+                ("avgpool", nn.AdaptiveAvgPool2d(7)),
+                ("flatten", nn.Flatten()),
+                ("fc6", nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(0.5))),
+                ("fc7", nn.Sequential(nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5))),
+                ("fc8", nn.Linear(4096, num_classes)),
+            ]
+        )
         init_kaiming_fan_out(self)
 
 

@@ -49,9 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     times = [_transfer(args.rank, args.bytes) for _ in range(args.repeats)]
     seconds = max(statistics.median(times) - 2 * latency, 1e-9)
     if args.rank == 0:
-        print(RESULT_MARK + json.dumps({"bandwidth_bytes_per_s": args.bytes / seconds,
-                                        "latency_s": latency, "bytes": args.bytes,
-                                        "times_s": times}), flush=True)
+        print(
+            RESULT_MARK
+            + json.dumps(
+                {
+                    "bandwidth_bytes_per_s": args.bytes / seconds,
+                    "latency_s": latency,
+                    "bytes": args.bytes,
+                    "times_s": times,
+                }
+            ),
+            flush=True,
+        )
     dist.barrier()
     dist.destroy_process_group()
     return 0

@@ -108,13 +108,18 @@ def resolve_nodefile(cfg: RunConfig) -> RunConfig:
     if emulated(cfg):
         check_addresses(nodes)
         if cfg.hosts is not None and cfg.hosts != len(nodes) and cfg.processes() > 1:
-            raise UserError(f"--hosts {cfg.hosts} but --nodefile {cfg.nodefile} lists "
-                            f"{len(nodes)} addresses")
+            raise UserError(
+                f"--hosts {cfg.hosts} but --nodefile {cfg.nodefile} lists {len(nodes)} addresses"
+            )
         return cfg.replace(hosts=len(nodes))
     mine = [k for k, node in enumerate(nodes) if node in local_names()]
     rank = cfg.node_rank if cfg.node_rank != 0 or not mine else mine[0]
-    return cfg.replace(nnodes=len(nodes), master_addr=nodes[0], node_rank=rank,
-                       master_port=cfg.master_port or DEFAULT_CLUSTER_PORT)
+    return cfg.replace(
+        nnodes=len(nodes),
+        master_addr=nodes[0],
+        node_rank=rank,
+        master_port=cfg.master_port or DEFAULT_CLUSTER_PORT,
+    )
 
 
 # -- plan and stored description ----------------------------------------------------------------
@@ -131,33 +136,55 @@ def network_info(cfg: RunConfig) -> dict[str, Any]:
     """The network a run used, stored with every result (``extra["network"]``)."""
     if not emulated(cfg):
         kind = "cluster" if cfg.nnodes > 1 else "loopback"
-        return {"kind": kind, "spec": None, "rate": None, "hosts": cfg.nnodes,
-                "ranks_per_host": cfg.processes() // cfg.nnodes}
+        return {
+            "kind": kind,
+            "spec": None,
+            "rate": None,
+            "hosts": cfg.nnodes,
+            "ranks_per_host": cfg.processes() // cfg.nnodes,
+        }
     plan = host_plan(cfg)
     shaped = plan.spec.as_dict() if plan.spec else {"spec": None}
-    return {"kind": "emulated", **shaped,
-            "rate": plan.spec.describe() if plan.spec else "unshaped",
-            "hosts": plan.hosts, "ranks_per_host": plan.ranks_per_host,
-            "addresses": plan.addresses, "host_sysctls": dict(HOST_SYSCTLS)}
+    return {
+        "kind": "emulated",
+        **shaped,
+        "rate": plan.spec.describe() if plan.spec else "unshaped",
+        "hosts": plan.hosts,
+        "ranks_per_host": plan.ranks_per_host,
+        "addresses": plan.addresses,
+        "host_sysctls": dict(HOST_SYSCTLS),
+    }
 
 
 # -- running programs on hosts -------------------------------------------------------------------
 def host_environment(base: dict[str, str], host: Host) -> dict[str, str]:
     """Point gloo (and tensorpipe for torch.distributed.rpc, NCCL) at the host's interface."""
     env = dict(base)
-    env.update({"GLOO_SOCKET_IFNAME": host.ifname, "TP_SOCKET_IFNAME": host.ifname,
-                "NCCL_SOCKET_IFNAME": host.ifname, "DISTBENCH_HOST": str(host.index)})
+    env.update(
+        {
+            "GLOO_SOCKET_IFNAME": host.ifname,
+            "TP_SOCKET_IFNAME": host.ifname,
+            "NCCL_SOCKET_IFNAME": host.ifname,
+            "DISTBENCH_HOST": str(host.index),
+        }
+    )
     return env
 
 
-def start_on_host(host: Host, argv: Sequence[str], env: dict[str, str],
-                  log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_on_host(
+    host: Host, argv: Sequence[str], env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` inside ``host``'s namespace, in its own session (for kill_tree)."""
     out = log.open("wb") if log is not None else subprocess.PIPE
     try:
-        return subprocess.Popen([*host.exec_prefix(), *argv], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=host_environment(env, host), start_new_session=True)
+        return subprocess.Popen(
+            [*host.exec_prefix(), *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=host_environment(env, host),
+            start_new_session=True,
+        )
     finally:
         if log is not None and not isinstance(out, int):
             out.close()
@@ -168,8 +195,11 @@ def stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
         kill_tree(proc)
 
 
-def wait_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float,
-             on_poll: Callable[[], None] | None = None) -> bool:
+def wait_all(
+    procs: Sequence[subprocess.Popen[bytes]],
+    timeout: float,
+    on_poll: Callable[[], None] | None = None,
+) -> bool:
     """Wait for every process; True if the timeout stopped them.
 
     When one exits non-zero the others get ``FAILURE_GRACE`` seconds to fail on their own
@@ -198,8 +228,9 @@ def wait_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float,
     return False
 
 
-def run_on_hosts(net: Network, argv_for: Callable[[Host], list[str]], env: dict[str, str],
-                 timeout: float) -> list[tuple[int, str]]:
+def run_on_hosts(
+    net: Network, argv_for: Callable[[Host], list[str]], env: dict[str, str], timeout: float
+) -> list[tuple[int, str]]:
     """Run one program per host to completion; (exit code, output) per host.
 
     A plain building block for probes and micro-benchmarks (``probe.py``,
@@ -218,8 +249,13 @@ def run_on_hosts(net: Network, argv_for: Callable[[Host], list[str]], env: dict[
             stop_all(procs)
             raise
         timed_out = wait_all(procs, timeout)
-        return [(-1 if timed_out else (p.returncode if p.returncode is not None else -1),
-                 log.read_text(errors="replace")) for p, log in zip(procs, logs, strict=True)]
+        return [
+            (
+                -1 if timed_out else (p.returncode if p.returncode is not None else -1),
+                log.read_text(errors="replace"),
+            )
+            for p, log in zip(procs, logs, strict=True)
+        ]
 
 
 # -- the benchmark run ---------------------------------------------------------------------------
@@ -229,20 +265,29 @@ def host_dir(run_dir: Path, index: int) -> Path:
 
 def host_config(cfg: RunConfig, net: Network, index: int, threads: int) -> RunConfig:
     """What node ``index`` of a real cluster would be given: a plain multi-node config."""
-    return cfg.replace(network=None, hosts=None, nodefile=None, nnodes=len(net.hosts),
-                       node_rank=index, master_addr=net.hosts[0].address,
-                       master_port=MASTER_PORT, threads=threads)
+    return cfg.replace(
+        network=None,
+        hosts=None,
+        nodefile=None,
+        nnodes=len(net.hosts),
+        node_rank=index,
+        master_addr=net.hosts[0].address,
+        master_port=MASTER_PORT,
+        threads=threads,
+    )
 
 
-def start_host(cfg: RunConfig, net: Network, index: int, run_dir: Path,
-               threads: int) -> subprocess.Popen[bytes]:
+def start_host(
+    cfg: RunConfig, net: Network, index: int, run_dir: Path, threads: int
+) -> subprocess.Popen[bytes]:
     directory = host_dir(run_dir, index)
     directory.mkdir(parents=True, exist_ok=True)
     node_cfg = host_config(cfg, net, index, threads)
     (directory / "config.json").write_text(json.dumps(node_cfg.to_dict()))
     command = torchrun_command(node_cfg, directory, MASTER_PORT)
-    return start_on_host(net.hosts[index], command, worker_environment(threads),
-                         log=directory / "launcher.log")
+    return start_on_host(
+        net.hosts[index], command, worker_environment(threads), log=directory / "launcher.log"
+    )
 
 
 def merge_host_dirs(run_dir: Path, hosts: int) -> None:
@@ -256,8 +301,11 @@ def merge_host_dirs(run_dir: Path, hosts: int) -> None:
 
 def diagnose_hosts(run_dir: Path, codes: list[int | None]) -> str:
     """One line: a rank killed by a signal (not torchrun's SIGTERM) wins, else host order."""
-    found = [(index, diagnose_failure(host_dir(run_dir, index)))
-             for index, code in enumerate(codes) if code not in (0, None)]
+    found = [
+        (index, diagnose_failure(host_dir(run_dir, index)))
+        for index, code in enumerate(codes)
+        if code not in (0, None)
+    ]
     if not found:
         return "a host's launcher failed without a record"
     found.sort(key=lambda item: ("killed by" not in item[1] or "SIGTERM" in item[1], item[0]))
@@ -265,8 +313,9 @@ def diagnose_hosts(run_dir: Path, codes: list[int | None]) -> str:
     return f"host {index}: {message}"
 
 
-def _progress_probe(run_dir: Path, on_progress: Callable[[int], None] | None
-                    ) -> Callable[[], None] | None:
+def _progress_probe(
+    run_dir: Path, on_progress: Callable[[int], None] | None
+) -> Callable[[], None] | None:
     """Progress as on one host: the step lines global rank 0 has written."""
     if on_progress is None:
         return None
@@ -274,8 +323,9 @@ def _progress_probe(run_dir: Path, on_progress: Callable[[int], None] | None
     return lambda: report(count_step_lines(rank_file(run_dir, 0)))
 
 
-def launch_hosts(cfg: RunConfig, run_dir: Path,
-                 on_progress: Callable[[int], None] | None = None) -> LaunchOutcome:
+def launch_hosts(
+    cfg: RunConfig, run_dir: Path, on_progress: Callable[[int], None] | None = None
+) -> LaunchOutcome:
     """Run ``cfg`` on emulated hosts: one torchrun launcher per host namespace."""
     plan = host_plan(cfg)
     threads = cfg.resolved_threads()  # every host shares this machine's cores

@@ -89,27 +89,34 @@ class Network:
 def run_cmd(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run one ``ip``/``tc`` command; a failure is a one-line ``UserError`` naming it."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True,
-                              timeout=COMMAND_TIMEOUT, check=False)
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UserError(f"network setup: `{' '.join(argv)}` failed: {exc}") from exc
     if check and done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
-        raise UserError(f"network setup: `{' '.join(argv)}` failed: "
-                        f"{detail[0] if detail else f'exit code {done.returncode}'}")
+        raise UserError(
+            f"network setup: `{' '.join(argv)}` failed: "
+            f"{detail[0] if detail else f'exit code {done.returncode}'}"
+        )
     return done
 
 
 def require_privileges() -> None:
     """Namespaces and qdiscs need root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and iproute2."""
     if os.geteuid() != 0:
-        raise UserError("--network/--hosts create network namespaces and tc qdiscs, which "
-                        "needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN): run as root, e.g. "
-                        "`sudo -E distbench run ...`")
+        raise UserError(
+            "--network/--hosts create network namespaces and tc qdiscs, which "
+            "needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN): run as root, e.g. "
+            "`sudo -E distbench run ...`"
+        )
     missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
     if missing:
-        raise UserError(f"--network/--hosts need iproute2 ({', '.join(missing)} not found "
-                        "on PATH): install it, e.g. `apt-get install iproute2`")
+        raise UserError(
+            f"--network/--hosts need iproute2 ({', '.join(missing)} not found "
+            "on PATH): install it, e.g. `apt-get install iproute2`"
+        )
 
 
 # -- addresses -------------------------------------------------------------------------------
@@ -122,8 +129,10 @@ def host_addresses(count: int, given: list[str] | None = None) -> tuple[list[str
         return [str(net.network_address + 1 + k) for k in range(count)], net.prefixlen
     addresses = [ipaddress.ip_address(a) for a in given]
     prefix = 32
-    while prefix > 8 and len({ipaddress.ip_network(f"{a}/{prefix}", strict=False)
-                              for a in addresses}) > 1:
+    while (
+        prefix > 8
+        and len({ipaddress.ip_network(f"{a}/{prefix}", strict=False) for a in addresses}) > 1
+    ):
         prefix -= 1
     return [str(a) for a in addresses], min(prefix, 24)
 
@@ -135,8 +144,10 @@ def check_addresses(lines: list[str]) -> list[str]:
         try:
             address = ipaddress.ip_address(line)
         except ValueError:
-            raise UserError(f"node file: '{line}' is not an IPv4 address (emulated hosts "
-                            "need literal addresses)") from None
+            raise UserError(
+                f"node file: '{line}' is not an IPv4 address (emulated hosts "
+                "need literal addresses)"
+            ) from None
         if address.version != 4 or address.is_loopback or address.is_multicast:
             raise UserError(f"node file: '{line}' cannot be an emulated host's address")
         if line in seen:
@@ -167,8 +178,9 @@ def _state_file(tag: str) -> Path:
 
 def write_state(tag: str) -> None:
     me = psutil.Process()
-    _state_file(tag).write_text(json.dumps({"tag": tag, "pid": me.pid,
-                                            "create_time": me.create_time()}))
+    _state_file(tag).write_text(
+        json.dumps({"tag": tag, "pid": me.pid, "create_time": me.create_time()})
+    )
 
 
 def owner_alive(state: dict[str, Any]) -> bool:
@@ -247,8 +259,15 @@ def tc_shape(namespace: str, dev: str, rate_bit_s: int | None, spec: NetworkSpec
     tc = ["tc", "-n", namespace, "qdisc", "replace", "dev", dev]
     tbf: list[str] = []
     if rate_bit_s is not None:
-        tbf = ["tbf", "rate", f"{rate_bit_s}bit", "burst", str(spec.burst_for(rate_bit_s)),
-               "latency", TBF_LATENCY]
+        tbf = [
+            "tbf",
+            "rate",
+            f"{rate_bit_s}bit",
+            "burst",
+            str(spec.burst_for(rate_bit_s)),
+            "latency",
+            TBF_LATENCY,
+        ]
     if spec.delay_s:
         run_cmd(*tc, "root", "handle", "1:", "netem", "delay", f"{spec.delay_s / 2 * 1e6:.0f}us")
         if tbf:
@@ -261,8 +280,7 @@ def tune_host_tcp(namespace: str) -> None:
     """Apply ``HOST_SYSCTLS`` in a host's namespace; a kernel without them keeps its own."""
     for key, value in HOST_SYSCTLS.items():
         path = Path("/proc/sys") / key.replace(".", "/")
-        run_cmd("ip", "netns", "exec", namespace, "sh", "-c", f"echo {value} > {path}",
-                check=False)
+        run_cmd("ip", "netns", "exec", namespace, "sh", "-c", f"echo {value} > {path}", check=False)
 
 
 def add_host(net: Network, index: int, address: str, prefix: int) -> Host:
@@ -270,8 +288,21 @@ def add_host(net: Network, index: int, address: str, prefix: int) -> Host:
     net.hosts.append(host)
     port, br = f"dbn-v{index}", net.bridge_namespace
     run_cmd("ip", "netns", "add", host.namespace)
-    run_cmd("ip", "-n", br, "link", "add", port, "type", "veth", "peer", "name", HOST_IFNAME,
-            "netns", host.namespace)
+    run_cmd(
+        "ip",
+        "-n",
+        br,
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        HOST_IFNAME,
+        "netns",
+        host.namespace,
+    )
     run_cmd("ip", "-n", br, "link", "set", port, "addrgenmode", "none", "master", BRIDGE, "up")
     run_cmd("ip", "-n", host.namespace, "link", "set", "lo", "up")
     tune_host_tcp(host.namespace)
@@ -287,8 +318,9 @@ def add_host(net: Network, index: int, address: str, prefix: int) -> Host:
     return host
 
 
-def create_network(spec: NetworkSpec | None, hosts: int,
-                   addresses: list[str] | None = None) -> Network:
+def create_network(
+    spec: NetworkSpec | None, hosts: int, addresses: list[str] | None = None
+) -> Network:
     """Build the namespaces; on any failure what was built is removed and the error raised."""
     net = Network(tag=secrets.token_hex(3), spec=spec)
     chosen, prefix = host_addresses(hosts, addresses)
@@ -321,8 +353,20 @@ def probe_netem() -> bool:
         write_state(tag)
         try:
             run_cmd("ip", "netns", "add", namespace)
-            done = run_cmd("tc", "-n", namespace, "qdisc", "add", "dev", "lo", "root", "netem",
-                           "delay", "1ms", check=False)
+            done = run_cmd(
+                "tc",
+                "-n",
+                namespace,
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "root",
+                "netem",
+                "delay",
+                "1ms",
+                check=False,
+            )
             return done.returncode == 0
         finally:
             delete_namespaces([namespace])
@@ -333,9 +377,11 @@ def check_spec_supported(spec: NetworkSpec | None) -> None:
     """Refuse, before anything starts, what this machine cannot emulate."""
     require_privileges()
     if spec is not None and spec.delay_s and not probe_netem():
-        raise UserError(f"--network delay={spec.delay_s * 1e3:g}ms needs the kernel's netem "
-                        "qdisc (sch_netem), which this kernel lacks: drop delay= (bandwidth "
-                        "shaping uses tbf and works) or load sch_netem")
+        raise UserError(
+            f"--network delay={spec.delay_s * 1e3:g}ms needs the kernel's netem "
+            "qdisc (sch_netem), which this kernel lacks: drop delay= (bandwidth "
+            "shaping uses tbf and works) or load sch_netem"
+        )
 
 
 # -- lifetime --------------------------------------------------------------------------------
@@ -350,8 +396,9 @@ def _unwind_on_termination() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _raise_terminated)
-                for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield
     finally:
@@ -360,8 +407,9 @@ def _unwind_on_termination() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def emulated_network(spec: NetworkSpec | None, hosts: int,
-                     addresses: list[str] | None = None) -> Iterator[Network]:
+def emulated_network(
+    spec: NetworkSpec | None, hosts: int, addresses: list[str] | None = None
+) -> Iterator[Network]:
     """Create a network of ``hosts`` hosts, yield it, and always remove it again.
 
     Removal runs on normal exit, on exceptions, on Ctrl-C and on SIGTERM/SIGHUP; a SIGKILL

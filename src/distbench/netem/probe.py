@@ -41,8 +41,12 @@ def probe_bytes(spec: NetworkSpec | None) -> int:
     return int(min(64 * MIB, max(1 * MIB, rate / 8 * 2)))
 
 
-def measure_link(network: str | NetworkSpec | None, message_bytes: int | None = None,
-                 repeats: int = 3, timeout: float = 300.0) -> LinkMeasurement:
+def measure_link(
+    network: str | NetworkSpec | None,
+    message_bytes: int | None = None,
+    repeats: int = 3,
+    timeout: float = 300.0,
+) -> LinkMeasurement:
     """Effective bandwidth (bytes/s) and one-way latency (s) between two emulated hosts.
 
     ``network`` is a ``--network`` spec (``"bandwidth=100mbit"``), a parsed spec, or None for
@@ -56,10 +60,21 @@ def measure_link(network: str | NetworkSpec | None, message_bytes: int | None = 
     size = message_bytes or probe_bytes(spec)
     with emulated_network(spec, 2) as net:
         results = run_on_hosts(
-            net, lambda host: [sys.executable, "-m", "distbench.netem.linkprobe",
-                               "--rank", str(host.index), "--bytes", str(size),
-                               "--repeats", str(repeats)],
-            {**os.environ, "OMP_NUM_THREADS": "1"}, timeout)
+            net,
+            lambda host: [
+                sys.executable,
+                "-m",
+                "distbench.netem.linkprobe",
+                "--rank",
+                str(host.index),
+                "--bytes",
+                str(size),
+                "--repeats",
+                str(repeats),
+            ],
+            {**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout,
+        )
     return _parse_result(results)
 
 

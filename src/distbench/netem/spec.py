@@ -23,11 +23,26 @@ from dataclasses import dataclass
 from distbench.errors import UserError
 
 RATE_UNITS: dict[str, int] = {  # multiplier to bits per second
-    "bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12,
-    "bps": 8, "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9,
+    "bit": 1,
+    "kbit": 10**3,
+    "mbit": 10**6,
+    "gbit": 10**9,
+    "tbit": 10**12,
+    "bps": 8,
+    "kbps": 8 * 10**3,
+    "mbps": 8 * 10**6,
+    "gbps": 8 * 10**9,
 }
-SIZE_UNITS: dict[str, int] = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2,
-                              "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+SIZE_UNITS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+}
 TIME_UNITS: dict[str, float] = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 KEYS = ("bandwidth", "up", "down", "burst", "delay", "mtu")
 MTU_RANGE = (576, 65535)  # IPv4's minimum datagram .. veth's maximum
@@ -70,8 +85,14 @@ class NetworkSpec:
         """The stored form; ``burst_bytes`` is the bucket in effect (given or default)."""
         rate = self.rate_bit_s
         burst = self.burst_for(rate) if rate is not None else self.burst_bytes
-        return {"spec": self.text, "up_bit_s": self.up_bit_s, "down_bit_s": self.down_bit_s,
-                "burst_bytes": burst, "delay_s": self.delay_s, "mtu": self.mtu or 1500}
+        return {
+            "spec": self.text,
+            "up_bit_s": self.up_bit_s,
+            "down_bit_s": self.down_bit_s,
+            "burst_bytes": burst,
+            "delay_s": self.delay_s,
+            "mtu": self.mtu or 1500,
+        }
 
 
 def default_burst(rate_bit_s: int) -> int:
@@ -92,8 +113,9 @@ def format_rate(rate_bit_s: int | None) -> str:
 def _split_number(text: str, what: str, units: dict[str, float] | dict[str, int]) -> float:
     match = _NUMBER.match(text.lower())
     if not match or match.group(2) not in units:
-        raise UserError(f"--network: bad {what} '{text}' (units: "
-                        f"{', '.join(u for u in units if u)})")
+        raise UserError(
+            f"--network: bad {what} '{text}' (units: {', '.join(u for u in units if u)})"
+        )
     return float(match.group(1)) * units[match.group(2)]
 
 
@@ -118,8 +140,10 @@ def parse_time(text: str) -> float:
 
 def parse_mtu(text: str) -> int:
     if not text.isdigit() or not MTU_RANGE[0] <= int(text) <= MTU_RANGE[1]:
-        raise UserError(f"--network: mtu must be a whole number of bytes in "
-                        f"{MTU_RANGE[0]}..{MTU_RANGE[1]}, got '{text}'")
+        raise UserError(
+            f"--network: mtu must be a whole number of bytes in "
+            f"{MTU_RANGE[0]}..{MTU_RANGE[1]}, got '{text}'"
+        )
     return int(text)
 
 
@@ -129,8 +153,7 @@ def _pairs(text: str) -> dict[str, str]:
         key, sep, value = part.partition("=")
         key = key.strip().lower()
         if not sep or not value.strip():
-            raise UserError(f"--network: expected key=value, got '{part}' "
-                            f"(e.g. bandwidth=100mbit)")
+            raise UserError(f"--network: expected key=value, got '{part}' (e.g. bandwidth=100mbit)")
         if key not in KEYS:
             raise UserError(f"--network: unknown key '{key}' (known: {', '.join(KEYS)})")
         if key in pairs:
@@ -152,5 +175,11 @@ def parse_network(text: str) -> NetworkSpec:
     mtu = parse_mtu(pairs["mtu"]) if "mtu" in pairs else None
     if up is None and down is None and not delay and mtu is None:
         raise UserError("--network: give a rate (bandwidth=, up= or down=), a delay or an mtu")
-    return NetworkSpec(text=text.strip(), up_bit_s=up, down_bit_s=down, burst_bytes=burst,
-                       delay_s=delay or None, mtu=mtu)
+    return NetworkSpec(
+        text=text.strip(),
+        up_bit_s=up,
+        down_bit_s=down,
+        burst_bytes=burst,
+        delay_s=delay or None,
+        mtu=mtu,
+    )

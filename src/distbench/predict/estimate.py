@@ -129,12 +129,23 @@ def estimate_table(
 ) -> list[EstimateRow]:
     """One row per worker count; see ``docs/model.md`` for each kind's formulas."""
     inputs = EstimateInputs(
-        kind=kind, server=server, t_grad=t_grad, t_comm=t_comm, workers=tuple(workers),
-        batches=batches, t_grad_split=None if t_grad_split is None else tuple(t_grad_split),
-        alpha=alpha, beta=beta, grad_bytes=grad_bytes, t_backward=t_backward,
-        overlap=overlap, bucket_bytes=bucket_bytes,
+        kind=kind,
+        server=server,
+        t_grad=t_grad,
+        t_comm=t_comm,
+        workers=tuple(workers),
+        batches=batches,
+        t_grad_split=None if t_grad_split is None else tuple(t_grad_split),
+        alpha=alpha,
+        beta=beta,
+        grad_bytes=grad_bytes,
+        t_backward=t_backward,
+        overlap=overlap,
+        bucket_bytes=bucket_bytes,
         stage_times=None if stage_times is None else tuple(stage_times),
-        microbatches=microbatches, rounding=rounding)
+        microbatches=microbatches,
+        rounding=rounding,
+    )
     return table_for(inputs)
 
 
@@ -167,8 +178,12 @@ def _required(value: float | None, name: str, kind: str) -> float:
 
 
 def _row(
-    inputs: EstimateInputs, t_grad: float, n: int, times: tuple[float | None, float | None, float],
-    t_iter: float | None, formula: str,
+    inputs: EstimateInputs,
+    t_grad: float,
+    n: int,
+    times: tuple[float | None, float | None, float],
+    t_iter: float | None,
+    formula: str,
 ) -> EstimateRow:
     best, worst, estimate = times
     d = inputs.batches
@@ -176,9 +191,17 @@ def _row(
     def s(t: float | None) -> float | None:
         return None if t is None else f.speedup(t_grad, d, t)
 
-    return EstimateRow(workers=n, t_best=best, t_worst=worst, t_estimate=estimate,
-                       time_per_iteration=t_iter, speedup_best=s(best), speedup_worst=s(worst),
-                       speedup_estimate=f.speedup(t_grad, d, estimate), formula=formula)
+    return EstimateRow(
+        workers=n,
+        t_best=best,
+        t_worst=worst,
+        t_estimate=estimate,
+        time_per_iteration=t_iter,
+        speedup_best=s(best),
+        speedup_worst=s(worst),
+        speedup_estimate=f.speedup(t_grad, d, estimate),
+        formula=formula,
+    )
 
 
 def _split_grad(inputs: EstimateInputs, t_grad: float, n: int) -> tuple[float, str]:
@@ -187,8 +210,10 @@ def _split_grad(inputs: EstimateInputs, t_grad: float, n: int) -> tuple[float, s
     if split is None:
         return f.split_grad_fallback(t_grad, n), "t_grad/N fallback"
     if n > len(split):
-        raise UserError(f"t_grad_split gives {len(split)} values but {n} workers were asked for;"
-                        " give one value per worker count 1..N")
+        raise UserError(
+            f"t_grad_split gives {len(split)} values but {n} workers were asked for;"
+            " give one value per worker count 1..N"
+        )
     return f.check_positive(f"t_grad_split[{n}]", split[n - 1]), "measured t_grad_split"
 
 
@@ -218,9 +243,11 @@ def _async_row(inputs: EstimateInputs, t_grad: float, t_comm: float, n: int) -> 
     if inputs.server == "distributed":
         total = f.async_distributed(t_grad, t_comm, n, d)
         return _row(inputs, t_grad, n, (None, None, total), None, "async; eq. 4.21")
-    times = (f.async_central_best(t_grad, t_comm, n, d),
-             f.async_central_worst(t_grad, t_comm, n, d),
-             f.async_central_estimate(t_grad, t_comm, n, d))
+    times = (
+        f.async_central_best(t_grad, t_comm, n, d),
+        f.async_central_worst(t_grad, t_comm, n, d),
+        f.async_central_estimate(t_grad, t_comm, n, d),
+    )
     return _row(inputs, t_grad, n, times, None, "async; eq. 4.15/4.16/4.20")
 
 
@@ -230,8 +257,9 @@ def _allreduce(inputs: EstimateInputs, n: int) -> tuple[float, str]:
         return f.ring_allreduce_time(n, inputs.grad_bytes, alpha, inputs.beta), "ring α-β"
     if inputs.t_comm is not None:
         return f.ring_allreduce_bandwidth_time(n, inputs.t_comm), "ring from t_comm (α=0)"
-    raise UserError("ddp estimates need --beta and --grad-bytes (and optionally --alpha),"
-                    " or --t-comm")
+    raise UserError(
+        "ddp estimates need --beta and --grad-bytes (and optionally --alpha), or --t-comm"
+    )
 
 
 def _overlap(inputs: EstimateInputs) -> tuple[float, str]:
@@ -267,8 +295,9 @@ def _pipeline_rows(inputs: EstimateInputs) -> list[EstimateRow]:
         batch = f.gpipe_batch_time(stages, m)
         bubble = f.bubble_fraction(len(stages), m)
         label = f"pipeline (M+S-1)·max stage, measured stages, bubble {bubble:.2f}"
-        return [_row(inputs, t_grad, len(stages), (None, None, inputs.batches * batch), batch,
-                     label)]
+        return [
+            _row(inputs, t_grad, len(stages), (None, None, inputs.batches * batch), batch, label)
+        ]
     t_grad = _required(inputs.t_grad, "t_grad", "pipeline (without --stage-times)")
     rows = []
     for n in inputs.workers:
@@ -284,8 +313,9 @@ def _pipeline_rows(inputs: EstimateInputs) -> list[EstimateRow]:
 
 def semaphore_bounds(t_comm: float, n: int) -> SemaphoreBounds:
     """Bounds on one semaphore-guarded transfer among ``n`` workers (thesis eq. 7.1-7.3)."""
-    return SemaphoreBounds(workers=n, t_best=f.semaphore_best(t_comm, n),
-                           t_worst=f.semaphore_worst(t_comm, n))
+    return SemaphoreBounds(
+        workers=n, t_best=f.semaphore_best(t_comm, n), t_worst=f.semaphore_worst(t_comm, n)
+    )
 
 
 def stops_paying(rows: Sequence[EstimateRow], min_gain: float = DEFAULT_MIN_GAIN) -> int | None:
@@ -299,7 +329,8 @@ def stops_paying(rows: Sequence[EstimateRow], min_gain: float = DEFAULT_MIN_GAIN
 
 
 def recommend(
-    rows_by_strategy: Mapping[str, Sequence[EstimateRow]], budget_workers: int,
+    rows_by_strategy: Mapping[str, Sequence[EstimateRow]],
+    budget_workers: int,
     min_gain: float = DEFAULT_MIN_GAIN,
 ) -> Recommendation:
     """Fastest (strategy, workers) with at most ``budget_workers`` workers.
@@ -308,23 +339,39 @@ def recommend(
     ``sequential`` on one worker.
     """
     f.check_count("budget", budget_workers)
-    candidates = [(row.t_estimate, row.workers, name, row)
-                  for name, rows in rows_by_strategy.items() for row in rows
-                  if row.workers <= budget_workers]
+    candidates = [
+        (row.t_estimate, row.workers, name, row)
+        for name, rows in rows_by_strategy.items()
+        for row in rows
+        if row.workers <= budget_workers
+    ]
     if not candidates:
         raise UserError(f"no estimate within a budget of {budget_workers} workers")
     _, _, name, best = min(candidates, key=lambda c: (c[0], c[1]))
-    knees = {key: stops_paying([r for r in rows if r.workers <= budget_workers], min_gain)
-             for key, rows in rows_by_strategy.items()}
+    knees = {
+        key: stops_paying([r for r in rows if r.workers <= budget_workers], min_gain)
+        for key, rows in rows_by_strategy.items()
+    }
     if best.speedup_estimate <= 1.0:
         name, note = "sequential", "no parallel setting beats one worker training alone"
-        best = replace(best, workers=1, t_estimate=best.t_estimate * best.speedup_estimate,
-                       speedup_estimate=1.0)
+        best = replace(
+            best,
+            workers=1,
+            t_estimate=best.t_estimate * best.speedup_estimate,
+            speedup_estimate=1.0,
+        )
     else:
         note = ""
-    return Recommendation(strategy=name, workers=best.workers, t_estimate=best.t_estimate,
-                          speedup=best.speedup_estimate, budget_workers=budget_workers,
-                          min_gain=min_gain, stops_paying=knees, note=note)
+    return Recommendation(
+        strategy=name,
+        workers=best.workers,
+        t_estimate=best.t_estimate,
+        speedup=best.speedup_estimate,
+        budget_workers=budget_workers,
+        min_gain=min_gain,
+        stops_paying=knees,
+        note=note,
+    )
 
 
 def strategy_name(kind: str, server: str) -> str:
@@ -333,7 +380,9 @@ def strategy_name(kind: str, server: str) -> str:
 
 
 def estimate_report(
-    inputs: EstimateInputs, budget_workers: int | None = None, min_gain: float = DEFAULT_MIN_GAIN,
+    inputs: EstimateInputs,
+    budget_workers: int | None = None,
+    min_gain: float = DEFAULT_MIN_GAIN,
 ) -> EstimateReport:
     """The requested table; for parameter-server kinds also the other server, compared."""
     rows = table_for(inputs)
@@ -348,9 +397,14 @@ def estimate_report(
     semaphore = None
     if inputs.kind in PS_KINDS and inputs.t_comm is not None:
         semaphore = semaphore_bounds(inputs.t_comm, max(inputs.workers))
-    return EstimateReport(inputs=inputs, strategy=name, rows=rows, compared=compared,
-                          semaphore=semaphore,
-                          recommendation=recommend(compared, budget, min_gain))
+    return EstimateReport(
+        inputs=inputs,
+        strategy=name,
+        rows=rows,
+        compared=compared,
+        semaphore=semaphore,
+        recommendation=recommend(compared, budget, min_gain),
+    )
 
 
 # --- rendering as strings (printed by the CLI, never here) ----------------------------
@@ -379,39 +433,54 @@ def _cell(value: float | None, width: int, decimals: int) -> str:
 def render_text(report: EstimateReport) -> str:
     """A readable table (times in seconds for D batches) with bounds and recommendation."""
     inp = report.inputs
-    lines = [f"Estimated speedup: {report.strategy}, D={inp.batches} batches",
-             f"{'N':>3} {'t_best':>10} {'t_worst':>10} {'t_est':>10} {'t_iter':>9}"
-             f" {'S_best':>7} {'S_worst':>7} {'S_est':>7}"]
+    lines = [
+        f"Estimated speedup: {report.strategy}, D={inp.batches} batches",
+        f"{'N':>3} {'t_best':>10} {'t_worst':>10} {'t_est':>10} {'t_iter':>9}"
+        f" {'S_best':>7} {'S_worst':>7} {'S_est':>7}",
+    ]
     for r in report.rows:
-        lines.append(f"{r.workers:>3} {_cell(r.t_best, 10, 2)} {_cell(r.t_worst, 10, 2)}"
-                     f" {r.t_estimate:10.2f} {_cell(r.time_per_iteration, 9, 4)}"
-                     f" {_cell(r.speedup_best, 7, 3)} {_cell(r.speedup_worst, 7, 3)}"
-                     f" {r.speedup_estimate:7.3f}")
+        lines.append(
+            f"{r.workers:>3} {_cell(r.t_best, 10, 2)} {_cell(r.t_worst, 10, 2)}"
+            f" {r.t_estimate:10.2f} {_cell(r.time_per_iteration, 9, 4)}"
+            f" {_cell(r.speedup_best, 7, 3)} {_cell(r.speedup_worst, 7, 3)}"
+            f" {r.speedup_estimate:7.3f}"
+        )
     lines.append(f"formula: {report.rows[-1].formula}")
     if report.semaphore is not None:
         sem = report.semaphore
-        lines.append(f"semaphore bound (N={sem.workers}): {sem.t_best:.4f} s <= t_sem"
-                     f" <= {sem.t_worst:.4f} s")
+        lines.append(
+            f"semaphore bound (N={sem.workers}): {sem.t_best:.4f} s <= t_sem <= {sem.t_worst:.4f} s"
+        )
     lines.extend(_recommendation_lines(report.recommendation))
     return "\n".join(lines) + "\n"
 
 
 def _recommendation_lines(rec: Recommendation) -> list[str]:
-    head = (f"recommendation (budget {rec.budget_workers} workers): {rec.strategy} on"
-            f" {rec.workers} worker(s), speedup {rec.speedup:.2f}, {rec.t_estimate:.1f} s")
+    head = (
+        f"recommendation (budget {rec.budget_workers} workers): {rec.strategy} on"
+        f" {rec.workers} worker(s), speedup {rec.speedup:.2f}, {rec.t_estimate:.1f} s"
+    )
     lines = [head + (f" ({rec.note})" if rec.note else "")]
     for name, knee in rec.stops_paying.items():
-        verdict = (f"stops paying at N={knee} (gain < {rec.min_gain:.0%})" if knee is not None
-                   else f"still gains >= {rec.min_gain:.0%} per worker up to the budget")
+        verdict = (
+            f"stops paying at N={knee} (gain < {rec.min_gain:.0%})"
+            if knee is not None
+            else f"still gains >= {rec.min_gain:.0%} per worker up to the budget"
+        )
         lines.append(f"  {name}: {verdict}")
     return lines
 
 
 def report_as_dict(report: EstimateReport) -> dict[str, Any]:
     """JSON-ready form of a report."""
-    return {"strategy": report.strategy, "inputs": asdict(report.inputs),
-            "rows": [asdict(r) for r in report.rows],
-            "compared": {k: [asdict(r) for r in v] for k, v in report.compared.items()},
-            "semaphore": None if report.semaphore is None else asdict(report.semaphore),
-            "recommendation": {**asdict(report.recommendation),
-                               "stops_paying": dict(report.recommendation.stops_paying)}}
+    return {
+        "strategy": report.strategy,
+        "inputs": asdict(report.inputs),
+        "rows": [asdict(r) for r in report.rows],
+        "compared": {k: [asdict(r) for r in v] for k, v in report.compared.items()},
+        "semaphore": None if report.semaphore is None else asdict(report.semaphore),
+        "recommendation": {
+            **asdict(report.recommendation),
+            "stops_paying": dict(report.recommendation.stops_paying),
+        },
+    }

@@ -73,11 +73,19 @@ def case_of(cfg: RunConfig) -> Case:
     from distbench.strategies import STRATEGIES
 
     strategy = STRATEGIES[cfg.strategy]
-    return Case(model=cfg.model, dataset=cfg.dataset, strategy=cfg.strategy,
-                workers=cfg.workers, batch_size=cfg.batch_size,
-                local_batch=strategy.local_batch(cfg), global_batch=strategy.global_batch(cfg),
-                threads=cfg.resolved_threads(), servers=cfg.servers, steps=cfg.steps,
-                synchronous=strategy.synchronous)
+    return Case(
+        model=cfg.model,
+        dataset=cfg.dataset,
+        strategy=cfg.strategy,
+        workers=cfg.workers,
+        batch_size=cfg.batch_size,
+        local_batch=strategy.local_batch(cfg),
+        global_batch=strategy.global_batch(cfg),
+        threads=cfg.resolved_threads(),
+        servers=cfg.servers,
+        steps=cfg.steps,
+        synchronous=strategy.synchronous,
+    )
 
 
 def compute_times(profile: Profile, processes: int, threads: int) -> tuple[StepTimes, str]:
@@ -92,10 +100,19 @@ def compute_times(profile: Profile, processes: int, threads: int) -> tuple[StepT
     def s(v: float) -> float:
         return v * scale
 
-    scaled = replace(base, processes=processes, threads=threads, data=s(base.data),
-                     forward=s(base.forward), backward=s(base.backward), update=s(base.update),
-                     t_grad=s(base.t_grad), t_grad_max=s(base.t_grad_max),
-                     t_step=s(base.t_step), t_step_max=s(base.t_step_max))
+    scaled = replace(
+        base,
+        processes=processes,
+        threads=threads,
+        data=s(base.data),
+        forward=s(base.forward),
+        backward=s(base.backward),
+        update=s(base.update),
+        t_grad=s(base.t_grad),
+        t_grad_max=s(base.t_grad_max),
+        t_step=s(base.t_step),
+        t_step_max=s(base.t_step_max),
+    )
     return scaled, f"{processes}x{threads} threads extrapolated"
 
 
@@ -133,12 +150,18 @@ def predict_case(case: Case, profile: Profile) -> Prediction | None:
     else:
         step, comm, formula = _ps_sync_step(case, profile, grad + overhead)
     samples = case.global_batch if case.synchronous else n * case.local_batch
-    return Prediction(step_time=step, throughput=samples / step, compute=grad + overhead,
-                      comm=comm, formula=f"{formula}; compute {label}")
+    return Prediction(
+        step_time=step,
+        throughput=samples / step,
+        compute=grad + overhead,
+        comm=comm,
+        formula=f"{formula}; compute {label}",
+    )
 
 
-def _ddp_step(case: Case, profile: Profile, grad: float, backward: float,
-              overhead: float) -> tuple[float, float, str]:
+def _ddp_step(
+    case: Case, profile: Profile, grad: float, backward: float, overhead: float
+) -> tuple[float, float, str]:
     """DDP's step: compute, the all-reduce and DDP's per-step machinery
     (``profile.ddp_overhead``, 0 in older profiles).
 
@@ -154,15 +177,21 @@ def _ddp_step(case: Case, profile: Profile, grad: float, backward: float,
     saturated = profile.network is None and n * case.threads >= profile.cores
     loaded = profile.loaded_allreduce(n, case.threads) if saturated else None
     if loaded is not None:
-        return (grad + loaded + overhead + machinery, loaded,
-                "ddp: all-reduce after a step (measured, no spare core) + DDP machinery")
+        return (
+            grad + loaded + overhead + machinery,
+            loaded,
+            "ddp: all-reduce after a step (measured, no spare core) + DDP machinery",
+        )
     ar = profile.allreduce
     t_ar = f.ring_allreduce_time(n, profile.grad_bytes, ar.alpha, ar.beta)
     overlap = 0.0 if saturated else f.ddp_default_overlap(profile.grad_bytes)
     step = f.ddp_step_time(grad, t_ar, backward, overlap) + overhead + machinery
     why = "no spare core" if saturated else "bucket"
-    return step, t_ar, (f"ddp: ring all-reduce (alpha, beta), {why} overlap {overlap:.2f}"
-                        " + DDP machinery")
+    return (
+        step,
+        t_ar,
+        (f"ddp: ring all-reduce (alpha, beta), {why} overlap {overlap:.2f} + DDP machinery"),
+    )
 
 
 def ps_transfer_time(profile: Profile) -> float:
@@ -340,8 +369,16 @@ def best_configurations(rows: Sequence[ValidationRow]) -> list[BestPick]:
         pred = max(group, key=lambda r: r.predicted_throughput or 0.0)
         meas = max(group, key=lambda r: r.measured_throughput or 0.0)
         regret = 1.0 - (pred.measured_throughput or 0.0) / (meas.measured_throughput or 1.0)
-        picks.append(BestPick(name, pred.label, meas.label, pred is meas, regret,
-                              pred is not meas and intervals_overlap(pred, meas)))
+        picks.append(
+            BestPick(
+                name,
+                pred.label,
+                meas.label,
+                pred is meas,
+                regret,
+                pred is not meas and intervals_overlap(pred, meas),
+            )
+        )
     return picks
 
 
@@ -355,16 +392,25 @@ def intervals_overlap(a: ValidationRow, b: ValidationRow) -> bool:
 
 
 def _compared(rows: Sequence[ValidationRow]) -> list[ValidationRow]:
-    return [r for r in rows if r.step_error is not None and r.predicted_throughput is not None
-            and r.measured_throughput is not None]
+    return [
+        r
+        for r in rows
+        if r.step_error is not None
+        and r.predicted_throughput is not None
+        and r.measured_throughput is not None
+    ]
 
 
 def _within_workload_spearman(rows: Sequence[ValidationRow]) -> float | None:
     groups: dict[str, list[ValidationRow]] = {}
     for row in rows:
         groups.setdefault(_workload(row), []).append(row)
-    values = [spearman([r.predicted_throughput or 0.0 for r in g],
-                       [r.measured_throughput or 0.0 for r in g]) for g in groups.values()]
+    values = [
+        spearman(
+            [r.predicted_throughput or 0.0 for r in g], [r.measured_throughput or 0.0 for r in g]
+        )
+        for g in groups.values()
+    ]
     present = [v for v in values if v is not None]
     return median(present) if present else None
 
@@ -378,16 +424,20 @@ def summarize(rows: Sequence[ValidationRow]) -> ValidationSummary:
     best_pred = max(compared, key=lambda r: r.predicted_throughput or 0.0, default=None)
     best_meas = max(compared, key=lambda r: r.measured_throughput or 0.0, default=None)
     return ValidationSummary(
-        configurations=len(rows), compared=len(compared),
+        configurations=len(rows),
+        compared=len(compared),
         median_abs_step_error=median(errors) if errors else None,
         max_abs_step_error=max(errors) if errors else None,
         median_abs_speedup_error=median(speedups) if speedups else None,
-        spearman=spearman([r.predicted_throughput or 0.0 for r in compared],
-                          [r.measured_throughput or 0.0 for r in compared]),
+        spearman=spearman(
+            [r.predicted_throughput or 0.0 for r in compared],
+            [r.measured_throughput or 0.0 for r in compared],
+        ),
         spearman_within_workload=_within_workload_spearman(compared),
         best=best_configurations(compared),
         best_overall_predicted=best_pred.label if best_pred else None,
-        best_overall_measured=best_meas.label if best_meas else None)
+        best_overall_measured=best_meas.label if best_meas else None,
+    )
 
 
 # --- orchestration ------------------------------------------------------------------------------
@@ -409,24 +459,37 @@ class CalibrationOptions:
 def _profile_cfg(cfg: RunConfig) -> RunConfig:
     from distbench.config import RunConfig
 
-    return RunConfig(model=cfg.model, dataset=cfg.dataset, data_dir=cfg.data_dir,
-                     batch_size=cfg.batch_size, input_size=cfg.input_size,
-                     num_classes=cfg.num_classes, seed=cfg.seed, device="cpu",
-                     network=cfg.network)
+    return RunConfig(
+        model=cfg.model,
+        dataset=cfg.dataset,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,
+        input_size=cfg.input_size,
+        num_classes=cfg.num_classes,
+        seed=cfg.seed,
+        device="cpu",
+        network=cfg.network,
+    )
 
 
-def profile_request(cfg: RunConfig, workers: int, options: CalibrationOptions,
-                    splits: bool) -> Any:
+def profile_request(cfg: RunConfig, workers: int, options: CalibrationOptions, splits: bool) -> Any:
     """The ``calibrate.ProfileRequest`` for ``cfg``'s workload."""
     from distbench.profiling.calibrate import ProfileRequest
 
-    return ProfileRequest(cfg=_profile_cfg(cfg), workers=workers, repeats=options.repeats,
-                          warmup=options.warmup, sweep_max_bytes=options.sweep_max_bytes,
-                          timeout=options.timeout, splits=splits)
+    return ProfileRequest(
+        cfg=_profile_cfg(cfg),
+        workers=workers,
+        repeats=options.repeats,
+        warmup=options.warmup,
+        sweep_max_bytes=options.sweep_max_bytes,
+        timeout=options.timeout,
+        splits=splits,
+    )
 
 
-def ensure_profile(db: str, request: Any, options: CalibrationOptions,
-                   progress: Progress | None = None) -> tuple[Profile, int, bool]:
+def ensure_profile(
+    db: str, request: Any, options: CalibrationOptions, progress: Progress | None = None
+) -> tuple[Profile, int, bool]:
     """The newest stored profile for the request's workload covering its workers (and its
     splits when asked), or a new one measured now and stored: ``(profile, id, new)``."""
     import os
@@ -436,8 +499,9 @@ def ensure_profile(db: str, request: Any, options: CalibrationOptions,
 
     cfg = request.cfg
     if not options.reprofile:
-        found = find_profile_row(db, cfg.model, cfg.dataset, cfg.batch_size,
-                                 os.cpu_count() or 1, network=cfg.network)
+        found = find_profile_row(
+            db, cfg.model, cfg.dataset, cfg.batch_size, os.cpu_count() or 1, network=cfg.network
+        )
         if found is not None and _covers(found[0], request):
             return found[0], found[1], False
     profile = profile_model(request, progress)
@@ -446,31 +510,64 @@ def ensure_profile(db: str, request: Any, options: CalibrationOptions,
 
 def _covers(profile: Profile, request: Any) -> bool:
     splits_ok = not request.splits or len(profile.t_grad_split) >= request.workers
-    return (profile.workers >= request.workers and splits_ok
-            and profile.input_size == request.cfg.input_size
-            and profile.network == request.cfg.network)
+    return (
+        profile.workers >= request.workers
+        and splits_ok
+        and profile.input_size == request.cfg.input_size
+        and profile.network == request.cfg.network
+    )
 
 
-TIMING_KEYS = ("model", "dataset", "strategy", "workers", "batch_size", "servers",
-               "ps_semaphore", "input_size", "num_classes", "microbatches", "partition",
-               "framework", "device", "nnodes", "data_dir", "network", "hosts")
+TIMING_KEYS = (
+    "model",
+    "dataset",
+    "strategy",
+    "workers",
+    "batch_size",
+    "servers",
+    "ps_semaphore",
+    "input_size",
+    "num_classes",
+    "microbatches",
+    "partition",
+    "framework",
+    "device",
+    "nnodes",
+    "data_dir",
+    "network",
+    "hosts",
+)
 
 
 def find_measured(store: ResultStore, cfg: RunConfig) -> dict[str, Any] | None:
     """The newest successful stored run with the same timing-relevant settings and threads."""
     wanted = {k: getattr(cfg, k, None) for k in TIMING_KEYS}
     threads = cfg.resolved_threads()
-    for row in reversed(store.query(model=cfg.model, strategy=cfg.strategy,
-                                    workers=cfg.workers, status="ok", dataset=cfg.dataset)):
+    for row in reversed(
+        store.query(
+            model=cfg.model,
+            strategy=cfg.strategy,
+            workers=cfg.workers,
+            status="ok",
+            dataset=cfg.dataset,
+        )
+    ):
         stored = row.get("config") or {}
-        if all(stored.get(k) == v for k, v in wanted.items()) and \
-                row.get("threads_per_worker") == threads:
+        if (
+            all(stored.get(k) == v for k, v in wanted.items())
+            and row.get("threads_per_worker") == threads
+        ):
             return store.with_scaling([row])[0]
     return None
 
 
-def compare(cfg: RunConfig, row: dict[str, Any] | None, profile: Profile,
-            profile_id: int | None, baseline: RunConfig | None) -> ValidationRow:
+def compare(
+    cfg: RunConfig,
+    row: dict[str, Any] | None,
+    profile: Profile,
+    profile_id: int | None,
+    baseline: RunConfig | None,
+) -> ValidationRow:
     """Prediction for ``cfg`` beside its measured ``row`` (speedup against ``baseline``)."""
     case = case_of(cfg)
     pred = predict_case(case, profile)
@@ -486,23 +583,42 @@ def compare(cfg: RunConfig, row: dict[str, Any] | None, profile: Profile,
     if row is not None and row.get("status") != "ok":
         status = f"run {row.get('status')}"
     return ValidationRow(
-        model=case.model, dataset=case.dataset, strategy=case.strategy, workers=case.workers,
-        batch_size=case.batch_size, threads=case.threads, servers=case.servers, status=status,
-        run_id=row.get("run_id") if row else None, profile_id=profile_id,
-        predicted_step=pred.step_time if pred else None, measured_step=m_step,
+        model=case.model,
+        dataset=case.dataset,
+        strategy=case.strategy,
+        workers=case.workers,
+        batch_size=case.batch_size,
+        threads=case.threads,
+        servers=case.servers,
+        status=status,
+        run_id=row.get("run_id") if row else None,
+        profile_id=profile_id,
+        predicted_step=pred.step_time if pred else None,
+        measured_step=m_step,
         step_error=relative_error(pred.step_time if pred else None, m_step),
-        predicted_throughput=pred.throughput if pred else None, measured_throughput=m_tp,
-        predicted_speedup=p_speedup, measured_speedup=m_speedup,
+        predicted_throughput=pred.throughput if pred else None,
+        measured_throughput=m_tp,
+        predicted_speedup=p_speedup,
+        measured_speedup=m_speedup,
         speedup_error=relative_error(p_speedup, m_speedup),
-        formula=pred.formula if pred else "", note=(row or {}).get("error") or "",
-        measured_throughput_ci=m_ci)
+        formula=pred.formula if pred else "",
+        note=(row or {}).get("error") or "",
+        measured_throughput_ci=m_ci,
+    )
 
 
 def _profile_groups(configs: Sequence[RunConfig]) -> dict[tuple[Any, ...], list[RunConfig]]:
     groups: dict[tuple[Any, ...], list[RunConfig]] = {}
     for cfg in configs:
-        key = (cfg.model, cfg.dataset, cfg.batch_size, cfg.data_dir, cfg.input_size,
-               cfg.num_classes, cfg.network)
+        key = (
+            cfg.model,
+            cfg.dataset,
+            cfg.batch_size,
+            cfg.data_dir,
+            cfg.input_size,
+            cfg.num_classes,
+            cfg.network,
+        )
         groups.setdefault(key, []).append(cfg)
     return groups
 
@@ -562,8 +678,9 @@ def _calibrate_for(db: str, work: _Workload, cfg: RunConfig) -> None:
     from distbench.profiling.store_lookup import save_profile
 
     if cfg.strategy in PREDICTED_STRATEGIES:
-        work.profile = refresh_contention(work.profile, work.request, cfg.workers,
-                                          cfg.resolved_threads())
+        work.profile = refresh_contention(
+            work.profile, work.request, cfg.workers, cfg.resolved_threads()
+        )
         work.profile_id = save_profile(db, work.profile)
 
 
@@ -576,15 +693,22 @@ def median_round(rounds: Sequence[ValidationRow]) -> ValidationRow:
         return rounds[-1]
     ordered = sorted(measured, key=lambda r: float(r.measured_throughput or 0.0))
     chosen = ordered[(len(ordered) - 1) // 2]
-    return replace(chosen, round_throughputs=[float(r.measured_throughput or 0.0)
-                                              for r in measured])
+    return replace(
+        chosen, round_throughputs=[float(r.measured_throughput or 0.0) for r in measured]
+    )
 
 
-def validate_configs(configs: Sequence[RunConfig], db: str, *, reuse: bool = False,
-                     options: CalibrationOptions | None = None,
-                     profile_progress: Progress | None = None,
-                     run_hook: EventHook | None = None,
-                     on_event: EventHook | None = None, rounds: int = 1) -> ValidationReport:
+def validate_configs(
+    configs: Sequence[RunConfig],
+    db: str,
+    *,
+    reuse: bool = False,
+    options: CalibrationOptions | None = None,
+    profile_progress: Progress | None = None,
+    run_hook: EventHook | None = None,
+    on_event: EventHook | None = None,
+    rounds: int = 1,
+) -> ValidationReport:
     """Profile (if needed), measure (run or reuse) and predict every configuration.
 
     Workloads are handled one at a time (profile, then its runs) and, unless ``reuse`` or
@@ -615,16 +739,19 @@ def validate_configs(configs: Sequence[RunConfig], db: str, *, reuse: bool = Fal
         work = _Workload(request, profile, pid)
         measured: list[list[ValidationRow]] = [[] for _ in cfgs]
         for round_index in range(rounds):
-            notify("measure", {"config": cfgs[0], "runs": len(cfgs),
-                               "round": round_index + 1, "rounds": rounds})
+            notify(
+                "measure",
+                {"config": cfgs[0], "runs": len(cfgs), "round": round_index + 1, "rounds": rounds},
+            )
             for cfg, results in zip(cfgs, measured, strict=True):
                 if options.refresh:
                     _calibrate_for(db, work, cfg)
                 stored = run_benchmarks([cfg], db, _renumbered(run_hook, done, total))
                 done += 1
                 row = stored[0] if stored else None  # none on a node other than rank 0's
-                results.append(compare(cfg, row, work.profile, work.profile_id,
-                                       _baseline_config(db, row)))
+                results.append(
+                    compare(cfg, row, work.profile, work.profile_id, _baseline_config(db, row))
+                )
         chosen = [median_round(results) for results in measured]
         rows.extend(rebased_speedups(chosen) if rounds > 1 else chosen)
     return ValidationReport(rows=rows, summary=summarize(rows))
@@ -634,8 +761,14 @@ def rebased_speedups(rows: Sequence[ValidationRow]) -> list[ValidationRow]:
     """Measured speedups of one workload's median rounds over its sequential run's median
     round. A median round's stored speedup is over the sequential run of *its* round,
     which need not be the median one; both sides must be medians."""
-    base = next((r for r in rows if r.strategy == "sequential" and r.workers == 1
-                 and r.measured_throughput), None)
+    base = next(
+        (
+            r
+            for r in rows
+            if r.strategy == "sequential" and r.workers == 1 and r.measured_throughput
+        ),
+        None,
+    )
     if base is None or not base.measured_throughput:
         return list(rows)
     out = []
@@ -644,6 +777,11 @@ def rebased_speedups(rows: Sequence[ValidationRow]) -> list[ValidationRow]:
             out.append(row)
             continue
         speedup = row.measured_throughput / base.measured_throughput
-        out.append(replace(row, measured_speedup=speedup,
-                           speedup_error=relative_error(row.predicted_speedup, speedup)))
+        out.append(
+            replace(
+                row,
+                measured_speedup=speedup,
+                speedup_error=relative_error(row.predicted_speedup, speedup),
+            )
+        )
     return out

@@ -135,8 +135,9 @@ def link_fit(kind: str, world: int, sizes: list[int], seconds: list[float]) -> L
 # --- spawned process groups -------------------------------------------------------------------
 
 
-def run_group(target: Callable[..., None], args: list[tuple[Any, ...]], timeout: float,
-               what: str) -> list[Any]:
+def run_group(
+    target: Callable[..., None], args: list[tuple[Any, ...]], timeout: float, what: str
+) -> list[Any]:
     """Start one spawned process per args tuple; collect ``(index, result)`` from each.
 
     A child reports ``(index, "error", message)`` on failure. Overrunning ``timeout`` or a
@@ -160,11 +161,13 @@ def _collect(procs: list[Any], results: Any, deadline: float, what: str) -> list
         try:
             index, status, value = results.get(timeout=0.5)
         except queue_module.Empty:
-            dead = [p for i, p in enumerate(procs) if i not in collected and
-                    p.exitcode not in (None, 0)]
+            dead = [
+                p for i, p in enumerate(procs) if i not in collected and p.exitcode not in (None, 0)
+            ]
             if dead:
-                raise RunFailed(f"{what}: a calibration process died (exit code "
-                                f"{dead[0].exitcode})") from None
+                raise RunFailed(
+                    f"{what}: a calibration process died (exit code {dead[0].exitcode})"
+                ) from None
             continue
         if status == "error":
             raise RunFailed(f"{what}: {value}")
@@ -201,12 +204,20 @@ class StepPlan:
     timeout: float
 
     def done(self, timed: int, elapsed: float) -> bool:
-        return timed >= self.max_repeats or (timed >= self.repeats and
-                                              elapsed >= self.min_seconds)
+        return timed >= self.max_repeats or (timed >= self.repeats and elapsed >= self.min_seconds)
 
 
-def _steps_child(index: int, processes: int, cfg_dict: dict[str, Any], batch: int, threads: int,
-                 plan: StepPlan, barrier: Any, stop: Any, out: Any) -> None:
+def _steps_child(
+    index: int,
+    processes: int,
+    cfg_dict: dict[str, Any],
+    batch: int,
+    threads: int,
+    plan: StepPlan,
+    barrier: Any,
+    stop: Any,
+    out: Any,
+) -> None:
     """One process of a contention group: time training steps by phase.
 
     Process 0 decides when to stop (``stop``), before the barrier that opens the next step,
@@ -235,8 +246,9 @@ def _steps_child(index: int, processes: int, cfg_dict: dict[str, Any], batch: in
         out.put((index, "error", f"{type(exc).__name__}: {exc}"))
 
 
-def summarize_steps(per_process: list[list[dict[str, float]]], threads: int,
-                    batch: int) -> StepTimes:
+def summarize_steps(
+    per_process: list[list[dict[str, float]]], threads: int, batch: int
+) -> StepTimes:
     """Medians over processes and repetitions; ``*_max`` from each repetition's slowest."""
     flat = [p for proc in per_process for p in proc]
     grads = [p["forward"] + p["backward"] for p in flat]
@@ -245,24 +257,35 @@ def summarize_steps(per_process: list[list[dict[str, float]]], threads: int,
     grad_max = [max(p["forward"] + p["backward"] for p in rep) for rep in by_rep]
     step_max = [max(sum(p.get(n, 0.0) for n in STEP_PHASES) for p in rep) for rep in by_rep]
     return StepTimes(
-        processes=len(per_process), threads=threads, batch_size=batch,
+        processes=len(per_process),
+        threads=threads,
+        batch_size=batch,
         data=median(p.get("data", 0.0) for p in flat),
-        forward=median(p["forward"] for p in flat), backward=median(p["backward"] for p in flat),
-        update=median(p.get("update", 0.0) for p in flat), t_grad=median(grads),
-        t_grad_max=median(grad_max), t_step=median(steps), t_step_max=median(step_max),
-        repeats=len(by_rep))
+        forward=median(p["forward"] for p in flat),
+        backward=median(p["backward"] for p in flat),
+        update=median(p.get("update", 0.0) for p in flat),
+        t_grad=median(grads),
+        t_grad_max=median(grad_max),
+        t_step=median(steps),
+        t_step_max=median(step_max),
+        repeats=len(by_rep),
+    )
 
 
-def measure_steps(req: ProfileRequest, processes: int, threads: int,
-                  batch: int | None = None) -> StepTimes:
+def measure_steps(
+    req: ProfileRequest, processes: int, threads: int, batch: int | None = None
+) -> StepTimes:
     """``processes`` processes of ``threads`` threads train ``batch`` samples at once."""
     batch = batch or req.cfg.batch_size
     ctx = mp.get_context("spawn")
     barrier, stop = ctx.Barrier(processes), ctx.Event()
-    plan = StepPlan(req.warmup, req.repeats, req.min_seconds, max(req.repeats, req.max_repeats),
-                    req.timeout)
-    args = [(i, processes, req.cfg.to_dict(), batch, threads, plan, barrier, stop)
-            for i in range(processes)]
+    plan = StepPlan(
+        req.warmup, req.repeats, req.min_seconds, max(req.repeats, req.max_repeats), req.timeout
+    )
+    args = [
+        (i, processes, req.cfg.to_dict(), batch, threads, plan, barrier, stop)
+        for i in range(processes)
+    ]
     what = f"gradient time ({processes} x {threads} threads, batch {batch})"
     per_process = run_group(_steps_child, args, req.timeout, what)
     return summarize_steps(per_process, threads, batch)
@@ -334,8 +357,9 @@ def _links_child(rank: int, store_path: str, plan: LinkPlan, out: Any) -> None:
     try:
         torch.set_num_threads(1)
         store = dist.FileStore(store_path, 2)
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=2,
-                                timeout=timedelta(seconds=plan.timeout))
+        dist.init_process_group(
+            "gloo", store=store, rank=rank, world_size=2, timeout=timedelta(seconds=plan.timeout)
+        )
         result = link_measurements(rank, plan)
         dist.barrier()
         dist.destroy_process_group()
@@ -347,8 +371,12 @@ def _links_child(rank: int, store_path: str, plan: LinkPlan, out: Any) -> None:
 def _links_on_loopback(plan: LinkPlan) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="distbench-links-") as tmp:
         store_path = str(Path(tmp) / "store")
-        results = run_group(_links_child, [(0, store_path, plan), (1, store_path, plan)],
-                             plan.timeout, "link measurement")
+        results = run_group(
+            _links_child,
+            [(0, store_path, plan), (1, store_path, plan)],
+            plan.timeout,
+            "link measurement",
+        )
     return dict(results[0])
 
 
@@ -368,14 +396,26 @@ def _links_on_hosts(plan: LinkPlan, network: str) -> dict[str, list[float]]:
     plan_json = json.dumps(asdict(plan))
     with emulated_network(spec, 2) as net:
         results = run_on_hosts(
-            net, lambda host: [sys.executable, "-m", "distbench.profiling.linkhost",
-                               "--rank", str(host.index), "--plan", plan_json],
-            {**os.environ, "OMP_NUM_THREADS": "1"}, plan.timeout)
+            net,
+            lambda host: [
+                sys.executable,
+                "-m",
+                "distbench.profiling.linkhost",
+                "--rank",
+                str(host.index),
+                "--plan",
+                plan_json,
+            ],
+            {**os.environ, "OMP_NUM_THREADS": "1"},
+            plan.timeout,
+        )
     for code, output in results:
         if code != 0:
             tail = output.strip().splitlines()[-1:] or ["no output"]
-            raise RunFailed(f"link measurement under --network {network} failed (exit code "
-                            f"{code}): {tail[0][:300]}")
+            raise RunFailed(
+                f"link measurement under --network {network} failed (exit code "
+                f"{code}): {tail[0][:300]}"
+            )
     for line in results[0][1].splitlines():
         if line.startswith(RESULT_MARK):
             return dict(json.loads(line.removeprefix(RESULT_MARK)))
@@ -395,8 +435,14 @@ def sweep_limit(sweep_max_bytes: int | None, network: str | None) -> int:
     return probe_bytes(parse_network(network))
 
 
-def measure_links(weight_bytes: int, grad_bytes: int, sweep_max_bytes: int, repeats: int,
-                  timeout: float, network: str | None = None) -> tuple[float, LinkFit, LinkFit]:
+def measure_links(
+    weight_bytes: int,
+    grad_bytes: int,
+    sweep_max_bytes: int,
+    repeats: int,
+    timeout: float,
+    network: str | None = None,
+) -> tuple[float, LinkFit, LinkFit]:
     """``t_comm`` of ``weight_bytes`` and the fitted point-to-point and all-reduce links,
     over loopback or, with ``network``, between two emulated hosts behind it.
 
@@ -428,8 +474,11 @@ def _plan(req: ProfileRequest) -> list[tuple[str, int, int, int]]:
     cores, base, batch = os.cpu_count() or 1, req.base_threads(), req.cfg.batch_size
     plan = [("t_grad", 1, base, batch)]
     plan += [(f"t_grad 1/{k} batch", 1, base, max(1, batch // k)) for k in req.split_counts()]
-    plan += [(f"{k} x {t} threads", k, t, batch) for k, t in contention_pairs(req.workers, cores)
-             if (k, t) != (1, base)]
+    plan += [
+        (f"{k} x {t} threads", k, t, batch)
+        for k, t in contention_pairs(req.workers, cores)
+        if (k, t) != (1, base)
+    ]
     return plan
 
 
@@ -447,19 +496,26 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
     weight_bytes, grad_bytes, tensors = state_sizes(req.cfg)
     where = f" behind --network {req.cfg.network}" if req.cfg.network else ""
     notify(f"links{where} (ping-pong, p2p and all-reduce sweeps)", len(plan), total)
-    t_comm, p2p, allreduce = measure_links(weight_bytes, grad_bytes,
-                                           sweep_limit(req.sweep_max_bytes, req.cfg.network),
-                                           req.repeats, req.timeout, req.cfg.network)
+    t_comm, p2p, allreduce = measure_links(
+        weight_bytes,
+        grad_bytes,
+        sweep_limit(req.sweep_max_bytes, req.cfg.network),
+        req.repeats,
+        req.timeout,
+        req.cfg.network,
+    )
     notify("parameter-server transfer (pull + push without compute)", len(plan) + 1, total)
     one_thread = next((m for m in measured if (m.processes, m.threads) == (1, 1)), measured[0])
     ps_overhead = measure_ps_transfer(req.cfg, req.repeats, req.timeout, one_thread.t_grad)
     notify("DDP machinery and the all-reduce after a step", len(plan) + 2, total)
     ddp_overhead, loaded = measure_ddp_costs(req, measured, grad_bytes)
     notify("done", total, total)
-    profile = _assemble(req, measured, (weight_bytes, grad_bytes, tensors),
-                        (t_comm, p2p, allreduce))
-    return replace(profile, ps_overhead=ps_overhead, ddp_overhead=ddp_overhead,
-                   allreduce_loaded=loaded)
+    profile = _assemble(
+        req, measured, (weight_bytes, grad_bytes, tensors), (t_comm, p2p, allreduce)
+    )
+    return replace(
+        profile, ps_overhead=ps_overhead, ddp_overhead=ddp_overhead, allreduce_loaded=loaded
+    )
 
 
 def ddp_levels(workers: int, cores: int) -> list[tuple[int, int]]:
@@ -467,51 +523,76 @@ def ddp_levels(workers: int, cores: int) -> list[tuple[int, int]]:
     return [(k, max(1, cores // k)) for k in range(2, workers + 1)]
 
 
-def measure_ddp_costs(req: ProfileRequest, measured: list[StepTimes],
-                      grad_bytes: int) -> tuple[float, list[LoadedAllReduce]]:
+def measure_ddp_costs(
+    req: ProfileRequest, measured: list[StepTimes], grad_bytes: int
+) -> tuple[float, list[LoadedAllReduce]]:
     """``ddp_costs``: the one-rank machinery at the base thread count, then the all-reduce
     after a step for every DDP level of ``req.workers``, each timed about as long as a
     gradient measurement (``req.min_seconds``). Behind ``--network`` the all-reduce is not
     measured: it would run on loopback, and there the wire, not the CPU, sets its pace."""
+
     def count(step: float) -> StepCount:
-        return StepCount.lasting(req.min_seconds, step, req.warmup, req.repeats,
-                                 req.max_repeats)
+        return StepCount.lasting(req.min_seconds, step, req.warmup, req.repeats, req.max_repeats)
 
     base = measured[0]
-    overhead = measure_ddp_overhead(req.cfg, base.threads, count(2 * base.t_step),
-                                    req.timeout)
+    overhead = measure_ddp_overhead(req.cfg, base.threads, count(2 * base.t_step), req.timeout)
     loaded = []
     levels = ddp_levels(req.workers, os.cpu_count() or 1) if req.cfg.network is None else []
     for k, t in levels:
         level = next((m for m in measured if (m.processes, m.threads) == (k, t)), base)
-        loaded.append(measure_loaded_allreduce(req.cfg, k, t, grad_bytes,
-                                               count(level.t_step_max), req.timeout))
+        loaded.append(
+            measure_loaded_allreduce(
+                req.cfg, k, t, grad_bytes, count(level.t_step_max), req.timeout
+            )
+        )
     return overhead, loaded
 
 
-def _assemble(req: ProfileRequest, measured: list[StepTimes], sizes: tuple[int, int, int],
-              links: tuple[float, LinkFit, LinkFit]) -> Profile:
+def _assemble(
+    req: ProfileRequest,
+    measured: list[StepTimes],
+    sizes: tuple[int, int, int],
+    links: tuple[float, LinkFit, LinkFit],
+) -> Profile:
     base, n_splits = measured[0], len(req.split_counts())
-    splits = [base.t_grad, *(m.t_grad for m in measured[1:1 + n_splits])]
-    contended = [base, *measured[1 + n_splits:]]
+    splits = [base.t_grad, *(m.t_grad for m in measured[1 : 1 + n_splits])]
+    contended = [base, *measured[1 + n_splits :]]
     weight_bytes, grad_bytes, tensors = sizes
     t_comm, p2p, allreduce = links
     if not all(math.isfinite(v) and v > 0 for v in (base.t_grad, t_comm)):
         raise RunFailed("calibration measured a non-positive time")
     return Profile(
-        model=req.cfg.model, dataset=req.cfg.dataset, batch_size=req.cfg.batch_size,
-        threads=req.base_threads(), workers=req.workers, repeats=req.repeats,
-        created_at=datetime.now(UTC).isoformat(), cores=os.cpu_count() or 1,
-        host=socket.gethostname(), torch_version=torch.__version__,
-        input_size=req.cfg.input_size, t_grad=base.t_grad, t_forward=base.forward,
-        t_backward=base.backward, t_data=base.data, t_update=base.update,
-        t_grad_split=splits, weight_bytes=weight_bytes, grad_bytes=grad_bytes, tensors=tensors,
-        t_comm=t_comm, p2p=p2p, allreduce=allreduce, contended=contended,
-        network=req.cfg.network)
+        model=req.cfg.model,
+        dataset=req.cfg.dataset,
+        batch_size=req.cfg.batch_size,
+        threads=req.base_threads(),
+        workers=req.workers,
+        repeats=req.repeats,
+        created_at=datetime.now(UTC).isoformat(),
+        cores=os.cpu_count() or 1,
+        host=socket.gethostname(),
+        torch_version=torch.__version__,
+        input_size=req.cfg.input_size,
+        t_grad=base.t_grad,
+        t_forward=base.forward,
+        t_backward=base.backward,
+        t_data=base.data,
+        t_update=base.update,
+        t_grad_split=splits,
+        weight_bytes=weight_bytes,
+        grad_bytes=grad_bytes,
+        tensors=tensors,
+        t_comm=t_comm,
+        p2p=p2p,
+        allreduce=allreduce,
+        contended=contended,
+        network=req.cfg.network,
+    )
 
 
-def refresh_contention(profile: Profile, req: ProfileRequest, processes: int,
-                       threads: int) -> Profile:
+def refresh_contention(
+    profile: Profile, req: ProfileRequest, processes: int, threads: int
+) -> Profile:
     """``profile`` with its ``processes`` x ``threads`` measurement taken again now.
 
     On a host shared with other work the speed of the machine drifts within minutes;
@@ -522,10 +603,14 @@ def refresh_contention(profile: Profile, req: ProfileRequest, processes: int,
     contended = [fresh if hit else c for c, hit in zip(profile.contended, same, strict=True)]
     if not any(same):
         contended.append(fresh)  # the base measurement stays first
-    changes: dict[str, Any] = {"contended": contended,
-                               "created_at": datetime.now(UTC).isoformat()}
+    changes: dict[str, Any] = {"contended": contended, "created_at": datetime.now(UTC).isoformat()}
     if (processes, threads) == (1, profile.threads):
-        changes.update(t_grad=fresh.t_grad, t_forward=fresh.forward, t_backward=fresh.backward,
-                       t_data=fresh.data, t_update=fresh.update,
-                       t_grad_split=[fresh.t_grad, *profile.t_grad_split[1:]])
+        changes.update(
+            t_grad=fresh.t_grad,
+            t_forward=fresh.forward,
+            t_backward=fresh.backward,
+            t_data=fresh.data,
+            t_update=fresh.update,
+            t_grad_split=[fresh.t_grad, *profile.t_grad_split[1:]],
+        )
     return replace(profile, **changes)

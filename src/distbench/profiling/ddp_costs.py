@@ -50,8 +50,7 @@ class StepCount:
     timed: int
 
     @classmethod
-    def lasting(cls, seconds: float, step: float, warmup: int, least: int,
-                most: int) -> StepCount:
+    def lasting(cls, seconds: float, step: float, warmup: int, least: int, most: int) -> StepCount:
         """At least ``least`` timed steps, more until about ``seconds`` of them, at most
         ``most``: fast models are timed long enough for a millisecond to show."""
         wanted = int(seconds / step) if step > 0 else most
@@ -66,8 +65,13 @@ def _timed_step(work: Workload) -> float:
 
 
 def _group(rank: int, world: int, store_path: str, timeout: float) -> None:
-    dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank,
-                            world_size=world, timeout=timedelta(seconds=timeout))
+    dist.init_process_group(
+        "gloo",
+        store=dist.FileStore(store_path, world),
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=timeout),
+    )
 
 
 def _leave_group() -> None:
@@ -75,8 +79,15 @@ def _leave_group() -> None:
     dist.destroy_process_group()
 
 
-def _machinery_child(index: int, store_path: str, cfg_dict: dict[str, Any], threads: int,
-                     count: StepCount, timeout: float, out: Any) -> None:
+def _machinery_child(
+    index: int,
+    store_path: str,
+    cfg_dict: dict[str, Any],
+    threads: int,
+    count: StepCount,
+    timeout: float,
+    out: Any,
+) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     try:
@@ -102,8 +113,7 @@ def _machinery_child(index: int, store_path: str, cfg_dict: dict[str, Any], thre
         out.put((index, "error", f"{type(exc).__name__}: {exc}"))
 
 
-def measure_ddp_overhead(cfg: RunConfig, threads: int, count: StepCount,
-                         timeout: float) -> float:
+def measure_ddp_overhead(cfg: RunConfig, threads: int, count: StepCount, timeout: float) -> float:
     """Seconds a one-rank DDP step takes beyond the same plain step (median of paired
     differences; may come out slightly negative for a large model, where it is noise)."""
     from distbench.profiling.calibrate import run_group
@@ -114,9 +124,17 @@ def measure_ddp_overhead(cfg: RunConfig, threads: int, count: StepCount,
     return float(median(differences))
 
 
-def _loaded_child(rank: int, world: int, store_path: str, cfg_dict: dict[str, Any],
-                  threads: int, grad_bytes: int, count: StepCount, timeout: float,
-                  out: Any) -> None:
+def _loaded_child(
+    rank: int,
+    world: int,
+    store_path: str,
+    cfg_dict: dict[str, Any],
+    threads: int,
+    grad_bytes: int,
+    count: StepCount,
+    timeout: float,
+    out: Any,
+) -> None:
     try:
         torch.set_num_threads(threads)
         _group(rank, world, store_path, timeout)
@@ -148,18 +166,26 @@ def after_last_backward(per_rank: list[list[tuple[float, float]]]) -> list[float
     return [max(r[1] for r in step) - max(r[0] for r in step) for step in steps]
 
 
-def measure_loaded_allreduce(cfg: RunConfig, processes: int, threads: int, grad_bytes: int,
-                             count: StepCount, timeout: float) -> LoadedAllReduce:
+def measure_loaded_allreduce(
+    cfg: RunConfig, processes: int, threads: int, grad_bytes: int, count: StepCount, timeout: float
+) -> LoadedAllReduce:
     """The all-reduce of ``grad_bytes`` right after a training step, ``processes`` ranks of
     ``threads`` threads on this host (median over steps, see the module docstring)."""
     from distbench.profiling.calibrate import run_group
 
     with tempfile.TemporaryDirectory(prefix="distbench-ddp-") as tmp:
         store = str(Path(tmp) / "store")
-        args = [(rank, processes, store, cfg.to_dict(), threads, grad_bytes, count, timeout)
-                for rank in range(processes)]
-        per_rank = run_group(_loaded_child, args, timeout,
-                             f"all-reduce after a step ({processes} x {threads} threads)")
+        args = [
+            (rank, processes, store, cfg.to_dict(), threads, grad_bytes, count, timeout)
+            for rank in range(processes)
+        ]
+        per_rank = run_group(
+            _loaded_child,
+            args,
+            timeout,
+            f"all-reduce after a step ({processes} x {threads} threads)",
+        )
     waits = after_last_backward(per_rank)
-    return LoadedAllReduce(processes=processes, threads=threads, seconds=float(median(waits)),
-                           repeats=len(waits))
+    return LoadedAllReduce(
+        processes=processes, threads=threads, seconds=float(median(waits)), repeats=len(waits)
+    )

@@ -30,8 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = LinkPlan(**json.loads(args.plan))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method="env://", rank=args.rank, world_size=2,
-                            timeout=timedelta(seconds=plan.timeout))
+    dist.init_process_group(
+        "gloo",
+        init_method="env://",
+        rank=args.rank,
+        world_size=2,
+        timeout=timedelta(seconds=plan.timeout),
+    )
     result = link_measurements(args.rank, plan)
     dist.barrier()
     dist.destroy_process_group()

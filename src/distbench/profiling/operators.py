@@ -69,8 +69,9 @@ class ProfileWindow:
         return range(self.wait + self.warmup, self.wait + self.warmup + self.active)
 
 
-def profile_window(warmup_steps: int, measured_steps: int,
-                   active: int = ACTIVE_STEPS) -> ProfileWindow:
+def profile_window(
+    warmup_steps: int, measured_steps: int, active: int = ACTIVE_STEPS
+) -> ProfileWindow:
     """Record the last ``active`` measured steps, after one profiler warm-up step if the
     measured steps leave room for it; the run's own warm-up steps are never touched."""
     active = max(1, min(active, measured_steps))
@@ -111,13 +112,21 @@ def phase_at(intervals: list[tuple[float, float, str]], when: float) -> str:
 
 def _sorted_ops(table: dict[str, list[float]], steps: int, top: int) -> list[dict[str, Any]]:
     ordered = sorted(table.items(), key=lambda item: -item[1][0])[:top]
-    return [{"name": name, "self_s": v[0] / 1e6 / steps, "total_s": v[1] / 1e6 / steps,
-             "calls": v[2] / steps, "self_device_s": v[3] / 1e6 / steps}
-            for name, v in ordered]
+    return [
+        {
+            "name": name,
+            "self_s": v[0] / 1e6 / steps,
+            "total_s": v[1] / 1e6 / steps,
+            "calls": v[2] / steps,
+            "self_device_s": v[3] / 1e6 / steps,
+        }
+        for name, v in ordered
+    ]
 
 
-def summarize_events(events: Iterable[OpEvent], records: list[dict[str, Any]],
-                     top: int = TOP_PER_PHASE) -> dict[str, Any]:
+def summarize_events(
+    events: Iterable[OpEvent], records: list[dict[str, Any]], top: int = TOP_PER_PHASE
+) -> dict[str, Any]:
     """Per-phase and overall operator tables, in seconds per recorded step."""
     intervals = step_intervals(records)
     steps = max(1, len(records))
@@ -127,14 +136,21 @@ def summarize_events(events: Iterable[OpEvent], records: list[dict[str, Any]],
             continue
         table = by_phase.setdefault(phase_at(intervals, event.start_s), {})
         slot = table.setdefault(event.name, [0.0, 0.0, 0.0, 0.0])
-        for index, value in enumerate((event.self_us, event.total_us, 1.0,
-                                       event.self_device_us)):
+        for index, value in enumerate((event.self_us, event.total_us, 1.0, event.self_device_us)):
             slot[index] += value
-    phases = {phase: {"self_s": sum(v[0] for v in table.values()) / 1e6 / steps,
-                      "ops": _sorted_ops(table, steps, top)}
-              for phase, table in by_phase.items()}
-    return {"unit": "seconds per step", "steps": [r["step"] for r in records],
-            "phases": phases, "top": _overall(by_phase, steps)}
+    phases = {
+        phase: {
+            "self_s": sum(v[0] for v in table.values()) / 1e6 / steps,
+            "ops": _sorted_ops(table, steps, top),
+        }
+        for phase, table in by_phase.items()
+    }
+    return {
+        "unit": "seconds per step",
+        "steps": [r["step"] for r in records],
+        "phases": phases,
+        "top": _overall(by_phase, steps),
+    }
 
 
 def _overall(by_phase: dict[str, dict[str, list[float]]], steps: int) -> list[dict[str, Any]]:
@@ -158,10 +174,15 @@ def op_events(prof: profile) -> list[OpEvent]:
     base_s = kineto.trace_start_ns() / 1e9 if kineto is not None else 0.0
     events = []
     for event in prof.profiler.function_events:
-        events.append(OpEvent(
-            name=event.name, start_s=base_s + event.time_range.start / 1e6,
-            self_us=float(event.self_cpu_time_total), total_us=float(event.cpu_time_total),
-            self_device_us=float(getattr(event, "self_device_time_total", 0.0) or 0.0)))
+        events.append(
+            OpEvent(
+                name=event.name,
+                start_s=base_s + event.time_range.start / 1e6,
+                self_us=float(event.self_cpu_time_total),
+                total_us=float(event.cpu_time_total),
+                self_device_us=float(getattr(event, "self_device_time_total", 0.0) or 0.0),
+            )
+        )
     return events
 
 
@@ -174,9 +195,15 @@ class OperatorProfiler:
         activities = [ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(ProfilerActivity.CUDA)
-        self._prof = profile(activities=activities, schedule=schedule(
-            wait=self.window.wait, warmup=self.window.warmup, active=self.window.active,
-            repeat=1))
+        self._prof = profile(
+            activities=activities,
+            schedule=schedule(
+                wait=self.window.wait,
+                warmup=self.window.warmup,
+                active=self.window.active,
+                repeat=1,
+            ),
+        )
         self._calls = 0
         self._thread = threading.get_ident()
         self._records: list[dict[str, Any]] = []
@@ -234,8 +261,9 @@ def load_operator_profile(run_dir: Path, rank: int) -> dict[str, Any] | None:
 def stored_operators(run_dir: Path, governing_rank: int | None) -> dict[str, Any] | None:
     """What the results store keeps: the governing rank's profile (the rank whose breakdown
     the row reports) plus the names of every rank's trace file."""
-    profiles = {int(p.stem.removeprefix("operators_rank")): p
-                for p in run_dir.glob("operators_rank*.json")}
+    profiles = {
+        int(p.stem.removeprefix("operators_rank")): p for p in run_dir.glob("operators_rank*.json")
+    }
     if not profiles:
         return None
     rank = governing_rank if governing_rank in profiles else min(profiles)

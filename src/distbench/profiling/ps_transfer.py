@@ -48,8 +48,14 @@ def _serve(cfg: RunConfig) -> dict[str, Any]:
     model, _ = build_module(cfg, torch.device("cpu"))
     layout = build_layout(model, [SERVER_RANK])
     entries = layout.entries_of(SERVER_RANK)
-    server = ShardServer(cfg, layout.region(SERVER_RANK), entries,
-                         initial_slice(model, entries), [0], synchronous=True)
+    server = ShardServer(
+        cfg,
+        layout.region(SERVER_RANK),
+        entries,
+        initial_slice(model, entries),
+        [0],
+        synchronous=True,
+    )
     for thread in start_serving(server, [0]):
         thread.join()
     if server.failure is not None:
@@ -69,8 +75,12 @@ def _transfer(cfg: RunConfig, warmup: int, repeats: int, gap: float) -> dict[str
     from distbench.strategies.ps.sharding import build_layout
 
     model, _ = build_module(cfg, torch.device("cpu"))
-    client = Client(0, Replica(model, build_layout(model, [SERVER_RANK]), torch.device("cpu")),
-                    None, semaphore=False)
+    client = Client(
+        0,
+        Replica(model, build_layout(model, [SERVER_RANK]), torch.device("cpu")),
+        None,
+        semaphore=False,
+    )
     exchanges = []
     for step in range(warmup + repeats):
         timer = PhaseTimer()
@@ -82,20 +92,32 @@ def _transfer(cfg: RunConfig, warmup: int, repeats: int, gap: float) -> dict[str
         client.push(timer, step)
         _, phases = timer.end_step()
         if step >= warmup:  # the server's update moved out of the pull's wait stays out
-            exchanges.append(sum(v for k, v in phases.items() if k not in ("update",
-                                                                            "compute")))
+            exchanges.append(sum(v for k, v in phases.items() if k not in ("update", "compute")))
     client.final()
     return {"exchange": exchanges}
 
 
-def _child(rank: int, store_path: str, cfg_dict: dict[str, Any], warmup: int, repeats: int,
-           gap: float, timeout: float, out: Any) -> None:
+def _child(
+    rank: int,
+    store_path: str,
+    cfg_dict: dict[str, Any],
+    warmup: int,
+    repeats: int,
+    gap: float,
+    timeout: float,
+    out: Any,
+) -> None:
     from distbench.profiling.calibrate import pingpong, state_sizes  # imports this module
 
     try:
         torch.set_num_threads(1)
-        dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank,
-                                world_size=2, timeout=timedelta(seconds=timeout))
+        dist.init_process_group(
+            "gloo",
+            store=dist.FileStore(store_path, 2),
+            rank=rank,
+            world_size=2,
+            timeout=timedelta(seconds=timeout),
+        )
         cfg = RunConfig.from_dict(cfg_dict)
         result = _serve(cfg) if rank == SERVER_RANK else _transfer(cfg, warmup, repeats, gap)
         result["raw"] = pingpong(rank, state_sizes(cfg)[0], repeats)
@@ -106,8 +128,9 @@ def _child(rank: int, store_path: str, cfg_dict: dict[str, Any], warmup: int, re
         out.put((rank, "error", f"{type(exc).__name__}: {exc}"))
 
 
-def measure_ps_transfer(cfg: RunConfig, repeats: int, timeout: float, gap: float,
-                        warmup: int = 3) -> float:
+def measure_ps_transfer(
+    cfg: RunConfig, repeats: int, timeout: float, gap: float, warmup: int = 3
+) -> float:
     """``ps_overhead`` of ``cfg.model`` on this host's loopback: one weight transfer through
     the parameter-server protocol (half the median pull + push of a step without compute)
     minus a raw gloo transfer of the same bytes between the same processes; at least 20
@@ -115,14 +138,25 @@ def measure_ps_transfer(cfg: RunConfig, repeats: int, timeout: float, gap: float
     busy "compute" between pull and push (capped at ``MAX_GAP``)."""
     from distbench.profiling.calibrate import run_group
 
-    ps_cfg = RunConfig(model=cfg.model, dataset=cfg.dataset, data_dir=cfg.data_dir,
-                       batch_size=cfg.batch_size, input_size=cfg.input_size,
-                       num_classes=cfg.num_classes, seed=cfg.seed, device="cpu",
-                       strategy="ps-sync-join", workers=1, servers="central")
+    ps_cfg = RunConfig(
+        model=cfg.model,
+        dataset=cfg.dataset,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,
+        input_size=cfg.input_size,
+        num_classes=cfg.num_classes,
+        seed=cfg.seed,
+        device="cpu",
+        strategy="ps-sync-join",
+        workers=1,
+        servers="central",
+    )
     steps = max(20, repeats)
     with tempfile.TemporaryDirectory(prefix="distbench-ps-") as tmp:
         store = str(Path(tmp) / "store")
-        args = [(rank, store, ps_cfg.to_dict(), warmup, steps, min(gap, MAX_GAP), timeout)
-                for rank in (0, 1)]
+        args = [
+            (rank, store, ps_cfg.to_dict(), warmup, steps, min(gap, MAX_GAP), timeout)
+            for rank in (0, 1)
+        ]
         results = run_group(_child, args, timeout, "parameter-server transfer")
     return max(0.0, median(results[0]["exchange"]) / 2 - results[0]["raw"])

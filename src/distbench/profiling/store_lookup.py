@@ -128,8 +128,9 @@ class Profile:
         values["p2p"] = LinkFit(**data["p2p"])
         values["allreduce"] = LinkFit(**data["allreduce"])
         values["contended"] = [StepTimes(**c) for c in data.get("contended", [])]
-        values["allreduce_loaded"] = [LoadedAllReduce(**a)
-                                      for a in data.get("allreduce_loaded", [])]
+        values["allreduce_loaded"] = [
+            LoadedAllReduce(**a) for a in data.get("allreduce_loaded", [])
+        ]
         return cls(**values)
 
     def step_times(self, processes: int, threads: int) -> StepTimes | None:
@@ -178,9 +179,14 @@ def save_profile(db: str | Path, profile: Profile) -> int:
         store.close()
 
 
-def find_profile_row(db: str | Path, model: str, dataset: str | None = None,
-                     batch_size: int | None = None, threads: int | None = None,
-                     network: Any = ANY_NETWORK) -> tuple[Profile, int] | None:
+def find_profile_row(
+    db: str | Path,
+    model: str,
+    dataset: str | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    network: Any = ANY_NETWORK,
+) -> tuple[Profile, int] | None:
     """The newest stored profile matching every given key with its id, or ``None``.
     ``network``: only profiles whose links were measured behind that spec (``None``:
     loopback); by default any."""
@@ -196,20 +202,28 @@ def find_profile_row(db: str | Path, model: str, dataset: str | None = None,
     return (Profile.from_dict(found[0]), int(found[0]["profile_id"])) if found else None
 
 
-def find_profile(db: str | Path, model: str, dataset: str | None = None,
-                 batch_size: int | None = None, threads: int | None = None) -> Profile | None:
+def find_profile(
+    db: str | Path,
+    model: str,
+    dataset: str | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+) -> Profile | None:
     """The newest stored profile matching every given key, or ``None``."""
     found = find_profile_row(db, model, dataset, batch_size, threads)
     return found[0] if found else None
 
 
-def load_profile(db: str | Path, model: str, dataset: str | None = None,
-                 batch_size: int | None = None) -> dict[str, Any]:
+def load_profile(
+    db: str | Path, model: str, dataset: str | None = None, batch_size: int | None = None
+) -> dict[str, Any]:
     """The newest profile of ``model`` as a dict (``distbench estimate --model`` reads it).
 
     A missing database or profile is a ``UserError`` saying how to take one."""
     profile = find_profile(_existing_db(db), model, dataset, batch_size)
     if profile is None:
-        raise UserError(f"no stored profile of model '{model}' in {db}: run "
-                        f"`distbench profile --model {model} --db {db}` first")
+        raise UserError(
+            f"no stored profile of model '{model}' in {db}: run "
+            f"`distbench profile --model {model} --db {db}` first"
+        )
     return profile.to_dict()

@@ -19,7 +19,9 @@ from distbench.predict.estimate import EstimateRow
 
 
 def plot_speedup(
-    series: Mapping[str, Sequence[EstimateRow]], path: str | Path, title: str | None = None,
+    series: Mapping[str, Sequence[EstimateRow]],
+    path: str | Path,
+    title: str | None = None,
 ) -> Path:
     """Write the figure to ``path`` (parent folders created) and return the path."""
     out = Path(path)
@@ -45,11 +47,17 @@ def plot_speedup(
 
 def _draw_series(ax: Axes, name: str, rows: Sequence[EstimateRow]) -> None:
     workers = [row.workers for row in rows]
-    (line,) = ax.plot(workers, [row.speedup_estimate for row in rows], marker="o",
-                      label=f"{name} estimate")
+    (line,) = ax.plot(
+        workers, [row.speedup_estimate for row in rows], marker="o", label=f"{name} estimate"
+    )
     best = [row.speedup_best for row in rows]
     worst = [row.speedup_worst for row in rows]
     if all(v is not None for v in best + worst) and len(rows) > 1:
-        ax.fill_between(workers, [float(v or 0.0) for v in worst],
-                        [float(v or 0.0) for v in best], color=line.get_color(), alpha=0.2,
-                        label=f"{name} best..worst")
+        ax.fill_between(
+            workers,
+            [float(v or 0.0) for v in worst],
+            [float(v or 0.0) for v in best],
+            color=line.get_color(),
+            alpha=0.2,
+            label=f"{name} best..worst",
+        )

@@ -27,9 +27,16 @@ from distbench.predict.estimate import EstimateRow
 
 Row = dict[str, Any]
 LegendLoc = Literal["best", "lower right"]
-PHASE_COLORS = {"data": "#8c8c8c", "forward": "#4c72b0", "backward": "#dd8452",
-                "comm": "#c44e52", "pull": "#937860", "push": "#da8bc3", "wait": "#d4c35a",
-                "update": "#55a868"}
+PHASE_COLORS = {
+    "data": "#8c8c8c",
+    "forward": "#4c72b0",
+    "backward": "#dd8452",
+    "comm": "#c44e52",
+    "pull": "#937860",
+    "push": "#da8bc3",
+    "wait": "#d4c35a",
+    "update": "#55a868",
+}
 EXTRA_COLORS = ("#64b5cd", "#8172b3", "#ccb974", "#4d4d4d")
 MIB = 2**20
 PANEL_W, PANEL_H = 5.2, 3.6
@@ -53,8 +60,9 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def panel_grid(count: int, width: float = PANEL_W,
-               height: float = PANEL_H) -> tuple[Figure, list[Axes]]:
+def panel_grid(
+    count: int, width: float = PANEL_W, height: float = PANEL_H
+) -> tuple[Figure, list[Axes]]:
     """A figure with ``count`` panels, at most three per row."""
     cols = min(3, max(1, count))
     rows = math.ceil(max(1, count) / cols)
@@ -102,8 +110,16 @@ def bar_label(row: Row, frameworks: int, duplicates: bool) -> str:
 
 
 def _draw_breakdown(ax: Axes, title: str, rows: Sequence[Row], phases: Sequence[str]) -> None:
-    rows = sorted(rows, key=lambda r: (r["strategy"] != "sequential", r["strategy"],
-                                       r["framework"], r["workers"], r["created_at"]))
+    rows = sorted(
+        rows,
+        key=lambda r: (
+            r["strategy"] != "sequential",
+            r["strategy"],
+            r["framework"],
+            r["workers"],
+            r["created_at"],
+        ),
+    )
     keys = [(r["strategy"], r["framework"], r["workers"]) for r in rows]
     duplicates = len(set(keys)) < len(keys)
     frameworks = len({r["framework"] for r in rows})
@@ -111,12 +127,10 @@ def _draw_breakdown(ax: Axes, title: str, rows: Sequence[Row], phases: Sequence[
     bottom = [0.0] * len(rows)
     for phase in phases:
         values = [(r.get("breakdown") or {}).get(phase, 0.0) * 1e3 for r in rows]
-        ax.bar(positions, values, bottom=bottom, color=phase_color(phase), label=phase,
-               width=0.7)
+        ax.bar(positions, values, bottom=bottom, color=phase_color(phase), label=phase, width=0.7)
         _hatch_unseparated(ax, rows, phase, values, bottom)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_xticks(positions, [bar_label(r, frameworks, duplicates) for r in rows],
-                  fontsize="small")
+    ax.set_xticks(positions, [bar_label(r, frameworks, duplicates) for r in rows], fontsize="small")
     ax.set_ylabel("ms per step")
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
@@ -125,19 +139,30 @@ def _draw_breakdown(ax: Axes, title: str, rows: Sequence[Row], phases: Sequence[
 UNSEPARATED_LABEL = "several phases"
 
 
-def _hatch_unseparated(ax: Axes, rows: Sequence[Row], phase: str, values: Sequence[float],
-                       bottom: Sequence[float]) -> None:
+def _hatch_unseparated(
+    ax: Axes, rows: Sequence[Row], phase: str, values: Sequence[float], bottom: Sequence[float]
+) -> None:
     """Hatch the segments where a framework could not separate phases (TensorFlow's
     ``backward`` includes its forward pass: ``extra.unseparated_phases``)."""
-    marked = [i for i, r in enumerate(rows)
-              if phase in ((r.get("extra") or {}).get("unseparated_phases") or {}) and values[i]]
+    marked = [
+        i
+        for i, r in enumerate(rows)
+        if phase in ((r.get("extra") or {}).get("unseparated_phases") or {}) and values[i]
+    ]
     if not marked:
         return
     labelled = UNSEPARATED_LABEL in ax.get_legend_handles_labels()[1]
-    ax.bar([float(i) for i in marked], [values[i] for i in marked],
-           bottom=[bottom[i] for i in marked], width=0.7, facecolor="none",
-           edgecolor="0.15", hatch="//", linewidth=0.0,
-           label=None if labelled else UNSEPARATED_LABEL)
+    ax.bar(
+        [float(i) for i in marked],
+        [values[i] for i in marked],
+        bottom=[bottom[i] for i in marked],
+        width=0.7,
+        facecolor="none",
+        edgecolor="0.15",
+        hatch="//",
+        linewidth=0.0,
+        label=None if labelled else UNSEPARATED_LABEL,
+    )
 
 
 def breakdown_figure(rows: Sequence[Row]) -> ReportFigure:
@@ -154,25 +179,36 @@ def breakdown_figure(rows: Sequence[Row]) -> ReportFigure:
     hatch = legend.pop(UNSEPARATED_LABEL, None)
     labels = list(legend)[::-1] + ([UNSEPARATED_LABEL] if hatch else [])
     handles = list(legend.values())[::-1] + ([hatch] if hatch else [])
-    fig.legend(handles, labels, loc="center right", fontsize="small",
-               title="phase")  # reversed: top of the legend = top of the stack
+    fig.legend(
+        handles, labels, loc="center right", fontsize="small", title="phase"
+    )  # reversed: top of the legend = top of the stack
     fig.suptitle("Per-step time breakdown")
     margin = (1.35 if hatch else 1.0) / fig.get_figwidth()  # room for the legend
     fig.tight_layout(rect=(0.0, 0.0, 1.0 - margin, 1.0))
-    return ReportFigure("breakdown", "Where a step's time goes", (
-        "Stacked bars, one per run (strategy × workers, framework where several): the mean "
-        "time per training step of the slowest worker, split into phases. comm is "
-        "communication left exposed after backward; pull/push are parameter-server transfers; "
-        "wait is time blocked on other workers. A hatched segment holds several phases the "
-        "framework could not time apart (TensorFlow's backward includes its forward pass; "
-        "each run's extra.unseparated_phases says which). Drawn per step, as study 002 "
-        "draws per training run."), fig)
+    return ReportFigure(
+        "breakdown",
+        "Where a step's time goes",
+        (
+            "Stacked bars, one per run (strategy × workers, framework where several): the mean "
+            "time per training step of the slowest worker, split into phases. comm is "
+            "communication left exposed after backward; pull/push are parameter-server transfers; "
+            "wait is time blocked on other workers. A hatched segment holds several phases the "
+            "framework could not time apart (TensorFlow's backward includes its forward pass; "
+            "each run's extra.unseparated_phases says which). Drawn per step, as study 002 "
+            "draws per training run."
+        ),
+        fig,
+    )
 
 
-def _scaling_panels(rows: Sequence[Row], title: str,
-                    draw: Callable[[Axes, str, dict[int, Row]], None],
-                    ylabel: str, from_zero: bool = False,
-                    legend_loc: LegendLoc = "best") -> Figure:
+def _scaling_panels(
+    rows: Sequence[Row],
+    title: str,
+    draw: Callable[[Axes, str, dict[int, Row]], None],
+    ylabel: str,
+    from_zero: bool = False,
+    legend_loc: LegendLoc = "best",
+) -> Figure:
     groups = group_rows(rows)
     fig, axes = panel_grid(len(groups))
     for ax, (group, members) in zip(axes, groups.items(), strict=True):
@@ -197,19 +233,30 @@ def _scaling_panels(rows: Sequence[Row], title: str,
 def _draw_throughput(ax: Axes, name: str, points: dict[int, Row]) -> None:
     workers = sorted(points)
     med = [points[n]["throughput_median"] for n in workers]
-    low = [m - (points[n].get("throughput_ci_low") or m) for n, m in zip(workers, med,
-                                                                         strict=True)]
-    high = [(points[n].get("throughput_ci_high") or m) - m for n, m in zip(workers, med,
-                                                                           strict=True)]
+    low = [m - (points[n].get("throughput_ci_low") or m) for n, m in zip(workers, med, strict=True)]
+    high = [
+        (points[n].get("throughput_ci_high") or m) - m for n, m in zip(workers, med, strict=True)
+    ]
     ax.errorbar(workers, med, yerr=[low, high], marker="o", capsize=3, label=name)
 
 
 def throughput_figure(rows: Sequence[Row]) -> ReportFigure:
-    fig = _scaling_panels(rows, "Throughput against workers", _draw_throughput,
-                          "samples / s (median, 95% CI)", from_zero=True)
-    return ReportFigure("throughput", "Throughput", (
-        "Median training throughput of all workers together, with its 95% confidence "
-        "interval, one line per strategy."), fig)
+    fig = _scaling_panels(
+        rows,
+        "Throughput against workers",
+        _draw_throughput,
+        "samples / s (median, 95% CI)",
+        from_zero=True,
+    )
+    return ReportFigure(
+        "throughput",
+        "Throughput",
+        (
+            "Median training throughput of all workers together, with its 95% confidence "
+            "interval, one line per strategy."
+        ),
+        fig,
+    )
 
 
 def _draw_memory(ax: Axes, name: str, points: dict[int, Row]) -> None:
@@ -219,19 +266,35 @@ def _draw_memory(ax: Axes, name: str, points: dict[int, Row]) -> None:
     for key, style in (("allocated_peak_bytes", "--"), ("reserved_peak_bytes", ":")):
         values = [points[n].get(key) for n in workers]
         if any(v is not None for v in values):
-            ax.plot(workers, [(v or 0) / MIB for v in values], linestyle=style,
-                    color=line.get_color(), label=f"{name} {key.split('_')[0]}")
+            ax.plot(
+                workers,
+                [(v or 0) / MIB for v in values],
+                linestyle=style,
+                color=line.get_color(),
+                label=f"{name} {key.split('_')[0]}",
+            )
 
 
 def memory_figure(rows: Sequence[Row]) -> ReportFigure:
-    fig = _scaling_panels(rows, "Peak memory against workers", _draw_memory,
-                          "MiB per process (max over ranks)", from_zero=True,
-                          legend_loc="lower right")
-    return ReportFigure("memory", "Peak memory", (
-        "Peak resident set size of the largest process of each run (solid); on GPUs also the "
-        "allocator's peak allocated (dashed) and reserved (dotted) memory. Every process "
-        "holds the whole model under data parallelism, so the per-process peak stays flat "
-        "while the total grows with the workers."), fig)
+    fig = _scaling_panels(
+        rows,
+        "Peak memory against workers",
+        _draw_memory,
+        "MiB per process (max over ranks)",
+        from_zero=True,
+        legend_loc="lower right",
+    )
+    return ReportFigure(
+        "memory",
+        "Peak memory",
+        (
+            "Peak resident set size of the largest process of each run (solid); on GPUs also the "
+            "allocator's peak allocated (dashed) and reserved (dotted) memory. Every process "
+            "holds the whole model under data parallelism, so the per-process peak stays flat "
+            "while the total grows with the workers."
+        ),
+        fig,
+    )
 
 
 def _draw_speedup(ax: Axes, name: str, points: dict[int, Row]) -> None:
@@ -240,46 +303,65 @@ def _draw_speedup(ax: Axes, name: str, points: dict[int, Row]) -> None:
         ax.plot(workers, [points[n]["speedup"] for n in workers], marker="o", label=name)
 
 
-def speedup_figure(rows: Sequence[Row],
-                   predictions: Mapping[str, Sequence[EstimateRow]] | None = None
-                   ) -> ReportFigure:
+def speedup_figure(
+    rows: Sequence[Row], predictions: Mapping[str, Sequence[EstimateRow]] | None = None
+) -> ReportFigure:
     """Measured speedup per strategy, the ideal ``S = N`` and, where given, predicted lines
     (``predictions`` maps a label to ``distbench.predict`` estimate rows)."""
-    fig = _scaling_panels(rows, "Speedup against workers", _draw_speedup,
-                          "speedup over the 1-worker baseline")
+    fig = _scaling_panels(
+        rows, "Speedup against workers", _draw_speedup, "speedup over the 1-worker baseline"
+    )
     top = max(int(r["workers"]) for r in rows)
     for ax in fig.axes:
         ax.plot([1, top], [1, top], linestyle="--", color="grey", label="ideal (S = N)")
         for label, estimates in (predictions or {}).items():
-            ax.plot([e.workers for e in estimates], [e.speedup_estimate for e in estimates],
-                    linestyle=":", marker="x", label=f"{label} (predicted)")
+            ax.plot(
+                [e.workers for e in estimates],
+                [e.speedup_estimate for e in estimates],
+                linestyle=":",
+                marker="x",
+                label=f"{label} (predicted)",
+            )
         ax.legend(loc="best", fontsize="small")
-    return ReportFigure("speedup", "Speedup", (
-        "Throughput divided by that of the measured one-worker run of the same model, "
-        "dataset, framework and per-worker batch (a sequential run when one exists); the "
-        "dashed line is ideal linear speedup. Above the line usually means the baseline was "
-        "slowed, e.g. by sharing cores."), fig)
+    return ReportFigure(
+        "speedup",
+        "Speedup",
+        (
+            "Throughput divided by that of the measured one-worker run of the same model, "
+            "dataset, framework and per-worker batch (a sequential run when one exists); the "
+            "dashed line is ideal linear speedup. Above the line usually means the baseline was "
+            "slowed, e.g. by sharing cores."
+        ),
+        fig,
+    )
 
 
 def operator_table(row: Row) -> dict[str, float]:
     """Self seconds per profiled step keyed by "phase: operator"."""
     phases = (row.get("operators") or {}).get("phases") or {}
-    return {f"{phase}: {op['name']}": op["self_s"] for phase, entry in phases.items()
-            for op in entry.get("ops", [])}
+    return {
+        f"{phase}: {op['name']}": op["self_s"]
+        for phase, entry in phases.items()
+        for op in entry.get("ops", [])
+    }
 
 
 def _draw_operators(ax: Axes, title: str, rows: Sequence[Row]) -> None:
     tables = [operator_table(r) for r in rows]
-    names = sorted({n for t in tables for n in t}, key=lambda n: -max(t.get(n, 0.0)
-                                                                      for t in tables))
+    names = sorted(
+        {n for t in tables for n in t}, key=lambda n: -max(t.get(n, 0.0) for t in tables)
+    )
     names = names[:OPERATORS_SHOWN][::-1]
     height = 0.8 / len(rows)
     for index, (row, table) in enumerate(zip(rows, tables, strict=True)):
         y = [i + (len(rows) - 1 - index) * height for i in range(len(names))]  # 1st on top
-        ax.barh(y, [table.get(n, 0.0) * 1e3 for n in names], height=height,
-                label=f"{row['strategy']} ×{row['workers']} …{row['run_id'][-4:]}")
-    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names,
-                  fontsize="x-small")
+        ax.barh(
+            y,
+            [table.get(n, 0.0) * 1e3 for n in names],
+            height=height,
+            label=f"{row['strategy']} ×{row['workers']} …{row['run_id'][-4:]}",
+        )
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names, fontsize="x-small")
     ax.set_xlabel("self time, ms per profiled step")
     ax.set_title(title)
     ax.grid(True, axis="x", alpha=0.3)
@@ -296,11 +378,17 @@ def operators_figure(rows: Sequence[Row]) -> ReportFigure | None:
         _draw_operators(ax, title, members)
     fig.suptitle("Top operators of profiled runs (--profile-ops)")
     fig.tight_layout()
-    return ReportFigure("operators", "Operators", (
-        f"The {OPERATORS_SHOWN} operators with the most self CPU time in any profiled run, "
-        "labelled by the phase of the step they ran in, per profiled step of the governing "
-        "rank. Chrome traces of every rank (trace_rank*.json in the run directory) open in "
-        "https://ui.perfetto.dev."), fig)
+    return ReportFigure(
+        "operators",
+        "Operators",
+        (
+            f"The {OPERATORS_SHOWN} operators with the most self CPU time in any profiled run, "
+            "labelled by the phase of the step they ran in, per profiled step of the governing "
+            "rank. Chrome traces of every rank (trace_rank*.json in the run directory) open in "
+            "https://ui.perfetto.dev."
+        ),
+        fig,
+    )
 
 
 def _rates(times: Sequence[float], counts: Sequence[float]) -> tuple[list[float], list[float]]:
@@ -341,23 +429,35 @@ def resources_figure(row: Row) -> ReportFigure | None:
     fig = new_figure(7.5, 6.0)
     axes = [fig.add_subplot(3, 1, i + 1) for i in range(3)]
     _draw_timelines(axes, resources)
-    title = (f"{row['model']} {row['strategy']} ×{row['workers']} on {row['framework']} "
-             f"({row['run_id']})")
+    title = (
+        f"{row['model']} {row['strategy']} ×{row['workers']} on {row['framework']} "
+        f"({row['run_id']})"
+    )
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
-    return ReportFigure(f"resources-{row['run_id']}", f"Resources: {title}", (
-        "CPU % of each rank's process (100 = one core busy), its resident memory, and the "
-        "host's network traffic (system-wide counters, loopback included, which is where "
-        "gloo traffic goes on one host), sampled every 0.25 s."), fig)
+    return ReportFigure(
+        f"resources-{row['run_id']}",
+        f"Resources: {title}",
+        (
+            "CPU % of each rank's process (100 = one core busy), its resident memory, and the "
+            "host's network traffic (system-wide counters, loopback included, which is where "
+            "gloo traffic goes on one host), sampled every 0.25 s."
+        ),
+        fig,
+    )
 
 
-def report_figures(rows: Sequence[Row],
-                   predictions: Mapping[str, Sequence[EstimateRow]] | None = None
-                   ) -> list[ReportFigure]:
+def report_figures(
+    rows: Sequence[Row], predictions: Mapping[str, Sequence[EstimateRow]] | None = None
+) -> list[ReportFigure]:
     """Every figure for ``ok`` rows: breakdown, throughput, speedup, memory, operators,
     one resource timeline per run."""
-    figures = [breakdown_figure(rows), throughput_figure(rows),
-               speedup_figure(rows, predictions), memory_figure(rows)]
+    figures = [
+        breakdown_figure(rows),
+        throughput_figure(rows),
+        speedup_figure(rows, predictions),
+        memory_figure(rows),
+    ]
     operators = operators_figure(rows)
     if operators is not None:
         figures.append(operators)

@@ -41,14 +41,25 @@ class Selection:
     strategies: Sequence[str] | None = None
 
     def matches(self, row: Row) -> bool:
-        return all(not wanted or row[key] in wanted for key, wanted in (
-            ("model", self.models), ("dataset", self.datasets),
-            ("strategy", self.strategies)))
+        return all(
+            not wanted or row[key] in wanted
+            for key, wanted in (
+                ("model", self.models),
+                ("dataset", self.datasets),
+                ("strategy", self.strategies),
+            )
+        )
 
     def describe(self) -> str:
-        parts = [f"{name} {','.join(values)}" for name, values in (
-            ("--model", self.models), ("--dataset", self.datasets),
-            ("--strategy", self.strategies)) if values]
+        parts = [
+            f"{name} {','.join(values)}"
+            for name, values in (
+                ("--model", self.models),
+                ("--dataset", self.datasets),
+                ("--strategy", self.strategies),
+            )
+            if values
+        ]
         return " ".join(parts) or "all runs"
 
 
@@ -64,13 +75,16 @@ def select_rows(db: str | Path, selection: Selection) -> list[Row]:
     if not rows:
         raise UserError(f"no runs match {selection.describe()} in {db}")
     if not any(r["status"] == "ok" for r in rows):
-        raise UserError(f"none of the {len(rows)} runs matching {selection.describe()} "
-                        "succeeded; nothing to plot (see `distbench results --status failed`)")
+        raise UserError(
+            f"none of the {len(rows)} runs matching {selection.describe()} "
+            "succeeded; nothing to plot (see `distbench results --status failed`)"
+        )
     return rows
 
 
-def build_report(db: str | Path, out_dir: str | Path,
-                 selection: Selection | None = None) -> ReportResult:
+def build_report(
+    db: str | Path, out_dir: str | Path, selection: Selection | None = None
+) -> ReportResult:
     selection = selection or Selection()
     rows = select_rows(db, selection)
     out = Path(out_dir)
@@ -84,30 +98,52 @@ def build_report(db: str | Path, out_dir: str | Path,
         png, svg, data = save_figure(figure, out)
         result.files += [png, svg]
         sections.append(figure_html(figure, data, png.name, svg.name))
-    meta = {"db": str(db), "selection": selection.describe(), "runs": len(rows),
-            "failed": result.failed}
-    result.html.write_text(render_page(rows, sections, suite_findings(rows), meta),
-                           encoding="utf-8")
+    meta = {
+        "db": str(db),
+        "selection": selection.describe(),
+        "runs": len(rows),
+        "failed": result.failed,
+    }
+    result.html.write_text(
+        render_page(rows, sections, suite_findings(rows), meta), encoding="utf-8"
+    )
     return result
 
 
 def figure_html(figure: ReportFigure, png: bytes, png_name: str, svg_name: str) -> str:
     encoded = base64.b64encode(png).decode("ascii")
     width = int(figure.figure.get_figwidth() * DPI)  # 1:1 on a normal screen
-    return (f'<figure id="{html.escape(figure.stem)}"><h3>{html.escape(figure.title)}</h3>'
-            f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(figure.title)}" '
-            f'style="max-width:min(100%, {width}px)">'
-            f"<figcaption>{html.escape(figure.caption)} "
-            f'Files: <a href="{html.escape(png_name)}">PNG</a>, '
-            f'<a href="{html.escape(svg_name)}">SVG</a>.</figcaption></figure>')
+    return (
+        f'<figure id="{html.escape(figure.stem)}"><h3>{html.escape(figure.title)}</h3>'
+        f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(figure.title)}" '
+        f'style="max-width:min(100%, {width}px)">'
+        f"<figcaption>{html.escape(figure.caption)} "
+        f'Files: <a href="{html.escape(png_name)}">PNG</a>, '
+        f'<a href="{html.escape(svg_name)}">SVG</a>.</figcaption></figure>'
+    )
 
 
 def _fmt(value: Any, pattern: str, scale: float = 1.0) -> str:
     return "–" if value is None else format(value * scale, pattern)
 
 
-RUN_COLUMNS = ("run", "model", "dataset", "strategy", "framework", "N", "threads", "batch",
-               "samples/s", "step ms", "speedup", "eff.", "peak RSS MiB", "profiled", "notes")
+RUN_COLUMNS = (
+    "run",
+    "model",
+    "dataset",
+    "strategy",
+    "framework",
+    "N",
+    "threads",
+    "batch",
+    "samples/s",
+    "step ms",
+    "speedup",
+    "eff.",
+    "peak RSS MiB",
+    "profiled",
+    "notes",
+)
 
 
 def run_cells(row: Row) -> list[str]:
@@ -116,12 +152,23 @@ def run_cells(row: Row) -> list[str]:
         notes.append("oversubscribed")
     if row["status"] != "ok":
         notes.append(f"failed: {row.get('error') or ''}")
-    return [row["run_id"], row["model"], row["dataset"], row["strategy"], row["framework"],
-            str(row["workers"]), str(row.get("threads_per_worker") or "–"),
-            str(row.get("global_batch") or "–"), _fmt(row.get("throughput_median"), ".1f"),
-            _fmt(row.get("step_time_median"), ".1f", 1e3), _fmt(row.get("speedup"), ".2f"),
-            _fmt(row.get("efficiency"), ".2f"), _fmt(row.get("peak_rss_bytes"), ".0f", 2**-20),
-            "yes" if row.get("operators") else "", "; ".join(notes)]
+    return [
+        row["run_id"],
+        row["model"],
+        row["dataset"],
+        row["strategy"],
+        row["framework"],
+        str(row["workers"]),
+        str(row.get("threads_per_worker") or "–"),
+        str(row.get("global_batch") or "–"),
+        _fmt(row.get("throughput_median"), ".1f"),
+        _fmt(row.get("step_time_median"), ".1f", 1e3),
+        _fmt(row.get("speedup"), ".2f"),
+        _fmt(row.get("efficiency"), ".2f"),
+        _fmt(row.get("peak_rss_bytes"), ".0f", 2**-20),
+        "yes" if row.get("operators") else "",
+        "; ".join(notes),
+    ]
 
 
 def runs_table(rows: Sequence[Row]) -> str:
@@ -131,8 +178,9 @@ def runs_table(rows: Sequence[Row]) -> str:
         cls = ' class="failed"' if row["status"] != "ok" else ""
         cells = "".join(f"<td>{html.escape(c)}</td>" for c in run_cells(row))
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f'<table class="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}' \
-           "</tbody></table>"
+    return (
+        f'<table class="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )
 
 
 def findings_html(findings: Sequence[Finding]) -> str:
@@ -142,18 +190,26 @@ def findings_html(findings: Sequence[Finding]) -> str:
     for finding in findings:
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in finding.notes)
         extra = f'<ul class="notes">{notes}</ul>' if notes else ""
-        items.append(f"<li><b>{html.escape(finding.topic)}</b>: "
-                     f"{html.escape(finding.text)}{extra}</li>")
+        items.append(
+            f"<li><b>{html.escape(finding.topic)}</b>: {html.escape(finding.text)}{extra}</li>"
+        )
     return f'<ul class="findings">{"".join(items)}</ul>'
 
 
-def render_page(rows: Sequence[Row], sections: Sequence[str], findings: Sequence[Finding],
-                meta: dict[str, Any]) -> str:
+def render_page(
+    rows: Sequence[Row], sections: Sequence[str], findings: Sequence[Finding], meta: dict[str, Any]
+) -> str:
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return PAGE.substitute(
-        generated=html.escape(generated), db=html.escape(meta["db"]),
-        selection=html.escape(meta["selection"]), runs=meta["runs"], failed=meta["failed"],
-        findings=findings_html(findings), table=runs_table(rows), figures="\n".join(sections))
+        generated=html.escape(generated),
+        db=html.escape(meta["db"]),
+        selection=html.escape(meta["selection"]),
+        runs=meta["runs"],
+        failed=meta["failed"],
+        findings=findings_html(findings),
+        table=runs_table(rows),
+        figures="\n".join(sections),
+    )
 
 
 PAGE = Template("""<!DOCTYPE html>

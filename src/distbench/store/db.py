@@ -19,8 +19,7 @@ from distbench.errors import UserError
 
 # "operators" and "resources" (schema 2, issue 6): the governing rank's operator profile
 # (--profile-ops) and every rank's resource timeline, compact, as JSON.
-JSON_COLUMNS = ("breakdown", "per_rank", "extra", "config", "env", "operators",
-                "resources")
+JSON_COLUMNS = ("breakdown", "per_rank", "extra", "config", "env", "operators", "resources")
 
 SCHEMA_V1 = """
 CREATE TABLE runs (
@@ -73,8 +72,10 @@ class ResultStore:
     def migrate(self) -> None:
         current = self.schema_version()
         if current > SCHEMA_VERSION:
-            raise UserError(f"{self.path} was written by a newer distbench "
-                            f"(schema {current} > {SCHEMA_VERSION})")
+            raise UserError(
+                f"{self.path} was written by a newer distbench "
+                f"(schema {current} > {SCHEMA_VERSION})"
+            )
         for version in range(current, SCHEMA_VERSION):
             with self.connection:
                 self.connection.executescript(MIGRATIONS[version])
@@ -87,13 +88,24 @@ class ResultStore:
         with self.connection:
             self.connection.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", values)
 
-    def query(self, model: str | None = None, strategy: str | None = None,
-              workers: int | None = None, status: str | None = None,
-              dataset: str | None = None, run_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    def query(
+        self,
+        model: str | None = None,
+        strategy: str | None = None,
+        workers: int | None = None,
+        status: str | None = None,
+        dataset: str | None = None,
+        run_ids: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
         """Runs matching every given filter, oldest first."""
         clauses, params = [], []
-        for column, value in (("model", model), ("strategy", strategy), ("workers", workers),
-                              ("status", status), ("dataset", dataset)):
+        for column, value in (
+            ("model", model),
+            ("strategy", strategy),
+            ("workers", workers),
+            ("status", status),
+            ("dataset", dataset),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -102,7 +114,8 @@ class ResultStore:
             params.extend(run_ids)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         cursor = self.connection.execute(
-            f"SELECT * FROM runs {where} ORDER BY created_at, run_id", params)
+            f"SELECT * FROM runs {where} ORDER BY created_at, run_id", params
+        )
         return [decode_row(row) for row in cursor]
 
     def baseline_for(self, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -117,40 +130,52 @@ class ResultStore:
             "SELECT * FROM runs WHERE status = 'ok' AND workers = 1 AND model = ? AND "
             "dataset = ? AND framework = ? AND local_batch = ? AND strategy IN ('sequential', ?)"
             " ORDER BY strategy = 'sequential' DESC, created_at DESC LIMIT 1",
-            (row["model"], row["dataset"], row["framework"], batch, row["strategy"]))
+            (row["model"], row["dataset"], row["framework"], batch, row["strategy"]),
+        )
         found = cursor.fetchone()
         return decode_row(found) if found else None
 
     def with_scaling(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Add speedup, efficiency and the baseline they are relative to."""
-        return [add_scaling(row, self.baseline_for(row) if row["status"] == "ok" else None)
-                for row in rows]
+        return [
+            add_scaling(row, self.baseline_for(row) if row["status"] == "ok" else None)
+            for row in rows
+        ]
 
     def save_profile(self, profile: dict[str, Any]) -> int:
         """Store a calibration profile (keys model, dataset, batch_size, threads, created_at)."""
-        keys = {k: profile[k] for k in ("created_at", "model", "dataset", "batch_size",
-                                         "threads")}
+        keys = {k: profile[k] for k in ("created_at", "model", "dataset", "batch_size", "threads")}
         with self.connection:
             cursor = self.connection.execute(
                 "INSERT INTO profiles (created_at, model, dataset, batch_size, threads, data) "
                 "VALUES (:created_at, :model, :dataset, :batch_size, :threads, :data)",
-                {**keys, "data": json.dumps(profile)})
+                {**keys, "data": json.dumps(profile)},
+            )
         return int(cursor.lastrowid or 0)
 
-    def load_profiles(self, model: str, dataset: str | None = None,
-                      batch_size: int | None = None,
-                      threads: int | None = None) -> list[dict[str, Any]]:
+    def load_profiles(
+        self,
+        model: str,
+        dataset: str | None = None,
+        batch_size: int | None = None,
+        threads: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Stored profiles matching every given key, newest first, each with its id."""
         clauses = ["model = ?"]
         params: list[Any] = [model]
-        for column, value in (("dataset", dataset), ("batch_size", batch_size),
-                              ("threads", threads)):
+        for column, value in (
+            ("dataset", dataset),
+            ("batch_size", batch_size),
+            ("threads", threads),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         cursor = self.connection.execute(
             f"SELECT profile_id, data FROM profiles WHERE {' AND '.join(clauses)} "
-            "ORDER BY created_at DESC, profile_id DESC", params)
+            "ORDER BY created_at DESC, profile_id DESC",
+            params,
+        )
         return [{**json.loads(row["data"]), "profile_id": row["profile_id"]} for row in cursor]
 
     def close(self) -> None:
@@ -162,9 +187,12 @@ def add_scaling(row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[st
     out.update(speedup=None, efficiency=None, baseline_run_id=None)
     if baseline and baseline.get("throughput_median") and row.get("throughput_median"):
         speedup = row["throughput_median"] / baseline["throughput_median"]
-        out.update(speedup=speedup, efficiency=speedup / row["workers"],
-                   baseline_run_id=baseline["run_id"],
-                   baseline=f"{baseline['strategy']} x1, {row.get('scaling')} scaling")
+        out.update(
+            speedup=speedup,
+            efficiency=speedup / row["workers"],
+            baseline_run_id=baseline["run_id"],
+            baseline=f"{baseline['strategy']} x1, {row.get('scaling')} scaling",
+        )
     return out
 
 
@@ -183,8 +211,9 @@ def open_store(path: str | Path) -> ResultStore:
     if path.is_dir():
         raise UserError(f"--db {path} is a directory, expected a database file")
     if not path.parent.is_dir():
-        raise UserError(f"cannot create results database {path}: "
-                        f"directory {path.parent} does not exist")
+        raise UserError(
+            f"cannot create results database {path}: directory {path.parent} does not exist"
+        )
     try:
         store = ResultStore(sqlite3.connect(path, timeout=30), path)
         store.migrate()

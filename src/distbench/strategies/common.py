@@ -43,24 +43,30 @@ def build_module(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, int]:
 
 
 def make_optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def make_batches(cfg: RunConfig, batch_size: int, shard: int, shards: int,
-                 num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    dataset = load_dataset(cfg.dataset, cfg.data_dir, input_shape_of(cfg), num_classes,
-                           seed=cfg.seed, train=True)
+def make_batches(
+    cfg: RunConfig, batch_size: int, shard: int, shards: int, num_classes: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    dataset = load_dataset(
+        cfg.dataset, cfg.data_dir, input_shape_of(cfg), num_classes, seed=cfg.seed, train=True
+    )
     return iter(ShardedBatches(dataset, batch_size, shard, shards, seed=cfg.seed))
 
 
-def build_workload(cfg: RunConfig, device: torch.device, batch_size: int, shard: int,
-                   shards: int) -> Workload:
+def build_workload(
+    cfg: RunConfig, device: torch.device, batch_size: int, shard: int, shards: int
+) -> Workload:
     model, num_classes = build_module(cfg, device)
-    return Workload(model=model, loss_fn=nn.CrossEntropyLoss(),
-                    optimizer=make_optimizer(cfg, list(model.parameters())),
-                    batches=make_batches(cfg, batch_size, shard, shards, num_classes),
-                    input_shape=input_shape_of(cfg), num_classes=num_classes)
+    return Workload(
+        model=model,
+        loss_fn=nn.CrossEntropyLoss(),
+        optimizer=make_optimizer(cfg, list(model.parameters())),
+        batches=make_batches(cfg, batch_size, shard, shards, num_classes),
+        input_shape=input_shape_of(cfg),
+        num_classes=num_classes,
+    )
 
 
 def synchronizer(device: torch.device) -> Callable[[], None] | None:
@@ -77,8 +83,10 @@ def fetch_batch(work: Workload, device: torch.device) -> tuple[torch.Tensor, tor
 
 def state_as_numpy(model: nn.Module) -> dict[str, np.ndarray]:
     """Parameters and buffers as NumPy arrays keyed by name (DDP's 'module.' prefix dropped)."""
-    return {name.removeprefix("module."): tensor.detach().cpu().numpy().copy()
-            for name, tensor in model.state_dict().items()}
+    return {
+        name.removeprefix("module."): tensor.detach().cpu().numpy().copy()
+        for name, tensor in model.state_dict().items()
+    }
 
 
 def default_step(work: Workload, device: torch.device, timer: PhaseTimer) -> float:
@@ -96,9 +104,16 @@ def default_step(work: Workload, device: torch.device, timer: PhaseTimer) -> flo
     return float(loss.detach())
 
 
-def record_step(recorder: RankRecorder, cfg: RunConfig, step: int, timer: PhaseTimer,
-                samples: int, **extra: float) -> None:
+def record_step(
+    recorder: RankRecorder,
+    cfg: RunConfig,
+    step: int,
+    timer: PhaseTimer,
+    samples: int,
+    **extra: float,
+) -> None:
     """Write the step the timer just finished; the first ``cfg.warmup`` steps are warm-up."""
     step_time, phases = timer.end_step()
-    recorder.step(step, step < cfg.warmup, timer.step_start_wall, step_time, samples, phases,
-                  **extra)
+    recorder.step(
+        step, step < cfg.warmup, timer.step_start_wall, step_time, samples, phases, **extra
+    )

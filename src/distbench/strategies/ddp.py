@@ -93,8 +93,15 @@ class DDP(Strategy):
             work.optimizer.step()
             work.optimizer.zero_grad(set_to_none=True)
             timer.mark("update")
-            record_step(ctx.recorder, cfg, step, timer, cfg.batch_size,
-                        loss=float(loss.detach()), comm_total=probe.total())
+            record_step(
+                ctx.recorder,
+                cfg,
+                step,
+                timer,
+                cfg.batch_size,
+                loss=float(loss.detach()),
+                comm_total=probe.total(),
+            )
 
     def final_weights(self) -> dict[str, np.ndarray] | None:
         return state_as_numpy(self.model) if self.ctx.rank == 0 else None

@@ -30,16 +30,28 @@ def _batch(data: SizedDataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
 
-def held_out_accuracy(cfg: RunConfig, model: nn.Module, device: torch.device,
-                      batch_size: int = 256, size: int | None = None) -> float:
+def held_out_accuracy(
+    cfg: RunConfig,
+    model: nn.Module,
+    device: torch.device,
+    batch_size: int = 256,
+    size: int | None = None,
+) -> float:
     """Fraction of the test split (``train=False``) that ``model`` classifies correctly.
 
     The model is evaluated in eval mode (BatchNorm uses its running statistics) and put back
     in the mode it was in. ``size`` limits the evaluation to that many evenly spread samples.
     """
     classes = dataset_num_classes(cfg.dataset, cfg.data_dir, cfg.num_classes)
-    data = load_dataset(cfg.dataset, cfg.data_dir, input_shape_of(cfg), classes,
-                        seed=cfg.seed, train=False, size=size)
+    data = load_dataset(
+        cfg.dataset,
+        cfg.data_dir,
+        input_shape_of(cfg),
+        classes,
+        seed=cfg.seed,
+        train=False,
+        size=size,
+    )
     was_training = model.training
     model.eval()
     correct = 0

@@ -29,8 +29,10 @@ class Sequential(Strategy):
     @classmethod
     def validate(cls, cfg: RunConfig) -> None:
         if cfg.workers != 1:
-            raise UserError("strategy 'sequential' runs on exactly 1 worker "
-                            f"(got --workers {cfg.workers}); use --strategy ddp for more")
+            raise UserError(
+                "strategy 'sequential' runs on exactly 1 worker "
+                f"(got --workers {cfg.workers}); use --strategy ddp for more"
+            )
 
     def run(self) -> None:
         cfg, device = self.ctx.cfg, self.ctx.device

@@ -17,8 +17,9 @@ from distbench.strategies.pipeline.strategy import PipelineStrategy
 
 class ModelParallel(PipelineStrategy):
     name: ClassVar[str] = "model-parallel"
-    description: ClassVar[str] = ("layers split over ranks, one batch in flight (no "
-                                  "micro-batches); --partition")
+    description: ClassVar[str] = (
+        "layers split over ranks, one batch in flight (no micro-batches); --partition"
+    )
     schedule_name: ClassVar[str] = "model-parallel"
 
     @classmethod

@@ -96,10 +96,13 @@ class Plan:
         return [(s.start, s.stop) for s in self.stages]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "stages": [asdict(s) for s in self.stages],
-                "bottleneck_s": self.bottleneck_s,
-                "link": asdict(self.link) if self.link else None,
-                "profile": [asdict(b) for b in self.profile]}
+        return {
+            "method": self.method,
+            "stages": [asdict(s) for s in self.stages],
+            "bottleneck_s": self.bottleneck_s,
+            "link": asdict(self.link) if self.link else None,
+            "profile": [asdict(b) for b in self.profile],
+        }
 
 
 def theoretical_bubble(stages: int, microbatches: int) -> float:
@@ -115,6 +118,7 @@ def predicted_step_s(plan: Plan, microbatches: int) -> float | None:
 
 
 # ---------------------------------------------------------------------------- cuts
+
 
 def uniform_cuts(n_blocks: int, n_stages: int) -> list[tuple[int, int]]:
     """Equal block counts; the first ``n_blocks % n_stages`` stages get one block more."""
@@ -180,8 +184,14 @@ def _check_sizes(n_blocks: int, n_stages: int) -> None:
 
 # ---------------------------------------------------------------------------- plans
 
-def make_plan(method: str, names: Sequence[str], cuts: Sequence[tuple[int, int]],
-              costs: Sequence[BlockCost] | None = None, link: Link | None = None) -> Plan:
+
+def make_plan(
+    method: str,
+    names: Sequence[str],
+    cuts: Sequence[tuple[int, int]],
+    costs: Sequence[BlockCost] | None = None,
+    link: Link | None = None,
+) -> Plan:
     """Attach block names and, given a profile and a link, predicted costs to ``cuts``."""
     stages = []
     for index, (start, stop) in enumerate(cuts):
@@ -191,13 +201,19 @@ def make_plan(method: str, names: Sequence[str], cuts: Sequence[tuple[int, int]]
             compute = sum(c.compute_s for c in costs[start:stop])
             comm = stage_comm_s(costs, start, stop, link)
             params = sum(c.param_bytes for c in costs[start:stop])
-        stages.append(StagePlan(index, start, stop, tuple(names[start:stop]), compute, comm,
-                                params))
+        stages.append(
+            StagePlan(index, start, stop, tuple(names[start:stop]), compute, comm, params)
+        )
     return Plan(method, tuple(stages), link, tuple(costs or ()))
 
 
-def plan_stages(method: str, names: Sequence[str], n_stages: int,
-                costs: Sequence[BlockCost] | None = None, link: Link | None = None) -> Plan:
+def plan_stages(
+    method: str,
+    names: Sequence[str],
+    n_stages: int,
+    costs: Sequence[BlockCost] | None = None,
+    link: Link | None = None,
+) -> Plan:
     """The plan for ``method``; ``profiled`` needs ``costs`` (and uses ``DEFAULT_LINK``
     when no link is given). A uniform plan with costs carries predictions too."""
     if method not in METHODS:
@@ -214,21 +230,26 @@ def plan_stages(method: str, names: Sequence[str], n_stages: int,
 
 def format_plan(plan: Plan, microbatches: int) -> str:
     """Human-readable plan, one line per stage (what the run prints on stderr)."""
-    lines = [f"pipeline plan ({plan.method}, {len(plan.stages)} stages, "
-             f"{microbatches} micro-batches):"]
+    lines = [
+        f"pipeline plan ({plan.method}, {len(plan.stages)} stages, {microbatches} micro-batches):"
+    ]
     for stage in plan.stages:
         names = _short_names(stage.blocks)
         if stage.time_s is None:
             lines.append(f"  stage {stage.index}: {names}")
         else:
-            lines.append(f"  stage {stage.index}: {names}  predicted "
-                         f"{1e3 * stage.time_s:.2f} ms/micro-batch "
-                         f"(compute {1e3 * (stage.compute_s or 0):.2f}, "
-                         f"comm {1e3 * (stage.comm_s or 0):.2f})")
+            lines.append(
+                f"  stage {stage.index}: {names}  predicted "
+                f"{1e3 * stage.time_s:.2f} ms/micro-batch "
+                f"(compute {1e3 * (stage.compute_s or 0):.2f}, "
+                f"comm {1e3 * (stage.comm_s or 0):.2f})"
+            )
     step = predicted_step_s(plan, microbatches)
     if step is not None:
-        lines.append(f"  predicted step {1e3 * step:.1f} ms, slowest stage "
-                     f"{1e3 * (plan.bottleneck_s or 0):.2f} ms/micro-batch")
+        lines.append(
+            f"  predicted step {1e3 * step:.1f} ms, slowest stage "
+            f"{1e3 * (plan.bottleneck_s or 0):.2f} ms/micro-batch"
+        )
     return "\n".join(lines)
 
 

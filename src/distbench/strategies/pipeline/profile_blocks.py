@@ -25,8 +25,9 @@ LINK_SIZES = (1024, 4 * 2**20)  # bytes: latency-dominated and bandwidth-dominat
 LINK_REPEATS = 5
 
 
-def _block_cost(name: str, block: nn.Module, x: torch.Tensor, first: bool,
-                sync: Callable[[], None]) -> tuple[BlockCost, torch.Tensor]:
+def _block_cost(
+    name: str, block: nn.Module, x: torch.Tensor, first: bool, sync: Callable[[], None]
+) -> tuple[BlockCost, torch.Tensor]:
     """Fastest forward and backward time of ``block`` on input ``x``; returns its output too.
 
     The input requires grad except for the first block, as in a real stage (only stages
@@ -49,13 +50,13 @@ def _block_cost(name: str, block: nn.Module, x: torch.Tensor, first: bool,
             forwards.append(middle - start)
             backwards.append(end - middle)
     params = sum(p.numel() * p.element_size() for p in block.parameters())
-    cost = BlockCost(name, min(forwards), min(backwards), params,
-                     out.numel() * out.element_size())
+    cost = BlockCost(name, min(forwards), min(backwards), params, out.numel() * out.element_size())
     return cost, out.detach()
 
 
-def profile_blocks(model: nn.Module, sample: torch.Tensor,
-                   sync: Callable[[], None] | None = None) -> list[BlockCost]:
+def profile_blocks(
+    model: nn.Module, sample: torch.Tensor, sync: Callable[[], None] | None = None
+) -> list[BlockCost]:
     """Cost of every block of ``model`` on the micro-batch ``sample`` (training mode)."""
     probe = copy.deepcopy(model).train()
     sync = sync or (lambda: None)

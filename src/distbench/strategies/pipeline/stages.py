@@ -137,8 +137,9 @@ class StageProbe:
 
         return wrapped
 
-    def _forward_counting(self, forward: Callable[..., Any], chunk: int, *args: Any,
-                          **kwargs: Any) -> Any:
+    def _forward_counting(
+        self, forward: Callable[..., Any], chunk: int, *args: Any, **kwargs: Any
+    ) -> Any:
         saved = _SavedBytes(self._param_ptrs)
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
             result = forward(chunk, *args, **kwargs)

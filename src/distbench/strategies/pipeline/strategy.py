@@ -93,13 +93,16 @@ class PipelineStrategy(Strategy):
     def validate(cls, cfg: RunConfig) -> None:
         m = cls.microbatches_of(cfg)
         if cfg.batch_size % m:
-            raise UserError(f"{cls.name}: --batch-size {cfg.batch_size} must be divisible by "
-                            f"--microbatches {m}")
+            raise UserError(
+                f"{cls.name}: --batch-size {cfg.batch_size} must be divisible by --microbatches {m}"
+            )
         blocks = count_blocks(cfg)
         if cfg.workers > blocks:
-            raise UserError(f"{cls.name}: {cfg.workers} stages (--workers) but model "
-                            f"'{cfg.model}' has only {blocks} block(s); see "
-                            f"`distbench list models --blocks {cfg.model}`")
+            raise UserError(
+                f"{cls.name}: {cfg.workers} stages (--workers) but model "
+                f"'{cfg.model}' has only {blocks} block(s); see "
+                f"`distbench list models --blocks {cfg.model}`"
+            )
 
     def schedule_class(self) -> type[PipelineScheduleSingle]:
         # Imported here, not at module level: torch.distributed.pipelining takes seconds to
@@ -120,8 +123,11 @@ class PipelineStrategy(Strategy):
         del model  # the other stages' blocks
         params = list(self.module.parameters())  # a stage of pooling/flatten may have none
         self.optimizer = make_optimizer(cfg, params) if params else None
-        batches = (make_batches(cfg, cfg.batch_size, 0, 1, num_classes)
-                   if self.first or self.last else None)
+        batches = (
+            make_batches(cfg, cfg.batch_size, 0, 1, num_classes)
+            if self.first or self.last
+            else None
+        )
         self._train(batches)
         self._gather_results()
 
@@ -137,13 +143,17 @@ class PipelineStrategy(Strategy):
         stage = PipelineStage(self.module, ctx.rank, ctx.world_size, ctx.device)
         self.probe.install(stage)
         self.schedule = self.schedule_class()(
-            stage, self.m, loss_fn=self.probe.timed_loss(nn.CrossEntropyLoss()))
+            stage, self.m, loss_fn=self.probe.timed_loss(nn.CrossEntropyLoss())
+        )
 
     def _agree_on_plan(self, model: nn.Module) -> Plan:
         """Rank 0 decides, everyone receives the same object (plans must match exactly)."""
         ctx = self.ctx
-        link = (measure_link(ctx.rank, 1 - ctx.rank, ctx.device)
-                if ctx.rank < 2 <= ctx.world_size else None)
+        link = (
+            measure_link(ctx.rank, 1 - ctx.rank, ctx.device)
+            if ctx.rank < 2 <= ctx.world_size
+            else None
+        )
         box: list[Any] = [self._plan_on_rank0(model, link) if ctx.rank == 0 else None]
         if ctx.world_size > 1:
             dist.broadcast_object_list(box, src=0)
@@ -159,8 +169,9 @@ class PipelineStrategy(Strategy):
         if cfg.partition == "uniform":
             return plan_stages("uniform", names, self.ctx.world_size, link=link)
         generator = torch.Generator().manual_seed(cfg.seed)
-        sample = torch.randn((cfg.batch_size // self.m, *input_shape_of(cfg)),
-                             generator=generator).to(self.ctx.device)
+        sample = torch.randn(
+            (cfg.batch_size // self.m, *input_shape_of(cfg)), generator=generator
+        ).to(self.ctx.device)
         costs = profile_blocks(model, sample, synchronizer(self.ctx.device))
         return plan_stages("profiled", names, self.ctx.world_size, costs, link)
 
@@ -185,9 +196,14 @@ class PipelineStrategy(Strategy):
             record_step(self.ctx.recorder, cfg, step, timer, samples, **extra)
             if step >= cfg.warmup:
                 step_time, phases = timer.end_step()
-                self.step_phases.append({**phases, "step": step_time,
-                                         "forward_cpu": self.probe.forward_cpu_s,
-                                         "backward_cpu": self.probe.backward_cpu_s})
+                self.step_phases.append(
+                    {
+                        **phases,
+                        "step": step_time,
+                        "forward_cpu": self.probe.forward_cpu_s,
+                        "backward_cpu": self.probe.backward_cpu_s,
+                    }
+                )
             self.probe.end_first_step()
 
     def _step(self, timer: PhaseTimer, batches: Batches | None) -> float | None:
@@ -198,8 +214,9 @@ class PipelineStrategy(Strategy):
         self.probe.reset()
         losses: list[torch.Tensor] = []
         args = (x.to(device),) if self.first and x is not None else ()
-        kwargs: dict[str, Any] = ({"target": y.to(device), "losses": losses}
-                                  if self.last and y is not None else {})
+        kwargs: dict[str, Any] = (
+            {"target": y.to(device), "losses": losses} if self.last and y is not None else {}
+        )
         self.schedule.step(*args, return_outputs=False, **kwargs)
         ended = timer.mark("forward")  # the whole schedule step, redistributed below
         self._split_schedule_time(timer, ended - began)
@@ -228,13 +245,18 @@ class PipelineStrategy(Strategy):
     # ------------------------------------------------------------------ results
 
     def _stage_figures(self) -> dict[str, Any]:
-        means = {p: fmean(s.get(p, 0.0) for s in self.step_phases)
-                 for p in (*MEASURED_PHASES, *CPU_FIGURES)}
+        means = {
+            p: fmean(s.get(p, 0.0) for s in self.step_phases)
+            for p in (*MEASURED_PHASES, *CPU_FIGURES)
+        }
         step = fmean(s["step"] for s in self.step_phases)
         span = self.plan.stages[self.ctx.rank]
         return {
-            "stage": self.ctx.rank, "rank": self.ctx.rank, "blocks": list(span.blocks),
-            "step_s": step, **{f"{p}_s": v for p, v in means.items()},
+            "stage": self.ctx.rank,
+            "rank": self.ctx.rank,
+            "blocks": list(span.blocks),
+            "step_s": step,
+            **{f"{p}_s": v for p, v in means.items()},
             "blocked_s": means["comm"] + means["wait"],
             "bubble": means["wait"] / step if step > 0 else None,
             "predicted_s_per_microbatch": span.time_s,
@@ -278,43 +300,53 @@ class PipelineStrategy(Strategy):
         waits = sum(f["wait_s"] for f in self.all_figures)
         predicted = predicted_step_s(self.plan, self.m)
         return {
-            "schedule": self.schedule_name, "stages": stages, "microbatches": self.m,
+            "schedule": self.schedule_name,
+            "stages": stages,
+            "microbatches": self.m,
             "microbatch_size": self.ctx.cfg.batch_size // self.m,
-            "partition": self.plan.method, "plan": self.plan.to_dict(),
+            "partition": self.plan.method,
+            "plan": self.plan.to_dict(),
             "plan_text": format_plan(self.plan, self.m),
             "predicted_step_s": predicted,
             "bubble_theoretical": theoretical_bubble(stages, self.m),
             "bubble_measured": waits / steps if steps > 0 else None,
             "per_stage": self.all_figures,
-            "slowest_stage_compute_s": max(f["forward_s"] + f["backward_s"]
-                                           for f in self.all_figures),
-            "slowest_stage_compute_cpu_s": max(f["forward_cpu_s"] + f["backward_cpu_s"]
-                                               for f in self.all_figures),
+            "slowest_stage_compute_s": max(
+                f["forward_s"] + f["backward_s"] for f in self.all_figures
+            ),
+            "slowest_stage_compute_cpu_s": max(
+                f["forward_cpu_s"] + f["backward_cpu_s"] for f in self.all_figures
+            ),
         }
 
 
 class PipelineGPipe(PipelineStrategy):
     name: ClassVar[str] = "pipeline-gpipe"
-    description: ClassVar[str] = ("pipeline parallel, GPipe schedule (all forwards, then all "
-                                  "backwards); --microbatches, --partition")
+    description: ClassVar[str] = (
+        "pipeline parallel, GPipe schedule (all forwards, then all "
+        "backwards); --microbatches, --partition"
+    )
     schedule_name: ClassVar[str] = "gpipe"
 
 
 class Pipeline1F1B(PipelineStrategy):
     name: ClassVar[str] = "pipeline-1f1b"
-    description: ClassVar[str] = ("pipeline parallel, 1F1B schedule (PipeDream-flush: one "
-                                  "forward, one backward); --microbatches, --partition")
+    description: ClassVar[str] = (
+        "pipeline parallel, 1F1B schedule (PipeDream-flush: one "
+        "forward, one backward); --microbatches, --partition"
+    )
     schedule_name: ClassVar[str] = "1f1b"
 
     @classmethod
     def validate(cls, cfg: RunConfig) -> None:
         super().validate(cfg)
         if cfg.microbatches < cfg.workers:
-            raise UserError(f"pipeline-1f1b: --microbatches {cfg.microbatches} must be at "
-                            f"least the number of stages (--workers {cfg.workers})")
+            raise UserError(
+                f"pipeline-1f1b: --microbatches {cfg.microbatches} must be at "
+                f"least the number of stages (--workers {cfg.workers})"
+            )
 
     def schedule_class(self) -> type[PipelineScheduleSingle]:
         from torch.distributed.pipelining import Schedule1F1B
 
         return Schedule1F1B
-

@@ -17,8 +17,10 @@ from distbench.strategies.ps.strategy import ParameterServer
 
 class PSAsync(ParameterServer):
     name: ClassVar[str] = "ps-async"
-    description: ClassVar[str] = ("parameter server, asynchronous (Downpour SGD): no barrier, "
-                                  "each gradient applied on arrival")
+    description: ClassVar[str] = (
+        "parameter server, asynchronous (Downpour SGD): no barrier, "
+        "each gradient applied on arrival"
+    )
     synchronous: ClassVar[bool] = False
 
     @classmethod

@@ -63,11 +63,11 @@ class Replica:
         buffers = dict(self.model.named_buffers())
         for e in self.layout.entries:
             tensor = params[e.name] if e.is_param else buffers[e.name]
-            view = self.state[e.offset: e.offset + e.numel].view(e.shape)
+            view = self.state[e.offset : e.offset + e.numel].view(e.shape)
             view.copy_(tensor.detach())
             tensor.data = view
             if e.is_param:
-                tensor.grad = self.grads[e.offset: e.offset + e.numel].view(e.shape)
+                tensor.grad = self.grads[e.offset : e.offset + e.numel].view(e.shape)
 
     def zero_grads(self) -> None:
         self.grads.zero_()
@@ -75,14 +75,15 @@ class Replica:
     def stage_push(self) -> None:
         """Float buffers (e.g. BatchNorm statistics) travel with the gradients."""
         for offset, numel in self.buffer_slices:
-            self.grads[offset: offset + numel].copy_(self.state[offset: offset + numel])
+            self.grads[offset : offset + numel].copy_(self.state[offset : offset + numel])
         if self.staged:
             self.wire_grads.copy_(self.grads)
 
     def commit_pull(self, region: Region) -> None:
         if self.staged:
-            self.state[region.start: region.stop].copy_(
-                self.wire_state[region.start: region.stop], non_blocking=True)
+            self.state[region.start : region.stop].copy_(
+                self.wire_state[region.start : region.stop], non_blocking=True
+            )
 
 
 @dataclass
@@ -95,8 +96,9 @@ class PullResult:
 class Client:
     """Pulls weights from and pushes gradients to every unit; tracks each unit's version."""
 
-    def __init__(self, rank: int, replica: Replica, local: ShardServer | None,
-                 semaphore: bool) -> None:
+    def __init__(
+        self, rank: int, replica: Replica, local: ShardServer | None, semaphore: bool
+    ) -> None:
         self.rank = rank
         self.replica = replica
         self.local = local
@@ -113,7 +115,7 @@ class Client:
         requests = [isend(header(op, step, wanted), r.unit, TAG_REQUEST) for r in self.remote]
         replies = {r.unit: empty_header() for r in self.remote}
         answered = [irecv(replies[r.unit], r.unit, TAG_REPLY) for r in self.remote]
-        data = [irecv(wire[r.start: r.stop], r.unit, TAG_PULL) for r in self.remote]
+        data = [irecv(wire[r.start : r.stop], r.unit, TAG_PULL) for r in self.remote]
         if self.local is not None:
             if op == OP_FINAL:
                 self.local.finish(self.rank)
@@ -121,12 +123,15 @@ class Client:
                 self.local.wait_version(wanted)
         wait_all(answered)
         timer.mark("wait")
-        fields = {u: (int(h[0]), float(h[1]), float(h[2]), int(h[3]), int(h[4]))
-                  for u, h in replies.items()}
+        fields = {
+            u: (int(h[0]), float(h[1]), float(h[2]), int(h[3]), int(h[4]))
+            for u, h in replies.items()
+        }
         if self.local is not None and self.local_region is not None:
             region = self.local_region
             version, update_s, reporter = self.local.copy_state_to(
-                self.replica.state[region.start: region.stop], self.rank)
+                self.replica.state[region.start : region.stop], self.rank
+            )
             if self.updated_own_shard:  # already charged to update in our push
                 update_s = 0.0
             fields[self.rank] = (version, update_s, 0.0, reporter, len(self.local.stats.lost))
@@ -137,16 +142,20 @@ class Client:
         timer.move("wait", "update", max((f[1] for f in fields.values()), default=0.0))
         for unit, f in fields.items():
             self.versions[unit] = f[0]
-        return PullResult(queue_s=sum(f[2] for f in fields.values()),
-                          reporter=min((f[3] for f in fields.values()), default=self.rank),
-                          lost=max((f[4] for f in fields.values()), default=0))
+        return PullResult(
+            queue_s=sum(f[2] for f in fields.values()),
+            reporter=min((f[3] for f in fields.values()), default=self.rank),
+            lost=max((f[4] for f in fields.values()), default=0),
+        )
 
     def push(self, timer: PhaseTimer, step: int) -> float:
         """Send this step's gradients to every unit; returns the seconds queued for admission."""
         self.replica.stage_push()
         wire = self.replica.wire_grads
-        requests = [isend(header(OP_PUSH, step, self.versions[r.unit]), r.unit, TAG_REQUEST)
-                    for r in self.remote]
+        requests = [
+            isend(header(OP_PUSH, step, self.versions[r.unit]), r.unit, TAG_REQUEST)
+            for r in self.remote
+        ]
         sends: list[Pending] = []
         queued = 0.0
         if self.semaphore:
@@ -156,14 +165,15 @@ class Client:
                 go.wait()
                 timer.mark("wait")
                 queued += float(gos[region.unit][2])
-                sends.append(isend(wire[region.start: region.stop], region.unit, TAG_PUSH))
+                sends.append(isend(wire[region.start : region.stop], region.unit, TAG_PUSH))
         else:
-            sends = [isend(wire[r.start: r.stop], r.unit, TAG_PUSH) for r in self.remote]
+            sends = [isend(wire[r.start : r.stop], r.unit, TAG_PUSH) for r in self.remote]
         local_update = 0.0
         if self.local is not None and self.local_region is not None:
             region = self.local_region
-            local_update = self.local.accept(self.rank, wire[region.start: region.stop], step,
-                                             self.versions[self.rank])
+            local_update = self.local.accept(
+                self.rank, wire[region.start : region.stop], step, self.versions[self.rank]
+            )
         wait_all(sends + requests)
         timer.mark("push")
         timer.move("push", "update", local_update)

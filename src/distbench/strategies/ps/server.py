@@ -150,8 +150,9 @@ class ServerStats:
     lost: dict[int, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def transfer(self, direction: str, worker: int, start: float, end: float,
-                 queued: float) -> None:
+    def transfer(
+        self, direction: str, worker: int, start: float, end: float, queued: float
+    ) -> None:
         with self.lock:
             self.queue_seconds[direction] += queued
             if len(self.transfers) < MAX_TRANSFERS:
@@ -164,8 +165,10 @@ class ServerStats:
             "updates": len(self.update_seconds),
             "update_mean_s": fmean(self.update_seconds) if self.update_seconds else None,
             "queue_s": dict(self.queue_seconds),
-            "transfers": [{"direction": d, "worker": w, "start": s, "end": e, "queued": q}
-                          for d, w, s, e, q in self.transfers],
+            "transfers": [
+                {"direction": d, "worker": w, "start": s, "end": e, "queued": q}
+                for d, w, s, e, q in self.transfers
+            ],
             "transfers_dropped": self.transfers_dropped,
             "lost_workers": {str(rank): why for rank, why in sorted(self.lost.items())},
         }
@@ -178,32 +181,47 @@ def staleness_summary(counts: Counter[int]) -> dict[str, Any]:
     """Histogram (staleness -> number of applied gradients), mean and max."""
     total = sum(counts.values())
     mean = sum(k * v for k, v in counts.items()) / total if total else None
-    return {"histogram": {str(k): counts[k] for k in sorted(counts)}, "count": total,
-            "mean": mean, "max": max(counts) if counts else None}
+    return {
+        "histogram": {str(k): counts[k] for k in sorted(counts)},
+        "count": total,
+        "mean": mean,
+        "max": max(counts) if counts else None,
+    }
 
 
 def _param_views(flat: torch.Tensor, entries: list[Entry], base: int) -> list[torch.Tensor]:
-    return [flat[e.offset - base: e.offset - base + e.numel].view(e.shape)
-            for e in entries if e.is_param]
+    return [
+        flat[e.offset - base : e.offset - base + e.numel].view(e.shape)
+        for e in entries
+        if e.is_param
+    ]
 
 
 class ShardServer:
     """One unit's weights and optimizer state; thread-safe; transport-agnostic."""
 
-    def __init__(self, cfg: RunConfig, region: Region, entries: list[Entry], initial: torch.Tensor,
-                 workers: list[int], synchronous: bool,
-                 on_update: Callable[[AppliedUpdate], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        region: Region,
+        entries: list[Entry],
+        initial: torch.Tensor,
+        workers: list[int],
+        synchronous: bool,
+        on_update: Callable[[AppliedUpdate], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.region = region
         self.workers = workers
         self.synchronous = synchronous
         self.on_update = on_update
         self.state = initial.detach().to("cpu", torch.float32).clone()
-        self.params = [nn.Parameter(view, requires_grad=False)
-                       for view in _param_views(self.state, entries, region.start)]
+        self.params = [
+            nn.Parameter(view, requires_grad=False)
+            for view in _param_views(self.state, entries, region.start)
+        ]
         self.entries = entries
-        self.buffer_slices = [(e.offset - region.start, e.numel) for e in entries
-                              if not e.is_param]
+        self.buffer_slices = [(e.offset - region.start, e.numel) for e in entries if not e.is_param]
         self.optimizer = make_optimizer(cfg, self.params)
         self.inbox = {w: torch.zeros(region.size) for w in workers}
         self.mean = torch.zeros(region.size) if synchronous else torch.empty(0)
@@ -216,8 +234,7 @@ class ShardServer:
         self.stats = ServerStats()
         self.rw = RWLock()
         self.cond = threading.Condition()
-        self.admission = {"pull": Admission(cfg.ps_semaphore),
-                          "push": Admission(cfg.ps_semaphore)}
+        self.admission = {"pull": Admission(cfg.ps_semaphore), "push": Admission(cfg.ps_semaphore)}
 
     # -- waiting -------------------------------------------------------------------------
     def _wait_until(self, ready: Callable[[], bool]) -> None:
@@ -242,8 +259,9 @@ class ShardServer:
         with self.cond:
             self.stats.lost[worker] = reason
             if self.synchronous and self.failure is None:
-                self.failure = ServerFailed(f"worker rank {worker} lost in a synchronous run: "
-                                            f"{reason}")
+                self.failure = ServerFailed(
+                    f"worker rank {worker} lost in a synchronous run: {reason}"
+                )
             self.cond.notify_all()
 
     def fail(self, exc: BaseException) -> None:
@@ -271,8 +289,9 @@ class ShardServer:
             self.inbox[worker].copy_(message)
         return self._deposit(worker, step)
 
-    def _apply_async(self, worker: int, message: torch.Tensor, step: int,
-                     computed_on: int) -> float:
+    def _apply_async(
+        self, worker: int, message: torch.Tensor, step: int, computed_on: int
+    ) -> float:
         with self.rw.write():
             start_wall, start = time.time(), time.perf_counter()
             self._step_optimizer(message)
@@ -282,8 +301,9 @@ class ShardServer:
                 self.version += 1
                 self.own_update_s[worker] = seconds
                 self.cond.notify_all()
-            self._record(AppliedUpdate(self.version - 1, step, worker, start_wall, seconds,
-                                       staleness))
+            self._record(
+                AppliedUpdate(self.version - 1, step, worker, start_wall, seconds, staleness)
+            )
         return seconds
 
     def _deposit(self, worker: int, step: int) -> float:
@@ -309,14 +329,15 @@ class ShardServer:
 
     def _step_optimizer(self, message: torch.Tensor) -> None:
         """Gradients from ``message`` into the optimizer; its buffer values replace ours."""
-        for param, grad in zip(self.params, _param_views(message, self.entries,
-                                                         self.region.start), strict=True):
+        for param, grad in zip(
+            self.params, _param_views(message, self.entries, self.region.start), strict=True
+        ):
             param.grad = grad
         self.optimizer.step()
         for param in self.params:
             param.grad = None
         for offset, numel in self.buffer_slices:
-            self.state[offset: offset + numel].copy_(message[offset: offset + numel])
+            self.state[offset : offset + numel].copy_(message[offset : offset + numel])
 
     def _record(self, update: AppliedUpdate) -> None:
         with self.stats.lock:
@@ -334,8 +355,11 @@ class ShardServer:
             return self.version, self.reply_update_seconds(worker), self.reporter()
 
     def summary(self) -> dict[str, Any]:
-        return {"unit": self.region.unit, "elements": self.region.size,
-                **self.stats.summary(self.synchronous)}
+        return {
+            "unit": self.region.unit,
+            "elements": self.region.size,
+            **self.stats.summary(self.synchronous),
+        }
 
 
 # -- the serve loop for one remote worker ------------------------------------------------------
@@ -376,16 +400,22 @@ def serve_worker(server: ShardServer, worker: int) -> None:
 
 def _send_state(server: ShardServer, worker: int) -> None:
     with server.admission["pull"].admit() as queued, server.rw.read():
-        reply = header(server.version, server.reply_update_seconds(worker), queued,
-                       server.reporter(), len(server.stats.lost))
+        reply = header(
+            server.version,
+            server.reply_update_seconds(worker),
+            queued,
+            server.reporter(),
+            len(server.stats.lost),
+        )
         start = time.time()
         wait_all([isend(reply, worker, TAG_REPLY), isend(server.state, worker, TAG_PULL)])
         end = time.time()
     server.stats.transfer("pull", worker, start, end, queued)
 
 
-def _receive_gradient(server: ShardServer, worker: int, gradient: Pending, step: int,
-                      computed_on: int) -> None:
+def _receive_gradient(
+    server: ShardServer, worker: int, gradient: Pending, step: int, computed_on: int
+) -> None:
     with server.admission["push"].admit() as queued:
         if server.admission["push"].enabled:
             send(header(server.version, 0.0, queued), worker, TAG_REPLY)  # "go"
@@ -397,9 +427,15 @@ def _receive_gradient(server: ShardServer, worker: int, gradient: Pending, step:
 
 
 def start_serving(server: ShardServer, remote_workers: list[int]) -> list[threading.Thread]:
-    threads = [threading.Thread(target=serve_worker, args=(server, w), daemon=True,
-                                name=f"ps-unit{server.region.unit}-w{w}")
-               for w in remote_workers]
+    threads = [
+        threading.Thread(
+            target=serve_worker,
+            args=(server, w),
+            daemon=True,
+            name=f"ps-unit{server.region.unit}-w{w}",
+        )
+        for w in remote_workers
+    ]
     for thread in threads:
         thread.start()
     return threads

@@ -74,8 +74,10 @@ class Layout:
 
     def describe(self) -> dict[str, Any]:
         """The assignment as reported in the result: tensor -> unit, and elements per unit."""
-        return {"assignment": {e.name: e.unit for e in self.entries},
-                "unit_elements": {str(r.unit): r.size for r in self.regions}}
+        return {
+            "assignment": {e.name: e.unit for e in self.entries},
+            "unit_elements": {str(r.unit): r.size for r in self.regions},
+        }
 
 
 def transferred_tensors(model: nn.Module) -> list[tuple[str, bool, tuple[int, ...], int]]:
@@ -83,8 +85,11 @@ def transferred_tensors(model: nn.Module) -> list[tuple[str, bool, tuple[int, ..
     floating-point buffer (BatchNorm running statistics). Integer buffers such as
     ``num_batches_tracked`` stay on each worker, which counts its own forward passes."""
     found = [(n, True, tuple(p.shape), p.numel()) for n, p in model.named_parameters()]
-    found += [(n, False, tuple(b.shape), b.numel()) for n, b in model.named_buffers()
-              if b.is_floating_point()]
+    found += [
+        (n, False, tuple(b.shape), b.numel())
+        for n, b in model.named_buffers()
+        if b.is_floating_point()
+    ]
     return found
 
 

@@ -72,9 +72,11 @@ class ParameterServer(Strategy):
     @classmethod
     def validate(cls, cfg: RunConfig) -> None:
         if cfg.nnodes > 1 and cls.world_size(cfg) % cfg.nnodes:
-            raise UserError(f"strategy '{cls.name}' with --servers central runs "
-                            f"{cls.world_size(cfg)} processes (workers + 1 server), which do "
-                            f"not divide evenly over --nnodes {cfg.nnodes}")
+            raise UserError(
+                f"strategy '{cls.name}' with --servers central runs "
+                f"{cls.world_size(cfg)} processes (workers + 1 server), which do "
+                f"not divide evenly over --nnodes {cfg.nnodes}"
+            )
 
     @classmethod
     def world_size(cls, cfg: RunConfig) -> int:
@@ -114,17 +116,31 @@ class ParameterServer(Strategy):
         cfg, rank = self.ctx.cfg, self.ctx.rank
         entries = self.layout.entries_of(rank)
         on_update = self._record_update if self.rank_role(cfg, rank) == "server" else None
-        return ShardServer(cfg, self.layout.region(rank), entries, initial_slice(model, entries),
-                           list(range(cfg.workers)), self.synchronous, on_update)
+        return ShardServer(
+            cfg,
+            self.layout.region(rank),
+            entries,
+            initial_slice(model, entries),
+            list(range(cfg.workers)),
+            self.synchronous,
+            on_update,
+        )
 
     def _record_update(self, update: AppliedUpdate) -> None:
         """The central server's records: one 'step' per applied update, phase ``update``."""
         cfg = self.ctx.cfg
         samples = self.global_batch(cfg) if self.synchronous else self.local_batch(cfg)
         with self._record_lock:
-            self.ctx.recorder.step(update.index, update.step < cfg.warmup, update.start_wall,
-                                   update.seconds, samples, {"update": update.seconds},
-                                   worker=update.worker, staleness=update.staleness)
+            self.ctx.recorder.step(
+                update.index,
+                update.step < cfg.warmup,
+                update.start_wall,
+                update.seconds,
+                samples,
+                {"update": update.seconds},
+                worker=update.worker,
+                staleness=update.staleness,
+            )
 
     def _batches(self, num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.ctx.cfg
@@ -150,8 +166,15 @@ class ParameterServer(Strategy):
             loss.backward()
             timer.mark("backward")
             queued = client.push(timer, step)
-            record_step(ctx.recorder, cfg, step, timer, self.local_batch(cfg),
-                        loss=float(loss.detach()), queue=pulled.queue_s + queued)
+            record_step(
+                ctx.recorder,
+                cfg,
+                step,
+                timer,
+                self.local_batch(cfg),
+                loss=float(loss.detach()),
+                queue=pulled.queue_s + queued,
+            )
         self._finish(client, model, device)
 
     def _finish(self, client: Client, model: nn.Module, device: torch.device) -> None:

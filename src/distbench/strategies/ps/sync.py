@@ -18,14 +18,18 @@ from distbench.strategies.ps.strategy import ParameterServer
 
 class PSSyncJoin(ParameterServer):
     name: ClassVar[str] = "ps-sync-join"
-    description: ClassVar[str] = ("parameter server, synchronous: each worker a full batch, "
-                                  "averaged (N batches per iteration)")
+    description: ClassVar[str] = (
+        "parameter server, synchronous: each worker a full batch, "
+        "averaged (N batches per iteration)"
+    )
 
 
 class PSSyncSplit(ParameterServer):
     name: ClassVar[str] = "ps-sync-split"
-    description: ClassVar[str] = ("parameter server, synchronous: one global batch split "
-                                  "over the workers (--batch-size is global)")
+    description: ClassVar[str] = (
+        "parameter server, synchronous: one global batch split "
+        "over the workers (--batch-size is global)"
+    )
     scaling: ClassVar[str] = "strong"
 
     @classmethod
@@ -33,6 +37,8 @@ class PSSyncSplit(ParameterServer):
         super().validate(cfg)
         if cfg.batch_size % cfg.workers:
             nearest = cfg.batch_size // cfg.workers * cfg.workers or cfg.workers
-            raise UserError(f"strategy 'ps-sync-split' splits the global --batch-size "
-                            f"{cfg.batch_size} over {cfg.workers} workers: it must divide "
-                            f"evenly (try --batch-size {nearest})")
+            raise UserError(
+                f"strategy 'ps-sync-split' splits the global --batch-size "
+                f"{cfg.batch_size} over {cfg.workers} workers: it must divide "
+                f"evenly (try --batch-size {nearest})"
+            )

@@ -17,7 +17,7 @@ from typing import Any
 
 from distbench.errors import UserError
 
-# Issue 8: adapters for other frameworks (distbench.frameworks.FRAMEWORK) besides torch.
+# torch, or an adapter that runs the same workload in another framework (distbench.frameworks).
 FRAMEWORKS = ("torch", "tensorflow", "mxnet", "horovod")
 DEVICES = ("auto", "cpu", "cuda")
 SERVER_PLACEMENTS = ("central", "sharded")
@@ -35,23 +35,6 @@ def available_cores() -> int:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
-
-
-def strategy_facts(framework: str, strategy: str) -> Any:
-    """Issue 8: the PyTorch strategy class, or for another framework the strategy its adapter
-    declares (distbench.frameworks); both answer validate, world_size, single_worker,
-    synchronous, scaling, local_batch and global_batch alike. UserError if unknown."""
-    if framework != "torch":
-        from distbench.frameworks import adapter_strategy
-
-        return adapter_strategy(framework, strategy)
-    from distbench.strategies import STRATEGIES
-
-    _require(
-        strategy in STRATEGIES,
-        f"unknown strategy '{strategy}' (known: {', '.join(sorted(STRATEGIES))})",
-    )
-    return STRATEGIES[strategy]
 
 
 @dataclass(frozen=True)
@@ -87,9 +70,9 @@ class RunConfig:
     # Pipeline strategies: micro-batches per batch and how blocks are cut into stages.
     microbatches: int = 4
     partition: str = "uniform"
-    # Issue 6: torch.profiler over the last few measured steps of every rank.
+    # Operator profiles: torch.profiler over the last few measured steps of every rank.
     profile_ops: bool = False
-    # Issue 7: an emulated network (--network SPEC, see netem/spec.py), the processes spread
+    # Emulated hosts: an emulated network (--network SPEC, see netem/spec.py), the processes spread
     # over K emulated hosts (--hosts K), and a node file of host addresses (--nodefile).
     network: str | None = None
     hosts: int | None = None
@@ -98,7 +81,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         self._check_numbers()
         self._check_choices()
-        self._check_hosts()  # issue 7
+        self._check_hosts()
 
     def _check_numbers(self) -> None:
         _require(self.workers >= 1, f"--workers must be at least 1, got {self.workers}")
@@ -129,16 +112,10 @@ class RunConfig:
         )
 
     def _check_hosts(self) -> None:
-        """Issue 7: nodes and emulated hosts. It is the *processes* (workers plus any server
-        processes) that must divide over nodes, so this replaces the former workers check."""
+        """Emulated hosts and real nodes; that the processes divide over them needs the
+        strategy's process count, so ``registry.check_run`` checks that."""
         from distbench.netem.spec import parse_network
 
-        processes = self.processes()
-        _require(
-            processes % self.nnodes == 0,
-            f"{processes} processes ({self.strategy}, "
-            f"--workers {self.workers}) must divide evenly over --nnodes {self.nnodes}",
-        )
         if self.network is not None:
             parse_network(self.network)
         _require(
@@ -149,16 +126,10 @@ class RunConfig:
             "--network/--hosts emulate hosts on this machine and --nnodes > 1 joins a "
             "real cluster: use one or the other",
         )
-        _require(
-            not self.hosts or processes == 1 or processes % self.hosts == 0,
-            f"{processes} processes ({self.strategy}, --workers {self.workers}) must "
-            f"divide evenly over --hosts {self.hosts}",
-        )
 
     def _check_choices(self) -> None:
-        from distbench.data import DATASETS
-        from distbench.models import check_model_name
-
+        """Fixed choices; names that live in registries (model, dataset, strategy) are
+        resolved by ``registry.check_run``."""
         _require(
             self.framework in FRAMEWORKS,
             f"unknown framework '{self.framework}' (known: {', '.join(FRAMEWORKS)})",
@@ -174,12 +145,6 @@ class RunConfig:
             self.partition in PARTITIONS,
             f"unknown --partition '{self.partition}' (known: {', '.join(PARTITIONS)})",
         )
-        check_model_name(self.model)
-        _require(
-            self.dataset in DATASETS,
-            f"unknown dataset '{self.dataset}' (known: {', '.join(sorted(DATASETS))})",
-        )
-        strategy_facts(self.framework, self.strategy).validate(self)  # issue 8: adapters too
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -194,43 +159,16 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
-    def processes(self) -> int:
-        """Processes the run needs in all (workers plus any server processes)."""
-        return int(strategy_facts(self.framework, self.strategy).world_size(self))
-
-    def resolved_threads(self, cores: int | None = None) -> int:
-        """Threads per process: the user's choice, else max(1, cores // local processes)."""
-        if self.threads is not None:
-            return self.threads
-        cores = cores or available_cores()
-        local = max(1, self.processes() // self.nnodes)
-        return max(1, cores // local)
-
 
 @dataclass(frozen=True)
 class SuiteConfig:
-    """A matrix of runs: every model x strategy x worker count over shared settings."""
+    """A matrix of runs: every model x strategy x worker count over shared settings;
+    ``registry.expand_suite`` turns it into checked run configs."""
 
     models: list[str]
     strategies: list[str]
     workers: list[int]
     base: dict[str, Any] = field(default_factory=dict)
-
-    def expand(self) -> list[RunConfig]:
-        """Run configs in a stable order; single-process strategies run with one worker only."""
-        framework = str(self.base.get("framework", "torch"))  # issue 8
-        runs: list[RunConfig] = []
-        for model in self.models:
-            for strategy in self.strategies:
-                facts = strategy_facts(framework, strategy)
-                counts = [1] if facts.single_worker else self.workers
-                for n in counts:
-                    runs.append(
-                        RunConfig.from_dict(
-                            {**self.base, "model": model, "strategy": strategy, "workers": n}
-                        )
-                    )
-        return runs
 
 
 def _as_list(value: Any, key: str) -> list[Any]:

@@ -30,6 +30,7 @@ from distbench.frameworks.weights import (
     to_torch_convention,
 )
 from distbench.models import build_model
+from distbench.registry import check_run, processes
 
 
 def _arrays(seed: int = 0) -> dict[str, np.ndarray]:
@@ -222,13 +223,15 @@ def test_adapters_declare_their_strategies() -> None:
 
 def test_run_config_consults_the_adapter_for_strategies() -> None:
     cfg = RunConfig(model="lenet5", framework="mxnet", strategy="sync", workers=2)
-    assert cfg.processes() == 4  # scheduler + server + 2 workers
+    assert processes(cfg) == 4  # scheduler + server + 2 workers
     with pytest.raises(UserError, match="has no strategy 'ddp'"):
-        RunConfig(model="lenet5", framework="tensorflow", strategy="ddp")
+        check_run(RunConfig(model="lenet5", framework="tensorflow", strategy="ddp"))
     with pytest.raises(UserError, match="unknown framework"):
         RunConfig(model="lenet5", framework="jax")
     with pytest.raises(UserError, match="exactly one worker"):
-        RunConfig(model="lenet5", framework="tensorflow", strategy="sequential", workers=2)
+        check_run(
+            RunConfig(model="lenet5", framework="tensorflow", strategy="sequential", workers=2)
+        )
 
 
 def test_envs_live_under_distbench_envs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

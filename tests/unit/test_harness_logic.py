@@ -14,6 +14,7 @@ from distbench.harness.aggregate import aggregate_run
 from distbench.harness.records import parse_rank_lines
 from distbench.harness.stats import median_ci95, summarize
 from distbench.harness.timer import PhaseTimer
+from distbench.registry import check_run, expand_suite, resolved_threads
 from distbench.store.db import SCHEMA_VERSION, open_store
 
 
@@ -81,18 +82,18 @@ def test_config_validation_messages() -> None:
     with pytest.raises(UserError, match="--batch-size must be at least 1"):
         RunConfig(model="lenet5", batch_size=0)
     with pytest.raises(UserError, match="unknown strategy 'x'"):
-        RunConfig(model="lenet5", strategy="x")
+        check_run(RunConfig(model="lenet5", strategy="x"))
     with pytest.raises(UserError, match="exactly 1 worker"):
-        RunConfig(model="lenet5", strategy="sequential", workers=2)
+        check_run(RunConfig(model="lenet5", strategy="sequential", workers=2))
     with pytest.raises(UserError, match="unknown setting"):
         RunConfig.from_dict({"model": "lenet5", "colour": "blue"})
 
 
 def test_threads_default_to_cores_over_processes() -> None:
     cfg = RunConfig(model="lenet5", strategy="ddp", workers=2)
-    assert cfg.resolved_threads(cores=8) == 4
-    assert cfg.resolved_threads(cores=1) == 1
-    assert cfg.replace(threads=3).resolved_threads(cores=8) == 3
+    assert resolved_threads(cfg, cores=8) == 4
+    assert resolved_threads(cfg, cores=1) == 1
+    assert resolved_threads(cfg.replace(threads=3), cores=8) == 3
 
 
 def test_suite_expands_matrix_and_runs_sequential_once(tmp_path: Path) -> None:
@@ -101,7 +102,7 @@ def test_suite_expands_matrix_and_runs_sequential_once(tmp_path: Path) -> None:
         'models = ["lenet5", "resnet18"]\nstrategies = ["sequential", "ddp"]\n'
         "workers = [1, 2]\nsteps = 4\n"
     )
-    runs = load_suite(path).expand()
+    runs = expand_suite(load_suite(path))
     assert [(r.model, r.strategy, r.workers) for r in runs][:3] == [
         ("lenet5", "sequential", 1),
         ("lenet5", "ddp", 1),
@@ -109,7 +110,7 @@ def test_suite_expands_matrix_and_runs_sequential_once(tmp_path: Path) -> None:
     ]
     assert len(runs) == 6 and all(r.steps == 4 for r in runs)
     with pytest.raises(UserError, match="unknown strategy"):
-        SuiteConfig(["lenet5"], ["nope"], [1]).expand()
+        expand_suite(SuiteConfig(["lenet5"], ["nope"], [1]))
     path.write_text("models = [")
     with pytest.raises(UserError, match="not valid TOML"):
         load_suite(path)

@@ -21,6 +21,7 @@ from distbench.netem.multihost import (
 )
 from distbench.netem.namespaces import Host, Network, check_addresses, host_addresses
 from distbench.netem.spec import default_burst, format_rate, parse_network
+from distbench.registry import check_run, processes
 
 
 def test_bandwidth_sets_both_directions() -> None:
@@ -130,7 +131,7 @@ def test_config_validates_network_and_hosts() -> None:
     cfg = RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=2, network="bandwidth=1gbit")
     assert cfg.hosts == 2
     with pytest.raises(UserError, match="divide evenly over --hosts 3"):
-        RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=3)
+        check_run(RunConfig(model="lenet5", strategy="ddp", workers=4, hosts=3))
     with pytest.raises(UserError, match="unknown key"):
         RunConfig(model="lenet5", network="rate=1gbit")
     with pytest.raises(UserError, match="one or the other"):
@@ -144,9 +145,9 @@ def test_config_validates_network_and_hosts() -> None:
 def test_processes_not_workers_divide_over_nodes() -> None:
     """ps with a central server runs workers + 1 processes, so 2 workers fit 3 nodes."""
     cfg = RunConfig(model="lenet5", strategy="ps-sync-join", workers=2, nnodes=3)
-    assert cfg.processes() == 3
+    assert processes(cfg) == 3
     with pytest.raises(UserError, match="divide evenly over --nnodes 2"):
-        RunConfig(model="lenet5", strategy="ddp", workers=3, nnodes=2)
+        check_run(RunConfig(model="lenet5", strategy="ddp", workers=3, nnodes=2))
 
 
 def test_host_plan_one_host_per_process_by_default() -> None:

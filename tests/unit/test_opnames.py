@@ -17,6 +17,7 @@ from distbench.errors import UserError
 from distbench.frameworks import launch
 from distbench.profiling.operators import operators_file, profile_window, trace_file
 from distbench.profiling.opnames import COMMON_NAMES, common_name, common_profile
+from distbench.registry import check_run
 
 WORKERS = Path(__file__).resolve().parents[2] / "src" / "distbench" / "frameworks"
 
@@ -340,12 +341,20 @@ def test_the_launcher_summarizes_a_workers_events_by_its_step_records(tmp_path: 
 
 
 def test_profile_ops_is_refused_where_a_framework_cannot_profile() -> None:
-    RunConfig(
-        model="lenet5", framework="tensorflow", strategy="sync", workers=2, profile_ops=True
-    )  # validated on construction
-    with pytest.raises(UserError, match="--profile-ops is not available"):
+    check_run(
         RunConfig(
-            model="lenet5", framework="tensorflow", strategy="async", workers=2, profile_ops=True
+            model="lenet5", framework="tensorflow", strategy="sync", workers=2, profile_ops=True
+        )
+    )
+    with pytest.raises(UserError, match="--profile-ops is not available"):
+        check_run(
+            RunConfig(
+                model="lenet5",
+                framework="tensorflow",
+                strategy="async",
+                workers=2,
+                profile_ops=True,
+            )
         )
     assert launch.profile_job(
         RunConfig(model="lenet5", framework="mxnet", steps=5, warmup=2, profile_ops=True)

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from distbench.config import RunConfig
+from distbench.registry import check_run
 from distbench.errors import UserError
 from distbench.strategies.pipeline.partition import (
     DEFAULT_LINK,
@@ -130,7 +131,7 @@ def pipeline(**kw: object) -> RunConfig:
         "batch_size": 16,
         **kw,
     }
-    return RunConfig.from_dict(settings)
+    return check_run(RunConfig.from_dict(settings))
 
 
 def test_valid_pipeline_configs() -> None:
@@ -160,7 +161,7 @@ def test_invalid_pipeline_configs_are_one_line_user_errors(
 
 
 def test_pipeline_batches_are_global() -> None:
-    from distbench.strategies import STRATEGIES
+    from distbench.strategies.registry import STRATEGIES
 
     cfg = pipeline(microbatches=4)
     strategy = STRATEGIES["pipeline-gpipe"]

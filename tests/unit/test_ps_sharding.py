@@ -14,11 +14,12 @@ from torch import nn
 
 from distbench.config import RunConfig
 from distbench.errors import UserError
-from distbench.strategies import STRATEGIES
+from distbench.registry import check_run, processes
 from distbench.strategies.ps.client import Replica
 from distbench.strategies.ps.server import Admission, ShardServer, staleness_summary
 from distbench.strategies.ps.sharding import assign_greedy, build_layout
 from distbench.strategies.ps.strategy import initial_slice
+from distbench.strategies.registry import STRATEGIES
 
 
 def test_greedy_assigns_each_tensor_to_least_loaded_unit_in_order() -> None:
@@ -176,12 +177,12 @@ def test_staleness_summary_of_nothing() -> None:
 def test_strategies_processes_roles_and_batches() -> None:
     central = RunConfig(model="lenet5", strategy="ps-async", workers=3)
     sharded = central.replace(servers="sharded")
-    assert central.processes() == 4 and sharded.processes() == 3
+    assert processes(central) == 4 and processes(sharded) == 3
     cls = STRATEGIES["ps-async"]
-    assert [cls.rank_role(central, r) for r in range(4)] == ["worker"] * 3 + ["server"]  # type: ignore[attr-defined]
-    assert {cls.rank_role(sharded, r) for r in range(3)} == {"worker"}  # type: ignore[attr-defined]
+    assert [cls.rank_role(central, r) for r in range(4)] == ["worker"] * 3 + ["server"]
+    assert {cls.rank_role(sharded, r) for r in range(3)} == {"worker"}
     assert cls.synchronous is False
-    assert cls.survives_worker_loss(central) and not cls.survives_worker_loss(sharded)  # type: ignore[attr-defined]
+    assert cls.survives_worker_loss(central) and not cls.survives_worker_loss(sharded)
     split = RunConfig(model="lenet5", strategy="ps-sync-split", workers=2, batch_size=16)
     join = split.replace(strategy="ps-sync-join")
     assert STRATEGIES["ps-sync-split"].local_batch(split) == 8
@@ -192,4 +193,4 @@ def test_strategies_processes_roles_and_batches() -> None:
 
 def test_sync_split_batch_must_divide_by_workers() -> None:
     with pytest.raises(UserError, match="must divide evenly"):
-        RunConfig(model="lenet5", strategy="ps-sync-split", workers=3, batch_size=8)
+        check_run(RunConfig(model="lenet5", strategy="ps-sync-split", workers=3, batch_size=8))

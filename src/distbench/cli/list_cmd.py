@@ -11,7 +11,7 @@ from rich.table import Table
 
 from distbench.data import DATASETS
 from distbench.models import MODELS, build_model, count_parameters, describe_blocks, model_defaults
-from distbench.strategies import STRATEGIES
+from distbench.strategies.registry import STRATEGIES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

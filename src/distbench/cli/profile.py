@@ -18,6 +18,7 @@ from distbench.cli.common import add_db_option, add_json_option
 from distbench.config import RunConfig
 from distbench.data import check_dataset
 from distbench.profiling.store_lookup import Profile
+from distbench.registry import check_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -137,6 +138,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
         num_classes=args.num_classes,
         network=args.network,
     )
+    check_run(cfg)
     check_dataset(cfg.dataset, cfg.data_dir)
     return ProfileRequest(
         cfg=cfg,

@@ -15,6 +15,7 @@ from distbench.cli.common import add_db_option, add_json_option, int_list, str_l
 from distbench.cli.tables import print_table, to_json
 from distbench.config import RunConfig, SuiteConfig, load_suite
 from distbench.harness.session import run_benchmarks
+from distbench.registry import expand_suite
 
 # Flags that map one-to-one onto RunConfig fields (dest -> field).
 RUN_SETTINGS = (
@@ -235,7 +236,7 @@ def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
         workers=args.workers or suite.workers,
         base={**suite.base, **explicit_settings(args)},
     )
-    configs = suite.expand()
+    configs = expand_suite(suite)
     if len(configs) > 1 and any(c.save_weights for c in configs):
         configs = [c.replace(save_weights=weights_path_for(c)) for c in configs]
     return configs

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from distbench.config import RunConfig
 from distbench.errors import UserError
+from distbench.strategies.contract import Equivalence
 
 WORKER_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
 class AdapterStrategy:
-    """One strategy an adapter offers, with the facts the harness needs about it.
-
-    Mirrors the class attributes of ``distbench.strategies.base.Strategy`` that the session
-    reads (``synchronous``, ``scaling``, ``single_worker``, batch and process counts), so
-    the harness treats both alike. Batches are per worker (weak scaling) for every adapter.
+    """One strategy an adapter offers: the strategy contract's facts
+    (``strategies.contract.StrategyFacts``), as a PyTorch strategy class answers them, so
+    the harness treats both alike. Batches are per worker (weak scaling) for every adapter;
+    the lifecycle runs in the framework's own worker program.
     """
 
     name: str
@@ -37,13 +37,17 @@ class AdapterStrategy:
     helper_processes: int = 0
     #: Whether the workers can record an operator profile (``--profile-ops``).
     operator_profiles: bool = True
+    uses_process_group: bool = False  # the framework's workers join their own runtime
+    equivalence: Equivalence = field(default_factory=Equivalence)
+    prediction_model: str | None = None
+    emulated_compute: bool = False
 
-    def validate(self, cfg: Any) -> None:
+    def validate(self, cfg: RunConfig) -> None:
         if self.single_worker and cfg.workers != 1:
             raise UserError(
                 f"strategy '{self.name}' runs exactly one worker, got --workers {cfg.workers}"
             )
-        if cfg.nnodes != 1 or getattr(cfg, "network", None) or getattr(cfg, "hosts", None):
+        if cfg.nnodes != 1 or cfg.network or cfg.hosts:
             raise UserError(
                 f"framework '{cfg.framework}' runs on this one machine only "
                 "(no --nnodes, --network or --hosts)"
@@ -59,14 +63,23 @@ class AdapterStrategy:
                 "steps on worker tasks that only the coordinator schedules"
             )
 
-    def world_size(self, cfg: Any) -> int:
-        return int(cfg.workers) + self.helper_processes
+    def server_processes(self, cfg: RunConfig) -> int:
+        return self.helper_processes
 
-    def local_batch(self, cfg: Any) -> int:
-        return int(cfg.batch_size)
+    def world_size(self, cfg: RunConfig) -> int:
+        return cfg.workers + self.helper_processes
 
-    def global_batch(self, cfg: Any) -> int:
-        return int(cfg.batch_size) * int(cfg.workers)
+    def rank_role(self, cfg: RunConfig, rank: int) -> str:
+        return "worker"  # helper processes write no step records
+
+    def survives_worker_loss(self, cfg: RunConfig) -> bool:
+        return False
+
+    def local_batch(self, cfg: RunConfig) -> int:
+        return cfg.batch_size
+
+    def global_batch(self, cfg: RunConfig) -> int:
+        return cfg.batch_size * cfg.workers
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,10 @@ class Adapter:
 
 
 _SEQUENTIAL = AdapterStrategy(
-    "sequential", "one worker, no distribution: the baseline", single_worker=True
+    "sequential",
+    "one worker, no distribution: the baseline",
+    single_worker=True,
+    prediction_model="sequential",
 )
 
 FRAMEWORK: dict[str, Adapter] = {
@@ -105,7 +121,9 @@ FRAMEWORK: dict[str, Adapter] = {
         {
             "sequential": _SEQUENTIAL,
             "sync": AdapterStrategy(
-                "sync", "MultiWorkerMirroredStrategy, ring all-reduce, custom training loop"
+                "sync",
+                "MultiWorkerMirroredStrategy, ring all-reduce, custom training loop",
+                prediction_model="ddp",
             ),
             # a chief (the ClusterCoordinator) and one parameter server besides the workers
             "async": AdapterStrategy(
@@ -114,6 +132,8 @@ FRAMEWORK: dict[str, Adapter] = {
                 synchronous=False,
                 helper_processes=2,
                 operator_profiles=False,
+                equivalence=Equivalence(kind="statistical"),
+                prediction_model="async",
             ),
         },
         description="TensorFlow 2 / Keras 3 (CPU)",
@@ -126,13 +146,18 @@ FRAMEWORK: dict[str, Adapter] = {
             "sequential": _SEQUENTIAL,
             # a scheduler and one server besides the workers
             "sync": AdapterStrategy(
-                "sync", "Gluon, kvstore dist_sync (parameter server)", helper_processes=2
+                "sync",
+                "Gluon, kvstore dist_sync (parameter server)",
+                helper_processes=2,
+                prediction_model="sync-join",
             ),
             "async": AdapterStrategy(
                 "async",
                 "Gluon, kvstore dist_async (Downpour SGD)",
                 synchronous=False,
                 helper_processes=2,
+                equivalence=Equivalence(kind="statistical"),
+                prediction_model="async",
             ),
         },
         description="MXNet 1.9 Gluon",
@@ -143,7 +168,9 @@ FRAMEWORK: dict[str, Adapter] = {
         "horovod_worker.py",
         {
             "sequential": _SEQUENTIAL,
-            "sync": AdapterStrategy("sync", "PyTorch + Horovod ring all-reduce over gloo"),
+            "sync": AdapterStrategy(
+                "sync", "PyTorch + Horovod ring all-reduce over gloo", prediction_model="ddp"
+            ),
         },
         comparable=False,
         description="PyTorch with Horovod (gloo)",

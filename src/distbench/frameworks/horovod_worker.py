@@ -28,6 +28,7 @@ from distbench.config import RunConfig
 from distbench.harness.records import RankRecorder
 from distbench.harness.timer import PhaseTimer
 from distbench.profiling.operators import OperatorProfiler
+from distbench.registry import resolved_threads
 from distbench.strategies.common import build_workload, fetch_batch, record_step
 
 
@@ -63,7 +64,7 @@ def run(job_path: str) -> None:
 
         hvd.init()
         rank, size = hvd.rank(), hvd.size()
-    torch.set_num_threads(cfg.resolved_threads())
+    torch.set_num_threads(resolved_threads(cfg))
     recorder = RankRecorder(run_dir, rank, framework="horovod", threads=cfg.threads)
     try:
         work = build_workload(cfg, torch.device("cpu"), cfg.batch_size, rank, size)

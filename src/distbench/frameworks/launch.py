@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,15 +34,21 @@ from distbench.frameworks import adapter_strategy, get_adapter
 from distbench.frameworks.adapter_common import op_events_file
 from distbench.frameworks.envs import require_env
 from distbench.frameworks.weights import batch_to_framework, save_npz, to_framework
-from distbench.harness.launcher import (
-    POLL_SECONDS,
+from distbench.harness.processes import (
     LaunchOutcome,
-    _die_with_parent,
+    earliest_recorded_error,
     free_port,
-    kill_tree,
+    last_log_line,
+    rank0_progress,
+    spawn,
+    stop_all,
+    timed_out,
+    watch,
     worker_environment,
+    write_run_config,
 )
-from distbench.harness.records import count_step_lines, rank_file, read_run_records
+from distbench.harness.records import read_run_records
+from distbench.registry import resolved_threads
 
 #: At most this many bytes of pre-made batches per run; past it, ranks cycle fewer batches.
 BATCH_BYTES_LIMIT = 512 * 2**20
@@ -220,20 +225,8 @@ def _start(
         }
     )
     env.pop("TF_CONFIG", None)
-    log = (log_dir / f"{proc.role}{proc.index}.log").open("wb")
     argv = [*(proc.launcher or [str(python)]), str(worker), str(job_path)]
-    try:
-        return subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-    finally:
-        log.close()
+    return spawn(argv, env, log=log_dir / f"{proc.role}{proc.index}.log")
 
 
 def launch_adapter(
@@ -243,8 +236,8 @@ def launch_adapter(
     adapter = get_adapter(cfg.framework)
     adapter_strategy(cfg.framework, cfg.strategy)
     python = require_env(adapter.env)
-    threads = cfg.resolved_threads()
-    (run_dir / "config.json").write_text(json.dumps(cfg.replace(threads=threads).to_dict()))
+    threads = resolved_threads(cfg)
+    write_run_config(run_dir, cfg.replace(threads=threads).to_dict())
     started = time.monotonic()
     # Horovod runs PyTorch's own model and data (horovod_worker.py); the others get them here.
     job = (
@@ -257,23 +250,29 @@ def launch_adapter(
     job_path.write_text(json.dumps(job))
     log_dir = run_dir / "logs"
     log_dir.mkdir(exist_ok=True)
-    procs: list[tuple[Process, subprocess.Popen[bytes]]] = []
+    popens: list[subprocess.Popen[bytes]] = []
     try:
         for proc in plan:
-            procs.append(
-                (proc, _start(python, adapter.worker_path, job_path, proc, threads, log_dir))
-            )
-        failed = _wait(procs, cfg.timeout, started, run_dir, on_progress)
-    finally:
-        for _, popen in procs:
-            kill_tree(popen)
+            popens.append(_start(python, adapter.worker_path, job_path, proc, threads, log_dir))
+    except BaseException:
+        stop_all(popens)
+        raise
+    seen = watch(
+        popens,
+        cfg.timeout,
+        on_poll=rank0_progress(run_dir, on_progress),
+        # servers and schedulers may outlive the workers; the main processes decide
+        finished=lambda: all(
+            p.poll() == 0 for p, proc in zip(popens, plan, strict=True) if proc.main
+        ),
+        started=started,
+    )
     elapsed = time.monotonic() - started
-    if failed == "timeout":
-        return LaunchOutcome(
-            -1, f"timed out after {cfg.timeout:g} s; all processes stopped", elapsed
-        )
-    if failed is not None:
-        return LaunchOutcome(1, diagnose(run_dir, failed), elapsed)
+    if seen.timed_out:
+        return timed_out(cfg.timeout, elapsed, "processes")
+    if seen.failed is not None:
+        failed = plan[seen.failed]
+        return LaunchOutcome(1, diagnose(run_dir, f"{failed.role}{failed.index}"), elapsed)
     if cfg.profile_ops:
         summarize_op_events(cfg, run_dir)
     return LaunchOutcome(0, None, elapsed)
@@ -342,42 +341,10 @@ def write_chrome_trace(path: Path, events: list[dict[str, Any]]) -> None:
     path.write_text(json.dumps({"traceEvents": trace, "displayTimeUnit": "ms"}), encoding="utf-8")
 
 
-def _wait(
-    procs: list[tuple[Process, subprocess.Popen[bytes]]],
-    timeout: float,
-    started: float,
-    run_dir: Path,
-    on_progress: Callable[[int], None] | None,
-) -> str | None:
-    """Until every main process has exited: None on success, "timeout", or the name of
-    the first process that exited non-zero (a server included)."""
-    while True:
-        for proc, popen in procs:
-            code = popen.poll()
-            if code is not None and code != 0:
-                return f"{proc.role}{proc.index}"
-        if _mains_done(procs):
-            return None
-        if time.monotonic() - started > timeout:
-            return "timeout"
-        if on_progress is not None:
-            on_progress(count_step_lines(rank_file(run_dir, 0)))
-        time.sleep(POLL_SECONDS)
-
-
-def _mains_done(procs: list[tuple[Process, subprocess.Popen[bytes]]]) -> bool:
-    return all(popen.poll() == 0 for proc, popen in procs if proc.main)
-
-
 def diagnose(run_dir: Path, process: str) -> str:
     """The earliest error a rank recorded, else the failed process's last log line."""
-    errors = [e for r in read_run_records(run_dir).values() for e in r.errors]
-    if errors:
-        return str(min(errors, key=lambda e: e.get("t", 0.0))["error"])
+    recorded = earliest_recorded_error(run_dir)
+    if recorded:
+        return recorded
     log = run_dir / "logs" / f"{process}.log"
-    lines = (
-        [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-        if log.exists()
-        else []
-    )
-    return f"{process} failed: {(lines or ['no output'])[-1][:300]} (log: {log})"
+    return f"{process} failed: {last_log_line(log) or 'no output'} (log: {log})"

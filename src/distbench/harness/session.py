@@ -17,16 +17,17 @@ from typing import Any
 
 import torch
 
-from distbench.config import RunConfig, available_cores, strategy_facts
+from distbench.config import RunConfig, available_cores
 from distbench.data import check_dataset
 from distbench.errors import RunFailed, UserError
 from distbench.harness.aggregate import aggregate_run
 from distbench.harness.environment import capture_environment
-from distbench.harness.launcher import launch
+from distbench.harness.launchers import launch
 from distbench.harness.monitor import compact_timelines
 from distbench.harness.records import read_run_records
 from distbench.netem import cleanup_stale, network_info, preflight_network, resolve_nodefile
 from distbench.profiling.operators import stored_operators
+from distbench.registry import processes, resolved_threads, strategy_facts
 from distbench.store import ResultStore, open_store
 
 ProgressHook = Callable[[str, dict[str, Any]], None]
@@ -48,8 +49,8 @@ def preflight(configs: list[RunConfig]) -> None:
             parent = Path(cfg.save_weights).resolve().parent
             if not os.access(parent if parent.exists() else parent.parent, os.W_OK):
                 raise UserError(f"cannot write --save-weights {cfg.save_weights}")
-    preflight_network(configs)  # issue 7: root, iproute2, netem for delay=
-    for cfg in configs:  # issue 8: another framework's environment must be installed
+    preflight_network(configs)  # emulated hosts: root, iproute2, netem for delay=
+    for cfg in configs:  # another framework's environment must be installed
         if cfg.framework != "torch":
             from distbench.frameworks import get_adapter
             from distbench.frameworks.envs import require_env
@@ -59,17 +60,17 @@ def preflight(configs: list[RunConfig]) -> None:
 
 def describe_config(cfg: RunConfig) -> dict[str, Any]:
     """The columns a run has whether or not it succeeds."""
-    strategy = strategy_facts(cfg.framework, cfg.strategy)  # issue 8: adapters too
-    processes = cfg.processes()
-    threads = cfg.resolved_threads()
-    local_processes = processes // cfg.nnodes
+    strategy = strategy_facts(cfg.framework, cfg.strategy)
+    count = processes(cfg)
+    threads = resolved_threads(cfg)
+    local_processes = count // cfg.nnodes
     return {
         "model": cfg.model,
         "dataset": cfg.dataset,
         "strategy": cfg.strategy,
         "framework": cfg.framework,
         "workers": cfg.workers,
-        "processes": processes,
+        "processes": count,
         "threads_per_worker": threads,
         "global_batch": strategy.global_batch(cfg),
         "local_batch": strategy.local_batch(cfg),
@@ -78,7 +79,7 @@ def describe_config(cfg: RunConfig) -> dict[str, Any]:
         "warmup_steps": cfg.warmup,
         "oversubscribed": local_processes * threads > available_cores(),
         "config": cfg.to_dict(),
-        "extra": {"network": network_info(cfg)},  # issue 7: rate, hosts, ranks per host
+        "extra": {"network": network_info(cfg)},  # rate, hosts, ranks per host
     }
 
 
@@ -121,19 +122,16 @@ def execute_run(
             row.update(
                 aggregate_run(
                     read_run_records(run_dir),
-                    strategy_facts(
-                        cfg.framework,  # issue 8
-                        cfg.strategy,
-                    ).synchronous,
+                    strategy_facts(cfg.framework, cfg.strategy).synchronous,
                 )
             )
-            row["extra"] = {**(row.get("extra") or {}), "network": network}  # issue 7
+            row["extra"] = {**(row.get("extra") or {}), "network": network}
             row.update(status="ok", error=None)
         except RunFailed as exc:
             row.update(status="failed", error=str(exc))
     else:
         row.update(status="failed", error=outcome.error)
-    # Issue 6: operator profile (--profile-ops) and resource timelines, compact copies.
+    # Operator profile (--profile-ops) and resource timelines, compact copies.
     row.update(
         operators=stored_operators(run_dir, row.get("governing_rank")),
         resources=compact_timelines(run_dir),
@@ -151,8 +149,8 @@ def run_benchmarks(
     configs: list[RunConfig], db_path: str | Path, on_event: ProgressHook | None = None
 ) -> list[dict[str, Any]]:
     """Run every config in order; returns the stored rows with speedup and efficiency."""
-    configs = [resolve_nodefile(cfg) for cfg in configs]  # issue 7: --nodefile
-    cleanup_stale()  # issue 7: namespaces left by a run that was killed (SIGKILL)
+    configs = [resolve_nodefile(cfg) for cfg in configs]  # --nodefile
+    cleanup_stale()  # namespaces left by a run that was killed (SIGKILL)
     preflight(configs)
     store = open_store(db_path)
     env = capture_environment()

@@ -25,7 +25,9 @@ from distbench.config import RunConfig
 from distbench.harness.monitor import ResourceMonitor, resources_file
 from distbench.harness.records import RankRecorder, rank_file
 from distbench.profiling.operators import OperatorProfiler
-from distbench.strategies import STRATEGIES, WorkerContext
+from distbench.registry import resolved_threads
+from distbench.strategies.base import WorkerContext
+from distbench.strategies.registry import STRATEGIES
 
 
 def pick_device(cfg: RunConfig, local_rank: int) -> torch.device:
@@ -75,16 +77,14 @@ def run_rank(run_dir: Path) -> None:
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    threads = cfg.resolved_threads()
+    threads = resolved_threads(cfg)
     torch.set_num_threads(threads)
     strategy_cls = STRATEGIES[cfg.strategy]
     device = pick_device(cfg, local_rank)
-    # A strategy may give a rank another role (ps-* with a central server: "server"), so
-    # that aggregation leaves it out of step times; the default is "worker".
-    role_of = getattr(strategy_cls, "rank_role", None)
-    role = role_of(cfg, rank) if role_of is not None else "worker"
+    # A server rank (ps-* with a central server) is left out of step times by aggregation.
+    role = strategy_cls.rank_role(cfg, rank)
     recorder = RankRecorder(run_dir, rank, role=role, framework=cfg.framework, threads=threads)
-    # Issue 6: a resource timeline on every rank (a background sampler thread, off the
+    # A resource timeline on every rank (a background sampler thread, off the
     # training step) and, with --profile-ops only, torch.profiler driven by the recorder.
     monitor = ResourceMonitor(resources_file(run_dir, rank)).start()
     # Worker ranks only: a central PS server records its updates from serving threads.
@@ -118,7 +118,7 @@ def run_rank(run_dir: Path) -> None:
             gather_records_to_rank0(run_dir, rank, world)
         # A strategy that went on after losing a peer (ps-async) has already synchronised
         # the survivors itself; a barrier would wait for the dead rank until the timeout.
-        if not getattr(strategy, "peers_lost", 0):
+        if not strategy.peers_lost:
             dist.barrier()
         dist.destroy_process_group()
 

@@ -1,7 +1,7 @@
 """Run one benchmark as ``K`` hosts, launched the way a cluster launches it.
 
-Start at :func:`launch_hosts` (called by ``harness.launcher.launch`` when ``--network`` or
-``--hosts`` is set). It builds an emulated network (``namespaces.emulated_network``) and
+Start at :func:`launch_hosts` (the launcher ``harness.launchers`` picks when ``--network``
+or ``--hosts`` is set). It builds an emulated network (``namespaces.emulated_network``) and
 starts, in every host's namespace, the *same* torchrun command a user would type on node
 ``k`` of a real cluster: ``--nnodes K --node-rank k --master-addr <host 0> --master-port P``
 with the worker program ``distbench.harness.worker``. So the multi-node path (static
@@ -36,15 +36,17 @@ import psutil
 
 from distbench.config import RunConfig
 from distbench.errors import UserError
-from distbench.harness.launcher import (
-    POLL_SECONDS,
+from distbench.harness.processes import (
     LaunchOutcome,
-    diagnose_failure,
-    kill_tree,
-    torchrun_command,
+    rank0_progress,
+    spawn,
+    stop_all,
+    timed_out,
+    watch,
     worker_environment,
+    write_run_config,
 )
-from distbench.harness.records import count_step_lines, rank_file
+from distbench.harness.torchrun import diagnose_failure, torchrun_command
 from distbench.netem.namespaces import (
     HOST_SYSCTLS,
     Host,
@@ -54,6 +56,7 @@ from distbench.netem.namespaces import (
     host_addresses,
 )
 from distbench.netem.spec import NetworkSpec, parse_network
+from distbench.registry import processes, resolved_threads
 
 MASTER_PORT = 29400  # inside the namespaces every port is free
 DEFAULT_CLUSTER_PORT = 29500  # torchrun's default, for --nodefile on a real cluster
@@ -107,7 +110,7 @@ def resolve_nodefile(cfg: RunConfig) -> RunConfig:
     nodes = read_nodefile(cfg.nodefile)
     if emulated(cfg):
         check_addresses(nodes)
-        if cfg.hosts is not None and cfg.hosts != len(nodes) and cfg.processes() > 1:
+        if cfg.hosts is not None and cfg.hosts != len(nodes) and processes(cfg) > 1:
             raise UserError(
                 f"--hosts {cfg.hosts} but --nodefile {cfg.nodefile} lists {len(nodes)} addresses"
             )
@@ -125,11 +128,11 @@ def resolve_nodefile(cfg: RunConfig) -> RunConfig:
 # -- plan and stored description ----------------------------------------------------------------
 def host_plan(cfg: RunConfig) -> HostPlan:
     """Hosts = ``--hosts`` (a one-process run is always one host), else one per process."""
-    processes = cfg.processes()
-    hosts = 1 if processes == 1 else (cfg.hosts or processes)
+    count = processes(cfg)
+    hosts = 1 if count == 1 else (cfg.hosts or count)
     given = read_nodefile(cfg.nodefile)[:hosts] if cfg.nodefile else None
     spec = parse_network(cfg.network) if cfg.network else None
-    return HostPlan(spec, hosts, processes // hosts, host_addresses(hosts, given)[0])
+    return HostPlan(spec, hosts, count // hosts, host_addresses(hosts, given)[0])
 
 
 def network_info(cfg: RunConfig) -> dict[str, Any]:
@@ -141,7 +144,7 @@ def network_info(cfg: RunConfig) -> dict[str, Any]:
             "spec": None,
             "rate": None,
             "hosts": cfg.nnodes,
-            "ranks_per_host": cfg.processes() // cfg.nnodes,
+            "ranks_per_host": processes(cfg) // cfg.nnodes,
         }
     plan = host_plan(cfg)
     shaped = plan.spec.as_dict() if plan.spec else {"spec": None}
@@ -175,24 +178,9 @@ def start_on_host(
     host: Host, argv: Sequence[str], env: dict[str, str], log: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` inside ``host``'s namespace, in its own session (for kill_tree)."""
-    out = log.open("wb") if log is not None else subprocess.PIPE
-    try:
-        return subprocess.Popen(
-            [*host.exec_prefix(), *argv],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=host_environment(env, host),
-            start_new_session=True,
-        )
-    finally:
-        if log is not None and not isinstance(out, int):
-            out.close()
-
-
-def stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        kill_tree(proc)
+    return spawn(
+        [*host.exec_prefix(), *argv], host_environment(env, host), log=log, tied_to_parent=False
+    )
 
 
 def wait_all(
@@ -205,27 +193,7 @@ def wait_all(
     When one exits non-zero the others get ``FAILURE_GRACE`` seconds to fail on their own
     (so their logs say why), then are stopped. Any exception (Ctrl-C) stops them all.
     """
-    started, failed_at = time.monotonic(), None
-    try:
-        while any(p.poll() is None for p in procs):
-            now = time.monotonic()
-            if now - started > timeout:
-                stop_all(procs)
-                return True
-            if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
-                failed_at = now
-            if failed_at is not None and now - failed_at > FAILURE_GRACE:
-                break
-            if on_poll is not None:
-                on_poll()
-            time.sleep(POLL_SECONDS)
-    except BaseException:
-        stop_all(procs)
-        raise
-    stop_all(procs)  # sweep whatever is left (and the grace-period stragglers)
-    for proc in procs:
-        proc.poll()
-    return False
+    return watch(procs, timeout, on_poll=on_poll, failure_grace=FAILURE_GRACE).timed_out
 
 
 def run_on_hosts(
@@ -283,7 +251,7 @@ def start_host(
     directory = host_dir(run_dir, index)
     directory.mkdir(parents=True, exist_ok=True)
     node_cfg = host_config(cfg, net, index, threads)
-    (directory / "config.json").write_text(json.dumps(node_cfg.to_dict()))
+    write_run_config(directory, node_cfg.to_dict())
     command = torchrun_command(node_cfg, directory, MASTER_PORT)
     return start_on_host(
         net.hosts[index], command, worker_environment(threads), log=directory / "launcher.log"
@@ -313,22 +281,12 @@ def diagnose_hosts(run_dir: Path, codes: list[int | None]) -> str:
     return f"host {index}: {message}"
 
 
-def _progress_probe(
-    run_dir: Path, on_progress: Callable[[int], None] | None
-) -> Callable[[], None] | None:
-    """Progress as on one host: the step lines global rank 0 has written."""
-    if on_progress is None:
-        return None
-    report = on_progress
-    return lambda: report(count_step_lines(rank_file(run_dir, 0)))
-
-
 def launch_hosts(
     cfg: RunConfig, run_dir: Path, on_progress: Callable[[int], None] | None = None
 ) -> LaunchOutcome:
     """Run ``cfg`` on emulated hosts: one torchrun launcher per host namespace."""
     plan = host_plan(cfg)
-    threads = cfg.resolved_threads()  # every host shares this machine's cores
+    threads = resolved_threads(cfg)  # every host shares this machine's cores
     (run_dir / "network.json").write_text(json.dumps(network_info(cfg)))
     started = time.monotonic()
     with emulated_network(plan.spec, plan.hosts, plan.addresses) as net:
@@ -339,11 +297,11 @@ def launch_hosts(
         except BaseException:
             stop_all(procs)
             raise
-        timed_out = wait_all(procs, cfg.timeout, _progress_probe(run_dir, on_progress))
+        stopped = wait_all(procs, cfg.timeout, rank0_progress(run_dir, on_progress))
     elapsed = time.monotonic() - started
     merge_host_dirs(run_dir, plan.hosts)
-    if timed_out:
-        return LaunchOutcome(-1, f"timed out after {cfg.timeout:g} s; all ranks stopped", elapsed)
+    if stopped:
+        return timed_out(cfg.timeout, elapsed)
     codes = [p.returncode for p in procs]
     code = next((c for c in codes if c), 0)
     return LaunchOutcome(code, None if code == 0 else diagnose_hosts(run_dir, codes), elapsed)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from distbench.errors import UserError
 from distbench.predict import formulas as f
 from distbench.profiling.store_lookup import Profile, StepTimes
+from distbench.registry import resolved_threads, strategy_facts
 
 if TYPE_CHECKING:
     from distbench.config import RunConfig
@@ -70,9 +71,7 @@ class Prediction:
 
 
 def case_of(cfg: RunConfig) -> Case:
-    from distbench.strategies import STRATEGIES
-
-    strategy = STRATEGIES[cfg.strategy]
+    strategy = strategy_facts(cfg.framework, cfg.strategy)
     return Case(
         model=cfg.model,
         dataset=cfg.dataset,
@@ -81,7 +80,7 @@ def case_of(cfg: RunConfig) -> Case:
         batch_size=cfg.batch_size,
         local_batch=strategy.local_batch(cfg),
         global_batch=strategy.global_batch(cfg),
-        threads=cfg.resolved_threads(),
+        threads=resolved_threads(cfg),
         servers=cfg.servers,
         steps=cfg.steps,
         synchronous=strategy.synchronous,
@@ -542,7 +541,7 @@ TIMING_KEYS = (
 def find_measured(store: ResultStore, cfg: RunConfig) -> dict[str, Any] | None:
     """The newest successful stored run with the same timing-relevant settings and threads."""
     wanted = {k: getattr(cfg, k, None) for k in TIMING_KEYS}
-    threads = cfg.resolved_threads()
+    threads = resolved_threads(cfg)
     for row in reversed(
         store.query(
             model=cfg.model,
@@ -679,7 +678,7 @@ def _calibrate_for(db: str, work: _Workload, cfg: RunConfig) -> None:
 
     if cfg.strategy in PREDICTED_STRATEGIES:
         work.profile = refresh_contention(
-            work.profile, work.request, cfg.workers, cfg.resolved_threads()
+            work.profile, work.request, cfg.workers, resolved_threads(cfg)
         )
         work.profile_id = save_profile(db, work.profile)
 

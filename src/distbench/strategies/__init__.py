@@ -1,23 +1,3 @@
-"""Strategy registry: name -> class. Adding a strategy is one module and one line here
-(see docs/extending.md)."""
-
-from __future__ import annotations
-
-from distbench.strategies.base import Strategy, WorkerContext
-from distbench.strategies.ddp import DDP
-from distbench.strategies.pipeline import ModelParallel, Pipeline1F1B, PipelineGPipe
-from distbench.strategies.ps import PSAsync, PSSyncJoin, PSSyncSplit
-from distbench.strategies.sequential import Sequential
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    "sequential": Sequential,
-    "ddp": DDP,
-    "pipeline-gpipe": PipelineGPipe,
-    "pipeline-1f1b": Pipeline1F1B,
-    "model-parallel": ModelParallel,
-    "ps-sync-join": PSSyncJoin,
-    "ps-sync-split": PSSyncSplit,
-    "ps-async": PSAsync,
-}
-
-__all__ = ["STRATEGIES", "Strategy", "WorkerContext"]
+"""Distributed-training strategies. Start at ``contract.py`` (what a strategy is), then
+``base.py`` (the PyTorch side of it) and ``registry.py`` (name -> class). This package's
+own import is free of torch, so the contract can be read by configuration and prediction."""

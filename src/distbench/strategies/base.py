@@ -1,9 +1,11 @@
-"""The strategy interface: what a distributed-training strategy must provide.
+"""The PyTorch side of the strategy contract (``contract.py``): facts and lifecycle.
 
-A strategy class describes itself to the launcher (how many processes, which batch is
-global) through class methods, and runs inside every worker process through ``run``. It
-records each step with ``ctx.recorder`` under a ``PhaseTimer`` so that all strategies
-report the same record shape.
+A strategy is one class: its *facts* are class attributes and class methods (answered
+from the config, before any process starts: ``contract.StrategyFacts``), its *lifecycle*
+runs inside every rank — ``run`` trains ``warmup + steps`` steps, recording each one with
+``ctx.recorder`` under a ``PhaseTimer`` so that every strategy reports the same record
+shape; then ``final_weights`` and ``summary_extra`` finish. Every optional member has a
+default here; docs/extending.md lists them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from distbench.config import RunConfig
 from distbench.harness.records import RankRecorder
+from distbench.strategies.contract import Equivalence
 
 
 @dataclass
@@ -36,26 +39,48 @@ class WorkerContext:
 class Strategy(ABC):
     """Base class. Subclasses set the class attributes and implement ``run``."""
 
+    # -- facts (contract.StrategyFacts) -----------------------------------------------------
     name: ClassVar[str]
     description: ClassVar[str]
     synchronous: ClassVar[bool] = True  # slowest rank governs each step
     single_worker: ClassVar[bool] = False  # runs with exactly one worker
-    uses_process_group: ClassVar[bool] = True
-    # "weak": --batch-size is per worker, the global batch grows with N;
-    # "strong": --batch-size is the global batch, split over the workers.
-    scaling: ClassVar[str] = "weak"
+    uses_process_group: ClassVar[bool] = True  # the worker joins the default group first
+    scaling: ClassVar[str] = "weak"  # contract.Scaling
+    equivalence: ClassVar[Equivalence] = Equivalence()
+    prediction_model: ClassVar[str | None] = None  # contract.PredictionModel
+    emulated_compute: ClassVar[bool] = False
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
+        #: Peers this rank went on without (ps-async); > 0 skips the final barrier, which
+        #: would wait for the dead rank until the timeout.
+        self.peers_lost = 0
 
     @classmethod  # noqa: B027 - an optional hook with a no-op default
     def validate(cls, cfg: RunConfig) -> None:
         """Raise ``UserError`` for settings this strategy cannot run."""
 
     @classmethod
+    def server_processes(cls, cfg: RunConfig) -> int:
+        """Processes besides the workers (a central parameter server)."""
+        return 0
+
+    @classmethod
     def world_size(cls, cfg: RunConfig) -> int:
         """Processes needed in all: workers plus any server processes."""
-        return cfg.workers
+        return cfg.workers + cls.server_processes(cfg)
+
+    @classmethod
+    def rank_role(cls, cfg: RunConfig, rank: int) -> str:
+        """``contract.Role`` written in the rank's records; servers are left out of step
+        times by the aggregation."""
+        return "worker"
+
+    @classmethod
+    def survives_worker_loss(cls, cfg: RunConfig) -> bool:
+        """True: the launcher supervises each rank so that the run goes on without a
+        worker that died."""
+        return False
 
     @classmethod
     def local_batch(cls, cfg: RunConfig) -> int:
@@ -65,9 +90,15 @@ class Strategy(ABC):
     def global_batch(cls, cfg: RunConfig) -> int:
         return cfg.batch_size * cfg.workers if cls.scaling == "weak" else cfg.batch_size
 
+    # -- lifecycle --------------------------------------------------------------------------
     @abstractmethod
     def run(self) -> None:
         """Train ``cfg.warmup + cfg.steps`` steps, recording each one."""
+
+    def evaluate(self) -> dict[str, float] | None:
+        """Held-out figures (``accuracy``, ``loss``) on the rank that holds the trained
+        model, or None where the strategy does not evaluate."""
+        return None
 
     def final_weights(self) -> dict[str, np.ndarray] | None:
         """The trained weights by parameter name, on the rank that holds them (else None)."""

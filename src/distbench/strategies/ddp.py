@@ -71,6 +71,7 @@ class CommProbe:
 class DDP(Strategy):
     name: ClassVar[str] = "ddp"
     description: ClassVar[str] = "synchronous all-reduce data parallel (DistributedDataParallel)"
+    prediction_model: ClassVar[str | None] = "ddp"
 
     def run(self) -> None:
         ctx, cfg = self.ctx, self.ctx.cfg

@@ -25,6 +25,7 @@ class Sequential(Strategy):
     description: ClassVar[str] = "one worker, no communication (the baseline)"
     single_worker: ClassVar[bool] = True
     uses_process_group: ClassVar[bool] = False
+    prediction_model: ClassVar[str | None] = "sequential"
 
     @classmethod
     def validate(cls, cfg: RunConfig) -> None:

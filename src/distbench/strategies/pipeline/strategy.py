@@ -45,6 +45,7 @@ from distbench.strategies.common import (
     state_as_numpy,
     synchronizer,
 )
+from distbench.strategies.contract import Equivalence
 from distbench.strategies.pipeline.partition import (
     DEFAULT_LINK,
     Link,
@@ -76,6 +77,9 @@ class PipelineStrategy(Strategy):
     """Shared machinery; subclasses choose the schedule and the micro-batch count."""
 
     scaling: ClassVar[str] = "strong"
+    prediction_model: ClassVar[str | None] = "pipeline"
+    # Same global batch as sequential, micro-batch gradients summed in another order.
+    equivalence: ClassVar[Equivalence] = Equivalence(rtol=1e-5, atol=1e-6)
     schedule_name: ClassVar[str] = "gpipe"
 
     # ------------------------------------------------------------------ description

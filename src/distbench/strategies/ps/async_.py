@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from distbench.config import RunConfig
+from distbench.strategies.contract import Equivalence
 from distbench.strategies.ps.strategy import ParameterServer
 
 
@@ -22,10 +23,13 @@ class PSAsync(ParameterServer):
         "each gradient applied on arrival"
     )
     synchronous: ClassVar[bool] = False
+    prediction_model: ClassVar[str | None] = "async"
+    # Stale weights: the trained weights differ from sequential training by design.
+    equivalence: ClassVar[Equivalence] = Equivalence(kind="statistical")
 
     @classmethod
     def survives_worker_loss(cls, cfg: RunConfig) -> bool:
-        """Consulted by harness/launcher.py: with a central server the weights do not live
-        on any worker, so the others can go on when one dies (a sharded unit's shard would
-        be lost with it). The launcher then starts each rank under harness/supervisor.py."""
+        """With a central server the weights do not live on any worker, so the others can
+        go on when one dies (a sharded unit's shard would be lost with it). The torchrun
+        launcher then starts each rank under harness/supervisor.py."""
         return cfg.servers == "central"

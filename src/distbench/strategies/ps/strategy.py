@@ -66,7 +66,6 @@ class ParameterServer(Strategy):
         self.model: nn.Module | None = None
         self.reports = False
         self.accuracy: float | None = None
-        self.peers_lost = 0  # consulted by harness/worker.py: skip the final barrier if > 0
         self._record_lock = threading.Lock()
 
     @classmethod
@@ -79,12 +78,12 @@ class ParameterServer(Strategy):
             )
 
     @classmethod
-    def world_size(cls, cfg: RunConfig) -> int:
-        return cfg.workers + (1 if cfg.servers == "central" else 0)
+    def server_processes(cls, cfg: RunConfig) -> int:
+        """A central server is a process of its own; sharded servers live in the workers."""
+        return 1 if cfg.servers == "central" else 0
 
     @classmethod
     def rank_role(cls, cfg: RunConfig, rank: int) -> str:
-        """Role written in the rank's records (consulted by harness/worker.py)."""
         return "server" if cfg.servers == "central" and rank >= cfg.workers else "worker"
 
     def wanted_version(self, step: int) -> int:

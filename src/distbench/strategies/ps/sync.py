@@ -22,6 +22,7 @@ class PSSyncJoin(ParameterServer):
         "parameter server, synchronous: each worker a full batch, "
         "averaged (N batches per iteration)"
     )
+    prediction_model: ClassVar[str | None] = "sync-join"
 
 
 class PSSyncSplit(ParameterServer):
@@ -31,6 +32,7 @@ class PSSyncSplit(ParameterServer):
         "over the workers (--batch-size is global)"
     )
     scaling: ClassVar[str] = "strong"
+    prediction_model: ClassVar[str | None] = "sync-split"
 
     @classmethod
     def validate(cls, cfg: RunConfig) -> None:

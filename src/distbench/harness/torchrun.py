@@ -1,0 +1,125 @@
+"""The torchrun launcher: one run's local ranks, started the way a cluster starts them.
+
+``torch.distributed.run`` starts ``nproc_per_node`` workers with the torchrun environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), and when one
+worker fails it tears the others down. ``processes.py`` adds what torchrun lacks for
+benchmarking (a deadline, a sweep of the whole process tree, progress from the ranks'
+record files); this module adds the one-line cause of failure from torchrun's summary.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from distbench.config import RunConfig
+from distbench.harness.processes import (
+    LaunchOutcome,
+    describe_exit,
+    earliest_recorded_error,
+    free_port,
+    rank0_progress,
+    spawn,
+    timed_out,
+    watch,
+    worker_environment,
+    write_run_config,
+)
+from distbench.harness.records import read_run_records
+from distbench.registry import processes, resolved_threads, strategy_facts
+
+
+def torchrun_command(cfg: RunConfig, run_dir: Path, port: int) -> list[str]:
+    nproc = processes(cfg) // cfg.nnodes
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={cfg.nnodes}",
+        f"--node-rank={cfg.node_rank}",
+        f"--nproc-per-node={nproc}",
+        f"--master-addr={cfg.master_addr}",
+        f"--master-port={port}",
+        "--max-restarts=0",
+        "--monitor-interval=0.2",
+        f"--log-dir={run_dir / 'logs'}",
+        "--redirects=3",
+        "-m",
+        worker_program(cfg),
+        str(run_dir),
+    ]
+
+
+def worker_program(cfg: RunConfig) -> str:
+    """The module torchrun starts on every rank. A strategy that survives a lost worker
+    (the contract's ``survives_worker_loss``: ps-async with a central server) gets the
+    rank supervisor, which outlives a killed worker so that torchrun does not stop the
+    other ranks."""
+    if strategy_facts(cfg.framework, cfg.strategy).survives_worker_loss(cfg):
+        return "distbench.harness.supervisor"
+    return "distbench.harness.worker"
+
+
+def warn_lost_ranks(run_dir: Path) -> None:
+    """A run that went on without a lost rank succeeds, with a warning naming the rank (the
+    supervisor wrote ``extra.lost`` in its summary)."""
+    for rank, records in sorted(read_run_records(run_dir).items()):
+        lost = ((records.summary or {}).get("extra") or {}).get("lost")
+        if lost:
+            sys.stderr.write(
+                f"warning: rank {rank} was lost ({lost}); the run completed without it\n"
+            )
+
+
+def launch_torchrun(
+    cfg: RunConfig, run_dir: Path, on_progress: Callable[[int], None] | None = None
+) -> LaunchOutcome:
+    """Run all local ranks of ``cfg`` to completion, failure or timeout."""
+    threads = resolved_threads(cfg)
+    write_run_config(run_dir, cfg.replace(threads=threads).to_dict())
+    port = cfg.master_port or free_port()
+    started = time.monotonic()
+    proc = spawn(
+        torchrun_command(cfg, run_dir, port),
+        worker_environment(threads),
+        log=run_dir / "launcher.log",
+    )
+    seen = watch([proc], cfg.timeout, on_poll=rank0_progress(run_dir, on_progress), started=started)
+    elapsed = time.monotonic() - started
+    if seen.timed_out:
+        return timed_out(cfg.timeout, elapsed)
+    code = int(proc.returncode or 0)
+    if code == 0:
+        warn_lost_ranks(run_dir)
+    return LaunchOutcome(code, None if code == 0 else diagnose_failure(run_dir), elapsed)
+
+
+# torchrun's failure summary lists each failed rank with its exit code (negative: signal).
+_FAILED_RANK = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)")
+
+
+def diagnose_failure(run_dir: Path) -> str:
+    """One line saying which rank failed and why.
+
+    A rank killed by a signal is the cause (the others then fail with connection errors);
+    otherwise the earliest exception a rank recorded; otherwise torchrun's own summary.
+    """
+    log = (run_dir / "launcher.log").read_text(errors="replace")
+    failures = [(int(rank), int(code)) for rank, code in _FAILED_RANK.findall(log)]
+    # SIGTERM is how torchrun stops the survivors; any other signal is the real cause.
+    killed = sorted((code == -signal.SIGTERM, rank, code) for rank, code in failures if code < 0)
+    if killed:
+        _, rank, code = killed[0]
+        return f"rank {rank} died: {describe_exit(code)}"
+    recorded = earliest_recorded_error(run_dir)
+    if recorded:
+        return recorded
+    if failures:
+        rank, code = failures[0]
+        return f"rank {rank} died: {describe_exit(code)}"
+    tail = [line for line in log.splitlines() if line.strip()][-1:] or ["no output"]
+    return f"launcher failed: {tail[0].strip()[:300]}"

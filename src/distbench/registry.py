@@ -1,0 +1,90 @@
+"""Where names resolve against the registries: the pre-flight step of every run.
+
+``RunConfig`` checks its own ranges and fixed choices on construction and knows no
+registry (so the config layer imports neither torch nor any strategy). This module is the
+one place that looks a config's names up: the strategy (a PyTorch strategy class or a
+framework adapter's strategy, both implementing ``StrategyFacts``), the model and the
+dataset, and the checks that need the strategy's process count. ``check_run`` is what
+every entry point (``run``, suites, ``profile``, ``validate``) calls before a process starts.
+"""
+
+from __future__ import annotations
+
+from distbench.config import RunConfig, SuiteConfig, available_cores
+from distbench.errors import UserError
+from distbench.strategies.contract import StrategyFacts
+
+
+def strategy_facts(framework: str, strategy: str) -> StrategyFacts:
+    """The PyTorch strategy class, or for another framework the strategy its adapter
+    declares (``distbench.frameworks``). UserError if either name is unknown."""
+    if framework != "torch":
+        from distbench.frameworks import adapter_strategy
+
+        return adapter_strategy(framework, strategy)
+    from distbench.strategies.registry import STRATEGIES
+
+    if strategy not in STRATEGIES:
+        raise UserError(f"unknown strategy '{strategy}' (known: {', '.join(sorted(STRATEGIES))})")
+    return STRATEGIES[strategy]
+
+
+def processes(cfg: RunConfig) -> int:
+    """Processes the run needs in all (workers plus any server processes)."""
+    return int(strategy_facts(cfg.framework, cfg.strategy).world_size(cfg))
+
+
+def resolved_threads(cfg: RunConfig, cores: int | None = None) -> int:
+    """Threads per process: the user's choice, else max(1, cores // local processes)."""
+    if cfg.threads is not None:
+        return cfg.threads
+    cores = cores or available_cores()
+    local = max(1, processes(cfg) // cfg.nnodes)
+    return max(1, cores // local)
+
+
+def check_run(cfg: RunConfig) -> RunConfig:
+    """Resolve every name of ``cfg`` and run the checks that need them; returns ``cfg``.
+
+    Raises ``UserError`` (one line, exit code 2 at the CLI) for an unknown model, dataset or
+    strategy, for settings the strategy cannot run, and for processes that do not divide
+    over the nodes or emulated hosts."""
+    from distbench.data import DATASETS
+    from distbench.models import check_model_name
+
+    check_model_name(cfg.model)
+    if cfg.dataset not in DATASETS:
+        raise UserError(f"unknown dataset '{cfg.dataset}' (known: {', '.join(sorted(DATASETS))})")
+    strategy_facts(cfg.framework, cfg.strategy).validate(cfg)
+    _check_placement(cfg)
+    return cfg
+
+
+def _check_placement(cfg: RunConfig) -> None:
+    """It is the *processes* (workers plus any server processes) that must divide over
+    nodes and emulated hosts, not the workers alone."""
+    count = processes(cfg)
+    if count % cfg.nnodes != 0:
+        raise UserError(
+            f"{count} processes ({cfg.strategy}, --workers {cfg.workers}) must divide "
+            f"evenly over --nnodes {cfg.nnodes}"
+        )
+    if cfg.hosts and count != 1 and count % cfg.hosts != 0:
+        raise UserError(
+            f"{count} processes ({cfg.strategy}, --workers {cfg.workers}) must divide "
+            f"evenly over --hosts {cfg.hosts}"
+        )
+
+
+def expand_suite(suite: SuiteConfig) -> list[RunConfig]:
+    """Every run of the suite, checked, in a stable order; single-process strategies run
+    with one worker only."""
+    framework = str(suite.base.get("framework", "torch"))
+    runs: list[RunConfig] = []
+    for model in suite.models:
+        for strategy in suite.strategies:
+            counts = [1] if strategy_facts(framework, strategy).single_worker else suite.workers
+            for n in counts:
+                settings = {**suite.base, "model": model, "strategy": strategy, "workers": n}
+                runs.append(check_run(RunConfig.from_dict(settings)))
+    return runs

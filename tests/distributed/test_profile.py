@@ -11,7 +11,7 @@ import pytest
 from distbench.cli.main import main
 from distbench.config import RunConfig
 from distbench.predict.validate import CalibrationOptions, validate_configs
-from distbench.profiling.store_lookup import find_profile
+from distbench.profiling.profiles import find_profile
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
 

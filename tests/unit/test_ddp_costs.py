@@ -35,7 +35,7 @@ def test_ddp_costs_measure_the_all_reduce_after_a_step_on_loopback_only(
 ) -> None:
     from distbench.config import RunConfig
     from distbench.profiling import calibrate
-    from distbench.profiling.store_lookup import LoadedAllReduce, StepTimes
+    from distbench.profiling.profiles import LoadedAllReduce, StepTimes
 
     measured_levels: list[tuple[int, int]] = []
 

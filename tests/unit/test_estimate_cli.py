@@ -193,10 +193,10 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFix
     assert "error" in err
 
 
-def test_model_without_store_lookup_is_user_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_without_profiles_is_user_error(capsys: pytest.CaptureFixture[str]) -> None:
     if (
         importlib.util.find_spec("distbench.profiling") is not None
-        and importlib.util.find_spec("distbench.profiling.store_lookup") is not None
+        and importlib.util.find_spec("distbench.profiling.profiles") is not None
     ):
         pytest.skip("stored profiles exist now; this tests the placeholder path")
     assert run_cli(["estimate", "--model", "resnet18", "--db", "x.db"]) == 2

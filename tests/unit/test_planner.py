@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from distbench.config import RunConfig
-from distbench.registry import check_run
 from distbench.errors import UserError
+from distbench.registry import check_run
 from distbench.strategies.pipeline.partition import (
     DEFAULT_LINK,
     BlockCost,

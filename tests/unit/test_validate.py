@@ -28,7 +28,7 @@ from distbench.predict.validate import (
     summarize,
     validate_configs,
 )
-from distbench.profiling.store_lookup import (
+from distbench.profiling.profiles import (
     LinkFit,
     LoadedAllReduce,
     Profile,
@@ -389,7 +389,7 @@ def test_contention_pairs_cover_workers_and_central_server() -> None:
 
 
 def test_fit_recovers_alpha_and_beta() -> None:
-    from distbench.profiling.calibrate import fit_latency_bandwidth, link_fit, sweep_sizes
+    from distbench.profiling.primitives import fit_latency_bandwidth, link_fit, sweep_sizes
 
     sizes = sweep_sizes(64 * 2**20)
     assert sizes[0] == 1024 and sizes[-1] == 64 * 2**20 and len(sizes) == 9
@@ -402,7 +402,7 @@ def test_fit_recovers_alpha_and_beta() -> None:
 
 
 def test_fit_clamps_negative_latency_and_rejects_bad_input() -> None:
-    from distbench.profiling.calibrate import fit_latency_bandwidth
+    from distbench.profiling.primitives import fit_latency_bandwidth
 
     a, b = fit_latency_bandwidth([1000, 2000, 4000], [0.9e-6, 2.0e-6, 4.1e-6])
     assert a >= 0 and b > 0

@@ -171,11 +171,11 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _profile_values(db: str, model: str) -> dict[str, Any]:
-    """Timings from the stored profile, once ``distbench.profiling.store_lookup`` exists."""
+    """Timings from the stored profile, once ``distbench.profiling.profiles`` exists."""
     try:
-        lookup = import_module("distbench.profiling.store_lookup")
+        lookup = import_module("distbench.profiling.profiles")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("distbench.profiling", "distbench.profiling.store_lookup"):
+        if exc.name not in ("distbench.profiling", "distbench.profiling.profiles"):
             raise
         raise UserError("no stored profiles yet: pass --t-grad and --t-comm") from None
     profile = lookup.load_profile(db, model)

@@ -1,7 +1,7 @@
 """``distbench profile``: calibrate the speedup model on this host and store the profile.
 
 Parsing and printing only: the measurements are ``distbench.profiling.calibrate`` and the
-storage ``distbench.profiling.store_lookup``. ``docs/model.md`` lists what is measured.
+storage ``distbench.profiling.profiles``. ``docs/model.md`` lists what is measured.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from distbench.cli.common import add_db_option, add_json_option
 from distbench.config import RunConfig
 from distbench.data import check_dataset
-from distbench.profiling.store_lookup import Profile
+from distbench.profiling.profiles import Profile
 from distbench.registry import check_run
 
 
@@ -196,7 +196,7 @@ def ddp_lines(profile: Profile) -> list[str]:
 
 def run_profile(args: argparse.Namespace) -> int:
     from distbench.profiling.calibrate import profile_model
-    from distbench.profiling.store_lookup import save_profile
+    from distbench.profiling.profiles import save_profile
     from distbench.store import open_store
 
     request = request_from_args(args)

@@ -1,11 +1,13 @@
-"""Emulated networks and multi-host runs on one machine (issue 7; see docs/network.md).
+"""Emulated networks and multi-host runs on one machine (see docs/network.md).
 
 - ``spec``: parse and validate ``--network`` values (pure, no root needed);
 - ``namespaces``: build and tear down hosts (network namespaces, veth pairs, a bridge,
   ``tc tbf`` shaping), and clean up what a killed run left behind;
 - ``multihost``: launch a run as one torchrun launcher per host, node files, and the network
-  description stored with every result;
-- ``probe``: ``measure_link(spec) -> (bandwidth_bytes_per_s, latency_s)`` for profiling.
+  description stored with every result.
+
+What a link between two emulated hosts delivers is measured by the profile
+(``profiling.calibrate.measure_links(..., network=SPEC)``, on ``profiling.primitives``).
 """
 
 from distbench.netem.multihost import (
@@ -17,17 +19,14 @@ from distbench.netem.multihost import (
     run_on_hosts,
 )
 from distbench.netem.namespaces import cleanup_stale, emulated_network
-from distbench.netem.probe import LinkMeasurement, measure_link
 from distbench.netem.spec import NetworkSpec, parse_network
 
 __all__ = [
-    "LinkMeasurement",
     "NetworkSpec",
     "cleanup_stale",
     "emulated",
     "emulated_network",
     "launch_hosts",
-    "measure_link",
     "network_info",
     "parse_network",
     "preflight_network",

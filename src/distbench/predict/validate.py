@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from distbench.errors import UserError
 from distbench.predict import formulas as f
-from distbench.profiling.store_lookup import Profile, StepTimes
+from distbench.profiling.profiles import Profile, StepTimes
 from distbench.registry import resolved_threads, strategy_facts
 
 if TYPE_CHECKING:
@@ -494,7 +494,7 @@ def ensure_profile(
     import os
 
     from distbench.profiling.calibrate import profile_model
-    from distbench.profiling.store_lookup import find_profile_row, save_profile
+    from distbench.profiling.profiles import find_profile_row, save_profile
 
     cfg = request.cfg
     if not options.reprofile:
@@ -674,7 +674,7 @@ def _calibrate_for(db: str, work: _Workload, cfg: RunConfig) -> None:
     profile: the profile's own measurement of that pair can be a minute old by then, and
     on a shared host a two-thread measurement of a small model drifts 2-3x in a minute."""
     from distbench.profiling.calibrate import refresh_contention
-    from distbench.profiling.store_lookup import save_profile
+    from distbench.profiling.profiles import save_profile
 
     if cfg.strategy in PREDICTED_STRATEGIES:
         work.profile = refresh_contention(

@@ -1,7 +1,7 @@
 """Calibration: measure on this host what the speedup model needs, as a ``Profile``.
 
 Where to start: :func:`profile_model` runs every measurement and returns a
-``store_lookup.Profile``; ``distbench profile`` stores it. The measurements:
+``profiles.Profile``; ``distbench profile`` stores it. The measurements:
 
 - **gradient times** (:func:`measure_steps`): ``k`` spawned processes of ``threads`` threads
   each train the real workload (``strategies.common.build_workload``: same model, data and
@@ -29,36 +29,42 @@ import itertools
 import math
 import multiprocessing as mp
 import os
-import queue as queue_module
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from distbench.config import RunConfig
 from distbench.errors import RunFailed, UserError
 from distbench.harness.timer import PhaseTimer
 from distbench.profiling.ddp_costs import StepCount, measure_ddp_overhead, measure_loaded_allreduce
-from distbench.profiling.ps_transfer import measure_ps_transfer
-from distbench.profiling.store_lookup import (
+from distbench.profiling.primitives import (
+    MIB,
+    LinkPlan,
+    link_fit,
+    link_measurements,
+    probe_bytes,
+    run_group,
+    run_in_group,
+    sweep_sizes,
+)
+from distbench.profiling.profiles import (
     LinkFit,
     LoadedAllReduce,
     Profile,
     StepTimes,
     contention_pairs,
 )
-from distbench.strategies.common import build_module, build_workload, default_step
+from distbench.profiling.ps_transfer import measure_ps_transfer
+from distbench.strategies.common import build_workload, default_step, state_sizes
 
-KIB = 1024
-MIB = 1024 * KIB
 DEFAULT_SWEEP_MAX = 64 * MIB
 STEP_PHASES = ("data", "forward", "backward", "update")
 
@@ -86,105 +92,6 @@ class ProfileRequest:
 
     def base_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
-
-
-# --- fitting (pure) ---------------------------------------------------------------------------
-
-
-def fit_latency_bandwidth(sizes: Sequence[float], seconds: Sequence[float]) -> tuple[float, float]:
-    """Least squares fit of ``t = a + b·bytes``, weighted by ``1/t²`` (relative residuals, so
-    small messages set the latency ``a`` and large ones the slope ``b``). Returns ``(a, b)``
-    with ``a >= 0`` and ``b > 0``: when noise makes the free fit give a negative intercept
-    or slope, the line is refitted through the origin."""
-    if len(sizes) != len(seconds) or len(sizes) < 2:
-        raise UserError("a latency/bandwidth fit needs at least two (bytes, seconds) points")
-    weights = [1.0 / (t * t) for t in seconds]
-    sw = sum(weights)
-    sx = sum(w * x for w, x in zip(weights, sizes, strict=True))
-    sy = sum(w * y for w, y in zip(weights, seconds, strict=True))
-    sxx = sum(w * x * x for w, x in zip(weights, sizes, strict=True))
-    sxy = sum(w * x * y for w, x, y in zip(weights, sizes, seconds, strict=True))
-    det = sw * sxx - sx * sx
-    if det <= 0:
-        raise UserError("a latency/bandwidth fit needs at least two different sizes")
-    slope = (sw * sxy - sx * sy) / det
-    intercept = (sy - slope * sx) / sw
-    if intercept < 0 or slope <= 0:  # noise swamped the slope or the latency: through 0
-        intercept, slope = 0.0, sxy / sxx
-    return intercept, slope
-
-
-def sweep_sizes(max_bytes: int, min_bytes: int = KIB) -> list[int]:
-    """1 KiB, 4 KiB, ... up to ``max_bytes`` (powers of four, ``max_bytes`` included)."""
-    sizes, size = [], min_bytes
-    while size < max_bytes:
-        sizes.append(size)
-        size *= 4
-    return [*sizes, max_bytes]
-
-
-def link_fit(kind: str, world: int, sizes: list[int], seconds: list[float]) -> LinkFit:
-    """Fit a sweep; all-reduce times are converted to the ring model's alpha and beta."""
-    a, b = fit_latency_bandwidth(sizes, seconds)
-    if kind == "allreduce":
-        steps = 2 * (world - 1)
-        return LinkFit(kind, world, a / steps, steps / world / b, sizes, seconds)
-    return LinkFit(kind, world, a, 1.0 / b, sizes, seconds)
-
-
-# --- spawned process groups -------------------------------------------------------------------
-
-
-def run_group(
-    target: Callable[..., None], args: list[tuple[Any, ...]], timeout: float, what: str
-) -> list[Any]:
-    """Start one spawned process per args tuple; collect ``(index, result)`` from each.
-
-    A child reports ``(index, "error", message)`` on failure. Overrunning ``timeout`` or a
-    child dying without a report stops the whole group and raises ``RunFailed``."""
-    ctx = mp.get_context("spawn")
-    results: mp.Queue[Any] = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*a, results), daemon=True) for a in args]
-    for proc in procs:
-        proc.start()
-    try:
-        return _collect(procs, results, time.monotonic() + timeout, what)
-    finally:
-        _stop(procs)
-
-
-def _collect(procs: list[Any], results: Any, deadline: float, what: str) -> list[Any]:
-    collected: dict[int, Any] = {}
-    while len(collected) < len(procs):
-        if time.monotonic() > deadline:
-            raise RunFailed(f"{what}: timed out; calibration processes stopped")
-        try:
-            index, status, value = results.get(timeout=0.5)
-        except queue_module.Empty:
-            dead = [
-                p for i, p in enumerate(procs) if i not in collected and p.exitcode not in (None, 0)
-            ]
-            if dead:
-                raise RunFailed(
-                    f"{what}: a calibration process died (exit code {dead[0].exitcode})"
-                ) from None
-            continue
-        if status == "error":
-            raise RunFailed(f"{what}: {value}")
-        collected[index] = value
-    return [collected[i] for i in range(len(procs))]
-
-
-def _stop(procs: list[Any]) -> None:
-    for proc in procs:
-        proc.join(timeout=5)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(timeout=5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=5)
 
 
 # --- gradient times ---------------------------------------------------------------------------
@@ -294,78 +201,10 @@ def measure_steps(
 # --- links ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LinkPlan:
-    """Sweep sizes; the weight size joins the p2p sweep (its point is ``t_comm``) and the
-    gradient size the all-reduce sweep, so each fit includes the size that matters."""
-
-    weight_bytes: int
-    grad_bytes: int
-    sizes: list[int]
-    repeats: int
-    timeout: float
-
-    def p2p_sizes(self) -> list[int]:
-        return sorted({*self.sizes, self.weight_bytes})
-
-    def allreduce_sizes(self) -> list[int]:
-        return sorted({*self.sizes, self.grad_bytes})
-
-
-def _reps_for(size: int, repeats: int) -> int:
-    return repeats if size <= MIB else max(3, repeats // 2)
-
-
-def pingpong(rank: int, nbytes: int, repeats: int) -> float:
-    """Median one-way time of ``nbytes`` between ranks 0 and 1 (half a round trip)."""
-    buf = torch.zeros(max(1, nbytes // 4), dtype=torch.float32)
-    times = []
-    for rep in range(repeats + 2):
-        start = time.perf_counter()
-        if rank == 0:
-            dist.send(buf, 1)
-            dist.recv(buf, 1)
-        else:
-            dist.recv(buf, 0)
-            dist.send(buf, 0)
-        if rep >= 2:
-            times.append((time.perf_counter() - start) / 2)
-    return median(times)
-
-
-def _allreduce(nbytes: int, repeats: int) -> float:
-    buf = torch.ones(max(1, nbytes // 4), dtype=torch.float32)
-    times = []
-    for rep in range(repeats + 2):
-        dist.barrier()
-        start = time.perf_counter()
-        dist.all_reduce(buf)
-        if rep >= 2:
-            times.append(time.perf_counter() - start)
-    return median(times)
-
-
-def link_measurements(rank: int, plan: LinkPlan) -> dict[str, list[float]]:
-    """Both sweeps on an initialised 2-rank gloo group (loopback or two emulated hosts)."""
-    p2p = [pingpong(rank, s, _reps_for(s, plan.repeats)) for s in plan.p2p_sizes()]
-    allreduce = [_allreduce(s, _reps_for(s, plan.repeats)) for s in plan.allreduce_sizes()]
-    return {"p2p": p2p, "allreduce": allreduce}
-
-
 def _links_child(rank: int, store_path: str, plan: LinkPlan, out: Any) -> None:
     """One of the two ranks of the link measurement on this host's loopback."""
-    try:
-        torch.set_num_threads(1)
-        store = dist.FileStore(store_path, 2)
-        dist.init_process_group(
-            "gloo", store=store, rank=rank, world_size=2, timeout=timedelta(seconds=plan.timeout)
-        )
-        result = link_measurements(rank, plan)
-        dist.barrier()
-        dist.destroy_process_group()
-        out.put((rank, "ok", result))
-    except Exception as exc:
-        out.put((rank, "error", f"{type(exc).__name__}: {exc}"))
+    work = lambda: link_measurements(rank, plan)  # noqa: E731 - runs in the child
+    run_in_group(out, rank, rank, 2, plan.timeout, 1, store_path, work)
 
 
 def _links_on_loopback(plan: LinkPlan) -> dict[str, list[float]]:
@@ -430,7 +269,6 @@ def sweep_limit(sweep_max_bytes: int | None, network: str | None) -> int:
     if network is None:
         return DEFAULT_SWEEP_MAX
     from distbench.netem import parse_network
-    from distbench.netem.probe import probe_bytes
 
     return probe_bytes(parse_network(network))
 
@@ -458,15 +296,6 @@ def measure_links(
 
 
 # --- the whole profile ------------------------------------------------------------------------
-
-
-def state_sizes(cfg: RunConfig) -> tuple[int, int, int]:
-    """(bytes a parameter server moves, bytes DDP all-reduces, tensors) of ``cfg.model``."""
-    model, _ = build_module(cfg, torch.device("cpu"))
-    params = list(model.parameters())
-    buffers = [b for b in model.buffers() if b.is_floating_point()]
-    grad_bytes = sum(p.numel() * 4 for p in params)
-    return grad_bytes + sum(b.numel() * 4 for b in buffers), grad_bytes, len(params) + len(buffers)
 
 
 def _plan(req: ProfileRequest) -> list[tuple[str, int, int, int]]:

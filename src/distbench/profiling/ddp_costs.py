@@ -19,7 +19,7 @@ measures them. A real DDP step pays two things that sweep never sees:
   (the ranks' threads, caches and wake-ups are the workers' own). ``distbench validate``
   uses it instead of the ring formula when the workers' threads fill every core.
 
-Both run in spawned groups under a timeout (``calibrate.run_group``); the step counts are
+Both run in spawned groups under a timeout (``primitives.run_group``); the step counts are
 fixed up front from the profile's ``t_grad`` so no rank decides alone when to stop.
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -38,7 +37,8 @@ import torch.distributed as dist
 
 from distbench.config import RunConfig
 from distbench.harness.timer import PhaseTimer
-from distbench.profiling.store_lookup import LoadedAllReduce
+from distbench.profiling.primitives import run_group, run_in_group
+from distbench.profiling.profiles import LoadedAllReduce
 from distbench.strategies.common import Workload, build_workload, default_step, fetch_batch
 
 
@@ -64,21 +64,6 @@ def _timed_step(work: Workload) -> float:
     return timer.end_step()[0]
 
 
-def _group(rank: int, world: int, store_path: str, timeout: float) -> None:
-    dist.init_process_group(
-        "gloo",
-        store=dist.FileStore(store_path, world),
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=timeout),
-    )
-
-
-def _leave_group() -> None:
-    dist.barrier()  # gloo aborts at exit about half the time without it
-    dist.destroy_process_group()
-
-
 def _machinery_child(
     index: int,
     store_path: str,
@@ -88,36 +73,35 @@ def _machinery_child(
     timeout: float,
     out: Any,
 ) -> None:
+    run_in_group(
+        out, index, 0, 1, timeout, threads, store_path, lambda: _machinery(cfg_dict, count)
+    )
+
+
+def _machinery(cfg_dict: dict[str, Any], count: StepCount) -> list[float]:
+    """Paired plain and DDP-wrapped steps on a one-rank group, alternating which goes first."""
     from torch.nn.parallel import DistributedDataParallel
 
-    try:
-        torch.set_num_threads(threads)
-        _group(0, 1, store_path, timeout)
-        cfg = RunConfig.from_dict(cfg_dict)
-        plain = build_workload(cfg, torch.device("cpu"), cfg.batch_size, 0, 1)
-        wrapped = build_workload(cfg, torch.device("cpu"), cfg.batch_size, 0, 1)
-        wrapped = replace(wrapped, model=DistributedDataParallel(wrapped.model))
-        differences = []
-        for pair in range(count.warmup + count.timed):
-            if pair % 2 == 0:
-                base = _timed_step(plain)
-                with_ddp = _timed_step(wrapped)
-            else:
-                with_ddp = _timed_step(wrapped)
-                base = _timed_step(plain)
-            if pair >= count.warmup:
-                differences.append(with_ddp - base)
-        _leave_group()
-        out.put((index, "ok", differences))
-    except Exception as exc:
-        out.put((index, "error", f"{type(exc).__name__}: {exc}"))
+    cfg = RunConfig.from_dict(cfg_dict)
+    plain = build_workload(cfg, torch.device("cpu"), cfg.batch_size, 0, 1)
+    wrapped = build_workload(cfg, torch.device("cpu"), cfg.batch_size, 0, 1)
+    wrapped = replace(wrapped, model=DistributedDataParallel(wrapped.model))
+    differences = []
+    for pair in range(count.warmup + count.timed):
+        if pair % 2 == 0:
+            base = _timed_step(plain)
+            with_ddp = _timed_step(wrapped)
+        else:
+            with_ddp = _timed_step(wrapped)
+            base = _timed_step(plain)
+        if pair >= count.warmup:
+            differences.append(with_ddp - base)
+    return differences
 
 
 def measure_ddp_overhead(cfg: RunConfig, threads: int, count: StepCount, timeout: float) -> float:
     """Seconds a one-rank DDP step takes beyond the same plain step (median of paired
     differences; may come out slightly negative for a large model, where it is noise)."""
-    from distbench.profiling.calibrate import run_group
-
     with tempfile.TemporaryDirectory(prefix="distbench-ddp-") as tmp:
         args = [(0, str(Path(tmp) / "store"), cfg.to_dict(), threads, count, timeout)]
         (differences,) = run_group(_machinery_child, args, timeout, "DDP machinery")
@@ -135,9 +119,7 @@ def _loaded_child(
     timeout: float,
     out: Any,
 ) -> None:
-    try:
-        torch.set_num_threads(threads)
-        _group(rank, world, store_path, timeout)
+    def steps() -> list[tuple[float, float]]:
         cfg = RunConfig.from_dict(cfg_dict)
         work = build_workload(cfg, torch.device("cpu"), cfg.batch_size, rank, world)
         flat = torch.ones(max(1, grad_bytes // 4), dtype=torch.float32)
@@ -153,10 +135,9 @@ def _loaded_child(
             work.optimizer.zero_grad(set_to_none=True)
             if step >= count.warmup:
                 marks.append((backward_end, reduced))
-        _leave_group()
-        out.put((rank, "ok", marks))
-    except Exception as exc:
-        out.put((rank, "error", f"{type(exc).__name__}: {exc}"))
+        return marks
+
+    run_in_group(out, rank, rank, world, timeout, threads, store_path, steps)
 
 
 def after_last_backward(per_rank: list[list[tuple[float, float]]]) -> list[float]:
@@ -171,8 +152,6 @@ def measure_loaded_allreduce(
 ) -> LoadedAllReduce:
     """The all-reduce of ``grad_bytes`` right after a training step, ``processes`` ranks of
     ``threads`` threads on this host (median over steps, see the module docstring)."""
-    from distbench.profiling.calibrate import run_group
-
     with tempfile.TemporaryDirectory(prefix="distbench-ddp-") as tmp:
         store = str(Path(tmp) / "store")
         args = [

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import timedelta
 
 RESULT_MARK = "LINKS "
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-    import torch.distributed as dist
 
-    from distbench.profiling.calibrate import LinkPlan, link_measurements
+    from distbench.profiling.primitives import LinkPlan, join_group, leave_group, link_measurements
 
     parser = argparse.ArgumentParser(description="one host of the profile's link measurement")
     parser.add_argument("--rank", type=int, required=True)
@@ -30,16 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = LinkPlan(**json.loads(args.plan))
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method="env://",
-        rank=args.rank,
-        world_size=2,
-        timeout=timedelta(seconds=plan.timeout),
-    )
+    join_group(args.rank, 2, plan.timeout)
     result = link_measurements(args.rank, plan)
-    dist.barrier()
-    dist.destroy_process_group()
+    leave_group()
     if args.rank == 0:
         print(RESULT_MARK + json.dumps(result), flush=True)
     return 0

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from distbench.config import RunConfig
 from distbench.harness.timer import PhaseTimer
+from distbench.profiling.primitives import pingpong, run_group, run_in_group
 
 SERVER_RANK = 1
 #: Longest stand-in for compute between pull and push; past it the protocol's cost is
@@ -107,25 +106,15 @@ def _child(
     timeout: float,
     out: Any,
 ) -> None:
-    from distbench.profiling.calibrate import pingpong, state_sizes  # imports this module
+    from distbench.strategies.common import state_sizes
 
-    try:
-        torch.set_num_threads(1)
-        dist.init_process_group(
-            "gloo",
-            store=dist.FileStore(store_path, 2),
-            rank=rank,
-            world_size=2,
-            timeout=timedelta(seconds=timeout),
-        )
+    def measure() -> dict[str, Any]:
         cfg = RunConfig.from_dict(cfg_dict)
         result = _serve(cfg) if rank == SERVER_RANK else _transfer(cfg, warmup, repeats, gap)
         result["raw"] = pingpong(rank, state_sizes(cfg)[0], repeats)
-        dist.barrier()
-        dist.destroy_process_group()
-        out.put((rank, "ok", result))
-    except Exception as exc:
-        out.put((rank, "error", f"{type(exc).__name__}: {exc}"))
+        return result
+
+    run_in_group(out, rank, rank, 2, timeout, 1, store_path, measure)
 
 
 def measure_ps_transfer(
@@ -136,8 +125,6 @@ def measure_ps_transfer(
     minus a raw gloo transfer of the same bytes between the same processes; at least 20
     timed steps, so a millisecond-sized transfer has a stable median. ``gap``: seconds of
     busy "compute" between pull and push (capped at ``MAX_GAP``)."""
-    from distbench.profiling.calibrate import run_group
-
     ps_cfg = RunConfig(
         model=cfg.model,
         dataset=cfg.dataset,

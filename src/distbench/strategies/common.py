@@ -117,3 +117,12 @@ def record_step(
     recorder.step(
         step, step < cfg.warmup, timer.step_start_wall, step_time, samples, phases, **extra
     )
+
+
+def state_sizes(cfg: RunConfig) -> tuple[int, int, int]:
+    """(bytes a parameter server moves, bytes DDP all-reduces, tensors) of ``cfg.model``."""
+    model, _ = build_module(cfg, torch.device("cpu"))
+    params = list(model.parameters())
+    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    grad_bytes = sum(p.numel() * 4 for p in params)
+    return grad_bytes + sum(b.numel() * 4 for b in buffers), grad_bytes, len(params) + len(buffers)

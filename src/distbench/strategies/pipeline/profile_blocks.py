@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from distbench.models import model_blocks
+from distbench.profiling.primitives import flat_buffer, round_trip
 from distbench.strategies.pipeline.partition import BlockCost, Link
 
 PROFILE_REPEATS = 5  # the minimum is kept: time-sharing on a busy host only adds time
@@ -72,17 +72,7 @@ def profile_blocks(
 
 
 def _round_trip(nbytes: int, peer: int, initiator: bool, device: torch.device) -> float:
-    buffer = torch.zeros(max(1, nbytes // 4), dtype=torch.float32, device=device)
-    start = time.perf_counter()
-    if initiator:
-        dist.send(buffer, peer)
-        dist.recv(buffer, peer)
-    else:
-        dist.recv(buffer, peer)
-        dist.send(buffer, peer)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return round_trip(flat_buffer(nbytes, device), peer, initiator)
 
 
 def measure_link(rank: int, peer: int, device: torch.device | None = None) -> Link:

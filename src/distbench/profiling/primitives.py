@@ -1,0 +1,268 @@
+"""Measurement primitives every calibration calls down into.
+
+- spawned process groups under a deadline (:func:`run_group`) and the body of one child
+  (:func:`run_in_group`: threads, a gloo group over a ``FileStore`` or ``env://``, the work,
+  the final barrier, the report);
+- point-to-point and collective timings (:func:`round_trip`, :func:`pingpong`,
+  :func:`allreduce_time`) and the link sweeps built from them (:class:`LinkPlan`,
+  :func:`link_measurements`);
+- fits of ``t = a + bytes·b`` (:func:`fit_latency_bandwidth`, :func:`link_fit`) and the
+  sweep sizes (:func:`sweep_sizes`, :func:`probe_bytes`).
+
+The profile orchestrator (``calibrate.py``) and the focused measurements (``ddp_costs``,
+``ps_transfer``, the two-host ``linkhost`` program, the pipeline's in-run link probe) all
+use these; nothing here imports any of them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queue_module
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from statistics import median
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from distbench.errors import RunFailed, UserError
+from distbench.netem.spec import NetworkSpec
+from distbench.profiling.profiles import LinkFit
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+# --- fitting (pure) ---------------------------------------------------------------------------
+
+
+def fit_latency_bandwidth(sizes: Sequence[float], seconds: Sequence[float]) -> tuple[float, float]:
+    """Least squares fit of ``t = a + b·bytes``, weighted by ``1/t²`` (relative residuals, so
+    small messages set the latency ``a`` and large ones the slope ``b``). Returns ``(a, b)``
+    with ``a >= 0`` and ``b > 0``: when noise makes the free fit give a negative intercept
+    or slope, the line is refitted through the origin."""
+    if len(sizes) != len(seconds) or len(sizes) < 2:
+        raise UserError("a latency/bandwidth fit needs at least two (bytes, seconds) points")
+    weights = [1.0 / (t * t) for t in seconds]
+    sw = sum(weights)
+    sx = sum(w * x for w, x in zip(weights, sizes, strict=True))
+    sy = sum(w * y for w, y in zip(weights, seconds, strict=True))
+    sxx = sum(w * x * x for w, x in zip(weights, sizes, strict=True))
+    sxy = sum(w * x * y for w, x, y in zip(weights, sizes, seconds, strict=True))
+    det = sw * sxx - sx * sx
+    if det <= 0:
+        raise UserError("a latency/bandwidth fit needs at least two different sizes")
+    slope = (sw * sxy - sx * sy) / det
+    intercept = (sy - slope * sx) / sw
+    if intercept < 0 or slope <= 0:  # noise swamped the slope or the latency: through 0
+        intercept, slope = 0.0, sxy / sxx
+    return intercept, slope
+
+
+def sweep_sizes(max_bytes: int, min_bytes: int = KIB) -> list[int]:
+    """1 KiB, 4 KiB, ... up to ``max_bytes`` (powers of four, ``max_bytes`` included)."""
+    sizes, size = [], min_bytes
+    while size < max_bytes:
+        sizes.append(size)
+        size *= 4
+    return [*sizes, max_bytes]
+
+
+def probe_bytes(spec: NetworkSpec | None) -> int:
+    """About 2 s of traffic at the slower direction's rate, 1-64 MiB (so that a token
+    bucket's initial burst does not inflate the measured rate)."""
+    rate = spec.rate_bit_s if spec is not None else None
+    if rate is None:
+        return 64 * MIB
+    return int(min(64 * MIB, max(1 * MIB, rate / 8 * 2)))
+
+
+def link_fit(kind: str, world: int, sizes: list[int], seconds: list[float]) -> LinkFit:
+    """Fit a sweep; all-reduce times are converted to the ring model's alpha and beta."""
+    a, b = fit_latency_bandwidth(sizes, seconds)
+    if kind == "allreduce":
+        steps = 2 * (world - 1)
+        return LinkFit(kind, world, a / steps, steps / world / b, sizes, seconds)
+    return LinkFit(kind, world, a, 1.0 / b, sizes, seconds)
+
+
+# --- spawned process groups -------------------------------------------------------------------
+
+
+def run_group(
+    target: Callable[..., None], args: list[tuple[Any, ...]], timeout: float, what: str
+) -> list[Any]:
+    """Start one spawned process per args tuple; collect ``(index, result)`` from each.
+
+    A child reports ``(index, "error", message)`` on failure. Overrunning ``timeout`` or a
+    child dying without a report stops the whole group and raises ``RunFailed``."""
+    ctx = mp.get_context("spawn")
+    results: mp.Queue[Any] = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, results), daemon=True) for a in args]
+    for proc in procs:
+        proc.start()
+    try:
+        return _collect(procs, results, time.monotonic() + timeout, what)
+    finally:
+        _stop(procs)
+
+
+def _collect(procs: list[Any], results: Any, deadline: float, what: str) -> list[Any]:
+    collected: dict[int, Any] = {}
+    while len(collected) < len(procs):
+        if time.monotonic() > deadline:
+            raise RunFailed(f"{what}: timed out; calibration processes stopped")
+        try:
+            index, status, value = results.get(timeout=0.5)
+        except queue_module.Empty:
+            dead = [
+                p for i, p in enumerate(procs) if i not in collected and p.exitcode not in (None, 0)
+            ]
+            if dead:
+                raise RunFailed(
+                    f"{what}: a calibration process died (exit code {dead[0].exitcode})"
+                ) from None
+            continue
+        if status == "error":
+            raise RunFailed(f"{what}: {value}")
+        collected[index] = value
+    return [collected[i] for i in range(len(procs))]
+
+
+def _stop(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.join(timeout=5)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+
+
+def report(out: Any, index: int, work: Callable[[], Any]) -> None:
+    """Run ``work`` in a :func:`run_group` child and put its result (or its error) on ``out``."""
+    try:
+        out.put((index, "ok", work()))
+    except Exception as exc:
+        out.put((index, "error", f"{type(exc).__name__}: {exc}"))
+
+
+def join_group(rank: int, world: int, timeout: float, store_path: str | None = None) -> None:
+    """Join a gloo group: over a ``FileStore`` at ``store_path`` (spawned children on one
+    host), or by the torchrun environment (``env://``: two emulated hosts)."""
+    rendezvous: dict[str, Any] = (
+        {"store": dist.FileStore(store_path, world)}
+        if store_path is not None
+        else {"init_method": "env://"}
+    )
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout), **rendezvous
+    )
+
+
+def leave_group() -> None:
+    dist.barrier()  # gloo aborts at exit about half the time without it
+    dist.destroy_process_group()
+
+
+def run_in_group(
+    out: Any,
+    index: int,
+    rank: int,
+    world: int,
+    timeout: float,
+    threads: int,
+    store_path: str | None,
+    work: Callable[[], Any],
+) -> None:
+    """The body of one child of a measuring group: ``threads`` threads, join the group, do
+    ``work``, leave the group, report the result."""
+
+    def in_group() -> Any:
+        torch.set_num_threads(threads)
+        join_group(rank, world, timeout, store_path)
+        result = work()
+        leave_group()
+        return result
+
+    report(out, index, in_group)
+
+
+# --- point-to-point and collective timings ------------------------------------------------------
+
+
+def flat_buffer(nbytes: int, device: torch.device | None = None) -> torch.Tensor:
+    return torch.zeros(max(1, nbytes // 4), dtype=torch.float32, device=device)
+
+
+def round_trip(buffer: torch.Tensor, peer: int, initiator: bool) -> float:
+    """Seconds of one send + receive of ``buffer`` with ``peer`` (the initiator sends
+    first); on CUDA the clock is read after the device has finished."""
+    device = buffer.device
+    start = time.perf_counter()
+    if initiator:
+        dist.send(buffer, peer)
+        dist.recv(buffer, peer)
+    else:
+        dist.recv(buffer, peer)
+        dist.send(buffer, peer)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def pingpong(rank: int, nbytes: int, repeats: int) -> float:
+    """Median one-way time of ``nbytes`` between ranks 0 and 1 (half a round trip), after
+    two untimed round trips (connection set-up, buffers)."""
+    buffer, peer, initiator = flat_buffer(nbytes), 1 - rank, rank == 0
+    times = [round_trip(buffer, peer, initiator) / 2 for _ in range(repeats + 2)]
+    return median(times[2:])
+
+
+def allreduce_time(nbytes: int, repeats: int) -> float:
+    """Median seconds of one all-reduce of ``nbytes`` over the default group, each after a
+    barrier, after two untimed ones."""
+    buf = torch.ones(max(1, nbytes // 4), dtype=torch.float32)
+    times = []
+    for rep in range(repeats + 2):
+        dist.barrier()
+        start = time.perf_counter()
+        dist.all_reduce(buf)
+        if rep >= 2:
+            times.append(time.perf_counter() - start)
+    return median(times)
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    """Sweep sizes; the weight size joins the p2p sweep (its point is ``t_comm``) and the
+    gradient size the all-reduce sweep, so each fit includes the size that matters."""
+
+    weight_bytes: int
+    grad_bytes: int
+    sizes: list[int]
+    repeats: int
+    timeout: float
+
+    def p2p_sizes(self) -> list[int]:
+        return sorted({*self.sizes, self.weight_bytes})
+
+    def allreduce_sizes(self) -> list[int]:
+        return sorted({*self.sizes, self.grad_bytes})
+
+
+def repeats_for(size: int, repeats: int) -> int:
+    """Fewer repeats past 1 MiB, where one transfer is long enough to time on its own."""
+    return repeats if size <= MIB else max(3, repeats // 2)
+
+
+def link_measurements(rank: int, plan: LinkPlan) -> dict[str, list[float]]:
+    """Both sweeps on an initialised 2-rank gloo group (loopback or two emulated hosts)."""
+    p2p = [pingpong(rank, s, repeats_for(s, plan.repeats)) for s in plan.p2p_sizes()]
+    allreduce = [allreduce_time(s, repeats_for(s, plan.repeats)) for s in plan.allreduce_sizes()]
+    return {"p2p": p2p, "allreduce": allreduce}

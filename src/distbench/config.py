@@ -24,6 +24,29 @@ SERVER_PLACEMENTS = ("central", "sharded")
 PARTITIONS = ("uniform", "profiled")
 
 
+#: The settings that change the time of a step: two runs are comparable (a stored
+#: measurement of a configuration, a speedup baseline) only when these agree.
+TIMING_KEYS = (
+    "model",
+    "dataset",
+    "strategy",
+    "workers",
+    "batch_size",
+    "servers",
+    "ps_semaphore",
+    "input_size",
+    "num_classes",
+    "microbatches",
+    "partition",
+    "framework",
+    "device",
+    "nnodes",
+    "data_dir",
+    "network",
+    "hosts",
+)
+
+
 def available_cores() -> int:
     """Cores this process may run on (affinity-aware, so containers report their share)."""
     try:

@@ -10,8 +10,8 @@ import pytest
 
 from distbench.cli.main import main
 from distbench.config import RunConfig
-from distbench.predict.validate import CalibrationOptions, validate_configs
 from distbench.profiling.profiles import find_profile
+from distbench.workflows.validate import CalibrationOptions, validate_configs
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
 

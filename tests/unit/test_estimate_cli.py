@@ -67,7 +67,7 @@ def test_single_prints_table_semaphore_and_recommendation(
 ) -> None:
     assert run_cli([*SQUEEZE, "--output", "single"]) == 0
     out = capsys.readouterr().out
-    assert "sync-join/distributed" in out
+    assert "sync-join/sharded" in out
     assert "semaphore bound (N=8)" in out
     assert "recommendation" in out
     assert len([ln for ln in out.splitlines() if ln.strip().split(" ")[0].isdigit()]) == 8
@@ -77,8 +77,8 @@ def test_json_is_machine_readable(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli([*SQUEEZE, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["rows"]) == 8
-    assert data["strategy"] == "sync-join/distributed"
-    assert set(data["compared"]) == {"sync-join/central", "sync-join/distributed"}
+    assert data["strategy"] == "sync-join/sharded"
+    assert set(data["compared"]) == {"sync-join/central", "sync-join/sharded"}
     assert data["recommendation"]["workers"] == 8
     assert data["semaphore"]["t_worst"] == pytest.approx(8 * 0.033)
 

@@ -170,15 +170,15 @@ def test_squeezenet_sync_split_central_peaks_at_four() -> None:
 # Thesis chapter 6 text: the best configuration the estimates pointed to, per figure.
 BEST = [
     ("VGG16E", "sync-join", 4, "sequential", 1),  # fig. 6.1
-    ("GoogLeNet", "sync-join", 8, "sync-join/distributed", 8),  # fig. 6.2
-    ("SqueezeNet", "sync-join", 8, "sync-join/distributed", 8),  # fig. 6.3 (8 workers)
-    ("ResNet-34", "sync-join", 8, "sync-join/distributed", 8),  # fig. 6.4
-    ("SqueezeNet", "sync-split", 8, "sync-split/distributed", 8),  # fig. 6.6
+    ("GoogLeNet", "sync-join", 8, "sync-join/sharded", 8),  # fig. 6.2
+    ("SqueezeNet", "sync-join", 8, "sync-join/sharded", 8),  # fig. 6.3 (8 workers)
+    ("ResNet-34", "sync-join", 8, "sync-join/sharded", 8),  # fig. 6.4
+    ("SqueezeNet", "sync-split", 8, "sync-split/sharded", 8),  # fig. 6.6
     ("ResNet-34", "sync-split", 8, "sequential", 1),  # fig. 6.7
     ("VGG16E", "async", 4, "sequential", 1),  # fig. 6.8
-    ("GoogLeNet", "async", 8, "async/distributed", 8),  # fig. 6.9
-    ("SqueezeNet", "async", 8, "async/distributed", 8),  # fig. 6.10 (8 workers)
-    ("ResNet-34", "async", 8, "async/distributed", 8),  # fig. 6.11
+    ("GoogLeNet", "async", 8, "async/sharded", 8),  # fig. 6.9
+    ("SqueezeNet", "async", 8, "async/sharded", 8),  # fig. 6.10 (8 workers)
+    ("ResNet-34", "async", 8, "async/sharded", 8),  # fig. 6.11
 ]
 
 

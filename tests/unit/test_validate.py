@@ -13,21 +13,18 @@ from distbench.cli.main import main
 from distbench.cli.validate import render
 from distbench.errors import UserError
 from distbench.predict import formulas as f
-from distbench.predict.validate import (
-    Case,
+from distbench.predict.accuracy import (
     ValidationReport,
     ValidationRow,
     best_configurations,
-    compute_times,
     median_round,
-    predict_case,
     ranks,
     rebased_speedups,
     relative_error,
     spearman,
     summarize,
-    validate_configs,
 )
+from distbench.predict.core import Case, compute_times, predict_case
 from distbench.profiling.profiles import (
     LinkFit,
     LoadedAllReduce,
@@ -39,6 +36,8 @@ from distbench.profiling.profiles import (
     load_profile,
     save_profile,
 )
+from distbench.registry import strategy_facts
+from distbench.workflows.validate import validate_configs
 
 # --- errors, ranks, Spearman -----------------------------------------------------------------
 
@@ -259,6 +258,7 @@ def case(
         servers=servers,
         steps=10,
         synchronous=synchronous,
+        prediction_model=strategy_facts("torch", strategy).prediction_model,
     )
 
 

@@ -15,13 +15,12 @@ from typing import Any, cast
 
 from distbench.cli.common import add_db_option, add_json_option
 from distbench.errors import UserError
+from distbench.predict.core import SERVER_ALIASES, SERVERS, canonical_server
 from distbench.predict.estimate import (
     DEFAULT_MIN_GAIN,
     KINDS,
-    SERVERS,
     EstimateInputs,
     Kind,
-    Server,
     estimate_report,
     render_csv,
     render_text,
@@ -91,9 +90,13 @@ def _add_strategy_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--server",
-        choices=SERVERS,
+        "--servers",
+        dest="server",
+        choices=[*SERVERS, *SERVER_ALIASES],
         default="central",
-        help="parameter-server type for async/sync-* (default: central)",
+        help="parameter-server type for async/sync-*: central (one server process) or "
+        "sharded (weights sharded over the workers; 'distributed', the thesis' word, is "
+        "an alias) (default: central)",
     )
     group.add_argument(
         "--workers", type=int, default=8, metavar="N", help="estimate for 1..N workers (default: 8)"
@@ -198,7 +201,7 @@ def _inputs(args: argparse.Namespace) -> EstimateInputs:
     split = given["t_grad_split"]
     return EstimateInputs(
         kind=cast(Kind, args.kind),
-        server=cast(Server, args.server),
+        server=canonical_server(args.server),
         t_grad=given["t_grad"],
         t_comm=given["t_comm"],
         workers=tuple(range(1, args.workers + 1)),

@@ -1,7 +1,7 @@
 """``distbench validate``: predicted beside measured time per step and speedup, with errors.
 
 Parsing and printing only: selection flags are ``distbench run``'s (same option groups,
-same ``configs_from_args``); the work is ``distbench.predict.validate.validate_configs``.
+same ``configs_from_args``); the work is ``distbench.workflows.validate.validate_configs``.
 """
 
 from __future__ import annotations
@@ -23,13 +23,8 @@ from distbench.cli.run import (
     add_training_options,
     configs_from_args,
 )
-from distbench.predict.validate import (
-    BestPick,
-    CalibrationOptions,
-    ValidationReport,
-    ValidationRow,
-    validate_configs,
-)
+from distbench.predict.accuracy import BestPick, ValidationReport, ValidationRow
+from distbench.workflows.validate import CalibrationOptions, validate_configs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -16,11 +16,15 @@ from typing import Any, Literal, get_args
 
 from distbench.errors import UserError
 from distbench.predict import formulas as f
+from distbench.predict.core import (
+    Server,
+    canonical_server,
+    ps_async_training,
+    ps_sync_iteration,
+)
 
 Kind = Literal["async", "sync-join", "sync-split", "ddp", "pipeline"]
-Server = Literal["central", "distributed"]
 KINDS: tuple[str, ...] = get_args(Kind)
-SERVERS: tuple[str, ...] = get_args(Server)
 PS_KINDS = ("async", "sync-join", "sync-split")
 DEFAULT_MIN_GAIN = 0.05
 
@@ -64,6 +68,10 @@ class EstimateInputs:
     stage_times: tuple[float, ...] | None = None
     microbatches: int | None = None
     rounding: f.Rounding = "exact"
+
+    def __post_init__(self) -> None:
+        # one vocabulary: "distributed" (the thesis' word) is read as "sharded"
+        object.__setattr__(self, "server", canonical_server(self.server))
 
 
 @dataclass(frozen=True)
@@ -153,8 +161,6 @@ def table_for(inputs: EstimateInputs) -> list[EstimateRow]:
     """Dispatch on ``inputs.kind`` after the checks every kind shares."""
     if inputs.kind not in KINDS:
         raise UserError(f"unknown estimate type {inputs.kind!r}; choose from {', '.join(KINDS)}")
-    if inputs.server not in SERVERS:
-        raise UserError(f"unknown server {inputs.server!r}; choose from {', '.join(SERVERS)}")
     if not inputs.workers:
         raise UserError("workers must list at least one worker count")
     for n in inputs.workers:
@@ -218,7 +224,7 @@ def _split_grad(inputs: EstimateInputs, t_grad: float, n: int) -> tuple[float, s
 
 
 def _sync_row(inputs: EstimateInputs, t_grad: float, t_comm: float, n: int) -> EstimateRow:
-    """Thesis eq. 4.2 with 4.4/4.7/4.11 (central) or 4.12 (distributed)."""
+    """Thesis eq. 4.2 with 4.4/4.7/4.11 (central) or 4.12 (sharded)."""
     if inputs.kind == "sync-join":
         iterations = f.sync_join_iterations(inputs.batches, n, inputs.rounding)
         t_iter_grad, label = t_grad, f"sync-join I=D/N ({inputs.rounding})"
@@ -226,28 +232,25 @@ def _sync_row(inputs: EstimateInputs, t_grad: float, t_comm: float, n: int) -> E
         iterations = f.sync_split_iterations(inputs.batches)
         t_iter_grad, source = _split_grad(inputs, t_grad, n)
         label = f"sync-split I=D, {source}"
-    if inputs.server == "distributed":
-        t_iter = f.sync_distributed(t_iter_grad, t_comm, n)
+    band = ps_sync_iteration(t_iter_grad, t_comm, n, inputs.server)
+    t_iter = band.estimate
+    if band.best is None or band.worst is None:
         total = f.sync_training_time(iterations, t_iter)
         return _row(inputs, t_grad, n, (None, None, total), t_iter, f"{label}; eq. 4.12")
-    best = f.sync_central_best(t_iter_grad, t_comm, n)
-    worst = f.sync_central_worst(t_iter_grad, t_comm, n)
-    t_iter = f.sync_central_estimate(t_iter_grad, t_comm, n)
-    times = (iterations * best, iterations * worst, f.sync_training_time(iterations, t_iter))
+    times = (
+        iterations * band.best,
+        iterations * band.worst,
+        f.sync_training_time(iterations, t_iter),
+    )
     return _row(inputs, t_grad, n, times, t_iter, f"{label}; eq. 4.4/4.7/4.11")
 
 
 def _async_row(inputs: EstimateInputs, t_grad: float, t_comm: float, n: int) -> EstimateRow:
-    """Thesis eq. 4.15/4.16/4.20 (central) or 4.21 (distributed)."""
-    d = inputs.batches
-    if inputs.server == "distributed":
-        total = f.async_distributed(t_grad, t_comm, n, d)
-        return _row(inputs, t_grad, n, (None, None, total), None, "async; eq. 4.21")
-    times = (
-        f.async_central_best(t_grad, t_comm, n, d),
-        f.async_central_worst(t_grad, t_comm, n, d),
-        f.async_central_estimate(t_grad, t_comm, n, d),
-    )
+    """Thesis eq. 4.15/4.16/4.20 (central) or 4.21 (sharded)."""
+    band = ps_async_training(t_grad, t_comm, n, inputs.batches, inputs.server)
+    if band.best is None:
+        return _row(inputs, t_grad, n, (None, None, band.estimate), None, "async; eq. 4.21")
+    times = (band.best, band.worst, band.estimate)
     return _row(inputs, t_grad, n, times, None, "async; eq. 4.15/4.16/4.20")
 
 
@@ -389,7 +392,7 @@ def estimate_report(
     name = strategy_name(inputs.kind, inputs.server)
     compared: dict[str, list[EstimateRow]] = {name: rows}
     if inputs.kind in PS_KINDS:
-        for server in ("central", "distributed"):
+        for server in get_args(Server):
             if server != inputs.server:
                 other = replace(inputs, server=server)
                 compared[strategy_name(inputs.kind, server)] = table_for(other)

@@ -6,7 +6,7 @@ the SQLite store (table ``profiles``, schema 3); :func:`load_profile` is the con
 ``distbench estimate --model M``: the newest profile of ``M`` as a dict with ``t_grad``,
 ``t_comm``, ``t_grad_split``, ``grad_bytes`` and ``t_backward`` (plus everything else).
 
-No torch here: predictions (``distbench.predict.validate``) read profiles without paying
+No torch here: predictions (``distbench.predict.core``) read profiles without paying
 for a torch import.
 """
 

@@ -1,0 +1,269 @@
+"""The prediction core: one configuration's time per step from a calibration profile.
+
+Where to start: :func:`case_of` reduces a run configuration to the facts the model needs
+(``Case``: no timings), :func:`predict_case` predicts its step from a ``Profile``. Which
+model a strategy gets is the strategy contract's ``prediction_model`` (sequential, ddp,
+sync-join, sync-split, async); the parameter-server compositions of the thesis' formulas
+(:func:`ps_sync_iteration`, :func:`ps_async_training`) are shared with ``estimate``, so both
+commands compute a parameter server the same way.
+
+**Inputs.** Only the calibration profile: gradient times under the matching CPU contention
+(``StepTimes`` for ``processes`` x ``threads``), ``t_comm`` plus the measured protocol cost
+per parameter-server transfer, the fitted all-reduce ``alpha``/``beta``, DDP's per-step
+machinery and, with no spare core, the all-reduce measured right after a step. Never a
+timing of the configuration being predicted. Pure: no torch, no store, nothing printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal, get_args
+
+from distbench.errors import UserError
+from distbench.predict import formulas as f
+from distbench.profiling.profiles import Profile, StepTimes
+from distbench.registry import resolved_threads, strategy_facts
+
+if TYPE_CHECKING:
+    from distbench.config import RunConfig
+
+#: Where parameter-server weights live: one central server process, or sharded over the
+#: workers. The thesis calls the sharded case a "distributed" server; that word is
+#: accepted everywhere a server type is read (``canonical_server``).
+Server = Literal["central", "sharded"]
+SERVERS: tuple[str, ...] = get_args(Server)
+SERVER_ALIASES = {"distributed": "sharded"}
+
+#: The prediction models ``predict_case`` has (a strategy's ``prediction_model``).
+PREDICTED_MODELS = ("sequential", "ddp", "sync-join", "sync-split", "async")
+
+
+def canonical_server(name: str) -> Server:
+    """``central`` or ``sharded`` (``distributed``, the thesis' word, means ``sharded``)."""
+    resolved = SERVER_ALIASES.get(name, name)
+    if resolved not in SERVERS:
+        raise UserError(
+            f"unknown server {name!r}; choose from central, sharded (or its alias distributed)"
+        )
+    return "sharded" if resolved == "sharded" else "central"
+
+
+def predicts(cfg: RunConfig) -> bool:
+    """Whether ``predict_case`` has a model for ``cfg``'s strategy."""
+    return strategy_facts(cfg.framework, cfg.strategy).prediction_model in PREDICTED_MODELS
+
+
+@dataclass(frozen=True)
+class Band:
+    """A predicted time with the thesis' best and worst cases where it has them."""
+
+    best: float | None
+    worst: float | None
+    estimate: float
+
+
+def ps_sync_iteration(t_grad: float, t_comm: float, n: int, server: Server) -> Band:
+    """One synchronous parameter-server iteration: eq. 4.12 (sharded: no band) or eq.
+    4.4 / 4.7 / 4.11 (central: best, worst, their mean)."""
+    if server == "sharded":
+        return Band(None, None, f.sync_distributed(t_grad, t_comm, n))
+    return Band(
+        f.sync_central_best(t_grad, t_comm, n),
+        f.sync_central_worst(t_grad, t_comm, n),
+        f.sync_central_estimate(t_grad, t_comm, n),
+    )
+
+
+def ps_async_training(t_grad: float, t_comm: float, n: int, d: int, server: Server) -> Band:
+    """Asynchronous training of ``d`` batches: eq. 4.21 (sharded) or eq. 4.15 / 4.16 /
+    4.20 (central)."""
+    if server == "sharded":
+        return Band(None, None, f.async_distributed(t_grad, t_comm, n, d))
+    return Band(
+        f.async_central_best(t_grad, t_comm, n, d),
+        f.async_central_worst(t_grad, t_comm, n, d),
+        f.async_central_estimate(t_grad, t_comm, n, d),
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    """The facts of one configuration that the model needs (no timings)."""
+
+    model: str
+    dataset: str
+    strategy: str
+    workers: int
+    batch_size: int
+    local_batch: int
+    global_batch: int
+    threads: int
+    servers: str
+    steps: int
+    synchronous: bool
+    prediction_model: str | None = None  # the strategy contract's PredictionModel
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted time per step (one worker step; one iteration when synchronous), the
+    throughput it implies (samples/s of all workers), and how it was composed."""
+
+    step_time: float
+    throughput: float
+    compute: float
+    comm: float
+    formula: str
+
+
+def case_of(cfg: RunConfig) -> Case:
+    strategy = strategy_facts(cfg.framework, cfg.strategy)
+    return Case(
+        model=cfg.model,
+        dataset=cfg.dataset,
+        strategy=cfg.strategy,
+        workers=cfg.workers,
+        batch_size=cfg.batch_size,
+        local_batch=strategy.local_batch(cfg),
+        global_batch=strategy.global_batch(cfg),
+        threads=resolved_threads(cfg),
+        servers=cfg.servers,
+        steps=cfg.steps,
+        synchronous=strategy.synchronous,
+        prediction_model=strategy.prediction_model,
+    )
+
+
+def compute_times(profile: Profile, processes: int, threads: int) -> tuple[StepTimes, str]:
+    """The contention measurement for ``processes`` x ``threads``; when the profile lacks it,
+    the one-worker measurement scaled by threads and by CPU oversubscription (labelled)."""
+    exact = profile.step_times(processes, threads)
+    if exact is not None:
+        return exact, f"{processes}x{threads} threads measured"
+    base = profile.contended[0]
+    scale = base.threads / threads * max(1.0, processes * threads / profile.cores)
+
+    def s(v: float) -> float:
+        return v * scale
+
+    scaled = replace(
+        base,
+        processes=processes,
+        threads=threads,
+        data=s(base.data),
+        forward=s(base.forward),
+        backward=s(base.backward),
+        update=s(base.update),
+        t_grad=s(base.t_grad),
+        t_grad_max=s(base.t_grad_max),
+        t_step=s(base.t_step),
+        t_step_max=s(base.t_step_max),
+    )
+    return scaled, f"{processes}x{threads} threads extrapolated"
+
+
+def _worker_compute(case: Case, profile: Profile) -> tuple[float, float, float, str]:
+    """(forward+backward, its backward part, data+update) of one worker step in ``case``.
+
+    A synchronous step with several workers waits for the slowest, so it uses the median
+    of each repetition's slowest process."""
+    times, label = compute_times(profile, case.workers, case.threads)
+    grad = times.t_grad_max if case.synchronous and case.workers > 1 else times.t_grad
+    if case.prediction_model == "sync-split":
+        split = profile.t_grad_split
+        if len(split) >= case.workers:
+            grad *= split[case.workers - 1] / split[0]
+            label += f", 1/{case.workers} batch ratio"
+        else:
+            grad /= case.workers
+            label += f", t_grad/{case.workers} fallback"
+    share = times.backward / (times.forward + times.backward)
+    return grad, grad * share, times.data + times.update, label
+
+
+def predict_case(case: Case, profile: Profile) -> Prediction | None:
+    """Predicted step of ``case`` from ``profile``; ``None`` for strategies without a model."""
+    if case.prediction_model not in PREDICTED_MODELS:
+        return None
+    grad, backward, overhead, label = _worker_compute(case, profile)
+    n = case.workers
+    if case.prediction_model == "sequential":
+        step, comm, formula = grad + overhead, 0.0, "t_grad + data + update"
+    elif case.prediction_model == "ddp":
+        step, comm, formula = _ddp_step(case, profile, grad, backward, overhead)
+    elif case.prediction_model == "async":
+        step, comm, formula = _ps_async_step(case, profile, grad + overhead)
+    else:
+        step, comm, formula = _ps_sync_step(case, profile, grad + overhead)
+    samples = case.global_batch if case.synchronous else n * case.local_batch
+    return Prediction(
+        step_time=step,
+        throughput=samples / step,
+        compute=grad + overhead,
+        comm=comm,
+        formula=f"{formula}; compute {label}",
+    )
+
+
+def _ddp_step(
+    case: Case, profile: Profile, grad: float, backward: float, overhead: float
+) -> tuple[float, float, str]:
+    """DDP's step: compute, the all-reduce and DDP's per-step machinery
+    (``profile.ddp_overhead``, 0 in older profiles).
+
+    The all-reduce is the ring formula, hidden behind backward by the bucket overlap, when
+    it has room: behind a shaped link the wire sets the pace and the CPU is free, and with a
+    spare core gloo's threads run beside the backward pass. When the workers' threads fill
+    every core on loopback moving bytes is CPU work that nothing hides, and it is slower
+    than between idle ranks: the profile's all-reduce measured right after a step is added
+    in full (the ring formula, unhidden, where the profile lacks it)."""
+    n, machinery = case.workers, profile.ddp_overhead or 0.0
+    if n == 1:
+        return grad + overhead + machinery, 0.0, "ddp, one rank: compute + DDP machinery"
+    saturated = profile.network is None and n * case.threads >= profile.cores
+    loaded = profile.loaded_allreduce(n, case.threads) if saturated else None
+    if loaded is not None:
+        return (
+            grad + loaded + overhead + machinery,
+            loaded,
+            "ddp: all-reduce after a step (measured, no spare core) + DDP machinery",
+        )
+    ar = profile.allreduce
+    t_ar = f.ring_allreduce_time(n, profile.grad_bytes, ar.alpha, ar.beta)
+    overlap = 0.0 if saturated else f.ddp_default_overlap(profile.grad_bytes)
+    step = f.ddp_step_time(grad, t_ar, backward, overlap) + overhead + machinery
+    why = "no spare core" if saturated else "bucket"
+    return (
+        step,
+        t_ar,
+        (f"ddp: ring all-reduce (alpha, beta), {why} overlap {overlap:.2f} + DDP machinery"),
+    )
+
+
+def ps_transfer_time(profile: Profile) -> float:
+    """``t_comm`` for the parameter-server formulas: the raw transfer of the weights plus
+    the protocol's measured cost per transfer (``ps_transfer``; 0 for older profiles)."""
+    return profile.t_comm + (profile.ps_overhead or 0.0)
+
+
+def _ps_sync_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, float, str]:
+    server = canonical_server(case.servers)
+    step = ps_sync_iteration(t_grad, ps_transfer_time(profile), case.workers, server).estimate
+    if server == "sharded":
+        return step, step - t_grad, "ps sync, sharded server (eq. 4.12)"
+    return step, step - t_grad, "ps sync, central server, mean of best and worst (eq. 4.11)"
+
+
+def _ps_async_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, float, str]:
+    """Whole-training formulas for D = N·steps batches, divided by the D/N steps a worker
+    takes: the time of one worker step."""
+    n, server = case.workers, canonical_server(case.servers)
+    d = n * case.steps
+    total = ps_async_training(t_grad, ps_transfer_time(profile), n, d, server).estimate
+    label = (
+        "sharded server (eq. 4.21)"
+        if server == "sharded"
+        else "central server, mean of best and worst (eq. 4.20)"
+    )
+    step = total / (d / n)
+    return step, step - t_grad, f"ps async, {label}"

@@ -1,0 +1,1 @@
+"""Orchestration that runs benchmarks and predictions together (``validate``)."""

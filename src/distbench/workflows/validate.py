@@ -1,0 +1,274 @@
+"""Prediction beside measurement, end to end: the work behind ``distbench validate``.
+
+Where to start: :func:`validate_configs` takes run configurations, makes sure a calibration
+profile exists for each workload (taking one if not), runs the configurations or reads
+their stored runs (``reuse``), predicts each one (``predict.core.predict_case``) and returns
+a ``predict.accuracy.ValidationReport``. The prediction uses only the calibration profile,
+never the measured run's own timings. Nothing here prints.
+
+torch, the harness and the calibration are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from distbench.config import TIMING_KEYS
+from distbench.errors import UserError
+from distbench.predict.accuracy import (
+    ValidationReport,
+    ValidationRow,
+    compare,
+    median_round,
+    rebased_speedups,
+    summarize,
+)
+from distbench.predict.core import predicts
+from distbench.profiling.profiles import Profile
+from distbench.registry import resolved_threads, strategy_facts
+
+if TYPE_CHECKING:
+    from distbench.config import RunConfig
+    from distbench.profiling.calibrate import Progress
+    from distbench.store import ResultStore
+
+
+#: Hook for progress: (event kind, details); kinds "profile", "run" and the run hook's own.
+EventHook = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """How ``validate`` calibrates (see ``calibrate.ProfileRequest``). ``refresh``: re-take
+    each configuration's contention measurement just before its run (not with ``reuse``)."""
+
+    repeats: int = 10
+    warmup: int = 2
+    sweep_max_bytes: int | None = None  # None: calibrate.sweep_limit decides
+    timeout: float = 600.0
+    reprofile: bool = False
+    refresh: bool = True
+
+
+def _profile_cfg(cfg: RunConfig) -> RunConfig:
+    from distbench.config import RunConfig
+
+    return RunConfig(
+        model=cfg.model,
+        dataset=cfg.dataset,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,
+        input_size=cfg.input_size,
+        num_classes=cfg.num_classes,
+        seed=cfg.seed,
+        device="cpu",
+        network=cfg.network,
+    )
+
+
+def profile_request(cfg: RunConfig, workers: int, options: CalibrationOptions, splits: bool) -> Any:
+    """The ``calibrate.ProfileRequest`` for ``cfg``'s workload."""
+    from distbench.profiling.calibrate import ProfileRequest
+
+    return ProfileRequest(
+        cfg=_profile_cfg(cfg),
+        workers=workers,
+        repeats=options.repeats,
+        warmup=options.warmup,
+        sweep_max_bytes=options.sweep_max_bytes,
+        timeout=options.timeout,
+        splits=splits,
+    )
+
+
+def ensure_profile(
+    db: str, request: Any, options: CalibrationOptions, progress: Progress | None = None
+) -> tuple[Profile, int, bool]:
+    """The newest stored profile for the request's workload covering its workers (and its
+    splits when asked), or a new one measured now and stored: ``(profile, id, new)``."""
+    import os
+
+    from distbench.profiling.calibrate import profile_model
+    from distbench.profiling.profiles import find_profile_row, save_profile
+
+    cfg = request.cfg
+    if not options.reprofile:
+        found = find_profile_row(
+            db, cfg.model, cfg.dataset, cfg.batch_size, os.cpu_count() or 1, network=cfg.network
+        )
+        if found is not None and _covers(found[0], request):
+            return found[0], found[1], False
+    profile = profile_model(request, progress)
+    return profile, save_profile(db, profile), True
+
+
+def _covers(profile: Profile, request: Any) -> bool:
+    splits_ok = not request.splits or len(profile.t_grad_split) >= request.workers
+    return (
+        profile.workers >= request.workers
+        and splits_ok
+        and profile.input_size == request.cfg.input_size
+        and profile.network == request.cfg.network
+    )
+
+
+def find_measured(store: ResultStore, cfg: RunConfig) -> dict[str, Any] | None:
+    """The newest successful stored run with the same timing-relevant settings and threads."""
+    wanted = {k: getattr(cfg, k, None) for k in TIMING_KEYS}
+    threads = resolved_threads(cfg)
+    for row in reversed(
+        store.query(
+            model=cfg.model,
+            strategy=cfg.strategy,
+            workers=cfg.workers,
+            status="ok",
+            dataset=cfg.dataset,
+        )
+    ):
+        stored = row.get("config") or {}
+        if (
+            all(stored.get(k) == v for k, v in wanted.items())
+            and row.get("threads_per_worker") == threads
+        ):
+            return store.with_scaling([row])[0]
+    return None
+
+
+def _profile_groups(configs: Sequence[RunConfig]) -> dict[tuple[Any, ...], list[RunConfig]]:
+    groups: dict[tuple[Any, ...], list[RunConfig]] = {}
+    for cfg in configs:
+        key = (
+            cfg.model,
+            cfg.dataset,
+            cfg.batch_size,
+            cfg.data_dir,
+            cfg.input_size,
+            cfg.num_classes,
+            cfg.network,
+        )
+        groups.setdefault(key, []).append(cfg)
+    return groups
+
+
+def _baseline_config(db: str, row: dict[str, Any] | None) -> RunConfig | None:
+    from distbench.config import RunConfig
+    from distbench.store import open_store
+
+    if row is None or row.get("status") != "ok":
+        return None
+    store = open_store(db)
+    try:
+        base = store.baseline_for(row)
+    finally:
+        store.close()
+    return RunConfig.from_dict(base["config"]) if base and base.get("config") else None
+
+
+def _reused(db: str, cfgs: list[RunConfig]) -> list[dict[str, Any] | None]:
+    from distbench.store import open_store
+
+    store = open_store(db)
+    try:
+        return [find_measured(store, cfg) for cfg in cfgs]
+    finally:
+        store.close()
+
+
+def _renumbered(hook: EventHook | None, index: int, total: int) -> EventHook | None:
+    """A run hook that sees one run of a one-run call as run ``index`` of ``total``."""
+    if hook is None:
+        return None
+    inner = hook
+
+    def renumber(kind: str, info: dict[str, Any]) -> None:
+        if "index" in info:
+            info = {**info, "index": index, "total": total}
+        inner(kind, info)
+
+    return renumber
+
+
+@dataclass
+class _Workload:
+    """One workload's profile while its configurations are measured."""
+
+    request: Any
+    profile: Profile
+    profile_id: int
+
+
+def _calibrate_for(db: str, work: _Workload, cfg: RunConfig) -> None:
+    """Re-take ``cfg``'s contention pair just before its run, also right after a new
+    profile: the profile's own measurement of that pair can be a minute old by then, and
+    on a shared host a two-thread measurement of a small model drifts 2-3x in a minute."""
+    from distbench.profiling.calibrate import refresh_contention
+    from distbench.profiling.profiles import save_profile
+
+    if predicts(cfg):
+        work.profile = refresh_contention(
+            work.profile, work.request, cfg.workers, resolved_threads(cfg)
+        )
+        work.profile_id = save_profile(db, work.profile)
+
+
+def validate_configs(
+    configs: Sequence[RunConfig],
+    db: str,
+    *,
+    reuse: bool = False,
+    options: CalibrationOptions | None = None,
+    profile_progress: Progress | None = None,
+    run_hook: EventHook | None = None,
+    on_event: EventHook | None = None,
+    rounds: int = 1,
+) -> ValidationReport:
+    """Profile (if needed), measure (run or reuse) and predict every configuration.
+
+    Workloads are handled one at a time (profile, then its runs) and, unless ``reuse`` or
+    ``options.refresh`` is off, each run is preceded by a fresh measurement of its CPU
+    contention, so calibration and measurement see the same load on a shared host. With
+    ``rounds`` > 1 a workload's configurations are measured that many times, interleaved
+    (all of them once, then all again), and each is reported by its median round
+    (``median_round``): drift over the minutes a pass takes then moves every
+    configuration alike instead of favouring the ones measured in a quiet minute."""
+    from distbench.harness.session import run_benchmarks
+
+    if rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {rounds}")
+    options = options or CalibrationOptions()
+    notify = on_event or (lambda kind, info: None)
+    rows: list[ValidationRow] = []
+    total = len(configs) * (1 if reuse else rounds)
+    done = 0
+    for cfgs in _profile_groups(configs).values():
+        notify("profile", {"config": cfgs[0]})
+        splits = any(
+            strategy_facts(c.framework, c.strategy).prediction_model == "sync-split" for c in cfgs
+        )
+        request = profile_request(cfgs[0], max(c.workers for c in cfgs), options, splits)
+        profile, pid, _ = ensure_profile(db, request, options, profile_progress)
+        if reuse:
+            for cfg, row in zip(cfgs, _reused(db, cfgs), strict=True):
+                rows.append(compare(cfg, row, profile, pid, _baseline_config(db, row)))
+            continue
+        work = _Workload(request, profile, pid)
+        measured: list[list[ValidationRow]] = [[] for _ in cfgs]
+        for round_index in range(rounds):
+            notify(
+                "measure",
+                {"config": cfgs[0], "runs": len(cfgs), "round": round_index + 1, "rounds": rounds},
+            )
+            for cfg, results in zip(cfgs, measured, strict=True):
+                if options.refresh:
+                    _calibrate_for(db, work, cfg)
+                stored = run_benchmarks([cfg], db, _renumbered(run_hook, done, total))
+                done += 1
+                row = stored[0] if stored else None  # none on a node other than rank 0's
+                results.append(
+                    compare(cfg, row, work.profile, work.profile_id, _baseline_config(db, row))
+                )
+        chosen = [median_round(results) for results in measured]
+        rows.extend(rebased_speedups(chosen) if rounds > 1 else chosen)
+    return ValidationReport(rows=rows, summary=summarize(rows))

@@ -1,4 +1,4 @@
-"""All-reduce bus bandwidth under a shaped link, against the configured rate (issue 7).
+"""All-reduce bus bandwidth under a shaped link, against the configured rate.
 
     sudo python benchmarks/network.py                  # 100mbit and 1gbit, 2 hosts
     sudo python benchmarks/network.py --rates 1gbit --hosts 4 --json

@@ -1,4 +1,4 @@
-"""Emulated hosts through the multi-node launcher path (issue 7).
+"""Emulated hosts through the multi-node launcher path.
 
 Every test here creates network namespaces (``dbn-*``), so it needs root and iproute2 with
 ``ip netns``; elsewhere the tests skip and say which is missing. The namespaces only hold

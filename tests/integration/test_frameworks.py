@@ -192,7 +192,7 @@ def _profiled_run(tmp_path: Path, framework: str) -> dict:
 def test_explain_compares_operators_with_pytorch(
     framework_envs: None, tmp_path: Path, framework: str
 ) -> None:
-    """Issue 8, item 4: the framework's profiler, stored like torch.profiler's, compared
+    """Operator profiles in another framework: the framework's profiler, stored like torch.profiler's, compared
     with a PyTorch run by common operator names."""
     from distbench.profiling.opnames import common_profile
 

@@ -1,4 +1,4 @@
-"""Pure logic of emulated networks (issue 7): spec parsing, addresses, node files, config,
+"""Pure logic of emulated networks : spec parsing, addresses, node files, config,
 the stored network description. Nothing here needs root or creates a namespace."""
 
 from __future__ import annotations

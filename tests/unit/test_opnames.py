@@ -1,4 +1,4 @@
-"""Operator profiles across frameworks (issue 8, item 4): common names, the in-venv event
+"""Operator profiles across frameworks : common names, the in-venv event
 helpers, the launcher's summary of a worker's events, and explain across frameworks."""
 
 from __future__ import annotations

@@ -23,12 +23,12 @@ COMMANDS: dict[str, str] = {
     "results": "distbench.cli.results",
     "list": "distbench.cli.list_cmd",
     "estimate": "distbench.cli.estimate",
-    "profile": "distbench.cli.profile",  # issue 5
-    "validate": "distbench.cli.validate",  # issue 5
-    "explain": "distbench.cli.explain",  # issue 6
-    "report": "distbench.cli.report",  # issue 6
-    "env": "distbench.cli.env",  # issue 8: framework environments
-    "compare": "distbench.cli.compare",  # issue 8: cross-framework equivalence
+    "profile": "distbench.cli.profile",  # calibration profile
+    "validate": "distbench.cli.validate",  # prediction beside measurement
+    "explain": "distbench.cli.explain",  # operators and phases
+    "report": "distbench.cli.report",  # HTML report
+    "env": "distbench.cli.env",  # framework environments
+    "compare": "distbench.cli.compare",  # cross-framework equivalence
 }
 
 

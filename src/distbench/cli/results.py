@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from distbench.cli.common import add_db_option, add_json_option
-from distbench.cli.tables import print_table, to_csv, to_json
+from distbench.cli.tables import print_table
 from distbench.errors import UserError
 from distbench.store import open_store
+from distbench.store.export import to_csv, to_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

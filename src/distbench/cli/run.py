@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from distbench.cli.common import add_db_option, add_json_option, int_list, str_list
-from distbench.cli.tables import print_table, to_json
+from distbench.cli.tables import print_table
 from distbench.config import RunConfig, SuiteConfig, load_suite
 from distbench.harness.session import run_benchmarks
 from distbench.registry import expand_suite
+from distbench.store.export import to_json
 
 # Flags that map one-to-one onto RunConfig fields (dest -> field).
 RUN_SETTINGS = (
@@ -42,12 +43,12 @@ RUN_SETTINGS = (
     "ps_semaphore",
     "microbatches",
     "partition",
-    "profile_ops",  # issue 6
+    "profile_ops",
     "network",
     "hosts",
-    "nodefile",  # issue 7
+    "nodefile",
     "framework",
-)  # issue 8
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,7 +93,7 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
         help="worker counts, one run each (default 1)",
     )
     group.add_argument("--suite", metavar="FILE.toml", help="run a matrix from a suite file")
-    # Issue 8: another framework's adapter (its strategies: sequential, sync, async).
+    # Another framework's adapter (its strategies: sequential, sync, async).
     group.add_argument(
         "--framework",
         choices=("torch", "tensorflow", "mxnet", "horovod"),
@@ -171,7 +172,7 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help="port on node 0 (a free one when single-node)",
     )
-    # Issue 6: operator profiles (store_const keeps a suite file's setting unless given).
+    # Operator profiles (store_const keeps a suite file's setting unless given).
     group.add_argument(
         "--profile-ops",
         action="store_const",
@@ -179,11 +180,11 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
         help="torch.profiler over the last 3 measured steps of every rank: "
         "top operators per phase, a Chrome trace per rank (see docs/report.md)",
     )
-    add_network_options(parser)  # issue 7
+    add_network_options(parser)
 
 
 def add_network_options(parser: argparse.ArgumentParser) -> None:
-    """Issue 7: emulated networks and hosts (docs/network.md)."""
+    """Emulated networks and hosts (docs/network.md)."""
     group = parser.add_argument_group("network (needs root; see docs/network.md)")
     group.add_argument(
         "--network",

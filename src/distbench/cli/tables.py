@@ -1,49 +1,13 @@
-"""Text renderings of result rows: a readable table (rich), CSV and JSON."""
+"""The readable table of result rows (rich); CSV and JSON exports are ``store.export``."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from distbench.harness.timer import PHASES
-
-SUMMARY_COLUMNS = (
-    "run_id",
-    "status",
-    "model",
-    "dataset",
-    "strategy",
-    "framework",
-    "workers",
-    "threads_per_worker",
-    "global_batch",
-    "local_batch",
-    "scaling",
-    "throughput_median",
-    "throughput_ci_low",
-    "throughput_ci_high",
-    "step_time_median",
-    "step_time_p90",
-    "speedup",
-    "efficiency",
-    "baseline_run_id",
-    "comm_total",
-    "peak_rss_bytes",
-    "oversubscribed",
-    "final_loss",
-    "error",
-    "created_at",
-)
-
-
-def _phases_present(rows: list[dict[str, Any]]) -> list[str]:
-    seen = {p for row in rows for p, v in (row.get("breakdown") or {}).items() if v}
-    return [p for p in PHASES if p in seen]
+from distbench.store.export import phases_present
 
 
 def _fmt(value: float | None, pattern: str) -> str:
@@ -51,7 +15,7 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 
 def results_table(rows: list[dict[str, Any]], title: str = "distbench results") -> Table:
-    phases = _phases_present(rows)
+    phases = phases_present(rows)
     table = Table(title=title, title_justify="left")
     for name in (
         "run",
@@ -87,7 +51,7 @@ def _table_cells(row: dict[str, Any], phases: list[str]) -> list[str]:
     )
     breakdown = row.get("breakdown") or {}
     rss = row.get("peak_rss_bytes")
-    # Issue 8: another framework's runs read "sync (tensorflow)" beside PyTorch's own.
+    # Another framework's runs read "sync (tensorflow)" beside PyTorch's own.
     framework = row.get("framework") or "torch"
     strategy = row["strategy"] if framework == "torch" else f"{row['strategy']} ({framework})"
     return [
@@ -118,20 +82,3 @@ def print_table(rows: list[dict[str, Any]], title: str = "distbench results") ->
         "Breakdown columns are per-step means over measured steps of the slowest "
         "rank; speedup = throughput / throughput of the measured one-worker run."
     )
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    phases = _phases_present(rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow([*SUMMARY_COLUMNS, *(f"{p}_s" for p in phases)])
-    for row in rows:
-        breakdown = row.get("breakdown") or {}
-        writer.writerow(
-            [row.get(c) for c in SUMMARY_COLUMNS] + [breakdown.get(p, 0.0) for p in phases]
-        )
-    return buffer.getvalue()
-
-
-def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2, default=str)

@@ -45,7 +45,7 @@ class RankRecorder:
     ) -> None:
         self.rank = rank
         self._file: IO[str] = rank_file(run_dir, rank).open("a", encoding="utf-8")
-        # Issue 6 (--profile-ops only): the operator profiler sets ``on_step`` (called after
+        # Operator profiles (--profile-ops only): the profiler sets ``on_step`` (called after
         # each step record is written; it advances the profiler's schedule) and the range of
         # step calls it touches, which are tagged "profiled". Unset, a step costs nothing more.
         self.on_step: Callable[[dict[str, Any]], None] | None = None
@@ -87,7 +87,7 @@ class RankRecorder:
             "phases": phases,
             **extra,
         }
-        if self._step_calls in self.profiled_calls:  # issue 6: profiler overhead on this step
+        if self._step_calls in self.profiled_calls:  # profiler overhead on this step
             record["profiled"] = True
         self._step_calls += 1
         self._write(record)
@@ -120,7 +120,7 @@ class RankRecords:
 
     def measured_steps(self) -> list[dict[str, Any]]:
         measured = [s for s in self.steps if not s.get("warmup")]
-        # Issue 6: steps slowed by the operator profiler are not timings, unless they are all
+        # Steps slowed by the operator profiler are not timings, unless they are all
         # there is (a run with very few steps).
         unprofiled = [s for s in measured if not s.get("profiled")]
         return unprofiled or measured

@@ -1,4 +1,5 @@
-"""Results store: SQLite with a versioned schema (``db.py``) and exports (``export.py``)."""
+"""Results store: SQLite with a versioned schema (``db.py``) and CSV / JSON exports
+(``export.py``)."""
 
 from distbench.store.db import ResultStore, open_store
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from distbench.errors import UserError
 
-# "operators" and "resources" (schema 2, issue 6): the governing rank's operator profile
+# "operators" and "resources" (schema 2): the governing rank's operator profile
 # (--profile-ops) and every rank's resource timeline, compact, as JSON.
 JSON_COLUMNS = ("breakdown", "per_rank", "extra", "config", "env", "operators", "resources")
 
@@ -36,13 +36,13 @@ CREATE TABLE runs (
 CREATE INDEX runs_selection ON runs (model, strategy, workers);
 """
 
-# Schema 2 (issue 6): operator profiles and resource timelines of a run.
+# Schema 2: operator profiles and resource timelines of a run.
 SCHEMA_V2 = """
 ALTER TABLE runs ADD COLUMN operators TEXT;
 ALTER TABLE runs ADD COLUMN resources TEXT;
 """
 
-# Schema 3 (issue 5): one-worker calibration profiles (``distbench profile``). The key
+# Schema 3: one-worker calibration profiles (``distbench profile``). The key
 # columns select a profile; ``data`` holds the whole profile (profiling/calibrate.py) as JSON.
 SCHEMA_V3 = """
 CREATE TABLE profiles (

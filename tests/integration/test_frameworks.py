@@ -192,8 +192,8 @@ def _profiled_run(tmp_path: Path, framework: str) -> dict:
 def test_explain_compares_operators_with_pytorch(
     framework_envs: None, tmp_path: Path, framework: str
 ) -> None:
-    """Operator profiles in another framework: the framework's profiler, stored like torch.profiler's, compared
-    with a PyTorch run by common operator names."""
+    """Operator profiles in another framework: the framework's profiler, stored like
+    torch.profiler's, compared with a PyTorch run by common operator names."""
     from distbench.profiling.opnames import common_profile
 
     theirs = _profiled_run(tmp_path, framework)

@@ -1,10 +1,11 @@
 """What every in-venv worker program shares: the job file, batches and per-rank records.
 
 Runs inside the framework's own virtual environment (TensorFlow, MXNet), so it imports
-only the standard library and NumPy, never distbench: the workers load it by file path
-(``load_common`` below shows how). The record lines it writes are exactly those of
-``distbench.harness.records`` (meta, step, summary, error), so the harness aggregates and
-stores an adapter's run like a PyTorch one.
+only the standard library and NumPy, never the distbench package: the workers load it by
+file path, and it loads the harness's own record and timer contracts the same way
+(``harness/records.py``, ``harness/timer.py``: standard library only). So an adapter writes
+its record lines with the very ``RankRecorder`` and times its phases with the very
+``PhaseTimer`` a PyTorch rank uses, and the harness aggregates and stores its run alike.
 
 A job file (JSON, written by ``distbench.frameworks.launch`` or ``compare``) holds:
 ``mode`` ("train" or "compare"), ``spec`` (the architecture, see ``frameworks/spec.py``),
@@ -19,15 +20,38 @@ summary a PyTorch rank writes.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import resource
-import socket
-import time
+import sys
 from pathlib import Path
-from typing import IO, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+PACKAGE = Path(__file__).resolve().parent.parent  # src/distbench
+
+
+def load_contract(relative: str, name: str) -> ModuleType:
+    """A stdlib-only distbench module loaded by path (registered first: dataclasses look
+    their module up in ``sys.modules``)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, PACKAGE / relative)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from distbench.harness.records import RankRecorder
+    from distbench.harness.timer import PhaseTimer
+else:
+    RankRecorder = load_contract("harness/records.py", "distbench_contract_records").RankRecorder
+    PhaseTimer = load_contract("harness/timer.py", "distbench_contract_timer").PhaseTimer
 
 
 def read_job(path: str) -> dict[str, Any]:
@@ -62,94 +86,40 @@ class Batches:
         return self.x[i], self.y[i]
 
 
-class Recorder:
-    """Writes ``rank{R}.jsonl`` lines in the harness's record format."""
+class Recorder(RankRecorder):
+    """``harness.records.RankRecorder`` with the adapters' summary and one-line errors."""
 
     def __init__(
         self, run_dir: str, rank: int, role: str, framework: str, threads: int | None
     ) -> None:
-        self.rank = rank
-        self._file: IO[str] = (Path(run_dir) / f"rank{rank}.jsonl").open("a", encoding="utf-8")
-        self._write(
-            {
-                "kind": "meta",
-                "role": role,
-                "framework": framework,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "threads": threads,
-            }
-        )
+        super().__init__(Path(run_dir), rank, role=role, framework=framework, threads=threads)
 
-    def _write(self, record: dict[str, Any]) -> None:
-        record["rank"] = self.rank
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def step(
-        self,
-        step: int,
-        warmup: bool,
-        start: float,
-        step_time: float,
-        samples: int,
-        phases: dict[str, float],
-        **extra: Any,
-    ) -> None:
-        self._write(
-            {
-                "kind": "step",
-                "step": step,
-                "warmup": warmup,
-                "t": start,
-                "step_time": step_time,
-                "samples": samples,
-                "phases": phases,
-                **extra,
-            }
-        )
-
-    def summary(self, extra: dict[str, Any]) -> None:
-        self._write(
-            {
-                "kind": "summary",
-                "peak_rss_bytes": peak_rss_bytes(),
-                "allocated_peak_bytes": None,
-                "reserved_peak_bytes": None,
-                "extra": extra,
-            }
+    def summary(self, extra: dict[str, Any]) -> None:  # type: ignore[override]
+        super().summary(
+            peak_rss_bytes=peak_rss_bytes(),
+            allocated_peak_bytes=None,
+            reserved_peak_bytes=None,
+            extra=extra,
         )
 
     def error(self, message: str) -> None:
         """One line: TensorFlow's errors span many lines, the first and last tell most."""
         lines = [line.strip() for line in message.splitlines() if line.strip()] or [""]
         text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
-        self._write({"kind": "error", "error": text[:500], "t": time.time()})
-
-    def close(self) -> None:
-        self._file.close()
+        super().error(text[:500])
 
 
-class Phases:
-    """Contiguous phase timing, as the harness's PhaseTimer: each mark closes an interval."""
+class Phases(PhaseTimer):
+    """``harness.timer.PhaseTimer`` with the names the adapters' loops use."""
 
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
-        self.start = self.last = 0.0
-        self.start_wall = 0.0
+    @property
+    def phases(self) -> dict[str, float]:
+        """The current step's phases, by reference (a loop may re-attribute time)."""
+        return self._phases
 
-    def start_step(self) -> None:
-        self.phases = {}
-        self.start = self.last = time.perf_counter()
-        self.start_wall = time.time()
-
-    def mark(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.last
-        self.last = now
-
-    def end_step(self) -> tuple[float, dict[str, float]]:
-        return self.last - self.start, dict(self.phases)
+    @property
+    def start_wall(self) -> float:
+        return self.step_start_wall
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:

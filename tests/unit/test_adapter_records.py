@@ -42,9 +42,10 @@ def test_adapter_records_are_the_harness_records(tmp_path: Path) -> None:
 
 def test_adapter_common_imports_no_distbench_package() -> None:
     """Loaded by path in a framework's venv, where ``distbench`` is not installed."""
+    path = str(WORKERS / "adapter_common.py")
     code = (
         "import sys, importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('c', {str(WORKERS / 'adapter_common.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('c', {path!r})\n"
         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
         "assert not any(k == 'distbench' or k.startswith('distbench.') for k in sys.modules)\n"
         "assert 'torch' not in sys.modules\n"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from distbench.harness.aggregate import aggregate_run
-from distbench.harness.records import read_run_records
+from distbench.measurement.records import read_run_records
 
 WORKERS = Path(__file__).resolve().parents[2] / "src" / "distbench" / "frameworks"
 

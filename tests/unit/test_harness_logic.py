@@ -11,9 +11,9 @@ import pytest
 from distbench.config import RunConfig, SuiteConfig, load_suite
 from distbench.errors import UserError
 from distbench.harness.aggregate import aggregate_run
-from distbench.harness.records import parse_rank_lines
-from distbench.harness.stats import median_ci95, summarize
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.records import parse_rank_lines
+from distbench.measurement.stats import median_ci95, summarize
+from distbench.measurement.timer import PhaseTimer
 from distbench.registry import check_run, expand_suite, resolved_threads
 from distbench.store.db import SCHEMA_VERSION, open_store
 

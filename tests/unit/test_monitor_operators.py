@@ -12,8 +12,8 @@ import torch
 
 from distbench.config import RunConfig
 from distbench.harness.monitor import ResourceMonitor, compact_timelines, resources_file
-from distbench.harness.records import RankRecorder, read_run_records
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.records import RankRecorder, read_run_records
+from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.operators import (
     OperatorProfiler,
     OpEvent,

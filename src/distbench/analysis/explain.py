@@ -24,7 +24,7 @@ from statistics import fmean
 from typing import Any
 
 from distbench.errors import UserError
-from distbench.harness.timer import PHASES
+from distbench.measurement.timer import PHASES
 from distbench.profiling.opnames import common_profile, operator_framework
 from distbench.store import ResultStore
 

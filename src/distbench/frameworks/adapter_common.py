@@ -3,7 +3,7 @@
 Runs inside the framework's own virtual environment (TensorFlow, MXNet), so it imports
 only the standard library and NumPy, never the distbench package: the workers load it by
 file path, and it loads the harness's own record and timer contracts the same way
-(``harness/records.py``, ``harness/timer.py``: standard library only). So an adapter writes
+(``measurement/records.py``, ``measurement/timer.py``: standard library only). So an adapter writes
 its record lines with the very ``RankRecorder`` and times its phases with the very
 ``PhaseTimer`` a PyTorch rank uses, and the harness aggregates and stores its run alike.
 
@@ -47,11 +47,13 @@ def load_contract(relative: str, name: str) -> ModuleType:
 
 
 if TYPE_CHECKING:
-    from distbench.harness.records import RankRecorder
-    from distbench.harness.timer import PhaseTimer
+    from distbench.measurement.records import RankRecorder
+    from distbench.measurement.timer import PhaseTimer
 else:
-    RankRecorder = load_contract("harness/records.py", "distbench_contract_records").RankRecorder
-    PhaseTimer = load_contract("harness/timer.py", "distbench_contract_timer").PhaseTimer
+    RankRecorder = load_contract(
+        "measurement/records.py", "distbench_contract_records"
+    ).RankRecorder
+    PhaseTimer = load_contract("measurement/timer.py", "distbench_contract_timer").PhaseTimer
 
 
 def read_job(path: str) -> dict[str, Any]:
@@ -87,7 +89,7 @@ class Batches:
 
 
 class Recorder(RankRecorder):
-    """``harness.records.RankRecorder`` with the adapters' summary and one-line errors."""
+    """``measurement.records.RankRecorder`` with the adapters' summary and one-line errors."""
 
     def __init__(
         self, run_dir: str, rank: int, role: str, framework: str, threads: int | None
@@ -110,7 +112,7 @@ class Recorder(RankRecorder):
 
 
 class Phases(PhaseTimer):
-    """``harness.timer.PhaseTimer`` with the names the adapters' loops use."""
+    """``measurement.timer.PhaseTimer`` with the names the adapters' loops use."""
 
     @property
     def phases(self) -> dict[str, float]:

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from distbench.config import RunConfig
-from distbench.harness.records import RankRecorder
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.records import RankRecorder
+from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.operators import OperatorProfiler
 from distbench.registry import resolved_threads
 from distbench.strategies.common import build_workload, fetch_batch, record_step

@@ -47,7 +47,7 @@ from distbench.harness.processes import (
     worker_environment,
     write_run_config,
 )
-from distbench.harness.records import read_run_records
+from distbench.measurement.records import read_run_records
 from distbench.registry import resolved_threads
 
 #: At most this many bytes of pre-made batches per run; past it, ranks cycle fewer batches.

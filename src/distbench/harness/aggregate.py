@@ -14,9 +14,9 @@ from statistics import fmean
 from typing import Any
 
 from distbench.errors import RunFailed
-from distbench.harness.records import RankRecords
-from distbench.harness.stats import summarize
-from distbench.harness.timer import PHASES
+from distbench.measurement.records import RankRecords
+from distbench.measurement.stats import summarize
+from distbench.measurement.timer import PHASES
 
 
 def mean_phases(steps: list[dict[str, Any]]) -> dict[str, float]:

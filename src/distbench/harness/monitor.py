@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import psutil
 
-from distbench.harness.records import read_run_records
+from distbench.measurement.records import read_run_records
 
 DEFAULT_INTERVAL_S = 0.25
 NET_SCOPE = "system-wide: all interfaces of the host, loopback included"

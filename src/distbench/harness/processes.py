@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from distbench.harness.records import count_step_lines, rank_file, read_run_records
+from distbench.measurement.records import count_step_lines, rank_file, read_run_records
 
 POLL_SECONDS = 0.2
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>

@@ -24,7 +24,7 @@ from distbench.harness.aggregate import aggregate_run
 from distbench.harness.environment import capture_environment
 from distbench.harness.launchers import launch
 from distbench.harness.monitor import compact_timelines
-from distbench.harness.records import read_run_records
+from distbench.measurement.records import read_run_records
 from distbench.netem import cleanup_stale, network_info, preflight_network, resolve_nodefile
 from distbench.profiling.operators import stored_operators
 from distbench.registry import processes, resolved_threads, strategy_facts

@@ -29,7 +29,7 @@ from distbench.harness.processes import (
     worker_environment,
     write_run_config,
 )
-from distbench.harness.records import read_run_records
+from distbench.measurement.records import read_run_records
 from distbench.registry import processes, resolved_threads, strategy_facts
 
 

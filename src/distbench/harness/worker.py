@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from distbench.config import RunConfig
 from distbench.harness.monitor import ResourceMonitor, resources_file
-from distbench.harness.records import RankRecorder, rank_file
+from distbench.measurement.records import RankRecorder, rank_file
 from distbench.profiling.operators import OperatorProfiler
 from distbench.registry import resolved_threads
 from distbench.strategies.base import WorkerContext

@@ -43,7 +43,7 @@ import torch
 
 from distbench.config import RunConfig
 from distbench.errors import RunFailed, UserError
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.ddp_costs import StepCount, measure_ddp_overhead, measure_loaded_allreduce
 from distbench.profiling.primitives import (
     MIB,

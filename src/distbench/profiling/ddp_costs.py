@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from distbench.config import RunConfig
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.primitives import run_group, run_in_group
 from distbench.profiling.profiles import LoadedAllReduce
 from distbench.strategies.common import Workload, build_workload, default_step, fetch_batch

@@ -33,7 +33,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from distbench.config import RunConfig
-from distbench.harness.records import RankRecorder
+from distbench.measurement.records import RankRecorder
 
 ACTIVE_STEPS = 3
 TOP_PER_PHASE = 20

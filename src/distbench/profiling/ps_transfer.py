@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from distbench.config import RunConfig
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.primitives import pingpong, run_group, run_in_group
 
 SERVER_RANK = 1

@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from distbench.harness.timer import PHASES
+from distbench.measurement.timer import PHASES
 from distbench.predict.estimate import EstimateRow
 
 Row = dict[str, Any]

@@ -7,7 +7,7 @@ import io
 import json
 from typing import Any
 
-from distbench.harness.timer import PHASES
+from distbench.measurement.timer import PHASES
 
 SUMMARY_COLUMNS = (
     "run_id",

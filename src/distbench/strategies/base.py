@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from distbench.config import RunConfig
-from distbench.harness.records import RankRecorder
+from distbench.measurement.records import RankRecorder
 from distbench.strategies.contract import Equivalence
 
 

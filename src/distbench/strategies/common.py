@@ -11,8 +11,8 @@ from torch import nn
 
 from distbench.config import RunConfig
 from distbench.data import ShardedBatches, dataset_num_classes, load_dataset
-from distbench.harness.records import RankRecorder
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.records import RankRecorder
+from distbench.measurement.timer import PhaseTimer
 from distbench.models import build_model, model_defaults
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.timer import PhaseTimer
 from distbench.strategies.base import Strategy
 from distbench.strategies.common import (
     build_workload,

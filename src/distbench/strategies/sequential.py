@@ -8,7 +8,7 @@ import numpy as np
 
 from distbench.config import RunConfig
 from distbench.errors import UserError
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.timer import PhaseTimer
 from distbench.strategies.base import Strategy
 from distbench.strategies.common import (
     Workload,

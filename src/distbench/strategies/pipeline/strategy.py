@@ -8,7 +8,7 @@ broadcasts the plan), keeps its own blocks as a ``PipelineStage`` and steps a GP
 ``--microbatches`` equal micro-batches and, with ``scale_grads``, divides the summed
 micro-batch gradients by their number, so the update equals the full-batch mean's.
 
-How a step is measured on each stage (phases of ``harness/timer.PHASES``, adding up to the
+How a step is measured on each stage (phases of ``measurement/timer.PHASES``, adding up to the
 step time): ``data`` (the first stage loads inputs, the last loads labels), then the
 schedule's ``step``, whose time is split by ``StageProbe`` into ``forward`` and
 ``backward`` (the wrapped per-chunk compute, the loss counted as forward) and the rest,
@@ -33,7 +33,7 @@ from torch import nn
 
 from distbench.config import RunConfig
 from distbench.errors import UserError
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.timer import PhaseTimer
 from distbench.models import build_model, describe_blocks, model_blocks
 from distbench.strategies.base import Strategy
 from distbench.strategies.common import (

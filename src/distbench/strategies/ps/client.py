@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.timer import PhaseTimer
 from distbench.strategies.ps.server import ShardServer
 from distbench.strategies.ps.sharding import Layout, Region
 from distbench.strategies.ps.transport import (

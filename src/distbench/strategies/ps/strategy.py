@@ -26,7 +26,7 @@ from torch import nn
 
 from distbench.config import RunConfig
 from distbench.errors import UserError
-from distbench.harness.timer import PhaseTimer
+from distbench.measurement.timer import PhaseTimer
 from distbench.strategies.base import Strategy, WorkerContext
 from distbench.strategies.common import (
     build_module,

@@ -27,13 +27,14 @@ from typing import Any
 
 from distbench.config import RunConfig
 from distbench.harness.session import run_benchmarks
+from distbench.store.result import RunResult
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = f"{HERE / 'unbalanced_model.py'}:Unbalanced"
 PARTITIONS = ("uniform", "profiled")
 
 
-def run_once(partition: str, args: argparse.Namespace, db: Path) -> dict[str, Any]:
+def run_once(partition: str, args: argparse.Namespace, db: Path) -> RunResult:
     cfg = RunConfig(
         model=args.model,
         strategy=args.strategy,
@@ -47,21 +48,21 @@ def run_once(partition: str, args: argparse.Namespace, db: Path) -> dict[str, An
         timeout=900,
     )
     [row] = run_benchmarks([cfg], db)
-    if row["status"] != "ok":
-        raise SystemExit(f"{partition} run failed: {row['error']}")
+    if not row.ok:
+        raise SystemExit(f"{partition} run failed: {row.error}")
     return row
 
 
-def stage_compute(row: dict[str, Any], clock: str) -> list[float]:
+def stage_compute(row: RunResult, clock: str) -> list[float]:
     """Forward + backward seconds per step, per stage; ``clock`` is "" (wall) or "_cpu"."""
-    return [s[f"forward{clock}_s"] + s[f"backward{clock}_s"] for s in row["extra"]["per_stage"]]
+    return [s[f"forward{clock}_s"] + s[f"backward{clock}_s"] for s in row.extra["per_stage"]]
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(rows: list[RunResult]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "plan": rows[0]["extra"]["plan_text"],
-        "step": statistics.median(r["step_time_median"] for r in rows),
-        "bubble": statistics.median(r["extra"]["bubble_measured"] for r in rows),
+        "plan": rows[0].extra["plan_text"],
+        "step": statistics.median(r.step_time_median or 0.0 for r in rows),
+        "bubble": statistics.median(r.extra["bubble_measured"] for r in rows),
     }
     for clock, label in (("", "wall"), ("_cpu", "cpu")):
         per_run = [stage_compute(r, clock) for r in rows]
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--microbatches", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    rows: dict[str, list[dict[str, Any]]] = {p: [] for p in PARTITIONS}
+    rows: dict[str, list[RunResult]] = {p: [] for p in PARTITIONS}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for partition in PARTITIONS:

@@ -26,8 +26,8 @@ def small(strategy: str, workers: int, batch: int, weights: Path, **kw: object) 
         momentum=0.9,
         save_weights=str(weights),
         timeout=180,
-        **kw,
-    )  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
@@ -39,7 +39,7 @@ def test_ddp_two_ranks_equal_sequential_on_doubled_batch(tmp_path: Path, db_path
     seq = small("sequential", 1, 16, tmp_path / "seq.npz")
     ddp = small("ddp", 2, 8, tmp_path / "ddp.npz")
     rows = run_benchmarks([seq, ddp], db_path)
-    assert [r["status"] for r in rows] == ["ok", "ok"], [r["error"] for r in rows]
+    assert [r.status for r in rows] == ["ok", "ok"], [r.error for r in rows]
     a, b = load(tmp_path / "seq.npz"), load(tmp_path / "ddp.npz")
     assert a.keys() == b.keys()
     initial = small("sequential", 1, 16, tmp_path / "unused.npz")
@@ -53,7 +53,7 @@ def test_sequential_is_reproducible_with_fixed_seed(tmp_path: Path, db_path: Pat
     runs = [small("sequential", 1, 8, tmp_path / f"w{i}.npz") for i in range(2)]
     other_seed = small("sequential", 1, 8, tmp_path / "w_other.npz", seed=1)
     rows = run_benchmarks([*runs, other_seed], db_path)
-    assert all(r["status"] == "ok" for r in rows)
+    assert all(r.status == "ok" for r in rows)
     first, second, other = (load(tmp_path / f) for f in ("w0.npz", "w1.npz", "w_other.npz"))
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
@@ -65,17 +65,18 @@ def test_ddp_result_has_breakdown_comm_and_speedup(tmp_path: Path, db_path: Path
     rows = run_benchmarks(
         [
             RunConfig(strategy="sequential", **base),  # type: ignore[arg-type]
-            RunConfig(strategy="ddp", workers=2, **base),
+            RunConfig(strategy="ddp", workers=2, **base),  # type: ignore[arg-type]
         ],
         db_path,
-    )  # type: ignore[arg-type]
+    )
     seq, ddp = rows
-    assert ddp["status"] == "ok", ddp["error"]
-    assert ddp["baseline_run_id"] == seq["run_id"]
-    assert ddp["speedup"] > 0 and ddp["efficiency"] == pytest.approx(ddp["speedup"] / 2)
+    assert ddp.status == "ok", ddp.error
+    assert ddp.baseline_run_id == seq.run_id
+    assert ddp.speedup is not None and ddp.speedup > 0
+    assert ddp.efficiency == pytest.approx(ddp.speedup / 2)
     for phase in ("forward", "backward", "comm"):
-        assert ddp["breakdown"][phase] > 0, phase
-    assert ddp["comm_total"] > 0
-    assert sum(ddp["breakdown"].values()) == pytest.approx(ddp["step_time_mean"], rel=0.10)
-    assert ddp["global_batch"] == 16 and ddp["local_batch"] == 8
-    assert len(ddp["per_rank"]) == 2
+        assert ddp.breakdown[phase] > 0, phase
+    assert ddp.comm_total is not None and ddp.comm_total > 0
+    assert sum(ddp.breakdown.values()) == pytest.approx(ddp.step_time_mean, rel=0.10)
+    assert ddp.global_batch == 16 and ddp.local_batch == 8
+    assert len(ddp.per_rank) == 2

@@ -60,8 +60,8 @@ def small(strategy: str, workers: int, batch: int, weights: Path, **kw: object) 
         momentum=0.9,
         save_weights=str(weights),
         timeout=240,
-        **kw,
-    )  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
@@ -97,15 +97,15 @@ def test_two_hosts_two_ranks_each_agree_with_one_host(tmp_path: Path, db_path: P
     single = small("ddp", 4, 4, tmp_path / "single.npz")
     sequential = small("sequential", 1, 16, tmp_path / "seq.npz")
     rows = run_benchmarks([multi, single, sequential], db_path)
-    assert [r["status"] for r in rows] == ["ok"] * 3, [r["error"] for r in rows]
-    network = rows[0]["extra"]["network"]
+    assert [r.status for r in rows] == ["ok"] * 3, [r.error for r in rows]
+    network = rows[0].extra["network"]
     assert (network["kind"], network["hosts"], network["ranks_per_host"]) == ("emulated", 2, 2)
     assert network["up_bit_s"] == network["down_bit_s"] == 10**9
-    assert rows[1]["extra"]["network"]["kind"] == "loopback"
+    assert rows[1].extra["network"]["kind"] == "loopback"
     # every rank's records reached global rank 0's run directory (the multi-node gather) ...
-    assert sorted(r["rank"] for r in rows[0]["per_rank"]) == [0, 1, 2, 3]
+    assert sorted(r["rank"] for r in rows[0].per_rank) == [0, 1, 2, 3]
     # ... and ranks 2 and 3 were started by host 1's own launcher, as node 1 of 2
-    run_dir = Path(rows[0]["run_dir"])
+    run_dir = Path(rows[0].run_dir or ".")
     host1 = json.loads((run_dir / "host1" / "config.json").read_text())
     assert (host1["nnodes"], host1["node_rank"], host1["master_addr"]) == (2, 1, "10.213.0.1")
     assert sorted(p.name for p in (run_dir / "host1").glob("rank*.jsonl")) == [

@@ -54,7 +54,7 @@ def test_pipelines_end_with_sequential_weights(tmp_path: Path, db_path: Path) ->
         lenet("model-parallel", 2, tmp_path / "mp.npz"),
     ]
     rows = run_benchmarks(configs, db_path)
-    assert [r["status"] for r in rows] == ["ok"] * 4, [r["error"] for r in rows]
+    assert [r.status for r in rows] == ["ok"] * 4, [r.error for r in rows]
     reference = load(tmp_path / "seq.npz")
     for name in ("gpipe", "1f1b", "mp"):
         trained = load(tmp_path / f"{name}.npz")
@@ -63,10 +63,10 @@ def test_pipelines_end_with_sequential_weights(tmp_path: Path, db_path: Path) ->
             np.testing.assert_allclose(
                 trained[key], reference[key], rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}"
             )
-    seq_loss = rows[0]["final_loss"]
+    seq_loss = rows[0].final_loss
     for row in rows[1:]:
-        assert row["final_loss"] == pytest.approx(seq_loss, rel=1e-5), row["strategy"]
-        assert row["global_batch"] == 16 and row["scaling"] == "strong"
+        assert row.final_loss == pytest.approx(seq_loss, rel=1e-5), row.strategy
+        assert row.global_batch == 16 and row.scaling == "strong"
 
 
 def _check_stage_figures(extra: dict[str, Any], stages: int) -> None:
@@ -146,8 +146,8 @@ def test_zoo_model_runs_as_two_stage_pipeline(model: str, db_path: Path) -> None
         timeout=200,
     )
     [row] = run_benchmarks([cfg], db_path)
-    assert row["status"] == "ok", row["error"]
-    assert np.isfinite(row["final_loss"])
-    extra = row["extra"]
+    assert row.status == "ok", row.error
+    assert row.final_loss is not None and np.isfinite(row.final_loss)
+    extra = row.extra
     assert [f["inflight_peak_microbatches"] for f in extra["per_stage"]] == [2, 2]
     _check_stage_figures(extra, 2)

@@ -100,8 +100,8 @@ def test_validate_runs_and_predicts_from_a_new_profile(db_path: Path) -> None:
     base = dict(model="lenet5", batch_size=8, steps=4, warmup=1, timeout=180)
     configs = [
         RunConfig(strategy="sequential", **base),  # type: ignore[arg-type]
-        RunConfig(strategy="ddp", workers=2, **base),
-    ]  # type: ignore[arg-type]
+        RunConfig(strategy="ddp", workers=2, **base),  # type: ignore[arg-type]
+    ]
     options = CalibrationOptions(repeats=2, warmup=1, sweep_max_bytes=65536, timeout=240)
     report = validate_configs(configs, str(db_path), options=options)
     assert [r.status for r in report.rows] == ["ok", "ok"], [r.note for r in report.rows]

@@ -26,6 +26,7 @@ import pytest
 
 from distbench.config import RunConfig
 from distbench.harness.session import run_benchmarks, runs_dir_for
+from distbench.store.result import RunResult
 
 pytestmark = [pytest.mark.distributed]
 
@@ -56,9 +57,9 @@ def load(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def run_ok(configs: list[RunConfig], db_path: Path) -> list[dict[str, Any]]:
+def run_ok(configs: list[RunConfig], db_path: Path) -> list[RunResult]:
     rows = run_benchmarks(configs, db_path)
-    assert [r["status"] for r in rows] == ["ok"] * len(configs), [r["error"] for r in rows]
+    assert [r.status for r in rows] == ["ok"] * len(configs), [r.error for r in rows]
     return rows
 
 
@@ -98,12 +99,12 @@ def test_sync_join_equals_sequential_on_doubled_batch(tmp_path: Path, db_path: P
     assert_same(central, seq, atol=1e-5)
     assert_same(central, sharded, atol=1e-6)
     join = rows[1]
-    assert join["global_batch"] == 16 and join["local_batch"] == 8
-    assert join["scaling"] == "weak"
-    roles = {r["rank"]: r["role"] for r in join["per_rank"]}
+    assert join.global_batch == 16 and join.local_batch == 8
+    assert join.scaling == "weak"
+    roles = {r["rank"]: r["role"] for r in join.per_rank}
     assert roles == {0: "worker", 1: "worker", 2: "server"}  # the server is the last rank
-    assert join["extra"]["ranks"]["2"]["server"]["updates"] == 5
-    assert "assignment" in rows[2]["extra"]  # sharded: rank 0 reports the assignment
+    assert join.extra["ranks"]["2"]["server"]["updates"] == 5
+    assert "assignment" in rows[2].extra  # sharded: rank 0 reports the assignment
 
 
 @pytest.mark.timeout(300)
@@ -123,9 +124,9 @@ def test_async_one_worker_equals_sequential_and_reports_accuracy(
     for name in ("central", "sharded"):
         assert_same(load(tmp_path / f"{name}.npz"), seq, atol=1e-6)
     for row in rows[1:]:
-        assert 0.0 <= row["extra"]["accuracy"] <= 1.0
-        assert row["final_loss"] == pytest.approx(rows[0]["final_loss"], rel=1e-5)
-    staleness = rows[1]["extra"]["ranks"]["1"]["server"]["staleness"]
+        assert 0.0 <= row.extra["accuracy"] <= 1.0
+        assert row.final_loss == pytest.approx(rows[0].final_loss, rel=1e-5)
+    staleness = rows[1].extra["ranks"]["1"]["server"]["staleness"]
     assert staleness["histogram"] == {"0": 5} and staleness["max"] == 0
 
 
@@ -192,9 +193,9 @@ def test_semaphore_serializes_transfers_and_charges_queue_to_wait(db_path: Path)
     ]
     rows = run_ok(configs, db_path)
     for row in rows:
-        extras = [row["extra"], *row["extra"].get("ranks", {}).values()]
+        extras = [row.extra, *row.extra.get("ranks", {}).values()]
         units = [e["server"] for e in extras if "server" in e]
-        assert units, row["strategy"]
+        assert units, row.strategy
         for unit in units:
             assert {t["direction"] for t in unit["transfers"]} == {"pull", "push"}
             assert overlaps(unit["transfers"], "pull") == []
@@ -203,7 +204,7 @@ def test_semaphore_serializes_transfers_and_charges_queue_to_wait(db_path: Path)
         assert queued > 0
         steps = [
             json.loads(line)
-            for path in Path(row["run_dir"]).glob("rank*.jsonl")
+            for path in Path(row.run_dir or ".").glob("rank*.jsonl")
             for line in path.read_text().splitlines()
             if '"kind": "step"' in line
         ]

@@ -37,7 +37,7 @@ def test_adapter_records_are_the_harness_records(tmp_path: Path) -> None:
     assert set(records.steps[0]["phases"]) == {"data", "backward", "update"}
     assert records.summary is not None and records.summary["extra"] == {"kvstore": "local"}
     assert records.errors[0]["error"] == "first line ... last line"
-    assert aggregate_run({0: records}, synchronous=True)["throughput_median"] > 0
+    assert aggregate_run({0: records}, synchronous=True).throughput_median > 0
 
 
 def test_adapter_common_imports_no_distbench_package() -> None:

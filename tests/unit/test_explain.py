@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from distbench.analysis.explain import (
 from distbench.cli.main import main
 from distbench.errors import UserError
 from distbench.store import open_store
+from distbench.store.result import RunResult
 
 
 def profile(phases: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def row(
     workers: int = 1,
     breakdown: dict[str, float] | None = None,
     **extra: Any,
-) -> dict[str, Any]:
+) -> RunResult:
     base: dict[str, Any] = {
         "run_id": run_id,
         "status": "ok",
@@ -75,7 +77,7 @@ def row(
         "resources": None,
     }
     base.update(extra)
-    return base
+    return RunResult.from_row(base)
 
 
 SEQ_OPS = profile(
@@ -103,7 +105,7 @@ DDP_OPS = profile(
 )
 
 
-def seq_and_ddp(profiled: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+def seq_and_ddp(profiled: bool = True) -> tuple[RunResult, RunResult]:
     a = row("01", operators=SEQ_OPS if profiled else None)
     b = row(
         "02",
@@ -197,18 +199,19 @@ def test_comm_phase_falls_back_to_all_phases_when_no_ops_there() -> None:
     b = row(
         "02", "ddp", 2, {"forward": 0.1, "comm": 0.3}, operators=profile({"forward": {"op": 0.1}})
     )
-    b["operators"]["top"] = [{"name": "op", "self_s": 0.1}]
-    a["operators"]["top"] = [{"name": "op", "self_s": 0.1}]
+    assert a.operators is not None and b.operators is not None
+    b.operators["top"] = [{"name": "op", "self_s": 0.1}]
+    a.operators["top"] = [{"name": "op", "self_s": 0.1}]
     e = explain_rows(a, b)
     assert e.phase == "comm" and e.operator_scope == "all phases"
 
 
 def test_notes_name_setup_differences_and_saturation() -> None:
     a, b = seq_and_ddp()
-    a["threads_per_worker"] = 2
-    b["local_batch"] = 16
-    b["oversubscribed"] = True
-    b["resources"] = {
+    a.threads_per_worker = 2
+    b.local_batch = 16
+    b.oversubscribed = True
+    b.resources = {
         "window": [1.0, 2.0],
         "ranks": {"0": {"t": [0.5, 1.2, 1.8], "system_cpu_percent": [10.0, 95.0, 99.0]}},
     }
@@ -230,7 +233,7 @@ def test_mean_in_window_uses_only_measured_samples() -> None:
 
 def test_failed_run_cannot_be_explained() -> None:
     a, b = seq_and_ddp()
-    b.update(status="failed", error="rank 1 died", breakdown=None)
+    b = replace(b, status="failed", error="rank 1 died", breakdown={})
     with pytest.raises(UserError, match="rank 1 died"):
         explain_rows(a, b)
 
@@ -244,7 +247,8 @@ def test_seconds_formatting() -> None:
 
 def test_suite_findings_explain_multi_worker_runs_against_their_baseline() -> None:
     a, b = seq_and_ddp()
-    b.update(
+    b = replace(
+        b,
         baseline_run_id="01",
         efficiency=0.4,
         speedup=0.8,
@@ -258,7 +262,7 @@ def test_suite_findings_explain_multi_worker_runs_against_their_baseline() -> No
     assert "aten::convolution_backward" in findings[1].text
 
 
-def stored(tmp_path: Path, rows: list[dict[str, Any]]) -> Path:
+def stored(tmp_path: Path, rows: list[RunResult]) -> Path:
     db = tmp_path / "r.db"
     store = open_store(db)
     for r in rows:
@@ -269,11 +273,11 @@ def stored(tmp_path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def test_resolve_run_by_suffix_and_errors(tmp_path: Path) -> None:
     a, b = seq_and_ddp()
-    a["run_id"], b["run_id"] = "20260101-000000-abc123", "20260101-000001-def123"
+    a.run_id, b.run_id = "20260101-000000-abc123", "20260101-000001-def123"
     store = open_store(stored(tmp_path, [a, b]))
     try:
-        assert resolve_run(store, "abc123")["strategy"] == "sequential"
-        assert resolve_run(store, b["run_id"])["strategy"] == "ddp"
+        assert resolve_run(store, "abc123").strategy == "sequential"
+        assert resolve_run(store, b.run_id).strategy == "ddp"
         with pytest.raises(UserError, match="ambiguous"):
             resolve_run(store, "123")
         with pytest.raises(UserError, match="no run 'zzz'"):

@@ -188,9 +188,9 @@ def test_recommendation_matches_thesis(
 ) -> None:
     t_grad, t_comm = REFERENCE[net]
     inputs = EstimateInputs(
-        kind=kind,
+        kind=kind,  # type: ignore[arg-type]
         server="central",
-        t_grad=t_grad,  # type: ignore[arg-type]
+        t_grad=t_grad,
         t_comm=t_comm,
         workers=tuple(range(1, max_n + 1)),
         batches=D,

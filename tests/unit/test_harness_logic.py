@@ -16,6 +16,7 @@ from distbench.measurement.stats import median_ci95, summarize
 from distbench.measurement.timer import PhaseTimer
 from distbench.registry import check_run, expand_suite, resolved_threads
 from distbench.store.db import SCHEMA_VERSION, open_store
+from distbench.store.result import RunResult
 
 
 def test_phase_timer_phases_sum_to_step_time() -> None:
@@ -55,10 +56,10 @@ def _rank(rank: int, times: list[float], role: str = "worker", samples: int = 8)
 def test_sync_aggregation_takes_the_slowest_rank_per_step() -> None:
     records = {0: _rank(0, [9.0, 1.0, 1.0, 1.0]), 1: _rank(1, [9.0, 2.0, 2.0, 2.0])}
     result = aggregate_run(records, synchronous=True)
-    assert result["step_time_median"] == 2.0  # warm-up step 0 excluded
-    assert result["throughput_median"] == pytest.approx(16 / 2.0)
-    assert result["governing_rank"] == 1
-    assert sum(result["breakdown"].values()) == pytest.approx(result["step_time_mean"])
+    assert result.step_time_median == 2.0  # warm-up step 0 excluded
+    assert result.throughput_median == pytest.approx(16 / 2.0)
+    assert result.governing_rank == 1
+    assert sum(result.breakdown.values()) == pytest.approx(result.step_time_mean)
 
 
 def test_async_aggregation_adds_worker_throughputs() -> None:
@@ -69,8 +70,8 @@ def test_async_aggregation_adds_worker_throughputs() -> None:
     }
     result = aggregate_run(records, synchronous=False)
     per_worker = sorted([8 * 2 / 1.0, 8 * 2 / 2.0])
-    assert result["throughput_median"] == pytest.approx(sum(per_worker) / 2)
-    assert len(result["per_rank"]) == 3
+    assert result.throughput_median == pytest.approx(sum(per_worker) / 2)
+    assert len(result.per_rank) == 3
 
 
 def test_torn_last_line_is_ignored() -> None:
@@ -116,24 +117,26 @@ def test_suite_expands_matrix_and_runs_sequential_once(tmp_path: Path) -> None:
         load_suite(path)
 
 
-def _row(run_id: str, strategy: str, workers: int, throughput: float) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "status": "ok",
-        "created_at": run_id,
-        "model": "m",
-        "dataset": "synthetic",
-        "strategy": strategy,
-        "framework": "torch",
-        "workers": workers,
-        "global_batch": 8 * workers,
-        "local_batch": 8,
-        "scaling": "weak",
-        "throughput_median": throughput,
-        "breakdown": {"forward": 1.0},
-        "config": {},
-        "env": {},
-    }
+def _row(run_id: str, strategy: str, workers: int, throughput: float) -> RunResult:
+    return RunResult.from_row(
+        {
+            "run_id": run_id,
+            "status": "ok",
+            "created_at": run_id,
+            "model": "m",
+            "dataset": "synthetic",
+            "strategy": strategy,
+            "framework": "torch",
+            "workers": workers,
+            "global_batch": 8 * workers,
+            "local_batch": 8,
+            "scaling": "weak",
+            "throughput_median": throughput,
+            "breakdown": {"forward": 1.0},
+            "config": {},
+            "env": {},
+        }
+    )
 
 
 def test_store_migrates_and_computes_speedup_against_sequential(tmp_path: Path) -> None:
@@ -143,10 +146,10 @@ def test_store_migrates_and_computes_speedup_against_sequential(tmp_path: Path) 
     store.insert(_row("2", "sequential", 1, 100.0))
     store.insert(_row("3", "ddp", 2, 150.0))
     rows = store.with_scaling(store.query(strategy="ddp"))
-    assert [r["baseline_run_id"] for r in rows] == ["2", "2"]
-    assert rows[1]["speedup"] == pytest.approx(1.5)
-    assert rows[1]["efficiency"] == pytest.approx(0.75)
-    assert rows[1]["breakdown"] == {"forward": 1.0}
+    assert [r.baseline_run_id for r in rows] == ["2", "2"]
+    assert rows[1].speedup == pytest.approx(1.5)
+    assert rows[1].efficiency == pytest.approx(0.75)
+    assert rows[1].breakdown == {"forward": 1.0}
     store.close()
 
 

@@ -18,6 +18,7 @@ from distbench.frameworks import launch
 from distbench.profiling.operators import operators_file, profile_window, trace_file
 from distbench.profiling.opnames import COMMON_NAMES, common_name, common_profile
 from distbench.registry import check_run
+from distbench.store.result import RunResult
 
 WORKERS = Path(__file__).resolve().parents[2] / "src" / "distbench" / "frameworks"
 
@@ -55,24 +56,27 @@ def row(
     breakdown: dict[str, float],
     operators: dict[str, Any],
     **extra: Any,
-) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "status": "ok",
-        "model": "lenet5",
-        "dataset": "synthetic",
-        "strategy": "sequential",
-        "framework": framework,
-        "workers": 1,
-        "threads_per_worker": 2,
-        "local_batch": 32,
-        "throughput_median": 100.0,
-        "breakdown": breakdown,
-        "operators": operators,
-        "resources": None,
-        "oversubscribed": False,
-        "extra": extra,
-    }
+) -> RunResult:
+    return RunResult.from_row(
+        {
+            "run_id": run_id,
+            "status": "ok",
+            "created_at": f"2026-01-01T00:{run_id}",
+            "model": "lenet5",
+            "dataset": "synthetic",
+            "strategy": "sequential",
+            "framework": framework,
+            "workers": 1,
+            "threads_per_worker": 2,
+            "local_batch": 32,
+            "throughput_median": 100.0,
+            "breakdown": breakdown,
+            "operators": operators,
+            "resources": None,
+            "oversubscribed": False,
+            "extra": extra,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------ names
@@ -204,7 +208,7 @@ TF = row(
 def test_phases_one_framework_cannot_separate_are_added_up_in_both() -> None:
     groups = unseparated_groups(TORCH, TF)
     assert groups == [{"forward", "backward"}]
-    assert merge_phases(TORCH["breakdown"], groups) == pytest.approx(
+    assert merge_phases(TORCH.breakdown, groups) == pytest.approx(
         {"data": 0.002, "forward+backward": 0.012, "update": 0.001}
     )
 
@@ -223,7 +227,7 @@ def test_explain_compares_a_tensorflow_run_with_a_pytorch_run_by_common_names() 
 
 
 def test_runs_of_one_framework_keep_native_names_and_phases() -> None:
-    other = row("03", "torch", {**TORCH["breakdown"], "backward": 0.02}, TORCH["operators"])
+    other = row("03", "torch", {**TORCH.breakdown, "backward": 0.02}, TORCH.operators or {})
     e = explain_rows(TORCH, other)
     assert e.phase == "backward" and e.operator_scope == "backward"
     assert all(not op.name.startswith(("conv2d", "torch:")) for op in e.operators)

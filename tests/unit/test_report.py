@@ -14,6 +14,7 @@ from distbench.errors import UserError
 from distbench.report.figures import latest_by_workers, operator_table, phases_present
 from distbench.report.html import ReportResult, Selection, build_report
 from distbench.store import open_store
+from distbench.store.result import RunResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -59,7 +60,7 @@ def operators(scale: float) -> dict[str, Any]:
 
 def row(
     index: int, model: str, strategy: str, workers: int, status: str = "ok", **extra: Any
-) -> dict[str, Any]:
+) -> RunResult:
     step = 0.1 * (2 if model == "resnet18" else 0.1) * (1 + 0.2 * (workers - 1))
     base: dict[str, Any] = {
         "run_id": f"20260101-0000{index:02d}-aaaa{index:02d}",
@@ -99,10 +100,10 @@ def row(
             oversubscribed=workers > 1,
         )
     base.update(extra)
-    return base
+    return RunResult.from_row(base)
 
 
-def suite_rows() -> list[dict[str, Any]]:
+def suite_rows() -> list[RunResult]:
     rows, index = [], 0
     for model in ("lenet5", "resnet18"):
         for strategy, workers in (("sequential", 1), ("ddp", 1), ("ddp", 2)):
@@ -229,9 +230,10 @@ def test_cli_report(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_figure_helpers() -> None:
     rows = [row(1, "lenet5", "ddp", 2), row(2, "lenet5", "ddp", 2), row(3, "lenet5", "ddp", 1)]
     lines = latest_by_workers(rows)
-    assert list(lines) == ["ddp"] and lines["ddp"][2]["run_id"] == rows[1]["run_id"]
+    assert list(lines) == ["ddp"] and lines["ddp"][2].run_id == rows[1].run_id
     assert phases_present(rows) == ["data", "forward", "backward", "comm", "update"]
-    assert operator_table({"operators": operators(1.0)})["backward: aten::add_"] == 0.01
+    profiled = row(1, "resnet18", "sequential", 1, operators=operators(1.0))
+    assert operator_table(profiled)["backward: aten::add_"] == 0.01
 
 
 def test_breakdown_hatches_phases_a_framework_could_not_separate() -> None:

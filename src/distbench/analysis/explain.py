@@ -27,6 +27,7 @@ from distbench.errors import UserError
 from distbench.measurement.timer import PHASES
 from distbench.profiling.opnames import common_profile, operator_framework
 from distbench.store import ResultStore
+from distbench.store.result import RunResult
 
 COMM_PHASES = ("comm", "pull", "push", "wait")
 NAMED_OPERATORS = 3
@@ -74,19 +75,19 @@ class Explanation:
     conclusion: str = ""
 
 
-def run_label(row: dict[str, Any]) -> str:
-    return f"{row['model']} {row['strategy']} ×{row['workers']} on {row['framework']}"
+def run_label(row: RunResult) -> str:
+    return f"{row.model} {row.strategy} ×{row.workers} on {row.framework}"
 
 
-def _side(row: dict[str, Any]) -> RunSide:
+def _side(row: RunResult) -> RunSide:
     return RunSide(
-        run_id=row["run_id"],
+        run_id=row.run_id,
         label=run_label(row),
-        step_time_s=sum((row.get("breakdown") or {}).values()),
-        throughput=row.get("throughput_median"),
-        local_batch=row.get("local_batch"),
-        threads_per_worker=row.get("threads_per_worker"),
-        profiled=bool(row.get("operators")),
+        step_time_s=sum((row.breakdown or {}).values()),
+        throughput=row.throughput_median,
+        local_batch=row.local_batch,
+        threads_per_worker=row.threads_per_worker,
+        profiled=bool(row.operators),
     )
 
 
@@ -179,19 +180,17 @@ def _has_phase(profile: dict[str, Any] | None, phase: str) -> bool:
     return bool(profile and ((profile.get("phases") or {}).get(phase) or {}).get("ops"))
 
 
-def cross_framework(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def cross_framework(a: RunResult, b: RunResult) -> bool:
     """Whether the two runs' operator profiles use different frameworks' operator names."""
-    return operator_framework(a.get("framework") or "torch") != operator_framework(
-        b.get("framework") or "torch"
-    )
+    return operator_framework(a.framework or "torch") != operator_framework(b.framework or "torch")
 
 
-def unseparated_groups(*rows: dict[str, Any]) -> list[set[str]]:
+def unseparated_groups(*rows: RunResult) -> list[set[str]]:
     """Phases some run times as one (TensorFlow's ``backward`` holds its forward pass too:
     ``extra.unseparated_phases``), overlapping groups joined."""
     groups: list[set[str]] = []
     for row in rows:
-        for key, members in ((row.get("extra") or {}).get("unseparated_phases") or {}).items():
+        for key, members in ((row.extra or {}).get("unseparated_phases") or {}).items():
             group = {key, *members}
             for other in [g for g in groups if g & group]:
                 group |= other
@@ -217,22 +216,20 @@ def merge_phases(breakdown: dict[str, float], groups: list[set[str]]) -> dict[st
     return merged
 
 
-def _comparable_profiles(
-    a: dict[str, Any], b: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    pa, pb = a["operators"], b["operators"]
+def _comparable_profiles(a: RunResult, b: RunResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    pa, pb = a.operators or {}, b.operators or {}
     if not cross_framework(a, b):
         return pa, pb
     return (
-        common_profile(pa, a.get("framework") or "torch"),
-        common_profile(pb, b.get("framework") or "torch"),
+        common_profile(pa, a.framework or "torch"),
+        common_profile(pb, b.framework or "torch"),
     )
 
 
 def _operator_level(
-    a: dict[str, Any], b: dict[str, Any], phase: Delta | None, top: int
+    a: RunResult, b: RunResult, phase: Delta | None, top: int
 ) -> tuple[list[Delta], str]:
-    if not a.get("operators") or not b.get("operators") or phase is None:
+    if not a.operators or not b.operators or phase is None:
         return [], "none"
     pa, pb = _comparable_profiles(a, b)
     # A merged phase ("forward+backward") has no operator table of its own.
@@ -241,22 +238,18 @@ def _operator_level(
     return ops, scope or "all phases"
 
 
-def explain_rows(
-    a: dict[str, Any], b: dict[str, Any], top: int = 5, phase: str | None = None
-) -> Explanation:
+def explain_rows(a: RunResult, b: RunResult, top: int = 5, phase: str | None = None) -> Explanation:
     """The top-down comparison of two ``ok`` rows; ``phase`` forces the drilled-in phase."""
     for row in (a, b):
-        if row.get("status") != "ok" or not row.get("breakdown"):
+        if row.status != "ok" or not row.breakdown:
             raise UserError(
-                f"run {row['run_id']} has no measurements "
-                f"(status {row.get('status')}: {row.get('error') or 'no breakdown'})"
+                f"run {row.run_id} has no measurements "
+                f"(status {row.status}: {row.error or 'no breakdown'})"
             )
     side_a, side_b = _side(a), _side(b)
     delta = side_b.step_time_s - side_a.step_time_s
     groups = unseparated_groups(a, b)
-    phases = phase_deltas(
-        merge_phases(a["breakdown"], groups), merge_phases(b["breakdown"], groups)
-    )
+    phases = phase_deltas(merge_phases(a.breakdown, groups), merge_phases(b.breakdown, groups))
     chosen = _pick_phase(phases, delta, phase)
     operators, scope = _operator_level(a, b, chosen, top)
     explanation = Explanation(
@@ -343,9 +336,7 @@ def _fields(e: Explanation) -> dict[str, Any]:
     return {name: getattr(e, name) for name in e.__dataclass_fields__}
 
 
-def context_notes(
-    a: dict[str, Any], b: dict[str, Any], phase: Delta | None, scope: str
-) -> list[str]:
+def context_notes(a: RunResult, b: RunResult, phase: Delta | None, scope: str) -> list[str]:
     """Differences in setup that are likely causes, and caveats of the comparison."""
     notes = [*_setup_notes(a, b), *_saturation_notes(a, b)]
     if scope != "none" and cross_framework(a, b):
@@ -368,24 +359,24 @@ def context_notes(
     return notes
 
 
-def _setup_notes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def _setup_notes(a: RunResult, b: RunResult) -> list[str]:
     notes = []
     for key, what in (("model", "models"), ("dataset", "datasets"), ("framework", "frameworks")):
-        if a.get(key) != b.get(key):
-            notes.append(f"different {what}: {a.get(key)} vs {b.get(key)}")
-    if a.get("threads_per_worker") != b.get("threads_per_worker"):
+        if getattr(a, key) != getattr(b, key):
+            notes.append(f"different {what}: {getattr(a, key)} vs {getattr(b, key)}")
+    if a.threads_per_worker != b.threads_per_worker:
         notes.append(
-            f"threads per worker differ (A {a.get('threads_per_worker')}, "
-            f"B {b.get('threads_per_worker')}): on a CPU host compute phases scale "
+            f"threads per worker differ (A {a.threads_per_worker}, "
+            f"B {b.threads_per_worker}): on a CPU host compute phases scale "
             "with the threads each worker gets"
         )
-    if a.get("local_batch") != b.get("local_batch"):
+    if a.local_batch != b.local_batch:
         notes.append(
-            f"local batches differ (A {a.get('local_batch')}, B {b.get('local_batch')})"
+            f"local batches differ (A {a.local_batch}, B {b.local_batch})"
             ": per-step times are not per-sample times; compare throughput"
         )
     for side, row in (("A", a), ("B", b)):
-        if row.get("oversubscribed"):
+        if row.oversubscribed:
             notes.append(
                 f"{side} was oversubscribed (processes × threads > cores): its workers shared cores"
             )
@@ -406,10 +397,10 @@ def mean_in_window(resources: dict[str, Any] | None, key: str) -> float | None:
     return fmean(values) if values else None
 
 
-def _saturation_notes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def _saturation_notes(a: RunResult, b: RunResult) -> list[str]:
     busy = []
     for side, row in (("A", a), ("B", b)):
-        value = mean_in_window(row.get("resources"), "system_cpu_percent")
+        value = mean_in_window(row.resources, "system_cpu_percent")
         if value is not None and value >= SATURATED_PERCENT:
             busy.append(f"{side} {value:.0f}%")
     if not busy:
@@ -420,17 +411,17 @@ def _saturation_notes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     ]
 
 
-def resolve_run(store: ResultStore, ref: str) -> dict[str, Any]:
+def resolve_run(store: ResultStore, ref: str) -> RunResult:
     """A run by its id or a unique suffix of it (tables show the last 6 characters)."""
     rows = store.query(run_ids=[ref])
     if rows:
         return rows[0]
-    matches = [row for row in store.query() if row["run_id"].endswith(ref)]
+    matches = [row for row in store.query() if row.run_id.endswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise UserError(f"no run '{ref}' in {store.path} (see `distbench results`)")
-    raise UserError(f"run '{ref}' is ambiguous: {', '.join(r['run_id'] for r in matches[:5])}")
+    raise UserError(f"run '{ref}' is ambiguous: {', '.join(r.run_id for r in matches[:5])}")
 
 
 def explain_runs(
@@ -452,15 +443,15 @@ class Finding:
     notes: list[str] = field(default_factory=list)
 
 
-def suite_findings(rows: list[dict[str, Any]], per_group: int = 3) -> list[Finding]:
+def suite_findings(rows: list[RunResult], per_group: int = 3) -> list[Finding]:
     """The biggest differences in a selection: per model and dataset, the fastest run, and
     for the least efficient multi-worker runs, why they fall short of their baseline.
     ``rows`` carry ``baseline_run_id`` from ``ResultStore.with_scaling``."""
-    ok = [row for row in rows if row.get("status") == "ok" and row.get("breakdown")]
-    by_id = {row["run_id"]: row for row in ok}
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    ok = [row for row in rows if row.status == "ok" and row.breakdown]
+    by_id = {row.run_id: row for row in ok}
+    groups: dict[tuple[str, str], list[RunResult]] = {}
     for row in ok:
-        groups.setdefault((row["model"], row["dataset"]), []).append(row)
+        groups.setdefault((row.model, row.dataset), []).append(row)
     findings = []
     for (model, dataset), members in groups.items():
         topic = f"{model} on {dataset}"
@@ -469,25 +460,24 @@ def suite_findings(rows: list[dict[str, Any]], per_group: int = 3) -> list[Findi
     return findings
 
 
-def _fastest_text(members: list[dict[str, Any]]) -> str:
-    best = max(members, key=lambda r: r.get("throughput_median") or 0.0)
-    speedup = best.get("speedup")
-    extra = f", speedup {speedup:.2f} over {best.get('baseline')}" if speedup else ""
+def _fastest_text(members: list[RunResult]) -> str:
+    best = max(members, key=lambda r: r.throughput_median or 0.0)
+    speedup = best.speedup
+    extra = f", speedup {speedup:.2f} over {best.baseline}" if speedup else ""
     return (
-        f"highest throughput: {run_label(best)} at "
-        f"{best['throughput_median']:.1f} samples/s{extra}."
+        f"highest throughput: {run_label(best)} at {best.throughput_median:.1f} samples/s{extra}."
     )
 
 
 def _scaling_findings(
-    topic: str, members: list[dict[str, Any]], by_id: dict[str, dict[str, Any]], limit: int
+    topic: str, members: list[RunResult], by_id: dict[str, RunResult], limit: int
 ) -> list[Finding]:
-    candidates = [r for r in members if r["workers"] > 1 and r.get("baseline_run_id") in by_id]
-    candidates.sort(key=lambda r: r.get("efficiency") or 0.0)
+    candidates = [r for r in members if r.workers > 1 and (r.baseline_run_id or "") in by_id]
+    candidates.sort(key=lambda r: r.efficiency or 0.0)
     findings = []
     for row in candidates[:limit]:
-        e = explain_rows(by_id[row["baseline_run_id"]], row, top=NAMED_OPERATORS)
-        eff = row.get("efficiency")
+        e = explain_rows(by_id[row.baseline_run_id or ""], row, top=NAMED_OPERATORS)
+        eff = row.efficiency
         head = f"efficiency {eff:.2f}: " if eff is not None else ""
         findings.append(Finding(topic, head + e.conclusion, e.notes))
     return findings

@@ -240,9 +240,9 @@ def operator_run(request: Any, args: argparse.Namespace) -> dict[str, Any]:
         timeout=args.profile_timeout,
     )
     rows = run_benchmarks([cfg], args.db)
-    if not rows or rows[0]["status"] != "ok":
-        raise RunFailed(f"operator profile run failed: {rows[0]['error'] if rows else '?'}")
-    return dict(rows[0])
+    if not rows or not rows[0].ok:
+        raise RunFailed(f"operator profile run failed: {rows[0].error if rows else '?'}")
+    return rows[0].to_dict()
 
 
 def operator_lines(row: dict[str, Any], top: int = 5) -> list[str]:

@@ -17,6 +17,7 @@ from distbench.config import RunConfig, SuiteConfig, load_suite
 from distbench.harness.session import run_benchmarks
 from distbench.registry import expand_suite
 from distbench.store.export import to_json
+from distbench.store.result import RunResult
 
 # Flags that map one-to-one onto RunConfig fields (dest -> field).
 RUN_SETTINGS = (
@@ -283,11 +284,11 @@ class ProgressView:
             self.console.log(_done_line(row), markup=False, highlight=False)
 
 
-def _done_line(row: dict[str, Any]) -> str:
-    head = f"{row['model']} {row['strategy']} x{row['workers']}: {row['status']}"
-    if row["status"] == "ok":
-        return f"{head}, {row['throughput_median']:.1f} samples/s"
-    return f"{head} ({row['error']})"
+def _done_line(row: RunResult) -> str:
+    head = f"{row.model} {row.strategy} x{row.workers}: {row.status}"
+    if row.ok:
+        return f"{head}, {row.throughput_median:.1f} samples/s"
+    return f"{head} ({row.error})"
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -302,7 +303,7 @@ def run_command(args: argparse.Namespace) -> int:
         sys.stdout.write(to_json(rows) + "\n")
     elif rows:
         print_table(rows, title=f"distbench run ({len(rows)} runs, stored in {args.db})")
-    failed = [row for row in rows if row["status"] != "ok"]
+    failed = [row for row in rows if not row.ok]
     for row in failed:
-        sys.stderr.write(f"run {row['run_id']} failed: {row['error']}\n")
+        sys.stderr.write(f"run {row.run_id} failed: {row.error}\n")
     return 1 if failed else 0

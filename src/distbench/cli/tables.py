@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
 from distbench.store.export import phases_present
+from distbench.store.result import RunResult
 
 
 def _fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
 
-def results_table(rows: list[dict[str, Any]], title: str = "distbench results") -> Table:
+def results_table(rows: Sequence[RunResult], title: str = "distbench results") -> Table:
     phases = phases_present(rows)
     table = Table(title=title, title_justify="left")
     for name in (
@@ -38,42 +39,38 @@ def results_table(rows: list[dict[str, Any]], title: str = "distbench results") 
     return table
 
 
-def _table_cells(row: dict[str, Any], phases: list[str]) -> list[str]:
-    ok = row["status"] == "ok"
-    flag = " (oversubscribed)" if row.get("oversubscribed") else ""
+def _table_cells(row: RunResult, phases: list[str]) -> list[str]:
+    flag = " (oversubscribed)" if row.oversubscribed else ""
     throughput = (
-        (
-            f"{row['throughput_median']:.1f} ({row['throughput_ci_low']:.1f}-"
-            f"{row['throughput_ci_high']:.1f})"
-        )
-        if ok
-        else (row.get("error") or "")[:60]
+        f"{row.throughput_median:.1f} ({row.throughput_ci_low:.1f}-{row.throughput_ci_high:.1f})"
+        if row.ok
+        else (row.error or "")[:60]
     )
-    breakdown = row.get("breakdown") or {}
-    rss = row.get("peak_rss_bytes")
+    breakdown = row.breakdown
+    rss = row.peak_rss_bytes
     # Another framework's runs read "sync (tensorflow)" beside PyTorch's own.
-    framework = row.get("framework") or "torch"
-    strategy = row["strategy"] if framework == "torch" else f"{row['strategy']} ({framework})"
+    framework = row.framework or "torch"
+    strategy = row.strategy if framework == "torch" else f"{row.strategy} ({framework})"
     return [
-        str(row["run_id"])[-6:],
-        row["model"],
+        str(row.run_id)[-6:],
+        row.model,
         strategy,
-        str(row["workers"]),
-        str(row["global_batch"]),
-        row["status"] + flag,
+        str(row.workers),
+        str(row.global_batch),
+        row.status + flag,
         throughput,
-        _fmt(row.get("step_time_median") and row["step_time_median"] * 1000, ".1f"),
-        _fmt(row.get("speedup"), ".2f"),
-        _fmt(row.get("efficiency"), ".2f"),
+        _fmt(row.step_time_median and row.step_time_median * 1000, ".1f"),
+        _fmt(row.speedup, ".2f"),
+        _fmt(row.efficiency, ".2f"),
         *[_fmt(breakdown.get(p, 0.0) * 1000, ".1f") for p in phases],
         _fmt(rss and rss / 2**20, ".0f"),
     ]
 
 
-def print_table(rows: list[dict[str, Any]], title: str = "distbench results") -> None:
+def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> None:
     console = Console(width=max(Console().width, 160))
     console.print(results_table(rows, title))
-    if any(row.get("oversubscribed") for row in rows):
+    if any(row.oversubscribed for row in rows):
         console.print(
             "oversubscribed: processes x threads exceed the cores of the host, "
             "so workers share cores and speedups understate a real cluster."

@@ -17,6 +17,7 @@ from distbench.errors import RunFailed
 from distbench.measurement.records import RankRecords
 from distbench.measurement.stats import summarize
 from distbench.measurement.timer import PHASES
+from distbench.store.result import RunMetrics
 
 
 def mean_phases(steps: list[dict[str, Any]]) -> dict[str, float]:
@@ -56,8 +57,8 @@ def async_series(workers: list[RankRecords]) -> tuple[list[float], list[float]]:
     return times, samples
 
 
-def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> dict[str, Any]:
-    """Metrics of one finished run, in the shape the store keeps."""
+def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> RunMetrics:
+    """Metrics of one finished run."""
     workers = _worker_records(records)
     times, samples = (sync_series if synchronous else async_series)(workers)
     if not times:
@@ -67,21 +68,24 @@ def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> dict[st
     governing = max(workers, key=lambda w: fmean(s["step_time"] for s in w.measured_steps()))
     measured = governing.measured_steps()
     comm = [s["comm_total"] for s in measured if "comm_total" in s]
-    return {
-        "throughput_median": throughput.median,
-        "throughput_ci_low": throughput.ci95_low,
-        "throughput_ci_high": throughput.ci95_high,
-        "step_time_median": step.median,
-        "step_time_p90": step.p90,
-        "step_time_mean": fmean(s["step_time"] for s in measured),
-        "breakdown": mean_phases(measured),
-        "comm_total": fmean(comm) if comm else None,
-        "governing_rank": governing.rank,
-        "final_loss": _final_loss(workers),
-        **_memory(records),
-        "per_rank": [_rank_summary(r) for r in records.values()],
-        "extra": _extras(records),
-    }
+    memory = _memory(records)
+    return RunMetrics(
+        throughput_median=throughput.median,
+        throughput_ci_low=throughput.ci95_low,
+        throughput_ci_high=throughput.ci95_high,
+        step_time_median=step.median,
+        step_time_p90=step.p90,
+        step_time_mean=fmean(s["step_time"] for s in measured),
+        breakdown=mean_phases(measured),
+        comm_total=fmean(comm) if comm else None,
+        governing_rank=governing.rank,
+        final_loss=_final_loss(workers),
+        peak_rss_bytes=memory["peak_rss_bytes"],
+        allocated_peak_bytes=memory["allocated_peak_bytes"],
+        reserved_peak_bytes=memory["reserved_peak_bytes"],
+        per_rank=[_rank_summary(r) for r in records.values()],
+        extra=_extras(records),
+    )
 
 
 def _final_loss(workers: list[RankRecords]) -> float | None:

@@ -29,6 +29,7 @@ from distbench.netem import cleanup_stale, network_info, preflight_network, reso
 from distbench.profiling.operators import stored_operators
 from distbench.registry import processes, resolved_threads, strategy_facts
 from distbench.store import ResultStore, open_store
+from distbench.store.result import RunResult
 
 ProgressHook = Callable[[str, dict[str, Any]], None]
 
@@ -58,29 +59,34 @@ def preflight(configs: list[RunConfig]) -> None:
             require_env(get_adapter(cfg.framework).env)
 
 
-def describe_config(cfg: RunConfig) -> dict[str, Any]:
-    """The columns a run has whether or not it succeeds."""
+def describe_run(cfg: RunConfig, run_id: str, run_dir: Path, env: dict[str, Any]) -> RunResult:
+    """The facts a run has whether or not it succeeds (status "failed" until it does)."""
     strategy = strategy_facts(cfg.framework, cfg.strategy)
     count = processes(cfg)
     threads = resolved_threads(cfg)
     local_processes = count // cfg.nnodes
-    return {
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "strategy": cfg.strategy,
-        "framework": cfg.framework,
-        "workers": cfg.workers,
-        "processes": count,
-        "threads_per_worker": threads,
-        "global_batch": strategy.global_batch(cfg),
-        "local_batch": strategy.local_batch(cfg),
-        "scaling": strategy.scaling,
-        "steps": cfg.steps,
-        "warmup_steps": cfg.warmup,
-        "oversubscribed": local_processes * threads > available_cores(),
-        "config": cfg.to_dict(),
-        "extra": {"network": network_info(cfg)},  # rate, hosts, ranks per host
-    }
+    return RunResult(
+        run_id=run_id,
+        status="failed",
+        created_at=datetime.now(UTC).isoformat(),
+        run_dir=str(run_dir),
+        env=env,
+        model=cfg.model,
+        dataset=cfg.dataset,
+        strategy=cfg.strategy,
+        framework=cfg.framework,
+        workers=cfg.workers,
+        processes=count,
+        threads_per_worker=threads,
+        global_batch=strategy.global_batch(cfg),
+        local_batch=strategy.local_batch(cfg),
+        scaling=strategy.scaling,
+        steps=cfg.steps,
+        warmup_steps=cfg.warmup,
+        oversubscribed=local_processes * threads > available_cores(),
+        config=cfg.to_dict(),
+        extra={"network": network_info(cfg)},  # rate, hosts, ranks per host
+    )
 
 
 def execute_run(
@@ -89,55 +95,38 @@ def execute_run(
     runs_dir: Path,
     env: dict[str, Any],
     on_progress: Callable[[int], None] | None = None,
-) -> dict[str, Any] | None:
-    """Launch one run and store its result; returns the stored row (None on non-zero nodes)."""
+) -> RunResult | None:
+    """Launch one run and store its result; returns it (None on nodes other than rank 0's)."""
     run_id = new_run_id()
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
-    row: dict[str, Any] = {
-        "run_id": run_id,
-        "created_at": datetime.now(UTC).isoformat(),
-        "run_dir": str(run_dir),
-        "env": env,
-        **describe_config(cfg),
-    }
+    result = describe_run(cfg, run_id, run_dir, env)
     started = time.monotonic()
     try:
         outcome = launch(cfg, run_dir, on_progress)
     except KeyboardInterrupt:  # the launcher has stopped every rank; keep the record
-        row.update(
-            status="failed",
-            error="interrupted (Ctrl-C or SIGTERM)",
-            duration_s=time.monotonic() - started,
-        )
+        result.error = "interrupted (Ctrl-C or SIGTERM)"
+        result.duration_s = time.monotonic() - started
         if cfg.node_rank == 0:
-            store.insert(row)
+            store.insert(result)
         raise
-    row["duration_s"] = time.monotonic() - started
+    result.duration_s = time.monotonic() - started
     if cfg.node_rank != 0:
         return None  # the node with rank 0 gathers every rank's records and stores the run
     if outcome.returncode == 0:
         try:
-            network = row["extra"]["network"]
-            row.update(
-                aggregate_run(
-                    read_run_records(run_dir),
-                    strategy_facts(cfg.framework, cfg.strategy).synchronous,
-                )
-            )
-            row["extra"] = {**(row.get("extra") or {}), "network": network}
-            row.update(status="ok", error=None)
+            synchronous = strategy_facts(cfg.framework, cfg.strategy).synchronous
+            result.add_metrics(aggregate_run(read_run_records(run_dir), synchronous))
+            result.status = "ok"
         except RunFailed as exc:
-            row.update(status="failed", error=str(exc))
+            result.error = str(exc)
     else:
-        row.update(status="failed", error=outcome.error)
+        result.error = outcome.error
     # Operator profile (--profile-ops) and resource timelines, compact copies.
-    row.update(
-        operators=stored_operators(run_dir, row.get("governing_rank")),
-        resources=compact_timelines(run_dir),
-    )
-    store.insert(row)
-    return row
+    result.operators = stored_operators(run_dir, result.governing_rank)
+    result.resources = compact_timelines(run_dir)
+    store.insert(result)
+    return result
 
 
 def runs_dir_for(db_path: str | Path) -> Path:
@@ -147,7 +136,7 @@ def runs_dir_for(db_path: str | Path) -> Path:
 
 def run_benchmarks(
     configs: list[RunConfig], db_path: str | Path, on_event: ProgressHook | None = None
-) -> list[dict[str, Any]]:
+) -> list[RunResult]:
     """Run every config in order; returns the stored rows with speedup and efficiency."""
     configs = [resolve_nodefile(cfg) for cfg in configs]  # --nodefile
     cleanup_stale()  # namespaces left by a run that was killed (SIGKILL)
@@ -155,7 +144,7 @@ def run_benchmarks(
     store = open_store(db_path)
     env = capture_environment()
     runs_dir = runs_dir_for(db_path)
-    rows: list[dict[str, Any]] = []
+    rows: list[RunResult] = []
     notify: ProgressHook = on_event or (lambda kind, info: None)
     try:
         for index, cfg in enumerate(configs):

@@ -19,6 +19,7 @@ from distbench.profiling.profiles import Profile
 
 if TYPE_CHECKING:
     from distbench.config import RunConfig
+    from distbench.store.result import RunResult
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def summarize(rows: Sequence[ValidationRow]) -> ValidationSummary:
 
 def compare(
     cfg: RunConfig,
-    row: dict[str, Any] | None,
+    row: RunResult | None,
     profile: Profile,
     profile_id: int | None,
     baseline: RunConfig | None,
@@ -246,16 +247,16 @@ def compare(
     case = case_of(cfg)
     pred = predict_case(case, profile)
     base_pred = predict_case(case_of(baseline), profile) if baseline is not None else None
-    measured = row is not None and row.get("status") == "ok"
-    m_step = row.get("step_time_median") if measured and row else None
-    m_tp = row.get("throughput_median") if measured and row else None
-    low, high = (row.get("throughput_ci_low"), row.get("throughput_ci_high")) if row else (0, 0)
+    measured = row is not None and row.ok
+    m_step = row.step_time_median if measured and row else None
+    m_tp = row.throughput_median if measured and row else None
+    low, high = (row.throughput_ci_low, row.throughput_ci_high) if row else (0, 0)
     m_ci = (float(low), float(high)) if measured and low and high else None
-    m_speedup = row.get("speedup") if measured and row else None
+    m_speedup = row.speedup if measured and row else None
     p_speedup = pred.throughput / base_pred.throughput if pred and base_pred else None
     status = "ok" if pred and measured else ("no model" if pred is None else "no measurement")
-    if row is not None and row.get("status") != "ok":
-        status = f"run {row.get('status')}"
+    if row is not None and not row.ok:
+        status = f"run {row.status}"
     return ValidationRow(
         model=case.model,
         dataset=case.dataset,
@@ -265,7 +266,7 @@ def compare(
         threads=case.threads,
         servers=case.servers,
         status=status,
-        run_id=row.get("run_id") if row else None,
+        run_id=row.run_id if row else None,
         profile_id=profile_id,
         predicted_step=pred.step_time if pred else None,
         measured_step=m_step,
@@ -276,7 +277,7 @@ def compare(
         measured_speedup=m_speedup,
         speedup_error=relative_error(p_speedup, m_speedup),
         formula=pred.formula if pred else "",
-        note=(row or {}).get("error") or "",
+        note=(row.error if row else None) or "",
         measured_throughput_ci=m_ci,
     )
 

@@ -118,7 +118,7 @@ class EstimateReport:
 
 def estimate_table(
     kind: Kind,
-    server: Server,
+    server: str,
     t_grad: float | None,
     t_comm: float | None,
     workers: Sequence[int],
@@ -138,7 +138,7 @@ def estimate_table(
     """One row per worker count; see ``docs/model.md`` for each kind's formulas."""
     inputs = EstimateInputs(
         kind=kind,
-        server=server,
+        server=canonical_server(server),
         t_grad=t_grad,
         t_comm=t_comm,
         workers=tuple(workers),

@@ -24,8 +24,9 @@ from matplotlib.figure import Figure
 
 from distbench.measurement.timer import PHASES
 from distbench.predict.estimate import EstimateRow
+from distbench.store.result import RunResult
 
-Row = dict[str, Any]
+Row = RunResult
 LegendLoc = Literal["best", "lower right"]
 PHASE_COLORS = {
     "data": "#8c8c8c",
@@ -75,25 +76,25 @@ def group_rows(rows: Sequence[Row]) -> dict[str, list[Row]]:
     """Rows by panel title "model on dataset", in first-seen order."""
     groups: dict[str, list[Row]] = {}
     for row in rows:
-        groups.setdefault(f"{row['model']} on {row['dataset']}", []).append(row)
+        groups.setdefault(f"{row.model} on {row.dataset}", []).append(row)
     return groups
 
 
 def series_key(row: Row, frameworks: int) -> str:
-    return row["strategy"] if frameworks <= 1 else f"{row['strategy']} ({row['framework']})"
+    return row.strategy if frameworks <= 1 else f"{row.strategy} ({row.framework})"
 
 
 def latest_by_workers(rows: Sequence[Row]) -> dict[str, dict[int, Row]]:
     """Per line (strategy, framework): the most recent run at each worker count."""
-    frameworks = len({row["framework"] for row in rows})
+    frameworks = len({row.framework for row in rows})
     lines: dict[str, dict[int, Row]] = {}
-    for row in sorted(rows, key=lambda r: (r["created_at"], r["run_id"])):
-        lines.setdefault(series_key(row, frameworks), {})[int(row["workers"])] = row
+    for row in sorted(rows, key=lambda r: (r.created_at, r.run_id)):
+        lines.setdefault(series_key(row, frameworks), {})[int(row.workers)] = row
     return lines
 
 
 def phases_present(rows: Sequence[Row]) -> list[str]:
-    seen = {p for row in rows for p, v in (row.get("breakdown") or {}).items() if v}
+    seen = {p for row in rows for p, v in (row.breakdown or {}).items() if v}
     return [p for p in PHASES if p in seen] + sorted(seen - set(PHASES))
 
 
@@ -103,30 +104,30 @@ def phase_color(phase: str) -> str:
 
 
 def bar_label(row: Row, frameworks: int, duplicates: bool) -> str:
-    label = f"{row['strategy']}\n×{row['workers']}"
+    label = f"{row.strategy}\n×{row.workers}"
     if frameworks > 1:
-        label += f"\n{row['framework']}"
-    return label + (f"\n…{row['run_id'][-4:]}" if duplicates else "")
+        label += f"\n{row.framework}"
+    return label + (f"\n…{row.run_id[-4:]}" if duplicates else "")
 
 
 def _draw_breakdown(ax: Axes, title: str, rows: Sequence[Row], phases: Sequence[str]) -> None:
     rows = sorted(
         rows,
         key=lambda r: (
-            r["strategy"] != "sequential",
-            r["strategy"],
-            r["framework"],
-            r["workers"],
-            r["created_at"],
+            r.strategy != "sequential",
+            r.strategy,
+            r.framework,
+            r.workers,
+            r.created_at,
         ),
     )
-    keys = [(r["strategy"], r["framework"], r["workers"]) for r in rows]
+    keys = [(r.strategy, r.framework, r.workers) for r in rows]
     duplicates = len(set(keys)) < len(keys)
-    frameworks = len({r["framework"] for r in rows})
+    frameworks = len({r.framework for r in rows})
     positions = list(range(len(rows)))
     bottom = [0.0] * len(rows)
     for phase in phases:
-        values = [(r.get("breakdown") or {}).get(phase, 0.0) * 1e3 for r in rows]
+        values = [(r.breakdown or {}).get(phase, 0.0) * 1e3 for r in rows]
         ax.bar(positions, values, bottom=bottom, color=phase_color(phase), label=phase, width=0.7)
         _hatch_unseparated(ax, rows, phase, values, bottom)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
@@ -147,7 +148,7 @@ def _hatch_unseparated(
     marked = [
         i
         for i, r in enumerate(rows)
-        if phase in ((r.get("extra") or {}).get("unseparated_phases") or {}) and values[i]
+        if phase in ((r.extra or {}).get("unseparated_phases") or {}) and values[i]
     ]
     if not marked:
         return
@@ -215,7 +216,7 @@ def _scaling_panels(
         lines = latest_by_workers(members)
         for name, points in lines.items():
             draw(ax, name, points)
-        counts = sorted({int(r["workers"]) for r in members})
+        counts = sorted({int(r.workers) for r in members})
         ax.set_xticks(counts)
         ax.set_xlabel("workers")
         ax.set_ylabel(ylabel)
@@ -232,11 +233,9 @@ def _scaling_panels(
 
 def _draw_throughput(ax: Axes, name: str, points: dict[int, Row]) -> None:
     workers = sorted(points)
-    med = [points[n]["throughput_median"] for n in workers]
-    low = [m - (points[n].get("throughput_ci_low") or m) for n, m in zip(workers, med, strict=True)]
-    high = [
-        (points[n].get("throughput_ci_high") or m) - m for n, m in zip(workers, med, strict=True)
-    ]
+    med = [points[n].throughput_median or 0.0 for n in workers]
+    low = [m - (points[n].throughput_ci_low or m) for n, m in zip(workers, med, strict=True)]
+    high = [(points[n].throughput_ci_high or m) - m for n, m in zip(workers, med, strict=True)]
     ax.errorbar(workers, med, yerr=[low, high], marker="o", capsize=3, label=name)
 
 
@@ -261,10 +260,10 @@ def throughput_figure(rows: Sequence[Row]) -> ReportFigure:
 
 def _draw_memory(ax: Axes, name: str, points: dict[int, Row]) -> None:
     workers = sorted(points)
-    rss = [(points[n].get("peak_rss_bytes") or 0) / MIB for n in workers]
+    rss = [(points[n].peak_rss_bytes or 0) / MIB for n in workers]
     (line,) = ax.plot(workers, rss, marker="o", label=f"{name} RSS")
     for key, style in (("allocated_peak_bytes", "--"), ("reserved_peak_bytes", ":")):
-        values = [points[n].get(key) for n in workers]
+        values = [getattr(points[n], key) for n in workers]
         if any(v is not None for v in values):
             ax.plot(
                 workers,
@@ -298,9 +297,9 @@ def memory_figure(rows: Sequence[Row]) -> ReportFigure:
 
 
 def _draw_speedup(ax: Axes, name: str, points: dict[int, Row]) -> None:
-    workers = [n for n in sorted(points) if points[n].get("speedup") is not None]
+    workers = [n for n in sorted(points) if points[n].speedup is not None]
     if workers:
-        ax.plot(workers, [points[n]["speedup"] for n in workers], marker="o", label=name)
+        ax.plot(workers, [points[n].speedup or 0.0 for n in workers], marker="o", label=name)
 
 
 def speedup_figure(
@@ -311,7 +310,7 @@ def speedup_figure(
     fig = _scaling_panels(
         rows, "Speedup against workers", _draw_speedup, "speedup over the 1-worker baseline"
     )
-    top = max(int(r["workers"]) for r in rows)
+    top = max(int(r.workers) for r in rows)
     for ax in fig.axes:
         ax.plot([1, top], [1, top], linestyle="--", color="grey", label="ideal (S = N)")
         for label, estimates in (predictions or {}).items():
@@ -338,7 +337,7 @@ def speedup_figure(
 
 def operator_table(row: Row) -> dict[str, float]:
     """Self seconds per profiled step keyed by "phase: operator"."""
-    phases = (row.get("operators") or {}).get("phases") or {}
+    phases = (row.operators or {}).get("phases") or {}
     return {
         f"{phase}: {op['name']}": op["self_s"]
         for phase, entry in phases.items()
@@ -359,7 +358,7 @@ def _draw_operators(ax: Axes, title: str, rows: Sequence[Row]) -> None:
             y,
             [table.get(n, 0.0) * 1e3 for n in names],
             height=height,
-            label=f"{row['strategy']} ×{row['workers']} …{row['run_id'][-4:]}",
+            label=f"{row.strategy} ×{row.workers} …{row.run_id[-4:]}",
         )
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names, fontsize="x-small")
     ax.set_xlabel("self time, ms per profiled step")
@@ -369,7 +368,7 @@ def _draw_operators(ax: Axes, title: str, rows: Sequence[Row]) -> None:
 
 
 def operators_figure(rows: Sequence[Row]) -> ReportFigure | None:
-    profiled = [r for r in rows if r.get("operators")]
+    profiled = [r for r in rows if r.operators]
     if not profiled:
         return None
     groups = group_rows(profiled)
@@ -423,20 +422,17 @@ def _draw_timelines(axes: Sequence[Axes], resources: dict[str, Any]) -> None:
 
 
 def resources_figure(row: Row) -> ReportFigure | None:
-    resources = row.get("resources")
+    resources = row.resources
     if not resources or not resources.get("ranks"):
         return None
     fig = new_figure(7.5, 6.0)
     axes = [fig.add_subplot(3, 1, i + 1) for i in range(3)]
     _draw_timelines(axes, resources)
-    title = (
-        f"{row['model']} {row['strategy']} ×{row['workers']} on {row['framework']} "
-        f"({row['run_id']})"
-    )
+    title = f"{row.model} {row.strategy} ×{row.workers} on {row.framework} ({row.run_id})"
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return ReportFigure(
-        f"resources-{row['run_id']}",
+        f"resources-{row.run_id}",
         f"Resources: {title}",
         (
             "CPU % of each rank's process (100 = one core busy), its resident memory, and the "

@@ -42,7 +42,7 @@ class Selection:
 
     def matches(self, row: Row) -> bool:
         return all(
-            not wanted or row[key] in wanted
+            not wanted or getattr(row, key) in wanted
             for key, wanted in (
                 ("model", self.models),
                 ("dataset", self.datasets),
@@ -74,7 +74,7 @@ def select_rows(db: str | Path, selection: Selection) -> list[Row]:
         store.close()
     if not rows:
         raise UserError(f"no runs match {selection.describe()} in {db}")
-    if not any(r["status"] == "ok" for r in rows):
+    if not any(r.status == "ok" for r in rows):
         raise UserError(
             f"none of the {len(rows)} runs matching {selection.describe()} "
             "succeeded; nothing to plot (see `distbench results --status failed`)"
@@ -91,7 +91,7 @@ def build_report(
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r.status == "ok"]
     result = ReportResult(html=out / "report.html", runs=len(rows), failed=len(rows) - len(ok))
     sections = []
     for figure in report_figures(ok):
@@ -148,25 +148,25 @@ RUN_COLUMNS = (
 
 def run_cells(row: Row) -> list[str]:
     notes = []
-    if row.get("oversubscribed"):
+    if row.oversubscribed:
         notes.append("oversubscribed")
-    if row["status"] != "ok":
-        notes.append(f"failed: {row.get('error') or ''}")
+    if row.status != "ok":
+        notes.append(f"failed: {row.error or ''}")
     return [
-        row["run_id"],
-        row["model"],
-        row["dataset"],
-        row["strategy"],
-        row["framework"],
-        str(row["workers"]),
-        str(row.get("threads_per_worker") or "–"),
-        str(row.get("global_batch") or "–"),
-        _fmt(row.get("throughput_median"), ".1f"),
-        _fmt(row.get("step_time_median"), ".1f", 1e3),
-        _fmt(row.get("speedup"), ".2f"),
-        _fmt(row.get("efficiency"), ".2f"),
-        _fmt(row.get("peak_rss_bytes"), ".0f", 2**-20),
-        "yes" if row.get("operators") else "",
+        row.run_id,
+        row.model,
+        row.dataset,
+        row.strategy,
+        row.framework,
+        str(row.workers),
+        str(row.threads_per_worker or "–"),
+        str(row.global_batch or "–"),
+        _fmt(row.throughput_median, ".1f"),
+        _fmt(row.step_time_median, ".1f", 1e3),
+        _fmt(row.speedup, ".2f"),
+        _fmt(row.efficiency, ".2f"),
+        _fmt(row.peak_rss_bytes, ".0f", 2**-20),
+        "yes" if row.operators else "",
         "; ".join(notes),
     ]
 
@@ -175,7 +175,7 @@ def runs_table(rows: Sequence[Row]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in RUN_COLUMNS)
     body = []
     for row in rows:
-        cls = ' class="failed"' if row["status"] != "ok" else ""
+        cls = ' class="failed"' if row.status != "ok" else ""
         cells = "".join(f"<td>{html.escape(c)}</td>" for c in run_cells(row))
         body.append(f"<tr{cls}>{cells}</tr>")
     return (

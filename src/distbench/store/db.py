@@ -12,10 +12,12 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from distbench.errors import UserError
+from distbench.store.result import RunResult
 
 # "operators" and "resources" (schema 2): the governing rank's operator profile
 # (--profile-ops) and every rank's resource timeline, compact, as JSON.
@@ -81,7 +83,8 @@ class ResultStore:
                 self.connection.executescript(MIGRATIONS[version])
                 self.connection.execute(f"PRAGMA user_version = {version + 1}")
 
-    def insert(self, row: dict[str, Any]) -> None:
+    def insert(self, result: RunResult) -> None:
+        row = result.to_row()
         values = {k: (json.dumps(v) if k in JSON_COLUMNS else v) for k, v in row.items()}
         columns = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
@@ -96,7 +99,7 @@ class ResultStore:
         status: str | None = None,
         dataset: str | None = None,
         run_ids: list[str] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunResult]:
         """Runs matching every given filter, oldest first."""
         clauses, params = [], []
         for column, value in (
@@ -118,29 +121,26 @@ class ResultStore:
         )
         return [decode_row(row) for row in cursor]
 
-    def baseline_for(self, row: dict[str, Any]) -> dict[str, Any] | None:
+    def baseline_for(self, row: RunResult) -> RunResult | None:
         """The measured one-worker run this run's speedup is relative to.
 
         Same model, dataset and framework; per-worker batch equal for weak scaling, global
         batch equal for strong scaling. A sequential run is preferred, else a one-worker run
         of the same strategy; the most recent one wins.
         """
-        batch = row["local_batch"] if row.get("scaling") == "weak" else row["global_batch"]
+        batch = row.local_batch if row.scaling == "weak" else row.global_batch
         cursor = self.connection.execute(
             "SELECT * FROM runs WHERE status = 'ok' AND workers = 1 AND model = ? AND "
             "dataset = ? AND framework = ? AND local_batch = ? AND strategy IN ('sequential', ?)"
             " ORDER BY strategy = 'sequential' DESC, created_at DESC LIMIT 1",
-            (row["model"], row["dataset"], row["framework"], batch, row["strategy"]),
+            (row.model, row.dataset, row.framework, batch, row.strategy),
         )
         found = cursor.fetchone()
         return decode_row(found) if found else None
 
-    def with_scaling(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Add speedup, efficiency and the baseline they are relative to."""
-        return [
-            add_scaling(row, self.baseline_for(row) if row["status"] == "ok" else None)
-            for row in rows
-        ]
+    def with_scaling(self, rows: list[RunResult]) -> list[RunResult]:
+        """Copies with speedup, efficiency and the baseline they are relative to."""
+        return [add_scaling(row, self.baseline_for(row) if row.ok else None) for row in rows]
 
     def save_profile(self, profile: dict[str, Any]) -> int:
         """Store a calibration profile (keys model, dataset, batch_size, threads, created_at)."""
@@ -182,27 +182,24 @@ class ResultStore:
         self.connection.close()
 
 
-def add_scaling(row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
-    out = dict(row)
-    out.update(speedup=None, efficiency=None, baseline_run_id=None)
-    if baseline and baseline.get("throughput_median") and row.get("throughput_median"):
-        speedup = row["throughput_median"] / baseline["throughput_median"]
-        out.update(
-            speedup=speedup,
-            efficiency=speedup / row["workers"],
-            baseline_run_id=baseline["run_id"],
-            baseline=f"{baseline['strategy']} x1, {row.get('scaling')} scaling",
-        )
+def add_scaling(row: RunResult, baseline: RunResult | None) -> RunResult:
+    """A copy of ``row`` with its speedup over ``baseline`` (None: no speedup)."""
+    out = replace(row, speedup=None, efficiency=None, baseline_run_id=None, baseline=None)
+    if baseline and baseline.throughput_median and row.throughput_median:
+        out.speedup = row.throughput_median / baseline.throughput_median
+        out.efficiency = out.speedup / row.workers
+        out.baseline_run_id = baseline.run_id
+        out.baseline = f"{baseline.strategy} x1, {row.scaling} scaling"
     return out
 
 
-def decode_row(row: sqlite3.Row) -> dict[str, Any]:
+def decode_row(row: sqlite3.Row) -> RunResult:
     data = dict(row)
     for key in JSON_COLUMNS:
         if data.get(key) is not None:
             data[key] = json.loads(data[key])
     data["oversubscribed"] = bool(data.get("oversubscribed"))
-    return data
+    return RunResult.from_row(data)
 
 
 def open_store(path: str | Path) -> ResultStore:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
+from collections.abc import Sequence
 
 from distbench.measurement.timer import PHASES
+from distbench.store.result import RunResult
 
 SUMMARY_COLUMNS = (
     "run_id",
@@ -38,23 +39,22 @@ SUMMARY_COLUMNS = (
 )
 
 
-def phases_present(rows: list[dict[str, Any]]) -> list[str]:
-    seen = {p for row in rows for p, v in (row.get("breakdown") or {}).items() if v}
+def phases_present(rows: Sequence[RunResult]) -> list[str]:
+    seen = {p for row in rows for p, v in row.breakdown.items() if v}
     return [p for p in PHASES if p in seen]
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: Sequence[RunResult]) -> str:
     phases = phases_present(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([*SUMMARY_COLUMNS, *(f"{p}_s" for p in phases)])
     for row in rows:
-        breakdown = row.get("breakdown") or {}
         writer.writerow(
-            [row.get(c) for c in SUMMARY_COLUMNS] + [breakdown.get(p, 0.0) for p in phases]
+            [getattr(row, c) for c in SUMMARY_COLUMNS] + [row.breakdown.get(p, 0.0) for p in phases]
         )
     return buffer.getvalue()
 
 
-def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2, default=str)
+def to_json(rows: Sequence[RunResult]) -> str:
+    return json.dumps([row.to_dict() for row in rows], indent=2, default=str)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from distbench.config import RunConfig
     from distbench.profiling.calibrate import Progress
     from distbench.store import ResultStore
+    from distbench.store.result import RunResult
 
 
 #: Hook for progress: (event kind, details); kinds "profile", "run" and the run hook's own.
@@ -114,7 +115,7 @@ def _covers(profile: Profile, request: Any) -> bool:
     )
 
 
-def find_measured(store: ResultStore, cfg: RunConfig) -> dict[str, Any] | None:
+def find_measured(store: ResultStore, cfg: RunConfig) -> RunResult | None:
     """The newest successful stored run with the same timing-relevant settings and threads."""
     wanted = {k: getattr(cfg, k, None) for k in TIMING_KEYS}
     threads = resolved_threads(cfg)
@@ -127,11 +128,8 @@ def find_measured(store: ResultStore, cfg: RunConfig) -> dict[str, Any] | None:
             dataset=cfg.dataset,
         )
     ):
-        stored = row.get("config") or {}
-        if (
-            all(stored.get(k) == v for k, v in wanted.items())
-            and row.get("threads_per_worker") == threads
-        ):
+        stored = row.config
+        if all(stored.get(k) == v for k, v in wanted.items()) and row.threads_per_worker == threads:
             return store.with_scaling([row])[0]
     return None
 
@@ -152,21 +150,21 @@ def _profile_groups(configs: Sequence[RunConfig]) -> dict[tuple[Any, ...], list[
     return groups
 
 
-def _baseline_config(db: str, row: dict[str, Any] | None) -> RunConfig | None:
+def _baseline_config(db: str, row: RunResult | None) -> RunConfig | None:
     from distbench.config import RunConfig
     from distbench.store import open_store
 
-    if row is None or row.get("status") != "ok":
+    if row is None or not row.ok:
         return None
     store = open_store(db)
     try:
         base = store.baseline_for(row)
     finally:
         store.close()
-    return RunConfig.from_dict(base["config"]) if base and base.get("config") else None
+    return RunConfig.from_dict(base.config) if base and base.config else None
 
 
-def _reused(db: str, cfgs: list[RunConfig]) -> list[dict[str, Any] | None]:
+def _reused(db: str, cfgs: list[RunConfig]) -> list[RunResult | None]:
     from distbench.store import open_store
 
     store = open_store(db)

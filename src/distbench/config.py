@@ -4,6 +4,15 @@ A ``RunConfig`` describes exactly one benchmark run (one strategy, one worker co
 validated on construction, so a bad value fails before any process starts, and it is stored
 whole with the result. ``SuiteConfig`` expands a matrix (models x strategies x workers) into
 run configs; it is what ``--suite FILE.toml`` and the CLI's comma lists produce.
+
+Every field is declared once, with ``setting(...)``: its section (``SECTIONS``), the text
+its flag shows, its range, and whether it changes the time of a step (``TIMING_KEYS``) or
+describes the workload a calibration profile is taken of (``WORKLOAD_KEYS``). Fixed choices
+are ``Literal`` types. The CLI generates its flags from these declarations
+(``cli/settings.py``), so a setting is never typed twice. The fields stay flat on the
+dataclass (``cfg.batch_size``): every strategy reads them so, and the stored ``config`` of
+every result is this flat dictionary. Names that live in registries (model, dataset,
+strategy) are resolved in the pre-flight step, ``registry.check_run``.
 """
 
 from __future__ import annotations
@@ -13,38 +22,59 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from distbench.errors import UserError
 
 # torch, or an adapter that runs the same workload in another framework (distbench.frameworks).
-FRAMEWORKS = ("torch", "tensorflow", "mxnet", "horovod")
-DEVICES = ("auto", "cpu", "cuda")
-SERVER_PLACEMENTS = ("central", "sharded")
-PARTITIONS = ("uniform", "profiled")
+Framework = Literal["torch", "tensorflow", "mxnet", "horovod"]
+Device = Literal["auto", "cpu", "cuda"]
+ServerPlacement = Literal["central", "sharded"]
+Partition = Literal["uniform", "profiled"]
+FRAMEWORKS: tuple[str, ...] = get_args(Framework)
+DEVICES: tuple[str, ...] = get_args(Device)
+SERVER_PLACEMENTS: tuple[str, ...] = get_args(ServerPlacement)
+PARTITIONS: tuple[str, ...] = get_args(Partition)
+
+#: The sections a run's settings fall into, in the order the CLI shows them.
+SECTIONS = ("workload", "training", "strategy", "processes", "network", "output")
 
 
-#: The settings that change the time of a step: two runs are comparable (a stored
-#: measurement of a configuration, a speedup baseline) only when these agree.
-TIMING_KEYS = (
-    "model",
-    "dataset",
-    "strategy",
-    "workers",
-    "batch_size",
-    "servers",
-    "ps_semaphore",
-    "input_size",
-    "num_classes",
-    "microbatches",
-    "partition",
-    "framework",
-    "device",
-    "nnodes",
-    "data_dir",
-    "network",
-    "hosts",
-)
+def setting(
+    default: Any,
+    section: str,
+    doc: str,
+    *,
+    metavar: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    at_least: float | None = None,
+    positive: bool = False,
+    timing: bool = False,
+    workload: bool = False,
+    flag: bool = True,
+    shown_default: str | None = None,
+) -> Any:
+    """A ``RunConfig`` field with what the rest of distbench needs to know about it.
+
+    ``at_least`` / ``positive``: the range checked on construction; ``timing``: changes the
+    time of a step; ``workload``: part of what a calibration profile measures; ``flag``:
+    the CLI offers ``--name`` for it (the suite axes model, strategy, workers have list
+    flags of their own); ``shown_default``: the default as the help text says it."""
+    return field(
+        default=default,
+        metadata={
+            "section": section,
+            "doc": doc,
+            "metavar": metavar,
+            "choices": choices,
+            "at_least": at_least,
+            "positive": positive,
+            "timing": timing,
+            "workload": workload,
+            "flag": flag,
+            "shown_default": shown_default,
+        },
+    )
 
 
 def available_cores() -> int:
@@ -64,75 +94,216 @@ def _require(condition: bool, message: str) -> None:
 class RunConfig:
     """One benchmark run. ``batch_size`` is per worker unless the strategy says otherwise."""
 
-    model: str
-    dataset: str = "synthetic"
-    strategy: str = "sequential"
-    workers: int = 1
-    batch_size: int = 32
-    steps: int = 20
-    warmup: int = 3
-    threads: int | None = None
-    data_dir: str | None = None
-    input_size: int | None = None
-    num_classes: int | None = None
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    seed: int = 0
-    timeout: float = 600.0
-    framework: str = "torch"
-    device: str = "auto"
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int | None = None
-    save_weights: str | None = None
+    # -- workload: what is trained ---------------------------------------------------------
+    model: str = setting(
+        None,
+        "workload",
+        "zoo model name, or path/file.py:Class",
+        timing=True,
+        workload=True,
+        flag=False,
+    )
+    dataset: str = setting(
+        "synthetic",
+        "workload",
+        "synthetic (default), digits, mnist, cifar10, cifar100, imagefolder",
+        timing=True,
+        workload=True,
+        shown_default="",
+    )
+    data_dir: str | None = setting(
+        None,
+        "workload",
+        "dataset directory (mnist, cifar, imagefolder)",
+        metavar="DIR",
+        timing=True,
+        workload=True,
+        shown_default="",
+    )
+    input_size: int | None = setting(
+        None,
+        "workload",
+        "input height = width",
+        metavar="PX",
+        at_least=1,
+        timing=True,
+        workload=True,
+        shown_default="model default",
+    )
+    num_classes: int | None = setting(
+        None,
+        "workload",
+        "classes",
+        at_least=2,
+        timing=True,
+        workload=True,
+        shown_default="dataset default",
+    )
+    # -- training: how it is trained -------------------------------------------------------
+    batch_size: int = setting(
+        32,
+        "training",
+        "batch per worker (the global batch for ps-sync-split and pipelines)",
+        metavar="B",
+        at_least=1,
+        timing=True,
+        workload=True,
+    )
+    steps: int = setting(20, "training", "measured steps", metavar="K", at_least=1)
+    warmup: int = setting(3, "training", "warm-up steps, excluded", metavar="W", at_least=0)
+    lr: float = setting(0.01, "training", "SGD learning rate", positive=True)
+    momentum: float = setting(0.0, "training", "SGD momentum")
+    weight_decay: float = setting(0.0, "training", "SGD weight decay")
+    seed: int = setting(0, "training", "seed for weights and data order")
+    # -- strategy: how the work is distributed ---------------------------------------------
+    strategy: str = setting(
+        "sequential",
+        "strategy",
+        "strategy name: see `distbench list strategies`",
+        timing=True,
+        flag=False,
+    )
+    workers: int = setting(1, "strategy", "worker processes", at_least=1, timing=True, flag=False)
+    framework: str = setting(
+        "torch",
+        "strategy",
+        "torch, or an adapter run in its own environment (`distbench env install NAME`); "
+        "adapters offer --strategy sequential, sync, async (see docs/frameworks.md)",
+        choices=FRAMEWORKS,
+        timing=True,
+    )
     # Parameter-server strategies (ps-*): where the weights live, and serialized transfers.
-    servers: str = "central"
-    ps_semaphore: bool = False
+    servers: str = setting(
+        "central",
+        "strategy",
+        "ps-*: one server process (central) or a weight shard on every worker (sharded)",
+        choices=SERVER_PLACEMENTS,
+        timing=True,
+    )
+    ps_semaphore: bool = setting(
+        False, "strategy", "ps-*: a server admits one pull and one push at a time", timing=True
+    )
     # Pipeline strategies: micro-batches per batch and how blocks are cut into stages.
-    microbatches: int = 4
-    partition: str = "uniform"
-    # Operator profiles: torch.profiler over the last few measured steps of every rank.
-    profile_ops: bool = False
-    # Emulated hosts: an emulated network (--network SPEC, see netem/spec.py), the processes spread
-    # over K emulated hosts (--hosts K), and a node file of host addresses (--nodefile).
-    network: str | None = None
-    hosts: int | None = None
-    nodefile: str | None = None
+    microbatches: int = setting(
+        4,
+        "strategy",
+        "pipeline-*: micro-batches per batch",
+        metavar="M",
+        at_least=1,
+        timing=True,
+    )
+    partition: str = setting(
+        "uniform",
+        "strategy",
+        "pipeline-*, model-parallel: equal block counts (uniform) or a cut chosen from a "
+        "per-block profile (profiled)",
+        choices=PARTITIONS,
+        timing=True,
+    )
+    # -- processes: where and how the processes run ----------------------------------------
+    threads: int | None = setting(
+        None,
+        "processes",
+        "threads per process",
+        metavar="T",
+        at_least=1,
+        shown_default="max(1, cores // processes)",
+    )
+    timeout: float = setting(
+        600.0,
+        "processes",
+        "wall-clock limit per run; all ranks are stopped",
+        metavar="SEC",
+        positive=True,
+    )
+    device: str = setting("auto", "processes", "device", choices=DEVICES, timing=True)
+    nnodes: int = setting(1, "processes", "nodes in a multi-node run", at_least=1, timing=True)
+    node_rank: int = setting(0, "processes", "this node's rank, 0..nnodes-1")
+    master_addr: str = setting("127.0.0.1", "processes", "address of node 0", metavar="HOST")
+    master_port: int | None = setting(
+        None,
+        "processes",
+        "port on node 0",
+        metavar="PORT",
+        shown_default="a free one when single-node",
+    )
+    # -- network: emulated hosts (docs/network.md) -----------------------------------------
+    network: str | None = setting(
+        None,
+        "network",
+        "put every host in its own network namespace behind a shaped link: "
+        "bandwidth=RATE[,up=RATE][,down=RATE][,burst=SIZE][,mtu=BYTES][,delay=T], tc units, "
+        "e.g. bandwidth=100mbit or bandwidth=1gbit",
+        metavar="SPEC",
+        timing=True,
+        workload=True,
+        shown_default="",
+    )
+    hosts: int | None = setting(
+        None,
+        "network",
+        "run the processes as K emulated hosts, one torchrun launcher each",
+        metavar="K",
+        at_least=1,
+        timing=True,
+        shown_default="with --network: one per process",
+    )
+    nodefile: str | None = setting(
+        None,
+        "network",
+        "one address per line: the emulated hosts' addresses (with --network/--hosts), else "
+        "a real cluster's nodes (sets --nnodes, --master-addr; --node-rank from this "
+        "machine's address)",
+        metavar="FILE",
+        shown_default="",
+    )
+    # -- output: what is written besides the result ----------------------------------------
+    save_weights: str | None = setting(
+        None,
+        "output",
+        "write rank 0's final weights as NumPy arrays by parameter name",
+        metavar="FILE.npz",
+        shown_default="",
+    )
+    profile_ops: bool = setting(
+        False,
+        "output",
+        "torch.profiler over the last 3 measured steps of every rank: top operators per "
+        "phase, a Chrome trace per rank (see docs/report.md)",
+    )
 
     def __post_init__(self) -> None:
-        self._check_numbers()
+        _require(isinstance(self.model, str) and bool(self.model), "a model is required")
+        self._check_ranges()
         self._check_choices()
         self._check_hosts()
 
-    def _check_numbers(self) -> None:
-        _require(self.workers >= 1, f"--workers must be at least 1, got {self.workers}")
-        _require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
-        _require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
-        _require(self.warmup >= 0, f"--warmup must be 0 or more, got {self.warmup}")
-        _require(
-            self.threads is None or self.threads >= 1,
-            f"--threads must be at least 1, got {self.threads}",
-        )
-        _require(self.timeout > 0, f"--timeout must be positive, got {self.timeout}")
-        _require(self.lr > 0, f"--lr must be positive, got {self.lr}")
-        _require(
-            self.input_size is None or self.input_size >= 1,
-            f"--input-size must be at least 1, got {self.input_size}",
-        )
-        _require(
-            self.num_classes is None or self.num_classes >= 2,
-            f"--num-classes must be at least 2, got {self.num_classes}",
-        )
-        _require(self.nnodes >= 1, f"--nnodes must be at least 1, got {self.nnodes}")
+    def _check_ranges(self) -> None:
+        """Each field's declared range, plus the one that depends on another field."""
+        for spec in dataclasses.fields(self):
+            value, meta = getattr(self, spec.name), spec.metadata
+            flag = "--" + spec.name.replace("_", "-")
+            if value is None or isinstance(value, bool):
+                continue
+            if meta.get("at_least") is not None:
+                least = meta["at_least"]
+                _require(value >= least, f"{flag} must be at least {least:g}, got {value}")
+            if meta.get("positive"):
+                _require(value > 0, f"{flag} must be positive, got {value}")
         _require(
             0 <= self.node_rank < self.nnodes,
             f"--node-rank must be in 0..{self.nnodes - 1}, got {self.node_rank}",
         )
-        _require(
-            self.microbatches >= 1, f"--microbatches must be at least 1, got {self.microbatches}"
-        )
+
+    def _check_choices(self) -> None:
+        """Fixed choices (``Literal`` types); names that live in registries (model, dataset,
+        strategy) are resolved by ``registry.check_run``."""
+        for spec in dataclasses.fields(self):
+            choices = spec.metadata.get("choices")
+            value = getattr(self, spec.name)
+            if choices and value not in choices:
+                name = spec.name if spec.name in ("framework", "device") else f"--{spec.name}"
+                raise UserError(f"unknown {name} '{value}' (known: {', '.join(choices)})")
 
     def _check_hosts(self) -> None:
         """Emulated hosts and real nodes; that the processes divide over them needs the
@@ -142,31 +313,9 @@ class RunConfig:
         if self.network is not None:
             parse_network(self.network)
         _require(
-            self.hosts is None or self.hosts >= 1, f"--hosts must be at least 1, got {self.hosts}"
-        )
-        _require(
             self.nnodes == 1 or not (self.network or self.hosts),
             "--network/--hosts emulate hosts on this machine and --nnodes > 1 joins a "
             "real cluster: use one or the other",
-        )
-
-    def _check_choices(self) -> None:
-        """Fixed choices; names that live in registries (model, dataset, strategy) are
-        resolved by ``registry.check_run``."""
-        _require(
-            self.framework in FRAMEWORKS,
-            f"unknown framework '{self.framework}' (known: {', '.join(FRAMEWORKS)})",
-        )
-        _require(
-            self.device in DEVICES, f"unknown device '{self.device}' (known: {', '.join(DEVICES)})"
-        )
-        _require(
-            self.servers in SERVER_PLACEMENTS,
-            f"unknown --servers '{self.servers}' (known: {', '.join(SERVER_PLACEMENTS)})",
-        )
-        _require(
-            self.partition in PARTITIONS,
-            f"unknown --partition '{self.partition}' (known: {', '.join(PARTITIONS)})",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,6 +330,26 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The settings of one section (``SECTIONS``), by field name."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata.get("section") == name
+        }
+
+
+def settings_where(key: str) -> tuple[str, ...]:
+    """Names of the ``RunConfig`` fields whose declaration sets ``key`` (``timing``, ...)."""
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get(key))
+
+
+#: The settings that change the time of a step: two runs are comparable (a stored
+#: measurement of a configuration, a speedup baseline) only when these agree.
+TIMING_KEYS = settings_where("timing")
+#: The settings that make up the workload a calibration profile measures.
+WORKLOAD_KEYS = settings_where("workload")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from distbench.config import TIMING_KEYS
+from distbench.config import TIMING_KEYS, WORKLOAD_KEYS
 from distbench.errors import UserError
 from distbench.predict.accuracy import (
     ValidationReport,
@@ -54,19 +54,11 @@ class CalibrationOptions:
 
 
 def _profile_cfg(cfg: RunConfig) -> RunConfig:
+    """The workload ``cfg`` trains, as the one-worker configuration a profile measures."""
     from distbench.config import RunConfig
 
-    return RunConfig(
-        model=cfg.model,
-        dataset=cfg.dataset,
-        data_dir=cfg.data_dir,
-        batch_size=cfg.batch_size,
-        input_size=cfg.input_size,
-        num_classes=cfg.num_classes,
-        seed=cfg.seed,
-        device="cpu",
-        network=cfg.network,
-    )
+    workload = {key: getattr(cfg, key) for key in WORKLOAD_KEYS}
+    return RunConfig(**workload, seed=cfg.seed, device="cpu")
 
 
 def profile_request(cfg: RunConfig, workers: int, options: CalibrationOptions, splits: bool) -> Any:
@@ -135,18 +127,10 @@ def find_measured(store: ResultStore, cfg: RunConfig) -> RunResult | None:
 
 
 def _profile_groups(configs: Sequence[RunConfig]) -> dict[tuple[Any, ...], list[RunConfig]]:
+    """Configurations by the workload they train: one calibration profile each."""
     groups: dict[tuple[Any, ...], list[RunConfig]] = {}
     for cfg in configs:
-        key = (
-            cfg.model,
-            cfg.dataset,
-            cfg.batch_size,
-            cfg.data_dir,
-            cfg.input_size,
-            cfg.num_classes,
-            cfg.network,
-        )
-        groups.setdefault(key, []).append(cfg)
+        groups.setdefault(tuple(getattr(cfg, key) for key in WORKLOAD_KEYS), []).append(cfg)
     return groups
 
 

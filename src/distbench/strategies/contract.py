@@ -31,10 +31,11 @@ Scaling = Literal["weak", "strong"]
 #: and are left out of step times.
 Role = Literal["worker", "server"]
 
-#: What the prediction core models the strategy as (``predict.core``); None: no prediction.
-PredictionModel = Literal[
-    "sequential", "allreduce", "ps-sync-join", "ps-sync-split", "ps-async", "pipeline"
-]
+#: What the prediction core models the strategy as (``predict.core``; the names of
+#: ``estimate --type``): one worker, DDP's ring all-reduce, the thesis' synchronous
+#: parameter server with N batches (join) or one batch split N ways (split), asynchronous,
+#: a pipeline. None: not predicted.
+PredictionModel = Literal["sequential", "ddp", "sync-join", "sync-split", "async", "pipeline"]
 
 
 @dataclass(frozen=True)

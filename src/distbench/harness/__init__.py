@@ -1,6 +1,7 @@
-"""Running and measuring benchmarks.
+"""Running benchmarks: supervision, launchers, the rank program, aggregation, the session.
 
-Where to start: ``session.run_benchmarks`` (one call per CLI invocation) validates, launches
-each run through ``launcher.launch`` (torchrun), then ``aggregate.aggregate_run`` turns the
-per-rank records written by ``worker.py`` into one result for the store.
+Where to start: ``session.run_benchmarks`` (one call per CLI invocation) checks what it
+can, launches each run through ``launchers.launch`` (torchrun, emulated hosts or a
+framework adapter, all supervised by ``processes.py``), then ``aggregate.aggregate_run``
+turns the per-rank records written by ``worker.py`` into one ``RunResult`` for the store.
 """

@@ -1,7 +1,9 @@
 """Predict training time and speedup from a one-worker profile, before renting a cluster.
 
-Where to start: ``formulas`` holds the pure analytic formulas (no torch);
-``estimate`` builds per-worker-count tables and a recommendation from them.
+Where to start: ``formulas`` holds the pure analytic formulas (no torch); ``core`` predicts
+one configuration's step from a calibration profile and holds the compositions of the
+formulas both commands use; ``estimate`` builds per-worker-count tables and a
+recommendation; ``accuracy`` compares prediction with measurement.
 """
 
 from distbench.predict.estimate import (

@@ -1,6 +1,6 @@
 """``RunResult``: one benchmark run as the store keeps it, typed.
 
-Where to start: the session builds a ``RunResult`` (``RunResult.describe`` for the facts a
+Where to start: the session builds a ``RunResult`` (``session.describe_run`` for the facts a
 run has whether or not it succeeds, then the aggregated ``RunMetrics``), the store maps it
 to the ``runs`` table (``to_row`` / ``from_row``: scalars are columns, nested data JSON),
 and analysis, report and validation read its fields by name. Speedup, efficiency and the

@@ -337,9 +337,15 @@ def _rows(speedups_: list[float]) -> list[EstimateRow]:
 
 
 def test_stops_paying() -> None:
-    assert stops_paying(_rows([1.0, 1.9, 2.5, 2.6, 2.9])) == 4  # 2.6/2.5 = +4 %
+    assert stops_paying(_rows([1.0, 1.9, 2.5, 2.55, 2.9])) == 4  # the 4th adds 0.05 worker
     assert stops_paying(_rows([1.0, 2.0, 3.0])) is None
-    assert stops_paying(_rows([1.0, 2.0, 3.0]), min_gain=0.6) == 3
+    assert stops_paying(_rows([1.0, 1.5, 1.9]), min_gain=0.45) == 3
+
+
+def test_linear_scaling_never_stops_paying_and_flat_scaling_stops_at_once() -> None:
+    """Right at both ends: speedup 64 at 64 workers (a relative rule said N = 22)."""
+    assert stops_paying(_rows([float(n) for n in range(1, 65)])) is None
+    assert stops_paying(_rows([1.0, 1.02, 1.03])) == 2
 
 
 def test_recommend_respects_budget() -> None:

@@ -168,7 +168,8 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_MIN_GAIN,
         metavar="F",
-        help="adding a worker 'stops paying' below this relative speedup gain (default: 0.05)",
+        help="adding a worker 'stops paying' when it adds less than this share of one "
+        "worker's throughput: S(N) - S(N-1) < F (default: 0.1)",
     )
     add_json_option(parser)
 

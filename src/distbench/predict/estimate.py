@@ -26,7 +26,8 @@ from distbench.predict.core import (
 Kind = Literal["async", "sync-join", "sync-split", "ddp", "pipeline"]
 KINDS: tuple[str, ...] = get_args(Kind)
 PS_KINDS = ("async", "sync-join", "sync-split")
-DEFAULT_MIN_GAIN = 0.05
+#: An added worker pays while it adds at least this share of one worker's throughput.
+DEFAULT_MIN_GAIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,9 @@ class SemaphoreBounds:
 class Recommendation:
     """The fastest (strategy, workers) within the budget, and where adding workers stops paying.
 
-    ``stops_paying[strategy]`` is the first N whose speedup gain over N-1 is below
-    ``min_gain`` (relative), or ``None`` if every step up to the budget still pays.
+    ``stops_paying[strategy]`` is the first N whose N-th worker adds less than ``min_gain``
+    of one worker's throughput (``S(N) - S(N-1) < min_gain``; an ideal worker adds 1), or
+    ``None`` if every worker up to the budget still pays.
     """
 
     strategy: str
@@ -322,11 +324,16 @@ def semaphore_bounds(t_comm: float, n: int) -> SemaphoreBounds:
 
 
 def stops_paying(rows: Sequence[EstimateRow], min_gain: float = DEFAULT_MIN_GAIN) -> int | None:
-    """First N whose speedup gain over N-1 is below ``min_gain`` (relative), else ``None``."""
+    """First N whose N-th worker adds less than ``min_gain`` of one worker's throughput
+    (``S(N) - S(N-1) < min_gain``), else ``None``.
+
+    The gain is measured against what one more worker ideally adds (a speedup of 1), not
+    relative to the speedup so far: a relative rule calls perfectly linear scaling
+    "stopped paying" as soon as 1/(N-1) < min_gain (N = 22 at 5 %)."""
     by_n = {row.workers: row.speedup_estimate for row in rows}
     for n in sorted(by_n):
         previous = by_n.get(n - 1)
-        if previous is not None and (by_n[n] - previous) / previous < min_gain:
+        if previous is not None and by_n[n] - previous < min_gain:
             return n
     return None
 
@@ -466,9 +473,9 @@ def _recommendation_lines(rec: Recommendation) -> list[str]:
     lines = [head + (f" ({rec.note})" if rec.note else "")]
     for name, knee in rec.stops_paying.items():
         verdict = (
-            f"stops paying at N={knee} (gain < {rec.min_gain:.0%})"
+            f"stops paying at N={knee} (the N-th worker adds < {rec.min_gain:.0%} of a worker)"
             if knee is not None
-            else f"still gains >= {rec.min_gain:.0%} per worker up to the budget"
+            else f"each worker adds >= {rec.min_gain:.0%} of a worker up to the budget"
         )
         lines.append(f"  {name}: {verdict}")
     return lines

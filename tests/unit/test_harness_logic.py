@@ -41,7 +41,9 @@ def test_median_ci_contains_median_and_narrows() -> None:
     assert summary.median == 51 and summary.p90 == pytest.approx(91)
 
 
-def _rank(rank: int, times: list[float], role: str = "worker", samples: int = 8) -> Any:
+def _rank(
+    rank: int, times: list[float], role: str = "worker", samples: int = 8, lost: bool = False
+) -> Any:
     lines = [f'{{"kind": "meta", "role": "{role}"}}']
     lines += [
         f'{{"kind": "step", "step": {i}, "warmup": {str(i == 0).lower()}, "t": 0, '
@@ -49,7 +51,8 @@ def _rank(rank: int, times: list[float], role: str = "worker", samples: int = 8)
         f'"backward": {t / 2}}}, "loss": 1.5}}'
         for i, t in enumerate(times)
     ]
-    lines.append('{"kind": "summary", "peak_rss_bytes": 100, "extra": {}}')
+    extra = '{"lost": "killed by SIGKILL"}' if lost else "{}"
+    lines.append(f'{{"kind": "summary", "peak_rss_bytes": 100, "extra": {extra}}}')
     return parse_rank_lines(lines, rank)
 
 
@@ -69,9 +72,27 @@ def test_async_aggregation_adds_worker_throughputs() -> None:
         2: _rank(2, [0.1, 0.1, 0.1], role="server"),
     }
     result = aggregate_run(records, synchronous=False)
-    per_worker = sorted([8 * 2 / 1.0, 8 * 2 / 2.0])
-    assert result.throughput_median == pytest.approx(sum(per_worker) / 2)
+    assert result.throughput_median == pytest.approx(8 / 1.0 + 8 / 2.0)  # the server is no worker
     assert len(result.per_rank) == 3
+
+
+def test_async_throughput_is_what_the_workers_did_together() -> None:
+    """Three workers at 1, 1 and 10 s per step, 8 samples each: 8 + 8 + 0.8 = 16.8
+    samples/s (a median of pooled N x samples / step said 24)."""
+    records = {r: _rank(r, [9.0] + [t] * 6) for r, t in enumerate([1.0, 1.0, 10.0])}
+    result = aggregate_run(records, synchronous=False)
+    assert result.throughput_median == pytest.approx(16.8)
+    assert result.throughput_ci_low <= 16.8 <= result.throughput_ci_high
+
+
+def test_a_lost_async_worker_counts_for_the_time_it_was_alive() -> None:
+    records = {
+        0: _rank(0, [9.0] + [1.0] * 8),
+        1: _rank(1, [9.0] + [1.0] * 8),
+        2: _rank(2, [9.0] + [1.0] * 2, lost=True),  # lost after 2 of the others' 8 seconds
+    }
+    result = aggregate_run(records, synchronous=False)
+    assert result.throughput_median == pytest.approx(8 + 8 + 8 * 2 / 8)
 
 
 def test_torn_last_line_is_ignored() -> None:

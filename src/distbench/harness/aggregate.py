@@ -3,7 +3,10 @@
 Synchronous strategies: a step takes as long as its slowest worker, so the global step
 time of step ``i`` is the maximum over workers, and the breakdown is that of the governing
 rank (the worker with the largest mean step time). Asynchronous strategies: each worker
-progresses on its own, so throughput is the sum of the workers' own throughputs.
+progresses on its own, so throughput is the sum of the workers' own throughputs, each its
+measured samples over its own elapsed time (``async_throughput``); a worker lost mid-run
+counts at the rate it kept while it ran, for the share of the run it was alive. The
+interval beside it is step jitter: the spread of the per-step sums over the workers.
 Warm-up steps are excluded everywhere. The breakdown is a per-phase *mean* over measured
 steps, so its phases add up to the mean step time; the headline step time is the median.
 """
@@ -46,15 +49,58 @@ def sync_series(workers: list[RankRecords]) -> tuple[list[float], list[float]]:
 
 
 def async_series(workers: list[RankRecords]) -> tuple[list[float], list[float]]:
-    """Per measured step of every worker: (its step time, samples scaled by worker count),
-    so that samples/time estimates the aggregate throughput of all workers together."""
+    """Every worker's measured steps pooled: (its step time, its samples)."""
     times: list[float] = []
     samples: list[float] = []
     for worker in workers:
         for step in worker.measured_steps():
             times.append(step["step_time"])
-            samples.append(float(step["samples"]) * len(workers))
+            samples.append(float(step["samples"]))
     return times, samples
+
+
+def elapsed(worker: RankRecords) -> float:
+    """Seconds from the start of a worker's first measured step to the end of its last
+    (wall clock), at least the sum of its step times."""
+    steps = worker.measured_steps()
+    span = steps[-1]["t"] + steps[-1]["step_time"] - steps[0]["t"]
+    return float(max(span, sum(s["step_time"] for s in steps)))
+
+
+def is_lost(worker: RankRecords) -> bool:
+    return bool(((worker.summary or {}).get("extra") or {}).get("lost"))
+
+
+def async_throughput(workers: list[RankRecords]) -> float:
+    """Samples per second of all workers together: the sum of each worker's measured samples
+    over its own elapsed time. A lost worker's rate is weighted by the share of the others'
+    longest elapsed time it was alive (it did not work after it died)."""
+    spans = {w.rank: elapsed(w) for w in workers}
+    kept = [spans[w.rank] for w in workers if not is_lost(w)]
+    full = max(kept) if kept else max(spans.values())
+    total = 0.0
+    for worker in workers:
+        span = spans[worker.rank]
+        if span <= 0:
+            continue
+        rate = sum(s["samples"] for s in worker.measured_steps()) / span
+        total += rate * (min(1.0, span / full) if is_lost(worker) else 1.0)
+    return total
+
+
+def async_step_rates(workers: list[RankRecords]) -> list[float]:
+    """Per step index every live worker measured: the sum of the workers' samples per second
+    in that step (what the interval of an asynchronous run's throughput is taken over)."""
+    live = [w for w in workers if not is_lost(w)] or workers
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for worker in live:
+        for step in worker.measured_steps():
+            by_step.setdefault(step["step"], []).append(step)
+    return [
+        sum(s["samples"] / s["step_time"] for s in steps)
+        for _, steps in sorted(by_step.items())
+        if len(steps) == len(live) and all(s["step_time"] > 0 for s in steps)
+    ]
 
 
 def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> RunMetrics:
@@ -64,15 +110,23 @@ def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> RunMetr
     if not times:
         raise RunFailed("workers reported no common measured step")
     step = summarize(times)
-    throughput = summarize([n / t for n, t in zip(samples, times, strict=True) if t > 0])
+    if synchronous:
+        throughput = summarize([n / t for n, t in zip(samples, times, strict=True) if t > 0])
+        median, low, high = throughput.median, throughput.ci95_low, throughput.ci95_high
+    else:
+        median = async_throughput(workers)
+        rates = async_step_rates(workers) or [median]
+        jitter = summarize(rates)
+        # the interval is of the per-step sums; it always contains the headline figure
+        low, high = min(jitter.ci95_low, median), max(jitter.ci95_high, median)
     governing = max(workers, key=lambda w: fmean(s["step_time"] for s in w.measured_steps()))
     measured = governing.measured_steps()
     comm = [s["comm_total"] for s in measured if "comm_total" in s]
     memory = _memory(records)
     return RunMetrics(
-        throughput_median=throughput.median,
-        throughput_ci_low=throughput.ci95_low,
-        throughput_ci_high=throughput.ci95_high,
+        throughput_median=median,
+        throughput_ci_low=low,
+        throughput_ci_high=high,
         step_time_median=step.median,
         step_time_p90=step.p90,
         step_time_mean=fmean(s["step_time"] for s in measured),

@@ -350,6 +350,25 @@ def settings_where(key: str) -> tuple[str, ...]:
 TIMING_KEYS = settings_where("timing")
 #: The settings that make up the workload a calibration profile measures.
 WORKLOAD_KEYS = settings_where("workload")
+#: The timing settings a speedup's one-worker baseline must share with the run: all but
+#: what the speedup compares (the strategy, its options, the worker count, the placement)
+#: and the batch (matched per worker or globally, by the strategy's scaling).
+BASELINE_KEYS = tuple(
+    key
+    for key in TIMING_KEYS
+    if key
+    not in (
+        "strategy",
+        "workers",
+        "servers",
+        "ps_semaphore",
+        "microbatches",
+        "partition",
+        "nnodes",
+        "hosts",
+        "batch_size",
+    )
+)
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,27 @@ def test_store_migrates_and_computes_speedup_against_sequential(tmp_path: Path) 
     store.close()
 
 
+def test_speedup_baseline_shares_every_timing_setting(tmp_path: Path) -> None:
+    """A --input-size 64 or --device cuda run is never divided by a default CPU run."""
+    store = open_store(tmp_path / "r.db")
+    seq = _row("1", "sequential", 1, 100.0)
+    seq.config = {"device": "auto", "input_size": None}
+    big = _row("2", "ddp", 2, 150.0)
+    big.config = {"device": "auto", "input_size": 64}
+    cuda = _row("3", "ddp", 2, 900.0)
+    cuda.config = {"device": "cuda", "input_size": None}
+    cpu = _row("4", "ddp", 2, 180.0)
+    cpu.config = {"device": "cpu", "input_size": None}  # auto on a host without a GPU
+    for row in (seq, big, cuda, cpu):
+        store.insert(row)
+    scaled = {r.run_id: r for r in store.with_scaling(store.query())}
+    assert scaled["4"].baseline_run_id == "1" and scaled["4"].speedup == pytest.approx(1.8)
+    for unmatched in ("2", "3"):
+        assert scaled[unmatched].speedup is None and scaled[unmatched].baseline_run_id is None
+        assert (scaled[unmatched].baseline or "").startswith("none: no measured one-worker run")
+    store.close()
+
+
 def test_store_refuses_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     with sqlite3.connect(path) as db:

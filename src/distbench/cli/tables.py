@@ -79,3 +79,9 @@ def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> 
         "Breakdown columns are per-step means over measured steps of the slowest "
         "rank; speedup = throughput / throughput of the measured one-worker run."
     )
+    if any(row.ok and row.speedup is None for row in rows):
+        console.print(
+            "speedup -: no measured one-worker run with the same settings (model, dataset, "
+            "framework, batch, input size, classes, data directory, device, network); run "
+            "the sequential baseline with the same flags."
+        )

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from distbench.config import BASELINE_KEYS
 from distbench.errors import UserError
 from distbench.store.result import RunResult
 
@@ -122,21 +123,22 @@ class ResultStore:
         return [decode_row(row) for row in cursor]
 
     def baseline_for(self, row: RunResult) -> RunResult | None:
-        """The measured one-worker run this run's speedup is relative to.
+        """The measured one-worker run this run's speedup is relative to, or None.
 
-        Same model, dataset and framework; per-worker batch equal for weak scaling, global
-        batch equal for strong scaling. A sequential run is preferred, else a one-worker run
-        of the same strategy; the most recent one wins.
+        Every setting that changes the time of a step and is not what the speedup compares
+        agrees (``config.BASELINE_KEYS``: model, dataset, framework, input size, classes,
+        data directory, device as resolved on its host, network); per-worker batch equal for
+        weak scaling, global batch equal for strong scaling. A sequential run is preferred,
+        else a one-worker run of the same strategy; the most recent one wins.
         """
         batch = row.local_batch if row.scaling == "weak" else row.global_batch
         cursor = self.connection.execute(
             "SELECT * FROM runs WHERE status = 'ok' AND workers = 1 AND model = ? AND "
             "dataset = ? AND framework = ? AND local_batch = ? AND strategy IN ('sequential', ?)"
-            " ORDER BY strategy = 'sequential' DESC, created_at DESC LIMIT 1",
+            " ORDER BY strategy = 'sequential' DESC, created_at DESC",
             (row.model, row.dataset, row.framework, batch, row.strategy),
         )
-        found = cursor.fetchone()
-        return decode_row(found) if found else None
+        return next((c for c in map(decode_row, cursor) if same_timing_settings(c, row)), None)
 
     def with_scaling(self, rows: list[RunResult]) -> list[RunResult]:
         """Copies with speedup, efficiency and the baseline they are relative to."""
@@ -182,9 +184,33 @@ class ResultStore:
         self.connection.close()
 
 
+def resolved_device(result: RunResult) -> str:
+    """``cpu`` or ``cuda``: what ``--device auto`` became on the run's host."""
+    device = str(result.config.get("device", "auto"))
+    if device != "auto":
+        return device
+    return "cuda" if result.env.get("gpu") else "cpu"
+
+
+def same_timing_settings(a: RunResult, b: RunResult) -> bool:
+    keys = [k for k in BASELINE_KEYS if k != "device"]
+    return resolved_device(a) == resolved_device(b) and all(
+        a.config.get(k) == b.config.get(k) for k in keys
+    )
+
+
+NO_BASELINE = (
+    "none: no measured one-worker run with the same model, dataset, framework, batch, "
+    "input size, classes, data directory, device and network"
+)
+
+
 def add_scaling(row: RunResult, baseline: RunResult | None) -> RunResult:
-    """A copy of ``row`` with its speedup over ``baseline`` (None: no speedup)."""
+    """A copy of ``row`` with its speedup over ``baseline``; without one, no speedup and
+    ``baseline`` says why."""
     out = replace(row, speedup=None, efficiency=None, baseline_run_id=None, baseline=None)
+    if row.ok and baseline is None:
+        out.baseline = NO_BASELINE
     if baseline and baseline.throughput_median and row.throughput_median:
         out.speedup = row.throughput_median / baseline.throughput_median
         out.efficiency = out.speedup / row.workers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from distbench.errors import UserError
 from distbench.harness.aggregate import aggregate_run
 from distbench.measurement.records import parse_rank_lines
 from distbench.measurement.stats import median_ci95, summarize
+from distbench.measurement.stragglers import Straggler
 from distbench.measurement.timer import PhaseTimer
 from distbench.registry import check_run, expand_suite, resolved_threads
 from distbench.store.db import SCHEMA_VERSION, open_store
@@ -201,3 +203,44 @@ def test_store_refuses_newer_schema(tmp_path: Path) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
     with pytest.raises(UserError, match="newer distbench"):
         open_store(path)
+
+
+def _timed_rank(rank: int, backward: float, comm: float, host: str) -> Any:
+    lines = [f'{{"kind": "meta", "role": "worker", "host": "{host}"}}']
+    for i in range(4):
+        phases = {"data": 0.001, "forward": 0.01, "backward": backward, "comm": comm}
+        lines.append(
+            json.dumps(
+                {
+                    "kind": "step",
+                    "step": i,
+                    "warmup": i == 0,
+                    "t": 100.0 + i,
+                    "step_time": sum(phases.values()),
+                    "samples": 8,
+                    "phases": phases,
+                }
+            )
+        )
+    return parse_rank_lines(lines, rank)
+
+
+def test_ddp_wait_for_the_slowest_rank_is_separated_and_the_rank_named() -> None:
+    """Rank 1's backward ends 10 ms after rank 0's: 10 of rank 0's 12 ms of exposed
+    communication is waiting for rank 1, not transfer."""
+    records = {0: _timed_rank(0, 0.020, 0.012, "a"), 1: _timed_rank(1, 0.030, 0.002, "b")}
+    result = aggregate_run(records, synchronous=True)
+    by_rank = {r["rank"]: r["breakdown"] for r in result.per_rank}
+    assert by_rank[0]["wait"] == pytest.approx(0.010)
+    assert by_rank[0]["comm"] == pytest.approx(0.002)
+    assert by_rank[1]["wait"] == pytest.approx(0.0)
+    slowest = result.extra["slowest_rank"]
+    assert slowest["rank"] == 1 and slowest["host"] == "b"
+    assert slowest["behind_s"] == pytest.approx(0.010)
+    assert slowest["others_wait_s"] == pytest.approx(0.010)
+    assert "slowest rank 1 on b: 10.0 ms per step" in Straggler(**slowest).sentence()
+
+
+def test_async_runs_name_no_slowest_rank() -> None:
+    records = {0: _timed_rank(0, 0.020, 0.012, "a"), 1: _timed_rank(1, 0.030, 0.002, "b")}
+    assert "slowest_rank" not in aggregate_run(records, synchronous=False).extra

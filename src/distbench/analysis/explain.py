@@ -24,6 +24,7 @@ from statistics import fmean
 from typing import Any
 
 from distbench.errors import UserError
+from distbench.measurement.stragglers import straggler_of
 from distbench.measurement.timer import PHASES
 from distbench.profiling.opnames import common_profile, operator_framework
 from distbench.store import ResultStore
@@ -338,7 +339,7 @@ def _fields(e: Explanation) -> dict[str, Any]:
 
 def context_notes(a: RunResult, b: RunResult, phase: Delta | None, scope: str) -> list[str]:
     """Differences in setup that are likely causes, and caveats of the comparison."""
-    notes = [*_setup_notes(a, b), *_saturation_notes(a, b)]
+    notes = [*_setup_notes(a, b), *_saturation_notes(a, b), *_straggler_notes(a, b)]
     if scope != "none" and cross_framework(a, b):
         notes.append(
             'operators compared by common names (docs/frameworks.md, "Operator '
@@ -380,6 +381,16 @@ def _setup_notes(a: RunResult, b: RunResult) -> list[str]:
             notes.append(
                 f"{side} was oversubscribed (processes × threads > cores): its workers shared cores"
             )
+    return notes
+
+
+def _straggler_notes(a: RunResult, b: RunResult) -> list[str]:
+    """Name each run's slowest rank: users ask for it first."""
+    notes = []
+    for side, row in (("A", a), ("B", b)):
+        straggler = straggler_of(row.extra)
+        if straggler is not None:
+            notes.append(f"{side}: {straggler.sentence()}")
     return notes
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from distbench.measurement.stragglers import straggler_of
 from distbench.store.export import phases_present
 from distbench.store.result import RunResult
 
@@ -79,6 +80,10 @@ def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> 
         "Breakdown columns are per-step means over measured steps of the slowest "
         "rank; speedup = throughput / throughput of the measured one-worker run."
     )
+    for row in rows:
+        straggler = straggler_of(row.extra) if row.ok else None
+        if straggler is not None:
+            console.print(f"{str(row.run_id)[-6:]}: {straggler.sentence()}", highlight=False)
     if any(row.ok and row.speedup is None for row in rows):
         console.print(
             "speedup -: no measured one-worker run with the same settings (model, dataset, "

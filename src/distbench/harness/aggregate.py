@@ -7,8 +7,10 @@ progresses on its own, so throughput is the sum of the workers' own throughputs,
 measured samples over its own elapsed time (``async_throughput``); a worker lost mid-run
 counts at the rate it kept while it ran, for the share of the run it was alive. The
 interval beside it is step jitter: the spread of the per-step sums over the workers.
-Warm-up steps are excluded everywhere. The breakdown is a per-phase *mean* over measured
-steps, so its phases add up to the mean step time; the headline step time is the median.
+In all-reduce steps the wait for the slowest rank is separated from the transfer and the
+slowest rank is named (``measurement/stragglers.py``). Warm-up steps are excluded
+everywhere. The breakdown is a per-phase *mean* over measured steps, so its phases add up
+to the mean step time; the headline step time is the median.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from distbench.errors import RunFailed
 from distbench.measurement.records import RankRecords
 from distbench.measurement.stats import summarize
+from distbench.measurement.stragglers import separate_wait, separates_wait, slowest_rank
 from distbench.measurement.timer import PHASES
 from distbench.store.result import RunMetrics
 
@@ -106,6 +109,8 @@ def async_step_rates(workers: list[RankRecords]) -> list[float]:
 def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> RunMetrics:
     """Metrics of one finished run."""
     workers = _worker_records(records)
+    if synchronous and separates_wait(workers):
+        separate_wait(workers)  # waiting for the slowest rank is not transfer time
     times, samples = (sync_series if synchronous else async_series)(workers)
     if not times:
         raise RunFailed("workers reported no common measured step")
@@ -138,8 +143,14 @@ def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> RunMetr
         allocated_peak_bytes=memory["allocated_peak_bytes"],
         reserved_peak_bytes=memory["reserved_peak_bytes"],
         per_rank=[_rank_summary(r) for r in records.values()],
-        extra=_extras(records),
+        extra=_with_straggler(_extras(records), workers if synchronous else []),
     )
+
+
+def _with_straggler(extra: dict[str, Any], workers: list[RankRecords]) -> dict[str, Any]:
+    """Synchronous runs name their slowest rank (``extra["slowest_rank"]``)."""
+    straggler = slowest_rank(workers)
+    return {**extra, "slowest_rank": straggler.as_dict()} if straggler else extra
 
 
 def _final_loss(workers: list[RankRecords]) -> float | None:

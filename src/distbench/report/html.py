@@ -20,6 +20,7 @@ from typing import Any
 
 from distbench.analysis.explain import Finding, suite_findings
 from distbench.errors import UserError
+from distbench.measurement.stragglers import straggler_of
 from distbench.report.figures import DPI, ReportFigure, Row, report_figures, save_figure
 from distbench.store import open_store
 
@@ -152,6 +153,9 @@ def run_cells(row: Row) -> list[str]:
         notes.append("oversubscribed")
     if row.status != "ok":
         notes.append(f"failed: {row.error or ''}")
+    straggler = straggler_of(row.extra) if row.ok else None
+    if straggler is not None:
+        notes.append(straggler.sentence())
     return [
         row.run_id,
         row.model,

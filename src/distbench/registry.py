@@ -10,6 +10,8 @@ every entry point (``run``, suites, ``profile``, ``validate``) calls before a pr
 
 from __future__ import annotations
 
+import dataclasses
+
 from distbench.config import RunConfig, SuiteConfig, available_cores
 from distbench.errors import UserError
 from distbench.strategies.contract import StrategyFacts
@@ -55,9 +57,54 @@ def check_run(cfg: RunConfig) -> RunConfig:
     check_model_name(cfg.model)
     if cfg.dataset not in DATASETS:
         raise UserError(f"unknown dataset '{cfg.dataset}' (known: {', '.join(sorted(DATASETS))})")
-    strategy_facts(cfg.framework, cfg.strategy).validate(cfg)
+    facts = strategy_facts(cfg.framework, cfg.strategy)
+    _check_applies(cfg, facts)
+    facts.validate(cfg)
     _check_placement(cfg)
     return cfg
+
+
+#: Settings that only some strategies read (the contract's ``settings``).
+STRATEGY_SETTINGS = ("servers", "ps_semaphore", "microbatches", "partition")
+
+
+def _is_default(cfg: RunConfig, name: str) -> bool:
+    spec = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
+    return bool(getattr(cfg, name) == spec.default)
+
+
+def users_of(name: str) -> list[str]:
+    """The PyTorch strategies that read the strategy-specific setting ``name``."""
+    from distbench.strategies.registry import STRATEGIES
+
+    return [s for s, cls in STRATEGIES.items() if name in cls.settings]
+
+
+def _check_applies(cfg: RunConfig, facts: StrategyFacts) -> None:
+    """A strategy-specific setting given to a strategy that does not read it is refused,
+    not silently ignored."""
+    for name in STRATEGY_SETTINGS:
+        if name in facts.settings or _is_default(cfg, name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        given = "" if isinstance(getattr(cfg, name), bool) else f" {getattr(cfg, name)}"
+        where = cfg.strategy if cfg.framework == "torch" else f"{cfg.strategy} ({cfg.framework})"
+        raise UserError(
+            f"{flag}{given} does not apply to {where}: it is read by "
+            f"{', '.join(users_of(name))} (PyTorch strategies)"
+        )
+
+
+def without_unused_settings(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the strategy-specific settings its strategy does not read reset to their
+    defaults (a suite's shared setting applies to the strategies that read it)."""
+    facts = strategy_facts(cfg.framework, cfg.strategy)
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(RunConfig)
+        if f.name in STRATEGY_SETTINGS and f.name not in facts.settings
+    }
+    return cfg.replace(**defaults) if defaults else cfg
 
 
 def _check_placement(cfg: RunConfig) -> None:
@@ -80,11 +127,32 @@ def expand_suite(suite: SuiteConfig) -> list[RunConfig]:
     """Every run of the suite, checked, in a stable order; single-process strategies run
     with one worker only."""
     framework = str(suite.base.get("framework", "torch"))
+    for count in suite.workers:
+        if count < 1:
+            raise UserError(f"--workers must be at least 1, got {count}")
+    _check_suite_settings(suite, framework)
     runs: list[RunConfig] = []
     for model in suite.models:
         for strategy in suite.strategies:
             counts = [1] if strategy_facts(framework, strategy).single_worker else suite.workers
             for n in counts:
                 settings = {**suite.base, "model": model, "strategy": strategy, "workers": n}
-                runs.append(check_run(RunConfig.from_dict(settings)))
+                cfg = without_unused_settings(RunConfig.from_dict(settings))
+                runs.append(check_run(cfg))
     return runs
+
+
+def _check_suite_settings(suite: SuiteConfig, framework: str) -> None:
+    """A strategy-specific setting of the suite must be read by one of its strategies."""
+    for name in STRATEGY_SETTINGS:
+        if name not in suite.base:
+            continue
+        readers = [s for s in suite.strategies if name in strategy_facts(framework, s).settings]
+        spec = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
+        if not readers and suite.base[name] != spec.default:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(
+                f"{flag} does not apply to {', '.join(suite.strategies)}"
+                + (f" ({framework})" if framework != "torch" else "")
+                + f": it is read by {', '.join(users_of(name))} (PyTorch strategies)"
+            )

@@ -244,3 +244,42 @@ def test_ddp_wait_for_the_slowest_rank_is_separated_and_the_rank_named() -> None
 def test_async_runs_name_no_slowest_rank() -> None:
     records = {0: _timed_rank(0, 0.020, 0.012, "a"), 1: _timed_rank(1, 0.030, 0.002, "b")}
     assert "slowest_rank" not in aggregate_run(records, synchronous=False).extra
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"strategy": "ddp", "partition": "profiled"},
+            "--partition profiled does not apply to ddp",
+        ),
+        (
+            {"strategy": "ddp", "servers": "sharded"},
+            "read by ps-sync-join, ps-sync-split, ps-async",
+        ),
+        (
+            {"framework": "tensorflow", "strategy": "sync", "ps_semaphore": True},
+            r"--ps-semaphore does not apply to sync \(tensorflow\)",
+        ),
+        ({"framework": "mxnet", "strategy": "sync", "servers": "sharded"}, "--servers sharded"),
+        (
+            {"strategy": "model-parallel", "microbatches": 2},
+            "read by pipeline-gpipe, pipeline-1f1b",
+        ),
+    ],
+)
+def test_a_setting_the_strategy_does_not_read_is_refused(
+    settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UserError, match=message):
+        check_run(RunConfig(model="lenet5", workers=2, **settings))
+
+
+def test_a_suite_setting_applies_to_the_strategies_that_read_it() -> None:
+    suite = SuiteConfig(["lenet5"], ["ddp", "ps-async"], [2], {"servers": "sharded"})
+    ddp, ps = expand_suite(suite)
+    assert ddp.servers == "central" and ps.servers == "sharded"  # ddp stores no sharding
+    with pytest.raises(UserError, match="--servers does not apply to ddp"):
+        expand_suite(SuiteConfig(["lenet5"], ["ddp"], [2], {"servers": "sharded"}))
+    with pytest.raises(UserError, match="--workers must be at least 1, got 0"):
+        expand_suite(SuiteConfig(["lenet5"], ["sequential"], [0]))

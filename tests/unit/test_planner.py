@@ -137,7 +137,10 @@ def pipeline(**kw: object) -> RunConfig:
 def test_valid_pipeline_configs() -> None:
     assert pipeline().workers == 2
     assert pipeline(strategy="pipeline-1f1b", microbatches=2).microbatches == 2
-    assert pipeline(strategy="model-parallel", microbatches=3).batch_size == 16  # M ignored
+    assert pipeline(strategy="model-parallel").batch_size == 16
+    # one batch in flight: a micro-batch count is refused, not silently ignored
+    with pytest.raises(UserError, match="--microbatches 3 does not apply to model-parallel"):
+        pipeline(strategy="model-parallel", microbatches=3)
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ class Strategy(ABC):
     equivalence: ClassVar[Equivalence] = Equivalence()
     prediction_model: ClassVar[str | None] = None  # contract.PredictionModel
     emulated_compute: ClassVar[bool] = False
+    settings: ClassVar[tuple[str, ...]] = ()  # strategy-specific RunConfig settings it reads
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx

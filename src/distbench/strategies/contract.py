@@ -82,6 +82,12 @@ class StrategyFacts(Protocol):
         ...
 
     @property
+    def settings(self) -> tuple[str, ...]:
+        """The strategy-specific ``RunConfig`` settings it reads (``servers``, ...); any other
+        strategy-specific setting given to it is refused rather than ignored."""
+        ...
+
+    @property
     def emulated_compute(self) -> bool:
         """Whether forward/backward/update can be replaced by waits replaying a profile."""
         ...

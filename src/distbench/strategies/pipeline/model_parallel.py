@@ -21,6 +21,7 @@ class ModelParallel(PipelineStrategy):
         "layers split over ranks, one batch in flight (no micro-batches); --partition"
     )
     schedule_name: ClassVar[str] = "model-parallel"
+    settings: ClassVar[tuple[str, ...]] = ("partition",)  # one batch in flight, no micro-batches
 
     @classmethod
     def microbatches_of(cls, cfg: RunConfig) -> int:

@@ -81,6 +81,7 @@ class PipelineStrategy(Strategy):
     # Same global batch as sequential, micro-batch gradients summed in another order.
     equivalence: ClassVar[Equivalence] = Equivalence(rtol=1e-5, atol=1e-6)
     schedule_name: ClassVar[str] = "gpipe"
+    settings: ClassVar[tuple[str, ...]] = ("microbatches", "partition")
 
     # ------------------------------------------------------------------ description
 

@@ -58,6 +58,7 @@ class ParameterServer(Strategy):
 
     name: ClassVar[str] = "ps"
     description: ClassVar[str] = "parameter server"
+    settings: ClassVar[tuple[str, ...]] = ("servers", "ps_semaphore")
 
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx)

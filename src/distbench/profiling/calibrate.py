@@ -51,6 +51,7 @@ from distbench.profiling.primitives import (
     link_fit,
     link_measurements,
     probe_bytes,
+    report,
     run_group,
     run_in_group,
     sweep_sizes,
@@ -114,6 +115,42 @@ class StepPlan:
         return timed >= self.max_repeats or (timed >= self.repeats and elapsed >= self.min_seconds)
 
 
+def timed_steps(
+    index: int,
+    plan: StepPlan,
+    barrier: Any,
+    stop: Any,
+    step: Callable[[], dict[str, float]],
+    after_barrier: Callable[[], None] | None = None,
+) -> list[dict[str, float]]:
+    """The lockstep loop of one process of a contention group: the phases of each timed step.
+
+    Process 0 decides when to stop (``stop``) after its own step; every process reads the
+    decision between two barriers, so that no process can read a decision taken during the
+    step that follows it. (With one barrier, a process descheduled right after it — on a
+    busy machine, for longer than process 0's step — read the stop meant for the next
+    round, left, and left the others waiting at the next barrier until the deadline.)
+    ``after_barrier`` lets a test stand in for that descheduling."""
+    phases: list[dict[str, float]] = []
+    started = 0.0
+    for rep in itertools.count():
+        barrier.wait(plan.timeout)
+        if after_barrier is not None:
+            after_barrier()
+        stopping = stop.is_set()
+        barrier.wait(plan.timeout)  # everyone has read the decision before it can change
+        if stopping:
+            break
+        if rep == plan.warmup:
+            started = time.perf_counter()
+        timed = step()
+        if rep >= plan.warmup:
+            phases.append(timed)
+            if index == 0 and plan.done(len(phases), time.perf_counter() - started):
+                stop.set()
+    return phases
+
+
 def _steps_child(
     index: int,
     processes: int,
@@ -125,32 +162,23 @@ def _steps_child(
     stop: Any,
     out: Any,
 ) -> None:
-    """One process of a contention group: time training steps by phase.
+    """One process of a contention group: time training steps by phase, in lockstep with
+    the others (``timed_steps``), so every process times the same number of steps."""
 
-    Process 0 decides when to stop (``stop``), before the barrier that opens the next step,
-    so every process times the same number of steps."""
-    try:
+    def measure() -> list[dict[str, float]]:
         torch.set_num_threads(threads)
         cfg = RunConfig.from_dict(cfg_dict)
         device = torch.device("cpu")
         work = build_workload(cfg, device, batch, index, processes)
         timer = PhaseTimer()
-        phases: list[dict[str, float]] = []
-        started = 0.0
-        for rep in itertools.count():
-            barrier.wait(plan.timeout)
-            if stop.is_set():
-                break
-            if rep == plan.warmup:
-                started = time.perf_counter()
+
+        def one_step() -> dict[str, float]:
             default_step(work, device, timer)
-            if rep >= plan.warmup:
-                phases.append(timer.end_step()[1])
-                if index == 0 and plan.done(len(phases), time.perf_counter() - started):
-                    stop.set()
-        out.put((index, "ok", phases))
-    except Exception as exc:
-        out.put((index, "error", f"{type(exc).__name__}: {exc}"))
+            return timer.end_step()[1]
+
+        return timed_steps(index, plan, barrier, stop, one_step)
+
+    report(out, index, measure)
 
 
 def summarize_steps(

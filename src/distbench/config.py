@@ -48,6 +48,7 @@ def setting(
     metavar: str | None = None,
     choices: tuple[str, ...] | None = None,
     at_least: float | None = None,
+    at_most: float | None = None,
     positive: bool = False,
     timing: bool = False,
     workload: bool = False,
@@ -68,6 +69,7 @@ def setting(
             "metavar": metavar,
             "choices": choices,
             "at_least": at_least,
+            "at_most": at_most,
             "positive": positive,
             "timing": timing,
             "workload": workload,
@@ -225,6 +227,8 @@ class RunConfig:
         "processes",
         "port on node 0",
         metavar="PORT",
+        at_least=1,
+        at_most=65535,
         shown_default="a free one when single-node",
     )
     # -- network: emulated hosts (docs/network.md) -----------------------------------------
@@ -288,6 +292,9 @@ class RunConfig:
             if meta.get("at_least") is not None:
                 least = meta["at_least"]
                 _require(value >= least, f"{flag} must be at least {least:g}, got {value}")
+            if meta.get("at_most") is not None:
+                most = meta["at_most"]
+                _require(value <= most, f"{flag} must be at most {most:g}, got {value}")
             if meta.get("positive"):
                 _require(value > 0, f"{flag} must be positive, got {value}")
         _require(

@@ -23,6 +23,7 @@ from distbench.cli.run import (
     add_training_options,
     configs_from_args,
 )
+from distbench.errors import UserError
 from distbench.predict.accuracy import BestPick, ValidationReport, ValidationRow
 from distbench.workflows.validate import CalibrationOptions, validate_configs
 
@@ -158,6 +159,8 @@ def _verdict(pick: BestPick) -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    if args.rounds < 1:  # before any progress bar is drawn
+        raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     configs = configs_from_args(args)
     options = CalibrationOptions(
         repeats=args.repeats,

@@ -526,6 +526,9 @@ def check_framework(
 
 def parse_frameworks(names: list[str]) -> list[str]:
     """The frameworks to check against PyTorch (which must be listed, first or not)."""
+    for name in names:
+        if name != REFERENCE:
+            get_adapter(name)  # an unknown name is named before anything else
     if REFERENCE not in names:
         raise UserError("--frameworks must include torch, the reference")
     others = [n for n in names if n != REFERENCE]
@@ -556,6 +559,9 @@ def compare_frameworks(
     progress: Callable[[str], None] | None = None,
 ) -> CompareReport:
     """Run the three checks for every framework in ``frameworks`` against PyTorch."""
+    from distbench.models import check_model_name
+
+    check_model_name(model)  # the cheap checks first: a wrong name needs no environment
     others = parse_frameworks(frameworks)
     for name in others:
         require_env(get_adapter(name).env)

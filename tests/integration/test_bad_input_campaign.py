@@ -1,0 +1,251 @@
+"""Bad-input campaign: mistaken command lines across every subcommand.
+
+Each must exit with code 2 and one line on stderr naming the problem, with no traceback and
+no ``ok`` run stored. The command lines run in-process (``cli.main.main``), so that the
+campaign costs seconds; ``test_cli_errors.py`` runs a few of the same in a subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distbench.cli.main import main
+from distbench.store import open_store
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+R = ["run", "--model", "lenet5"]
+CASES = [
+    # run: names
+    (["run", "--model", "nosuchnet"], "unknown model 'nosuchnet'"),
+    ([*R, "--strategy", "nosuch"], "unknown strategy 'nosuch'"),
+    ([*R, "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    ([*R, "--framework", "jax"], "invalid choice: 'jax'"),
+    ([*R, "--device", "tpu"], "invalid choice: 'tpu'"),
+    ([*R, "--servers", "everywhere", "--strategy", "ps-async", "--workers", "2"], "invalid choice"),
+    ([*R, "--partition", "random"], "invalid choice: 'random'"),
+    ([*R, "--framework", "tensorflow", "--strategy", "ddp"], "has no strategy 'ddp'"),
+    # run: sizes
+    ([*R, "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    ([*R, "--batch-size", "-4"], "--batch-size must be at least 1, got -4"),
+    ([*R, "--batch-size", "lots"], "invalid int value: 'lots'"),
+    ([*R, "--steps", "0"], "--steps must be at least 1, got 0"),
+    ([*R, "--warmup", "-1"], "--warmup must be at least 0, got -1"),
+    ([*R, "--strategy", "ddp", "--workers", "0"], "--workers must be at least 1, got 0"),
+    ([*R, "--strategy", "ddp", "--workers", "-1"], "--workers must be at least 1, got -1"),
+    ([*R, "--strategy", "sequential", "--workers", "0"], "--workers must be at least 1, got 0"),
+    ([*R, "--workers", "two"], "expected comma-separated integers"),
+    ([*R, "--threads", "0"], "--threads must be at least 1, got 0"),
+    ([*R, "--lr", "0"], "--lr must be positive, got 0"),
+    ([*R, "--lr", "-0.1"], "--lr must be positive"),
+    ([*R, "--timeout", "0"], "--timeout must be positive"),
+    ([*R, "--input-size", "0"], "--input-size must be at least 1, got 0"),
+    ([*R, "--num-classes", "1"], "--num-classes must be at least 2, got 1"),
+    (
+        [*R, "--microbatches", "0", "--strategy", "pipeline-gpipe", "--workers", "2"],
+        "--microbatches must be at least 1",
+    ),
+    # run: impossible combinations
+    (
+        [*R, "--strategy", "ps-sync-split", "--workers", "3", "--batch-size", "8"],
+        "must divide evenly",
+    ),
+    (
+        [
+            *R,
+            "--strategy",
+            "pipeline-gpipe",
+            "--workers",
+            "2",
+            "--batch-size",
+            "10",
+            "--microbatches",
+            "4",
+        ],
+        "must be divisible by --microbatches 4",
+    ),
+    ([*R, "--strategy", "model-parallel", "--workers", "9"], "has only"),
+    ([*R, "--strategy", "ddp", "--partition", "profiled"], "--partition does not apply to ddp"),
+    ([*R, "--strategy", "ddp", "--servers", "sharded"], "--servers does not apply to ddp"),
+    ([*R, "--strategy", "ddp", "--ps-semaphore"], "--ps-semaphore does not apply to ddp"),
+    (
+        [*R, "--strategy", "ddp", "--workers", "3", "--nnodes", "2"],
+        "must divide evenly over --nnodes 2",
+    ),
+    (
+        [*R, "--node-rank", "2", "--nnodes", "2", "--strategy", "ddp", "--workers", "2"],
+        "--node-rank must be in 0..1, got 2",
+    ),
+    ([*R, "--nnodes", "0"], "--nnodes must be at least 1, got 0"),
+    ([*R, "--hosts", "0"], "--hosts must be at least 1, got 0"),
+    ([*R, "--strategy", "ddp", "--workers", "4", "--hosts", "3"], "divide evenly over --hosts 3"),
+    (
+        [*R, "--strategy", "ddp", "--workers", "2", "--nnodes", "2", "--hosts", "2"],
+        "use one or the other",
+    ),
+    (
+        [*R, "--framework", "tensorflow", "--strategy", "async", "--workers", "2", "--profile-ops"],
+        "--profile-ops is not available",
+    ),
+    ([*R, "--device", "cuda"], "no CUDA device"),
+    # run: network specs
+    ([*R, "--network", "rate=1gbit"], "unknown key"),
+    ([*R, "--network", "bandwidth=fast"], "bad rate 'fast'"),
+    ([*R, "--network", "bandwidth=100mbit,burst=-1"], "bad size '-1'"),
+    ([*R, "--network", "bandwidth=100mbit,mtu=10"], "mtu"),
+    # run: data files
+    ([*R, "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
+    ([*R, "--dataset", "cifar10"], "--data-dir"),
+    ([*R, "--dataset", "mnist", "--data-dir", "{tmp}/emptydir"], "emptydir"),
+    ([*R, "--dataset", "mnist", "--data-dir", "{tmp}/mnist"], "mnist"),
+    ([*R, "--dataset", "cifar10", "--data-dir", "{tmp}/cifar"], "cifar"),
+    ([*R, "--dataset", "imagefolder", "--data-dir", "{tmp}/emptydir"], "emptydir"),
+    # run: user models
+    (["run", "--model", "{tmp}/missing.py:Net"], "missing.py"),
+    (["run", "--model", "{tmp}/syntax_model.py:Net"], "syntax_model.py"),
+    (["run", "--model", "{tmp}/broken_model.py:Nope"], "Nope"),
+    (["run", "--model", "no.such.module:Net"], "no.such.module"),
+    # run: suites and stores
+    (["run", "--suite", "{tmp}/missing.toml"], "suite file not found"),
+    (["run", "--suite", "{tmp}/bad.toml"], "not valid TOML"),
+    (["run", "--suite", "{tmp}/unknown.toml"], "unknown setting(s): colour"),
+    (["run", "--suite", "{tmp}/nomodels.toml"], "needs a 'models' list"),
+    ([*R, "--db", "/nonexistent/dir/r.db"], "/nonexistent/dir"),
+    ([*R, "--db", "{tmp}/emptydir"], "is a directory"),
+    ([*R, "--db", "{tmp}/corrupt.db"], "corrupt.db"),
+    ([*R, "--nodefile", "{tmp}/missing_nodes.txt"], "missing_nodes.txt"),
+    ([*R, "--nodefile", "{tmp}/empty_nodes.txt"], "empty_nodes.txt"),
+    ([*R, "--master-port", "70000"], "--master-port must be at most 65535, got 70000"),
+    ([*R, "--master-port", "0"], "--master-port must be at least 1, got 0"),
+    # results
+    (["results", "--db", "{tmp}/missing.db"], "no results database"),
+    (["results", "--db", "{tmp}/corrupt.db"], "corrupt.db"),
+    (["results", "--format", "xml"], "invalid choice: 'xml'"),
+    # list
+    (["list", "nothings"], "invalid choice"),
+    (["list", "models", "--blocks", "nosuchnet"], "unknown model"),
+    # estimate
+    (["estimate", "--t-grad", "-1", "--t-comm", "0.1"], "t_grad"),
+    (["estimate", "--t-grad", "1"], "--t-comm"),
+    (["estimate", "--t-grad", "1", "--t-comm", "0.1", "--workers", "0"], "--workers must be >= 1"),
+    (["estimate", "--t-grad", "1", "--t-comm", "0.1", "--server", "nowhere"], "invalid choice"),
+    (["estimate", "--t-grad", "1", "--t-comm", "0.1", "--type", "magic"], "invalid choice"),
+    (["estimate", "--t-grad", "1", "--t-comm", "0.1", "--batches", "0"], "batches"),
+    (["estimate", "--type", "pipeline", "--t-grad", "1"], "--microbatches"),
+    (["estimate", "--model", "lenet5", "--db", "{tmp}/missing.db"], "missing.db"),
+    # profile
+    (["profile", "--model", "nosuchnet"], "unknown model"),
+    (["profile", "--model", "lenet5", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (
+        ["profile", "--model", "lenet5", "--dataset", "mnist", "--data-dir", "/nonexistent"],
+        "/nonexistent",
+    ),
+    (["profile", "--model", "lenet5", "--network", "rate=1"], "unknown key"),
+    # validate
+    (["validate", "--model", "lenet5", "--rounds", "0"], "--rounds must be at least 1"),
+    (["validate", "--model", "nosuchnet"], "unknown model"),
+    (["validate", "--suite", "{tmp}/bad.toml"], "not valid TOML"),
+    # explain
+    (["explain", "aaa", "bbb", "--db", "{tmp}/missing.db"], "missing.db"),
+    (["explain", "zzzzzz", "yyyyyy", "--db", "{tmp}/empty.db"], "no run 'zzzzzz'"),
+    # report
+    (["report", "--db", "{tmp}/missing.db", "--out", "{tmp}/rep"], "missing.db"),
+    (["report", "--db", "{tmp}/empty.db", "--out", "{tmp}/rep"], "no runs"),
+    # env / compare
+    (["env", "install", "cobol"], "invalid choice"),
+    (["compare", "--model", "nosuchnet"], "unknown model"),
+    (["compare", "--model", "lenet5", "--frameworks", "torch,cobol"], "unknown framework 'cobol'"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Broken inputs of every kind, written in their real formats."""
+    tmp = tmp_path_factory.mktemp("bad-inputs")
+    (tmp / "bad.toml").write_text("models = [\n")
+    (tmp / "unknown.toml").write_text(
+        'models = ["lenet5"]\nstrategies = ["ddp"]\ncolour = "blue"\n'
+    )
+    (tmp / "nomodels.toml").write_text('strategies = ["ddp"]\n')
+    (tmp / "corrupt.db").write_text("not a database, just text " * 40)
+    (tmp / "emptydir").mkdir()
+    (tmp / "mnist").mkdir()
+    (tmp / "mnist" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01" + b"\x07" * 96)
+    (tmp / "cifar").mkdir()
+    (tmp / "cifar" / "data_batch_1").write_bytes(b"not a pickle")
+    (tmp / "broken_model.py").write_text("import torch\nclass Net(torch.nn.Module):\n    pass\n")
+    (tmp / "syntax_model.py").write_text("def f(:\n")
+    (tmp / "empty_nodes.txt").write_text("# no address\n")
+    open_store(tmp / "empty.db").close()
+    return tmp
+
+
+@pytest.fixture
+def keep_signal_handlers() -> Iterator[None]:
+    """``main`` installs SIGTERM/SIGHUP handlers; the test process keeps its own."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def run_cli(argv: list[str]) -> tuple[object, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code: object = main(argv)
+        except SystemExit as exc:  # argparse's own errors exit 2 after one usage line
+            code = exc.code
+    return code, err.getvalue()
+
+
+def ok_rows(db: Path) -> int:
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(db) as connection:
+            found = connection.execute("SELECT count(*) FROM runs WHERE status = 'ok'")
+            return int(found.fetchone()[0])
+    except sqlite3.DatabaseError:
+        return 0  # the corrupt store of a case
+
+
+def test_the_campaign_covers_every_subcommand() -> None:
+    assert len(CASES) >= 60
+    commands = {args[0] for args, _ in CASES}
+    assert commands == {
+        "run",
+        "results",
+        "list",
+        "estimate",
+        "profile",
+        "validate",
+        "explain",
+        "report",
+        "env",
+        "compare",
+    }
+
+
+@pytest.mark.parametrize(("args", "expected"), CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_a_mistaken_command_line_is_one_line_and_exit_2(
+    files: Path, keep_signal_handlers: None, args: list[str], expected: str
+) -> None:
+    argv = [a.replace("{tmp}", str(files)) for a in args]
+    db = files / "campaign.db"
+    if "--db" not in argv and argv[0] not in ("list", "env", "compare"):
+        argv += ["--db", str(db)]
+    code, stderr = run_cli(argv)
+    lines = stderr.strip().splitlines()
+    assert code == 2, stderr
+    assert len(lines) == 1, stderr
+    assert expected in lines[0]
+    assert "Traceback" not in stderr
+    assert ok_rows(db) == 0

@@ -8,7 +8,6 @@ that they run while the other subcommands are still being written; one goes thro
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -193,14 +192,17 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFix
     assert "error" in err
 
 
-def test_model_without_profiles_is_user_error(capsys: pytest.CaptureFixture[str]) -> None:
-    if (
-        importlib.util.find_spec("distbench.profiling") is not None
-        and importlib.util.find_spec("distbench.profiling.profiles") is not None
-    ):
-        pytest.skip("stored profiles exist now; this tests the placeholder path")
-    assert run_cli(["estimate", "--model", "resnet18", "--db", "x.db"]) == 2
-    assert "no stored profiles yet" in capsys.readouterr().err
+def test_model_without_profiles_is_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distbench.store import open_store
+
+    db = tmp_path / "x.db"
+    open_store(db).close()  # a store with no profile in it
+    assert run_cli(["estimate", "--model", "resnet18", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "no stored profile of model 'resnet18'" in err
+    assert "distbench profile --model resnet18" in err  # and how to make one
 
 
 def test_register_sets_handler() -> None:
@@ -219,10 +221,6 @@ def test_register_sets_handler() -> None:
     )
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("distbench.cli.run") is None,
-    reason="distbench.cli.run not written yet; main() imports every subcommand",
-)
 def test_through_main(capsys: pytest.CaptureFixture[str]) -> None:
     from distbench.cli.main import main
 

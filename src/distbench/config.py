@@ -218,6 +218,13 @@ class RunConfig:
         metavar="SEC",
         positive=True,
     )
+    rendezvous_timeout: float = setting(
+        300.0,
+        "processes",
+        "multi-node runs: how long a node waits for the others to join before it gives up",
+        metavar="SEC",
+        positive=True,
+    )
     device: str = setting("auto", "processes", "device", choices=DEVICES, timing=True)
     nnodes: int = setting(1, "processes", "nodes in a multi-node run", at_least=1, timing=True)
     node_rank: int = setting(0, "processes", "this node's rank, 0..nnodes-1")
@@ -229,7 +236,7 @@ class RunConfig:
         metavar="PORT",
         at_least=1,
         at_most=65535,
-        shown_default="a free one when single-node",
+        shown_default="a free one on one node, 29500 across nodes",
     )
     # -- network: emulated hosts (docs/network.md) -----------------------------------------
     network: str | None = setting(

@@ -15,7 +15,7 @@ from importlib import import_module
 
 from distbench import __version__
 from distbench.cli.common import OneLineParser
-from distbench.errors import UserError
+from distbench.errors import RunFailed, UserError
 
 # Subcommand name -> module under distbench.cli. Order is the order of --help.
 COMMANDS: dict[str, str] = {
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         sys.stderr.write(f"distbench {args.command}: error: {exc}\n")
         return 2
+    except RunFailed as exc:  # a failure only a run can find, where nothing is stored
+        sys.stderr.write(f"distbench {args.command}: failed: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"distbench {args.command}: interrupted\n")
         return 130

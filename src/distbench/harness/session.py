@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -111,8 +112,11 @@ def execute_run(
             store.insert(result)
         raise
     result.duration_s = time.monotonic() - started
-    if cfg.node_rank != 0:
-        return None  # the node with rank 0 gathers every rank's records and stores the run
+    if cfg.node_rank != 0:  # node 0 gathers every rank's records and stores the run
+        if outcome.returncode != 0:
+            raise RunFailed(f"node {cfg.node_rank}: {outcome.error}")
+        sys.stderr.write(f"node {cfg.node_rank}: done; node 0 stores the result\n")
+        return None
     if outcome.returncode == 0:
         try:
             synchronous = strategy_facts(cfg.framework, cfg.strategy).synchronous

@@ -32,6 +32,8 @@ from distbench.harness.processes import (
 from distbench.measurement.records import read_run_records
 from distbench.registry import processes, resolved_threads, strategy_facts
 
+DEFAULT_CLUSTER_PORT = 29500  # torchrun's default master port
+
 
 def torchrun_command(cfg: RunConfig, run_dir: Path, port: int) -> list[str]:
     nproc = processes(cfg) // cfg.nnodes
@@ -44,6 +46,8 @@ def torchrun_command(cfg: RunConfig, run_dir: Path, port: int) -> list[str]:
         f"--nproc-per-node={nproc}",
         f"--master-addr={cfg.master_addr}",
         f"--master-port={port}",
+        # the static rendezvous waits this long for every node's launcher to connect
+        f"--rdzv-conf=timeout={max(1, round(cfg.rendezvous_timeout))}",
         "--max-restarts=0",
         "--monitor-interval=0.2",
         f"--log-dir={run_dir / 'logs'}",
@@ -81,21 +85,91 @@ def launch_torchrun(
     """Run all local ranks of ``cfg`` to completion, failure or timeout."""
     threads = resolved_threads(cfg)
     write_run_config(run_dir, cfg.replace(threads=threads).to_dict())
-    port = cfg.master_port or free_port()
+    # one node: any free port; several: torchrun's default, which every node can know
+    port = cfg.master_port or (DEFAULT_CLUSTER_PORT if cfg.nnodes > 1 else free_port())
     started = time.monotonic()
     proc = spawn(
         torchrun_command(cfg, run_dir, port),
         worker_environment(threads),
         log=run_dir / "launcher.log",
     )
-    seen = watch([proc], cfg.timeout, on_poll=rank0_progress(run_dir, on_progress), started=started)
+    polls = [rank0_progress(run_dir, on_progress)]
+    if cfg.nnodes > 1:
+        polls.append(RendezvousNotice(cfg, port, run_dir))
+    seen = watch([proc], cfg.timeout, on_poll=_all(polls), started=started)
     elapsed = time.monotonic() - started
     if seen.timed_out:
         return timed_out(cfg.timeout, elapsed)
     code = int(proc.returncode or 0)
     if code == 0:
         warn_lost_ranks(run_dir)
-    return LaunchOutcome(code, None if code == 0 else diagnose_failure(run_dir), elapsed)
+        return LaunchOutcome(0, None, elapsed)
+    if cfg.nnodes > 1 and not started_ranks(run_dir):
+        return LaunchOutcome(code, rendezvous_failure(cfg, port), elapsed)
+    return LaunchOutcome(code, diagnose_failure(run_dir), elapsed)
+
+
+def _all(hooks: list[Callable[[], None] | None]) -> Callable[[], None]:
+    active = [hook for hook in hooks if hook is not None]
+
+    def poll() -> None:
+        for hook in active:
+            hook()
+
+    return poll
+
+
+def started_ranks(run_dir: Path) -> bool:
+    """Whether any local rank has started (torchrun starts none before the rendezvous)."""
+    return any(run_dir.glob("rank*.jsonl"))
+
+
+def waiting_for(cfg: RunConfig, port: int) -> str:
+    """Who a node waits for in the static rendezvous at node 0's address."""
+    where = f"{cfg.master_addr}:{port}"
+    if cfg.node_rank == 0:
+        others = "node 1" if cfg.nnodes == 2 else f"nodes 1..{cfg.nnodes - 1}"
+        return f"node 0 of {cfg.nnodes} is waiting for {others} to join at {where}"
+    return (
+        f"node {cfg.node_rank} of {cfg.nnodes} is waiting to join node 0 (and the others) "
+        f"at {where}"
+    )
+
+
+def rendezvous_failure(cfg: RunConfig, port: int) -> str:
+    return (
+        f"rendezvous failed: {waiting_for(cfg, port)}, and not every node joined within "
+        f"--rendezvous-timeout {cfg.rendezvous_timeout:g} s; start the same command with "
+        f"--node-rank 0..{cfg.nnodes - 1} on each node"
+    )
+
+
+class RendezvousNotice:
+    """Says, on stderr, that a multi-node run is waiting for its other nodes: after
+    ``FIRST`` seconds without a started rank, then every ``EVERY`` seconds."""
+
+    FIRST = 10.0
+    EVERY = 30.0
+
+    def __init__(self, cfg: RunConfig, port: int, run_dir: Path) -> None:
+        self.cfg, self.port, self.run_dir = cfg, port, run_dir
+        self.since = time.monotonic()
+        self.since_wall = time.strftime("%H:%M:%S")
+        self.next_notice = self.since + self.FIRST
+        self.done = False
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self.done or now < self.next_notice:
+            return
+        if started_ranks(self.run_dir):
+            self.done = True
+            return
+        self.next_notice = now + self.EVERY
+        sys.stderr.write(
+            f"{waiting_for(self.cfg, self.port)} since {self.since_wall} "
+            f"({now - self.since:.0f} s; gives up after {self.cfg.rendezvous_timeout:g} s)\n"
+        )
 
 
 # torchrun's failure summary lists each failed rank with its exit code (negative: signal).

@@ -46,7 +46,7 @@ from distbench.harness.processes import (
     worker_environment,
     write_run_config,
 )
-from distbench.harness.torchrun import diagnose_failure, torchrun_command
+from distbench.harness.torchrun import DEFAULT_CLUSTER_PORT, diagnose_failure, torchrun_command
 from distbench.netem.namespaces import (
     HOST_SYSCTLS,
     Host,
@@ -59,7 +59,6 @@ from distbench.netem.spec import NetworkSpec, parse_network
 from distbench.registry import processes, resolved_threads
 
 MASTER_PORT = 29400  # inside the namespaces every port is free
-DEFAULT_CLUSTER_PORT = 29500  # torchrun's default, for --nodefile on a real cluster
 FAILURE_GRACE = 15.0  # after one host fails, the others get this long to notice, then stop
 HOST_FILES_KEPT = ("config.json", "launcher.log")
 

@@ -11,56 +11,30 @@ for Horovod's source build on our 2-core host.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from distbench.frameworks.envs import is_installed
+from conftest import ensure_framework_envs
 
 pytestmark = [pytest.mark.integration]
 
 CLI = [sys.executable, "-m", "distbench.cli.main"]
-INSTALL_TIMEOUT = 1200
 FRAMEWORKS = ("tensorflow", "mxnet")
-
-
-def _may_install() -> bool:
-    return bool(os.environ.get("CI")) or os.environ.get("DISTBENCH_FRAMEWORK_TESTS") == "1"
-
-
-def _ensure_envs(names: tuple[str, ...], cost: str) -> None:
-    """Install the missing ones of ``names`` where allowed, else skip saying how."""
-    missing = [name for name in names if not is_installed(name)]
-    if not missing:
-        return
-    if not _may_install():
-        pytest.skip(
-            f"environments {', '.join(missing)} are not installed; set "
-            f"DISTBENCH_FRAMEWORK_TESTS=1 (or CI) to install them ({cost}), or run "
-            f"`distbench env install {' '.join(missing)}`"
-        )
-    done = subprocess.run(
-        [*CLI, "env", "install", *missing, "--timeout", str(INSTALL_TIMEOUT)],
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT * len(missing) + 60,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
 def framework_envs() -> None:
     """Make sure both environments exist, installing them only where allowed."""
-    _ensure_envs(FRAMEWORKS, "~4 minutes, ~2 GB")
+    ensure_framework_envs(FRAMEWORKS, "~4 minutes, ~2 GB")
 
 
 @pytest.fixture(scope="module")
 def horovod_env() -> None:
     """Horovod is built from source against this torch: ~7.5 minutes on our 2-core host."""
-    _ensure_envs(("horovod",), "a source build, ~8 minutes")
+    ensure_framework_envs(("horovod",), "a source build, ~8 minutes")
 
 
 @pytest.mark.timeout(2700)

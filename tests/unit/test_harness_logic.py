@@ -17,7 +17,7 @@ from distbench.measurement.stats import median_ci95, summarize
 from distbench.measurement.stragglers import Straggler
 from distbench.measurement.timer import PhaseTimer
 from distbench.registry import check_run, expand_suite, resolved_threads
-from distbench.store.db import SCHEMA_VERSION, open_store
+from distbench.store.db import SCHEMA_VERSION, open_store, orchestrator
 from distbench.store.result import RunResult
 
 
@@ -283,3 +283,32 @@ def test_a_suite_setting_applies_to_the_strategies_that_read_it() -> None:
         expand_suite(SuiteConfig(["lenet5"], ["ddp"], [2], {"servers": "sharded"}))
     with pytest.raises(UserError, match="--workers must be at least 1, got 0"):
         expand_suite(SuiteConfig(["lenet5"], ["sequential"], [0]))
+
+
+def test_a_run_whose_distbench_died_is_marked_interrupted_on_the_next_open(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store = open_store(tmp_path / "r.db")
+    dead = _row("dead", "ddp", 2, 1.0)
+    alive = _row("alive", "ddp", 2, 1.0)
+    elsewhere = _row("elsewhere", "ddp", 2, 1.0)
+    me = orchestrator()
+    for row, who in (
+        (dead, {**me, "pid": gone.pid}),
+        (alive, me),
+        (elsewhere, {**me, "host": socket.gethostname() + "-other"}),
+    ):
+        row.status, row.extra = "running", {"orchestrator": who}
+        store.insert(row)
+    store.close()
+    store = open_store(tmp_path / "r.db")
+    status = {r.run_id: (r.status, r.error or "") for r in store.query()}
+    store.close()
+    assert status["dead"][0] == "failed" and status["dead"][1].startswith("interrupted: ")
+    assert status["alive"] == ("running", "") and status["elsewhere"] == ("running", "")

@@ -30,6 +30,7 @@ from distbench.netem import cleanup_stale, network_info, preflight_network, reso
 from distbench.profiling.operators import stored_operators
 from distbench.registry import processes, resolved_threads, strategy_facts
 from distbench.store import ResultStore, open_store
+from distbench.store.db import orchestrator
 from distbench.store.result import RunResult
 
 ProgressHook = Callable[[str, dict[str, Any]], None]
@@ -102,6 +103,11 @@ def execute_run(
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     result = describe_run(cfg, run_id, run_dir, env)
+    if cfg.node_rank == 0:  # stored now, so that a distbench killed mid-run leaves a trace
+        result.status = "running"
+        result.extra["orchestrator"] = orchestrator()
+        store.insert(result)
+        result.status = "failed"
     started = time.monotonic()
     try:
         outcome = launch(cfg, run_dir, on_progress)

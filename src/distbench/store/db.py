@@ -9,12 +9,15 @@ one-worker baseline that exists at that time, and the row names the baseline it 
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from distbench.config import BASELINE_KEYS
 from distbench.errors import UserError
@@ -85,12 +88,31 @@ class ResultStore:
                 self.connection.execute(f"PRAGMA user_version = {version + 1}")
 
     def insert(self, result: RunResult) -> None:
+        """Store ``result``, replacing an earlier state of the same run (``running``)."""
         row = result.to_row()
         values = {k: (json.dumps(v) if k in JSON_COLUMNS else v) for k, v in row.items()}
         columns = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
         with self.connection:
-            self.connection.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", values)
+            self.connection.execute(
+                f"INSERT OR REPLACE INTO runs ({columns}) VALUES ({marks})", values
+            )
+
+    def mark_interrupted(self) -> list[str]:
+        """Runs still ``running`` whose distbench process on this host is gone (killed with
+        SIGKILL, or the machine rebooted) become ``failed``, saying so; returns their ids.
+        A run of a distbench that is still alive, or of another host, is left alone."""
+        cursor = self.connection.execute("SELECT * FROM runs WHERE status = 'running'")
+        gone = [r for r in map(decode_row, cursor) if orchestrator_gone(r)]
+        for result in gone:
+            who = result.extra.get("orchestrator") or {}
+            result.status = "failed"
+            result.error = (
+                f"interrupted: distbench (pid {who.get('pid')}) ended during the run "
+                "without storing its result (killed with SIGKILL?)"
+            )
+            self.insert(result)
+        return [r.run_id for r in gone]
 
     def query(
         self,
@@ -184,6 +206,24 @@ class ResultStore:
         self.connection.close()
 
 
+def orchestrator() -> dict[str, Any]:
+    """Who runs a benchmark: this process (pid, host, start time), stored while it runs."""
+    me = psutil.Process()
+    return {"pid": me.pid, "host": socket.gethostname(), "started": me.create_time()}
+
+
+def orchestrator_gone(result: RunResult) -> bool:
+    who = result.extra.get("orchestrator") or {}
+    if who.get("host") != socket.gethostname() or not who.get("pid"):
+        return False  # another host's run: only that host can tell
+    try:
+        process = psutil.Process(int(who["pid"]))
+    except psutil.NoSuchProcess:
+        return True
+    # a reused pid belongs to a process started later
+    return bool(abs(process.create_time() - float(who.get("started", 0.0))) > 1.0)
+
+
 def resolved_device(result: RunResult) -> str:
     """``cpu`` or ``cuda``: what ``--device auto`` became on the run's host."""
     device = str(result.config.get("device", "auto"))
@@ -242,6 +282,7 @@ def open_store(path: str | Path) -> ResultStore:
         store.migrate()
         with _write_probe(store.connection):
             pass
+        store.mark_interrupted()
     except sqlite3.Error as exc:
         raise UserError(f"cannot write results database {path}: {exc}") from exc
     return store

@@ -45,7 +45,7 @@ class RunResult:
     """One run: its configuration facts, status, figures and environment."""
 
     run_id: str
-    status: str  # "ok" or "failed"
+    status: str  # "ok" or "failed"; "running" while a run is under way
     created_at: str
     model: str
     dataset: str

@@ -271,3 +271,36 @@ def test_a_killed_worker_fails_an_adapter_run_cleanly(
     assert none_left_within(tmp_path) == []
     [row] = stored(tmp_path)
     assert row["status"] == "failed"
+
+
+def test_a_run_past_its_deadline_is_stopped_and_stored_failed(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--model",
+            "lenet5",
+            "--strategy",
+            "ddp",
+            "--workers",
+            "2",
+            "--steps",
+            "100000",
+            "--threads",
+            "1",
+            "--timeout",
+            "20",
+            "--db",
+            "r.db",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and time.monotonic() - started < 60
+    assert none_left_within(tmp_path) == []
+    row = stored(tmp_path)[-1]
+    assert row["status"] == "failed"
+    assert row["error"] == "timed out after 20 s; all ranks stopped"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 DEFAULT_DB = "distbench.db"
 
@@ -34,17 +34,29 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def int_list(text: str) -> list[int]:
-    """Parse '1,2,4' into [1, 2, 4] with a one-line error for anything else."""
+T = TypeVar("T", int, float)
+
+
+def _number_list(text: str, kind: type[T], what: str) -> list[T]:
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got '{text}'"
+            f"expected comma-separated {what}s, got '{text}'"
         ) from None
     if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
+        raise argparse.ArgumentTypeError(f"expected at least one {what}")
     return values
+
+
+def int_list(text: str) -> list[int]:
+    """Parse '1,2,4' into [1, 2, 4] with a one-line error for anything else."""
+    return _number_list(text, int, "integer")
+
+
+def float_list(text: str) -> list[float]:
+    """Parse '0.5,0.26,0.18' into floats with a one-line error for anything else."""
+    return _number_list(text, float, "number")
 
 
 def str_list(text: str) -> list[str]:

@@ -13,7 +13,7 @@ import json
 from importlib import import_module
 from typing import Any, cast
 
-from distbench.cli.common import add_db_option, add_json_option
+from distbench.cli.common import add_db_option, add_json_option, float_list
 from distbench.errors import UserError
 from distbench.predict.core import SERVER_ALIASES, SERVERS, canonical_server
 from distbench.predict.estimate import (
@@ -29,19 +29,6 @@ from distbench.predict.estimate import (
 from distbench.predict.formulas import DDP_DEFAULT_BUCKET_BYTES
 
 PROFILE_FIELDS = ("t_grad", "t_comm", "t_grad_split", "grad_bytes", "t_backward")
-
-
-def float_list(text: str) -> list[float]:
-    """Parse '0.5,0.26,0.18' into floats with a one-line error for anything else."""
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got '{text}'"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -253,6 +253,7 @@ def test_sigterm_of_distbench_stops_the_ranks_and_stores_the_run_failed(tmp_path
 ADAPTERS = [("tensorflow", "sync"), ("mxnet", "sync"), ("horovod", "sync")]
 
 
+@pytest.mark.timeout(2700)  # where CI installs the environment first (Horovod: a build)
 @pytest.mark.parametrize(("framework", "strategy"), ADAPTERS, ids=[a for a, _ in ADAPTERS])
 def test_a_killed_worker_fails_an_adapter_run_cleanly(
     tmp_path: Path, framework: str, strategy: str

@@ -111,9 +111,11 @@ def test_validate_runs_and_predicts_from_a_new_profile(db_path: Path) -> None:
     assert [r.status for r in report.rows] == ["ok", "ok"], [r.note for r in report.rows]
     for row in report.rows:
         assert row.predicted_step and row.measured_step and row.step_error is not None
-        # A bound a wrong unit or formula breaks, loose enough for a loaded 2-core host;
-        # how close the prediction is, is measured by `distbench validate` (docs/model.md).
-        assert -0.8 < row.step_error < 2.0, (row.strategy, row.step_error)
+        # Within 10x either way: a wrong unit (ms for s) or a term counted N times breaks it,
+        # while a 2-core host loaded by other benchmarks between the profile and the run
+        # does not; how close the prediction is, `distbench validate` measures
+        # (docs/model.md).
+        assert -0.9 < row.step_error < 9.0, (row.strategy, row.step_error)
     assert report.rows[0].predicted_speedup == pytest.approx(1.0)
     assert report.summary.compared == 2 and len(report.summary.best) == 1
     again = validate_configs(configs, str(db_path), reuse=True, options=options)

@@ -364,3 +364,19 @@ def test_profile_ops_is_refused_where_a_framework_cannot_profile() -> None:
         RunConfig(model="lenet5", framework="mxnet", steps=5, warmup=2, profile_ops=True)
     ) == {"wait": 3, "warmup": 1, "active": 3}
     assert launch.profile_job(RunConfig(model="lenet5", framework="mxnet")) is None
+
+
+def test_tensorflow_onednn_kernels_have_their_plain_operators_common_names() -> None:
+    """TensorFlow with oneDNN on a CPU it supports names its kernels _MklNative... ."""
+    assert common_name("tensorflow", "_MklNativeFusedConv2D") == "conv2d"
+    assert common_name("tensorflow", "_MklNativeConv2DBackpropFilterWithBias") == (
+        "conv2d_backward"
+    )
+    assert common_name("tensorflow", "_MklNativeConv2DBackpropInput") == "conv2d_backward"
+    assert common_name("tensorflow", "_MklMatMul") == "matmul"
+    assert common_name("tensorflow", "_MklNativeFusedMatMul") == "matmul"
+    assert common_name("tensorflow", "_MklNativeMaxPoolGrad") == "pool_backward"
+    assert (
+        common_name("tensorflow", "_MklNativeSomethingNew") == "tensorflow:_MklNativeSomethingNew"
+    )
+    assert common_name("mxnet", "_MklMatMul") == "mxnet:_MklMatMul"  # TensorFlow's rule only

@@ -176,6 +176,15 @@ class RendezvousNotice:
 _FAILED_RANK = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)")
 
 
+def signal_rank(code: int) -> int:
+    """How likely a rank's signal is the cause of the failure (0 most). SIGTERM is how
+    torchrun stops the survivors; SIGABRT is how a gloo rank ends when a peer's connection
+    drops; any other signal (SIGKILL, SIGSEGV, ...) came from outside or from a crash."""
+    if code == -signal.SIGTERM:
+        return 2
+    return 1 if code == -signal.SIGABRT else 0
+
+
 def diagnose_failure(run_dir: Path) -> str:
     """One line saying which rank failed and why.
 
@@ -184,8 +193,7 @@ def diagnose_failure(run_dir: Path) -> str:
     """
     log = (run_dir / "launcher.log").read_text(errors="replace")
     failures = [(int(rank), int(code)) for rank, code in _FAILED_RANK.findall(log)]
-    # SIGTERM is how torchrun stops the survivors; any other signal is the real cause.
-    killed = sorted((code == -signal.SIGTERM, rank, code) for rank, code in failures if code < 0)
+    killed = sorted((signal_rank(code), rank, code) for rank, code in failures if code < 0)
     if killed:
         _, rank, code = killed[0]
         return f"rank {rank} died: {describe_exit(code)}"

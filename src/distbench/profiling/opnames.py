@@ -184,12 +184,35 @@ def operator_framework(framework: str) -> str:
     return SAME_OPERATORS_AS.get(framework, framework)
 
 
+#: TensorFlow built with oneDNN renames its CPU kernels (``_MklNativeFusedConv2D``,
+#: ``_MklMatMul``, ``_MklNativeConv2DBackpropFilterWithBias``) on CPUs it supports; the
+#: operator is the one of the plain name.
+ONEDNN_PREFIXES = ("_MklNative", "_Mkl")
+ONEDNN_SUFFIXES = ("WithBias",)
+
+
+def plain_names(framework: str, native: str) -> list[str]:
+    """``native`` and, for a oneDNN kernel, the plain TensorFlow names it stands for."""
+    names = [native]
+    if framework != "tensorflow":
+        return names
+    for prefix in ONEDNN_PREFIXES:
+        if native.startswith(prefix) and len(native) > len(prefix):
+            plain = native.removeprefix(prefix)
+            for suffix in ONEDNN_SUFFIXES:
+                plain = plain.removesuffix(suffix)
+            names += [plain, f"_{plain}"]  # "_MklNativeFusedConv2D" is "_FusedConv2D"
+            break
+    return names
+
+
 def common_name(framework: str, native: str) -> str:
     """The common name of ``native``, else ``framework:native`` (never a guess)."""
     framework = operator_framework(framework)
-    common = COMMON_NAMES.get(framework, {}).get(native)
-    if common is not None:
-        return common
+    table = COMMON_NAMES.get(framework, {})
+    for candidate in plain_names(framework, native):
+        if candidate in table:
+            return table[candidate]
     for prefix, name in COMMON_PREFIXES.get(framework, ()):
         if native.startswith(prefix):
             return name

@@ -111,11 +111,17 @@ def test_validate_runs_and_predicts_from_a_new_profile(db_path: Path) -> None:
     assert [r.status for r in report.rows] == ["ok", "ok"], [r.note for r in report.rows]
     for row in report.rows:
         assert row.predicted_step and row.measured_step and row.step_error is not None
-        # Within 10x either way: a wrong unit (ms for s) or a term counted N times breaks it,
-        # while a 2-core host loaded by other benchmarks between the profile and the run
-        # does not; how close the prediction is, `distbench validate` measures
-        # (docs/model.md).
-        assert -0.9 < row.step_error < 9.0, (row.strategy, row.step_error)
+        # Not 10x above the measurement: a wrong unit (ms for s) or a term counted N times
+        # breaks it. No lower bound: a benchmark running beside the suite can make the
+        # measured run arbitrarily slower than its calibration (-0.96 was seen). How close
+        # the prediction is, `distbench validate` measures (docs/model.md).
+        assert row.step_error < 9.0, (row.strategy, row.step_error)
+    # the sequential prediction is exactly the profile's one-process step at its threads
+    profile = find_profile(db_path, "lenet5", "synthetic", 8)
+    assert profile is not None
+    one = profile.step_times(1, report.rows[0].threads)
+    assert one is not None
+    assert report.rows[0].predicted_step == pytest.approx(one.t_grad + one.data + one.update)
     assert report.rows[0].predicted_speedup == pytest.approx(1.0)
     assert report.summary.compared == 2 and len(report.summary.best) == 1
     again = validate_configs(configs, str(db_path), reuse=True, options=options)

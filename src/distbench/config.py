@@ -354,6 +354,11 @@ class RunConfig:
         }
 
 
+def setting_field(name: str) -> dataclasses.Field[Any]:
+    """The declaration of the ``RunConfig`` field ``name``."""
+    return next(f for f in dataclasses.fields(RunConfig) if f.name == name)
+
+
 def settings_where(key: str) -> tuple[str, ...]:
     """Names of the ``RunConfig`` fields whose declaration sets ``key`` (``timing``, ...)."""
     return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get(key))

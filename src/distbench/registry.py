@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from distbench.config import RunConfig, SuiteConfig, available_cores
+from distbench.config import RunConfig, SuiteConfig, available_cores, setting_field
 from distbench.errors import UserError
 from distbench.strategies.contract import StrategyFacts
 
@@ -69,8 +69,7 @@ STRATEGY_SETTINGS = ("servers", "ps_semaphore", "microbatches", "partition")
 
 
 def _is_default(cfg: RunConfig, name: str) -> bool:
-    spec = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
-    return bool(getattr(cfg, name) == spec.default)
+    return bool(getattr(cfg, name) == setting_field(name).default)
 
 
 def users_of(name: str) -> list[str]:
@@ -148,8 +147,7 @@ def _check_suite_settings(suite: SuiteConfig, framework: str) -> None:
         if name not in suite.base:
             continue
         readers = [s for s in suite.strategies if name in strategy_facts(framework, s).settings]
-        spec = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
-        if not readers and suite.base[name] != spec.default:
+        if not readers and suite.base[name] != setting_field(name).default:
             flag = "--" + name.replace("_", "-")
             raise UserError(
                 f"{flag} does not apply to {', '.join(suite.strategies)}"

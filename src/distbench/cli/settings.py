@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any
 
-from distbench.config import RunConfig
+from distbench.config import RunConfig, setting_field
 
 #: Every field the CLI sets through a flag of the same name (``--batch-size`` -> batch_size).
 FLAG_SETTINGS: tuple[str, ...] = tuple(
@@ -50,7 +50,7 @@ def _shown_default(value: Any) -> str:
 
 def add_setting(group: argparse._ArgumentGroup, name: str) -> None:
     """``--name`` for the ``RunConfig`` field ``name``."""
-    spec = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
+    spec = setting_field(name)
     flag = "--" + name.replace("_", "-")
     value_type = _value_type(name)
     if value_type is bool:

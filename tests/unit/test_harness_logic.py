@@ -12,6 +12,7 @@ import pytest
 from distbench.config import RunConfig, SuiteConfig, load_suite
 from distbench.errors import UserError
 from distbench.harness.aggregate import aggregate_run
+from distbench.harness.torchrun import diagnose_failure
 from distbench.measurement.records import parse_rank_lines
 from distbench.measurement.stats import median_ci95, summarize
 from distbench.measurement.stragglers import Straggler
@@ -312,3 +313,27 @@ def test_a_run_whose_distbench_died_is_marked_interrupted_on_the_next_open(
     store.close()
     assert status["dead"][0] == "failed" and status["dead"][1].startswith("interrupted: ")
     assert status["alive"] == ("running", "") and status["elsewhere"] == ("running", "")
+
+
+TORCHRUN_SUMMARY = """Failures:
+  <NO_OTHER_FAILURES>
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-02_10:00:00
+  host      : box
+  rank      : 1 (local_rank: 1)
+  exitcode  : -15 (pid: 4242)
+"""
+
+
+def test_a_lost_server_is_blamed_not_the_workers_torchrun_stopped(tmp_path: Path) -> None:
+    (tmp_path / "launcher.log").write_text(TORCHRUN_SUMMARY)
+    lost = {"kind": "summary", "rank": 2, "extra": {"lost": "worker process 7 killed by SIGKILL"}}
+    (tmp_path / "rank2.jsonl").write_text(json.dumps(lost) + "\n")
+    cause = diagnose_failure(tmp_path)
+    assert cause.startswith("rank 2 died: worker process 7 killed by SIGKILL"), cause
+
+
+def test_without_a_lost_rank_the_signalled_rank_is_named(tmp_path: Path) -> None:
+    (tmp_path / "launcher.log").write_text(TORCHRUN_SUMMARY)
+    assert diagnose_failure(tmp_path) == "rank 1 died: killed by SIGTERM"

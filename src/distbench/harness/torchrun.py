@@ -68,15 +68,20 @@ def worker_program(cfg: RunConfig) -> str:
     return "distbench.harness.worker"
 
 
-def warn_lost_ranks(run_dir: Path) -> None:
-    """A run that went on without a lost rank succeeds, with a warning naming the rank (the
-    supervisor wrote ``extra.lost`` in its summary)."""
+def lost_ranks(run_dir: Path) -> dict[int, str]:
+    """The ranks the rank supervisor saw killed from outside (its ``extra.lost`` summary)."""
+    lost: dict[int, str] = {}
     for rank, records in sorted(read_run_records(run_dir).items()):
-        lost = ((records.summary or {}).get("extra") or {}).get("lost")
-        if lost:
-            sys.stderr.write(
-                f"warning: rank {rank} was lost ({lost}); the run completed without it\n"
-            )
+        why = ((records.summary or {}).get("extra") or {}).get("lost")
+        if why:
+            lost[rank] = str(why)
+    return lost
+
+
+def warn_lost_ranks(run_dir: Path) -> None:
+    """A run that went on without a lost rank succeeds, with a warning naming the rank."""
+    for rank, why in lost_ranks(run_dir).items():
+        sys.stderr.write(f"warning: rank {rank} was lost ({why}); the run completed without it\n")
 
 
 def launch_torchrun(
@@ -188,9 +193,16 @@ def signal_rank(code: int) -> int:
 def diagnose_failure(run_dir: Path) -> str:
     """One line saying which rank failed and why.
 
-    A rank killed by a signal is the cause (the others then fail with connection errors);
-    otherwise the earliest exception a rank recorded; otherwise torchrun's own summary.
+    A rank the supervisor saw killed is the cause of a run that then could not go on (a
+    lost parameter server: its supervisor exits 0, so torchrun's summary names only the
+    workers it stopped afterwards). Otherwise a rank killed by a signal is the cause (the
+    others then fail with connection errors); otherwise the earliest exception a rank
+    recorded; otherwise torchrun's own summary.
     """
+    lost = lost_ranks(run_dir)
+    if lost:
+        rank, why = next(iter(lost.items()))
+        return f"rank {rank} died: {why}; the run could not go on without it"
     log = (run_dir / "launcher.log").read_text(errors="replace")
     failures = [(int(rank), int(code)) for rank, code in _FAILED_RANK.findall(log)]
     killed = sorted((signal_rank(code), rank, code) for rank, code in failures if code < 0)

@@ -37,7 +37,7 @@ SERVER_PLACEMENTS: tuple[str, ...] = get_args(ServerPlacement)
 PARTITIONS: tuple[str, ...] = get_args(Partition)
 
 #: The sections a run's settings fall into, in the order the CLI shows them.
-SECTIONS = ("workload", "training", "strategy", "processes", "network", "output")
+SECTIONS = ("workload", "training", "strategy", "measurement", "processes", "network", "output")
 
 
 def setting(
@@ -54,13 +54,15 @@ def setting(
     workload: bool = False,
     flag: bool = True,
     shown_default: str | None = None,
+    percent: bool = False,
 ) -> Any:
     """A ``RunConfig`` field with what the rest of distbench needs to know about it.
 
     ``at_least`` / ``positive``: the range checked on construction; ``timing``: changes the
     time of a step; ``workload``: part of what a calibration profile measures; ``flag``:
     the CLI offers ``--name`` for it (the suite axes model, strategy, workers have list
-    flags of their own); ``shown_default``: the default as the help text says it."""
+    flags of their own); ``shown_default``: the default as the help text says it;
+    ``percent``: a percentage in (0, 100), written ``3%`` or ``3``."""
     return field(
         default=default,
         metadata={
@@ -75,6 +77,7 @@ def setting(
             "workload": workload,
             "flag": flag,
             "shown_default": shown_default,
+            "percent": percent,
         },
     )
 
@@ -202,6 +205,31 @@ class RunConfig:
         choices=PARTITIONS,
         timing=True,
     )
+    # -- measurement: how often a configuration is measured (docs/measurement.md) ----------
+    rounds: int = setting(
+        1,
+        "measurement",
+        "rounds: each a fresh process group with its own warm-up, interleaved with the "
+        "other configurations' rounds; the result's median and interval are over rounds",
+        metavar="R",
+        at_least=1,
+    )
+    precision: float | None = setting(
+        None,
+        "measurement",
+        "repeat rounds (at least --rounds, at least 6) until the 95 %% interval's "
+        "half-width is within P %% of the median, or --budget is spent; e.g. 3%%",
+        metavar="P%",
+        percent=True,
+        shown_default="",
+    )
+    budget: float = setting(
+        900.0,
+        "measurement",
+        "with --precision: seconds the whole invocation may spend on extra rounds",
+        metavar="SEC",
+        positive=True,
+    )
     # -- processes: where and how the processes run ----------------------------------------
     threads: int | None = setting(
         None,
@@ -285,6 +313,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.model, str) and bool(self.model), "a model is required")
+        if isinstance(self.precision, str):  # a suite file's "3%"
+            object.__setattr__(self, "precision", parse_percent(self.precision))
         self._check_ranges()
         self._check_choices()
         self._check_hosts()
@@ -304,6 +334,8 @@ class RunConfig:
                 _require(value <= most, f"{flag} must be at most {most:g}, got {value}")
             if meta.get("positive"):
                 _require(value > 0, f"{flag} must be positive, got {value}")
+            if meta.get("percent"):
+                _require(0 < value < 100, f"{flag} must be a percentage in (0, 100), got {value}")
         _require(
             0 <= self.node_rank < self.nnodes,
             f"--node-rank must be in 0..{self.nnodes - 1}, got {self.node_rank}",
@@ -388,6 +420,18 @@ BASELINE_KEYS = tuple(
         "batch_size",
     )
 )
+
+#: Rounds are part of every precise measurement: a percentage needs at least this many
+#: rounds before its interval reaches 95 % coverage (order statistics of the median).
+MIN_PRECISION_ROUNDS = 6
+
+
+def parse_percent(text: str) -> float:
+    """``"3%"`` or ``"3"`` -> 3.0 (a flag or suite value; the range is checked by RunConfig)."""
+    try:
+        return float(str(text).strip().removesuffix("%"))
+    except ValueError:
+        raise UserError(f"expected a percentage such as 3%, got '{text}'") from None
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def test_async_throughput_is_what_the_workers_did_together() -> None:
     records = {r: _rank(r, [9.0] + [t] * 6) for r, t in enumerate([1.0, 1.0, 10.0])}
     result = aggregate_run(records, synchronous=False)
     assert result.throughput_median == pytest.approx(16.8)
-    assert result.throughput_ci_low <= 16.8 <= result.throughput_ci_high
+    assert result.step_jitter_low <= 16.8 <= result.step_jitter_high
 
 
 def test_a_lost_async_worker_counts_for_the_time_it_was_alive() -> None:

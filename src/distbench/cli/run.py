@@ -18,7 +18,7 @@ from distbench.config import RunConfig, SuiteConfig, load_suite
 from distbench.harness.session import run_benchmarks
 from distbench.registry import expand_suite
 from distbench.store.export import to_json
-from distbench.store.result import RunResult
+from distbench.store.result import Round
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,8 +61,16 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--suite", metavar="FILE.toml", help="run a matrix from a suite file")
 
 
-def add_training_options(parser: argparse.ArgumentParser) -> None:
+def add_training_options(
+    parser: argparse.ArgumentParser, measurement_skip: tuple[str, ...] = ()
+) -> None:
     add_section(parser, "training", "training")
+    add_section(
+        parser,
+        "measurement",
+        "measurement (rounds; see docs/measurement.md)",
+        skip=measurement_skip,
+    )
     add_section(parser, "output", "output")
 
 
@@ -135,8 +143,8 @@ class ProgressView:
             self.progress.start()  # lazily: errors before the first run print one line only
             cfg: RunConfig = info["config"]
             label = (
-                f"run {info['index'] + 1}/{info['total']}: {cfg.model} {cfg.strategy} "
-                f"x{cfg.workers}"
+                f"{_round_label(info)}run {info['index'] + 1}/{info['total']}: {cfg.model} "
+                f"{cfg.strategy} x{cfg.workers}"
             )
             self.progress.update(
                 self.runs, total=info["total"], completed=info["index"], description=label
@@ -145,16 +153,26 @@ class ProgressView:
         elif kind == "steps":
             self.progress.update(self.steps, completed=info["done"])
         elif kind == "done":
-            row = info["row"]
             self.progress.update(self.runs, completed=info["index"] + 1)
-            self.console.log(_done_line(row), markup=False, highlight=False)
+            self.console.log(_done_line(info), markup=False, highlight=False)
 
 
-def _done_line(row: RunResult) -> str:
-    head = f"{row.model} {row.strategy} x{row.workers}: {row.status}"
-    if row.ok:
-        return f"{head}, {row.throughput_median:.1f} samples/s"
-    return f"{head} ({row.error})"
+def _round_label(info: dict[str, Any]) -> str:
+    rounds = int(info.get("rounds", 1))
+    number = int(info.get("round", 1))
+    if rounds == 1 and number == 1:
+        return ""
+    return f"round {number}/{rounds}{'+' if number > rounds else ''} "
+
+
+def _done_line(info: dict[str, Any]) -> str:
+    cfg: RunConfig = info["config"]
+    entry: Round = info["round_result"]
+    head = f"{_round_label(info)}{cfg.model} {cfg.strategy} x{cfg.workers}: {entry.status}"
+    load = f" (beside other load: {entry.outside_cores:.2f} cores)" if entry.busy else ""
+    if entry.status == "ok":
+        return f"{head}, {entry.throughput or 0:.1f} samples/s{load}"
+    return f"{head} ({entry.error}){load}"
 
 
 def run_command(args: argparse.Namespace) -> int:

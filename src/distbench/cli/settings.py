@@ -13,7 +13,8 @@ import types
 import typing
 from typing import Any
 
-from distbench.config import RunConfig, setting_field
+from distbench.config import RunConfig, parse_percent, setting_field
+from distbench.errors import UserError
 
 #: Every field the CLI sets through a flag of the same name (``--batch-size`` -> batch_size).
 FLAG_SETTINGS: tuple[str, ...] = tuple(
@@ -48,6 +49,14 @@ def _shown_default(value: Any) -> str:
     return format(value, "g") if isinstance(value, float) else str(value)
 
 
+def percent_argument(text: str) -> float:
+    """argparse type of a percentage flag: ``3%`` or ``3``."""
+    try:
+        return parse_percent(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_setting(group: argparse._ArgumentGroup, name: str) -> None:
     """``--name`` for the ``RunConfig`` field ``name``."""
     spec = setting_field(name)
@@ -58,7 +67,9 @@ def add_setting(group: argparse._ArgumentGroup, name: str) -> None:
         group.add_argument(flag, action="store_const", const=True, help=_help(spec))
         return
     options: dict[str, Any] = {"help": _help(spec)}
-    if spec.metadata.get("choices"):
+    if spec.metadata.get("percent"):
+        options["type"] = percent_argument
+    elif spec.metadata.get("choices"):
         options["choices"] = spec.metadata["choices"]
     else:
         options["type"] = value_type

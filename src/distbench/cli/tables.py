@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from distbench.harness.noise import BUSY_CORES
+from distbench.measurement.rounds import SAME
 from distbench.measurement.stragglers import straggler_of
 from distbench.store.export import phases_present
 from distbench.store.result import RunResult
@@ -26,7 +28,8 @@ def results_table(rows: Sequence[RunResult], title: str = "distbench results") -
         "N",
         "batch",
         "status",
-        "samples/s (95% CI)",
+        "samples/s",
+        "R",
         "step ms",
         "speedup",
         "eff.",
@@ -42,11 +45,7 @@ def results_table(rows: Sequence[RunResult], title: str = "distbench results") -
 
 def _table_cells(row: RunResult, phases: list[str]) -> list[str]:
     flag = " (oversubscribed)" if row.oversubscribed else ""
-    throughput = (
-        f"{row.throughput_median:.1f} ({row.throughput_ci_low:.1f}-{row.throughput_ci_high:.1f})"
-        if row.ok
-        else (row.error or "")[:60]
-    )
+    throughput = throughput_cell(row) if row.ok else (row.error or "")[:60]
     breakdown = row.breakdown
     rss = row.peak_rss_bytes
     # Another framework's runs read "sync (tensorflow)" beside PyTorch's own.
@@ -60,12 +59,40 @@ def _table_cells(row: RunResult, phases: list[str]) -> list[str]:
         str(row.global_batch),
         row.status + flag,
         throughput,
+        rounds_cell(row),
         _fmt(row.step_time_median and row.step_time_median * 1000, ".1f"),
-        _fmt(row.speedup, ".2f"),
+        speedup_cell(row),
         _fmt(row.efficiency, ".2f"),
         *[_fmt(breakdown.get(p, 0.0) * 1000, ".1f") for p in phases],
         _fmt(rss and rss / 2**20, ".0f"),
     ]
+
+
+def throughput_cell(row: RunResult) -> str:
+    """``"512.3 (498.1-530.0)"``; one round has no interval to show."""
+    if row.throughput_ci_low is None or row.throughput_ci_high is None:
+        return f"{row.throughput_median or 0:.1f} (-)"
+    low, high = row.throughput_ci_low, row.throughput_ci_high
+    return f"{row.throughput_median or 0:.1f} ({low:.1f}-{high:.1f})"
+
+
+def rounds_cell(row: RunResult) -> str:
+    """Rounds, with ``!k`` when k of them ran beside other load."""
+    busy = sum(1 for r in row.rounds if r.get("busy"))
+    count = len(row.rounds) or 1
+    return f"{count} !{busy}" if busy else str(count)
+
+
+def speedup_cell(row: RunResult) -> str:
+    """``"1.41 (1.30-1.52)"``, and ``"= 1.04 (0.93-1.12)"`` when the interval contains 1:
+    no measurable difference from the baseline."""
+    if row.speedup is None:
+        return "-"
+    if row.speedup_ci is None:
+        return f"{row.speedup:.2f}"
+    low, high = row.speedup_ci
+    same = "= " if row.speedup_verdict == SAME else ""
+    return f"{same}{row.speedup:.2f} ({low:.2f}-{high:.2f})"
 
 
 def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> None:
@@ -77,9 +104,33 @@ def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> 
             "so workers share cores and speedups understate a real cluster."
         )
     console.print(
-        "Breakdown columns are per-step means over measured steps of the slowest "
-        "rank; speedup = throughput / throughput of the measured one-worker run."
+        "samples/s: the median over rounds (R), each a fresh process group, with its "
+        "interval (order statistics; '-' with one round: give --rounds). speedup = "
+        "throughput / throughput of the measured one-worker run, with a bootstrap interval "
+        "over both runs' rounds. Breakdown columns are per-step means over measured steps "
+        "of the slowest rank, in the median round.",
+        highlight=False,
     )
+    if any(row.speedup_verdict == SAME for row in rows):
+        console.print(
+            f"= : the speedup's interval contains 1, {SAME} from the one-worker run.",
+            highlight=False,
+        )
+    if any(r.get("busy") for row in rows for r in row.rounds):
+        console.print(
+            f"!k: k rounds ran beside other load (processes outside the run took more than "
+            f"{BUSY_CORES:g} cores); their figures understate this machine.",
+            highlight=False,
+        )
+    for row in rows:
+        precision = row.extra.get("precision") if row.ok else None
+        if precision:
+            console.print(
+                f"{str(row.run_id)[-6:]}: --precision {precision['target_percent']:g} %: "
+                f"{precision['outcome']} after {precision['rounds']} rounds (half-width "
+                f"{precision['half_width_percent']:.1f} %)",
+                highlight=False,
+            )
     for row in rows:
         straggler = straggler_of(row.extra) if row.ok else None
         if straggler is not None:

@@ -23,7 +23,6 @@ from distbench.cli.run import (
     add_training_options,
     configs_from_args,
 )
-from distbench.errors import UserError
 from distbench.predict.accuracy import BestPick, ValidationReport, ValidationRow
 from distbench.workflows.validate import CalibrationOptions, validate_configs
 
@@ -40,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predicted best configuration is the measured best.",
     )
     add_selection_options(parser)
-    add_training_options(parser)
+    # rounds, interleaved, each with a fresh contention measurement (--precision is run's)
+    add_training_options(parser, measurement_skip=("precision", "budget"))
     add_strategy_options(parser)
     add_launch_options(parser)
     group = parser.add_argument_group("validation")
@@ -53,15 +53,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--reprofile",
         action="store_true",
         help="take a fresh calibration profile even if one is stored",
-    )
-    group.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        metavar="K",
-        help="measure every configuration K times, interleaved (all once, "
-        "then all again), and report each by its median round "
-        "(default 1); K=3 steadies the measured best on a noisy host",
     )
     group.add_argument(
         "--no-refresh",
@@ -159,9 +150,7 @@ def _verdict(pick: BestPick) -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    if args.rounds < 1:  # before any progress bar is drawn
-        raise UserError(f"--rounds must be at least 1, got {args.rounds}")
-    configs = configs_from_args(args)
+    configs = configs_from_args(args)  # before any progress bar is drawn: checks --rounds
     options = CalibrationOptions(
         repeats=args.repeats,
         warmup=args.profile_warmup,
@@ -180,7 +169,7 @@ def run_validate(args: argparse.Namespace) -> int:
             profile_progress=view.profile,
             run_hook=view.runs,
             on_event=view.event,
-            rounds=args.rounds,
+            rounds=max(cfg.rounds for cfg in configs),
         )
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")

@@ -130,8 +130,8 @@ def aggregate_run(records: dict[int, RankRecords], synchronous: bool) -> RunMetr
     memory = _memory(records)
     return RunMetrics(
         throughput_median=median,
-        throughput_ci_low=low,
-        throughput_ci_high=high,
+        step_jitter_low=low,
+        step_jitter_high=high,
         step_time_median=step.median,
         step_time_p90=step.p90,
         step_time_mean=fmean(s["step_time"] for s in measured),

@@ -21,11 +21,21 @@ import psutil
 
 from distbench.config import BASELINE_KEYS
 from distbench.errors import UserError
+from distbench.measurement.rounds import ratio_interval, verdict
 from distbench.store.result import RunResult
 
 # "operators" and "resources" (schema 2): the governing rank's operator profile
 # (--profile-ops) and every rank's resource timeline, compact, as JSON.
-JSON_COLUMNS = ("breakdown", "per_rank", "extra", "config", "env", "operators", "resources")
+JSON_COLUMNS = (
+    "breakdown",
+    "per_rank",
+    "extra",
+    "config",
+    "env",
+    "operators",
+    "resources",
+    "rounds",
+)
 
 SCHEMA_V1 = """
 CREATE TABLE runs (
@@ -59,8 +69,14 @@ CREATE TABLE profiles (
 CREATE INDEX profiles_selection ON profiles (model, dataset, batch_size, threads);
 """
 
+# Schema 4: every round of a run (``store.result.Round``) as JSON; the row's median and
+# interval are over these rounds.
+SCHEMA_V4 = """
+ALTER TABLE runs ADD COLUMN rounds TEXT;
+"""
+
 # Version N is reached by applying MIGRATIONS[N-1]; never edit a released entry, append.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -247,8 +263,19 @@ NO_BASELINE = (
 
 def add_scaling(row: RunResult, baseline: RunResult | None) -> RunResult:
     """A copy of ``row`` with its speedup over ``baseline``; without one, no speedup and
-    ``baseline`` says why."""
-    out = replace(row, speedup=None, efficiency=None, baseline_run_id=None, baseline=None)
+    ``baseline`` says why. The speedup's interval is a bootstrap over both runs' rounds
+    (``measurement.rounds.ratio_interval``), and ``speedup_verdict`` says in words whether
+    it differs from 1."""
+    out = replace(
+        row,
+        speedup=None,
+        efficiency=None,
+        speedup_ci=None,
+        efficiency_ci=None,
+        speedup_verdict=None,
+        baseline_run_id=None,
+        baseline=None,
+    )
     if row.ok and baseline is None:
         out.baseline = NO_BASELINE
     if baseline and baseline.throughput_median and row.throughput_median:
@@ -256,7 +283,20 @@ def add_scaling(row: RunResult, baseline: RunResult | None) -> RunResult:
         out.efficiency = out.speedup / row.workers
         out.baseline_run_id = baseline.run_id
         out.baseline = f"{baseline.strategy} x1, {row.scaling} scaling"
+        if baseline.run_id == row.run_id:
+            return out  # the baseline itself: 1 by definition, no interval
+        mine, theirs = rounds_or_median(row), rounds_or_median(baseline)
+        ratio = ratio_interval(mine, theirs)
+        out.speedup_verdict = verdict(ratio)
+        if ratio.n >= 2:
+            out.speedup_ci = [ratio.low, ratio.high]
+            out.efficiency_ci = [ratio.low / row.workers, ratio.high / row.workers]
     return out
+
+
+def rounds_or_median(row: RunResult) -> list[float]:
+    """A run's round throughputs; one stored before rounds existed counts as one round."""
+    return row.round_throughputs() or [float(row.throughput_median or 0.0)]
 
 
 def decode_row(row: sqlite3.Row) -> RunResult:

@@ -14,8 +14,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from distbench.measurement.rounds import Interval, median_interval
+
 #: Filled when a result is read, not stored (``ResultStore.with_scaling``).
-SCALING_FIELDS = ("speedup", "efficiency", "baseline_run_id", "baseline")
+SCALING_FIELDS = (
+    "speedup",
+    "efficiency",
+    "speedup_ci",
+    "efficiency_ci",
+    "speedup_verdict",
+    "baseline_run_id",
+    "baseline",
+)
 
 
 @dataclass
@@ -23,8 +33,10 @@ class RunMetrics:
     """What aggregating a finished run's per-rank records yields (``harness.aggregate``)."""
 
     throughput_median: float
-    throughput_ci_low: float
-    throughput_ci_high: float
+    #: The per-step 95 % interval of this round's throughput: step jitter, not the result's
+    #: uncertainty (that is over rounds, ``measurement.rounds``); kept in ``extra``.
+    step_jitter_low: float
+    step_jitter_high: float
     step_time_median: float
     step_time_p90: float
     step_time_mean: float
@@ -38,6 +50,28 @@ class RunMetrics:
     per_rank: list[dict[str, Any]]
     #: Strategy-specific summaries: rank 0's at top level, other ranks' under "ranks".
     extra: dict[str, Any]
+
+
+@dataclass
+class Round:
+    """One round of a configuration: a fresh process group, measured on its own."""
+
+    round: int  # 1-based
+    status: str  # "ok" or "failed"
+    run_dir: str
+    started_at: str
+    duration_s: float
+    error: str | None = None
+    throughput: float | None = None
+    step_time_median: float | None = None
+    step_jitter: list[float] | None = None
+    #: CPU used by processes outside the run while it ran, in cores (``harness.noise``).
+    outside_cores: float | None = None
+    #: The round ran beside other load (``outside_cores`` above ``noise.BUSY_CORES``).
+    busy: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -62,6 +96,7 @@ class RunResult:
     error: str | None = None
     duration_s: float | None = None
     throughput_median: float | None = None
+    #: The interval of the median over rounds (``measurement.rounds``); None for one round.
     throughput_ci_low: float | None = None
     throughput_ci_high: float | None = None
     step_time_median: float | None = None
@@ -82,9 +117,16 @@ class RunResult:
     run_dir: str | None = None
     operators: dict[str, Any] | None = None
     resources: dict[str, Any] | None = None
+    #: One entry per round (``Round.to_dict``): its throughput, step jitter, outside load.
+    rounds: list[dict[str, Any]] = field(default_factory=list)
     # -- computed on read (SCALING_FIELDS) --
     speedup: float | None = None
     efficiency: float | None = None
+    #: Bootstrap interval over both sides' rounds; None with one round on either side.
+    speedup_ci: list[float] | None = None
+    efficiency_ci: list[float] | None = None
+    #: "faster", "slower" or "no measurable difference" (the interval contains 1).
+    speedup_verdict: str | None = None
     baseline_run_id: str | None = None
     baseline: str | None = None
 
@@ -97,9 +139,25 @@ class RunResult:
         ``extra`` (the network a run used), neither replaces the other."""
         values = dataclasses.asdict(metrics)
         extra = values.pop("extra")
+        extra["step_jitter"] = [values.pop("step_jitter_low"), values.pop("step_jitter_high")]
         for name, value in values.items():
             setattr(self, name, value)
         self.extra = {**extra, **self.extra}
+
+    def round_throughputs(self) -> list[float]:
+        """The measured throughput of every round that succeeded (samples/s)."""
+        return [
+            float(r["throughput"])
+            for r in self.rounds
+            if r.get("status") == "ok" and r.get("throughput")
+        ]
+
+    def throughput_interval(self) -> Interval | None:
+        """The median over rounds and its interval; None for a run without a figure."""
+        values = self.round_throughputs()
+        if not values and self.throughput_median:
+            values = [self.throughput_median]  # a result stored before rounds existed
+        return median_interval(values) if values else None
 
     def to_row(self) -> dict[str, Any]:
         """The stored columns (scaling fields are left out: they are computed on read)."""

@@ -245,7 +245,9 @@ def validate_configs(
             for cfg, results in zip(cfgs, measured, strict=True):
                 if options.refresh:
                     _calibrate_for(db, work, cfg)
-                stored = run_benchmarks([cfg], db, _renumbered(run_hook, done, total))
+                # one round per call: validate interleaves and refreshes contention itself
+                one = cfg.replace(rounds=1, precision=None)
+                stored = run_benchmarks([one], db, _renumbered(run_hook, done, total))
                 done += 1
                 row = stored[0] if stored else None  # none on a node other than rank 0's
                 results.append(

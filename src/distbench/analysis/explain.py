@@ -24,10 +24,12 @@ from statistics import fmean
 from typing import Any
 
 from distbench.errors import UserError
+from distbench.measurement.rounds import SAME, ratio_interval, verdict
 from distbench.measurement.stragglers import straggler_of
 from distbench.measurement.timer import PHASES
 from distbench.profiling.opnames import common_profile, operator_framework
 from distbench.store import ResultStore
+from distbench.store.db import rounds_or_median
 from distbench.store.result import RunResult
 
 COMM_PHASES = ("comm", "pull", "push", "wait")
@@ -74,6 +76,11 @@ class Explanation:
     operator_scope: str  # the phase the operators come from, "all phases", or "none"
     notes: list[str] = field(default_factory=list)
     conclusion: str = ""
+    #: B's throughput over A's with a bootstrap interval over both runs' rounds, and in
+    #: words: faster, slower, no measurable difference (the interval contains 1).
+    throughput_ratio: float | None = None
+    throughput_ratio_ci: list[float] | None = None
+    difference: str = ""
 
 
 def run_label(row: RunResult) -> str:
@@ -264,8 +271,22 @@ def explain_rows(a: RunResult, b: RunResult, top: int = 5, phase: str | None = N
         operators=operators,
         operator_scope=scope,
         notes=context_notes(a, b, chosen, scope),
+        **throughput_difference(a, b),
     )
     return _with_conclusion(explanation)
+
+
+def throughput_difference(a: RunResult, b: RunResult) -> dict[str, Any]:
+    """B's throughput over A's, its interval over rounds and the verdict in words."""
+    if not a.throughput_median or not b.throughput_median:
+        return {}
+    ratio = ratio_interval(rounds_or_median(b), rounds_or_median(a))
+    interval = [ratio.low, ratio.high] if ratio.n >= 2 else None
+    return {
+        "throughput_ratio": ratio.median,
+        "throughput_ratio_ci": interval,
+        "difference": verdict(ratio, higher="B is faster", lower="B is slower"),
+    }
 
 
 def _pick_phase(phases: list[Delta], total: float, forced: str | None) -> Delta | None:
@@ -298,7 +319,7 @@ def seconds(value: float, signed: bool = False) -> str:
 
 def _with_conclusion(e: Explanation) -> Explanation:
     more = "more" if e.delta_s > 0 else "less"
-    text = (
+    text = _noise_clause(e) + (
         f"B ({e.b.label}) takes {seconds(e.b.step_time_s)} per step, "
         f"{seconds(abs(e.delta_s))} {more} than A ({e.a.label}, {seconds(e.a.step_time_s)})"
     )
@@ -310,6 +331,17 @@ def _with_conclusion(e: Explanation) -> Explanation:
         )
     text += _operator_clause(e)
     return Explanation(**{**_fields(e), "conclusion": text + "."})
+
+
+def _noise_clause(e: Explanation) -> str:
+    """Said first when the throughputs cannot be told apart: what follows is within noise."""
+    if e.difference != SAME or e.throughput_ratio_ci is None:
+        return ""
+    low, high = e.throughput_ratio_ci
+    return (
+        f"{SAME} in throughput (B / A {e.throughput_ratio:.2f}, interval over rounds "
+        f"{low:.2f}-{high:.2f}); per step: "
+    )
 
 
 def _operator_clause(e: Explanation) -> str:
@@ -474,7 +506,8 @@ def suite_findings(rows: list[RunResult], per_group: int = 3) -> list[Finding]:
 def _fastest_text(members: list[RunResult]) -> str:
     best = max(members, key=lambda r: r.throughput_median or 0.0)
     speedup = best.speedup
-    extra = f", speedup {speedup:.2f} over {best.baseline}" if speedup else ""
+    same = f" ({SAME})" if best.speedup_verdict == SAME else ""
+    extra = f", speedup {speedup:.2f}{same} over {best.baseline}" if speedup else ""
     return (
         f"highest throughput: {run_label(best)} at {best.throughput_median:.1f} samples/s{extra}."
     )
@@ -489,6 +522,7 @@ def _scaling_findings(
     for row in candidates[:limit]:
         e = explain_rows(by_id[row.baseline_run_id or ""], row, top=NAMED_OPERATORS)
         eff = row.efficiency
-        head = f"efficiency {eff:.2f}: " if eff is not None else ""
+        same = f" (speedup {row.speedup:.2f}: {SAME})" if row.speedup_verdict == SAME else ""
+        head = f"efficiency {eff:.2f}{same}: " if eff is not None else ""
         findings.append(Finding(topic, head + e.conclusion, e.notes))
     return findings

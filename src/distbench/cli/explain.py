@@ -82,6 +82,16 @@ def print_explanation(e: Explanation) -> None:
             f"{name}  {side.run_id}  {side.label}: {fmt_s(side.step_time_s)} per "
             "step (mean of measured steps, slowest rank)"
         )
+    if e.throughput_ratio is not None:
+        interval = (
+            f", interval over rounds {e.throughput_ratio_ci[0]:.2f}-{e.throughput_ratio_ci[1]:.2f}"
+            if e.throughput_ratio_ci
+            else ""
+        )
+        console.print(
+            f"throughput B / A: {e.throughput_ratio:.2f}{interval}: {e.difference}",
+            highlight=False,
+        )
     console.print(_delta_table("1. compute vs. communication", e.groups, "part", "total"))
     console.print(_delta_table("2. phases (per-step means)", e.phases, "phase", "total"))
     if e.operators:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from distbench.analysis.changes import compare_run_sets, load_run_set, regressions
 from distbench.cli.common import add_db_option, add_json_option
-from distbench.cli.tables import print_table
+from distbench.cli.settings import percent_argument
+from distbench.cli.tables import changes_csv, print_changes, print_table
 from distbench.errors import UserError
 from distbench.store import open_store
 from distbench.store.export import to_csv, to_json
@@ -28,12 +31,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--format", choices=("table", "csv", "json"), default="table", help="output format (table)"
     )
+    compare = parser.add_argument_group("comparing two sets of runs")
+    compare.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="per configuration, B's throughput over A's with a bootstrap interval over "
+        "rounds: faster / slower / no measurable difference. A and B are each a results "
+        "database file or KEY=VALUE over --db (commit=PREFIX, host=NAME, torch=VERSION, "
+        "any stored environment key)",
+    )
+    compare.add_argument(
+        "--fail-above",
+        type=percent_argument,
+        metavar="P%",
+        help="with --compare: exit 1 when a configuration is measurably slower in B by "
+        "more than P %% (for a CI job)",
+    )
     add_db_option(parser)
     add_json_option(parser)  # the same as --format json, as on every other command
     parser.set_defaults(handler=results_command)
 
 
 def results_command(args: argparse.Namespace) -> int:
+    if args.fail_above is not None and not args.compare:
+        raise UserError("--fail-above needs --compare A B")
+    if args.compare:
+        return compare_command(args)
     if not Path(args.db).is_file():
         raise UserError(f"no results database at {args.db} (run `distbench run` first)")
     store = open_store(args.db)
@@ -60,3 +84,23 @@ def results_command(args: argparse.Namespace) -> int:
     else:
         sys.stderr.write("no runs match the filters\n")
     return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    if args.fail_above is not None and not 0 < args.fail_above < 100:
+        raise UserError(f"--fail-above must be a percentage in (0, 100), got {args.fail_above}")
+    a, b = (load_run_set(selector, args.db) for selector in args.compare)
+    changes = compare_run_sets(a, b)
+    worse = regressions(changes, args.fail_above) if args.fail_above is not None else []
+    if args.json or args.format == "json":
+        sys.stdout.write(json.dumps([c.to_dict() for c in changes]) + "\n")
+    elif args.format == "csv":
+        sys.stdout.write(changes_csv(changes))
+    else:
+        print_changes(changes, *args.compare)
+    for change in worse:
+        sys.stderr.write(
+            f"regression: {change.config} is {1 - change.ratio:.1%} slower in B "
+            f"(more than --fail-above {args.fail_above:g} %)\n"
+        )
+    return 1 if worse else 0

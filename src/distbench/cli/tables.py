@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
+from distbench.analysis.changes import Change
 from distbench.harness.noise import BUSY_CORES
 from distbench.measurement.rounds import SAME
 from distbench.measurement.stragglers import straggler_of
-from distbench.store.export import phases_present
+from distbench.store.export import phases_present, rounds_text, speedup_text, throughput_text
 from distbench.store.result import RunResult
 
 
@@ -45,7 +48,7 @@ def results_table(rows: Sequence[RunResult], title: str = "distbench results") -
 
 def _table_cells(row: RunResult, phases: list[str]) -> list[str]:
     flag = " (oversubscribed)" if row.oversubscribed else ""
-    throughput = throughput_cell(row) if row.ok else (row.error or "")[:60]
+    throughput = throughput_text(row) if row.ok else (row.error or "")[:60]
     breakdown = row.breakdown
     rss = row.peak_rss_bytes
     # Another framework's runs read "sync (tensorflow)" beside PyTorch's own.
@@ -59,40 +62,13 @@ def _table_cells(row: RunResult, phases: list[str]) -> list[str]:
         str(row.global_batch),
         row.status + flag,
         throughput,
-        rounds_cell(row),
+        rounds_text(row),
         _fmt(row.step_time_median and row.step_time_median * 1000, ".1f"),
-        speedup_cell(row),
+        speedup_text(row),
         _fmt(row.efficiency, ".2f"),
         *[_fmt(breakdown.get(p, 0.0) * 1000, ".1f") for p in phases],
         _fmt(rss and rss / 2**20, ".0f"),
     ]
-
-
-def throughput_cell(row: RunResult) -> str:
-    """``"512.3 (498.1-530.0)"``; one round has no interval to show."""
-    if row.throughput_ci_low is None or row.throughput_ci_high is None:
-        return f"{row.throughput_median or 0:.1f} (-)"
-    low, high = row.throughput_ci_low, row.throughput_ci_high
-    return f"{row.throughput_median or 0:.1f} ({low:.1f}-{high:.1f})"
-
-
-def rounds_cell(row: RunResult) -> str:
-    """Rounds, with ``!k`` when k of them ran beside other load."""
-    busy = sum(1 for r in row.rounds if r.get("busy"))
-    count = len(row.rounds) or 1
-    return f"{count} !{busy}" if busy else str(count)
-
-
-def speedup_cell(row: RunResult) -> str:
-    """``"1.41 (1.30-1.52)"``, and ``"= 1.04 (0.93-1.12)"`` when the interval contains 1:
-    no measurable difference from the baseline."""
-    if row.speedup is None:
-        return "-"
-    if row.speedup_ci is None:
-        return f"{row.speedup:.2f}"
-    low, high = row.speedup_ci
-    same = "= " if row.speedup_verdict == SAME else ""
-    return f"{same}{row.speedup:.2f} ({low:.2f}-{high:.2f})"
 
 
 def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> None:
@@ -141,3 +117,40 @@ def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> 
             "framework, batch, input size, classes, data directory, device, network); run "
             "the sequential baseline with the same flags."
         )
+
+
+def print_changes(changes: Sequence[Change], a: str, b: str) -> None:
+    """The ``results --compare`` table: B over A, configuration by configuration."""
+    table = Table(title=f"B = {b} over A = {a}", title_justify="left")
+    for name in ("configuration", "A samples/s", "B samples/s", "B / A (interval)", "verdict"):
+        table.add_column(name)
+    for c in changes:
+        interval = (
+            f" ({c.ratio_low:.3f}-{c.ratio_high:.3f})"
+            if c.ratio_low is not None and c.ratio_high is not None
+            else ""
+        )
+        table.add_row(
+            c.config,
+            f"{c.a_throughput:.1f}",
+            f"{c.b_throughput:.1f}",
+            f"{c.ratio:.3f}{interval}",
+            c.verdict,
+        )
+    console = Console(width=max(Console().width, 120))
+    console.print(table)
+    console.print(
+        "B / A: ratio of median throughputs, with a bootstrap interval over both runs' "
+        f"rounds; faster or slower only when it excludes 1, else {SAME}.",
+        highlight=False,
+    )
+
+
+def changes_csv(changes: Sequence[Change]) -> str:
+    out = io.StringIO()
+    names = list(changes[0].to_dict()) if changes else []
+    writer = csv.DictWriter(out, fieldnames=names)
+    writer.writeheader()
+    for c in changes:
+        writer.writerow(c.to_dict())
+    return out.getvalue()

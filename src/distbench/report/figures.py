@@ -297,9 +297,15 @@ def memory_figure(rows: Sequence[Row]) -> ReportFigure:
 
 
 def _draw_speedup(ax: Axes, name: str, points: dict[int, Row]) -> None:
+    """Measured speedups with their intervals over rounds (none with one round)."""
     workers = [n for n in sorted(points) if points[n].speedup is not None]
-    if workers:
-        ax.plot(workers, [points[n].speedup or 0.0 for n in workers], marker="o", label=name)
+    if not workers:
+        return
+    values = [points[n].speedup or 0.0 for n in workers]
+    intervals = [points[n].speedup_ci or [v, v] for n, v in zip(workers, values, strict=True)]
+    below = [v - ci[0] for v, ci in zip(values, intervals, strict=True)]
+    above = [ci[1] - v for v, ci in zip(values, intervals, strict=True)]
+    ax.errorbar(workers, values, yerr=[below, above], marker="o", capsize=3, label=name)
 
 
 def speedup_figure(
@@ -328,8 +334,9 @@ def speedup_figure(
         (
             "Throughput divided by that of the measured one-worker run of the same model, "
             "dataset, framework and per-worker batch (a sequential run when one exists); the "
-            "dashed line is ideal linear speedup. Above the line usually means the baseline was "
-            "slowed, e.g. by sharing cores."
+            "dashed line is ideal linear speedup. Bars: bootstrap interval over both runs' "
+            "rounds; a bar that crosses 1 is no measurable difference from one worker. Above "
+            "the line usually means the baseline was slowed, e.g. by sharing cores."
         ),
         fig,
     )

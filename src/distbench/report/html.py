@@ -20,9 +20,11 @@ from typing import Any
 
 from distbench.analysis.explain import Finding, suite_findings
 from distbench.errors import UserError
+from distbench.measurement.rounds import SAME
 from distbench.measurement.stragglers import straggler_of
 from distbench.report.figures import DPI, ReportFigure, Row, report_figures, save_figure
 from distbench.store import open_store
+from distbench.store.export import rounds_text, speedup_text, throughput_text
 
 
 @dataclass
@@ -137,9 +139,10 @@ RUN_COLUMNS = (
     "N",
     "threads",
     "batch",
-    "samples/s",
+    "samples/s (interval over rounds)",
+    "rounds",
     "step ms",
-    "speedup",
+    "speedup (interval)",
     "eff.",
     "peak RSS MiB",
     "profiled",
@@ -156,6 +159,11 @@ def run_cells(row: Row) -> list[str]:
     straggler = straggler_of(row.extra) if row.ok else None
     if straggler is not None:
         notes.append(straggler.sentence())
+    if row.speedup_verdict == SAME:
+        notes.append(f"speedup: {SAME} (its interval contains 1)")
+    busy = sum(1 for r in row.rounds if r.get("busy"))
+    if busy:
+        notes.append(f"{busy} round(s) ran beside other load")
     return [
         row.run_id,
         row.model,
@@ -165,9 +173,10 @@ def run_cells(row: Row) -> list[str]:
         str(row.workers),
         str(row.threads_per_worker or "–"),
         str(row.global_batch or "–"),
-        _fmt(row.throughput_median, ".1f"),
+        throughput_text(row) if row.ok else "–",
+        rounds_text(row),
         _fmt(row.step_time_median, ".1f", 1e3),
-        _fmt(row.speedup, ".2f"),
+        speedup_text(row),
         _fmt(row.efficiency, ".2f"),
         _fmt(row.peak_rss_bytes, ".0f", 2**-20),
         "yes" if row.operators else "",
@@ -247,9 +256,12 @@ $runs runs ($failed failed).</p>
 $findings
 <h2>Runs</h2>
 <div class="scroll">$table</div>
-<p class="meta">Step time is the median over measured steps (warm-up excluded) of the slowest
-worker; speedup and efficiency are relative to the measured one-worker run named in
-<code>distbench results</code>. Use <code>distbench explain RUN_A RUN_B</code> to drill into
+<p class="meta">Throughput is the median over rounds (each a fresh process group) with the
+interval of that median; one round has none. Step time is the median over measured steps
+(warm-up excluded) of the slowest worker; speedup and efficiency are relative to the
+measured one-worker run named in <code>distbench results</code>, with a bootstrap interval
+over both runs' rounds; "=" marks a speedup whose interval contains 1 (no measurable
+difference). Use <code>distbench explain RUN_A RUN_B</code> to drill into
 any pair.</p>
 <h2>Figures</h2>
 $figures

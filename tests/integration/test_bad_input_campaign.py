@@ -18,6 +18,7 @@ import pytest
 
 from distbench.cli.main import main
 from distbench.store import open_store
+from distbench.store.result import RunResult
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -124,8 +125,27 @@ CASES = [
     ([*R, "--nodefile", "{tmp}/empty_nodes.txt"], "empty_nodes.txt"),
     ([*R, "--master-port", "70000"], "--master-port must be at most 65535, got 70000"),
     ([*R, "--master-port", "0"], "--master-port must be at least 1, got 0"),
+    # run: measurement
+    ([*R, "--rounds", "0"], "--rounds must be at least 1, got 0"),
+    ([*R, "--rounds", "-3"], "--rounds must be at least 1, got -3"),
+    ([*R, "--precision", "0"], "--precision must be a percentage in (0, 100), got 0"),
+    ([*R, "--precision", "150%"], "--precision must be a percentage in (0, 100), got 150"),
+    ([*R, "--precision", "tight"], "expected a percentage such as 3%, got 'tight'"),
+    ([*R, "--budget", "0", "--precision", "3%"], "--budget must be positive"),
     # results
     (["results", "--db", "{tmp}/missing.db"], "no results database"),
+    (["results", "--compare", "{tmp}/lenet.db", "{tmp}/alexnet.db"], "share no configuration"),
+    (["results", "--compare", "{tmp}/empty.db", "{tmp}/lenet.db"], "no ok run stored"),
+    (["results", "--compare", "{tmp}/nothere.db", "{tmp}/lenet.db"], "neither a results"),
+    (
+        ["results", "--db", "{tmp}/lenet.db", "--compare", "commit=0000", "{tmp}/lenet.db"],
+        "no stored run matches",
+    ),
+    (["results", "--fail-above", "5%"], "--fail-above needs --compare A B"),
+    (
+        ["results", "--compare", "{tmp}/lenet.db", "{tmp}/lenet.db", "--fail-above", "0"],
+        "--fail-above must be a percentage in (0, 100)",
+    ),
     (["results", "--db", "{tmp}/corrupt.db"], "corrupt.db"),
     (["results", "--format", "xml"], "invalid choice: 'xml'"),
     # list
@@ -184,7 +204,28 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tmp / "syntax_model.py").write_text("def f(:\n")
     (tmp / "empty_nodes.txt").write_text("# no address\n")
     open_store(tmp / "empty.db").close()
+    for model in ("lenet", "alexnet"):  # two stores whose runs share no configuration
+        store = open_store(tmp / f"{model}.db")
+        store.insert(one_ok_run(model))
+        store.close()
     return tmp
+
+
+def one_ok_run(model: str) -> RunResult:
+    return RunResult(
+        run_id=f"{model}-1",
+        status="ok",
+        created_at="2026-12-02T00:00:00",
+        model=model,
+        dataset="synthetic",
+        strategy="sequential",
+        framework="torch",
+        workers=1,
+        global_batch=32,
+        throughput_median=100.0,
+        config={"model": model, "strategy": "sequential"},
+        env={"distbench_commit": "abc123", "hostname": "box"},
+    )
 
 
 @pytest.fixture

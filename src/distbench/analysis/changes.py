@@ -71,7 +71,10 @@ def load_run_set(selector: str, db: str | Path) -> list[RunResult]:
                 f"--compare {selector}: neither a results database nor KEY=VALUE "
                 "(commit=, host=, torch=, ...)"
             )
-        return _ok_runs(path)
+        rows = _ok_runs(path)
+        if not rows:
+            raise UserError(f"--compare {selector}: no ok run stored in it")
+        return rows
     key, _, value = selector.partition("=")
     key = ENV_ALIASES.get(key.strip(), key.strip())
     if not Path(db).is_file():

@@ -80,15 +80,21 @@ def row_line(row: ValidationRow) -> str:
         f"{row.model:<12} {row.strategy:<14} {row.workers:>2} "
         f"{_num(row.predicted_step, 1e3, 1):>9} {_num(row.measured_step, 1e3, 1):>9} "
         f"{_pct(row.step_error):>8} {_num(row.predicted_speedup):>6} "
-        f"{_num(row.measured_speedup):>6} {_pct(row.speedup_error):>8}  {row.status}"
+        f"{_num(row.measured_speedup):>6} {_pct(row.speedup_error):>8} "
+        f"{_noise(row):>7}  {row.status}{', within noise' if row.within_noise else ''}"
     )
+
+
+def _noise(row: ValidationRow) -> str:
+    noise = row.measurement_noise
+    return "-" if noise is None else f"±{noise * 100:.1f}%"
 
 
 def render(report: ValidationReport) -> str:
     """The table and the summary as text."""
     lines = [
         f"{'model':<12} {'strategy':<14} {'N':>2} {'pred ms':>9} {'meas ms':>9} "
-        f"{'err':>8} {'S_pred':>6} {'S_meas':>6} {'S err':>8}  status"
+        f"{'err':>8} {'S_pred':>6} {'S_meas':>6} {'S err':>8} {'noise':>7}  status"
     ]
     lines += [row_line(row) for row in report.rows]
     s = report.summary
@@ -100,6 +106,8 @@ def render(report: ValidationReport) -> str:
         f"time per step: median |error| {_pct(s.median_abs_step_error).lstrip('+')}, "
         f"max |error| {_pct(s.max_abs_step_error).lstrip('+')}",
         f"speedup: median |error| {_pct(s.median_abs_speedup_error).lstrip('+')}",
+        "noise: half-width of the measured throughput's interval over rounds; an error "
+        "inside it is within noise",
         f"Spearman rank correlation of throughput: all {_num(s.spearman, digits=3)}, "
         f"within a workload (median) {_num(s.spearman_within_workload, digits=3)}",
     ]

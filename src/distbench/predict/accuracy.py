@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
+from distbench.measurement.rounds import median_interval
 from distbench.predict.core import case_of, predict_case
 from distbench.profiling.profiles import Profile
 
@@ -56,6 +57,24 @@ class ValidationRow:
     @property
     def label(self) -> str:
         return f"{self.model} {self.strategy} x{self.workers}"
+
+    @property
+    def measurement_noise(self) -> float | None:
+        """Half-width of the measured throughput's interval relative to its median: an
+        error smaller than this cannot be told from the measurement's own spread."""
+        if self.measured_throughput_ci is None or not self.measured_throughput:
+            return None
+        low, high = self.measured_throughput_ci
+        centre = self.measured_throughput
+        return max(centre - low, high - centre) / centre
+
+    @property
+    def within_noise(self) -> bool:
+        """The predicted throughput lies inside the measured interval."""
+        if self.measured_throughput_ci is None or self.predicted_throughput is None:
+            return False
+        low, high = self.measured_throughput_ci
+        return low <= self.predicted_throughput <= high
 
 
 @dataclass(frozen=True)
@@ -291,9 +310,11 @@ def median_round(rounds: Sequence[ValidationRow]) -> ValidationRow:
         return rounds[-1]
     ordered = sorted(measured, key=lambda r: float(r.measured_throughput or 0.0))
     chosen = ordered[(len(ordered) - 1) // 2]
-    return replace(
-        chosen, round_throughputs=[float(r.measured_throughput or 0.0) for r in measured]
-    )
+    throughputs = [float(r.measured_throughput or 0.0) for r in measured]
+    interval = median_interval(throughputs)
+    # the interval over rounds replaces one round's (a run of one round has none)
+    ci = (interval.low, interval.high) if interval.n >= 2 else chosen.measured_throughput_ci
+    return replace(chosen, round_throughputs=throughputs, measured_throughput_ci=ci)
 
 
 def rebased_speedups(rows: Sequence[ValidationRow]) -> list[ValidationRow]:

@@ -178,6 +178,9 @@ CASES = [
     # report
     (["report", "--db", "{tmp}/missing.db", "--out", "{tmp}/rep"], "missing.db"),
     (["report", "--db", "{tmp}/empty.db", "--out", "{tmp}/rep"], "no runs"),
+    # doctor
+    (["doctor", "--rounds", "2"], "--rounds must be at least 3"),
+    (["doctor", "--rounds", "many"], "invalid int value: 'many'"),
     # env / compare
     (["env", "install", "cobol"], "invalid choice"),
     (["compare", "--model", "nosuchnet"], "unknown model"),
@@ -272,6 +275,7 @@ def test_the_campaign_covers_every_subcommand() -> None:
         "report",
         "env",
         "compare",
+        "doctor",
     }
 
 
@@ -281,7 +285,7 @@ def test_a_mistaken_command_line_is_one_line_and_exit_2(
 ) -> None:
     argv = [a.replace("{tmp}", str(files)) for a in args]
     db = files / "campaign.db"
-    if "--db" not in argv and argv[0] not in ("list", "env", "compare"):
+    if "--db" not in argv and argv[0] not in ("list", "env", "compare", "doctor"):
         argv += ["--db", str(db)]
     code, stderr = run_cli(argv)
     lines = stderr.strip().splitlines()

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "report": "distbench.cli.report",  # HTML report
     "env": "distbench.cli.env",  # framework environments
     "compare": "distbench.cli.compare",  # cross-framework equivalence
+    "doctor": "distbench.cli.doctor",  # this machine's noise floor
 }
 
 

@@ -162,6 +162,7 @@ CASES = [
     (["estimate", "--model", "lenet5", "--db", "{tmp}/missing.db"], "missing.db"),
     # profile
     (["profile", "--model", "nosuchnet"], "unknown model"),
+    (["profile", "--model", "lenet5", "--rounds", "0"], "--rounds must be at least 1, got 0"),
     (["profile", "--model", "lenet5", "--batch-size", "0"], "--batch-size must be at least 1"),
     (
         ["profile", "--model", "lenet5", "--dataset", "mnist", "--data-dir", "/nonexistent"],

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from distbench.cli.common import add_db_option, add_json_option
 from distbench.config import RunConfig
 from distbench.data import check_dataset
+from distbench.errors import UserError
 from distbench.profiling.profiles import Profile
 from distbench.registry import check_run
 
@@ -83,6 +84,15 @@ def add_profile_options(parser: argparse.ArgumentParser, selection: bool = True)
         metavar="R",
         help="timed repetitions per measurement; medians are stored (10)",
     )
+    if selection:
+        group.add_argument(
+            "--rounds",
+            type=int,
+            default=1,
+            metavar="R",
+            help="calibrate R times, each with fresh process groups, and store the round "
+            "with the median t_grad, every round's t_grad and t_comm beside it (1)",
+        )
     group.add_argument(
         "--profile-warmup",
         type=int,
@@ -177,7 +187,20 @@ def profile_lines(profile: Profile) -> list[str]:
             f"    {c.processes} x {c.threads}: {c.t_grad * ms:.2f} / "
             f"{c.t_grad_max * ms:.2f} ms, step {c.t_step * ms:.2f} ms"
         )
-    return lines + ddp_lines(profile)
+    return lines + ddp_lines(profile) + round_lines(profile)
+
+
+def round_lines(profile: Profile) -> list[str]:
+    """With --rounds: the spread of t_grad and t_comm over rounds."""
+    if not profile.rounds:
+        return []
+    ms = 1e3
+    grads = [r["t_grad"] for r in profile.rounds]
+    comms = [r["t_comm"] for r in profile.rounds]
+    return [
+        f"  {len(grads)} rounds (the median one is stored): t_grad {min(grads) * ms:.2f}-"
+        f"{max(grads) * ms:.2f} ms, t_comm {min(comms) * ms:.2f}-{max(comms) * ms:.2f} ms"
+    ]
 
 
 def ddp_lines(profile: Profile) -> list[str]:
@@ -196,7 +219,7 @@ def ddp_lines(profile: Profile) -> list[str]:
 
 def run_profile(args: argparse.Namespace) -> int:
     from distbench.profiling.calibrate import profile_model
-    from distbench.profiling.profiles import save_profile
+    from distbench.profiling.profiles import median_profile, save_profile
     from distbench.store import open_store
 
     request = request_from_args(args)
@@ -207,10 +230,12 @@ def run_profile(args: argparse.Namespace) -> int:
 
         require_privileges()
         check_spec_supported(parse_network(request.cfg.network))
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     operators = operator_run(request, args) if args.operators else None
     view = ProfileProgress(Console(stderr=True))
     with view.progress:
-        profile = profile_model(request, view)
+        profile = median_profile([profile_model(request, view) for _ in range(args.rounds)])
     profile_id = save_profile(args.db, profile)
     if args.json:
         out = {**profile.to_dict(), "profile_id": profile_id}

@@ -12,7 +12,7 @@ for a torch import.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,9 @@ class Profile:
     # (``ddp_costs``). None / empty in profiles from before they were measured.
     ddp_overhead: float | None = None
     allreduce_loaded: list[LoadedAllReduce] = field(default_factory=list)
+    # ``profile --rounds R``: every round's t_grad and t_comm (seconds); the profile is the
+    # round with the median t_grad. Empty for a one-round profile.
+    rounds: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,6 +149,15 @@ class Profile:
             if entry.processes == processes and entry.threads == threads:
                 return entry.seconds
         return None
+
+
+def median_profile(rounds: list[Profile]) -> Profile:
+    """Of several rounds of one calibration, the one with the median ``t_grad`` (the lower
+    middle one), carrying every round's ``t_grad`` and ``t_comm``."""
+    ordered = sorted(rounds, key=lambda p: p.t_grad)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    figures = [{"t_grad": p.t_grad, "t_comm": p.t_comm} for p in rounds]
+    return replace(chosen, rounds=figures if len(rounds) > 1 else [])
 
 
 def contention_pairs(workers: int, cores: int) -> list[tuple[int, int]]:

@@ -135,3 +135,43 @@ def _wait_for_rank(runs: Path, rank: int, timeout: float) -> psutil.Process:
                         return candidate
         time.sleep(0.2)
     raise AssertionError(f"rank {rank} never started")
+
+
+@pytest.mark.timeout(400)
+def test_rounds_are_interleaved_stored_and_compared(tmp_path: Path) -> None:
+    """Two configurations in 3 rounds each: rounds alternate between them, every round is
+    stored with its own directory, the interval is over rounds, and comparing the store
+    with itself finds no measurable difference anywhere."""
+    common = ["--model", "lenet5", "--steps", "4", "--warmup", "1", "--batch-size", "8"]
+    run = subprocess.run(
+        [*CLI, "run", *common, "--strategy", "sequential,ddp", "--rounds", "3", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=380,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    assert len(rows) == 2 and all(len(r["rounds"]) == 3 for r in rows)
+    started = sorted(
+        (entry["started_at"], row["strategy"]) for row in rows for entry in row["rounds"]
+    )
+    assert [s for _, s in started] == ["sequential", "ddp"] * 3  # A B A B A B
+    for row in rows:
+        values = [entry["throughput"] for entry in row["rounds"]]
+        assert row["throughput_ci_low"] == min(values) and row["throughput_ci_high"] == max(values)
+        assert sorted(values)[1] == row["throughput_median"]
+        assert all(Path(entry["run_dir"]).is_dir() for entry in row["rounds"])
+        assert row["run_dir"] in [entry["run_dir"] for entry in row["rounds"]]
+        assert "step_jitter" in row["extra"]
+    ddp = rows[1]
+    assert ddp["speedup_ci"] is not None and ddp["speedup_verdict"]
+    db = str(tmp_path / "distbench.db")
+    same = subprocess.run(
+        [*CLI, "results", "--compare", db, db, "--json", "--fail-above", "1%"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert same.returncode == 0, same.stderr
+    assert {c["verdict"] for c in json.loads(same.stdout)} == {"no measurable difference"}

@@ -112,7 +112,7 @@ class Measured:
         self.facts = facts
         self.rounds: list[Round] = []
         self.figures: dict[int, RoundFigures] = {}  # by round number, ok rounds only
-        self.stored = False
+        self.stored = False  # its final result is in the store
         self.precision: dict[str, Any] | None = None
 
     @property
@@ -311,8 +311,9 @@ def run_benchmarks(
         if configs[0].node_rank != 0:
             return []
         rows = [item.result("ok") for item in items]
-        for row in rows:
-            store.insert(row)
+        for item, row in zip(items, rows, strict=True):
+            if not item.stored:
+                store.insert(row)
         return store.with_scaling(rows)
     finally:
         store.close()
@@ -341,17 +342,23 @@ def _one_round(
         running.extra["orchestrator"] = orchestrator()
         store.insert(running)
     entry = execute_round(item, number, runs_dir, lambda steps: notify("steps", {"done": steps}))
-    if entry is not None:
-        partial = item.result("running")
-        partial.extra["orchestrator"] = orchestrator()
-        store.insert(partial)
-        notify("done", {**info, "round_result": entry, "row": partial})
+    if entry is None:
+        return
+    if item.failed or (item.cfg.precision is None and len(item.rounds) >= item.cfg.rounds):
+        store.insert(item.result("ok"))  # its last round: the result is final now
+        item.stored = True
+        notify("done", {**info, "round_result": entry})
+        return
+    partial = item.result("running")
+    partial.extra["orchestrator"] = orchestrator()
+    store.insert(partial)
+    notify("done", {**info, "round_result": entry})
 
 
 def _store_interrupted(items: list[Measured], store: ResultStore) -> None:
     """After Ctrl-C: every configuration that had started is stored as failed, saying so."""
     for item in items:
-        if not item.rounds or item.cfg.node_rank != 0:
+        if not item.rounds or item.stored or item.cfg.node_rank != 0:
             continue
         row = item.result("failed")
         row.status = "failed"

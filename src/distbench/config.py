@@ -254,6 +254,24 @@ class RunConfig:
         positive=True,
     )
     device: str = setting("auto", "processes", "device", choices=DEVICES, timing=True)
+    compute: str = setting(
+        "real",
+        "processes",
+        "real; profile: every step's data, forward, backward and update are waits replaying "
+        "the stored one-worker profile (communication stays real); or T: T seconds of "
+        "gradient time per batch (docs/emulation.md)",
+        metavar="MODE",
+        timing=True,
+    )
+    compute_profile: int | None = setting(
+        None,
+        "processes",
+        "with --compute: the id of the profile to replay (`distbench profile` prints it)",
+        metavar="ID",
+        at_least=1,
+        timing=True,
+        shown_default="the newest profile of the workload",
+    )
     nnodes: int = setting(1, "processes", "nodes in a multi-node run", at_least=1, timing=True)
     node_rank: int = setting(0, "processes", "this node's rank, 0..nnodes-1")
     master_addr: str = setting("127.0.0.1", "processes", "address of node 0", metavar="HOST")
@@ -315,9 +333,21 @@ class RunConfig:
         _require(isinstance(self.model, str) and bool(self.model), "a model is required")
         if isinstance(self.precision, str):  # a suite file's "3%"
             object.__setattr__(self, "precision", parse_percent(self.precision))
+        self._normalize_compute()
         self._check_ranges()
         self._check_choices()
         self._check_hosts()
+
+    def _normalize_compute(self) -> None:
+        """``--compute`` stored as ``real``, ``profile`` or the seconds (a suite may give a
+        number); a profile id only means something with emulated compute."""
+        from distbench.compute.plan import normalized_compute
+
+        object.__setattr__(self, "compute", normalized_compute(self.compute))
+        _require(
+            self.compute_profile is None or self.compute != "real",
+            "--compute-profile needs --compute profile or --compute SECONDS",
+        )
 
     def _check_ranges(self) -> None:
         """Each field's declared range, plus the one that depends on another field."""

@@ -59,6 +59,7 @@ def check_run(cfg: RunConfig) -> RunConfig:
         raise UserError(f"unknown dataset '{cfg.dataset}' (known: {', '.join(sorted(DATASETS))})")
     facts = strategy_facts(cfg.framework, cfg.strategy)
     _check_applies(cfg, facts)
+    _check_compute(cfg, facts)
     facts.validate(cfg)
     _check_placement(cfg)
     return cfg
@@ -91,6 +92,26 @@ def _check_applies(cfg: RunConfig, facts: StrategyFacts) -> None:
         raise UserError(
             f"{flag}{given} does not apply to {where}: it is read by "
             f"{', '.join(users_of(name))} (PyTorch strategies)"
+        )
+
+
+def _check_compute(cfg: RunConfig, facts: StrategyFacts) -> None:
+    """Emulated compute needs a strategy that computes through ``ctx.compute``, and has
+    no operators to profile."""
+    if cfg.compute == "real":
+        return
+    if not facts.emulated_compute:
+        from distbench.strategies.registry import STRATEGIES
+
+        where = cfg.strategy if cfg.framework == "torch" else f"{cfg.strategy} ({cfg.framework})"
+        emulating = sorted(s for s, cls in STRATEGIES.items() if cls.emulated_compute)
+        raise UserError(
+            f"--compute {cfg.compute} does not apply to {where}: compute can be emulated "
+            f"for {', '.join(emulating)} (PyTorch strategies)"
+        )
+    if cfg.profile_ops:
+        raise UserError(
+            f"--profile-ops profiles real operators; with --compute {cfg.compute} none run"
         )
 
 

@@ -152,3 +152,19 @@ def _columns(samples: list[dict[str, Any]], t0: float) -> dict[str, list[float]]
     for key in SERIES:
         out[key] = [s.get(key, 0) for s in samples]
     return out
+
+
+def measured_cpu_cores(run_dir: Path) -> float | None:
+    """Cores the run's processes kept busy during its measured steps, measured: the sum
+    over ranks of each rank's mean ``cpu_percent`` inside the measured window (None
+    without samples there)."""
+    window = measured_window(run_dir)
+    if window is None:
+        return None
+    busy, found = 0.0, False
+    for path in sorted(run_dir.glob("resources*.jsonl")):
+        inside = [s["cpu_percent"] for s in read_timeline(path) if window[0] <= s["t"] <= window[1]]
+        if inside:
+            busy += sum(inside) / len(inside) / 100.0
+            found = True
+    return busy if found else None

@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,6 +74,17 @@ def write_run_config(run_dir: Path, cfg_dict: dict[str, Any]) -> Path:
     path = run_dir / "config.json"
     path.write_text(json.dumps(cfg_dict))
     return path
+
+
+#: Files beside ``config.json`` that the ranks read (emulated compute's plan).
+RUN_INPUT_FILES = ("compute.json",)
+
+
+def copy_run_inputs(run_dir: Path, target: Path) -> None:
+    """Give another host's directory the run's input files that exist."""
+    for name in RUN_INPUT_FILES:
+        if (run_dir / name).is_file() and run_dir != target:
+            shutil.copy2(run_dir / name, target / name)
 
 
 def die_with_parent() -> None:

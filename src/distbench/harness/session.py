@@ -24,13 +24,15 @@ from typing import Any
 
 import torch
 
+from distbench.compute.plan import ComputePlan, emulation_report, parse_compute, write_plan
+from distbench.compute.resolve import compute_plan, resolve_compute
 from distbench.config import MIN_PRECISION_ROUNDS, RunConfig, available_cores
 from distbench.data import check_dataset
 from distbench.errors import RunFailed, UserError
 from distbench.harness.aggregate import aggregate_run
 from distbench.harness.environment import capture_environment
 from distbench.harness.launchers import launch
-from distbench.harness.monitor import compact_timelines
+from distbench.harness.monitor import compact_timelines, measured_cpu_cores
 from distbench.harness.noise import OutsideLoadMeter
 from distbench.measurement.records import read_run_records
 from distbench.measurement.rounds import median_interval
@@ -97,7 +99,12 @@ def describe_run(cfg: RunConfig, run_id: str, runs_dir: Path, env: dict[str, Any
         scaling=strategy.scaling,
         steps=cfg.steps,
         warmup_steps=cfg.warmup,
-        oversubscribed=local_processes * threads > available_cores(),
+        # Emulated compute waits instead of computing: whether its processes saturated the
+        # cores is measured after each round instead (``emulation_report``).
+        oversubscribed=(
+            local_processes * threads > available_cores()
+            and not parse_compute(cfg.compute).emulated
+        ),
         config=cfg.to_dict(),
         extra={"network": network_info(cfg)},  # rate, hosts, ranks per host
     )
@@ -107,9 +114,10 @@ class Measured:
     """One configuration measured over rounds: its facts, every round so far, and the
     figures of each round that succeeded (the median one becomes the result's)."""
 
-    def __init__(self, cfg: RunConfig, facts: RunResult) -> None:
+    def __init__(self, cfg: RunConfig, facts: RunResult, plan: ComputePlan | None = None) -> None:
         self.cfg = cfg
         self.facts = facts
+        self.plan = plan  # emulated compute: what every rank replays
         self.rounds: list[Round] = []
         self.figures: dict[int, RoundFigures] = {}  # by round number, ok rounds only
         self.stored = False  # its final result is in the store
@@ -188,6 +196,8 @@ def execute_round(
     cfg = item.cfg
     run_dir = round_dir(runs_dir, item.facts.run_id, number, planned_rounds(cfg) == 1)
     run_dir.mkdir(parents=True)
+    if item.plan is not None:
+        write_plan(run_dir, item.plan)
     started_at = datetime.now(UTC).isoformat()
     meter = OutsideLoadMeter()
     started = time.monotonic()
@@ -224,7 +234,8 @@ def execute_round(
     if outcome.returncode == 0:
         try:
             synchronous = strategy_facts(cfg.framework, cfg.strategy).synchronous
-            metrics = aggregate_run(read_run_records(run_dir), synchronous)
+            records = read_run_records(run_dir)
+            metrics = aggregate_run(records, synchronous)
         except RunFailed as exc:
             entry.error = str(exc)
         else:
@@ -232,10 +243,26 @@ def execute_round(
             entry.throughput = metrics.throughput_median
             entry.step_time_median = metrics.step_time_median
             entry.step_jitter = [metrics.step_jitter_low, metrics.step_jitter_high]
+            if item.plan is not None:
+                report = emulation_report(
+                    [
+                        ((r.summary or {}).get("extra") or {}).get("compute") or {}
+                        for r in records.values()
+                        if r.role == "worker"
+                    ],
+                    measured_cpu_cores(run_dir),
+                    available_cores(),
+                )
+                metrics.extra["compute"] = report
+                item.facts.oversubscribed |= bool(report.get("cpu_saturated"))
             operators = stored_operators(run_dir, metrics.governing_rank)
             item.figures[number] = RoundFigures(metrics, operators, compact_timelines(run_dir))
     item.rounds.append(entry)
     return entry
+
+
+def local_batch(cfg: RunConfig) -> int:
+    return int(strategy_facts(cfg.framework, cfg.strategy).local_batch(cfg))
 
 
 def planned_rounds(cfg: RunConfig) -> int:
@@ -292,10 +319,15 @@ def run_benchmarks(
     configs = [resolve_nodefile(cfg) for cfg in configs]  # --nodefile
     cleanup_stale()  # namespaces left by a run that was killed (SIGKILL)
     preflight(configs)
+    configs = [resolve_compute(cfg, db_path) for cfg in configs]  # the profile replayed
+    plans = [compute_plan(cfg, db_path, local_batch(cfg)) for cfg in configs]
     store = open_store(db_path)
     env = capture_environment()
     runs_dir = runs_dir_for(db_path)
-    items = [Measured(cfg, describe_run(cfg, new_run_id(), runs_dir, env)) for cfg in configs]
+    items = [
+        Measured(cfg, describe_run(cfg, new_run_id(), runs_dir, env), plan)
+        for cfg, plan in zip(configs, plans, strict=True)
+    ]
     notify: ProgressHook = on_event or (lambda kind, info: None)
     started = time.monotonic()
     try:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distbench.compute.emulated import make_compute
 from distbench.config import RunConfig
 from distbench.harness.monitor import ResourceMonitor, resources_file
 from distbench.measurement.records import RankRecorder, rank_file
@@ -96,7 +97,10 @@ def run_rank(run_dir: Path) -> None:
     try:
         if strategy_cls.uses_process_group:
             init_group(cfg, device)
-        ctx = WorkerContext(cfg, rank, world, local_rank, device, run_dir, recorder)
+        # Emulated compute draws differently on every rank and in every round.
+        seed = f"{cfg.seed}:{rank}:{run_dir.resolve()}"
+        compute = make_compute(cfg.compute, run_dir, seed, strategy_cls.local_batch(cfg))
+        ctx = WorkerContext(cfg, rank, world, local_rank, device, run_dir, recorder, compute)
         strategy = strategy_cls(ctx)
         strategy.run()
         if profiler is not None:
@@ -104,7 +108,10 @@ def run_rank(run_dir: Path) -> None:
         weights = strategy.final_weights() if cfg.save_weights else None
         if weights is not None and cfg.save_weights:
             save_weights(cfg.save_weights, weights)
-        recorder.summary(**memory_summary(device), extra=strategy.summary_extra())
+        extra = strategy.summary_extra()
+        if compute.emulated and role == "worker":
+            extra["compute"] = compute.summary()
+        recorder.summary(**memory_summary(device), extra=extra)
     except Exception as exc:
         recorder.error(f"rank {rank}: {type(exc).__name__}: {exc}")
         raise

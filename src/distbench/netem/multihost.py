@@ -37,7 +37,9 @@ import psutil
 from distbench.config import RunConfig
 from distbench.errors import UserError
 from distbench.harness.processes import (
+    RUN_INPUT_FILES,
     LaunchOutcome,
+    copy_run_inputs,
     rank0_progress,
     spawn,
     stop_all,
@@ -60,7 +62,7 @@ from distbench.registry import processes, resolved_threads
 
 MASTER_PORT = 29400  # inside the namespaces every port is free
 FAILURE_GRACE = 15.0  # after one host fails, the others get this long to notice, then stop
-HOST_FILES_KEPT = ("config.json", "launcher.log")
+HOST_FILES_KEPT = ("config.json", "launcher.log", *RUN_INPUT_FILES)
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,7 @@ def start_host(
     directory.mkdir(parents=True, exist_ok=True)
     node_cfg = host_config(cfg, net, index, threads)
     write_run_config(directory, node_cfg.to_dict())
+    copy_run_inputs(run_dir, directory)
     command = torchrun_command(node_cfg, directory, MASTER_PORT)
     return start_on_host(
         net.hosts[index], command, worker_environment(threads), log=directory / "launcher.log"

@@ -18,6 +18,8 @@ Where to start: :func:`profile_model` runs every measurement and returns a
   beyond the raw bytes.
 - **DDP's costs** (:func:`measure_ddp_costs`, ``ddp_costs``): its per-step machinery with
   one rank, and the all-reduce right after a step at each DDP level of ``workers``.
+- **for emulated compute**: every timed one-worker step's phases (``phase_samples``) and
+  when each parameter's gradient is ready in backward (``grad_ready``).
 
 Every spawned group runs under a wall-clock timeout and is killed when it overruns, so a
 calibration never hangs. Medians everywhere; repeats are the caller's choice.
@@ -45,6 +47,7 @@ from distbench.config import RunConfig
 from distbench.errors import RunFailed, UserError
 from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.ddp_costs import StepCount, measure_ddp_overhead, measure_loaded_allreduce
+from distbench.profiling.grad_ready import measure_grad_ready
 from distbench.profiling.primitives import (
     MIB,
     LinkPlan,
@@ -211,6 +214,13 @@ def measure_steps(
     req: ProfileRequest, processes: int, threads: int, batch: int | None = None
 ) -> StepTimes:
     """``processes`` processes of ``threads`` threads train ``batch`` samples at once."""
+    return measure_step_samples(req, processes, threads, batch)[0]
+
+
+def measure_step_samples(
+    req: ProfileRequest, processes: int, threads: int, batch: int | None = None
+) -> tuple[StepTimes, list[list[dict[str, float]]]]:
+    """``measure_steps`` with every timed step's phases, per process."""
     batch = batch or req.cfg.batch_size
     ctx = mp.get_context("spawn")
     barrier, stop = ctx.Barrier(processes), ctx.Event()
@@ -223,7 +233,7 @@ def measure_steps(
     ]
     what = f"gradient time ({processes} x {threads} threads, batch {batch})"
     per_process = run_group(_steps_child, args, req.timeout, what)
-    return summarize_steps(per_process, threads, batch)
+    return summarize_steps(per_process, threads, batch), per_process
 
 
 # --- links ------------------------------------------------------------------------------------
@@ -345,11 +355,15 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
         raise UserError("--workers and --repeats must be at least 1, --warmup at least 0")
     notify = progress or (lambda what, done, total: None)
     plan = _plan(req)
-    total = len(plan) + 3
+    total = len(plan) + 4
     measured: list[StepTimes] = []
+    samples: list[dict[str, float]] = []
     for done, (label, processes, threads, batch) in enumerate(plan):
         notify(label, done, total)
-        measured.append(measure_steps(req, processes, threads, batch))
+        times, per_process = measure_step_samples(req, processes, threads, batch)
+        measured.append(times)
+        if done == 0:  # the one-worker steps, which emulated compute replays
+            samples = [{k: float(v) for k, v in step.items()} for step in per_process[0]]
     weight_bytes, grad_bytes, tensors = state_sizes(req.cfg)
     where = f" behind --network {req.cfg.network}" if req.cfg.network else ""
     notify(f"links{where} (ping-pong, p2p and all-reduce sweeps)", len(plan), total)
@@ -366,12 +380,21 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
     ps_overhead = measure_ps_transfer(req.cfg, req.repeats, req.timeout, one_thread.t_grad)
     notify("DDP machinery and the all-reduce after a step", len(plan) + 2, total)
     ddp_overhead, loaded = measure_ddp_costs(req, measured, grad_bytes)
+    notify("gradient order in backward (for emulated compute)", len(plan) + 3, total)
+    grad_ready = measure_grad_ready(
+        req.cfg, req.base_threads(), req.warmup, req.repeats, req.timeout
+    )
     notify("done", total, total)
     profile = _assemble(
         req, measured, (weight_bytes, grad_bytes, tensors), (t_comm, p2p, allreduce)
     )
     return replace(
-        profile, ps_overhead=ps_overhead, ddp_overhead=ddp_overhead, allreduce_loaded=loaded
+        profile,
+        ps_overhead=ps_overhead,
+        ddp_overhead=ddp_overhead,
+        allreduce_loaded=loaded,
+        phase_samples=samples,
+        grad_ready=grad_ready,
     )
 
 

@@ -120,6 +120,12 @@ class Profile:
     # ``profile --rounds R``: every round's t_grad and t_comm (seconds); the profile is the
     # round with the median t_grad. Empty for a one-round profile.
     rounds: list[dict[str, float]] = field(default_factory=list)
+    # Emulated compute (``distbench.compute``): every timed step of the one-worker
+    # measurement (``data``, ``forward``, ``backward``, ``update`` seconds), and for every
+    # parameter (``model.parameters()`` order) the median fraction of backward elapsed when
+    # its gradient was ready. Empty in profiles from before emulation existed.
+    phase_samples: list[dict[str, float]] = field(default_factory=list)
+    grad_ready: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from distbench.compute.emulated import REAL, Compute
 from distbench.config import RunConfig
 from distbench.measurement.records import RankRecorder
 from distbench.strategies.contract import Equivalence
@@ -34,6 +35,7 @@ class WorkerContext:
     device: torch.device
     run_dir: Path
     recorder: RankRecorder
+    compute: Compute = REAL  # real, or emulated from a profile (--compute)
 
 
 class Strategy(ABC):
@@ -48,7 +50,7 @@ class Strategy(ABC):
     scaling: ClassVar[str] = "weak"  # contract.Scaling
     equivalence: ClassVar[Equivalence] = Equivalence()
     prediction_model: ClassVar[str | None] = None  # contract.PredictionModel
-    emulated_compute: ClassVar[bool] = False
+    emulated_compute: ClassVar[bool] = False  # computes through ctx.compute (--compute)
     settings: ClassVar[tuple[str, ...]] = ()  # strategy-specific RunConfig settings it reads
 
     def __init__(self, ctx: WorkerContext) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distbench.compute.emulated import REAL, Compute
 from distbench.config import RunConfig
 from distbench.data import ShardedBatches, dataset_num_classes, load_dataset
 from distbench.measurement.records import RankRecorder
@@ -18,7 +19,8 @@ from distbench.models import build_model, model_defaults
 
 @dataclass
 class Workload:
-    """Model, loss, optimizer and this rank's batches, built identically on every rank."""
+    """Model, loss, optimizer and this rank's batches, built identically on every rank;
+    ``compute`` is how its steps compute (real, or emulated from a profile: ``compute``)."""
 
     model: nn.Module
     loss_fn: nn.Module
@@ -26,6 +28,7 @@ class Workload:
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     input_shape: tuple[int, int, int]
     num_classes: int
+    compute: Compute = REAL
 
 
 def input_shape_of(cfg: RunConfig) -> tuple[int, int, int]:
@@ -56,9 +59,15 @@ def make_batches(
 
 
 def build_workload(
-    cfg: RunConfig, device: torch.device, batch_size: int, shard: int, shards: int
+    cfg: RunConfig,
+    device: torch.device,
+    batch_size: int,
+    shard: int,
+    shards: int,
+    compute: Compute = REAL,
 ) -> Workload:
     model, num_classes = build_module(cfg, device)
+    compute.install(model)
     return Workload(
         model=model,
         loss_fn=nn.CrossEntropyLoss(),
@@ -66,6 +75,7 @@ def build_workload(
         batches=make_batches(cfg, batch_size, shard, shards, num_classes),
         input_shape=input_shape_of(cfg),
         num_classes=num_classes,
+        compute=compute,
     )
 
 
@@ -77,8 +87,7 @@ def synchronizer(device: torch.device) -> Callable[[], None] | None:
 
 
 def fetch_batch(work: Workload, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = next(work.batches)
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return work.compute.next_batch(work.batches, device)
 
 
 def state_as_numpy(model: nn.Module) -> dict[str, np.ndarray]:
@@ -96,9 +105,9 @@ def default_step(work: Workload, device: torch.device, timer: PhaseTimer) -> flo
     timer.mark("data")
     loss = work.loss_fn(work.model(x), y)
     timer.mark("forward")
-    loss.backward()
+    work.compute.backward(loss)
     timer.mark("backward")
-    work.optimizer.step()
+    work.compute.update(work.optimizer)
     work.optimizer.zero_grad(set_to_none=True)
     timer.mark("update")
     return float(loss.detach())

@@ -72,10 +72,13 @@ class DDP(Strategy):
     name: ClassVar[str] = "ddp"
     description: ClassVar[str] = "synchronous all-reduce data parallel (DistributedDataParallel)"
     prediction_model: ClassVar[str | None] = "ddp"
+    emulated_compute: ClassVar[bool] = True
 
     def run(self) -> None:
         ctx, cfg = self.ctx, self.ctx.cfg
-        work = build_workload(cfg, ctx.device, cfg.batch_size, ctx.rank, ctx.world_size)
+        work = build_workload(
+            cfg, ctx.device, cfg.batch_size, ctx.rank, ctx.world_size, ctx.compute
+        )
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         self.model = DistributedDataParallel(work.model, device_ids=ids)
         probe = CommProbe(ctx.world_size)
@@ -88,10 +91,10 @@ class DDP(Strategy):
             loss = work.loss_fn(self.model(x), y)
             timer.mark("forward")
             probe.reset()
-            loss.backward()
+            work.compute.backward(loss)
             backward_end = timer.mark("backward")
             timer.move("backward", "comm", probe.exposed(backward_end))
-            work.optimizer.step()
+            work.compute.update(work.optimizer)
             work.optimizer.zero_grad(set_to_none=True)
             timer.mark("update")
             record_step(

@@ -26,6 +26,7 @@ class Sequential(Strategy):
     single_worker: ClassVar[bool] = True
     uses_process_group: ClassVar[bool] = False
     prediction_model: ClassVar[str | None] = "sequential"
+    emulated_compute: ClassVar[bool] = True
 
     @classmethod
     def validate(cls, cfg: RunConfig) -> None:
@@ -37,7 +38,7 @@ class Sequential(Strategy):
 
     def run(self) -> None:
         cfg, device = self.ctx.cfg, self.ctx.device
-        self.work: Workload = build_workload(cfg, device, cfg.batch_size, 0, 1)
+        self.work: Workload = build_workload(cfg, device, cfg.batch_size, 0, 1, self.ctx.compute)
         timer = PhaseTimer(synchronizer(device))
         for step in range(cfg.warmup + cfg.steps):
             loss = default_step(self.work, device, timer)

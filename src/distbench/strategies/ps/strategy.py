@@ -59,6 +59,7 @@ class ParameterServer(Strategy):
     name: ClassVar[str] = "ps"
     description: ClassVar[str] = "parameter server"
     settings: ClassVar[tuple[str, ...]] = ("servers", "ps_semaphore")
+    emulated_compute: ClassVar[bool] = True
 
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx)
@@ -97,6 +98,8 @@ class ParameterServer(Strategy):
         is_worker = ctx.rank < cfg.workers
         device = ctx.device if is_worker else torch.device("cpu")
         model, num_classes = build_module(cfg, device)
+        if is_worker:
+            ctx.compute.install(model)
         self.layout = build_layout(model, server_units(cfg))
         threads: list[threading.Thread] = []
         if ctx.rank in server_units(cfg) and self.layout.region(ctx.rank).size > 0:
@@ -157,13 +160,12 @@ class ParameterServer(Strategy):
         for step in range(cfg.warmup + cfg.steps):
             timer.start_step()
             pulled = client.pull(timer, step, self.wanted_version(step))
-            x, y = next(batches)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = ctx.compute.next_batch(batches, device)
             timer.mark("data")
             loss = loss_fn(model(x), y)
             timer.mark("forward")
             replica.zero_grads()
-            loss.backward()
+            ctx.compute.backward(loss)
             timer.mark("backward")
             queued = client.push(timer, step)
             record_step(
@@ -182,7 +184,8 @@ class ParameterServer(Strategy):
         self.peers_lost = final.lost
         self.model = model
         self.reports = final.reporter == self.ctx.rank
-        if self.reports and has_held_out(self.ctx.cfg):
+        # An emulated model computes nothing worth evaluating (and would wait per batch).
+        if self.reports and has_held_out(self.ctx.cfg) and not self.ctx.compute.emulated:
             self.accuracy = held_out_accuracy(self.ctx.cfg, model, device)
 
     # -- results -------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from distbench.config import TIMING_KEYS
 from distbench.errors import UserError
 from distbench.measurement.rounds import ratio_interval, verdict
 from distbench.store import open_store
-from distbench.store.db import resolved_device, rounds_or_median
+from distbench.store.db import resolved_device, rounds_or_median, stored_setting
 from distbench.store.result import RunResult
 
 #: Short names for environment keys a user selects run sets by.
@@ -52,7 +52,7 @@ class Change:
 def configuration_key(row: RunResult) -> tuple[Any, ...]:
     """What must agree for two runs to measure the same thing."""
     settings = tuple(
-        (key, repr(row.config.get(key))) for key in TIMING_KEYS if key not in ("device",)
+        (key, repr(stored_setting(row, key))) for key in TIMING_KEYS if key not in ("device",)
     )
     return (resolved_device(row), row.global_batch, *settings)
 

@@ -114,7 +114,7 @@ def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> 
     if any(row.ok and row.speedup is None for row in rows):
         console.print(
             "speedup -: no measured one-worker run with the same settings (model, dataset, "
-            "framework, batch, input size, classes, data directory, device, network); run "
+            "framework, batch, input size, classes, data directory, device, network, compute); run "
             "the sequential baseline with the same flags."
         )
 

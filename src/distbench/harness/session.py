@@ -30,6 +30,7 @@ from distbench.config import MIN_PRECISION_ROUNDS, RunConfig, available_cores
 from distbench.data import check_dataset
 from distbench.errors import RunFailed, UserError
 from distbench.harness.aggregate import aggregate_run
+from distbench.harness.capacity import check_memory
 from distbench.harness.environment import capture_environment
 from distbench.harness.launchers import launch
 from distbench.harness.monitor import compact_timelines, measured_cpu_cores
@@ -42,6 +43,7 @@ from distbench.registry import processes, resolved_threads, strategy_facts
 from distbench.store import ResultStore, open_store
 from distbench.store.db import orchestrator
 from distbench.store.result import Round, RunMetrics, RunResult
+from distbench.strategies.common import state_bytes
 
 ProgressHook = Callable[[str, dict[str, Any]], None]
 
@@ -66,6 +68,7 @@ def preflight(configs: list[RunConfig]) -> None:
         raise UserError(
             "--precision decides the rounds on node 0 alone; across nodes give --rounds"
         )
+    check_memory(configs, workload_state_bytes())  # every process must fit in memory
     preflight_network(configs)  # emulated hosts: root, iproute2, netem for delay=
     for cfg in configs:  # another framework's environment must be installed
         if cfg.framework != "torch":
@@ -73,6 +76,19 @@ def preflight(configs: list[RunConfig]) -> None:
             from distbench.frameworks.envs import require_env
 
             require_env(get_adapter(cfg.framework).env)
+
+
+def workload_state_bytes() -> Callable[[RunConfig], int]:
+    """``state_bytes`` of a config's model, computed once per workload."""
+    known: dict[tuple[Any, ...], int] = {}
+
+    def of(cfg: RunConfig) -> int:
+        key = (cfg.model, cfg.dataset, cfg.data_dir, cfg.input_size, cfg.num_classes)
+        if key not in known:
+            known[key] = state_bytes(cfg)
+        return known[key]
+
+    return of
 
 
 def describe_run(cfg: RunConfig, run_id: str, runs_dir: Path, env: dict[str, Any]) -> RunResult:

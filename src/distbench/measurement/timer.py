@@ -50,6 +50,10 @@ class PhaseTimer:
         self._phases[source] = self._phases.get(source, 0.0) - seconds
         self._phases[target] = self._phases.get(target, 0.0) + seconds
 
+    def elapsed(self, phase: str) -> float:
+        """Seconds charged to ``phase`` so far in this step."""
+        return self._phases.get(phase, 0.0)
+
     def end_step(self) -> tuple[float, dict[str, float]]:
         """Step time (first clock read to last mark) and the phases that filled it."""
         return self._last - self._start, dict(self._phases)

@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from distbench.config import BASELINE_KEYS
+from distbench.config import BASELINE_KEYS, setting_field
 from distbench.errors import UserError
 from distbench.measurement.rounds import ratio_interval, verdict
 from distbench.store.result import RunResult
@@ -165,7 +165,9 @@ class ResultStore:
 
         Every setting that changes the time of a step and is not what the speedup compares
         agrees (``config.BASELINE_KEYS``: model, dataset, framework, input size, classes,
-        data directory, device as resolved on its host, network); per-worker batch equal for
+        data directory, device as resolved on its host, network, compute and the profile
+        an emulated run replays: an emulated run is never the baseline of a real one, nor
+        the other way round); per-worker batch equal for
         weak scaling, global batch equal for strong scaling. A sequential run is preferred,
         else a one-worker run of the same strategy; the most recent one wins.
         """
@@ -248,16 +250,21 @@ def resolved_device(result: RunResult) -> str:
     return "cuda" if result.env.get("gpu") else "cpu"
 
 
+def stored_setting(row: RunResult, key: str) -> Any:
+    """A stored run's setting; a run stored before the setting existed had its default."""
+    return row.config.get(key, setting_field(key).default)
+
+
 def same_timing_settings(a: RunResult, b: RunResult) -> bool:
     keys = [k for k in BASELINE_KEYS if k != "device"]
     return resolved_device(a) == resolved_device(b) and all(
-        a.config.get(k) == b.config.get(k) for k in keys
+        stored_setting(a, k) == stored_setting(b, k) for k in keys
     )
 
 
 NO_BASELINE = (
     "none: no measured one-worker run with the same model, dataset, framework, batch, "
-    "input size, classes, data directory, device and network"
+    "input size, classes, data directory, device, network and compute (real or emulated)"
 )
 
 

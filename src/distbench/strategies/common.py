@@ -135,3 +135,14 @@ def state_sizes(cfg: RunConfig) -> tuple[int, int, int]:
     buffers = [b for b in model.buffers() if b.is_floating_point()]
     grad_bytes = sum(p.numel() * 4 for p in params)
     return grad_bytes + sum(b.numel() * 4 for b in buffers), grad_bytes, len(params) + len(buffers)
+
+
+def state_bytes(cfg: RunConfig) -> int:
+    """Bytes of ``cfg.model``'s parameters and floating-point buffers, counted on torch's
+    meta device (nothing is allocated, so it is instant for any model)."""
+    num_classes = dataset_num_classes(cfg.dataset, cfg.data_dir, cfg.num_classes)
+    shape = input_shape_of(cfg)
+    with torch.device("meta"):
+        model = build_model(cfg.model, num_classes, shape[1], shape[0])
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    return sum(t.numel() * t.element_size() for t in tensors)

@@ -28,6 +28,7 @@ from distbench.predict.accuracy import (
 from distbench.predict.core import predicts
 from distbench.profiling.profiles import Profile
 from distbench.registry import resolved_threads, strategy_facts
+from distbench.store.db import stored_setting
 
 if TYPE_CHECKING:
     from distbench.config import RunConfig
@@ -120,8 +121,8 @@ def find_measured(store: ResultStore, cfg: RunConfig) -> RunResult | None:
             dataset=cfg.dataset,
         )
     ):
-        stored = row.config
-        if all(stored.get(k) == v for k, v in wanted.items()) and row.threads_per_worker == threads:
+        same = all(stored_setting(row, k) == v for k, v in wanted.items())
+        if same and row.threads_per_worker == threads:
             return store.with_scaling([row])[0]
     return None
 

@@ -139,17 +139,23 @@ class Client:
         for region in self.remote:
             self.replica.commit_pull(region)
         timer.mark("pull")
-        timer.move("wait", "update", max((f[1] for f in fields.values()), default=0.0))
+        # Units answer concurrently: the worker was held up by the longest admission queue
+        # and the longest update, not their sums. The update may have begun before the
+        # request was sent, so at most the wait beyond the queue is the update's.
+        queue = max((f[2] for f in fields.values()), default=0.0)
+        update = max((f[1] for f in fields.values()), default=0.0)
+        timer.move("wait", "update", min(update, timer.elapsed("wait") - queue))
         for unit, f in fields.items():
             self.versions[unit] = f[0]
         return PullResult(
-            queue_s=sum(f[2] for f in fields.values()),
+            queue_s=queue,
             reporter=min((f[3] for f in fields.values()), default=self.rank),
             lost=max((f[4] for f in fields.values()), default=0),
         )
 
     def push(self, timer: PhaseTimer, step: int) -> float:
-        """Send this step's gradients to every unit; returns the seconds queued for admission."""
+        """Send this step's gradients to every unit; returns the seconds queued for admission
+        (the longest queue of any unit: the units queue at the same time)."""
         self.replica.stage_push()
         wire = self.replica.wire_grads
         requests = [
@@ -164,7 +170,8 @@ class Client:
             for region, go in zip(self.remote, answered, strict=True):
                 go.wait()
                 timer.mark("wait")
-                queued += float(gos[region.unit][2])
+                # concurrent queues at several units: the longest is what held us up
+                queued = max(queued, float(gos[region.unit][2]))
                 sends.append(isend(wire[region.start : region.stop], region.unit, TAG_PUSH))
         else:
             sends = [isend(wire[r.start : r.stop], r.unit, TAG_PUSH) for r in self.remote]

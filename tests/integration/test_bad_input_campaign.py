@@ -132,6 +132,21 @@ CASES = [
     ([*R, "--precision", "150%"], "--precision must be a percentage in (0, 100), got 150"),
     ([*R, "--precision", "tight"], "expected a percentage such as 3%, got 'tight'"),
     ([*R, "--budget", "0", "--precision", "3%"], "--budget must be positive"),
+    # run: emulated compute
+    ([*R, "--compute", "0"], "--compute must be real, profile or a positive number"),
+    ([*R, "--compute", "-0.5"], "--compute must be real, profile or a positive number"),
+    ([*R, "--compute", "fast"], "--compute must be real, profile or a positive number"),
+    ([*R, "--compute", "profile"], "--compute profile needs a stored profile of --model lenet5"),
+    ([*R, "--compute-profile", "2"], "--compute-profile needs --compute profile"),
+    (
+        [*R, "--strategy", "pipeline-gpipe", "--workers", "2", "--compute", "0.1"],
+        "--compute 0.1 does not apply to pipeline-gpipe",
+    ),
+    ([*R, "--compute", "0.1", "--profile-ops"], "--profile-ops profiles real operators"),
+    (
+        ["run", "--model", "vgg16", "--strategy", "ddp", "--workers", "200", "--compute", "1"],
+        "use fewer --workers",
+    ),
     # results
     (["results", "--db", "{tmp}/missing.db"], "no results database"),
     (["results", "--compare", "{tmp}/lenet.db", "{tmp}/alexnet.db"], "share no configuration"),

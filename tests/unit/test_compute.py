@@ -26,7 +26,13 @@ from distbench.compute.resolve import compute_plan, resolve_compute
 from distbench.compute.wait import WaitLog, wait_until
 from distbench.config import RunConfig
 from distbench.errors import UserError
-from distbench.harness.capacity import RUNTIME_BYTES, check_memory, estimated_bytes
+from distbench.harness.capacity import (
+    RUNTIME_BYTES,
+    STATE_COPIES,
+    check_memory,
+    estimated_bytes,
+    run_bytes,
+)
 from distbench.models import build_model
 from distbench.profiling.profiles import LinkFit, Profile, save_profile
 from distbench.registry import check_run
@@ -77,7 +83,9 @@ def test_plan_draws_whole_measured_steps_scaled_to_the_batch() -> None:
 
 def test_plan_from_seconds_splits_by_share_and_round_trips(tmp_path: Path) -> None:
     plan = plan_from_seconds(0.9, 1.0)
-    assert plan.steps == [{"data": 0.0, "forward": 0.3, "backward": pytest.approx(0.6), "update": 0.0}]
+    assert plan.steps == [
+        {"data": 0.0, "forward": 0.3, "backward": pytest.approx(0.6), "update": 0.0}
+    ]
     shared = plan_from_seconds(1.0, 0.5, forward_share=0.25, grad_ready=[0.5, 1.0], profile_id=4)
     assert shared.draw(random.Random(0))["backward"] == pytest.approx(0.375)
     write_plan(tmp_path, shared)
@@ -230,8 +238,12 @@ def test_compute_is_refused_where_it_cannot_be_emulated() -> None:
 
 def test_memory_check_refuses_runs_that_do_not_fit() -> None:
     cfg = RunConfig(model="lenet5", strategy="ddp", workers=16)
-    each = estimated_bytes(100 * 2**20)
-    assert each == RUNTIME_BYTES + 4 * 100 * 2**20
-    check_memory([cfg], lambda c: 100 * 2**20, available=100 * 2**30)
-    with pytest.raises(UserError, match="needs about .* GiB .*use fewer --workers"):
-        check_memory([cfg], lambda c: 100 * 2**20, available=4 * 2**30)
+    state = 100 * 2**20
+    assert estimated_bytes(state) == RUNTIME_BYTES + STATE_COPIES * state
+    assert run_bytes(cfg, state) == (16, 16 * estimated_bytes(state))
+    central = RunConfig(model="lenet5", strategy="ps-async", workers=4)
+    server = RUNTIME_BYTES + (STATE_COPIES + 4) * state  # a receive buffer per worker
+    assert run_bytes(central, state) == (5, 4 * estimated_bytes(state) + server)
+    check_memory([cfg], lambda c: state, available=100 * 2**30)
+    with pytest.raises(UserError, match=r"needs about .* GiB .*use fewer --workers"):
+        check_memory([cfg], lambda c: state, available=4 * 2**30)

@@ -3,8 +3,9 @@
 A process of a run holds the Python and torch runtime (``RUNTIME_BYTES``: its private
 memory, measured; the libraries' code is shared between processes and not counted) and
 about ``STATE_COPIES`` copies of the model's state: weights, gradients, DDP's buckets or a
-parameter server's flat pull and push buffers. Activations come on top for real compute;
-emulated compute has none. A run whose estimate exceeds ``USABLE_SHARE`` of the memory
+parameter server's flat pull and push buffers. A central parameter server holds one
+receive buffer per worker besides (``STATE_COPIES + workers``). Activations come on top for
+real compute; emulated compute has none. A run whose estimate exceeds ``USABLE_SHARE`` of the memory
 available now is refused with one line that says the numbers (docs/emulation.md has the
 measurements these constants come from).
 """
@@ -20,17 +21,30 @@ from distbench.errors import UserError
 from distbench.registry import processes
 
 MIB = 1024 * 1024
-#: Private memory of one idle rank: interpreter, torch, gloo, the monitor (measured).
-RUNTIME_BYTES = 180 * MIB
-#: Copies of the model state one process holds (weights, gradients, two buffers).
-STATE_COPIES = 4
+#: Private memory (USS) of one rank of a tiny model: interpreter, torch, gloo, the
+#: monitor. Measured 222 MiB per lenet5 rank of an 8-rank emulated DDP run (torch 2.13).
+RUNTIME_BYTES = 230 * MIB
+#: Copies of the model state one process holds. Measured: a 16-rank emulated DDP run of
+#: resnet18 (42.7 MiB of state) peaked at ~425 MiB private per rank, 4.7 copies.
+STATE_COPIES = 5
 #: Share of the available memory a run may plan to use.
 USABLE_SHARE = 0.85
 
 
-def estimated_bytes(state_bytes: int) -> int:
+def estimated_bytes(state_bytes: int, copies: int = STATE_COPIES) -> int:
     """Memory one process of a run needs for a model of ``state_bytes``."""
-    return RUNTIME_BYTES + STATE_COPIES * state_bytes
+    return RUNTIME_BYTES + copies * state_bytes
+
+
+def run_bytes(cfg: RunConfig, state: int) -> tuple[int, int]:
+    """(this node's processes, the memory they need in all)."""
+    count = processes(cfg) // cfg.nnodes
+    servers = processes(cfg) - cfg.workers
+    workers = count - servers if cfg.nnodes == 1 else count
+    total = workers * estimated_bytes(state)
+    if cfg.nnodes == 1:
+        total += servers * estimated_bytes(state, STATE_COPIES + cfg.workers)
+    return count, total
 
 
 def check_memory(
@@ -41,13 +55,13 @@ def check_memory(
     """UserError naming the first config whose processes would not fit."""
     free = psutil.virtual_memory().available if available is None else available
     for cfg in configs:
-        count = processes(cfg) // cfg.nnodes
-        each = estimated_bytes(state_bytes(cfg))
-        if count * each > USABLE_SHARE * free:
+        state = state_bytes(cfg)
+        count, total = run_bytes(cfg, state)
+        if total > USABLE_SHARE * free:
             raise UserError(
                 f"{cfg.model} {cfg.strategy} with --workers {cfg.workers} needs about "
-                f"{count * each / 1024**3:.1f} GiB ({count} processes of ~{each / MIB:.0f} MiB: "
-                f"{RUNTIME_BYTES / MIB:.0f} MiB runtime + {STATE_COPIES} x "
-                f"{state_bytes(cfg) / MIB:.0f} MiB of model state); "
-                f"{free / 1024**3:.1f} GiB is available here: use fewer --workers"
+                f"{total / 1024**3:.1f} GiB ({count} processes: {RUNTIME_BYTES / MIB:.0f} MiB "
+                f"runtime each + {STATE_COPIES} x {state / MIB:.0f} MiB of model state, a "
+                f"central server one more per worker); {free / 1024**3:.1f} GiB is "
+                "available here: use fewer --workers"
             )

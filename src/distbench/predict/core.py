@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, get_args
 
+from distbench.compute.plan import batch_ratio, parse_compute
 from distbench.errors import UserError
 from distbench.predict import formulas as f
 from distbench.profiling.profiles import Profile, StepTimes
@@ -102,6 +103,7 @@ class Case:
     steps: int
     synchronous: bool
     prediction_model: str | None = None  # the strategy contract's PredictionModel
+    compute: str = "real"  # --compute: real, profile or seconds (emulated compute)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def case_of(cfg: RunConfig) -> Case:
         steps=cfg.steps,
         synchronous=strategy.synchronous,
         prediction_model=strategy.prediction_model,
+        compute=cfg.compute,
     )
 
 
@@ -162,11 +165,37 @@ def compute_times(profile: Profile, processes: int, threads: int) -> tuple[StepT
     return scaled, f"{processes}x{threads} threads extrapolated"
 
 
+def _emulated_compute(case: Case, profile: Profile) -> tuple[float, float, float, str]:
+    """``_worker_compute`` for emulated compute: no CPU contention (the workers wait, they
+    do not compute), only the one-worker profile. ``--compute profile``: a synchronous step
+    of N workers waits for the slowest of N draws of the measured steps (``expected_max``);
+    ``--compute T``: T itself. Both scaled to the local batch (``batch_ratio``)."""
+    spec = parse_compute(case.compute)
+    scale = batch_ratio(profile.batch_size, profile.t_grad_split, case.local_batch)
+    grad_share = profile.t_backward / (profile.t_forward + profile.t_backward)
+    if spec.mode == "seconds":
+        assert spec.seconds is not None
+        grad = spec.seconds * scale
+        return grad, grad * grad_share, 0.0, f"emulated {spec.seconds:g} s x {scale:.2f}"
+    samples = profile.phase_samples
+    if not samples:
+        raise UserError("emulated compute needs a profile with per-step phase times")
+    draws = case.workers if case.synchronous and case.workers > 1 else 1
+    grads = [s["forward"] + s["backward"] for s in samples]
+    grad = f.expected_max(grads, draws) * scale
+    backward = sum(s["backward"] for s in samples) / sum(grads)
+    overhead = sum(s["data"] * scale + s["update"] for s in samples) / len(samples)
+    label = f"emulated profile, slowest of {draws} draws" if draws > 1 else "emulated profile"
+    return grad, grad * backward, overhead, label
+
+
 def _worker_compute(case: Case, profile: Profile) -> tuple[float, float, float, str]:
     """(forward+backward, its backward part, data+update) of one worker step in ``case``.
 
     A synchronous step with several workers waits for the slowest, so it uses the median
     of each repetition's slowest process."""
+    if case.compute != "real":
+        return _emulated_compute(case, profile)
     times, label = compute_times(profile, case.workers, case.threads)
     grad = times.t_grad_max if case.synchronous and case.workers > 1 else times.t_grad
     if case.prediction_model == "sync-split":
@@ -220,7 +249,10 @@ def _ddp_step(
     n, machinery = case.workers, profile.ddp_overhead or 0.0
     if n == 1:
         return grad + overhead + machinery, 0.0, "ddp, one rank: compute + DDP machinery"
-    saturated = profile.network is None and n * case.threads >= profile.cores
+    # emulated compute leaves the cores to communication
+    saturated = (
+        profile.network is None and n * case.threads >= profile.cores and case.compute == "real"
+    )
     loaded = profile.loaded_allreduce(n, case.threads) if saturated else None
     if loaded is not None:
         return (

@@ -285,3 +285,14 @@ def balanced_stage_time(t_grad: float, stages: int, microbatches: int) -> float:
     """Per-microbatch stage time when t_grad splits evenly over S stages and M microbatches."""
     check_positive("t_grad", t_grad)
     return t_grad / (check_count("stages", stages) * check_count("microbatches", microbatches))
+
+
+def expected_max(values: list[float], n: int) -> float:
+    """The expected maximum of ``n`` independent draws from the empirical distribution of
+    ``values``: ``sum_i x_(i) [(i/m)^n - ((i-1)/m)^n]`` over the sorted values. A
+    synchronous step of ``n`` workers waits for the slowest of their ``n`` step times."""
+    ordered = sorted(values)
+    m = len(ordered)
+    if m == 0:
+        raise ValueError("expected_max of no values")
+    return sum(x * ((i / m) ** n - ((i - 1) / m) ** n) for i, x in enumerate(ordered, start=1))

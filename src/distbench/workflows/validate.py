@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from distbench.compute.plan import parse_compute
 from distbench.config import TIMING_KEYS, WORKLOAD_KEYS
 from distbench.errors import UserError
 from distbench.predict.accuracy import (
@@ -78,10 +79,15 @@ def profile_request(cfg: RunConfig, workers: int, options: CalibrationOptions, s
 
 
 def ensure_profile(
-    db: str, request: Any, options: CalibrationOptions, progress: Progress | None = None
+    db: str,
+    request: Any,
+    options: CalibrationOptions,
+    progress: Progress | None = None,
+    emulated: bool = False,
 ) -> tuple[Profile, int, bool]:
     """The newest stored profile for the request's workload covering its workers (and its
-    splits when asked), or a new one measured now and stored: ``(profile, id, new)``."""
+    splits when asked, its per-step phase times for ``emulated`` compute), or a new one
+    measured now and stored: ``(profile, id, new)``."""
     import os
 
     from distbench.profiling.calibrate import profile_model
@@ -92,17 +98,18 @@ def ensure_profile(
         found = find_profile_row(
             db, cfg.model, cfg.dataset, cfg.batch_size, os.cpu_count() or 1, network=cfg.network
         )
-        if found is not None and _covers(found[0], request):
+        if found is not None and _covers(found[0], request, emulated):
             return found[0], found[1], False
     profile = profile_model(request, progress)
     return profile, save_profile(db, profile), True
 
 
-def _covers(profile: Profile, request: Any) -> bool:
+def _covers(profile: Profile, request: Any, emulated: bool = False) -> bool:
     splits_ok = not request.splits or len(profile.t_grad_split) >= request.workers
     return (
         profile.workers >= request.workers
         and splits_ok
+        and (bool(profile.phase_samples) or not emulated)
         and profile.input_size == request.cfg.input_size
         and profile.network == request.cfg.network
     )
@@ -196,6 +203,16 @@ def _calibrate_for(db: str, work: _Workload, cfg: RunConfig) -> None:
         work.profile_id = save_profile(db, work.profile)
 
 
+def calibrated_workers(cfgs: Sequence[RunConfig]) -> int:
+    """Worker count a group's profile is calibrated for. Emulated compute is predicted from
+    the one-worker profile and the two-host link probe alone, so a group of only emulated
+    configurations measures nothing at more than two processes."""
+    largest = max(c.workers for c in cfgs)
+    if all(parse_compute(c.compute).emulated for c in cfgs):
+        return min(largest, 2)
+    return largest
+
+
 def validate_configs(
     configs: Sequence[RunConfig],
     db: str,
@@ -230,8 +247,9 @@ def validate_configs(
         splits = any(
             strategy_facts(c.framework, c.strategy).prediction_model == "sync-split" for c in cfgs
         )
-        request = profile_request(cfgs[0], max(c.workers for c in cfgs), options, splits)
-        profile, pid, _ = ensure_profile(db, request, options, profile_progress)
+        emulated = any(parse_compute(c.compute).emulated for c in cfgs)
+        request = profile_request(cfgs[0], calibrated_workers(cfgs), options, splits)
+        profile, pid, _ = ensure_profile(db, request, options, profile_progress, emulated)
         if reuse:
             for cfg, row in zip(cfgs, _reused(db, cfgs), strict=True):
                 rows.append(compare(cfg, row, profile, pid, _baseline_config(db, row)))
@@ -244,10 +262,14 @@ def validate_configs(
                 {"config": cfgs[0], "runs": len(cfgs), "round": round_index + 1, "rounds": rounds},
             )
             for cfg, results in zip(cfgs, measured, strict=True):
-                if options.refresh:
+                replayed = parse_compute(cfg.compute).emulated
+                if options.refresh and not replayed:
                     _calibrate_for(db, work, cfg)
-                # one round per call: validate interleaves and refreshes contention itself
-                one = cfg.replace(rounds=1, precision=None)
+                # one round per call: validate interleaves and refreshes contention itself;
+                # emulated compute replays the very profile the prediction uses
+                one = cfg.replace(
+                    rounds=1, precision=None, compute_profile=work.profile_id if replayed else None
+                )
                 stored = run_benchmarks([one], db, _renumbered(run_hook, done, total))
                 done += 1
                 row = stored[0] if stored else None  # none on a node other than rank 0's

@@ -528,3 +528,39 @@ def test_contention_group_stops_together_when_a_process_is_descheduled() -> None
         thread.join(timeout=20)
     assert not any(t.is_alive() for t in threads)
     assert len(results[0]) == len(results[1]) == 3
+
+
+def test_expected_max_of_draws() -> None:
+    assert f.expected_max([1.0, 2.0], 1) == pytest.approx(1.5)
+    assert f.expected_max([1.0, 2.0], 2) == pytest.approx(1.75)  # 1/4 both low
+    assert f.expected_max([3.0], 16) == pytest.approx(3.0)
+    values = [0.1 * k for k in range(1, 11)]
+    grows = [f.expected_max(values, n) for n in (1, 2, 4, 8, 16)]
+    assert grows == sorted(grows) and grows[-1] < 1.0 + 1e-12
+
+
+def emulated_case(strategy: str, workers: int, compute: str, servers: str = "central") -> Case:
+    facts = strategy_facts("torch", strategy)
+    return replace(case(strategy, workers, 1, facts.synchronous, servers), compute=compute)
+
+
+def test_emulated_prediction_uses_the_profile_alone() -> None:
+    samples = [
+        {"data": 0.0, "forward": 0.1, "backward": 0.2, "update": 0.0},
+        {"data": 0.0, "forward": 0.2, "backward": 0.4, "update": 0.0},
+    ]
+    p = make_profile(phase_samples=samples, network="bandwidth=1gbit")
+    one = predict_case(emulated_case("sequential", 1, "profile"), p)
+    assert one is not None and one.step_time == pytest.approx(0.45)  # the mean step
+    # eight synchronous workers wait for the slowest of eight draws: 1 - 1/2^8 of the slow one
+    ddp = predict_case(emulated_case("ddp", 8, "profile"), p)
+    assert ddp is not None
+    slowest = 0.3 + 0.3 * (1 - 0.5**8)
+    assert ddp.compute == pytest.approx(slowest)
+    assert "slowest of 8 draws" in ddp.formula
+    # the contention measurements (2 x 1 threads: 0.6 s) never enter an emulated prediction
+    assert "threads" not in ddp.formula
+    fixed = predict_case(emulated_case("ps-async", 4, "0.5"), p)
+    assert fixed is not None and fixed.compute == pytest.approx(0.5)
+    split = predict_case(replace(emulated_case("ps-sync-split", 2, "0.6"), local_batch=16), p)
+    assert split is not None and split.compute == pytest.approx(0.6 * 0.18 / 0.3)

@@ -564,3 +564,20 @@ def test_emulated_prediction_uses_the_profile_alone() -> None:
     assert fixed is not None and fixed.compute == pytest.approx(0.5)
     split = predict_case(replace(emulated_case("ps-sync-split", 2, "0.6"), local_batch=16), p)
     assert split is not None and split.compute == pytest.approx(0.6 * 0.18 / 0.3)
+
+
+def test_a_central_server_behind_its_own_link_carries_every_workers_transfer() -> None:
+    # a 100 MB/s link sustained (largest sweep point), a faster burst for small transfers
+    link = LinkFit("p2p", 2, 0.0, 3e8, [1024, 100_000_000], [1e-5, 1.0])
+    p = make_profile(p2p=link, network="bandwidth=1gbit", ps_overhead=0.001)
+    sync = predict_case(replace(emulated_case("ps-sync-join", 4, "0.6"), host_links=True), p)
+    assert sync is not None
+    shared = 4 * 40_000_000 / 1e8  # four transfers of the weights through one link
+    assert sync.step_time == pytest.approx(0.6 + 2 * shared + 2 * 0.001)
+    fast = predict_case(replace(case("ps-async", 2, 1, synchronous=False), host_links=True), p)
+    slow = predict_case(replace(case("ps-async", 16, 1, synchronous=False), host_links=True), p)
+    assert fast is not None and slow is not None
+    assert slow.step_time == pytest.approx(16 * 40_000_000 / 1e8)  # the server's link
+    assert fast.step_time < slow.step_time
+    thesis = predict_case(case("ps-sync-join", 4, 1), p)  # one host: the thesis' estimate
+    assert thesis is not None and "eq. 4.11" in thesis.formula

@@ -23,6 +23,7 @@ from distbench.compute.plan import batch_ratio, parse_compute
 from distbench.errors import UserError
 from distbench.predict import formulas as f
 from distbench.profiling.profiles import Profile, StepTimes
+from distbench.registry import processes as process_count
 from distbench.registry import resolved_threads, strategy_facts
 
 if TYPE_CHECKING:
@@ -104,6 +105,9 @@ class Case:
     synchronous: bool
     prediction_model: str | None = None  # the strategy contract's PredictionModel
     compute: str = "real"  # --compute: real, profile or seconds (emulated compute)
+    #: Every process is its own emulated host behind its own shaped link (--network
+    #: without --hosts): the parameter server's transfers share the server's link.
+    host_links: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ def case_of(cfg: RunConfig) -> Case:
         synchronous=strategy.synchronous,
         prediction_model=strategy.prediction_model,
         compute=cfg.compute,
+        host_links=cfg.network is not None and cfg.hosts in (None, process_count(cfg)),
     )
 
 
@@ -272,6 +277,20 @@ def _ddp_step(
     )
 
 
+def sustained_rate(profile: Profile) -> float:
+    """Bytes/s a link sustains: the largest transfer of the profile's point-to-point sweep
+    over its time. (A shaped link lets a short transfer through at line rate from its
+    bucket, which N transfers at once share; the small-size fit would overstate the rate.)"""
+    sizes, seconds = profile.p2p.sizes, profile.p2p.seconds
+    largest = max(range(len(sizes)), key=lambda i: sizes[i])
+    return sizes[largest] / seconds[largest]
+
+
+def shared_link_time(profile: Profile, nbytes: float) -> float:
+    """Seconds ``nbytes`` take through one link at its sustained rate."""
+    return nbytes / sustained_rate(profile)
+
+
 def ps_transfer_time(profile: Profile) -> float:
     """``t_comm`` for the parameter-server formulas: the raw transfer of the weights plus
     the protocol's measured cost per transfer (``ps_transfer``; 0 for older profiles)."""
@@ -280,6 +299,10 @@ def ps_transfer_time(profile: Profile) -> float:
 
 def _ps_sync_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, float, str]:
     server = canonical_server(case.servers)
+    if case.host_links and server == "central":
+        shared = shared_link_time(profile, case.workers * profile.weight_bytes)
+        step = f.sync_central_links(t_grad, shared, profile.ps_overhead or 0.0)
+        return step, step - t_grad, "ps sync, central server's link: t_grad + 2 N bytes / rate"
     step = ps_sync_iteration(t_grad, ps_transfer_time(profile), case.workers, server).estimate
     if server == "sharded":
         return step, step - t_grad, "ps sync, sharded server (eq. 4.12)"
@@ -290,6 +313,17 @@ def _ps_async_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, 
     """Whole-training formulas for D = N·steps batches, divided by the D/N steps a worker
     takes: the time of one worker step."""
     n, server = case.workers, canonical_server(case.servers)
+    if case.host_links and server == "central":
+        shared = shared_link_time(profile, n * profile.weight_bytes)
+        step = f.async_central_links(t_grad, ps_transfer_time(profile), shared)
+        return (
+            step,
+            step - t_grad,
+            "ps async, central server's link: max(own cycle, N bytes / rate)",
+        )
+    if case.host_links:  # each worker's link carries its own and its shard's transfers
+        step = f.sync_distributed(t_grad, ps_transfer_time(profile), n)
+        return step, step - t_grad, "ps async, sharded: t_grad + 2(N-1)/N t_comm"
     d = n * case.steps
     total = ps_async_training(t_grad, ps_transfer_time(profile), n, d, server).estimate
     label = (

@@ -296,3 +296,25 @@ def expected_max(values: list[float], n: int) -> float:
     if m == 0:
         raise ValueError("expected_max of no values")
     return sum(x * ((i / m) ** n - ((i - 1) / m) ** n) for i, x in enumerate(ordered, start=1))
+
+
+# --- parameter server behind a link per host (emulated networks) ---------------------
+
+
+def sync_central_links(t_grad: float, t_shared: float, t_overhead: float) -> float:
+    """One synchronous iteration when every host has its own full-duplex link: after the
+    barrier every worker pulls at once and pushes within one compute time of the others,
+    so the server's link carries all N pulls, then all N pushes: ``t_shared`` each (N
+    transfers' bytes at the link's sustained rate), plus the protocol's cost per transfer
+    (the thesis' worst case, eq. 4.7, with the shared link's own time)."""
+    check_positive("t_grad", t_grad)
+    return t_grad + 2 * t_shared + 2 * t_overhead
+
+
+def async_central_links(t_grad: float, t_comm: float, t_shared: float) -> float:
+    """One asynchronous worker step when every host has its own full-duplex link: a
+    worker's own cycle (compute, pull, push: ``t_comm`` each), or the server's link, which
+    carries one transfer of every worker per step in each direction (``t_shared``),
+    whichever is slower."""
+    check_positive("t_grad", t_grad)
+    return max(t_grad + 2 * t_comm, t_shared)

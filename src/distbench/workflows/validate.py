@@ -203,6 +203,13 @@ def _calibrate_for(db: str, work: _Workload, cfg: RunConfig) -> None:
         work.profile_id = save_profile(db, work.profile)
 
 
+def replayed(cfg: RunConfig, profile_id: int) -> RunConfig:
+    """Emulated compute replays the very profile the prediction uses."""
+    if parse_compute(cfg.compute).emulated:
+        return cfg.replace(compute_profile=profile_id)
+    return cfg
+
+
 def calibrated_workers(cfgs: Sequence[RunConfig]) -> int:
     """Worker count a group's profile is calibrated for. Emulated compute is predicted from
     the one-worker profile and the two-host link probe alone, so a group of only emulated
@@ -251,6 +258,7 @@ def validate_configs(
         request = profile_request(cfgs[0], calibrated_workers(cfgs), options, splits)
         profile, pid, _ = ensure_profile(db, request, options, profile_progress, emulated)
         if reuse:
+            cfgs = [replayed(c, pid) for c in cfgs]
             for cfg, row in zip(cfgs, _reused(db, cfgs), strict=True):
                 rows.append(compare(cfg, row, profile, pid, _baseline_config(db, row)))
             continue
@@ -262,14 +270,10 @@ def validate_configs(
                 {"config": cfgs[0], "runs": len(cfgs), "round": round_index + 1, "rounds": rounds},
             )
             for cfg, results in zip(cfgs, measured, strict=True):
-                replayed = parse_compute(cfg.compute).emulated
-                if options.refresh and not replayed:
+                if options.refresh and not parse_compute(cfg.compute).emulated:
                     _calibrate_for(db, work, cfg)
-                # one round per call: validate interleaves and refreshes contention itself;
-                # emulated compute replays the very profile the prediction uses
-                one = cfg.replace(
-                    rounds=1, precision=None, compute_profile=work.profile_id if replayed else None
-                )
+                # one round per call: validate interleaves and refreshes contention itself
+                one = replayed(cfg, work.profile_id).replace(rounds=1, precision=None)
                 stored = run_benchmarks([one], db, _renumbered(run_hook, done, total))
                 done += 1
                 row = stored[0] if stored else None  # none on a node other than rank 0's

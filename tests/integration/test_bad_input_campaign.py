@@ -196,6 +196,11 @@ CASES = [
     (["report", "--db", "{tmp}/empty.db", "--out", "{tmp}/rep"], "no runs"),
     # doctor
     (["doctor", "--rounds", "2"], "--rounds must be at least 3"),
+    (["reproduce", "thesis", "--models", "alexnet"], "unknown thesis network 'alexnet'"),
+    (["reproduce", "thesis", "--modes", "fast"], "unknown mode 'fast'"),
+    (["reproduce", "thesis", "--servers", "cloud"], "unknown server 'cloud'"),
+    (["reproduce", "thesis", "--workers", "0"], "--workers must be at least 1, got 0"),
+    (["reproduce", "paper"], "invalid choice: 'paper'"),
     (["doctor", "--rounds", "many"], "invalid int value: 'many'"),
     # env / compare
     (["env", "install", "cobol"], "invalid choice"),
@@ -292,6 +297,7 @@ def test_the_campaign_covers_every_subcommand() -> None:
         "env",
         "compare",
         "doctor",
+        "reproduce",
     }
 
 

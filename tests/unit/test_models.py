@@ -27,6 +27,7 @@ PUBLISHED_PARAMS = {
     "resnet50": 25_557_032,
     "resnext50": 25_028_904,
     "vgg16": 138_357_544,
+    "vgg16e": 143_667_240,
     "alexnet": 61_100_840,
     "mobilenetv2": 3_504_872,
     "efficientnet_b0": 5_288_548,

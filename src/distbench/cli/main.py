@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "env": "distbench.cli.env",  # framework environments
     "compare": "distbench.cli.compare",  # cross-framework equivalence
     "doctor": "distbench.cli.doctor",  # this machine's noise floor
+    "reproduce": "distbench.cli.reproduce",  # published experiments
 }
 
 

@@ -33,7 +33,7 @@ from distbench.models.lenet import lenet5
 from distbench.models.mobilenet import mobilenetv2
 from distbench.models.resnet import resnet18, resnet34, resnet50, resnext50
 from distbench.models.squeezenet import squeezenet
-from distbench.models.vgg import vgg16
+from distbench.models.vgg import vgg16, vgg16e
 
 __all__ = [
     "MODELS",
@@ -64,6 +64,9 @@ MODELS: dict[str, ModelSpec] = {
     "lenet5": ModelSpec("lenet5", lenet5, 32, 1, "LeNet-5 (LeCun et al. 1998)"),
     "alexnet": ModelSpec("alexnet", alexnet, 64, 3, "AlexNet (Krizhevsky et al. 2012)"),
     "vgg16": ModelSpec("vgg16", vgg16, 32, 3, "VGG-16 (Simonyan & Zisserman 2015)"),
+    "vgg16e": ModelSpec(
+        "vgg16e", vgg16e, 32, 3, "VGG configuration E, 16 convs (VGG-19; Simonyan & Zisserman 2015)"
+    ),
     "googlenet": ModelSpec(
         "googlenet",
         googlenet,

@@ -1,6 +1,8 @@
-"""VGG-16 (Simonyan & Zisserman 2015), configuration D without batch norm, as in torchvision.
+"""VGG (Simonyan & Zisserman 2015) without batch norm, as in torchvision: configuration D
+(``vgg16``) and configuration E (``vgg16e``: sixteen convolutions, torchvision's VGG-19,
+143,667,240 parameters at 1000 classes; the network of the parameter-server thesis).
 
-``vgg16`` builds it: thirteen 3x3 convs in five stages, adaptive average pool to 7x7, then
+``vgg16`` builds D: thirteen 3x3 convs in five stages, adaptive average pool to 7x7, then
 the 25088-4096-4096 classifier with dropout (138,357,544 parameters at 1000 classes). The
 7x7 pool is kept even for 32x32 inputs (it replicates the 1x1 map), which is what makes the
 published parameter count hold at every input size.
@@ -21,13 +23,21 @@ VGG16_STAGES: list[list[int]] = [
     [512, 512, 512],
     [512, 512, 512],
 ]
+#: Configuration "E": a fourth conv in each of the last three stages.
+VGG16E_STAGES: list[list[int]] = [
+    [64, 64],
+    [128, 128],
+    [256, 256, 256, 256],
+    [512, 512, 512, 512],
+    [512, 512, 512, 512],
+]
 
 
-def _features(in_channels: int) -> list[Block]:
+def _features(in_channels: int, stages: list[list[int]]) -> list[Block]:
     """One block per conv (conv + ReLU), and one per max-pool, named conv{stage}_{i}/pool{stage}."""
     blocks: list[Block] = []
     channels = in_channels
-    for stage, widths in enumerate(VGG16_STAGES, start=1):
+    for stage, widths in enumerate(stages, start=1):
         for i, width in enumerate(widths, start=1):
             conv = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU())
             blocks.append((f"conv{stage}_{i}", conv))
@@ -40,12 +50,16 @@ class VGG16(BlockSequential):
     """VGG-16 as named blocks: conv1_1 .. pool5, avgpool, flatten, fc6, fc7, fc8."""
 
     def __init__(
-        self, num_classes: int = 1000, input_size: int = 224, in_channels: int = 3
+        self,
+        num_classes: int = 1000,
+        input_size: int = 224,
+        in_channels: int = 3,
+        stages: list[list[int]] | None = None,
     ) -> None:
         del input_size  # the adaptive pool makes the layout independent of it
         super().__init__(
             [
-                *_features(in_channels),
+                *_features(in_channels, stages or VGG16_STAGES),
                 ("avgpool", nn.AdaptiveAvgPool2d(7)),
                 ("flatten", nn.Flatten()),
                 ("fc6", nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(0.5))),
@@ -59,3 +73,8 @@ class VGG16(BlockSequential):
 def vgg16(num_classes: int, input_size: int, in_channels: int) -> VGG16:
     """Build VGG-16."""
     return VGG16(num_classes, input_size, in_channels)
+
+
+def vgg16e(num_classes: int, input_size: int, in_channels: int) -> VGG16:
+    """Build VGG configuration E (sixteen convolutions)."""
+    return VGG16(num_classes, input_size, in_channels, VGG16E_STAGES)

@@ -477,3 +477,52 @@ def save_figure(figure: ReportFigure, out_dir: Path) -> tuple[Path, Path, bytes]
     svg = out_dir / f"{figure.stem}.svg"
     figure.figure.savefig(svg, format="svg")
     return png, svg, buffer.getvalue()
+
+
+def thesis_figures(points: Sequence[Any]) -> list[ReportFigure]:
+    """The thesis' figures 6.1-6.11: per network and mode, measured speedup against N for
+    the central and the sharded server, beside the thesis' estimate (dashed).
+    ``points``: ``workflows.thesis.ThesisPoint``s."""
+    panels: dict[tuple[str, str], list[Any]] = {}
+    for point in points:
+        panels.setdefault((point.model, point.mode), []).append(point)
+    figures = []
+    for (model, mode), group in sorted(panels.items()):
+        fig = new_figure(PANEL_W, PANEL_H)
+        ax = fig.add_subplot(1, 1, 1)
+        for index, server in enumerate(("central", "sharded")):
+            mine = sorted((p for p in group if p.server == server), key=lambda p: p.workers)
+            if not mine:
+                continue
+            color = EXTRA_COLORS[index]
+            measured = [p for p in mine if p.measured is not None]
+            ax.plot(
+                [p.workers for p in measured],
+                [p.measured for p in measured],
+                "o-",
+                color=color,
+                label=f"{server}: measured",
+            )
+            ax.plot(
+                [p.workers for p in mine],
+                [p.thesis_estimate for p in mine],
+                "--",
+                color=color,
+                label=f"{server}: thesis estimate",
+            )
+        ax.axhline(1.0, color="#999999", linewidth=0.8)
+        ax.set_xlabel("workers N")
+        ax.set_ylabel("speedup")
+        ax.set_title(f"{model}, {mode}")
+        ax.legend(loc="best", fontsize="small")
+        fig.tight_layout()
+        figures.append(
+            ReportFigure(
+                stem=f"thesis-{model}-{mode}",
+                title=f"{model} {mode}: speedup against N",
+                caption="Measured on emulated hosts (1 Gbit/s each, compute = the thesis' "
+                "t_grad) beside the thesis' estimate from its table 6.1.",
+                figure=fig,
+            )
+        )
+    return figures

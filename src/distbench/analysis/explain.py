@@ -409,7 +409,13 @@ def _setup_notes(a: RunResult, b: RunResult) -> list[str]:
             ": per-step times are not per-sample times; compare throughput"
         )
     for side, row in (("A", a), ("B", b)):
-        if row.oversubscribed:
+        if row.oversubscribed and (row.extra.get("compute") or {}).get("cpu_saturated"):
+            notes.append(
+                f"{side} emulated its compute, but its processes' communication kept the cores "
+                "busy (cpu_saturated): gradients were released late, the emulation is not "
+                "faithful there"
+            )
+        elif row.oversubscribed:
             notes.append(
                 f"{side} was oversubscribed (processes × threads > cores): its workers shared cores"
             )

@@ -77,7 +77,8 @@ def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> 
     if any(row.oversubscribed for row in rows):
         console.print(
             "oversubscribed: processes x threads exceed the cores of the host, "
-            "so workers share cores and speedups understate a real cluster."
+            "so workers share cores and speedups understate a real cluster (emulated "
+            "compute: the processes' own communication kept the cores busy)."
         )
     console.print(
         "samples/s: the median over rounds (R), each a fresh process group, with its "

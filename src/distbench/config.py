@@ -482,6 +482,14 @@ def _as_list(value: Any, key: str) -> list[Any]:
     return [value]
 
 
+def _suite_model(model: str, suite_path: Path) -> str:
+    """A user model ``file.py:Class`` with a relative path is relative to the suite file."""
+    file, sep, cls = model.rpartition(":")
+    if not sep or not file.endswith(".py") or Path(file).is_absolute():
+        return model
+    return f"{(suite_path.parent / file).resolve()}:{cls}"
+
+
 def load_suite(path: str | Path) -> SuiteConfig:
     """Read a suite TOML file: keys ``models``, ``strategies``, ``workers`` plus run settings."""
     path = Path(path)
@@ -497,7 +505,7 @@ def load_suite(path: str | Path) -> SuiteConfig:
     base.pop("model", None)
     base.pop("strategy", None)
     return SuiteConfig(
-        models=[str(m) for m in _as_list(suite["models"], "models")],
+        models=[_suite_model(str(m), path) for m in _as_list(suite["models"], "models")],
         strategies=[str(s) for s in _as_list(suite["strategies"], "strategies")],
         workers=[int(w) for w in _as_list(suite.get("workers", [1]), "workers")],
         base=base,

@@ -337,3 +337,17 @@ def test_a_lost_server_is_blamed_not_the_workers_torchrun_stopped(tmp_path: Path
 def test_without_a_lost_rank_the_signalled_rank_is_named(tmp_path: Path) -> None:
     (tmp_path / "launcher.log").write_text(TORCHRUN_SUMMARY)
     assert diagnose_failure(tmp_path) == "rank 1 died: killed by SIGTERM"
+
+
+def test_a_suites_user_model_path_is_relative_to_the_suite_file(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'models = ["lenet5", "models/net.py:Net", "/abs/net.py:Net"]\nstrategies = ["ddp"]\n'
+    )
+    models = load_suite(path).models
+    assert models == [
+        "lenet5",
+        f"{(tmp_path / 'models' / 'net.py').resolve()}:Net",
+        "/abs/net.py:Net",
+    ]

@@ -1,6 +1,7 @@
 """A user model of the kind distbench must predict beyond its zoo: a communication-heavy
 MLP, 3x32x32 -> 2048 -> 2048 -> 10 (10.5 M parameters, 42 MB of gradients, almost no
-compute per byte). ``--model suites/models/wide_mlp.py:WideMLP`` (in a suite file, relative to it)."""
+compute per byte). ``--model suites/models/wide_mlp.py:WideMLP`` (in a suite file,
+relative to it)."""
 
 from __future__ import annotations
 

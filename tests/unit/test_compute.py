@@ -242,8 +242,11 @@ def test_memory_check_refuses_runs_that_do_not_fit() -> None:
     assert estimated_bytes(state) == RUNTIME_BYTES + STATE_COPIES * state
     assert run_bytes(cfg, state) == (16, 16 * estimated_bytes(state))
     central = RunConfig(model="lenet5", strategy="ps-async", workers=4)
-    server = RUNTIME_BYTES + (STATE_COPIES + 4) * state  # a receive buffer per worker
+    server = RUNTIME_BYTES + (STATE_COPIES + 8) * state  # a receive buffer and a snapshot
     assert run_bytes(central, state) == (5, 4 * estimated_bytes(state) + server)
+    central_sync = RunConfig(model="lenet5", strategy="ps-sync-join", workers=4)
+    server = RUNTIME_BYTES + (STATE_COPIES + 4) * state  # a receive buffer per worker
+    assert run_bytes(central_sync, state) == (5, 4 * estimated_bytes(state) + server)
     check_memory([cfg], lambda c: state, available=100 * 2**30)
     with pytest.raises(UserError, match=r"needs about .* GiB .*use fewer --workers"):
         check_memory([cfg], lambda c: state, available=4 * 2**30)

@@ -4,7 +4,8 @@ A process of a run holds the Python and torch runtime (``RUNTIME_BYTES``: its pr
 memory, measured; the libraries' code is shared between processes and not counted) and
 about ``STATE_COPIES`` copies of the model's state: weights, gradients, DDP's buckets or a
 parameter server's flat pull and push buffers. A central parameter server holds one
-receive buffer per worker besides (``STATE_COPIES + workers``). Activations come on top for
+receive buffer per worker besides (``STATE_COPIES + workers``), and an asynchronous one a
+send snapshot per worker too (``STATE_COPIES + 2 workers``). Activations come on top for
 real compute; emulated compute has none. A run whose estimate exceeds ``USABLE_SHARE`` of the memory
 available now is refused with one line that says the numbers (docs/emulation.md has the
 measurements these constants come from).
@@ -18,7 +19,7 @@ import psutil
 
 from distbench.config import RunConfig
 from distbench.errors import UserError
-from distbench.registry import processes
+from distbench.registry import processes, strategy_facts
 
 MIB = 1024 * 1024
 #: Private memory (USS) of one rank of a tiny model: interpreter, torch, gloo, the
@@ -36,6 +37,13 @@ def estimated_bytes(state_bytes: int, copies: int = STATE_COPIES) -> int:
     return RUNTIME_BYTES + copies * state_bytes
 
 
+def server_copies(cfg: RunConfig) -> int:
+    """State copies a central server holds per worker beyond its own: a receive buffer,
+    and for asynchronous training a send snapshot."""
+    per_worker = 1 if strategy_facts(cfg.framework, cfg.strategy).synchronous else 2
+    return per_worker * cfg.workers
+
+
 def run_bytes(cfg: RunConfig, state: int) -> tuple[int, int]:
     """(this node's processes, the memory they need in all)."""
     count = processes(cfg) // cfg.nnodes
@@ -43,7 +51,7 @@ def run_bytes(cfg: RunConfig, state: int) -> tuple[int, int]:
     workers = count - servers if cfg.nnodes == 1 else count
     total = workers * estimated_bytes(state)
     if cfg.nnodes == 1:
-        total += servers * estimated_bytes(state, STATE_COPIES + cfg.workers)
+        total += servers * estimated_bytes(state, STATE_COPIES + server_copies(cfg))
     return count, total
 
 
@@ -62,6 +70,6 @@ def check_memory(
                 f"{cfg.model} {cfg.strategy} with --workers {cfg.workers} needs about "
                 f"{total / 1024**3:.1f} GiB ({count} processes: {RUNTIME_BYTES / MIB:.0f} MiB "
                 f"runtime each + {STATE_COPIES} x {state / MIB:.0f} MiB of model state, a "
-                f"central server one more per worker); {free / 1024**3:.1f} GiB is "
+                f"central server one or two more per worker); {free / 1024**3:.1f} GiB is "
                 "available here: use fewer --workers"
             )

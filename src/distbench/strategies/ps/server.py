@@ -224,6 +224,10 @@ class ShardServer:
         self.buffer_slices = [(e.offset - region.start, e.numel) for e in entries if not e.is_param]
         self.optimizer = make_optimizer(cfg, self.params)
         self.inbox = {w: torch.zeros(region.size) for w in workers}
+        # An asynchronous pull sends a snapshot, so that updates never wait for a transfer
+        # on the wire (a pull holding the read lock while it sends would stop every update,
+        # and through the lock's writer preference every other pull, for a whole transfer).
+        self.outbox = {} if synchronous else {w: torch.empty(region.size) for w in workers}
         self.mean = torch.zeros(region.size) if synchronous else torch.empty(0)
         self.version = 0
         self.last_update_s = 0.0
@@ -399,18 +403,36 @@ def serve_worker(server: ShardServer, worker: int) -> None:
 
 
 def _send_state(server: ShardServer, worker: int) -> None:
-    with server.admission["pull"].admit() as queued, server.rw.read():
-        reply = header(
-            server.version,
-            server.reply_update_seconds(worker),
-            queued,
-            server.reporter(),
-            len(server.stats.lost),
-        )
-        start = time.time()
-        wait_all([isend(reply, worker, TAG_REPLY), isend(server.state, worker, TAG_PULL)])
-        end = time.time()
+    with server.admission["pull"].admit() as queued:
+        if server.synchronous:
+            # No update can happen while a synchronous pull is in flight: it needs this
+            # worker's next push. Send the weights themselves, without a copy.
+            with server.rw.read():
+                reply = _pull_reply(server, worker, queued)
+                start, end = _send_pull(reply, server.state, worker)
+        else:
+            with server.rw.read():
+                reply = _pull_reply(server, worker, queued)
+                server.outbox[worker].copy_(server.state)
+            start, end = _send_pull(reply, server.outbox[worker], worker)
     server.stats.transfer("pull", worker, start, end, queued)
+
+
+def _pull_reply(server: ShardServer, worker: int, queued: float) -> torch.Tensor:
+    return header(
+        server.version,
+        server.reply_update_seconds(worker),
+        queued,
+        server.reporter(),
+        len(server.stats.lost),
+    )
+
+
+def _send_pull(reply: torch.Tensor, weights: torch.Tensor, worker: int) -> tuple[float, float]:
+    """Send a pull's reply and weights; the (start, end) wall times of the transfer."""
+    start = time.time()
+    wait_all([isend(reply, worker, TAG_REPLY), isend(weights, worker, TAG_PULL)])
+    return start, time.time()
 
 
 def _receive_gradient(

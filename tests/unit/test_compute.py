@@ -121,6 +121,9 @@ def test_emulation_report_combines_ranks_and_flags_saturated_cores() -> None:
     assert report["release_late"] == pytest.approx(0.02)
     assert report["cpu_saturated"] is True
     assert emulation_report([rank], cpu_cores=0.5, cores=2)["cpu_saturated"] is False
+    assert report["faithful"] is False  # saturated
+    assert emulation_report([rank], cpu_cores=0.5, cores=2)["faithful"] is True  # 1 % waits
+    assert emulation_report([other], cpu_cores=0.5, cores=2)["faithful"] is False  # 3 %
 
 
 def test_ready_by_size_releases_the_last_parameter_first() -> None:

@@ -184,6 +184,21 @@ def test_summary_on_given_numbers() -> None:
     assert "measured best: yes" in text
 
 
+def test_summary_gives_the_errors_of_faithful_emulations_beside_all() -> None:
+    rows = [
+        row("ddp", 4, 1.05, 1.0),  # +5 %
+        replace(row("ddp", 8, 0.6, 1.0), faithful=False),  # -40 %, cores saturated
+        row("ps-async", 4, 0.9, 1.0),  # -10 %
+    ]
+    s = summarize(rows)
+    assert s.max_abs_step_error == pytest.approx(0.40)
+    assert s.faithful[0] == 2
+    assert s.faithful[1] == pytest.approx(0.075) and s.faithful[2] == pytest.approx(0.10)
+    text = render(ValidationReport(rows, s))
+    assert "where the emulation was faithful (2 of 3): median |error| 7.5%" in text
+    assert "faithful" not in render(ValidationReport(rows[:1], summarize(rows[:1])))
+
+
 def test_summary_without_comparisons() -> None:
     s = summarize([])
     assert s.compared == 0 and s.median_abs_step_error is None and s.spearman is None

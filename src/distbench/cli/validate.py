@@ -23,7 +23,12 @@ from distbench.cli.run import (
     add_training_options,
     configs_from_args,
 )
-from distbench.predict.accuracy import BestPick, ValidationReport, ValidationRow
+from distbench.predict.accuracy import (
+    BestPick,
+    ValidationReport,
+    ValidationRow,
+    ValidationSummary,
+)
 from distbench.workflows.validate import CalibrationOptions, validate_configs
 
 
@@ -90,6 +95,18 @@ def _noise(row: ValidationRow) -> str:
     return "-" if noise is None else f"±{noise * 100:.1f}%"
 
 
+def _faithful_line(s: ValidationSummary) -> list[str]:
+    """The errors without the runs whose emulated compute was not replayed faithfully, when
+    there were any (docs/emulation.md: what makes an emulation unfaithful)."""
+    rows, median_error, max_error = s.faithful
+    if rows == s.compared:
+        return []
+    return [
+        f"  where the emulation was faithful ({rows} of {s.compared}): median |error| "
+        f"{_pct(median_error).lstrip('+')}, max |error| {_pct(max_error).lstrip('+')}"
+    ]
+
+
 def render(report: ValidationReport) -> str:
     """The table and the summary as text."""
     lines = [
@@ -105,6 +122,7 @@ def render(report: ValidationReport) -> str:
         + (f", each by its median of {rounds} rounds" if rounds > 1 else ""),
         f"time per step: median |error| {_pct(s.median_abs_step_error).lstrip('+')}, "
         f"max |error| {_pct(s.max_abs_step_error).lstrip('+')}",
+        *_faithful_line(s),
         f"speedup: median |error| {_pct(s.median_abs_speedup_error).lstrip('+')}",
         "noise: half-width of the measured throughput's interval over rounds; an error "
         "inside it is within noise",

@@ -178,6 +178,9 @@ def plan_from_seconds(
 #: Emulation is flagged unfaithful when the run's processes, measured, keep this share of
 #: the host's cores busy: their communication's own CPU work then waits for a core.
 SATURATED_SHARE = 0.9
+#: The waits must replay the profile within this time-weighted error (median over ranks);
+#: beyond it, the cores were too busy to wake the ranks on time.
+WAIT_ERROR_GOAL = 0.01
 
 
 def emulation_report(
@@ -187,7 +190,8 @@ def emulation_report(
     waits were off (``wait_error``: the time-weighted error, median over ranks, and the
     worst rank's), how late gradients were released against their deadlines (relative to
     the step's backward time), and the measured CPU of all its processes during the
-    measured steps (``cpu_saturated``: at least ``SATURATED_SHARE`` of the cores)."""
+    measured steps (``cpu_saturated``: at least ``SATURATED_SHARE`` of the cores).
+    ``faithful``: neither saturated nor waits off by more than ``WAIT_ERROR_GOAL``."""
     first = rank_summaries[0] if rank_summaries else {}
     report: dict[str, Any] = {
         "source": first.get("source"),
@@ -203,4 +207,11 @@ def emulation_report(
     if cpu_cores is not None:
         report["cpu_cores"] = round(cpu_cores, 3)
         report["cpu_saturated"] = cpu_cores >= SATURATED_SHARE * cores
+    report["faithful"] = is_faithful(report)
     return report
+
+
+def is_faithful(report: dict[str, Any]) -> bool:
+    """Whether an emulation report says the run replayed its profile: its cores were not
+    saturated and its waits were within ``WAIT_ERROR_GOAL`` (unknown figures count as met)."""
+    return not report.get("cpu_saturated") and (report.get("wait_error") or 0.0) <= WAIT_ERROR_GOAL

@@ -270,7 +270,7 @@ def execute_round(
                     available_cores(),
                 )
                 metrics.extra["compute"] = report
-                item.facts.oversubscribed |= bool(report.get("cpu_saturated"))
+                item.facts.oversubscribed |= not report["faithful"]
             operators = stored_operators(run_dir, metrics.governing_rank)
             item.figures[number] = RoundFigures(metrics, operators, compact_timelines(run_dir))
     item.rounds.append(entry)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
+from distbench.compute.plan import is_faithful
 from distbench.measurement.rounds import median_interval
 from distbench.predict.core import case_of, predict_case
 from distbench.profiling.profiles import Profile
@@ -53,6 +54,9 @@ class ValidationRow:
     #: With ``--rounds`` K > 1: every round's measured throughput (samples/s); the row is
     #: the round with the median one.
     round_throughputs: list[float] = field(default_factory=list)
+    #: False for an emulated run that did not replay its profile (cores saturated, or its
+    #: waits off by more than the goal): its error is the emulation's, not the model's.
+    faithful: bool = True
 
     @property
     def label(self) -> str:
@@ -106,6 +110,9 @@ class ValidationSummary:
     spearman: float | None
     spearman_within_workload: float | None
     best: list[BestPick] = field(default_factory=list)
+    #: The step-time errors over the rows whose emulation was faithful (all rows when no
+    #: compute was emulated): (rows, median |error|, max |error|).
+    faithful: tuple[int, float | None, float | None] = (0, None, None)
     best_overall_predicted: str | None = None
     best_overall_measured: str | None = None
 
@@ -238,6 +245,7 @@ def summarize(rows: Sequence[ValidationRow]) -> ValidationSummary:
     speedups = [abs(r.speedup_error) for r in compared if r.speedup_error is not None]
     best_pred = max(compared, key=lambda r: r.predicted_throughput or 0.0, default=None)
     best_meas = max(compared, key=lambda r: r.measured_throughput or 0.0, default=None)
+    faithful = [abs(r.step_error) for r in compared if r.faithful and r.step_error is not None]
     return ValidationSummary(
         configurations=len(rows),
         compared=len(compared),
@@ -250,6 +258,11 @@ def summarize(rows: Sequence[ValidationRow]) -> ValidationSummary:
         ),
         spearman_within_workload=_within_workload_spearman(compared),
         best=best_configurations(compared),
+        faithful=(
+            len(faithful),
+            median(faithful) if faithful else None,
+            max(faithful) if faithful else None,
+        ),
         best_overall_predicted=best_pred.label if best_pred else None,
         best_overall_measured=best_meas.label if best_meas else None,
     )
@@ -274,6 +287,10 @@ def compare(
     m_speedup = row.speedup if measured and row else None
     p_speedup = pred.throughput / base_pred.throughput if pred and base_pred else None
     status = "ok" if pred and measured else ("no model" if pred is None else "no measurement")
+    emulation = (row.extra.get("compute") or {}) if row is not None else {}
+    faithful = not emulation or is_faithful(emulation)
+    if measured and not faithful:
+        status = "ok, emulation not faithful"
     if row is not None and not row.ok:
         status = f"run {row.status}"
     return ValidationRow(
@@ -298,6 +315,7 @@ def compare(
         formula=pred.formula if pred else "",
         note=(row.error if row else None) or "",
         measured_throughput_ci=m_ci,
+        faithful=faithful,
     )
 
 

@@ -399,3 +399,21 @@ def test_invalid_input_raises_user_error(call: object) -> None:
     with pytest.raises(UserError) as info:
         call()  # type: ignore[operator]
     assert "\n" not in str(info.value)
+
+
+def test_closed_cycle_time_by_mean_value_analysis() -> None:
+    # one station, no think time: n customers take n services a cycle
+    assert f.closed_cycle_time(3, 0.0, [1.0]) == pytest.approx(3.0)
+    # think 1, service 1, two customers: R(1) = 1, Q(1) = 1/2, R(2) = 1.5, cycle 2.5
+    assert f.closed_cycle_time(2, 1.0, [1.0]) == pytest.approx(2.5)
+    # one customer never queues; many reach the bottleneck's bound from above
+    assert f.closed_cycle_time(1, 1.2, [0.2, 0.2]) == pytest.approx(1.6)
+    many = f.closed_cycle_time(64, 1.2, [0.2, 0.2])
+    assert 64 * 0.2 <= many <= 64 * 0.2 + 1.6
+
+
+def test_async_central_links_lies_above_both_bounds() -> None:
+    for n in (1, 4, 8, 16):
+        step = f.async_central_links(1.2, 0.2, 0.01, n)
+        assert step >= max(1.2 + 2 * 0.01 + 2 * 0.2, n * 0.2) - 1e-12
+    assert f.async_central_links(1.2, 0.2, 0.0, 1) == pytest.approx(1.6)

@@ -314,12 +314,12 @@ def _ps_async_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, 
     takes: the time of one worker step."""
     n, server = case.workers, canonical_server(case.servers)
     if case.host_links and server == "central":
-        shared = shared_link_time(profile, n * profile.weight_bytes)
-        step = f.async_central_links(t_grad, ps_transfer_time(profile), shared)
+        link = shared_link_time(profile, profile.weight_bytes)
+        step = f.async_central_links(t_grad, link, profile.ps_overhead or 0.0, n)
         return (
             step,
             step - t_grad,
-            "ps async, central server's link: max(own cycle, N bytes / rate)",
+            "ps async, central server's link: N workers queueing at it (mean value analysis)",
         )
     if case.host_links:  # each worker's link carries its own and its shard's transfers
         step = f.sync_distributed(t_grad, ps_transfer_time(profile), n)

@@ -311,10 +311,30 @@ def sync_central_links(t_grad: float, t_shared: float, t_overhead: float) -> flo
     return t_grad + 2 * t_shared + 2 * t_overhead
 
 
-def async_central_links(t_grad: float, t_comm: float, t_shared: float) -> float:
-    """One asynchronous worker step when every host has its own full-duplex link: a
-    worker's own cycle (compute, pull, push: ``t_comm`` each), or the server's link, which
-    carries one transfer of every worker per step in each direction (``t_shared``),
-    whichever is slower."""
+def async_central_links(t_grad: float, t_link: float, t_overhead: float, n: int) -> float:
+    """One asynchronous worker step when every host has its own full-duplex link: the
+    cycle time of a closed network of ``n`` workers, each computing (``t_grad`` plus the
+    protocol's ``t_overhead`` per transfer, no queueing) then pulling through the server's
+    outgoing link and pushing through its incoming one (``t_link`` each alone, shared
+    fairly by the transfers in flight). Exact mean value analysis (``closed_cycle_time``):
+    one worker takes its own cycle ``t_grad + 2 t_link``, many the server link's
+    ``n t_link``, and between the two bounds — where they meet, the bound is furthest off —
+    the workers' transfers overlap by chance and queue."""
     check_positive("t_grad", t_grad)
-    return max(t_grad + 2 * t_comm, t_shared)
+    return closed_cycle_time(n, t_grad + 2 * t_overhead, [t_link, t_link])
+
+
+def closed_cycle_time(n: int, think: float, demands: Sequence[float]) -> float:
+    """Mean cycle time of ``n`` customers in a closed queueing network of one delay station
+    (``think`` seconds, no queue) and processor-sharing stations of the given service
+    ``demands``, by exact mean value analysis (Reiser and Lavenberg): with k customers a
+    station's residence time is its demand times one plus its mean queue at k − 1."""
+    check_count("customers", n)
+    check_non_negative("think", think)
+    queues = [0.0] * len(demands)
+    cycle = think
+    for k in range(1, n + 1):
+        residence = [d * (1 + q) for d, q in zip(demands, queues, strict=True)]
+        cycle = think + sum(residence)
+        queues = [(k / cycle) * r for r in residence]
+    return cycle

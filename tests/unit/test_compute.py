@@ -253,3 +253,17 @@ def test_memory_check_refuses_runs_that_do_not_fit() -> None:
     check_memory([cfg], lambda c: state, available=100 * 2**30)
     with pytest.raises(UserError, match=r"needs about .* GiB .*use fewer --workers"):
         check_memory([cfg], lambda c: state, available=4 * 2**30)
+
+
+def test_validate_predicts_from_the_profile_the_runs_replay(tmp_path: Path) -> None:
+    from distbench.workflows.validate import validate_configs
+
+    db = tmp_path / "r.db"
+    samples = [{"data": 0.001, "forward": 0.01, "backward": 0.02, "update": 0.001}]
+    older = stored_profile(db, samples)
+    newer = stored_profile(db, samples)
+    cfg = RunConfig(model="lenet5", strategy="ddp", workers=4, compute="profile")
+    pinned = validate_configs([cfg.replace(compute_profile=older)], str(db), reuse=True)
+    assert [row.profile_id for row in pinned.rows] == [older]
+    unpinned = validate_configs([cfg], str(db), reuse=True)
+    assert [row.profile_id for row in unpinned.rows] == [newer]

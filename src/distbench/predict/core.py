@@ -297,13 +297,21 @@ def ps_transfer_time(profile: Profile) -> float:
     return profile.t_comm + (profile.ps_overhead or 0.0)
 
 
+def busy_link_transfer_time(profile: Profile) -> float:
+    """``t_comm`` of a link that is kept busy: the weights at the link's sustained rate
+    plus the protocol's cost per transfer. (The measured ``t_comm`` is one transfer over
+    an idle link, which a shaper lets start from its full bucket.)"""
+    return shared_link_time(profile, profile.weight_bytes) + (profile.ps_overhead or 0.0)
+
+
 def _ps_sync_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, float, str]:
     server = canonical_server(case.servers)
     if case.host_links and server == "central":
         shared = shared_link_time(profile, case.workers * profile.weight_bytes)
         step = f.sync_central_links(t_grad, shared, profile.ps_overhead or 0.0)
         return step, step - t_grad, "ps sync, central server's link: t_grad + 2 N bytes / rate"
-    step = ps_sync_iteration(t_grad, ps_transfer_time(profile), case.workers, server).estimate
+    t_comm = busy_link_transfer_time(profile) if case.host_links else ps_transfer_time(profile)
+    step = ps_sync_iteration(t_grad, t_comm, case.workers, server).estimate
     if server == "sharded":
         return step, step - t_grad, "ps sync, sharded server (eq. 4.12)"
     return step, step - t_grad, "ps sync, central server, mean of best and worst (eq. 4.11)"
@@ -322,7 +330,7 @@ def _ps_async_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, 
             "ps async, central server's link: N workers queueing at it (mean value analysis)",
         )
     if case.host_links:  # each worker's link carries its own and its shard's transfers
-        step = f.sync_distributed(t_grad, ps_transfer_time(profile), n)
+        step = f.sync_distributed(t_grad, busy_link_transfer_time(profile), n)
         return step, step - t_grad, "ps async, sharded: t_grad + 2(N-1)/N t_comm"
     d = n * case.steps
     total = ps_async_training(t_grad, ps_transfer_time(profile), n, d, server).estimate

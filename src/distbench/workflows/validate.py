@@ -104,6 +104,26 @@ def ensure_profile(
     return profile, save_profile(db, profile), True
 
 
+def _group_profile(
+    db: str,
+    cfg: RunConfig,
+    request: Any,
+    options: CalibrationOptions,
+    progress: Progress | None,
+    emulated: bool,
+) -> tuple[Profile, int]:
+    """The profile a group is predicted from. With ``--compute-profile ID`` that very
+    profile, since its runs replay it; else ``ensure_profile``'s."""
+    if emulated and cfg.compute_profile is not None:
+        from distbench.compute.resolve import replayed_profile
+
+        chosen = replayed_profile(db, cfg)
+        assert chosen is not None  # an id that is not stored is a UserError there
+        return chosen
+    profile, pid, _ = ensure_profile(db, request, options, progress, emulated)
+    return profile, pid
+
+
 def _covers(profile: Profile, request: Any, emulated: bool = False) -> bool:
     splits_ok = not request.splits or len(profile.t_grad_split) >= request.workers
     return (
@@ -256,7 +276,7 @@ def validate_configs(
         )
         emulated = any(parse_compute(c.compute).emulated for c in cfgs)
         request = profile_request(cfgs[0], calibrated_workers(cfgs), options, splits)
-        profile, pid, _ = ensure_profile(db, request, options, profile_progress, emulated)
+        profile, pid = _group_profile(db, cfgs[0], request, options, profile_progress, emulated)
         if reuse:
             cfgs = [replayed(c, pid) for c in cfgs]
             for cfg, row in zip(cfgs, _reused(db, cfgs), strict=True):

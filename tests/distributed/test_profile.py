@@ -56,6 +56,7 @@ def test_profile_lenet5_stores_positive_times(
         assert 65536 in link.sizes and all(t > 0 for t in link.seconds)
     assert profile.weight_bytes in profile.p2p.sizes  # its point is t_comm
     assert profile.ps_overhead is not None and profile.ps_overhead >= 0
+    assert profile.outside_load_cores is not None and profile.outside_load_cores >= 0
     # DDP's own work per step for lenet5 is about a millisecond on an idle host; a loaded
     # host measured 2.6 ms against a 1.0 ms t_grad, so the bound leaves room for load while
     # still catching a wrong unit or a step counted twice.

@@ -267,3 +267,22 @@ def test_validate_predicts_from_the_profile_the_runs_replay(tmp_path: Path) -> N
     assert [row.profile_id for row in pinned.rows] == [older]
     unpinned = validate_configs([cfg], str(db), reuse=True)
     assert [row.profile_id for row in unpinned.rows] == [newer]
+
+
+def test_a_profile_taken_beside_other_load_says_so(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from distbench.cli.profile import profile_lines
+    from distbench.harness.noise import BUSY_CORES
+    from distbench.profiling.profiles import find_profile
+
+    db = tmp_path / "r.db"
+    stored_profile(db)
+    quiet = find_profile(db, "lenet5", "synthetic", 32)
+    assert quiet is not None and quiet.outside_load_cores is None  # an older profile
+    assert not quiet.beside_other_load
+    busy = replace(quiet, outside_load_cores=BUSY_CORES + 0.5)
+    assert busy.beside_other_load
+    assert any("measured beside other load" in line for line in profile_lines(busy))
+    idle = replace(quiet, outside_load_cores=BUSY_CORES / 2)
+    assert not any("beside other load" in line for line in profile_lines(idle))

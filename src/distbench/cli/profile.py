@@ -187,7 +187,17 @@ def profile_lines(profile: Profile) -> list[str]:
             f"    {c.processes} x {c.threads}: {c.t_grad * ms:.2f} / "
             f"{c.t_grad_max * ms:.2f} ms, step {c.t_step * ms:.2f} ms"
         )
-    return lines + ddp_lines(profile) + round_lines(profile)
+    return lines + ddp_lines(profile) + round_lines(profile) + load_lines(profile)
+
+
+def load_lines(profile: Profile) -> list[str]:
+    """A warning when the calibration shared the machine with other work."""
+    if not profile.beside_other_load:
+        return []
+    return [
+        f"  measured beside other load: processes outside the calibration took "
+        f"{profile.outside_load_cores:.2f} cores; its times are a busy machine's"
+    ]
 
 
 def round_lines(profile: Profile) -> list[str]:

@@ -45,6 +45,7 @@ import torch
 
 from distbench.config import RunConfig
 from distbench.errors import RunFailed, UserError
+from distbench.harness.noise import OutsideLoadMeter
 from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.ddp_costs import StepCount, measure_ddp_overhead, measure_loaded_allreduce
 from distbench.profiling.grad_ready import measure_grad_ready
@@ -354,6 +355,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
     if req.workers < 1 or req.repeats < 1 or req.warmup < 0:
         raise UserError("--workers and --repeats must be at least 1, --warmup at least 0")
     notify = progress or (lambda what, done, total: None)
+    outside = OutsideLoadMeter()
     plan = _plan(req)
     total = len(plan) + 4
     measured: list[StepTimes] = []
@@ -395,6 +397,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
         allreduce_loaded=loaded,
         phase_samples=samples,
         grad_ready=grad_ready,
+        outside_load_cores=round(outside.stop().cores, 3),
     )
 
 

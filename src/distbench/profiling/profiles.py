@@ -126,6 +126,15 @@ class Profile:
     # its gradient was ready. Empty in profiles from before emulation existed.
     phase_samples: list[dict[str, float]] = field(default_factory=list)
     grad_ready: list[float] = field(default_factory=list)
+    # Cores that processes outside the calibration used while it ran (``harness.noise``);
+    # above ``BUSY_CORES`` its times are a busy machine's. None in older profiles.
+    outside_load_cores: float | None = None
+
+    @property
+    def beside_other_load(self) -> bool:
+        from distbench.harness.noise import BUSY_CORES
+
+        return self.outside_load_cores is not None and self.outside_load_cores > BUSY_CORES
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

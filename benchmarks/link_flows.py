@@ -1,0 +1,116 @@
+"""Does an emulated link give its rate to many flows at once? Plain TCP bulk transfers
+between emulated hosts (no gloo, no distbench protocol), to tell the links' physics from
+what the training protocols make of them.
+
+    sudo python benchmarks/link_flows.py                  # 100mbit, 25 MB per pattern
+    sudo python benchmarks/link_flows.py --rate 1gbit
+
+Two patterns, each moving ``--megabytes`` in all and printing the aggregate rate:
+``k flows 1 -> 1`` (one host to another over k connections at once: a sharded worker's
+link, or a central server's) and ``k hosts -> 1`` (k hosts sending at once into one
+host's link: the pushes into a central server). ``tbf`` shapes each host's link in both
+directions, as ``--network`` builds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from distbench.netem.namespaces import Host, emulated_network
+from distbench.netem.spec import parse_network
+
+PORT = 5601
+
+RECEIVER = f"""
+import socket, sys, threading
+flows = int(sys.argv[1])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", {PORT}))
+server.listen(64)
+print("ready", flush=True)
+def drain(conn):
+    while conn.recv(1 << 20):
+        pass
+threads = []
+for _ in range(flows):
+    conn, _ = server.accept()
+    threads.append(threading.Thread(target=drain, args=(conn,)))
+    threads[-1].start()
+for t in threads:
+    t.join()
+"""
+
+SENDER = f"""
+import socket, sys, threading, time
+address, flows, nbytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+chunk = b"x" * (1 << 20)
+conns = [socket.create_connection((address, {PORT})) for _ in range(flows)]
+def send(conn, left):
+    while left > 0:
+        conn.sendall(chunk[: min(left, len(chunk))])
+        left -= len(chunk)
+    conn.shutdown(socket.SHUT_WR)
+start = time.perf_counter()
+threads = [threading.Thread(target=send, args=(c, nbytes // flows)) for c in conns]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(time.perf_counter() - start)
+"""
+
+
+def transfer(sink: Host, sources: list[Host], flows_each: int, nbytes: int) -> float:
+    """Seconds until every source has sent its share of ``nbytes`` to ``sink``."""
+    receiver = subprocess.Popen(
+        [*sink.exec_prefix(), sys.executable, "-c", RECEIVER, str(flows_each * len(sources))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert receiver.stdout is not None
+    receiver.stdout.readline()  # listening
+    share = str(nbytes // len(sources))
+    senders = [
+        subprocess.Popen(
+            [*h.exec_prefix(), sys.executable, "-c", SENDER, sink.address, str(flows_each), share],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for h in sources
+    ]
+    seconds = max(float(s.communicate(timeout=120)[0].strip()) for s in senders)
+    receiver.wait(timeout=60)
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", default="100mbit")
+    parser.add_argument("--megabytes", type=float, default=25.0)
+    args = parser.parse_args()
+    nbytes = int(args.megabytes * 1e6)
+    spec = parse_network(f"bandwidth={args.rate}")
+    assert spec.rate_bit_s is not None
+    line_rate = spec.rate_bit_s / 8
+    with emulated_network(spec, 9) as net:
+        sink, *others = net.hosts
+        print(f"{args.rate} ({line_rate / 1e6:.2f} MB/s), {args.megabytes:g} MB per transfer")
+        for pattern, cases in (
+            ("flows 1 -> 1", [(1, k) for k in (1, 2, 4, 8, 16)]),
+            ("hosts -> 1", [(k, 1) for k in (1, 2, 4, 8)]),
+        ):
+            for hosts, flows in cases:
+                seconds = transfer(sink, others[:hosts], flows, nbytes)
+                rate = nbytes / seconds
+                print(
+                    f"  {max(hosts, flows):2d} {pattern}: {seconds:.3f} s, {rate / 1e6:.2f} MB/s,"
+                    f" {rate / line_rate:.2f} of the line rate"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

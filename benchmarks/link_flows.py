@@ -9,16 +9,18 @@ Two patterns, each moving ``--megabytes`` in all and printing the aggregate rate
 ``k flows 1 -> 1`` (one host to another over k connections at once: a sharded worker's
 link, or a central server's) and ``k hosts -> 1`` (k hosts sending at once into one
 host's link: the pushes into a central server). ``tbf`` shapes each host's link in both
-directions, as ``--network`` builds it.
+directions, as ``--network`` builds it; the packets its shaper dropped on the way into
+the receiving host are counted (``tc -s qdisc``).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 
-from distbench.netem.namespaces import Host, emulated_network
+from distbench.netem.namespaces import Host, Network, emulated_network, run_cmd
 from distbench.netem.spec import parse_network
 
 PORT = 5601
@@ -63,6 +65,14 @@ print(time.perf_counter() - start)
 """
 
 
+def dropped_into(net: Network, host: Host) -> int:
+    """Packets the shaper of ``host``'s incoming direction (its bridge port) has dropped."""
+    out = run_cmd(
+        "tc", "-n", net.bridge_namespace, "-s", "qdisc", "show", "dev", f"dbn-v{host.index}"
+    )
+    return sum(int(n) for n in re.findall(r"dropped (\d+)", out.stdout))
+
+
 def transfer(sink: Host, sources: list[Host], flows_each: int, nbytes: int) -> float:
     """Seconds until every source has sent its share of ``nbytes`` to ``sink``."""
     receiver = subprocess.Popen(
@@ -103,11 +113,13 @@ def main() -> int:
             ("hosts -> 1", [(k, 1) for k in (1, 2, 4, 8)]),
         ):
             for hosts, flows in cases:
+                before = dropped_into(net, sink)
                 seconds = transfer(sink, others[:hosts], flows, nbytes)
                 rate = nbytes / seconds
                 print(
                     f"  {max(hosts, flows):2d} {pattern}: {seconds:.3f} s, {rate / 1e6:.2f} MB/s,"
-                    f" {rate / line_rate:.2f} of the line rate"
+                    f" {rate / line_rate:.2f} of the line rate, "
+                    f"{dropped_into(net, sink) - before} packets dropped into the receiver"
                 )
     return 0
 

@@ -26,16 +26,20 @@ from distbench.netem.spec import parse_network
 PORT = 5601
 
 RECEIVER = f"""
-import socket, sys, threading
+import socket, sys, threading, time
 flows = int(sys.argv[1])
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind(("0.0.0.0", {PORT}))
 server.listen(64)
 print("ready", flush=True)
+first = []
 def drain(conn):
-    while conn.recv(1 << 20):
-        pass
+    data = conn.recv(1 << 20)
+    first.append(time.perf_counter())
+    while data:
+        data = conn.recv(1 << 20)
+    conn.close()  # the sender's clock stops here: everything was delivered
 threads = []
 for _ in range(flows):
     conn, _ = server.accept()
@@ -43,6 +47,7 @@ for _ in range(flows):
     threads[-1].start()
 for t in threads:
     t.join()
+print(time.perf_counter() - min(first), flush=True)  # first byte in to last byte in
 """
 
 SENDER = f"""
@@ -55,6 +60,7 @@ def send(conn, left):
         conn.sendall(chunk[: min(left, len(chunk))])
         left -= len(chunk)
     conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)  # until the receiver has drained it all (sendall only filled the buffer)
 start = time.perf_counter()
 threads = [threading.Thread(target=send, args=(c, nbytes // flows)) for c in conns]
 for t in threads:
@@ -74,7 +80,8 @@ def dropped_into(net: Network, host: Host) -> int:
 
 
 def transfer(sink: Host, sources: list[Host], flows_each: int, nbytes: int) -> float:
-    """Seconds until every source has sent its share of ``nbytes`` to ``sink``."""
+    """Seconds from the first byte to the last arriving at ``sink`` while every source
+    sends its share of ``nbytes`` (the receiver's clock: senders start at different times)."""
     receiver = subprocess.Popen(
         [*sink.exec_prefix(), sys.executable, "-c", RECEIVER, str(flows_each * len(sources))],
         stdout=subprocess.PIPE,
@@ -91,7 +98,9 @@ def transfer(sink: Host, sources: list[Host], flows_each: int, nbytes: int) -> f
         )
         for h in sources
     ]
-    seconds = max(float(s.communicate(timeout=120)[0].strip()) for s in senders)
+    for sender in senders:
+        sender.communicate(timeout=120)
+    seconds = float(receiver.stdout.readline())
     receiver.wait(timeout=60)
     return seconds
 

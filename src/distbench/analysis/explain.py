@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import fmean
 from typing import Any
 
-from distbench.compute.plan import WAIT_ERROR_GOAL, is_faithful
+from distbench.compute.plan import unfaithful_reasons
 from distbench.errors import UserError
 from distbench.measurement.rounds import SAME, ratio_interval, verdict
 from distbench.measurement.stragglers import straggler_of
@@ -410,11 +410,11 @@ def _setup_notes(a: RunResult, b: RunResult) -> list[str]:
             ": per-step times are not per-sample times; compare throughput"
         )
     for side, row in (("A", a), ("B", b)):
-        emulation = row.extra.get("compute") or {}
-        if emulation and not is_faithful(emulation):
+        reasons = unfaithful_reasons(row.extra.get("compute") or {})
+        if reasons:
             notes.append(
                 f"{side} emulated its compute, but its processes' communication kept the cores "
-                f"busy ({_unfaithful_because(emulation)}): waits ended and gradients were "
+                f"busy ({'; '.join(reasons)}): waits ended and gradients were "
                 "released late, the emulation is not faithful there"
             )
         elif row.oversubscribed:
@@ -422,17 +422,6 @@ def _setup_notes(a: RunResult, b: RunResult) -> list[str]:
                 f"{side} was oversubscribed (processes × threads > cores): its workers shared cores"
             )
     return notes
-
-
-def _unfaithful_because(emulation: dict[str, Any]) -> str:
-    reasons = []
-    if emulation.get("cpu_saturated"):
-        reasons.append(f"cpu_saturated, {emulation.get('cpu_cores')} cores")
-    if (emulation.get("wait_error") or 0.0) > WAIT_ERROR_GOAL:
-        reasons.append(
-            f"wait error {emulation['wait_error'] * 100:.1f} % > {WAIT_ERROR_GOAL * 100:.0f} %"
-        )
-    return "; ".join(reasons)
 
 
 def _straggler_notes(a: RunResult, b: RunResult) -> list[str]:

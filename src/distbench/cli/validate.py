@@ -162,10 +162,9 @@ class ValidateProgress:
             self.profile.prefix = f"{cfg.model} b{cfg.batch_size}: "
             self.console.log(f"calibration profile for {cfg.model} (batch {cfg.batch_size})")
         elif kind == "busy profile":
-            cores = info["profile_data"].outside_load_cores
             self.console.log(
                 f"profile {info['profile']} of {cfg.model} was measured beside other load "
-                f"({cores:.2f} cores outside it): its times are a busy machine's"
+                f"({info['cores']:.2f} cores outside it): its times are a busy machine's"
             )
         else:
             rounds = f" (round {info['round']}/{info['rounds']})" if info["rounds"] > 1 else ""

@@ -211,7 +211,19 @@ def emulation_report(
     return report
 
 
+def unfaithful_reasons(report: dict[str, Any]) -> list[str]:
+    """Why an emulation report says the run did not replay its profile: its cores were
+    saturated, or its waits were off by more than ``WAIT_ERROR_GOAL`` (unknown figures
+    count as met). Empty when it did."""
+    reasons = []
+    if report.get("cpu_saturated"):
+        reasons.append(f"cpu_saturated, {report.get('cpu_cores')} cores")
+    wait_error = report.get("wait_error") or 0.0
+    if wait_error > WAIT_ERROR_GOAL:
+        reasons.append(f"wait error {wait_error * 100:.1f} % > {WAIT_ERROR_GOAL * 100:.0f} %")
+    return reasons
+
+
 def is_faithful(report: dict[str, Any]) -> bool:
-    """Whether an emulation report says the run replayed its profile: its cores were not
-    saturated and its waits were within ``WAIT_ERROR_GOAL`` (unknown figures count as met)."""
-    return not report.get("cpu_saturated") and (report.get("wait_error") or 0.0) <= WAIT_ERROR_GOAL
+    """Whether an emulation report says the run replayed its profile."""
+    return not unfaithful_reasons(report)

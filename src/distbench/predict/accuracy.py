@@ -287,8 +287,7 @@ def compare(
     m_speedup = row.speedup if measured and row else None
     p_speedup = pred.throughput / base_pred.throughput if pred and base_pred else None
     status = "ok" if pred and measured else ("no model" if pred is None else "no measurement")
-    emulation = (row.extra.get("compute") or {}) if row is not None else {}
-    faithful = not emulation or is_faithful(emulation)
+    faithful = is_faithful((row.extra.get("compute") or {}) if row is not None else {})
     if measured and not faithful:
         status = "ok, emulation not faithful"
     if row is not None and not row.ok:

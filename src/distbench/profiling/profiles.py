@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from distbench.errors import UserError
+from distbench.harness.noise import BUSY_CORES
 from distbench.store import open_store
 
 
@@ -132,8 +133,6 @@ class Profile:
 
     @property
     def beside_other_load(self) -> bool:
-        from distbench.harness.noise import BUSY_CORES
-
         return self.outside_load_cores is not None and self.outside_load_cores > BUSY_CORES
 
     def to_dict(self) -> dict[str, Any]:

@@ -278,7 +278,10 @@ def validate_configs(
         request = profile_request(cfgs[0], calibrated_workers(cfgs), options, splits)
         profile, pid = _group_profile(db, cfgs[0], request, options, profile_progress, emulated)
         if profile.beside_other_load:
-            notify("busy profile", {"config": cfgs[0], "profile": pid, "profile_data": profile})
+            notify(
+                "busy profile",
+                {"config": cfgs[0], "profile": pid, "cores": profile.outside_load_cores},
+            )
         if reuse:
             cfgs = [replayed(c, pid) for c in cfgs]
             for cfg, row in zip(cfgs, _reused(db, cfgs), strict=True):

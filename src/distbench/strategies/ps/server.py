@@ -224,10 +224,6 @@ class ShardServer:
         self.buffer_slices = [(e.offset - region.start, e.numel) for e in entries if not e.is_param]
         self.optimizer = make_optimizer(cfg, self.params)
         self.inbox = {w: torch.zeros(region.size) for w in workers}
-        # An asynchronous pull sends a snapshot, so that updates never wait for a transfer
-        # on the wire (a pull holding the read lock while it sends would stop every update,
-        # and through the lock's writer preference every other pull, for a whole transfer).
-        self.outbox = {} if synchronous else {w: torch.empty(region.size) for w in workers}
         self.mean = torch.zeros(region.size) if synchronous else torch.empty(0)
         self.version = 0
         self.last_update_s = 0.0
@@ -374,6 +370,10 @@ def serve_worker(server: ShardServer, worker: int) -> None:
     receive): the next request as soon as one has arrived, and the gradient as soon as a
     pull request has arrived, since a worker's step is always pull then push."""
     request = empty_header()
+    # An asynchronous pull sends a snapshot, so that updates never wait for a transfer on
+    # the wire (a pull holding the read lock while it sends would stop every update, and
+    # through the lock's writer preference every other pull, for a whole transfer).
+    snapshot = None if server.synchronous else torch.empty(server.region.size)
     next_request = irecv(request, worker, TAG_REQUEST)
     gradient: Pending | None = None
     try:
@@ -382,13 +382,13 @@ def serve_worker(server: ShardServer, worker: int) -> None:
             op, step, version = int(request[0]), int(request[1]), int(request[2])
             if op == OP_FINAL:
                 server.finish(worker)
-                _send_state(server, worker)
+                _send_state(server, worker, snapshot)
                 return
             next_request = irecv(request, worker, TAG_REQUEST)
             if op == OP_PULL:
                 gradient = irecv(server.inbox[worker], worker, TAG_PUSH)
                 server.wait_version(version)
-                _send_state(server, worker)
+                _send_state(server, worker, snapshot)
             elif op == OP_PUSH and gradient is not None:
                 _receive_gradient(server, worker, gradient, step, version)
                 gradient = None
@@ -402,9 +402,9 @@ def serve_worker(server: ShardServer, worker: int) -> None:
         server.fail(exc)
 
 
-def _send_state(server: ShardServer, worker: int) -> None:
+def _send_state(server: ShardServer, worker: int, snapshot: torch.Tensor | None) -> None:
     with server.admission["pull"].admit() as queued:
-        if server.synchronous:
+        if snapshot is None:
             # No update can happen while a synchronous pull is in flight: it needs this
             # worker's next push. Send the weights themselves, without a copy.
             with server.rw.read():
@@ -413,8 +413,8 @@ def _send_state(server: ShardServer, worker: int) -> None:
         else:
             with server.rw.read():
                 reply = _pull_reply(server, worker, queued)
-                server.outbox[worker].copy_(server.state)
-            start, end = _send_pull(reply, server.outbox[worker], worker)
+                snapshot.copy_(server.state)
+            start, end = _send_pull(reply, snapshot, worker)
     server.stats.transfer("pull", worker, start, end, queued)
 
 

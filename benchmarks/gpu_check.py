@@ -48,7 +48,7 @@ def show(name: str, row: dict[str, Any] | None) -> None:
         print(f"{name}: no result")
         return
     phases = row.get("breakdown") or {}
-    gib = {
+    memory = {
         key: f"{(row.get(key) or 0) / MIB:.0f} MiB"
         for key in ("allocated_peak_bytes", "reserved_peak_bytes", "peak_rss_bytes")
     }
@@ -56,7 +56,7 @@ def show(name: str, row: dict[str, Any] | None) -> None:
         f"{name}: {row['status']}, step {row['step_time_median'] * 1e3:.1f} ms, "
         f"{row['throughput_median']:.1f} samples/s, forward {phases.get('forward', 0) * 1e3:.1f}"
         f" ms, backward {phases.get('backward', 0) * 1e3:.1f} ms, "
-        + ", ".join(f"{k.removesuffix('_bytes')} {v}" for k, v in gib.items())
+        + ", ".join(f"{k.removesuffix('_bytes')} {v}" for k, v in memory.items())
     )
     emulation = (row.get("extra") or {}).get("compute")
     if emulation:

@@ -59,10 +59,16 @@ def _rank(
     return parse_rank_lines(lines, rank)
 
 
-def test_sync_aggregation_takes_the_slowest_rank_per_step() -> None:
-    records = {0: _rank(0, [9.0, 1.0, 1.0, 1.0]), 1: _rank(1, [9.0, 2.0, 2.0, 2.0])}
+def test_sync_aggregation_takes_the_iteration_period_not_the_slowest_jittered_step() -> None:
+    """Two parameter-server workers whose step boundaries fall at different points of a
+    2 s iteration: each step lasts 1 or 3 s, alternately. The period is 2 s; the slowest
+    worker's step of every iteration would say 3."""
+    records = {
+        0: _rank(0, [9.0, 1.0, 3.0, 1.0, 3.0, 1.5]),
+        1: _rank(1, [9.0, 3.0, 1.0, 3.0, 1.0, 2.5]),
+    }
     result = aggregate_run(records, synchronous=True)
-    assert result.step_time_median == 2.0  # warm-up step 0 excluded
+    assert result.step_time_median == pytest.approx(2.0)  # warm-up step 0 excluded
     assert result.throughput_median == pytest.approx(16 / 2.0)
     assert result.governing_rank == 1
     assert sum(result.breakdown.values()) == pytest.approx(result.step_time_mean)

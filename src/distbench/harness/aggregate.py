@@ -1,8 +1,14 @@
 """Turn per-rank records into one result.
 
-Synchronous strategies: a step takes as long as its slowest worker, so the global step
-time of step ``i`` is the maximum over workers, and the breakdown is that of the governing
-rank (the worker with the largest mean step time). Asynchronous strategies: each worker
+Synchronous strategies: every worker does one step per iteration, so over a run each
+worker's mean step equals the iteration period. Where a step's boundary falls inside the
+iteration differs between workers (a parameter-server worker's step runs from its own pull
+to its own push), so the slowest worker's step of iteration ``i`` overstates the period by
+the jitter of those boundaries, more with more workers. The global step time of step ``i``
+is the *mean* over workers of their step ``i`` — it telescopes to the period, and needs no
+clock shared between hosts; for all-reduce, whose steps end together, it equals the
+slowest. The breakdown is that of the governing rank (the worker with the largest mean
+step time). Asynchronous strategies: each worker
 progresses on its own, so throughput is the sum of the workers' own throughputs, each its
 measured samples over its own elapsed time (``async_throughput``); a worker lost mid-run
 counts at the rate it kept while it ran, for the share of the run it was alive. The
@@ -40,13 +46,14 @@ def _worker_records(records: dict[int, RankRecords]) -> list[RankRecords]:
 
 
 def sync_series(workers: list[RankRecords]) -> tuple[list[float], list[float]]:
-    """Per measured step: (slowest worker's step time, samples of all workers)."""
+    """Per measured step every worker measured: (the workers' mean step time, samples of all
+    workers). The mean, not the slowest: see the module's docstring."""
     by_step: dict[int, list[dict[str, Any]]] = {}
     for worker in workers:
         for step in worker.measured_steps():
             by_step.setdefault(step["step"], []).append(step)
     complete = [steps for _, steps in sorted(by_step.items()) if len(steps) == len(workers)]
-    times = [max(s["step_time"] for s in steps) for steps in complete]
+    times = [fmean(s["step_time"] for s in steps) for steps in complete]
     samples = [float(sum(s["samples"] for s in steps)) for steps in complete]
     return times, samples
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "estimate": "distbench.cli.estimate",
     "profile": "distbench.cli.profile",  # calibration profile
     "validate": "distbench.cli.validate",  # prediction beside measurement
+    "simulate": "distbench.cli.simulate",  # discrete-event model, to thousands of workers
     "explain": "distbench.cli.explain",  # operators and phases
     "report": "distbench.cli.report",  # HTML report
     "env": "distbench.cli.env",  # framework environments

@@ -23,12 +23,14 @@ from distbench.cli.run import (
     add_training_options,
     configs_from_args,
 )
+from distbench.errors import UserError
 from distbench.predict.accuracy import (
     BestPick,
     ValidationReport,
     ValidationRow,
     ValidationSummary,
 )
+from distbench.predict.engines import Engine, check_engine
 from distbench.workflows.validate import CalibrationOptions, validate_configs
 
 
@@ -66,10 +68,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="do not re-measure each configuration's CPU contention just "
         "before its run (use the stored profile as it is)",
     )
+    group.add_argument(
+        "--engine",
+        type=engine_list,
+        default=("formulas",),
+        metavar="E[,E]",
+        help="prediction backend(s): formulas (the closed forms), simulator (the "
+        "discrete-event model, docs/simulator.md), or both, each compared with the same "
+        "measurements (default: formulas)",
+    )
     add_profile_options(parser, selection=False)
     add_db_option(parser)
     add_json_option(parser)
     parser.set_defaults(handler=run_validate)
+
+
+def engine_list(text: str) -> tuple[Engine, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one engine")
+    try:
+        return tuple(check_engine(name) for name in names)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _pct(value: float | None) -> str:
@@ -191,19 +212,57 @@ def run_validate(args: argparse.Namespace) -> int:
         refresh=args.refresh,
     )
     view = ValidateProgress(Console(stderr=True))
+    reports = []
     with view.runs.progress:
-        report = validate_configs(
-            configs,
-            args.db,
-            reuse=args.reuse,
-            options=options,
-            profile_progress=view.profile,
-            run_hook=view.runs,
-            on_event=view.event,
-            rounds=max(cfg.rounds for cfg in configs),
-        )
+        for index, engine in enumerate(args.engine):
+            # the first engine measures; the others read the very runs it stored
+            reports.append(
+                validate_configs(
+                    configs,
+                    args.db,
+                    reuse=args.reuse or index > 0,
+                    options=options,
+                    profile_progress=view.profile,
+                    run_hook=view.runs,
+                    on_event=view.event,
+                    rounds=max(cfg.rounds for cfg in configs),
+                    engine=engine,
+                )
+            )
     if args.json:
-        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+        payload = (
+            reports[0].to_dict()
+            if len(reports) == 1
+            else {"engines": {r.engine: r.to_dict() for r in reports}}
+        )
+        sys.stdout.write(json.dumps(payload) + "\n")
     else:
-        print(render(report))
+        print("\n\n".join(_titled(r, len(reports) > 1) for r in reports))
+        if len(reports) > 1:
+            print("\n" + engines_line(reports))
     return 0
+
+
+def _titled(report: ValidationReport, several: bool) -> str:
+    return (f"engine: {report.engine}\n" if several else "") + render(report)
+
+
+def engines_line(reports: list[ValidationReport]) -> str:
+    """Where the engines' predictions disagree by more than 1 %, which is nearer the
+    measurement, counted over the configurations both predicted."""
+    first, second = reports[0], reports[1]
+    nearer = {first.engine: 0, second.engine: 0}
+    disagree = 0
+    for a, b in zip(first.rows, second.rows, strict=True):
+        if a.step_error is None or b.step_error is None or a.predicted_step is None:
+            continue
+        if abs((b.predicted_step or 0) - a.predicted_step) <= 0.01 * a.predicted_step:
+            continue
+        disagree += 1
+        winner = first if abs(a.step_error) < abs(b.step_error) else second
+        nearer[winner.engine] += 1
+    counts = ", ".join(f"{name} {count}" for name, count in nearer.items())
+    return (
+        f"where the engines disagree by more than 1 % ({disagree} configurations), "
+        f"nearer the measurement: {counts}"
+    )

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from distbench.compute.plan import is_faithful
 from distbench.measurement.rounds import median_interval
-from distbench.predict.core import case_of, predict_case
+from distbench.predict.core import case_of
+from distbench.predict.engines import Engine, predict
 from distbench.profiling.profiles import Profile
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ class ValidationSummary:
 class ValidationReport:
     rows: list[ValidationRow]
     summary: ValidationSummary
+    engine: str = "formulas"  # the prediction backend (predict.engines)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -274,11 +276,13 @@ def compare(
     profile: Profile,
     profile_id: int | None,
     baseline: RunConfig | None,
+    engine: Engine = "formulas",
 ) -> ValidationRow:
-    """Prediction for ``cfg`` beside its measured ``row`` (speedup against ``baseline``)."""
+    """Prediction for ``cfg`` by ``engine`` beside its measured ``row`` (speedup against
+    ``baseline``)."""
     case = case_of(cfg)
-    pred = predict_case(case, profile)
-    base_pred = predict_case(case_of(baseline), profile) if baseline is not None else None
+    pred = predict(case, profile, engine)
+    base_pred = predict(case_of(baseline), profile, engine) if baseline is not None else None
     measured = row is not None and row.ok
     m_step = row.step_time_median if measured and row else None
     m_tp = row.throughput_median if measured and row else None

@@ -108,6 +108,9 @@ class Case:
     #: Every process is its own emulated host behind its own shaped link (--network
     #: without --hosts): the parameter server's transfers share the server's link.
     host_links: bool = False
+    semaphore: bool = False  # --ps-semaphore: one pull and one push admitted at a time
+    microbatches: int = 4  # pipelines
+    network: str | None = None  # the --network spec the runs are behind
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ def case_of(cfg: RunConfig) -> Case:
         prediction_model=strategy.prediction_model,
         compute=cfg.compute,
         host_links=cfg.network is not None and cfg.hosts in (None, process_count(cfg)),
+        semaphore=cfg.ps_semaphore,
+        microbatches=cfg.microbatches,
+        network=cfg.network,
     )
 
 
@@ -203,16 +209,30 @@ def _worker_compute(case: Case, profile: Profile) -> tuple[float, float, float, 
         return _emulated_compute(case, profile)
     times, label = compute_times(profile, case.workers, case.threads)
     grad = times.t_grad_max if case.synchronous and case.workers > 1 else times.t_grad
-    if case.prediction_model == "sync-split":
-        split = profile.t_grad_split
-        if len(split) >= case.workers:
-            grad *= split[case.workers - 1] / split[0]
-            label += f", 1/{case.workers} batch ratio"
-        else:
-            grad /= case.workers
-            label += f", t_grad/{case.workers} fallback"
+    factor, split_label = split_factor(case, profile)
     share = times.backward / (times.forward + times.backward)
-    return grad, grad * share, times.data + times.update, label
+    return grad * factor, grad * factor * share, times.data + times.update, label + split_label
+
+
+def split_factor(case: Case, profile: Profile) -> tuple[float, str]:
+    """sync-split trains 1/N of the batch per worker: the measured ratio of its gradient
+    time to the full batch's, or 1/N where the profile lacks it (labelled); 1 otherwise."""
+    if case.prediction_model != "sync-split":
+        return 1.0, ""
+    split = profile.t_grad_split
+    if len(split) >= case.workers:
+        return split[case.workers - 1] / split[0], f", 1/{case.workers} batch ratio"
+    return 1.0 / case.workers, f", t_grad/{case.workers} fallback"
+
+
+def ddp_saturated(case: Case, profile: Profile) -> bool:
+    """Whether DDP's ranks fill every core on loopback, so moving bytes is CPU work that
+    nothing hides (emulated compute leaves the cores to communication)."""
+    return (
+        profile.network is None
+        and case.workers * case.threads >= profile.cores
+        and case.compute == "real"
+    )
 
 
 def predict_case(case: Case, profile: Profile) -> Prediction | None:
@@ -254,10 +274,7 @@ def _ddp_step(
     n, machinery = case.workers, profile.ddp_overhead or 0.0
     if n == 1:
         return grad + overhead + machinery, 0.0, "ddp, one rank: compute + DDP machinery"
-    # emulated compute leaves the cores to communication
-    saturated = (
-        profile.network is None and n * case.threads >= profile.cores and case.compute == "real"
-    )
+    saturated = ddp_saturated(case, profile)
     loaded = profile.loaded_allreduce(n, case.threads) if saturated else None
     if loaded is not None:
         return (

@@ -2,9 +2,10 @@
 
 Where to start: :func:`validate_configs` takes run configurations, makes sure a calibration
 profile exists for each workload (taking one if not), runs the configurations or reads
-their stored runs (``reuse``), predicts each one (``predict.core.predict_case``) and returns
-a ``predict.accuracy.ValidationReport``. The prediction uses only the calibration profile,
-never the measured run's own timings. Nothing here prints.
+their stored runs (``reuse``), predicts each one (``predict.engines.predict``: the
+formulas or the simulator) and returns a ``predict.accuracy.ValidationReport``. The
+prediction uses only the calibration profile, never the measured run's own timings.
+Nothing here prints.
 
 torch, the harness and the calibration are imported inside the functions that need them.
 """
@@ -27,6 +28,7 @@ from distbench.predict.accuracy import (
     summarize,
 )
 from distbench.predict.core import predicts
+from distbench.predict.engines import Engine
 from distbench.profiling.profiles import Profile
 from distbench.registry import resolved_threads, strategy_facts
 from distbench.store.db import stored_setting
@@ -250,6 +252,7 @@ def validate_configs(
     run_hook: EventHook | None = None,
     on_event: EventHook | None = None,
     rounds: int = 1,
+    engine: Engine = "formulas",
 ) -> ValidationReport:
     """Profile (if needed), measure (run or reuse) and predict every configuration.
 
@@ -285,7 +288,7 @@ def validate_configs(
         if reuse:
             cfgs = [replayed(c, pid) for c in cfgs]
             for cfg, row in zip(cfgs, _reused(db, cfgs), strict=True):
-                rows.append(compare(cfg, row, profile, pid, _baseline_config(db, row)))
+                rows.append(compare(cfg, row, profile, pid, _baseline_config(db, row), engine))
             continue
         work = _Workload(request, profile, pid)
         measured: list[list[ValidationRow]] = [[] for _ in cfgs]
@@ -303,8 +306,15 @@ def validate_configs(
                 done += 1
                 row = stored[0] if stored else None  # none on a node other than rank 0's
                 results.append(
-                    compare(cfg, row, work.profile, work.profile_id, _baseline_config(db, row))
+                    compare(
+                        cfg,
+                        row,
+                        work.profile,
+                        work.profile_id,
+                        _baseline_config(db, row),
+                        engine,
+                    )
                 )
         chosen = [median_round(results) for results in measured]
         rows.extend(rebased_speedups(chosen) if rounds > 1 else chosen)
-    return ValidationReport(rows=rows, summary=summarize(rows))
+    return ValidationReport(rows=rows, summary=summarize(rows), engine=engine)

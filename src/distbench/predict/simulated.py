@@ -1,0 +1,272 @@
+"""The simulator backend of the prediction core: a ``Case`` and its calibration profile
+as a ``SimSpec``, simulated, as a ``Prediction``.
+
+Where to start: :func:`sim_spec` reads the same profile inputs the formulas read (the
+compute of ``core.compute_times`` / the emulated plan, ``core.sustained_rate``, the
+protocol's ``ps_overhead``, the all-reduce fit, DDP's machinery) — never a timing of the
+configuration predicted — and :func:`simulate_case` runs it. Pure: no torch, no store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import fmean
+
+from distbench.compute.plan import batch_ratio, parse_compute
+from distbench.errors import UserError
+from distbench.netem.spec import NetworkSpec, parse_network
+from distbench.predict.core import (
+    Case,
+    Prediction,
+    canonical_server,
+    compute_times,
+    ddp_saturated,
+    split_factor,
+    sustained_rate,
+)
+from distbench.predict.formulas import balanced_stage_time
+from distbench.profiling.profiles import LinkFit, Profile
+from distbench.simulator import (
+    ComputeDraws,
+    Links,
+    Pipeline,
+    RingAllReduce,
+    SimResult,
+    SimSpec,
+    simulate,
+)
+
+#: Steps the simulator measures per configuration (after ``WARMUP`` more).
+DEFAULT_STEPS = 100
+WARMUP = 2
+#: Strategy names whose simulator model is a pipeline schedule.
+PIPELINE_MODELS = {
+    "pipeline-gpipe": "gpipe",
+    "pipeline-1f1b": "1f1b",
+    "model-parallel": "model-parallel",
+}
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """A simulated configuration: its prediction, the run it came from, and what it used."""
+
+    prediction: Prediction
+    result: SimResult
+    spec: SimSpec
+    inputs: str
+
+
+def sim_strategy(case: Case) -> str | None:
+    """The simulator's model of ``case``'s strategy (``None``: it has none)."""
+    if case.strategy in PIPELINE_MODELS:
+        return PIPELINE_MODELS[case.strategy]
+    model = case.prediction_model
+    return model if model in ("sequential", "ddp", "sync-join", "sync-split", "async") else None
+
+
+def compute_draws(case: Case, profile: Profile) -> tuple[ComputeDraws, str]:
+    """One worker's compute in ``case``: the profile's measured steps to draw from."""
+    if case.compute != "real":
+        return _emulated_draws(case, profile)
+    times, label = compute_times(profile, case.workers, case.threads)
+    factor, split_label = split_factor(case, profile)
+    grad = times.t_grad * factor
+    share = times.backward / (times.forward + times.backward)
+    grads = [s["forward"] + s["backward"] for s in profile.phase_samples]
+    samples = tuple(g * grad / fmean(grads) for g in grads) if grads else ()
+    draws = ComputeDraws(grad, share, times.data + times.update, samples)
+    return draws, f"{label}{split_label}, {len(samples) or 'no'} measured steps drawn"
+
+
+def _emulated_draws(case: Case, profile: Profile) -> tuple[ComputeDraws, str]:
+    """Emulated compute waits out the one-worker profile's steps (scaled to the local
+    batch) on idle cores: those very steps are what the simulator draws from."""
+    spec = parse_compute(case.compute)
+    scale = batch_ratio(profile.batch_size, profile.t_grad_split, case.local_batch)
+    share = profile.t_backward / (profile.t_forward + profile.t_backward)
+    if spec.mode == "seconds":
+        assert spec.seconds is not None
+        return ComputeDraws(spec.seconds * scale, share), f"emulated {spec.seconds:g} s"
+    samples = profile.phase_samples
+    if not samples:
+        raise UserError("emulated compute needs a profile with per-step phase times")
+    grads = tuple((s["forward"] + s["backward"]) * scale for s in samples)
+    overhead = fmean(s["data"] * scale + s["update"] for s in samples)
+    return (
+        ComputeDraws(fmean(grads), share, overhead, grads),
+        f"emulated profile, {len(grads)} measured steps drawn",
+    )
+
+
+def links_for(case: Case, profile: Profile, network: NetworkSpec | None) -> tuple[Links, str]:
+    """Every host's link. Behind the network the profile measured: its sustained rate
+    (the point-to-point sweep's largest transfer). Behind another spec: the spec's line
+    rates. On loopback: one weight transfer's measured rate (``t_comm``). The protocol's
+    measured cost per transfer in every case."""
+    overhead = profile.ps_overhead or 0.0
+    latency = network.delay_s or 0.0 if network is not None else 0.0
+    if network is not None and (profile.network is None or _differs(profile.network, network)):
+        up = (network.up_bit_s or network.rate_bit_s or 0) / 8
+        down = (network.down_bit_s or network.rate_bit_s or 0) / 8
+        if up <= 0 or down <= 0:
+            raise UserError(f"the simulator needs a bandwidth in --network {network.text!r}")
+        label = f"{network.describe()} line rate"
+        return Links(up, down, latency=latency, transfer_overhead=overhead), label
+    if profile.network is not None:
+        rate = sustained_rate(profile)
+        label = f"{rate * 8 / 1e6:.0f} Mbit/s sustained (profile)"
+    else:
+        rate = profile.weight_bytes / profile.t_comm
+        label = f"loopback, {rate / 1e6:.0f} MB/s (t_comm)"
+    return Links(rate, rate, latency=latency, transfer_overhead=overhead), label
+
+
+def _differs(measured: str, network: NetworkSpec) -> bool:
+    other = parse_network(measured)
+    return (other.up_bit_s, other.down_bit_s) != (network.up_bit_s, network.down_bit_s)
+
+
+def ring_for(case: Case, profile: Profile, links: Links, measured_links: bool) -> RingAllReduce:
+    """DDP's all-reduce: the profile's fitted alpha and beta where the links are the ones
+    it measured, else the spec's latency and rate; the all-reduce measured right after a
+    step in full where no core is spare (as the formulas)."""
+    loaded = (
+        profile.loaded_allreduce(case.workers, case.threads)
+        if ddp_saturated(case, profile)
+        else None
+    )
+    alpha, beta = (
+        (profile.allreduce.alpha, profile.allreduce.beta)
+        if measured_links
+        else (links.latency, min(links.up, links.down))
+    )
+    return RingAllReduce(
+        alpha=alpha,
+        beta=beta,
+        overlap=not ddp_saturated(case, profile),
+        machinery=profile.ddp_overhead or 0.0,
+        fixed=loaded,
+    )
+
+
+def sim_spec(
+    case: Case,
+    profile: Profile,
+    steps: int = DEFAULT_STEPS,
+    seed: int = 0,
+    network: str | None = None,
+) -> tuple[SimSpec, str]:
+    """``case`` as the simulator's input, and a line saying what it was built from.
+    ``network`` overrides the case's own spec (``simulate --network``)."""
+    strategy = sim_strategy(case)
+    if strategy is None:
+        raise UserError(f"the simulator has no model of strategy {case.strategy!r}")
+    text = network if network is not None else case.network
+    spec_net = parse_network(text) if text else None
+    draws, compute_label = compute_draws(case, profile)
+    links, link_label = links_for(case, profile, spec_net)
+    measured_links = spec_net is None or (
+        profile.network is not None and not _differs(profile.network, spec_net)
+    )
+    pipeline = None
+    if strategy in ("gpipe", "1f1b", "model-parallel"):
+        micro = 1 if strategy == "model-parallel" else case.microbatches
+        stage = balanced_stage_time(draws.grad, case.workers, micro)
+        pipeline = Pipeline((stage,) * case.workers, micro)
+    is_ddp = strategy == "ddp"
+    spec = SimSpec(
+        strategy=strategy,  # type: ignore[arg-type]  # checked by sim_strategy
+        workers=case.workers,
+        compute=draws,
+        links=links,
+        weight_bytes=float(profile.grad_bytes if is_ddp else profile.weight_bytes),
+        samples_per_step=case.global_batch if pipeline else case.local_batch,
+        servers=canonical_server(case.servers),
+        semaphore=case.semaphore,
+        server_update=profile.t_update if strategy in ("sync-join", "sync-split", "async") else 0,
+        ring=ring_for(case, profile, links, measured_links) if is_ddp else None,
+        pipeline=pipeline,
+        steps=steps,
+        warmup=WARMUP,
+        seed=seed,
+    )
+    return spec, f"{compute_label}; links {link_label}"
+
+
+def simulate_case(
+    case: Case,
+    profile: Profile,
+    steps: int = DEFAULT_STEPS,
+    seed: int = 0,
+    network: str | None = None,
+) -> Simulated:
+    """Simulate ``case`` from ``profile``."""
+    spec, inputs = sim_spec(case, profile, steps, seed, network)
+    result = simulate(spec)
+    compute = result.split["compute"]
+    prediction = Prediction(
+        step_time=result.step_time,
+        throughput=result.throughput,
+        compute=compute,
+        comm=max(0.0, result.step_time - compute),
+        formula=f"simulator: {describe(spec)}; {inputs}",
+    )
+    return Simulated(prediction, result, spec, inputs)
+
+
+def describe(spec: SimSpec) -> str:
+    """The simulated configuration in words, e.g. ``sync-join, central server, semaphore``."""
+    parts: list[str] = [spec.strategy]
+    if spec.strategy in ("sync-join", "sync-split", "async"):
+        parts.append(f"{spec.servers} server" + (", semaphore" if spec.semaphore else ""))
+    return ", ".join(parts)
+
+
+def timings_profile(
+    model: str,
+    batch_size: int,
+    t_grad: float,
+    t_comm: float | None,
+    weight_bytes: float | None,
+    network: str | None,
+) -> Profile:
+    """A profile made of given numbers (``simulate --t-grad``), for a workload never
+    profiled: ``t_grad`` seconds of forward + backward (two thirds backward), weights of
+    ``weight_bytes`` (gradients the same), moved in ``t_comm`` on loopback or at the
+    ``network`` spec's line rate. Nothing in it was measured, and reports say so."""
+    if not t_grad > 0:
+        raise UserError(f"--t-grad must be positive, got {t_grad}")
+    if weight_bytes is None or not weight_bytes > 0:
+        raise UserError("--t-grad needs --weight-bytes (the bytes of the model's weights)")
+    if network is None and (t_comm is None or not t_comm > 0):
+        raise UserError("--t-grad needs --t-comm (seconds to move the weights once) or --network")
+    comm = t_comm if t_comm is not None else 0.0
+    rate = weight_bytes / comm if comm > 0 else 1.0
+    link = LinkFit("given", 2, 0.0, rate, [int(weight_bytes)], [comm])
+    backward = t_grad * 2 / 3
+    return Profile(
+        model=model,
+        dataset="given",
+        batch_size=batch_size,
+        threads=1,
+        workers=1,
+        repeats=0,
+        created_at="",
+        cores=1,
+        host="",
+        torch_version="",
+        input_size=None,
+        t_grad=t_grad,
+        t_forward=t_grad - backward,
+        t_backward=backward,
+        t_data=0.0,
+        t_update=0.0,
+        t_grad_split=[],
+        weight_bytes=int(weight_bytes),
+        grad_bytes=int(weight_bytes),
+        tensors=1,
+        t_comm=comm,
+        p2p=link,
+        allreduce=link,
+    )

@@ -1,0 +1,479 @@
+"""The discrete-event model of every strategy, on SimPy.
+
+Where to start: :func:`simulate` runs one ``SimSpec`` and returns a ``SimResult``; each
+strategy is a function in ``MODELS`` that starts its SimPy processes on a ``Cluster``
+(the environment, the links, the random draws and every worker's ``Ledger``).
+
+What is modelled (docs/simulator.md says what each model leaves out):
+
+- **compute**: every worker's step drawn from the profile's measured one-worker steps (so
+  a synchronous step waits for the slowest of N draws), or fixed;
+- **links**: transfers share a link fairly while they overlap (``links.FairLink``), with a
+  one-way latency and the protocol's fixed cost per transfer;
+- **parameter servers**: a central server's outgoing link carries every pull, its incoming
+  link every push, each transfer also capped by the worker's own link; its updates are
+  serialized (the write lock). A sharded server's traffic is on the hosts' own links: a
+  worker's pull arrives on its downlink while, by the units' symmetry, its own unit sends
+  the same bytes to the others on its uplink (mean field: one flow per direction per
+  worker, exact when the units are alike); a push the other way round;
+- **ring all-reduce** (DDP): buckets reduced in order as backward produces them, each
+  ``2(N-1)`` messages of ``bytes/N`` through every link at once. The ring is symmetric, so
+  one process stands for all ranks: exact, and independent of N in cost;
+- **pipelines**: GPipe and 1F1B schedules op by op, activations and their gradients sent
+  over the stages' links; model parallelism is one microbatch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from statistics import fmean
+from typing import Any
+
+import simpy
+
+from distbench.simulator.links import FairLink
+from distbench.simulator.spec import SimSpec
+
+#: The parts of a step the simulator reports, as ``SimResult.split`` names them.
+SPLIT = ("compute", "comm", "wait", "server")
+
+Process = Generator[simpy.Event, Any, None]
+
+
+@dataclass
+class Ledger:
+    """One worker's step starts and, over measured steps, the seconds of each part."""
+
+    warmup: int
+    starts: list[float] = field(default_factory=list)
+    parts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SPLIT, 0.0))
+    samples: int = 0
+
+    def begin(self, now: float) -> None:
+        self.starts.append(now)
+
+    @property
+    def measuring(self) -> bool:
+        return len(self.starts) > self.warmup
+
+    def add(self, part: str, seconds: float) -> None:
+        if self.measuring:
+            self.parts[part] += seconds
+
+    def measured_steps(self) -> list[float]:
+        """Seconds of every measured step (start to the next step's start)."""
+        marks = self.starts[self.warmup :]
+        return [b - a for a, b in itertools.pairwise(marks)]
+
+
+@dataclass
+class Cluster:
+    """The simulated machines of one run."""
+
+    spec: SimSpec
+    env: simpy.Environment
+    rng: random.Random
+    ledgers: list[Ledger]
+    links: dict[str, FairLink] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def total_steps(self) -> int:
+        return self.spec.warmup + self.spec.steps
+
+    def draw_grad(self) -> float:
+        """One worker's forward + backward for one step."""
+        compute = self.spec.compute
+        return self.rng.choice(compute.samples) if compute.samples else compute.grad
+
+    def link(self, name: str, rate: float, cap: float | None = None) -> FairLink:
+        if name not in self.links:
+            self.links[name] = FairLink(self.env, rate, cap, name)
+        return self.links[name]
+
+    def timed(self, ledger: Ledger, part: str, event: simpy.Event) -> Process:
+        start = self.env.now
+        yield event
+        ledger.add(part, self.env.now - start)
+
+    def send(self, ledger: Ledger, flows: list[tuple[FairLink, float]]) -> Process:
+        """One transfer: latency and the protocol's fixed cost, then its flows (all at once,
+        done when the last is)."""
+        start = self.env.now
+        fixed = self.spec.links.latency + self.spec.links.transfer_overhead
+        if fixed > 0:
+            yield self.env.timeout(fixed)
+        events = [link.transfer(nbytes) for link, nbytes in flows if nbytes > 0]
+        if len(events) == 1:
+            yield events[0]
+        elif events:
+            yield self.env.all_of(events)
+        ledger.add("comm", self.env.now - start)
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """What a simulated configuration did over its measured steps.
+
+    ``step_time``: seconds per step (a synchronous iteration; an asynchronous worker's
+    mean step); ``throughput``: samples per second of all workers; ``split``: seconds of a
+    step (mean over workers) computing, in transfers not hidden by compute, waiting for
+    other workers, and waiting for the server's update; ``links``: each link's busy share
+    of the measured time and the most transfers it carried at once."""
+
+    strategy: str
+    workers: int
+    step_time: float
+    throughput: float
+    split: dict[str, float]
+    links: dict[str, dict[str, float]]
+    note: str
+
+
+# --- parameter servers -----------------------------------------------------------------
+
+
+class _Iteration:
+    """A synchronous iteration's two moments: every push in, the server's update done."""
+
+    def __init__(self, env: simpy.Environment, workers: int) -> None:
+        self.pushed = env.event()
+        self.released = env.event()
+        self.waiting = workers
+
+    def arrive(self) -> bool:
+        """Count one push; true for the last."""
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.pushed.succeed()
+            return True
+        return False
+
+
+def _server_flows(cluster: Cluster) -> tuple[Callable[[int], Any], Callable[[int], Any]]:
+    """(pull flows of worker w, push flows of worker w) for the spec's server layout."""
+    spec = cluster.spec
+    links = spec.links
+    if spec.servers == "central":
+        out = cluster.link("server out", links.server_out, cap=links.down)
+        into = cluster.link("server in", links.server_in, cap=links.up)
+        w = spec.weight_bytes
+        return (lambda _: [(out, w)]), (lambda _: [(into, w)])
+    shards, n, total = spec.shards(), spec.workers, spec.weight_bytes
+
+    def up(i: int) -> FairLink:
+        return cluster.link(f"host {i} up", links.up)
+
+    def down(i: int) -> FairLink:
+        return cluster.link(f"host {i} down", links.down)
+
+    # a pull brings the other units' shards down; by symmetry the worker's own unit sends
+    # its shard to the N - 1 others meanwhile (and the other way round for a push)
+    def pull(i: int) -> list[tuple[FairLink, float]]:
+        return [(down(i), total - shards[i]), (up(i), (n - 1) * shards[i])]
+
+    def push(i: int) -> list[tuple[FairLink, float]]:
+        return [(up(i), total - shards[i]), (down(i), (n - 1) * shards[i])]
+
+    return pull, push
+
+
+def _gates(cluster: Cluster) -> tuple[simpy.Resource | None, simpy.Resource | None]:
+    """The semaphore's one-pull and one-push admission (none without it)."""
+    if not cluster.spec.semaphore:
+        return None, None
+    return simpy.Resource(cluster.env, 1), simpy.Resource(cluster.env, 1)
+
+
+def _gated(
+    cluster: Cluster, ledger: Ledger, gate: simpy.Resource | None, transfer: Process
+) -> Process:
+    if gate is None:
+        yield from transfer
+        return
+    with gate.request() as admitted:
+        yield from cluster.timed(ledger, "wait", admitted)
+        yield from transfer
+
+
+def _update_time(spec: SimSpec) -> float:
+    """The server's work for one gradient; a sharded unit updates only its shard."""
+    return spec.server_update / (spec.workers if spec.servers == "sharded" else 1)
+
+
+def _sync_ps(cluster: Cluster) -> None:
+    spec, env = cluster.spec, cluster.env
+    pull_flows, push_flows = _server_flows(cluster)
+    pull_gate, push_gate = _gates(cluster)
+    iterations = [_Iteration(env, spec.workers) for _ in range(cluster.total_steps)]
+
+    def release(it: _Iteration) -> Process:
+        yield env.timeout(_update_time(spec))
+        it.released.succeed()
+
+    def worker(i: int, ledger: Ledger) -> Process:
+        for it in iterations:
+            ledger.begin(env.now)
+            yield from _gated(cluster, ledger, pull_gate, cluster.send(ledger, pull_flows(i)))
+            grad = cluster.draw_grad() + spec.compute.overhead
+            yield env.timeout(grad)
+            ledger.add("compute", grad)
+            yield from _gated(cluster, ledger, push_gate, cluster.send(ledger, push_flows(i)))
+            if it.arrive():
+                env.process(release(it))
+            yield from cluster.timed(ledger, "wait", it.pushed)
+            yield from cluster.timed(ledger, "server", it.released)
+            ledger.samples += spec.samples_per_step if ledger.measuring else 0
+        ledger.begin(env.now)
+
+    for i, ledger in enumerate(cluster.ledgers):
+        env.process(worker(i, ledger))
+
+
+def _async_ps(cluster: Cluster) -> None:
+    spec, env = cluster.spec, cluster.env
+    pull_flows, push_flows = _server_flows(cluster)
+    pull_gate, push_gate = _gates(cluster)
+    # the central server applies one gradient at a time (its write lock); sharded units
+    # each update their own shard, beside the others
+    lock = simpy.Resource(env, 1) if spec.servers == "central" else None
+    update = _update_time(spec)
+
+    def apply(ledger: Ledger) -> Process:
+        if lock is None:
+            yield from cluster.timed(ledger, "server", env.timeout(update))
+            return
+        start = env.now
+        with lock.request() as held:
+            yield held
+            yield env.timeout(update)
+        ledger.add("server", env.now - start)
+
+    def worker(i: int, ledger: Ledger) -> Process:
+        for _ in range(cluster.total_steps):
+            ledger.begin(env.now)
+            yield from _gated(cluster, ledger, pull_gate, cluster.send(ledger, pull_flows(i)))
+            grad = cluster.draw_grad() + spec.compute.overhead
+            yield env.timeout(grad)
+            ledger.add("compute", grad)
+            yield from _gated(cluster, ledger, push_gate, cluster.send(ledger, push_flows(i)))
+            if update > 0:
+                yield from apply(ledger)
+            ledger.samples += spec.samples_per_step if ledger.measuring else 0
+        ledger.begin(env.now)
+
+    for i, ledger in enumerate(cluster.ledgers):
+        env.process(worker(i, ledger))
+
+
+# --- all-reduce -------------------------------------------------------------------------
+
+
+def bucket_sizes(grad_bytes: float, bucket_bytes: float) -> list[float]:
+    """DDP's buckets: full buckets of ``bucket_bytes``, the remainder last."""
+    full, rest = divmod(grad_bytes, bucket_bytes)
+    sizes = [bucket_bytes] * int(full)
+    return [*sizes, rest] if rest > 0 or not sizes else sizes
+
+
+def _ddp(cluster: Cluster) -> None:
+    """One process for the whole ring: every rank moves the same bytes at the same moments,
+    so the ring's time depends on N only through the formula's 2(N-1) messages of bytes/N.
+    Each bucket waits for the slowest rank to produce it."""
+    spec, env = cluster.spec, cluster.env
+    ring = spec.ring
+    assert ring is not None
+    n = spec.workers
+    buckets = bucket_sizes(spec.weight_bytes, ring.bucket_bytes)
+    total = sum(buckets)
+
+    def reduce_time(nbytes: float) -> float:
+        if n == 1:
+            return 0.0
+        return 2 * (n - 1) * ring.alpha + 2 * (n - 1) / n * nbytes / ring.beta
+
+    def step_parts() -> tuple[float, float, float]:
+        draws = [cluster.draw_grad() for _ in range(n)]
+        slowest = max(draws)
+        backward = slowest * spec.compute.backward_share
+        forward = slowest - backward
+        if ring.fixed is not None or n == 1:
+            exposed = ring.fixed if ring.fixed is not None and n > 1 else 0.0
+            return slowest, fmean(draws), exposed
+        ring_free, produced = 0.0, 0.0
+        for nbytes in buckets:
+            produced += nbytes
+            ready = forward + backward * produced / total if ring.overlap else slowest
+            ring_free = max(ring_free, ready) + reduce_time(nbytes)
+        return slowest, fmean(draws), max(0.0, ring_free - slowest)
+
+    def ranks() -> Process:
+        ledgers = cluster.ledgers
+        for _ in range(cluster.total_steps):
+            for ledger in ledgers:
+                ledger.begin(env.now)
+            slowest, mean_draw, exposed = step_parts()
+            extra = spec.compute.overhead + ring.machinery
+            yield env.timeout(slowest + exposed + extra)
+            for ledger in ledgers:
+                ledger.add("compute", mean_draw + extra)
+                ledger.add("wait", slowest - mean_draw)
+                ledger.add("comm", exposed)
+                ledger.samples += spec.samples_per_step if ledger.measuring else 0
+        for ledger in ledgers:
+            ledger.begin(env.now)
+
+    env.process(ranks())
+
+
+# --- sequential and pipelines -------------------------------------------------------------
+
+
+def _sequential(cluster: Cluster) -> None:
+    spec, env = cluster.spec, cluster.env
+
+    def worker(ledger: Ledger) -> Process:
+        for _ in range(cluster.total_steps):
+            ledger.begin(env.now)
+            grad = cluster.draw_grad() + spec.compute.overhead
+            yield env.timeout(grad)
+            ledger.add("compute", grad)
+            ledger.samples += spec.samples_per_step if ledger.measuring else 0
+        ledger.begin(env.now)
+
+    for ledger in cluster.ledgers:
+        env.process(worker(ledger))
+
+
+def schedule(kind: str, stages: int, microbatches: int, stage: int) -> list[tuple[str, int]]:
+    """The order of stage ``stage``'s ops, ``("F", m)`` / ``("B", m)``: GPipe runs every
+    forward then every backward; 1F1B (PipeDream-flush) runs ``S - 1 - stage`` forwards
+    to fill the pipeline, then one forward and one backward in turn, then the rest."""
+    if kind != "1f1b":
+        return [("F", m) for m in range(microbatches)] + [("B", m) for m in range(microbatches)]
+    warm = min(stages - 1 - stage, microbatches)
+    order = [("F", m) for m in range(warm)]
+    for m in range(warm, microbatches):
+        order += [("F", m), ("B", m - warm)]
+    order += [("B", m) for m in range(microbatches - warm, microbatches)]
+    return order
+
+
+def _pipeline(cluster: Cluster) -> None:
+    spec, env = cluster.spec, cluster.env
+    pipe = spec.pipeline
+    assert pipe is not None
+    stages = len(pipe.stage_times)
+    kind = "gpipe" if spec.strategy == "model-parallel" else spec.strategy
+    micro = 1 if spec.strategy == "model-parallel" else pipe.microbatches
+    orders = [schedule(kind, stages, micro, s) for s in range(stages)]
+    Arrivals = dict[tuple[str, int, int], simpy.Event]
+    steps: list[tuple[Arrivals, _Iteration]] = [
+        (
+            {(op, s, m): env.event() for op in "FB" for s in range(stages) for m in range(micro)},
+            _Iteration(env, stages),
+        )
+        for _ in range(cluster.total_steps)
+    ]
+
+    def deliver(arrivals: Arrivals, key: tuple[str, int, int], src: int) -> Process:
+        link = cluster.link(f"stage {src} up", spec.links.up)
+        yield from cluster.send(cluster.ledgers[src], [(link, pipe.activation_bytes)])
+        arrivals[key].succeed()
+
+    def needs(op: str, s: int, m: int) -> tuple[str, int, int] | None:
+        if op == "F" and s > 0:
+            return ("F", s, m)  # the previous stage's activations
+        if op == "B" and s < stages - 1:
+            return ("B", s, m)  # the next stage's gradient
+        return None
+
+    def stage(s: int, ledger: Ledger) -> Process:
+        forward = pipe.stage_times[s] * pipe.forward_share
+        backward = pipe.stage_times[s] - forward
+        for arrivals, flush in steps:
+            ledger.begin(env.now)
+            for op, m in orders[s]:
+                key = needs(op, s, m)
+                if key is not None:
+                    yield from cluster.timed(ledger, "wait", arrivals[key])
+                seconds = forward if op == "F" else backward
+                yield env.timeout(seconds)
+                ledger.add("compute", seconds)
+                if op == "F" and s < stages - 1:
+                    env.process(deliver(arrivals, ("F", s + 1, m), s))
+                if op == "B" and s > 0:
+                    env.process(deliver(arrivals, ("B", s - 1, m), s))
+            flush.arrive()  # a flush: every stage ends the batch before the update
+            yield from cluster.timed(ledger, "wait", flush.pushed)
+            yield env.timeout(spec.compute.overhead)
+            ledger.add("compute", spec.compute.overhead)
+            ledger.samples += spec.samples_per_step if ledger.measuring and s == 0 else 0
+        ledger.begin(env.now)
+
+    for s, ledger in enumerate(cluster.ledgers):
+        env.process(stage(s, ledger))
+
+
+MODELS: dict[str, Callable[[Cluster], None]] = {
+    "sequential": _sequential,
+    "ddp": _ddp,
+    "sync-join": _sync_ps,
+    "sync-split": _sync_ps,
+    "async": _async_ps,
+    "gpipe": _pipeline,
+    "1f1b": _pipeline,
+    "model-parallel": _pipeline,
+}
+
+
+def _ledger_count(spec: SimSpec) -> int:
+    if spec.strategy in ("gpipe", "1f1b", "model-parallel"):
+        assert spec.pipeline is not None
+        return len(spec.pipeline.stage_times)
+    return spec.workers
+
+
+def simulate(spec: SimSpec) -> SimResult:
+    """Run ``spec`` to the end of its steps and measure it as a run is measured."""
+    env = simpy.Environment()
+    ledgers = [Ledger(spec.warmup) for _ in range(_ledger_count(spec))]
+    cluster = Cluster(spec, env, random.Random(spec.seed), ledgers)
+    MODELS[spec.strategy](cluster)
+    env.run()
+    return _result(cluster)
+
+
+def _result(cluster: Cluster) -> SimResult:
+    spec, ledgers = cluster.spec, cluster.ledgers
+    per_worker = [ledger.measured_steps() for ledger in ledgers]
+    if spec.strategy == "async":
+        elapsed = [sum(steps) for steps in per_worker]
+        step_time = fmean(fmean(steps) for steps in per_worker)
+        throughput = sum(
+            ledger.samples / span for ledger, span in zip(ledgers, elapsed, strict=True)
+        )
+        span = max(elapsed)
+    else:  # every worker steps once per iteration: the mean over workers is the period
+        step_time = fmean(fmean(steps) for steps in per_worker)
+        span = step_time * spec.steps
+        throughput = sum(ledger.samples for ledger in ledgers) / span
+    split = {part: fmean(ledger.parts[part] for ledger in ledgers) / spec.steps for part in SPLIT}
+    return SimResult(
+        strategy=spec.strategy,
+        workers=spec.workers,
+        step_time=step_time,
+        throughput=throughput,
+        split=split,
+        links={
+            name: {
+                "busy": link.use.busy_s / span if span > 0 else 0.0,
+                "most_at_once": float(link.use.most_at_once),
+            }
+            for name, link in sorted(cluster.links.items())
+        },
+        note=cluster.note,
+    )

@@ -1,0 +1,105 @@
+"""Links that share their bandwidth among the transfers crossing them at once.
+
+A ``FairLink`` is a processor-sharing server on a SimPy environment: while ``k`` transfers
+are in flight each moves ``min(cap, rate / k)`` bytes per second, so a transfer's time
+stretches as others join and shrinks as they leave (the fluid model of TCP flows sharing
+a bottleneck fairly; docs/simulator.md). Every transfer in this model crosses exactly one
+shared link, so all its transfers move at one common speed, and the link keeps one number,
+``served``: the bytes every transfer in flight has received since the link was created. A
+transfer of ``b`` bytes that joins at ``served = s`` ends when ``served`` reaches
+``s + b``; the link keeps those end marks in a heap, so a join or an end costs
+O(log k) however many transfers share it (thousands of workers on one server link).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import simpy
+
+#: Two end marks closer than this share of their size end together (float rounding).
+_RELATIVE_EPSILON = 1e-12
+
+
+@dataclass
+class LinkUse:
+    """What a link did: bytes moved and seconds it had a transfer in flight."""
+
+    bytes: float = 0.0
+    busy_s: float = 0.0
+    transfers: int = 0
+    most_at_once: int = 0
+
+
+@dataclass
+class FairLink:
+    """One direction of a link: ``rate`` bytes/s shared fairly, ``cap`` bytes/s at most per
+    transfer (the far end's own link; ``None``: no limit but the share)."""
+
+    env: simpy.Environment
+    rate: float
+    cap: float | None = None
+    name: str = ""
+    use: LinkUse = field(default_factory=LinkUse)
+    _served: float = 0.0
+    _updated: float = 0.0
+    _ends: list[tuple[float, int, simpy.Event]] = field(default_factory=list)
+    _sequence: int = 0
+    _generation: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0:
+            raise ValueError(f"link {self.name!r}: rate must be positive, got {self.rate}")
+        self._updated = self.env.now
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._ends)
+
+    def share(self) -> float:
+        """Bytes per second each transfer in flight moves now."""
+        each = self.rate / max(1, len(self._ends))
+        return each if self.cap is None else min(each, self.cap)
+
+    def transfer(self, nbytes: float) -> simpy.Event:
+        """An event that fires when ``nbytes`` have crossed the link."""
+        done = self.env.event()
+        if nbytes <= 0:
+            done.succeed()
+            return done
+        self._advance()
+        heapq.heappush(self._ends, (self._served + nbytes, self._sequence, done))
+        self._sequence += 1
+        self.use.bytes += nbytes
+        self.use.transfers += 1
+        self.use.most_at_once = max(self.use.most_at_once, len(self._ends))
+        self._reschedule()
+        return done
+
+    def _advance(self) -> None:
+        now = self.env.now
+        elapsed = now - self._updated
+        if self._ends and elapsed > 0:
+            self._served += elapsed * self.share()
+            self.use.busy_s += elapsed
+        self._updated = now
+
+    def _reschedule(self) -> None:
+        while self._ends and self._ends[0][0] - self._served <= _RELATIVE_EPSILON * max(
+            1.0, self._ends[0][0]
+        ):
+            _, _, done = heapq.heappop(self._ends)
+            done.succeed()
+        if not self._ends:
+            return
+        self._generation += 1
+        generation = self._generation
+        delay = (self._ends[0][0] - self._served) / self.share()
+        self.env.timeout(delay).callbacks.append(lambda _: self._on_end(generation))
+
+    def _on_end(self, generation: int) -> None:
+        if generation != self._generation:  # a join or an end since rescheduled it
+            return
+        self._advance()
+        self._reschedule()

@@ -1,0 +1,195 @@
+"""What the simulator is told: ``SimSpec``, validated, with no profile and no torch in it.
+
+``distbench.predict.simulated`` builds one from a calibration profile (or from ``--t-grad``
+and a network spec); tests build them by hand. Every time is seconds, every size bytes,
+every rate bytes per second.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from distbench.errors import UserError
+
+#: The strategies the simulator models (a strategy contract's prediction model, plus the
+#: pipeline schedules).
+SimStrategy = Literal[
+    "sequential", "ddp", "sync-join", "sync-split", "async", "gpipe", "1f1b", "model-parallel"
+]
+SIM_STRATEGIES: tuple[str, ...] = get_args(SimStrategy)
+PS_STRATEGIES = ("sync-join", "sync-split", "async")
+PIPELINE_STRATEGIES = ("gpipe", "1f1b", "model-parallel")
+
+
+@dataclass(frozen=True)
+class ComputeDraws:
+    """One worker's compute per step: forward + backward (``grad``), its backward part, and
+    the rest of a step (data + update), each step drawn from ``samples`` — the measured
+    steps of the one-worker profile, so N workers' slowest step is the slowest of N draws —
+    or the same every step when ``samples`` is empty."""
+
+    grad: float
+    backward_share: float
+    overhead: float = 0.0
+    samples: tuple[float, ...] = ()  # forward + backward of each measured step, scaled
+
+    def __post_init__(self) -> None:
+        _positive("compute time", self.grad)
+        _fraction("backward share", self.backward_share)
+        _non_negative("data + update time", self.overhead)
+        for value in self.samples:
+            _positive("a sampled compute time", value)
+
+    @property
+    def jitter(self) -> bool:
+        return len(set(self.samples)) > 1
+
+
+@dataclass(frozen=True)
+class Links:
+    """Every host's own full-duplex link (``up``: host to network, ``down``: network to
+    host), the central server's link (default: a host's), the one-way ``latency`` of a
+    message and the protocol's fixed cost per transfer (``transfer_overhead``: headers, the
+    serving thread; not on the wire, so it does not share the link)."""
+
+    up: float
+    down: float
+    server_up: float | None = None
+    server_down: float | None = None
+    latency: float = 0.0
+    transfer_overhead: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("up", "down"):
+            _positive(f"link rate ({name})", getattr(self, name))
+        for name in ("server_up", "server_down"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(f"server link rate ({name})", value)
+        _non_negative("latency", self.latency)
+        _non_negative("transfer overhead", self.transfer_overhead)
+
+    @property
+    def server_out(self) -> float:
+        return self.server_up if self.server_up is not None else self.up
+
+    @property
+    def server_in(self) -> float:
+        return self.server_down if self.server_down is not None else self.down
+
+
+@dataclass(frozen=True)
+class RingAllReduce:
+    """DDP's all-reduce: ``alpha`` seconds per message, ``beta`` bytes/s per link, gradients
+    reduced in buckets of ``bucket_bytes`` as backward produces them (``overlap``: whether
+    a bucket may be reduced while backward runs; no spare core on loopback says no), and
+    DDP's own cost per step (``machinery``). ``fixed``: an all-reduce measured after a step,
+    used in full instead of the ring (no spare core on loopback)."""
+
+    alpha: float
+    beta: float
+    bucket_bytes: float = 25 * 2**20
+    overlap: bool = True
+    machinery: float = 0.0
+    fixed: float | None = None
+
+    def __post_init__(self) -> None:
+        _non_negative("all-reduce alpha", self.alpha)
+        _positive("all-reduce beta", self.beta)
+        _positive("bucket bytes", self.bucket_bytes)
+        _non_negative("DDP machinery", self.machinery)
+        if self.fixed is not None:
+            _non_negative("measured all-reduce", self.fixed)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A pipeline's stages: forward + backward seconds per microbatch of each stage, the
+    forward share of it, and the activation bytes a stage sends the next per microbatch
+    (the gradient of the same size comes back)."""
+
+    stage_times: tuple[float, ...]
+    microbatches: int
+    forward_share: float = 1.0 / 3.0
+    activation_bytes: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.stage_times:
+            raise UserError("a pipeline needs at least one stage time")
+        for value in self.stage_times:
+            _positive("a stage time", value)
+        _count("microbatches", self.microbatches)
+        _fraction("forward share", self.forward_share)
+        _non_negative("activation bytes", self.activation_bytes)
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    """One configuration to simulate: ``steps`` measured steps after ``warmup``."""
+
+    strategy: SimStrategy
+    workers: int
+    compute: ComputeDraws
+    links: Links
+    #: The bytes of one transfer: the weights a parameter server sends and receives, the
+    #: gradients DDP all-reduces.
+    weight_bytes: float
+    #: Samples one worker trains per step (sync-split: its share; a pipeline: the batch).
+    samples_per_step: int
+    servers: Literal["central", "sharded"] = "central"
+    semaphore: bool = False
+    server_update: float = 0.0  # the server's own work for one gradient
+    ring: RingAllReduce | None = None
+    pipeline: Pipeline | None = None
+    shard_bytes: tuple[float, ...] = field(default=())  # sharded: bytes each unit holds
+    steps: int = 100
+    warmup: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in SIM_STRATEGIES:
+            raise UserError(
+                f"the simulator has no model of {self.strategy!r}; "
+                f"choose from {', '.join(SIM_STRATEGIES)}"
+            )
+        _count("workers", self.workers)
+        _count("steps", self.steps)
+        if self.warmup < 0:
+            raise UserError(f"warm-up steps must be >= 0, got {self.warmup}")
+        _non_negative("weight bytes", self.weight_bytes)
+        _non_negative("server update time", self.server_update)
+        _count("samples per step", self.samples_per_step)
+        if self.strategy == "ddp" and self.ring is None:
+            raise UserError("simulating ddp needs the all-reduce's alpha and beta")
+        if self.strategy in PIPELINE_STRATEGIES and self.pipeline is None:
+            raise UserError(f"simulating {self.strategy} needs stage times")
+        if self.shard_bytes and len(self.shard_bytes) != self.workers:
+            raise UserError(f"{len(self.shard_bytes)} shard sizes for {self.workers} units")
+
+    def shards(self) -> tuple[float, ...]:
+        """Bytes of the weights each sharded unit holds (equal shares unless given)."""
+        if self.shard_bytes:
+            return self.shard_bytes
+        return (self.weight_bytes / self.workers,) * self.workers
+
+
+def _positive(name: str, value: float) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{name} must be positive, got {value}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"{name} must be zero or positive, got {value}")
+
+
+def _fraction(name: str, value: float) -> None:
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise UserError(f"{name} must lie in [0, 1], got {value}")
+
+
+def _count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{name} must be an integer >= 1, got {value}")

@@ -102,4 +102,7 @@ class FairLink:
         if generation != self._generation:  # a join or an end since rescheduled it
             return
         self._advance()
+        # the head transfer's end was this very moment: end it even where rounding left
+        # ``served`` a hair short (a tiny remainder would reschedule at the same instant)
+        self._served = max(self._served, self._ends[0][0])
         self._reschedule()

@@ -1,0 +1,315 @@
+"""The discrete-event simulator: its links, its agreement with the thesis' formulas where
+their assumptions hold, the effects the formulas lack, the profile backend and the
+``simulate`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import simpy
+from tests.unit.test_validate import make_profile
+
+from distbench.cli.main import main
+from distbench.config import RunConfig
+from distbench.predict import formulas as f
+from distbench.predict.core import case_of
+from distbench.predict.engines import predict
+from distbench.predict.simulated import simulate_case
+from distbench.profiling.profiles import save_profile
+from distbench.simulator import (
+    ComputeDraws,
+    Links,
+    Pipeline,
+    RingAllReduce,
+    SimSpec,
+    simulate,
+)
+from distbench.simulator.engine import bucket_sizes, schedule
+from distbench.simulator.links import FairLink
+from distbench.workflows.simulate import SimRow, knee
+
+T_GRAD, T_COMM, RATE = 2.0, 1.0, 1e8  # the weights cross a link in one second alone
+WEIGHTS = T_COMM * RATE
+
+
+def spec(strategy: str, n: int, **changes: Any) -> SimSpec:
+    given: dict[str, Any] = {
+        "compute": ComputeDraws(grad=T_GRAD, backward_share=2 / 3),
+        "links": Links(up=RATE, down=RATE),
+        "weight_bytes": WEIGHTS,
+        "samples_per_step": 32,
+        "steps": 10,
+    }
+    return SimSpec(strategy=strategy, workers=n, **{**given, **changes})  # type: ignore[arg-type]
+
+
+# --- links ------------------------------------------------------------------------------
+
+
+def test_a_link_shares_its_rate_among_the_transfers_in_flight() -> None:
+    """100 B/s; two 100 B transfers from t=0 and a 50 B one from t=0.5: until 0.5 each
+    of two gets 50 B/s, then each of three 33.3 B/s; the short one ends at 2.0, the
+    others, 25 B short then, at 2.5."""
+    env = simpy.Environment()
+    link = FairLink(env, rate=100.0)
+    ends: dict[int, float] = {}
+
+    def transfer(i: int, start: float, size: float) -> Any:
+        yield env.timeout(start)
+        yield link.transfer(size)
+        ends[i] = env.now
+
+    for i, (start, size) in enumerate([(0, 100), (0, 100), (0.5, 50)]):
+        env.process(transfer(i, start, size))
+    env.run()
+    assert ends == pytest.approx({0: 2.5, 1: 2.5, 2: 2.0})
+    assert link.use.most_at_once == 3
+
+
+def test_a_transfer_is_capped_by_the_far_end_link() -> None:
+    env = simpy.Environment()
+    link = FairLink(env, rate=100.0, cap=30.0)
+    done = link.transfer(60.0)
+    env.run()
+    assert done.triggered and env.now == pytest.approx(2.0)
+
+
+# --- the formulas, reproduced where their assumptions hold ------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 32])
+def test_sync_central_server_is_the_worst_case_when_all_transfer_at_once(n: int) -> None:
+    """No jitter: every worker pulls at once and pushes at once through the server's link
+    (eq. 4.7, and the links formula with N transfers' bytes)."""
+    result = simulate(spec("sync-join", n))
+    assert result.step_time == pytest.approx(f.sync_central_worst(T_GRAD, T_COMM, n))
+    assert result.step_time == pytest.approx(f.sync_central_links(T_GRAD, n * T_COMM, 0.0))
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 16])
+def test_sync_sharded_server_is_eq_4_12(n: int) -> None:
+    result = simulate(spec("sync-join", n, servers="sharded"))
+    assert result.step_time == pytest.approx(f.sync_distributed(T_GRAD, T_COMM, n))
+
+
+@pytest.mark.parametrize("n", [1, 2, 8])
+def test_async_sharded_server_is_eq_4_21(n: int) -> None:
+    d = 10 * n
+    result = simulate(spec("async", n, servers="sharded"))
+    assert result.step_time == pytest.approx(f.async_distributed(T_GRAD, T_COMM, n, d) / (d / n))
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_async_central_server_lies_between_the_thesis_bounds(n: int) -> None:
+    d = 10 * n
+    jitter = ComputeDraws(T_GRAD, 2 / 3, samples=(1.6, 1.8, 2.0, 2.2, 2.4))
+    result = simulate(spec("async", n, compute=jitter, steps=200))
+    best = f.async_central_best(T_GRAD, T_COMM, n, d) / (d / n)
+    worst = f.async_central_worst(T_GRAD, T_COMM, n, d) / (d / n)
+    assert best * 0.99 <= result.step_time <= worst * 1.01
+    if n == 1:
+        assert result.step_time == pytest.approx(T_GRAD + 2 * T_COMM, rel=0.02)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 16])
+def test_ddp_with_one_bucket_is_compute_then_the_ring(n: int) -> None:
+    ring = RingAllReduce(alpha=1e-3, beta=RATE, bucket_bytes=2 * WEIGHTS)
+    result = simulate(spec("ddp", n, ring=ring))
+    t_ar = f.ring_allreduce_time(n, WEIGHTS, 1e-3, RATE)
+    assert result.step_time == pytest.approx(f.ddp_step_time(T_GRAD, t_ar, 4 / 3, 0.0))
+
+
+def test_ddp_buckets_hide_the_ring_behind_backward_as_the_formula_says() -> None:
+    """When the ring is slower than backward it never idles after the first bucket, so
+    the step is the formula's with the default overlap (alpha 0: one latency per ring)."""
+    n, bucket = 8, WEIGHTS / 4
+    ring = RingAllReduce(alpha=0.0, beta=RATE / 2, bucket_bytes=bucket)
+    result = simulate(spec("ddp", n, ring=ring))
+    t_ar = f.ring_allreduce_time(n, WEIGHTS, 0.0, RATE / 2)
+    overlap = f.ddp_default_overlap(WEIGHTS, bucket)
+    assert result.step_time == pytest.approx(f.ddp_step_time(T_GRAD, t_ar, 4 / 3, overlap))
+
+
+@pytest.mark.parametrize(("stages", "micro"), [(1, 4), (2, 4), (4, 8), (8, 2)])
+@pytest.mark.parametrize("schedule_name", ["gpipe", "1f1b"])
+def test_pipelines_have_the_bubble_of_the_formula(
+    stages: int, micro: int, schedule_name: str
+) -> None:
+    times = (0.5,) * stages
+    result = simulate(spec(schedule_name, stages, pipeline=Pipeline(times, micro)))
+    assert result.step_time == pytest.approx(f.gpipe_batch_time(times, micro))
+
+
+def test_model_parallel_is_one_microbatch_through_every_stage() -> None:
+    times = (0.3, 0.5, 0.2)
+    result = simulate(spec("model-parallel", 3, pipeline=Pipeline(times, 8)))
+    assert result.step_time == pytest.approx(sum(times))
+
+
+def test_1f1b_fills_then_alternates() -> None:
+    assert schedule("1f1b", 3, 4, 0) == [
+        ("F", 0), ("F", 1), ("F", 2), ("B", 0), ("F", 3), ("B", 1), ("B", 2), ("B", 3)
+    ]  # fmt: skip
+    assert schedule("1f1b", 3, 4, 2)[:4] == [("F", 0), ("B", 0), ("F", 1), ("B", 1)]
+
+
+def test_buckets_hold_every_byte() -> None:
+    assert bucket_sizes(10.0, 4.0) == [4.0, 4.0, 2.0]
+    assert bucket_sizes(8.0, 4.0) == [4.0, 4.0]
+    assert bucket_sizes(3.0, 4.0) == [3.0]
+
+
+# --- what the formulas lack -------------------------------------------------------------
+
+
+def test_a_synchronous_step_waits_for_the_slowest_of_n_draws() -> None:
+    """Steps of 1 s or 2 s, no communication: two workers' iteration is their slower,
+    1.75 s on average (expected_max), and the faster waits for it."""
+    draws = ComputeDraws(1.5, 2 / 3, samples=(1.0, 2.0))
+    result = simulate(spec("sync-join", 2, compute=draws, weight_bytes=1.0, steps=4000))
+    assert result.step_time == pytest.approx(f.expected_max([1.0, 2.0], 2), rel=0.02)
+    assert result.split["wait"] == pytest.approx(0.25, rel=0.1)
+
+
+def test_a_semaphore_serializes_transfers_into_the_thesis_best_case() -> None:
+    """Eq. 4.4 and 7.1-7.2: with one transfer admitted at a time the pulls queue (N
+    t_comm), and each worker's push follows its compute while the next worker's pull is
+    still queued, so the iteration is the thesis' best case, (N + 1) t_comm + t_grad."""
+    n = 4
+    gated = simulate(spec("sync-join", n, semaphore=True))
+    assert gated.step_time == pytest.approx(f.sync_central_best(T_GRAD, T_COMM, n))
+    assert gated.links["server out"]["most_at_once"] == 1
+    waited = gated.split["wait"] + gated.split["comm"]
+    assert f.semaphore_best(T_COMM, n) <= waited / 2 <= f.semaphore_worst(T_COMM, n)
+
+
+def test_latency_and_protocol_cost_join_every_transfer() -> None:
+    links = Links(up=RATE, down=RATE, latency=0.01, transfer_overhead=0.04)
+    result = simulate(spec("sync-join", 2, links=links))
+    assert result.step_time == pytest.approx(f.sync_central_worst(T_GRAD, T_COMM, 2) + 0.1)
+
+
+def test_async_central_server_serializes_its_updates() -> None:
+    slow = simulate(spec("async", 4, server_update=0.5, steps=50))
+    assert slow.split["server"] > 0.5
+
+
+def test_thousands_of_workers_simulate() -> None:
+    result = simulate(spec("sync-join", 2048, servers="sharded", steps=3))
+    assert result.step_time == pytest.approx(f.sync_distributed(T_GRAD, T_COMM, 2048))
+
+
+def test_bad_specs_are_user_errors() -> None:
+    from distbench.errors import UserError
+
+    with pytest.raises(UserError, match="no model of 'nope'"):
+        spec("nope", 2)
+    with pytest.raises(UserError, match="workers"):
+        spec("sync-join", 0)
+    with pytest.raises(UserError, match="alpha and beta"):
+        spec("ddp", 2)
+
+
+# --- from a profile ---------------------------------------------------------------------
+
+
+def _emulated_profile() -> Any:
+    samples = [
+        {"data": 0.01, "forward": 0.1 + 0.01 * i, "backward": 0.2, "update": 0.02} for i in range(5)
+    ]
+    return make_profile(network="bandwidth=1gbit", phase_samples=samples, ps_overhead=0.003)
+
+
+def test_the_profile_backend_reads_what_the_formulas_read() -> None:
+    profile = _emulated_profile()
+    cfg = RunConfig(
+        model="m", strategy="ps-sync-join", workers=4, compute="profile", network="bandwidth=1gbit"
+    )
+    sim = simulate_case(case_of(cfg), profile, steps=50)
+    rate = profile.p2p.sizes[-1] / profile.p2p.seconds[-1]  # the sustained rate
+    assert sim.spec.links.up == pytest.approx(rate)
+    assert sim.spec.links.transfer_overhead == 0.003
+    assert sorted(sim.spec.compute.samples) == pytest.approx([0.3 + 0.01 * i for i in range(5)])
+    formulas = predict(case_of(cfg), profile, "formulas")
+    assert formulas is not None
+    # without jitter in when the workers push, the simulator is the formula's worst case
+    assert sim.prediction.step_time <= formulas.step_time * 1.001
+    assert sim.prediction.formula.startswith("simulator: sync-join, central server")
+
+
+def test_the_simulator_predicts_pipelines_the_formulas_do_not() -> None:
+    cfg = RunConfig(model="m", strategy="pipeline-gpipe", workers=2, compute="profile")
+    profile = _emulated_profile()
+    assert predict(case_of(cfg), profile, "formulas") is None
+    assert predict(case_of(cfg), profile, "simulator") is not None
+
+
+def test_knee_is_right_for_linear_and_for_network_bound_scaling() -> None:
+    def rows(speedups: dict[int, float]) -> list[SimRow]:
+        return [
+            SimRow("s", None, n, 1.0, 1.0, s, s / n, {}, "", {}, "") for n, s in speedups.items()
+        ]
+
+    linear = {n: float(n) for n in (1, 2, 4, 8, 1024, 4096)}
+    assert knee(rows(linear), 0.1) == 4096
+    flat = {1: 1.0, 2: 1.8, 4: 2.5, 8: 2.7, 16: 2.75}
+    assert knee(rows(flat), 0.1) == 4  # 4 -> 8 adds 0.05 a worker
+    assert knee(rows({8: 5.0}), 0.1) is None
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def test_simulate_from_given_timings_prints_rows_like_stored_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["simulate", "--model", "m", "--t-grad", "0.5", "--weight-bytes", "4e7"]
+    argv += ["--network", "bandwidth=1gbit", "--strategy", "ddp,ps-async", "--workers", "1,4,16"]
+    assert main([*argv, "--steps", "20", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = data["rows"]
+    assert [(r["strategy"], r["workers"]) for r in rows] == [
+        ("ddp", 1), ("ddp", 4), ("ddp", 16), ("ps-async", 1), ("ps-async", 4), ("ps-async", 16)
+    ]  # fmt: skip
+    assert all(r["step_time_median"] >= 0.5 - 1e-9 for r in rows)  # never below t_grad
+    assert data["recommendation"]["strategy"] == "ddp"
+    assert "low" in data["recommendation"]["confidence"]
+    assert main([*argv, "--steps", "20", "--output", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("strategy,servers,workers")
+
+
+def test_simulate_from_a_stored_profile(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_profile(db_path, _emulated_profile())
+    argv = ["simulate", "--model", "m", "--db", str(db_path), "--strategy", "ps-sync-join"]
+    assert main([*argv, "--workers", "1,2,4", "--steps", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "profile 1 of m (links measured behind bandwidth=1gbit)" in out
+    assert "recommendation" in out and "confidence: high" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--model", "m", "--t-grad", "1", "--t-comm", "1", "--strategy", "nope"],
+        ["simulate", "--model", "m", "--t-grad", "1", "--weight-bytes", "1e6", "--t-comm", "1",
+         "--strategy", "ddp", "--workers", "0"],
+        ["simulate", "--model", "m", "--strategy", "ddp"],  # no profile, no --t-grad
+        ["simulate", "--model", "m", "--t-grad", "1", "--weight-bytes", "1e6", "--strategy",
+         "ddp", "--network", "mtu=9000"],  # a spec without a rate
+        ["simulate", "--model", "m", "--t-grad", "1", "--weight-bytes", "1e6", "--t-comm", "1",
+         "--strategy", "ps-sync-split", "--workers", "64"],  # batch 32 split 64 ways
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_exit_2(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main([*argv, "--db", str(tmp_path / "none.db")])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "error" in err

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import simpy
-from tests.unit.test_validate import make_profile
+from test_validate import make_profile
 
 from distbench.cli.main import main
 from distbench.config import RunConfig

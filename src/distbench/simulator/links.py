@@ -86,20 +86,17 @@ class FairLink:
         self._updated = now
 
     def _reschedule(self) -> None:
-        while self._ends and self._ends[0][0] - self._served <= _RELATIVE_EPSILON * max(
-            1.0, self._ends[0][0]
-        ):
-            _, _, done = heapq.heappop(self._ends)
-            done.succeed()
-        if not self._ends:
+        ends, served = self._ends, self._served
+        while ends and ends[0][0] - served <= _RELATIVE_EPSILON * max(1.0, ends[0][0]):
+            heapq.heappop(ends)[2].succeed()
+        if not ends:
             return
         self._generation += 1
-        generation = self._generation
-        delay = (self._ends[0][0] - self._served) / self.share()
-        self.env.timeout(delay).callbacks.append(lambda _: self._on_end(generation))
+        timeout = self.env.timeout((ends[0][0] - served) / self.share(), self._generation)
+        timeout.callbacks.append(self._on_end)
 
-    def _on_end(self, generation: int) -> None:
-        if generation != self._generation:  # a join or an end since rescheduled it
+    def _on_end(self, timeout: simpy.Event) -> None:
+        if timeout.value != self._generation:  # a join or an end since rescheduled it
             return
         self._advance()
         # the head transfer's end was this very moment: end it even where rounding left

@@ -11,7 +11,12 @@ import pytest
 
 from distbench.cli.main import main
 from distbench.errors import UserError
-from distbench.report.figures import latest_by_workers, operator_table, phases_present
+from distbench.report.figures import (
+    latest_by_workers,
+    operator_table,
+    phases_present,
+    speedup_figure,
+)
 from distbench.report.html import ReportResult, Selection, build_report
 from distbench.store import open_store
 from distbench.store.result import RunResult
@@ -260,3 +265,43 @@ def test_breakdown_hatches_phases_a_framework_could_not_separate() -> None:
     assert labels[-1] == UNSEPARATED_LABEL
     plain = breakdown_figure([torch]).figure
     assert not [p for ax in plain.axes for p in ax.patches if p.get_hatch()]
+
+
+def test_speedup_figure_draws_each_engines_prediction_beside_the_measured_points() -> None:
+    rows = [
+        row(1, "lenet5", "ddp", 1, speedup=1.0),
+        row(2, "lenet5", "ddp", 2, speedup=1.8, config={"compute": "profile"}),
+    ]
+    predictions = {rows[0].run_id: {"formulas": 1.0}, rows[1].run_id: {"formulas": 1.9}}
+    predictions[rows[1].run_id]["simulator"] = 1.85
+    ax = speedup_figure(rows, predictions).figure.axes[0]
+    by_label = {line.get_label(): line for line in ax.lines}
+    assert list(by_label["ddp: formulas"].get_ydata()) == [1.0, 1.9]
+    assert list(by_label["ddp: simulator"].get_xdata()) == [2]
+    hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [2]  # the emulated point
+
+
+def test_predicted_speedups_come_from_the_stored_profile_alone(tmp_path: Path) -> None:
+    from test_validate import make_profile
+
+    from distbench.config import RunConfig
+    from distbench.profiling.profiles import save_profile
+    from distbench.workflows.validate import predicted_speedups
+
+    path = tmp_path / "p.db"
+    save_profile(path, make_profile(model="lenet5"))
+    configs = [RunConfig(model="lenet5", strategy=s, workers=n) for s, n in
+               (("sequential", 1), ("ps-sync-join", 2))]  # fmt: skip
+    rows = [
+        row(i + 1, "lenet5", cfg.strategy, cfg.workers, config=cfg.to_dict())
+        for i, cfg in enumerate(configs)
+    ]
+    store = open_store(path)
+    for r in rows:
+        store.insert(r)
+    store.close()
+    predicted = predicted_speedups(str(path), rows)
+    assert set(predicted[rows[1].run_id]) == {"formulas", "simulator"}
+    assert all(0 < s < 2 for s in predicted[rows[1].run_id].values())  # two transfers a step
+    assert predicted_speedups(str(tmp_path / "none.db"), rows) == {}

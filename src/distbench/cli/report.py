@@ -42,9 +42,12 @@ def report_command(args: argparse.Namespace) -> int:
     # Imported here: matplotlib takes a second to import, and every `distbench` call
     # builds all subcommands' parsers.
     from distbench.report.html import Selection, build_report
+    from distbench.workflows.validate import predicted_speedups
 
     selection = Selection(models=args.model, datasets=args.dataset, strategies=args.strategy)
-    result = build_report(args.db, args.out, selection)
+    result = build_report(
+        args.db, args.out, selection, predict=lambda rows: predicted_speedups(args.db, rows)
+    )
     if args.json:
         sys.stdout.write(
             json.dumps(

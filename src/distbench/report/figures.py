@@ -23,7 +23,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from distbench.measurement.timer import PHASES
-from distbench.predict.estimate import EstimateRow
 from distbench.store.result import RunResult
 
 Row = RunResult
@@ -297,7 +296,8 @@ def memory_figure(rows: Sequence[Row]) -> ReportFigure:
 
 
 def _draw_speedup(ax: Axes, name: str, points: dict[int, Row]) -> None:
-    """Measured speedups with their intervals over rounds (none with one round)."""
+    """Measured speedups with their intervals over rounds (none with one round); points
+    measured with emulated compute are drawn hollow."""
     workers = [n for n in sorted(points) if points[n].speedup is not None]
     if not workers:
         return
@@ -305,29 +305,63 @@ def _draw_speedup(ax: Axes, name: str, points: dict[int, Row]) -> None:
     intervals = [points[n].speedup_ci or [v, v] for n, v in zip(workers, values, strict=True)]
     below = [v - ci[0] for v, ci in zip(values, intervals, strict=True)]
     above = [ci[1] - v for v, ci in zip(values, intervals, strict=True)]
-    ax.errorbar(workers, values, yerr=[below, above], marker="o", capsize=3, label=name)
+    line = ax.errorbar(workers, values, yerr=[below, above], marker="o", capsize=3, label=name)
+    emulated = [i for i, n in enumerate(workers) if _emulated(points[n])]
+    if emulated:
+        ax.plot(
+            [workers[i] for i in emulated],
+            [values[i] for i in emulated],
+            "o",
+            markerfacecolor="white",
+            color=line.lines[0].get_color(),
+            zorder=3,
+        )
+
+
+def _emulated(row: Row) -> bool:
+    return str((row.config or {}).get("compute", "real")) != "real"
+
+
+#: How each prediction engine's line is drawn beside the measured points.
+ENGINE_STYLES = {"formulas": (":", "x"), "simulator": ("-.", "+")}
+
+
+def _draw_predicted(
+    ax: Axes, members: Sequence[Row], predictions: Mapping[str, Mapping[str, float]]
+) -> None:
+    """Per measured line (strategy), each engine's predicted speedup at the measured Ns."""
+    for name, points in latest_by_workers(members).items():
+        for engine, (style, marker) in ENGINE_STYLES.items():
+            predicted = [
+                (n, predictions[row.run_id][engine])
+                for n, row in sorted(points.items())
+                if engine in predictions.get(row.run_id, {})
+            ]
+            if predicted:
+                ax.plot(
+                    [n for n, _ in predicted],
+                    [v for _, v in predicted],
+                    linestyle=style,
+                    marker=marker,
+                    label=f"{name}: {engine}",
+                )
 
 
 def speedup_figure(
-    rows: Sequence[Row], predictions: Mapping[str, Sequence[EstimateRow]] | None = None
+    rows: Sequence[Row], predictions: Mapping[str, Mapping[str, float]] | None = None
 ) -> ReportFigure:
-    """Measured speedup per strategy, the ideal ``S = N`` and, where given, predicted lines
-    (``predictions`` maps a label to ``distbench.predict`` estimate rows)."""
+    """Measured speedup per strategy (hollow: emulated compute), the ideal ``S = N`` and,
+    where given, each engine's predicted speedup beside it (``predictions``: run id ->
+    engine -> speedup, ``workflows.validate.predicted_speedups``)."""
     fig = _scaling_panels(
         rows, "Speedup against workers", _draw_speedup, "speedup over the 1-worker baseline"
     )
     top = max(int(r.workers) for r in rows)
-    for ax in fig.axes:
+    for ax, members in zip(fig.axes, group_rows(rows).values(), strict=False):
         ax.plot([1, top], [1, top], linestyle="--", color="grey", label="ideal (S = N)")
-        for label, estimates in (predictions or {}).items():
-            ax.plot(
-                [e.workers for e in estimates],
-                [e.speedup_estimate for e in estimates],
-                linestyle=":",
-                marker="x",
-                label=f"{label} (predicted)",
-            )
-        ax.legend(loc="best", fontsize="small")
+        if predictions:
+            _draw_predicted(ax, members, predictions)
+        ax.legend(loc="best", fontsize="x-small")
     return ReportFigure(
         "speedup",
         "Speedup",
@@ -335,8 +369,11 @@ def speedup_figure(
             "Throughput divided by that of the measured one-worker run of the same model, "
             "dataset, framework and per-worker batch (a sequential run when one exists); the "
             "dashed line is ideal linear speedup. Bars: bootstrap interval over both runs' "
-            "rounds; a bar that crosses 1 is no measurable difference from one worker. Above "
-            "the line usually means the baseline was slowed, e.g. by sharing cores."
+            "rounds; a bar that crosses 1 is no measurable difference from one worker. "
+            "Hollow points were measured with emulated compute (docs/emulation.md). Dotted "
+            "(x): the formulas' prediction; dash-dotted (+): the simulator's — both from the "
+            "workload's stored profile alone, never from the run itself. Above the line "
+            "usually means the baseline was slowed, e.g. by sharing cores."
         ),
         fig,
     )
@@ -451,7 +488,7 @@ def resources_figure(row: Row) -> ReportFigure | None:
 
 
 def report_figures(
-    rows: Sequence[Row], predictions: Mapping[str, Sequence[EstimateRow]] | None = None
+    rows: Sequence[Row], predictions: Mapping[str, Mapping[str, float]] | None = None
 ) -> list[ReportFigure]:
     """Every figure for ``ok`` rows: breakdown, throughput, speedup, memory, operators,
     one resource timeline per run."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,8 +86,13 @@ def select_rows(db: str | Path, selection: Selection) -> list[Row]:
 
 
 def build_report(
-    db: str | Path, out_dir: str | Path, selection: Selection | None = None
+    db: str | Path,
+    out_dir: str | Path,
+    selection: Selection | None = None,
+    predict: Callable[[list[Row]], Mapping[str, Mapping[str, float]]] | None = None,
 ) -> ReportResult:
+    """The report of the runs ``selection`` picks; ``predict`` gives each run's predicted
+    speedups by engine (``workflows.validate.predicted_speedups``), drawn beside them."""
     selection = selection or Selection()
     rows = select_rows(db, selection)
     out = Path(out_dir)
@@ -97,7 +102,7 @@ def build_report(
     ok = [r for r in rows if r.status == "ok"]
     result = ReportResult(html=out / "report.html", runs=len(rows), failed=len(rows) - len(ok))
     sections = []
-    for figure in report_figures(ok):
+    for figure in report_figures(ok, predict(ok) if predict else None):
         png, svg, data = save_figure(figure, out)
         result.files += [png, svg]
         sections.append(figure_html(figure, data, png.name, svg.name))

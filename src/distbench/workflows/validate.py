@@ -318,3 +318,47 @@ def validate_configs(
         chosen = [median_round(results) for results in measured]
         rows.extend(rebased_speedups(chosen) if rounds > 1 else chosen)
     return ValidationReport(rows=rows, summary=summarize(rows), engine=engine)
+
+
+def predicted_speedups(
+    db: str, rows: Sequence[RunResult], engines: Sequence[Engine] = ("formulas", "simulator")
+) -> dict[str, dict[str, float]]:
+    """For every stored ``ok`` run whose workload has a stored profile: its predicted
+    speedup by each engine, keyed by run id (what the report draws beside the measured
+    points). Nothing is measured here: a run without a stored profile gets no prediction.
+    Emulated runs are predicted from the profile they replayed."""
+    from distbench.config import RunConfig
+
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if not row.ok or not row.config:
+            continue
+        cfg = RunConfig.from_dict(row.config)
+        found = _stored_profile(db, cfg)
+        if found is None:
+            continue
+        profile, pid = found
+        baseline = _baseline_config(db, row)
+        speedups: dict[str, float] = {}
+        for engine in engines:
+            try:
+                predicted = compare(cfg, row, profile, pid, baseline, engine).predicted_speedup
+            except UserError:  # a profile too old for this engine's inputs
+                predicted = None
+            if predicted is not None:
+                speedups[engine] = predicted
+        if speedups:
+            out[row.run_id] = speedups
+    return out
+
+
+def _stored_profile(db: str, cfg: RunConfig) -> tuple[Profile, int] | None:
+    from distbench.compute.resolve import replayed_profile
+    from distbench.profiling.profiles import find_profile_row
+
+    if cfg.compute != "real":
+        try:
+            return replayed_profile(db, cfg)
+        except UserError:
+            return None
+    return find_profile_row(db, cfg.model, cfg.dataset, cfg.batch_size, network=cfg.network)

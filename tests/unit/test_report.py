@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from distbench.cli.main import main
@@ -276,10 +277,10 @@ def test_speedup_figure_draws_each_engines_prediction_beside_the_measured_points
     predictions[rows[1].run_id]["simulator"] = 1.85
     ax = speedup_figure(rows, predictions).figure.axes[0]
     by_label = {line.get_label(): line for line in ax.lines}
-    assert list(by_label["ddp: formulas"].get_ydata()) == [1.0, 1.9]
-    assert list(by_label["ddp: simulator"].get_xdata()) == [2]
+    assert np.asarray(by_label["ddp: formulas"].get_ydata()).tolist() == [1.0, 1.9]
+    assert np.asarray(by_label["ddp: simulator"].get_xdata()).tolist() == [2]
     hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white"]
-    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [2]  # the emulated point
+    assert len(hollow) == 1 and np.asarray(hollow[0].get_xdata()).tolist() == [2]  # the emulated point
 
 
 def test_predicted_speedups_come_from_the_stored_profile_alone(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Wall time to simulate 100 steps at 1 024 and 4 096 workers, per strategy.
 
-    python benchmarks/simulate.py [--workers 1024,4096] [--steps 100]
+    python benchmarks/simulate.py [--workers 1024,4096] [--steps 100] [--only ddp,...]
 
 Inputs are given numbers (ResNet-18-like: 1 s of compute drawn from five measured-like
 steps, 45 MB of weights, 1 Gbit/s links), so the script needs no profile. Goal on a
@@ -49,10 +49,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1024,4096")
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--only", help="comma-separated strategies of the table (default: all)")
     args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(CASES)
     counts = [int(n) for n in args.workers.split(",")]
     print(f"{'strategy':<24}" + "".join(f"{f'x{n} wall s':>14}" for n in counts))
-    for name in CASES:
+    for name in names:
         cells = []
         for n in counts:
             start = time.perf_counter()

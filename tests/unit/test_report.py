@@ -280,7 +280,8 @@ def test_speedup_figure_draws_each_engines_prediction_beside_the_measured_points
     assert np.asarray(by_label["ddp: formulas"].get_ydata()).tolist() == [1.0, 1.9]
     assert np.asarray(by_label["ddp: simulator"].get_xdata()).tolist() == [2]
     hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white"]
-    assert len(hollow) == 1 and np.asarray(hollow[0].get_xdata()).tolist() == [2]  # the emulated point
+    assert len(hollow) == 1  # the emulated point
+    assert np.asarray(hollow[0].get_xdata()).tolist() == [2]
 
 
 def test_predicted_speedups_come_from_the_stored_profile_alone(tmp_path: Path) -> None:

@@ -470,18 +470,24 @@ def _pipeline(cluster: Cluster) -> None:
     micro = 1 if spec.strategy == "model-parallel" else pipe.microbatches
     orders = [schedule(kind, stages, micro, s) for s in range(stages)]
     Arrivals = dict[tuple[str, int, int], simpy.Event]
-    steps: list[tuple[Arrivals, _Iteration]] = [
-        (
-            {(op, s, m): env.event() for op in "FB" for s in range(stages) for m in range(micro)},
-            _Iteration(env, stages),
-        )
-        for _ in range(cluster.total_steps)
-    ]
+    steps: list[tuple[Arrivals, _Iteration]] = []
+
+    def step_events(k: int) -> tuple[Arrivals, _Iteration]:
+        """Step ``k``'s arrival events and flush, made when the first stage reaches it
+        (not all up front: stages x microbatches x steps of them)."""
+        while len(steps) <= k:
+            steps.append(({}, _Iteration(env, stages)))
+        return steps[k]
+
+    def arrival(arrivals: Arrivals, key: tuple[str, int, int]) -> simpy.Event:
+        if key not in arrivals:
+            arrivals[key] = env.event()
+        return arrivals[key]
 
     def deliver(arrivals: Arrivals, key: tuple[str, int, int], src: int) -> Process:
         link = cluster.link(f"stage {src} up", spec.links.up)
         yield from cluster.send(cluster.ledgers[src], [(link, pipe.activation_bytes)])
-        arrivals[key].succeed()
+        arrival(arrivals, key).succeed()
 
     def needs(op: str, s: int, m: int) -> tuple[str, int, int] | None:
         if op == "F" and s > 0:
@@ -493,12 +499,13 @@ def _pipeline(cluster: Cluster) -> None:
     def stage(s: int, ledger: Ledger) -> Process:
         forward = pipe.stage_times[s] * pipe.forward_share
         backward = pipe.stage_times[s] - forward
-        for arrivals, flush in steps:
+        for k in range(cluster.total_steps):
+            arrivals, flush = step_events(k)
             ledger.begin(env.now)
             for op, m in orders[s]:
                 key = needs(op, s, m)
                 if key is not None:
-                    yield from cluster.timed(ledger, "wait", arrivals[key])
+                    yield from cluster.timed(ledger, "wait", arrival(arrivals, key))
                 seconds = forward if op == "F" else backward
                 yield env.timeout(seconds)
                 ledger.add("compute", seconds)

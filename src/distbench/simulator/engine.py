@@ -34,6 +34,7 @@ from typing import Any
 
 import simpy
 
+from distbench.errors import UserError
 from distbench.simulator.links import FairLink
 from distbench.simulator.spec import SimSpec
 
@@ -555,6 +556,8 @@ def simulate(spec: SimSpec) -> SimResult:
 
 def _result(cluster: Cluster) -> SimResult:
     spec, ledgers = cluster.spec, cluster.ledgers
+    if cluster.env.now <= 0:
+        raise UserError("nothing to simulate: no compute, no transfer, no update")
     per_worker = [ledger.measured_steps() for ledger in ledgers]
     if spec.strategy == "async":
         elapsed = [sum(steps) for steps in per_worker]

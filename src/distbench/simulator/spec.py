@@ -36,11 +36,12 @@ class ComputeDraws:
     samples: tuple[float, ...] = ()  # forward + backward of each measured step, scaled
 
     def __post_init__(self) -> None:
-        _positive("compute time", self.grad)
+        # zero is allowed: an emulated split batch can be scaled to no compute at all
+        _non_negative("compute time", self.grad)
         _fraction("backward share", self.backward_share)
         _non_negative("data + update time", self.overhead)
         for value in self.samples:
-            _positive("a sampled compute time", value)
+            _non_negative("a sampled compute time", value)
 
     @property
     def jitter(self) -> bool:

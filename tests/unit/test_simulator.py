@@ -288,6 +288,10 @@ def test_simulate_from_a_stored_profile(db_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "profile 1 of m (links measured behind bandwidth=1gbit)" in out
     assert "recommendation" in out and "confidence: high" in out
+    other = [*argv, "--workers", "1,2", "--steps", "5", "--network", "bandwidth=10gbit"]
+    assert main(other) == 0
+    out = capsys.readouterr().out
+    assert "links 10gbit line rate" in out and "confidence: medium" in out
 
 
 @pytest.mark.parametrize(

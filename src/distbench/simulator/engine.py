@@ -13,9 +13,10 @@ What is modelled (docs/simulator.md says what each model leaves out):
 - **parameter servers**: a central server's outgoing link carries every pull, its incoming
   link every push, each transfer also capped by the worker's own link; its updates are
   serialized (the write lock). A sharded server's traffic is on the hosts' own links: a
-  worker's pull arrives on its downlink while, by the units' symmetry, its own unit sends
-  the same bytes to the others on its uplink (mean field: one flow per direction per
-  worker, exact when the units are alike); a push the other way round;
+  worker's pull arrives on its downlink while the N - 1 replies the units send for it
+  stand, by the units' symmetry, as one flow on the next unit's uplink (mean field: two
+  flows a transfer instead of 2(N - 1)); a push the other way round. Synchronous and
+  without a semaphore every flow is alone on its link, so one process computes it exactly;
 - **ring all-reduce** (DDP): buckets reduced in order as backward produces them, each
   ``2(N-1)`` messages of ``bytes/N`` through every link at once. The ring is symmetric, so
   one process stands for all ranks: exact, and independent of N in cost;

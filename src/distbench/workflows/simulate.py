@@ -209,7 +209,7 @@ def simulate_workload(request: SimulateRequest) -> SimulateReport:
         inputs=inputs,
         rows=rows,
         recommendation=recommend(
-            rows, request.max_workers or max(request.workers), request.min_gain, source
+            rows, request.max_workers or max(request.workers), request.min_gain, inputs
         ),
     )
 
@@ -267,7 +267,7 @@ def knee(rows: Sequence[SimRow], min_gain: float) -> int | None:
 
 
 def recommend(
-    rows: Sequence[SimRow], max_workers: int, min_gain: float, source: str
+    rows: Sequence[SimRow], max_workers: int, min_gain: float, inputs: str
 ) -> Recommendation:
     within = [r for r in rows if r.workers <= max_workers]
     best = max(within, key=lambda r: (r.throughput_median, -r.workers))
@@ -289,17 +289,17 @@ def recommend(
         min_gain=min_gain,
         knees=knees,
         bottleneck_at_knee=at_knee,
-        confidence=confidence(source),
+        confidence=confidence(inputs),
     )
 
 
-def confidence(source: str) -> str:
-    """Which inputs were measured, in words."""
-    if source.startswith("given timings"):
+def confidence(inputs: str) -> str:
+    """Which inputs were measured, in words (``inputs``: the report's inputs line)."""
+    if inputs.startswith("given timings"):
         return "low: compute and links are given numbers, not measurements"
-    if "loopback" in source:
+    if "line rate" in inputs or "loopback" in inputs:
         return (
-            "medium: compute measured on this machine; links from the network spec's line "
-            "rate or loopback transfers, not measured behind the network simulated"
+            "medium: compute measured; the links are the network spec's line rate or "
+            "loopback transfers, not measured behind the network simulated"
         )
     return "high: compute and links measured (one worker, two hosts behind the network)"

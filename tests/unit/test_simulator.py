@@ -27,7 +27,7 @@ from distbench.simulator import (
     SimSpec,
     simulate,
 )
-from distbench.simulator.engine import bucket_sizes, schedule
+from distbench.simulator.engine import bucket_sizes, run_every_step, schedule
 from distbench.simulator.links import FairLink
 from distbench.workflows.simulate import SimRow, knee
 
@@ -147,6 +147,24 @@ def test_model_parallel_is_one_microbatch_through_every_stage() -> None:
     times = (0.3, 0.5, 0.2)
     result = simulate(spec("model-parallel", 3, pipeline=Pipeline(times, 8)))
     assert result.step_time == pytest.approx(sum(times))
+
+
+@pytest.mark.parametrize("schedule_name", ["gpipe", "1f1b", "model-parallel"])
+def test_one_simulated_pipeline_step_stands_for_every_step(schedule_name: str) -> None:
+    """Uneven stages, activations that contend for the stages' links and an update after
+    the flush: every step of the full simulation is the step ``simulate`` simulates once."""
+    pipeline = Pipeline((0.3, 0.7, 0.2, 0.5), 6, activation_bytes=0.2 * RATE)
+    changes = {"pipeline": pipeline, "compute": ComputeDraws(2.0, 2 / 3, 0.05)}
+    once = simulate(spec(schedule_name, 4, **changes))
+    every = run_every_step(spec(schedule_name, 4, **changes))
+    assert once.step_time == pytest.approx(every.step_time, rel=1e-9)
+    assert once.throughput == pytest.approx(every.throughput, rel=1e-9)
+    for part in once.split:
+        assert once.split[part] == pytest.approx(every.split[part], rel=1e-9, abs=1e-12)
+    assert once.links.keys() == every.links.keys()
+    for name, use in once.links.items():
+        assert use["most_at_once"] == every.links[name]["most_at_once"]
+        assert use["busy"] == pytest.approx(every.links[name]["busy"], rel=1e-9)
 
 
 def test_1f1b_fills_then_alternates() -> None:

@@ -21,7 +21,8 @@ What is modelled (docs/simulator.md says what each model leaves out):
   ``2(N-1)`` messages of ``bytes/N`` through every link at once. The ring is symmetric, so
   one process stands for all ranks: exact, and independent of N in cost;
 - **pipelines**: GPipe and 1F1B schedules op by op, activations and their gradients sent
-  over the stages' links; model parallelism is one microbatch.
+  over the stages' links; model parallelism is one microbatch. Stage times are fixed and
+  every step ends in a flush, so one simulated step stands for all (exact).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import fmean
 from typing import Any
 
@@ -538,15 +539,33 @@ MODELS: dict[str, Callable[[Cluster], None]] = {
 }
 
 
+PIPELINES = ("gpipe", "1f1b", "model-parallel")
+
+
 def _ledger_count(spec: SimSpec) -> int:
-    if spec.strategy in ("gpipe", "1f1b", "model-parallel"):
+    if spec.strategy in PIPELINES:
         assert spec.pipeline is not None
         return len(spec.pipeline.stage_times)
     return spec.workers
 
 
+def _steps_to_run(spec: SimSpec) -> SimSpec:
+    """The steps that need simulating. A pipeline's stage times are fixed (no draws) and
+    its flush leaves every stage idle and every link empty at the end of each step, so
+    every step is the same step: simulating one is exact, and a hundred times cheaper
+    for thousands of stages."""
+    if spec.strategy in PIPELINES:
+        return replace(spec, warmup=0, steps=1)
+    return spec
+
+
 def simulate(spec: SimSpec) -> SimResult:
     """Run ``spec`` to the end of its steps and measure it as a run is measured."""
+    return run_every_step(_steps_to_run(spec))
+
+
+def run_every_step(spec: SimSpec) -> SimResult:
+    """``simulate`` without its shortcuts: every step of ``spec`` simulated."""
     env = simpy.Environment()
     ledgers = [Ledger(spec.warmup) for _ in range(_ledger_count(spec))]
     cluster = Cluster(spec, env, random.Random(spec.seed), ledgers)

@@ -80,7 +80,7 @@ def print_explanation(e: Explanation) -> None:
     for name, side in (("A", e.a), ("B", e.b)):
         console.print(
             f"{name}  {side.run_id}  {side.label}: {fmt_s(side.step_time_s)} per "
-            "step (mean of measured steps, slowest rank)"
+            "step (mean of measured steps; synchronous: the mean over workers)"
         )
     if e.throughput_ratio is not None:
         interval = (

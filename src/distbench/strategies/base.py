@@ -44,7 +44,7 @@ class Strategy(ABC):
     # -- facts (contract.StrategyFacts) -----------------------------------------------------
     name: ClassVar[str]
     description: ClassVar[str]
-    synchronous: ClassVar[bool] = True  # slowest rank governs each step
+    synchronous: ClassVar[bool] = True  # workers step together, one step an iteration
     single_worker: ClassVar[bool] = False  # runs with exactly one worker
     uses_process_group: ClassVar[bool] = True  # the worker joins the default group first
     scaling: ClassVar[str] = "weak"  # contract.Scaling

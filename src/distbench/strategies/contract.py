@@ -60,7 +60,8 @@ class StrategyFacts(Protocol):
 
     @property
     def synchronous(self) -> bool:
-        """True: the slowest rank governs each step (aggregation takes the slowest rank)."""
+        """True: workers step together, one step per iteration (aggregation takes the mean
+        over workers of each step, which telescopes to the iteration period)."""
         ...
 
     @property

@@ -160,6 +160,27 @@ class RunConfig:
     momentum: float = setting(0.0, "training", "SGD momentum")
     weight_decay: float = setting(0.0, "training", "SGD weight decay")
     seed: int = setting(0, "training", "seed for weights and data order")
+    # Training to a target: the run ends when held-out accuracy reaches it (convergence.py).
+    target_accuracy: float | None = setting(
+        None,
+        "training",
+        "train until held-out accuracy reaches A, a fraction in (0, 1] (sequential, ddp); "
+        "--steps is then ignored",
+        metavar="A",
+        at_most=1.0,
+        positive=True,
+        shown_default="off",
+    )
+    eval_every: int = setting(
+        10, "training", "with --target-accuracy: evaluate every K steps", metavar="K", at_least=1
+    )
+    max_steps: int = setting(
+        1000,
+        "training",
+        "with --target-accuracy: give up after this many steps (warm-up included)",
+        metavar="M",
+        at_least=1,
+    )
     # -- strategy: how the work is distributed ---------------------------------------------
     strategy: str = setting(
         "sequential",
@@ -366,6 +387,10 @@ class RunConfig:
                 _require(value > 0, f"{flag} must be positive, got {value}")
             if meta.get("percent"):
                 _require(0 < value < 100, f"{flag} must be a percentage in (0, 100), got {value}")
+        _require(
+            self.target_accuracy is None or self.max_steps > self.warmup,
+            f"--max-steps ({self.max_steps}) must exceed --warmup ({self.warmup})",
+        )
         _require(
             0 <= self.node_rank < self.nnodes,
             f"--node-rank must be in 0..{self.nnodes - 1}, got {self.node_rank}",

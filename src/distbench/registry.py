@@ -53,6 +53,7 @@ def check_run(cfg: RunConfig) -> RunConfig:
     over the nodes or emulated hosts."""
     from distbench.data import DATASETS
     from distbench.models import check_model_name
+    from distbench.strategies.convergence import check_target
 
     check_model_name(cfg.model)
     if cfg.dataset not in DATASETS:
@@ -60,6 +61,8 @@ def check_run(cfg: RunConfig) -> RunConfig:
     facts = strategy_facts(cfg.framework, cfg.strategy)
     _check_applies(cfg, facts)
     _check_compute(cfg, facts)
+    if cfg.target_accuracy is not None:
+        check_target(cfg, facts.name, trains_to_target(cfg.framework, facts))
     facts.validate(cfg)
     _check_placement(cfg)
     return cfg
@@ -71,6 +74,15 @@ STRATEGY_SETTINGS = ("servers", "ps_semaphore", "microbatches", "partition")
 
 def _is_default(cfg: RunConfig, name: str) -> bool:
     return bool(getattr(cfg, name) == setting_field(name).default)
+
+
+def trains_to_target(framework: str, facts: StrategyFacts) -> list[str]:
+    """The strategies of ``framework`` that can train to a target accuracy."""
+    from distbench.strategies.registry import STRATEGIES
+
+    if framework != "torch":
+        return [facts.name] if facts.trains_to_target else []
+    return [name for name, cls in STRATEGIES.items() if cls.trains_to_target]
 
 
 def users_of(name: str) -> list[str]:

@@ -41,6 +41,7 @@ class AdapterStrategy:
     equivalence: Equivalence = field(default_factory=Equivalence)
     prediction_model: str | None = None
     emulated_compute: bool = False
+    trains_to_target: bool = False
     settings: tuple[str, ...] = ()  # none of distbench's ps-* or pipeline settings
 
     def validate(self, cfg: RunConfig) -> None:

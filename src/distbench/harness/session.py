@@ -113,7 +113,8 @@ def describe_run(cfg: RunConfig, run_id: str, runs_dir: Path, env: dict[str, Any
         global_batch=strategy.global_batch(cfg),
         local_batch=strategy.local_batch(cfg),
         scaling=strategy.scaling,
-        steps=cfg.steps,
+        # training to a target runs as many steps as it takes (the curve counts them)
+        steps=cfg.steps if cfg.target_accuracy is None else None,
         warmup_steps=cfg.warmup,
         # Emulated compute waits instead of computing: whether its processes saturated the
         # cores is measured after each round instead (``emulation_report``).

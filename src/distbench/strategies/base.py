@@ -22,6 +22,8 @@ from distbench.compute.emulated import REAL, Compute
 from distbench.config import RunConfig
 from distbench.measurement.records import RankRecorder
 from distbench.strategies.contract import Equivalence
+from distbench.strategies.convergence import Convergence
+from distbench.strategies.evaluation import held_out_accuracy, train_size
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Strategy(ABC):
     equivalence: ClassVar[Equivalence] = Equivalence()
     prediction_model: ClassVar[str | None] = None  # contract.PredictionModel
     emulated_compute: ClassVar[bool] = False  # computes through ctx.compute (--compute)
+    trains_to_target: ClassVar[bool] = False  # its loop follows a Convergence goal
     settings: ClassVar[tuple[str, ...]] = ()  # strategy-specific RunConfig settings it reads
 
     def __init__(self, ctx: WorkerContext) -> None:
@@ -110,3 +113,16 @@ class Strategy(ABC):
     def summary_extra(self) -> dict[str, Any]:
         """Strategy-specific facts for the result (plans, assignments, staleness, ...)."""
         return {}
+
+    def convergence(self, model: torch.nn.Module, samples_per_step: int) -> Convergence:
+        """The step loop's goal: ``warmup + steps`` steps, or with ``--target-accuracy``
+        until ``model`` (evaluated on rank 0) reaches it (``convergence.py``)."""
+        cfg = self.ctx.cfg
+        return Convergence(
+            cfg,
+            self.ctx.rank,
+            self.ctx.world_size,
+            lambda: held_out_accuracy(cfg, model, self.ctx.device),
+            samples_per_step,
+            train_size(cfg) if cfg.target_accuracy is not None else 0,
+        )

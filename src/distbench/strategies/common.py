@@ -120,12 +120,14 @@ def record_step(
     timer: PhaseTimer,
     samples: int,
     **extra: float,
-) -> None:
-    """Write the step the timer just finished; the first ``cfg.warmup`` steps are warm-up."""
+) -> float:
+    """Write the step the timer just finished (the first ``cfg.warmup`` steps are warm-up);
+    returns its time."""
     step_time, phases = timer.end_step()
     recorder.step(
         step, step < cfg.warmup, timer.step_start_wall, step_time, samples, phases, **extra
     )
+    return step_time
 
 
 def state_sizes(cfg: RunConfig) -> tuple[int, int, int]:

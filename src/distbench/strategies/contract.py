@@ -93,6 +93,11 @@ class StrategyFacts(Protocol):
         """Whether forward/backward/update can be replaced by waits replaying a profile."""
         ...
 
+    @property
+    def trains_to_target(self) -> bool:
+        """Whether it can train until a held-out accuracy (``--target-accuracy``)."""
+        ...
+
     def validate(self, cfg: RunConfig) -> None:
         """Raise ``UserError`` for settings this strategy cannot run."""
         ...

@@ -11,7 +11,7 @@ last bucket's launch (the end of gradient computation) and the return of ``backw
 # No ``from __future__ import annotations`` here: DDP inspects the hook's annotations at
 # run time and rejects a string where it expects ``dist.GradBucket``.
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -73,6 +73,7 @@ class DDP(Strategy):
     description: ClassVar[str] = "synchronous all-reduce data parallel (DistributedDataParallel)"
     prediction_model: ClassVar[str | None] = "ddp"
     emulated_compute: ClassVar[bool] = True
+    trains_to_target: ClassVar[bool] = True
 
     def run(self) -> None:
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -84,7 +85,9 @@ class DDP(Strategy):
         probe = CommProbe(ctx.world_size)
         self.model.register_comm_hook(None, probe.hook)
         timer = PhaseTimer(synchronizer(ctx.device))
-        for step in range(cfg.warmup + cfg.steps):
+        # every replica holds the same weights: rank 0's module stands for the model
+        self.goal = self.convergence(work.model, cfg.batch_size * ctx.world_size)
+        for step in self.goal.steps():
             timer.start_step()
             x, y = fetch_batch(work, ctx.device)
             timer.mark("data")
@@ -97,7 +100,7 @@ class DDP(Strategy):
             work.compute.update(work.optimizer)
             work.optimizer.zero_grad(set_to_none=True)
             timer.mark("update")
-            record_step(
+            seconds = record_step(
                 ctx.recorder,
                 cfg,
                 step,
@@ -106,6 +109,10 @@ class DDP(Strategy):
                 loss=float(loss.detach()),
                 comm_total=probe.total(),
             )
+            self.goal.after_step(step, seconds, float(loss.detach()))
+
+    def summary_extra(self) -> dict[str, Any]:
+        return self.goal.summary()
 
     def final_weights(self) -> dict[str, np.ndarray] | None:
         return state_as_numpy(self.model) if self.ctx.rank == 0 else None

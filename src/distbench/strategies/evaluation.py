@@ -30,6 +30,15 @@ def _batch(data: SizedDataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
 
+def train_size(cfg: RunConfig) -> int:
+    """Samples in the dataset's training split (an epoch's worth)."""
+    classes = dataset_num_classes(cfg.dataset, cfg.data_dir, cfg.num_classes)
+    data = load_dataset(
+        cfg.dataset, cfg.data_dir, input_shape_of(cfg), classes, seed=cfg.seed, train=True
+    )
+    return len(data)
+
+
 def held_out_accuracy(
     cfg: RunConfig,
     model: nn.Module,

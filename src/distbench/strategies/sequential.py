@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ class Sequential(Strategy):
     uses_process_group: ClassVar[bool] = False
     prediction_model: ClassVar[str | None] = "sequential"
     emulated_compute: ClassVar[bool] = True
+    trains_to_target: ClassVar[bool] = True
 
     @classmethod
     def validate(cls, cfg: RunConfig) -> None:
@@ -40,9 +41,14 @@ class Sequential(Strategy):
         cfg, device = self.ctx.cfg, self.ctx.device
         self.work: Workload = build_workload(cfg, device, cfg.batch_size, 0, 1, self.ctx.compute)
         timer = PhaseTimer(synchronizer(device))
-        for step in range(cfg.warmup + cfg.steps):
+        self.goal = self.convergence(self.work.model, cfg.batch_size)
+        for step in self.goal.steps():
             loss = default_step(self.work, device, timer)
-            record_step(self.ctx.recorder, cfg, step, timer, cfg.batch_size, loss=loss)
+            seconds = record_step(self.ctx.recorder, cfg, step, timer, cfg.batch_size, loss=loss)
+            self.goal.after_step(step, seconds, loss)
+
+    def summary_extra(self) -> dict[str, Any]:
+        return self.goal.summary()
 
     def final_weights(self) -> dict[str, np.ndarray] | None:
         return state_as_numpy(self.work.model)

@@ -1,0 +1,83 @@
+"""Training to a target accuracy: the stopping rule, the stored figures, bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from distbench.config import RunConfig
+from distbench.errors import UserError
+from distbench.registry import check_run
+from distbench.strategies.convergence import Convergence
+
+
+def goal(accuracies: Iterator[float], **changes: object) -> Convergence:
+    given: dict[str, object] = {
+        "model": "lenet5",
+        "dataset": "digits",
+        "target_accuracy": 0.9,
+        "eval_every": 5,
+        "max_steps": 100,
+        "warmup": 2,
+    }
+    cfg = RunConfig(**{**given, **changes})  # type: ignore[arg-type]
+    return Convergence(cfg, 0, 1, lambda: next(accuracies), 32, 320)
+
+
+def train(g: Convergence, step_time: float = 0.5) -> list[int]:
+    done = []
+    for step in g.steps():
+        done.append(step)
+        g.after_step(step, step_time, loss=1.0)
+    return done
+
+
+def test_training_stops_at_the_first_evaluation_that_meets_the_target() -> None:
+    g = goal(iter([0.2, 0.6, 0.95, 0.99]))
+    assert train(g) == list(range(15))
+    summary = g.summary()["convergence"]
+    assert summary["reached"] is True
+    assert summary["steps_to_accuracy"] == 15
+    assert summary["time_to_accuracy_s"] == pytest.approx(15 * 0.5)
+    assert summary["epochs_to_accuracy"] == pytest.approx(15 * 32 / 320)
+    assert summary["final_accuracy"] == 0.95
+    assert [p["step"] for p in summary["curve"]] == [5, 10, 15]
+
+
+def test_a_target_never_met_stops_at_max_steps_and_says_so() -> None:
+    g = goal(iter([0.1] * 100), max_steps=23)
+    assert len(train(g)) == 23
+    summary = g.summary()["convergence"]
+    assert summary["reached"] is False
+    assert summary["time_to_accuracy_s"] is None and summary["steps_to_accuracy"] is None
+    assert summary["evaluations"] == 4  # steps 5, 10, 15, 20
+
+
+def test_a_target_met_during_warmup_still_leaves_a_measured_step() -> None:
+    g = goal(iter([0.99]), eval_every=1, warmup=3)
+    assert train(g) == [0, 1, 2, 3]
+    assert g.summary()["convergence"]["steps_to_accuracy"] == 1
+
+
+def test_without_a_target_the_loop_is_warmup_plus_steps() -> None:
+    g = goal(iter([]), target_accuracy=None, steps=4, warmup=2)
+    assert train(g) == list(range(6))
+    assert g.summary() == {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"target_accuracy": 1.5}, "at most 1"),
+        ({"target_accuracy": 0.0}, "positive"),
+        ({"eval_every": 0}, "--eval-every must be at least 1"),
+        ({"max_steps": 2, "warmup": 3}, "--max-steps (2) must exceed --warmup (3)"),
+        ({"dataset": "synthetic"}, "random labels"),
+        ({"strategy": "ps-async", "workers": 2}, "not supported by strategy 'ps-async'"),
+    ],
+)
+def test_bad_targets_are_refused_in_one_line(changes: dict[str, object], message: str) -> None:
+    given: dict[str, object] = {"model": "lenet5", "dataset": "digits", "target_accuracy": 0.8}
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_run(RunConfig(**{**given, **changes}))  # type: ignore[arg-type]

@@ -100,16 +100,17 @@ class DDP(Strategy):
             work.compute.update(work.optimizer)
             work.optimizer.zero_grad(set_to_none=True)
             timer.mark("update")
+            loss_value = float(loss.detach())
             seconds = record_step(
                 ctx.recorder,
                 cfg,
                 step,
                 timer,
                 cfg.batch_size,
-                loss=float(loss.detach()),
+                loss=loss_value,
                 comm_total=probe.total(),
             )
-            self.goal.after_step(step, seconds, float(loss.detach()))
+            self.goal.after_step(step, seconds, loss_value)
 
     def summary_extra(self) -> dict[str, Any]:
         return self.goal.summary()

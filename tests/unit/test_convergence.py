@@ -9,7 +9,7 @@ import pytest
 from distbench.config import RunConfig
 from distbench.errors import UserError
 from distbench.registry import check_run
-from distbench.strategies.convergence import Convergence
+from distbench.strategies.convergence import Convergence, UpdateClock
 
 
 def goal(accuracies: Iterator[float], **changes: object) -> Convergence:
@@ -54,6 +54,37 @@ def test_a_target_never_met_stops_at_max_steps_and_says_so() -> None:
     assert summary["evaluations"] == 4  # steps 5, 10, 15, 20
 
 
+def test_pulled_weights_stand_at_their_version_and_the_time_before_the_step() -> None:
+    """A parameter-server worker evaluates what it pulled for the step: after step 4
+    (the fifth), version 4, trained by the four steps before it."""
+    g = goal(iter([0.95]))
+    for step in g.steps():
+        g.after_step(step, 0.5, loss=1.0, version=step)
+    point = g.summary()["convergence"]["curve"][0]
+    assert (point["step"], point["train_s"]) == (4, pytest.approx(4 * 0.5))
+
+
+def test_asynchronous_points_take_their_time_from_the_update_rate() -> None:
+    """Three updates between this worker's pulls, a step each 0.3 s: 0.1 s an update,
+    whatever happened while it evaluated (other workers' updates it never timed)."""
+    g = goal(iter([0.1, 0.95]), eval_every=5, warmup=0)
+    g.asynchronous = True
+    versions = iter([*range(0, 15, 3), *range(40, 70, 3)])  # a jump of 28 over the evaluation
+    for step in g.steps():
+        g.after_step(step, 0.3, loss=1.0, version=next(versions))
+    curve = g.summary()["convergence"]["curve"]
+    assert [p["step"] for p in curve] == [12, 52]
+    assert [p["train_s"] for p in curve] == [pytest.approx(1.2), pytest.approx(5.2)]
+
+
+def test_the_update_clock_falls_back_before_it_has_a_rate() -> None:
+    clock = UpdateClock()
+    clock.observe(0, 0.2)
+    assert clock.time_of(7, fallback=1.5) == 1.5
+    clock.observe(2, 0.2)
+    assert clock.time_of(7, fallback=1.5) == pytest.approx(0.7)
+
+
 def test_a_target_met_during_warmup_still_leaves_a_measured_step() -> None:
     g = goal(iter([0.99]), eval_every=1, warmup=3)
     assert train(g) == [0, 1, 2, 3]
@@ -74,7 +105,10 @@ def test_without_a_target_the_loop_is_warmup_plus_steps() -> None:
         ({"eval_every": 0}, "--eval-every must be at least 1"),
         ({"max_steps": 2, "warmup": 3}, "--max-steps (2) must exceed --warmup (3)"),
         ({"dataset": "synthetic"}, "random labels"),
-        ({"strategy": "ps-async", "workers": 2}, "not supported by strategy 'ps-async'"),
+        (
+            {"strategy": "pipeline-gpipe", "workers": 2},
+            "not supported by strategy 'pipeline-gpipe'",
+        ),
     ],
 )
 def test_bad_targets_are_refused_in_one_line(changes: dict[str, object], message: str) -> None:

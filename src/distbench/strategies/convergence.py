@@ -13,6 +13,14 @@ the same step: the evaluating rank broadcasts its decision over the run's group
 
 ``time_to_accuracy_s`` counts training time only: the sum of every step's time, warm-up
 steps included (they train too), up to the step whose evaluation met the target.
+
+Where the evaluated weights are not the ones the step produced — a parameter-server worker
+holds the weights it *pulled* at the start of the step — the strategy passes their version
+(the updates they contain) to ``after_step``; the point is then placed at that version, at
+the training time before the step. How every rank learns the decision is the strategy's
+choice (``agree``): a broadcast over its workers by default; an asynchronous parameter
+server passes the word through its servers instead (a broadcast would make the workers
+wait for each other) and calls :meth:`Convergence.stop` on the workers it reaches.
 """
 
 from __future__ import annotations
@@ -51,6 +59,46 @@ def check_target(cfg: RunConfig, strategy: str, able: list[str]) -> None:
         raise UserError("--target-accuracy trains the model: it needs --compute real")
 
 
+def broadcast_decision(
+    reached: bool, world_size: int, group: dist.ProcessGroup | None = None
+) -> bool:
+    """Rank 0's decision on every rank of ``group`` (the default group if None)."""
+    if world_size == 1 or not dist.is_initialized():
+        return reached
+    flag = torch.tensor([1 if reached else 0], dtype=torch.int32)
+    dist.broadcast(flag, src=0, group=group)
+    return bool(flag.item())
+
+
+@dataclass
+class UpdateClock:
+    """Training seconds per update of asynchronous training, as one worker sees it.
+
+    While the evaluating worker evaluates, the other workers go on training: the weights it
+    pulls next contain updates its own step times never counted. So an asynchronous point
+    is placed at ``version x seconds per update``, the rate measured between consecutive
+    pulls of this worker with no evaluation in between (``observe`` pairs the updates
+    since the previous pull with the step's time)."""
+
+    seconds: float = 0.0
+    updates: int = 0
+    _last: int | None = None
+    _skip: bool = False
+
+    def observe(self, version: int, step_time: float) -> None:
+        if self._last is not None and not self._skip and version >= self._last:
+            self.seconds += step_time
+            self.updates += version - self._last
+        self._last, self._skip = version, False
+
+    def skip_next(self) -> None:
+        self._skip = True
+
+    def time_of(self, version: int, fallback: float) -> float:
+        """The training seconds ``version`` updates took (``fallback`` before any rate)."""
+        return version * self.seconds / self.updates if self.updates else fallback
+
+
 @dataclass(frozen=True)
 class EvalPoint:
     """One evaluation: after ``step`` steps and ``train_s`` seconds of training."""
@@ -67,8 +115,10 @@ class Convergence:
     """The step loop's stopping rule and the accuracy curve (see the module docstring).
 
     ``evaluate`` returns the held-out accuracy of the current model on the rank that
-    holds it (rank 0) and is called only there; ``samples_per_step`` is the global batch,
-    ``train_size`` the training split's length (for epochs)."""
+    holds it (rank 0) and is called only there; ``samples_per_step`` is the samples one
+    update trains (the global batch; a local batch for asynchronous updates),
+    ``train_size`` the training split's length (for epochs). ``agree`` turns rank 0's
+    decision into every rank's (default: a broadcast over the default group)."""
 
     cfg: RunConfig
     rank: int
@@ -79,6 +129,10 @@ class Convergence:
     curve: list[EvalPoint] = field(default_factory=list)
     train_s: float = 0.0
     reached_at: int | None = None
+    agree: Callable[[bool], bool] | None = None
+    #: Asynchronous updates: a point's time comes from the update clock (UpdateClock).
+    asynchronous: bool = False
+    clock: UpdateClock = field(default_factory=lambda: UpdateClock())
     _stop: bool = False
 
     @property
@@ -95,37 +149,49 @@ class Convergence:
                 return
             yield step
 
-    def after_step(self, step: int, step_time: float, loss: float) -> None:
-        """Count the step's training time; on evaluation steps, evaluate and decide."""
+    def after_step(
+        self, step: int, step_time: float, loss: float, version: int | None = None
+    ) -> None:
+        """Count the step's training time; on evaluation steps, evaluate and decide.
+
+        ``version``: the updates the evaluated weights contain, where that is not
+        ``step + 1`` (see the module docstring)."""
+        before = self.train_s
         self.train_s += step_time
+        if self.asynchronous and version is not None:
+            self.clock.observe(version, step_time)
         if not self.active or self._stop or (step + 1) % self.cfg.eval_every:
             return
         reached = False
         if self.rank == 0:
             start = time.perf_counter()
             accuracy = self.evaluate()
-            self.curve.append(
-                EvalPoint(step + 1, self.train_s, loss, accuracy, time.perf_counter() - start)
-            )
+            at, train_s = (step + 1, self.train_s) if version is None else (version, before)
+            if self.asynchronous and version is not None:
+                train_s = self.clock.time_of(version, before)
+                self.clock.skip_next()  # the next interval holds this evaluation
+            self.curve.append(EvalPoint(at, train_s, loss, accuracy, time.perf_counter() - start))
             reached = accuracy >= (self.cfg.target_accuracy or 0.0)
         self._stop = self._agreed(reached)
         if self._stop:
-            self.reached_at = step + 1
+            self.reached_at = self.curve[-1].step if self.curve else step + 1
+
+    def stop(self) -> None:
+        """Another rank reached the target: end after this step (at least one measured)."""
+        self._stop = True
 
     def _agreed(self, reached: bool) -> bool:
         """Rank 0's decision, on every rank of the group."""
-        if self.world_size == 1 or not dist.is_initialized():
-            return reached
-        flag = torch.tensor([1 if reached else 0], dtype=torch.int32)
-        dist.broadcast(flag, src=0)
-        return bool(flag.item())
+        if self.agree is not None:
+            return self.agree(reached)
+        return broadcast_decision(reached, self.world_size)
 
     def summary(self) -> dict[str, Any]:
         """What the result stores (rank 0), or nothing without a target."""
         if not self.active or self.rank != 0:
             return {}
         reached = self.reached_at is not None
-        at = next((p for p in self.curve if p.step == self.reached_at), None)
+        at = self.curve[-1] if reached and self.curve else None  # the deciding evaluation
         return {
             "convergence": {
                 "target_accuracy": self.cfg.target_accuracy,

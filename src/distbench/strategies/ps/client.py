@@ -91,6 +91,7 @@ class PullResult:
     queue_s: float
     reporter: int
     lost: int
+    stop: bool = False  # a unit says the run met its target accuracy
 
 
 class Client:
@@ -109,32 +110,44 @@ class Client:
         self.versions = {r.unit: 0 for r in regions}
         self.updated_own_shard = False  # our last push applied our shard's update inline
 
-    def pull(self, timer: PhaseTimer, step: int, wanted: int, op: int = OP_PULL) -> PullResult:
-        """Get the weights of version >= ``wanted`` (``op=OP_FINAL``: the final weights)."""
+    def pull(
+        self,
+        timer: PhaseTimer,
+        step: int,
+        wanted: int,
+        op: int = OP_PULL,
+        target_reached: bool = False,
+    ) -> PullResult:
+        """Get the weights of version >= ``wanted`` (``op=OP_FINAL``: the final weights;
+        ``target_reached``: this worker stopped because the target accuracy was met)."""
         wire = self.replica.wire_state
-        requests = [isend(header(op, step, wanted), r.unit, TAG_REQUEST) for r in self.remote]
+        reached = 1 if target_reached else 0
+        requests = [
+            isend(header(op, step, wanted, reached), r.unit, TAG_REQUEST) for r in self.remote
+        ]
         replies = {r.unit: empty_header() for r in self.remote}
         answered = [irecv(replies[r.unit], r.unit, TAG_REPLY) for r in self.remote]
         data = [irecv(wire[r.start : r.stop], r.unit, TAG_PULL) for r in self.remote]
         if self.local is not None:
             if op == OP_FINAL:
-                self.local.finish(self.rank)
+                self.local.finish(self.rank, target_reached)
             else:
                 self.local.wait_version(wanted)
         wait_all(answered)
         timer.mark("wait")
         fields = {
-            u: (int(h[0]), float(h[1]), float(h[2]), int(h[3]), int(h[4]))
+            u: (int(h[0]), float(h[1]), float(h[2]), int(h[3]), int(h[4]), bool(h[5]))
             for u, h in replies.items()
         }
         if self.local is not None and self.local_region is not None:
             region = self.local_region
-            version, update_s, reporter = self.local.copy_state_to(
+            version, update_s, reporter, stop = self.local.copy_state_to(
                 self.replica.state[region.start : region.stop], self.rank
             )
             if self.updated_own_shard:  # already charged to update in our push
                 update_s = 0.0
-            fields[self.rank] = (version, update_s, 0.0, reporter, len(self.local.stats.lost))
+            lost = len(self.local.stats.lost)
+            fields[self.rank] = (version, update_s, 0.0, reporter, lost, stop)
         wait_all(data + requests)
         for region in self.remote:
             self.replica.commit_pull(region)
@@ -151,6 +164,7 @@ class Client:
             queue_s=queue,
             reporter=min((f[3] for f in fields.values()), default=self.rank),
             lost=max((f[4] for f in fields.values()), default=0),
+            stop=any(f[5] for f in fields.values()),
         )
 
     def push(self, timer: PhaseTimer, step: int) -> float:
@@ -187,6 +201,10 @@ class Client:
         self.updated_own_shard = local_update > 0.0
         return queued
 
-    def final(self) -> PullResult:
+    def final(self, target_reached: bool = False) -> PullResult:
         """Tell every unit this worker is done and receive the final weights."""
-        return self.pull(PhaseTimer(), -1, -1, op=OP_FINAL)
+        return self.pull(PhaseTimer(), -1, -1, op=OP_FINAL, target_reached=target_reached)
+
+    def version(self) -> int:
+        """The updates the pulled weights contain (units step together: the newest)."""
+        return max(self.versions.values(), default=0)

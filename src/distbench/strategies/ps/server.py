@@ -230,6 +230,8 @@ class ShardServer:
         self.own_update_s: dict[int, float] = {}
         self.arrived: set[int] = set()
         self.done: set[int] = set()
+        #: The evaluating worker met the target accuracy: every later reply says stop.
+        self.target_reached = False
         self.failure: BaseException | None = None
         self.stats = ServerStats()
         self.rw = RWLock()
@@ -247,10 +249,12 @@ class ShardServer:
         """Block until the weights have reached ``wanted`` (sync: the worker's iteration)."""
         self._wait_until(lambda: self.version >= wanted)
 
-    def finish(self, worker: int) -> None:
-        """``worker`` is done; block until every worker is done or lost."""
+    def finish(self, worker: int, target_reached: bool = False) -> None:
+        """``worker`` is done (``target_reached``: because the run met its target accuracy,
+        which the unit passes on to the others); block until every worker is done or lost."""
         with self.cond:
             self.done.add(worker)
+            self.target_reached = self.target_reached or target_reached
             self.cond.notify_all()
         self._wait_until(lambda: len(self.done | set(self.stats.lost)) == len(self.workers))
 
@@ -348,11 +352,16 @@ class ShardServer:
             self.on_update(update)
 
     # -- the worker in the same process (sharded mode) -------------------------------------
-    def copy_state_to(self, target: torch.Tensor, worker: int) -> tuple[int, float, int]:
-        """A local pull: (version, update seconds to attribute, reporter)."""
+    def copy_state_to(self, target: torch.Tensor, worker: int) -> tuple[int, float, int, bool]:
+        """A local pull: (version, update seconds to attribute, reporter, stop)."""
         with self.rw.read():
             target.copy_(self.state)
-            return self.version, self.reply_update_seconds(worker), self.reporter()
+            return (
+                self.version,
+                self.reply_update_seconds(worker),
+                self.reporter(),
+                self.target_reached,
+            )
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -381,7 +390,7 @@ def serve_worker(server: ShardServer, worker: int) -> None:
             next_request.wait()
             op, step, version = int(request[0]), int(request[1]), int(request[2])
             if op == OP_FINAL:
-                server.finish(worker)
+                server.finish(worker, target_reached=bool(request[3]))
                 _send_state(server, worker, snapshot)
                 return
             next_request = irecv(request, worker, TAG_REQUEST)
@@ -425,6 +434,7 @@ def _pull_reply(server: ShardServer, worker: int, queued: float) -> torch.Tensor
         queued,
         server.reporter(),
         len(server.stats.lost),
+        1 if server.target_reached else 0,
     )
 
 

@@ -12,6 +12,12 @@ A worker step is ``pull -> data -> forward -> backward -> push`` under one ``Pha
 worker sends FINAL and receives the final weights once all workers are done (or lost, in
 async mode); the lowest-ranked surviving worker then reports them (``--save-weights``) and,
 for datasets with a held-out split, their accuracy.
+
+Training to a target accuracy (``convergence.py``): worker 0 evaluates the weights it
+pulled for the step, so a point stands at their version (the updates they contain). In
+sync modes the workers learn the decision by a broadcast over a group of the workers
+(they wait for each other at every iteration anyway); in async mode through the server
+units (``transport.py``), so that no worker ever waits for another.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from distbench.config import RunConfig
@@ -35,6 +42,7 @@ from distbench.strategies.common import (
     state_as_numpy,
     synchronizer,
 )
+from distbench.strategies.convergence import Convergence, broadcast_decision
 from distbench.strategies.evaluation import has_held_out, held_out_accuracy
 from distbench.strategies.ps.client import Client, Replica
 from distbench.strategies.ps.server import AppliedUpdate, ShardServer, start_serving
@@ -60,6 +68,7 @@ class ParameterServer(Strategy):
     description: ClassVar[str] = "parameter server"
     settings: ClassVar[tuple[str, ...]] = ("servers", "ps_semaphore")
     emulated_compute: ClassVar[bool] = True
+    trains_to_target: ClassVar[bool] = True
 
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx)
@@ -68,6 +77,7 @@ class ParameterServer(Strategy):
         self.model: nn.Module | None = None
         self.reports = False
         self.accuracy: float | None = None
+        self.goal: Convergence | None = None
         self._record_lock = threading.Lock()
 
     @classmethod
@@ -101,18 +111,38 @@ class ParameterServer(Strategy):
         if is_worker:
             ctx.compute.install(model)
         self.layout = build_layout(model, server_units(cfg))
+        workers_group = self._workers_group()
         threads: list[threading.Thread] = []
         if ctx.rank in server_units(cfg) and self.layout.region(ctx.rank).size > 0:
             self.server = self._make_server(model)
             threads = start_serving(self.server, [w for w in range(cfg.workers) if w != ctx.rank])
         if is_worker:
-            self._train(model, device, num_classes)
+            self._train(model, device, num_classes, workers_group)
         for thread in threads:
             thread.join()
         if self.server is not None:
             if self.server.failure is not None:
                 raise self.server.failure
             self.peers_lost = max(self.peers_lost, len(self.server.stats.lost))
+
+    def _workers_group(self) -> dist.ProcessGroup | None:
+        """The workers' own group, for a synchronous run to a target to agree on stopping.
+        Every rank must take part in creating it, before any serving starts."""
+        cfg = self.ctx.cfg
+        if cfg.target_accuracy is None or not self.synchronous:
+            return None
+        return dist.new_group(list(range(cfg.workers)))
+
+    def _goal(self, model: nn.Module, group: dist.ProcessGroup | None) -> Convergence:
+        cfg = self.ctx.cfg
+        samples = self.global_batch(cfg) if self.synchronous else self.local_batch(cfg)
+        goal = self.convergence(model, samples)
+        goal.asynchronous = not self.synchronous
+        if self.synchronous:
+            goal.agree = lambda reached: broadcast_decision(reached, cfg.workers, group)
+        else:
+            goal.agree = lambda reached: reached  # the units pass it on (see client.final)
+        return goal
 
     def _make_server(self, model: nn.Module) -> ShardServer:
         assert self.layout is not None
@@ -149,7 +179,13 @@ class ParameterServer(Strategy):
         cfg = self.ctx.cfg
         return make_batches(cfg, self.local_batch(cfg), self.ctx.rank, cfg.workers, num_classes)
 
-    def _train(self, model: nn.Module, device: torch.device, num_classes: int) -> None:
+    def _train(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        num_classes: int,
+        workers_group: dist.ProcessGroup | None,
+    ) -> None:
         assert self.layout is not None
         ctx, cfg = self.ctx, self.ctx.cfg
         replica = Replica(model, self.layout, device)
@@ -157,9 +193,12 @@ class ParameterServer(Strategy):
         batches = self._batches(num_classes)
         loss_fn = nn.CrossEntropyLoss()
         timer = PhaseTimer(synchronizer(device))
-        for step in range(cfg.warmup + cfg.steps):
+        self.goal = goal = self._goal(model, workers_group)
+        for step in goal.steps():
             timer.start_step()
             pulled = client.pull(timer, step, self.wanted_version(step))
+            if pulled.stop:
+                goal.stop()
             x, y = ctx.compute.next_batch(batches, device)
             timer.mark("data")
             loss = loss_fn(model(x), y)
@@ -168,19 +207,22 @@ class ParameterServer(Strategy):
             ctx.compute.backward(loss)
             timer.mark("backward")
             queued = client.push(timer, step)
-            record_step(
+            loss_value = float(loss.detach())
+            seconds = record_step(
                 ctx.recorder,
                 cfg,
                 step,
                 timer,
                 self.local_batch(cfg),
-                loss=float(loss.detach()),
+                loss=loss_value,
                 queue=pulled.queue_s + queued,
             )
+            goal.after_step(step, seconds, loss_value, version=client.version())
         self._finish(client, model, device)
 
     def _finish(self, client: Client, model: nn.Module, device: torch.device) -> None:
-        final = client.final()
+        assert self.goal is not None
+        final = client.final(target_reached=self.goal.reached_at is not None)
         self.peers_lost = final.lost
         self.model = model
         self.reports = final.reporter == self.ctx.rank
@@ -208,4 +250,6 @@ class ParameterServer(Strategy):
             extra["reported_by_rank"] = self.ctx.rank
         if self.accuracy is not None:
             extra["accuracy"] = self.accuracy
+        if self.goal is not None:
+            extra.update(self.goal.summary())
         return extra

@@ -7,8 +7,9 @@ once (sharded mode) can talk to the same peer in both roles from different threa
 =============  ======  ==================================================================
 message        tag     content
 =============  ======  ==================================================================
-request        REQUEST header ``[op, step, version]`` worker -> unit
-reply          REPLY   header ``[version, update_s, queue_s, reporter, lost]`` unit -> worker
+request        REQUEST header ``[op, step, version, reached]`` worker -> unit
+reply          REPLY   header ``[version, update_s, queue_s, reporter, lost, stop]``
+                       unit -> worker
 state          PULL    the unit's flat slice of weights + float buffers, unit -> worker
 gradient       PUSH    the unit's flat slice of gradients + float buffers, worker -> unit
 =============  ======  ==================================================================
@@ -18,6 +19,10 @@ async), ``PUSH`` (``version`` = the version the gradient was computed on), ``FIN
 worker is done; the reply and state come once every worker is done or lost). With the
 semaphore a push request is answered with a reply ("go") before the gradient is sent;
 without it the gradient follows the request at once. Headers are tiny and never queued.
+
+Training to a target accuracy, asynchronously: the evaluating worker's FINAL carries
+``reached = 1`` when it stopped because the target was met; from then on every reply of
+that unit carries ``stop = 1``, and a worker that reads it ends after its current step.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ OP_PULL = 1
 OP_PUSH = 2
 OP_FINAL = 3
 
-HEADER_SIZE = 5
+HEADER_SIZE = 6
 
 
 class PeerLost(RuntimeError):

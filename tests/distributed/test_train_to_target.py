@@ -67,6 +67,18 @@ def test_sequential_and_ddp_train_digits_to_a_target(db_path: Path) -> None:
         assert row.extra["convergence"]["steps_to_accuracy"] % EVERY == 0
 
 
+def test_pipelines_train_digits_to_a_target_as_sequential_does(db_path: Path) -> None:
+    """Rank 0 evaluates the stages' gathered weights: the same global batch as sequential
+    (micro-batch gradients summed in another order), so the same steps to the target, to
+    an evaluation interval should rounding put one right at the threshold."""
+    names = ("sequential", "pipeline-gpipe", "pipeline-1f1b", "model-parallel")
+    rows = run_benchmarks([to_target(n, 1 if n == "sequential" else 2) for n in names], db_path)
+    for row in rows:
+        assert_reached(row, 32)
+    steps = {row.strategy: row.extra["convergence"]["steps_to_accuracy"] for row in rows}
+    assert max(steps.values()) - min(steps.values()) <= EVERY, steps
+
+
 def test_parameter_servers_train_digits_to_a_target(db_path: Path) -> None:
     """Synchronous: worker 0 evaluates the weights it pulled (version = iteration, one
     behind the steps taken), and every worker stops together. Asynchronous: the stop

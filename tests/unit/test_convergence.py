@@ -106,8 +106,8 @@ def test_without_a_target_the_loop_is_warmup_plus_steps() -> None:
         ({"max_steps": 2, "warmup": 3}, "--max-steps (2) must exceed --warmup (3)"),
         ({"dataset": "synthetic"}, "random labels"),
         (
-            {"strategy": "pipeline-gpipe", "workers": 2},
-            "not supported by strategy 'pipeline-gpipe'",
+            {"framework": "tensorflow", "strategy": "sync", "workers": 2},
+            "not supported by strategy 'sync'",
         ),
     ],
 )

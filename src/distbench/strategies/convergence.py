@@ -105,7 +105,7 @@ class EvalPoint:
 
     step: int
     train_s: float
-    loss: float
+    loss: float | None  # the training loss of the step (None where this rank has none)
     accuracy: float
     eval_s: float
 
@@ -130,6 +130,8 @@ class Convergence:
     train_s: float = 0.0
     reached_at: int | None = None
     agree: Callable[[bool], bool] | None = None
+    #: Run on every rank before rank 0 evaluates (a pipeline gathers its stages' weights).
+    gather: Callable[[], None] | None = None
     #: Asynchronous updates: a point's time comes from the update clock (UpdateClock).
     asynchronous: bool = False
     clock: UpdateClock = field(default_factory=lambda: UpdateClock())
@@ -150,7 +152,7 @@ class Convergence:
             yield step
 
     def after_step(
-        self, step: int, step_time: float, loss: float, version: int | None = None
+        self, step: int, step_time: float, loss: float | None, version: int | None = None
     ) -> None:
         """Count the step's training time; on evaluation steps, evaluate and decide.
 
@@ -163,8 +165,10 @@ class Convergence:
         if not self.active or self._stop or (step + 1) % self.cfg.eval_every:
             return
         reached = False
+        start = time.perf_counter()
+        if self.gather is not None:
+            self.gather()
         if self.rank == 0:
-            start = time.perf_counter()
             accuracy = self.evaluate()
             at, train_s = (step + 1, self.train_s) if version is None else (version, before)
             if self.asynchronous and version is not None:

@@ -17,6 +17,10 @@ rank alone, so ``comm`` is the transfer time the alpha-beta link model (measured
 ping-pong before training) gives for the bytes this stage moved, capped at the blocked
 time, and ``wait`` (idle: the pipeline bubble) is the remainder. ``update`` is the
 optimizer step. The measured bubble fraction is ``wait / step_time``.
+
+Training to a target accuracy (``convergence.py``): at each evaluation every stage sends
+its weights to rank 0 (``gather_object``), which loads them into the whole model it kept
+and evaluates it; the gathering counts as evaluation time, never as a step's.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class PipelineStrategy(Strategy):
     equivalence: ClassVar[Equivalence] = Equivalence(rtol=1e-5, atol=1e-6)
     schedule_name: ClassVar[str] = "gpipe"
     settings: ClassVar[tuple[str, ...]] = ("microbatches", "partition")
+    trains_to_target: ClassVar[bool] = True  # rank 0 evaluates the gathered stages
 
     # ------------------------------------------------------------------ description
 
@@ -125,7 +130,10 @@ class PipelineStrategy(Strategy):
         self.plan = self._agree_on_plan(model)
         self.first, self.last = ctx.rank == 0, ctx.rank == ctx.world_size - 1
         self._build_stage(model)
-        del model  # the other stages' blocks
+        # Rank 0 keeps the whole model to evaluate the gathered stages (a target accuracy);
+        # otherwise the other stages' blocks go.
+        self.whole = model if self.first and cfg.target_accuracy is not None else None
+        del model
         params = list(self.module.parameters())  # a stage of pooling/flatten may have none
         self.optimizer = make_optimizer(cfg, params) if params else None
         batches = (
@@ -194,11 +202,14 @@ class PipelineStrategy(Strategy):
         cfg = self.ctx.cfg
         timer = PhaseTimer(synchronizer(self.ctx.device))
         self.step_phases: list[dict[str, float]] = []
-        for step in range(cfg.warmup + cfg.steps):
+        evaluated = self.whole if self.whole is not None else self.module
+        self.goal = self.convergence(evaluated, cfg.batch_size)
+        self.goal.gather = self._gather_stages_into_whole
+        for step in self.goal.steps():
             loss = self._step(timer, batches)
             samples = cfg.batch_size if self.last else 0  # counted once, where the loss is
             extra = {"loss": loss} if loss is not None else {}
-            record_step(self.ctx.recorder, cfg, step, timer, samples, **extra)
+            seconds = record_step(self.ctx.recorder, cfg, step, timer, samples, **extra)
             if step >= cfg.warmup:
                 step_time, phases = timer.end_step()
                 self.step_phases.append(
@@ -210,6 +221,17 @@ class PipelineStrategy(Strategy):
                     }
                 )
             self.probe.end_first_step()
+            self.goal.after_step(step, seconds, loss)
+
+    def _gather_stages_into_whole(self) -> None:
+        """Every stage's weights into rank 0's whole model, to evaluate it."""
+        state = {k: t.detach().cpu() for k, t in self.module.state_dict().items()}
+        parts: list[Any] | None = [None] * self.ctx.world_size if self.first else None
+        if self.ctx.world_size > 1:
+            dist.gather_object(state, parts, dst=0)
+        if self.whole is not None and parts is not None:
+            merged = {k: t for part in parts if part for k, t in part.items()}
+            self.whole.load_state_dict(merged or state)
 
     def _step(self, timer: PhaseTimer, batches: Batches | None) -> float | None:
         timer.start_step()
@@ -300,6 +322,7 @@ class PipelineStrategy(Strategy):
     def summary_extra(self) -> dict[str, Any]:
         if self.ctx.rank != 0:
             return {}
+        convergence = self.goal.summary()
         stages = len(self.plan.stages)
         steps = sum(f["step_s"] for f in self.all_figures)
         waits = sum(f["wait_s"] for f in self.all_figures)
@@ -322,6 +345,7 @@ class PipelineStrategy(Strategy):
             "slowest_stage_compute_cpu_s": max(
                 f["forward_cpu_s"] + f["backward_cpu_s"] for f in self.all_figures
             ),
+            **convergence,
         }
 
 

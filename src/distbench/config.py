@@ -491,13 +491,15 @@ def parse_percent(text: str) -> float:
 
 @dataclass(frozen=True)
 class SuiteConfig:
-    """A matrix of runs: every model x strategy x worker count over shared settings;
-    ``registry.expand_suite`` turns it into checked run configs."""
+    """A matrix of runs: every model x strategy x worker count (x seed) over shared
+    settings; ``registry.expand_suite`` turns it into checked run configs. ``seeds``: one
+    run per seed (convergence is noisy: figures over seeds); empty, the settings' seed."""
 
     models: list[str]
     strategies: list[str]
     workers: list[int]
     base: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
 
 
 def _as_list(value: Any, key: str) -> list[Any]:
@@ -526,7 +528,8 @@ def load_suite(path: str | Path) -> SuiteConfig:
     suite = data.get("suite", data)
     for key in ("models", "strategies"):
         _require(key in suite, f"suite file {path} needs a '{key}' list")
-    base = {k: v for k, v in suite.items() if k not in ("models", "strategies", "workers")}
+    axes = ("models", "strategies", "workers", "seeds")
+    base = {k: v for k, v in suite.items() if k not in axes}
     base.pop("model", None)
     base.pop("strategy", None)
     return SuiteConfig(
@@ -534,4 +537,5 @@ def load_suite(path: str | Path) -> SuiteConfig:
         strategies=[str(s) for s in _as_list(suite["strategies"], "strategies")],
         workers=[int(w) for w in _as_list(suite.get("workers", [1]), "workers")],
         base=base,
+        seeds=[int(s) for s in _as_list(suite.get("seeds", []), "seeds")],
     )

@@ -11,6 +11,7 @@ every entry point (``run``, suites, ``profile``, ``validate``) calls before a pr
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from distbench.config import RunConfig, SuiteConfig, available_cores, setting_field
 from distbench.errors import UserError
@@ -163,14 +164,26 @@ def expand_suite(suite: SuiteConfig) -> list[RunConfig]:
         if count < 1:
             raise UserError(f"--workers must be at least 1, got {count}")
     _check_suite_settings(suite, framework)
+    if suite.seeds and "seed" in suite.base:
+        raise UserError("give either --seed or --seeds, not both")
+    if len(set(suite.seeds)) < len(suite.seeds):
+        raise UserError(f"--seeds repeats a seed: {','.join(map(str, suite.seeds))}")
+    seeds: list[dict[str, Any]] = [{"seed": s} for s in suite.seeds] or [{}]
     runs: list[RunConfig] = []
     for model in suite.models:
         for strategy in suite.strategies:
             counts = [1] if strategy_facts(framework, strategy).single_worker else suite.workers
             for n in counts:
-                settings = {**suite.base, "model": model, "strategy": strategy, "workers": n}
-                cfg = without_unused_settings(RunConfig.from_dict(settings))
-                runs.append(check_run(cfg))
+                for seed in seeds:
+                    settings = {
+                        **suite.base,
+                        "model": model,
+                        "strategy": strategy,
+                        "workers": n,
+                        **seed,
+                    }
+                    cfg = without_unused_settings(RunConfig.from_dict(settings))
+                    runs.append(check_run(cfg))
     return runs
 
 

@@ -58,6 +58,13 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
         metavar="N[,N...]",
         help="worker counts, one run each (default 1)",
     )
+    group.add_argument(
+        "--seeds",
+        type=int_list,
+        metavar="S[,S...]",
+        help="one run per seed (initial weights and data order); `results` then gives "
+        "time to accuracy as a median over seeds with its interval",
+    )
     group.add_argument("--suite", metavar="FILE.toml", help="run a matrix from a suite file")
 
 
@@ -111,6 +118,7 @@ def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
         strategies=args.strategy or suite.strategies,
         workers=args.workers or suite.workers,
         base={**suite.base, **explicit_settings(args)},
+        seeds=getattr(args, "seeds", None) or suite.seeds,
     )
     configs = expand_suite(suite)
     if len(configs) > 1 and any(c.save_weights for c in configs):

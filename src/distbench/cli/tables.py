@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distbench.analysis.changes import Change
+from distbench.analysis.convergence import GoalSummary, staleness_price, summarize_goals
 from distbench.harness.noise import BUSY_CORES
 from distbench.measurement.rounds import SAME
 from distbench.measurement.stragglers import straggler_of
@@ -74,6 +75,7 @@ def _table_cells(row: RunResult, phases: list[str]) -> list[str]:
 def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> None:
     console = Console(width=max(Console().width, 160))
     console.print(results_table(rows, title))
+    print_goals(rows, console)
     if any(row.oversubscribed for row in rows):
         console.print(
             "oversubscribed: processes x threads exceed the cores of the host, "
@@ -118,6 +120,64 @@ def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> 
             "framework, batch, input size, classes, data directory, device, network, compute); run "
             "the sequential baseline with the same flags."
         )
+
+
+def goals_table(summaries: Sequence[GoalSummary]) -> Table:
+    """Time to accuracy per configuration, over its seeds."""
+    table = Table(title="time to accuracy (training time, evaluations excluded)")
+    for name in (
+        "configuration",
+        "target",
+        "seeds",
+        "reached",
+        "time s (interval)",
+        "steps",
+        "epochs",
+        "final acc.",
+        "samples/s",
+    ):
+        table.add_column(name, justify="left" if name == "configuration" else "right")
+    for g in summaries:
+        table.add_row(
+            g.label,
+            f"{g.target:g}",
+            ",".join(map(str, g.seeds)),
+            f"{g.reached}/{g.runs}",
+            _interval_text(g),
+            _fmt(g.steps, ".0f"),
+            _fmt(g.epochs, ".2f"),
+            _fmt(g.final_accuracy, ".3f"),
+            _fmt(g.throughput, ".1f"),
+        )
+    return table
+
+
+def _interval_text(g: GoalSummary) -> str:
+    if g.seconds is None or g.seconds.median == float("inf"):
+        return "not reached"
+    if g.seconds.n == 1:
+        return f"{g.seconds.median:.3g}"
+    high = "never" if g.seconds.high == float("inf") else f"{g.seconds.high:.3g}"
+    return f"{g.seconds.median:.3g} ({g.seconds.low:.3g}-{high})"
+
+
+def print_goals(rows: Sequence[RunResult], console: Console) -> None:
+    """The time-to-accuracy table and what staleness cost the asynchronous runs."""
+    summaries = summarize_goals(list(rows))
+    if not summaries:
+        return
+    console.print(goals_table(summaries))
+    console.print(
+        "time s: training time to the target, the median over seeds with its interval "
+        "(order statistics; a seed that never reached it counts as never). steps: updates "
+        "(asynchronous: every worker's); epochs: samples trained / training split.",
+        highlight=False,
+    )
+    for row in rows:
+        if row.strategy.endswith("async"):
+            price = staleness_price(row, list(rows))
+            if price is not None:
+                console.print(f"{str(row.run_id)[-6:]}: {price.sentence()}", highlight=False)
 
 
 def print_changes(changes: Sequence[Change], a: str, b: str) -> None:

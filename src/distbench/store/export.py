@@ -44,6 +44,21 @@ SUMMARY_COLUMNS = (
 )
 
 
+#: Training to a target (``--target-accuracy``): columns added when any row has one.
+GOAL_COLUMNS = (
+    "target_accuracy",
+    "reached",
+    "steps_to_accuracy",
+    "time_to_accuracy_s",
+    "epochs_to_accuracy",
+    "final_accuracy",
+)
+
+
+def goal_columns(rows: Sequence[RunResult]) -> tuple[str, ...]:
+    return GOAL_COLUMNS if any(row.extra.get("convergence") for row in rows) else ()
+
+
 def phases_present(rows: Sequence[RunResult]) -> list[str]:
     seen = {p for row in rows for p, v in row.breakdown.items() if v}
     return [p for p in PHASES if p in seen]
@@ -51,12 +66,15 @@ def phases_present(rows: Sequence[RunResult]) -> list[str]:
 
 def to_csv(rows: Sequence[RunResult]) -> str:
     phases = phases_present(rows)
+    goals = goal_columns(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([*SUMMARY_COLUMNS, *(f"{p}_s" for p in phases)])
+    writer.writerow([*SUMMARY_COLUMNS, *goals, *(f"{p}_s" for p in phases)])
     for row in rows:
+        goal = row.extra.get("convergence") or {}
         writer.writerow(
             [summary_value(row, c) for c in SUMMARY_COLUMNS]
+            + [goal.get(c) for c in goals]
             + [row.breakdown.get(p, 0.0) for p in phases]
         )
     return buffer.getvalue()

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import fmean
 from typing import Any
 
+from distbench.analysis.convergence import AccuracyGap, accuracy_gap
 from distbench.compute.plan import unfaithful_reasons
 from distbench.errors import UserError
 from distbench.measurement.rounds import SAME, ratio_interval, verdict
@@ -82,6 +83,9 @@ class Explanation:
     throughput_ratio: float | None = None
     throughput_ratio_ci: list[float] | None = None
     difference: str = ""
+    #: Both runs trained to the same target: B's time to accuracy against A's, split
+    #: into throughput and convergence (``analysis/convergence.py``).
+    accuracy_gap: AccuracyGap | None = None
 
 
 def run_label(row: RunResult) -> str:
@@ -272,6 +276,7 @@ def explain_rows(a: RunResult, b: RunResult, top: int = 5, phase: str | None = N
         operators=operators,
         operator_scope=scope,
         notes=context_notes(a, b, chosen, scope),
+        accuracy_gap=accuracy_gap(a, b),
         **throughput_difference(a, b),
     )
     return _with_conclusion(explanation)

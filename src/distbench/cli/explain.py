@@ -110,3 +110,5 @@ def print_explanation(e: Explanation) -> None:
     for note in e.notes:
         console.print(f"note: {note}")
     console.print(e.conclusion, style="bold")
+    if e.accuracy_gap is not None:
+        console.print(e.accuracy_gap.sentence(), style="bold", highlight=False)

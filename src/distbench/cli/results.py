@@ -14,6 +14,7 @@ from distbench.cli.tables import changes_csv, print_changes, print_table
 from distbench.errors import UserError
 from distbench.store import open_store
 from distbench.store.export import to_csv, to_json
+from distbench.store.mllog import to_mllog
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--status", choices=("ok", "failed"), help="only ok or failed runs")
     parser.add_argument("--last", type=int, metavar="K", help="only the K most recent runs")
     parser.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table", help="output format (table)"
+        "--format",
+        choices=("table", "csv", "json", "mllog"),
+        default="table",
+        help="output format (table); mllog: MLPerf-style ':::MLLOG' lines per run "
+        "(run_start, eval_accuracy, run_stop with its status)",
     )
     compare = parser.add_argument_group("comparing two sets of runs")
     compare.add_argument(
@@ -79,6 +84,8 @@ def results_command(args: argparse.Namespace) -> int:
         sys.stdout.write(to_json(rows) + "\n")
     elif args.format == "csv":
         sys.stdout.write(to_csv(rows))
+    elif args.format == "mllog":
+        sys.stdout.write(to_mllog(rows))
     elif rows:
         print_table(rows)
     else:

@@ -208,6 +208,8 @@ class Convergence:
                     else None
                 ),
                 "final_accuracy": self.curve[-1].accuracy if self.curve else None,
+                "samples_per_step": self.samples_per_step,
+                "train_size": self.train_size,
                 "eval_s": sum(p.eval_s for p in self.curve),
                 "evaluations": len(self.curve),
                 "curve": [asdict(p) for p in self.curve],

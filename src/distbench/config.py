@@ -164,15 +164,29 @@ class RunConfig:
     target_accuracy: float | None = setting(
         None,
         "training",
-        "train until held-out accuracy reaches A, a fraction in (0, 1] (sequential, ddp); "
-        "--steps is then ignored",
+        "train until held-out accuracy reaches A, a fraction in (0, 1] (every PyTorch "
+        "strategy); --steps is then ignored",
         metavar="A",
         at_most=1.0,
         positive=True,
         shown_default="off",
     )
+    epochs: float | None = setting(
+        None,
+        "training",
+        "train E epochs of the training split, evaluating every --eval-every steps and at "
+        "the end (--steps is then ignored); with --target-accuracy, the most it may train "
+        "(instead of --max-steps)",
+        metavar="E",
+        positive=True,
+        shown_default="off",
+    )
     eval_every: int = setting(
-        10, "training", "with --target-accuracy: evaluate every K steps", metavar="K", at_least=1
+        10,
+        "training",
+        "with --target-accuracy or --epochs: evaluate every K steps",
+        metavar="K",
+        at_least=1,
     )
     max_steps: int = setting(
         1000,
@@ -388,7 +402,7 @@ class RunConfig:
             if meta.get("percent"):
                 _require(0 < value < 100, f"{flag} must be a percentage in (0, 100), got {value}")
         _require(
-            self.target_accuracy is None or self.max_steps > self.warmup,
+            not self.trains_to_goal or self.max_steps > self.warmup,
             f"--max-steps ({self.max_steps}) must exceed --warmup ({self.warmup})",
         )
         _require(
@@ -418,6 +432,12 @@ class RunConfig:
             "--network/--hosts emulate hosts on this machine and --nnodes > 1 joins a "
             "real cluster: use one or the other",
         )
+
+    @property
+    def trains_to_goal(self) -> bool:
+        """The run trains to a target or for epochs, evaluating on the way
+        (``strategies/convergence.py``), instead of timing ``warmup + steps`` steps."""
+        return self.target_accuracy is not None or self.epochs is not None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -62,7 +62,7 @@ def check_run(cfg: RunConfig) -> RunConfig:
     facts = strategy_facts(cfg.framework, cfg.strategy)
     _check_applies(cfg, facts)
     _check_compute(cfg, facts)
-    if cfg.target_accuracy is not None:
+    if cfg.trains_to_goal:
         check_target(cfg, facts.name, trains_to_target(cfg.framework, facts))
     facts.validate(cfg)
     _check_placement(cfg)

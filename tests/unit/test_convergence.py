@@ -85,6 +85,25 @@ def test_the_update_clock_falls_back_before_it_has_a_rate() -> None:
     assert clock.time_of(7, fallback=1.5) == pytest.approx(0.7)
 
 
+def test_epochs_bound_the_steps_and_end_with_an_evaluation() -> None:
+    """2 epochs of 320 samples at 32 a step: 20 steps, evaluated at 5, 10, ... and the end;
+    an asynchronous worker of 2 trains half of them."""
+    g = goal(iter([0.1] * 10), target_accuracy=None, epochs=2.0, eval_every=6)
+    assert train(g) == list(range(20))
+    summary = g.summary()["convergence"]
+    assert [p["step"] for p in summary["curve"]] == [6, 12, 18, 20]
+    assert summary["reached"] is None and summary["final_epochs"] == pytest.approx(2.0)
+    shared = goal(iter([0.1] * 10), target_accuracy=None, epochs=2.0)
+    shared.updaters = 2
+    assert shared.step_limit == 10
+
+
+def test_with_a_target_epochs_replace_max_steps() -> None:
+    g = goal(iter([0.1] * 10), epochs=1.0)  # 10 steps, not --max-steps 100
+    assert len(train(g)) == 10
+    assert g.summary()["convergence"]["reached"] is False
+
+
 def test_a_target_met_during_warmup_still_leaves_a_measured_step() -> None:
     g = goal(iter([0.99]), eval_every=1, warmup=3)
     assert train(g) == [0, 1, 2, 3]
@@ -105,6 +124,8 @@ def test_without_a_target_the_loop_is_warmup_plus_steps() -> None:
         ({"eval_every": 0}, "--eval-every must be at least 1"),
         ({"max_steps": 2, "warmup": 3}, "--max-steps (2) must exceed --warmup (3)"),
         ({"dataset": "synthetic"}, "random labels"),
+        ({"target_accuracy": None, "epochs": 1.0, "dataset": "synthetic"}, "--epochs needs"),
+        ({"epochs": 0.0}, "--epochs must be positive"),
         (
             {"framework": "tensorflow", "strategy": "sync", "workers": 2},
             "not supported by strategy 'sync'",

@@ -39,12 +39,13 @@ class Goal:
     """One run's training to a target."""
 
     run_id: str
-    target: float
+    target: float | None  # None: trained for --epochs only
     reached: bool
     steps: int | None
     seconds: float | None
     epochs: float | None
     final_accuracy: float | None
+    final_epochs: float | None  # the epochs the last evaluated weights had trained
     samples: float | None  # samples trained to the target
     curve: list[dict[str, Any]]
 
@@ -65,12 +66,13 @@ def goal_of(row: RunResult) -> Goal | None:
     per_update = _samples_per_update(row)
     return Goal(
         run_id=row.run_id,
-        target=float(stored["target_accuracy"]),
-        reached=bool(stored["reached"]),
+        target=stored.get("target_accuracy"),
+        reached=bool(stored.get("reached")),
         steps=steps,
         seconds=stored.get("time_to_accuracy_s"),
         epochs=stored.get("epochs_to_accuracy"),
         final_accuracy=stored.get("final_accuracy"),
+        final_epochs=stored.get("final_epochs"),
         samples=steps * per_update if steps is not None and per_update else None,
         curve=list(stored.get("curve") or []),
     )
@@ -96,13 +98,13 @@ class GoalSummary:
     median that is infinite says most seeds did not get there."""
 
     label: str
-    target: float
+    target: float | None
     run_ids: list[str]
     seeds: list[int]
     reached: int
     seconds: Interval | None  # time to accuracy: median and interval over seeds
     steps: float | None  # medians over the seeds that reached it
-    epochs: float | None
+    epochs: float | None  # to the target; without one, the epochs trained
     final_accuracy: float | None
     throughput: float | None  # the runs' median training throughput (samples/s)
 
@@ -126,6 +128,7 @@ def _summary(members: list[tuple[RunResult, Goal]]) -> GoalSummary:
     goals = [g for _, g in members]
     reached = [g for g in goals if g.reached]
     times = [g.seconds if g.reached and g.seconds is not None else math.inf for g in goals]
+    with_target = goals[0].target is not None
     throughputs = [r.throughput_median for r, _ in members if r.throughput_median]
     return GoalSummary(
         label=f"{first.model} {first.strategy} ×{first.workers}",
@@ -133,9 +136,11 @@ def _summary(members: list[tuple[RunResult, Goal]]) -> GoalSummary:
         run_ids=[g.run_id for g in goals],
         seeds=[int((r.config or {}).get("seed", 0)) for r, _ in members],
         reached=len(reached),
-        seconds=median_interval(times),
+        seconds=median_interval(times) if with_target else None,
         steps=_median([g.steps for g in reached]),
-        epochs=_median([g.epochs for g in reached]),
+        epochs=_median(
+            [g.epochs for g in reached] if with_target else [g.final_epochs for g in goals]
+        ),
         final_accuracy=_median([g.final_accuracy for g in goals]),
         throughput=_median(throughputs),
     )
@@ -178,7 +183,7 @@ def accuracy_gap(a: RunResult, b: RunResult) -> AccuracyGap | None:
     goal_a, goal_b = goal_of(a), goal_of(b)
     if goal_a is None or goal_b is None or goal_a.target != goal_b.target:
         return None
-    if not (goal_a.reached and goal_b.reached):
+    if goal_a.target is None or not (goal_a.reached and goal_b.reached):
         return None
     rate_a, rate_b = goal_a.rate, goal_b.rate
     if not rate_a or not rate_b or goal_a.samples is None or goal_b.samples is None:

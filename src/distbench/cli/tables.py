@@ -140,9 +140,9 @@ def goals_table(summaries: Sequence[GoalSummary]) -> Table:
     for g in summaries:
         table.add_row(
             g.label,
-            f"{g.target:g}",
+            _fmt(g.target, "g"),
             ",".join(map(str, g.seeds)),
-            f"{g.reached}/{g.runs}",
+            "-" if g.target is None else f"{g.reached}/{g.runs}",
             _interval_text(g),
             _fmt(g.steps, ".0f"),
             _fmt(g.epochs, ".2f"),
@@ -153,7 +153,9 @@ def goals_table(summaries: Sequence[GoalSummary]) -> Table:
 
 
 def _interval_text(g: GoalSummary) -> str:
-    if g.seconds is None or g.seconds.median == float("inf"):
+    if g.seconds is None:
+        return "-"  # trained for --epochs, no target
+    if g.seconds.median == float("inf"):
         return "not reached"
     if g.seconds.n == 1:
         return f"{g.seconds.median:.3g}"
@@ -170,7 +172,8 @@ def print_goals(rows: Sequence[RunResult], console: Console) -> None:
     console.print(
         "time s: training time to the target, the median over seeds with its interval "
         "(order statistics; a seed that never reached it counts as never). steps: updates "
-        "(asynchronous: every worker's); epochs: samples trained / training split.",
+        "(asynchronous: every worker's); epochs: samples trained to the target / training "
+        "split (without a target: the epochs trained).",
         highlight=False,
     )
     for row in rows:

@@ -114,7 +114,7 @@ def describe_run(cfg: RunConfig, run_id: str, runs_dir: Path, env: dict[str, Any
         local_batch=strategy.local_batch(cfg),
         scaling=strategy.scaling,
         # training to a target runs as many steps as it takes (the curve counts them)
-        steps=cfg.steps if cfg.target_accuracy is None else None,
+        steps=None if cfg.trains_to_goal else cfg.steps,
         warmup_steps=cfg.warmup,
         # Emulated compute waits instead of computing: whether its processes saturated the
         # cores is measured after each round instead (``emulation_report``).

@@ -91,4 +91,5 @@ def _stop(row: RunResult, goal: Goal | None) -> tuple[float, str]:
     if goal.reached and goal.seconds is not None:
         return goal.seconds, constants.SUCCESS
     last = goal.curve[-1]["train_s"] if goal.curve else 0.0
-    return float(last), constants.ABORTED
+    # trained for --epochs without a target: it ran its course
+    return float(last), constants.SUCCESS if goal.target is None else constants.ABORTED

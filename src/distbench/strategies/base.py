@@ -124,5 +124,5 @@ class Strategy(ABC):
             self.ctx.world_size,
             lambda: held_out_accuracy(cfg, model, self.ctx.device),
             samples_per_step,
-            train_size(cfg) if cfg.target_accuracy is not None else 0,
+            train_size(cfg) if cfg.trains_to_goal else 0,
         )

@@ -25,6 +25,7 @@ wait for each other) and calls :meth:`Convergence.stop` on the workers it reache
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -43,20 +44,20 @@ LEARNABLE_DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder")
 def check_target(cfg: RunConfig, strategy: str, able: list[str]) -> None:
     """A clear error for a target the run cannot reach or the strategy cannot train to
     (``able``: the strategies that can)."""
-    if cfg.target_accuracy is None:
+    if not cfg.trains_to_goal:
         return
+    flag = "--target-accuracy" if cfg.target_accuracy is not None else "--epochs"
     if cfg.dataset not in LEARNABLE_DATASETS:
         raise UserError(
-            f"--target-accuracy needs a dataset with labels to learn "
+            f"{flag} needs a dataset with labels to learn "
             f"({', '.join(LEARNABLE_DATASETS)}); '{cfg.dataset}' has random labels"
         )
     if strategy not in able:
         raise UserError(
-            f"--target-accuracy is not supported by strategy '{strategy}' yet "
-            f"(supported: {', '.join(able)})"
+            f"{flag} is not supported by strategy '{strategy}' yet (supported: {', '.join(able)})"
         )
     if cfg.compute != "real":
-        raise UserError("--target-accuracy trains the model: it needs --compute real")
+        raise UserError(f"{flag} trains the model: it needs --compute real")
 
 
 def broadcast_decision(
@@ -135,21 +136,37 @@ class Convergence:
     #: Asynchronous updates: a point's time comes from the update clock (UpdateClock).
     asynchronous: bool = False
     clock: UpdateClock = field(default_factory=lambda: UpdateClock())
+    #: Workers whose steps are separate updates (asynchronous: all of them), for epochs.
+    updaters: int = 1
     _stop: bool = False
 
     @property
     def active(self) -> bool:
-        return self.cfg.target_accuracy is not None
+        return self.cfg.trains_to_goal
+
+    @property
+    def step_limit(self) -> int:
+        """This rank's most steps: ``--max-steps``, or with ``--epochs`` the steps that
+        train that many epochs (at least one measured step)."""
+        if self.cfg.epochs is None or not self.train_size:
+            return self.cfg.max_steps
+        samples = self.samples_per_step * self.updaters
+        return max(self.cfg.warmup + 1, math.ceil(self.cfg.epochs * self.train_size / samples))
 
     def steps(self) -> Iterator[int]:
-        """Step indices: ``warmup + steps`` of them, or with a target until it is met."""
+        """Step indices: ``warmup + steps`` of them, or with a goal until it is met."""
         if not self.active:
             yield from range(self.cfg.warmup + self.cfg.steps)
             return
-        for step in range(self.cfg.max_steps):
+        for step in range(self.step_limit):
             if self._stop and step > self.cfg.warmup:  # at least one measured step
                 return
             yield step
+
+    def _evaluates_after(self, step: int) -> bool:
+        """Every ``--eval-every`` steps, and after the last one of an ``--epochs`` run."""
+        last = self.cfg.epochs is not None and step + 1 == self.step_limit
+        return (step + 1) % self.cfg.eval_every == 0 or last
 
     def after_step(
         self, step: int, step_time: float, loss: float | None, version: int | None = None
@@ -162,7 +179,7 @@ class Convergence:
         self.train_s += step_time
         if self.asynchronous and version is not None:
             self.clock.observe(version, step_time)
-        if not self.active or self._stop or (step + 1) % self.cfg.eval_every:
+        if not self.active or self._stop or not self._evaluates_after(step):
             return
         reached = False
         start = time.perf_counter()
@@ -175,7 +192,8 @@ class Convergence:
                 train_s = self.clock.time_of(version, before)
                 self.clock.skip_next()  # the next interval holds this evaluation
             self.curve.append(EvalPoint(at, train_s, loss, accuracy, time.perf_counter() - start))
-            reached = accuracy >= (self.cfg.target_accuracy or 0.0)
+            target = self.cfg.target_accuracy
+            reached = target is not None and accuracy >= target
         self._stop = self._agreed(reached)
         if self._stop:
             self.reached_at = self.curve[-1].step if self.curve else step + 1
@@ -196,10 +214,12 @@ class Convergence:
             return {}
         reached = self.reached_at is not None
         at = self.curve[-1] if reached and self.curve else None  # the deciding evaluation
+        last = self.curve[-1] if self.curve else None
         return {
             "convergence": {
                 "target_accuracy": self.cfg.target_accuracy,
-                "reached": reached,
+                "epochs": self.cfg.epochs,
+                "reached": reached if self.cfg.target_accuracy is not None else None,
                 "steps_to_accuracy": self.reached_at,
                 "time_to_accuracy_s": at.train_s if at else None,
                 "epochs_to_accuracy": (
@@ -207,7 +227,13 @@ class Convergence:
                     if reached and self.reached_at and self.train_size
                     else None
                 ),
-                "final_accuracy": self.curve[-1].accuracy if self.curve else None,
+                "final_accuracy": last.accuracy if last else None,
+                # the epochs the last evaluated weights had trained
+                "final_epochs": (
+                    last.step * self.samples_per_step / self.train_size
+                    if last and self.train_size
+                    else None
+                ),
                 "samples_per_step": self.samples_per_step,
                 "train_size": self.train_size,
                 "eval_s": sum(p.eval_s for p in self.curve),

@@ -132,7 +132,7 @@ class PipelineStrategy(Strategy):
         self._build_stage(model)
         # Rank 0 keeps the whole model to evaluate the gathered stages (a target accuracy);
         # otherwise the other stages' blocks go.
-        self.whole = model if self.first and cfg.target_accuracy is not None else None
+        self.whole = model if self.first and cfg.trains_to_goal else None
         del model
         params = list(self.module.parameters())  # a stage of pooling/flatten may have none
         self.optimizer = make_optimizer(cfg, params) if params else None

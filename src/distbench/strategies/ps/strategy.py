@@ -129,7 +129,7 @@ class ParameterServer(Strategy):
         """The workers' own group, for a synchronous run to a target to agree on stopping.
         Every rank must take part in creating it, before any serving starts."""
         cfg = self.ctx.cfg
-        if cfg.target_accuracy is None or not self.synchronous:
+        if not cfg.trains_to_goal or not self.synchronous:
             return None
         return dist.new_group(list(range(cfg.workers)))
 
@@ -138,6 +138,7 @@ class ParameterServer(Strategy):
         samples = self.global_batch(cfg) if self.synchronous else self.local_batch(cfg)
         goal = self.convergence(model, samples)
         goal.asynchronous = not self.synchronous
+        goal.updaters = 1 if self.synchronous else cfg.workers
         if self.synchronous:
             goal.agree = lambda reached: broadcast_decision(reached, cfg.workers, group)
         else:

@@ -22,7 +22,7 @@ def goal(accuracies: Iterator[float], **changes: object) -> Convergence:
         "warmup": 2,
     }
     cfg = RunConfig(**{**given, **changes})  # type: ignore[arg-type]
-    return Convergence(cfg, 0, 1, lambda: next(accuracies), 32, 320)
+    return Convergence(cfg, 0, 1, lambda: (round(next(accuracies) * 1000), 1000), 32, 320)
 
 
 def train(g: Convergence, step_time: float = 0.5) -> list[int]:

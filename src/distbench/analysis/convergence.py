@@ -46,6 +46,8 @@ class Goal:
     epochs: float | None
     final_accuracy: float | None
     final_epochs: float | None  # the epochs the last evaluated weights had trained
+    eval_s: float | None  # all evaluations together, measured apart from training
+    eval_peak_rss_bytes: int | None
     samples: float | None  # samples trained to the target
     curve: list[dict[str, Any]]
 
@@ -73,6 +75,8 @@ def goal_of(row: RunResult) -> Goal | None:
         epochs=stored.get("epochs_to_accuracy"),
         final_accuracy=stored.get("final_accuracy"),
         final_epochs=stored.get("final_epochs"),
+        eval_s=stored.get("eval_s"),
+        eval_peak_rss_bytes=stored.get("eval_peak_rss_bytes"),
         samples=steps * per_update if steps is not None and per_update else None,
         curve=list(stored.get("curve") or []),
     )
@@ -107,6 +111,8 @@ class GoalSummary:
     epochs: float | None  # to the target; without one, the epochs trained
     final_accuracy: float | None
     throughput: float | None  # the runs' median training throughput (samples/s)
+    eval_s: float | None  # medians over seeds: evaluation time, evaluation peak memory
+    eval_peak_rss_bytes: float | None
 
     @property
     def runs(self) -> int:
@@ -143,6 +149,8 @@ def _summary(members: list[tuple[RunResult, Goal]]) -> GoalSummary:
         ),
         final_accuracy=_median([g.final_accuracy for g in goals]),
         throughput=_median(throughputs),
+        eval_s=_median([g.eval_s for g in goals]),
+        eval_peak_rss_bytes=_median([g.eval_peak_rss_bytes for g in goals]),
     )
 
 

@@ -135,6 +135,8 @@ def goals_table(summaries: Sequence[GoalSummary]) -> Table:
         "epochs",
         "final acc.",
         "samples/s",
+        "eval s",
+        "eval MB",
     ):
         table.add_column(name, justify="left" if name == "configuration" else "right")
     for g in summaries:
@@ -148,6 +150,8 @@ def goals_table(summaries: Sequence[GoalSummary]) -> Table:
             _fmt(g.epochs, ".2f"),
             _fmt(g.final_accuracy, ".3f"),
             _fmt(g.throughput, ".1f"),
+            _fmt(g.eval_s, ".2f"),
+            _fmt(g.eval_peak_rss_bytes and g.eval_peak_rss_bytes / 2**20, ".0f"),
         )
     return table
 
@@ -173,7 +177,8 @@ def print_goals(rows: Sequence[RunResult], console: Console) -> None:
         "time s: training time to the target, the median over seeds with its interval "
         "(order statistics; a seed that never reached it counts as never). steps: updates "
         "(asynchronous: every worker's); epochs: samples trained to the target / training "
-        "split (without a target: the epochs trained).",
+        "split (without a target: the epochs trained). eval s / MB: all evaluations' time "
+        "and their peak resident memory, measured apart from training.",
         highlight=False,
     )
     for row in rows:

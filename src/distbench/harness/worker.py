@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import traceback
 from datetime import timedelta
@@ -24,6 +23,7 @@ import torch.distributed as dist
 from distbench.compute.emulated import make_compute
 from distbench.config import RunConfig
 from distbench.harness.monitor import ResourceMonitor, resources_file
+from distbench.measurement.memory import process_peak_allocated, process_peak_rss
 from distbench.measurement.records import RankRecorder, rank_file
 from distbench.profiling.operators import OperatorProfiler
 from distbench.registry import resolved_threads
@@ -39,11 +39,12 @@ def pick_device(cfg: RunConfig, local_rank: int) -> torch.device:
 
 
 def memory_summary(device: torch.device) -> dict[str, int | None]:
-    """Peak RSS of this process and, on CUDA, the allocator's peaks."""
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    """Peak RSS of this process and, on CUDA, the allocator's peaks (outside evaluations:
+    ``measurement/memory.py``; the reserved peak includes them)."""
+    peak_rss = process_peak_rss()  # evaluations to a target are measured apart
     allocated = reserved = None
     if device.type == "cuda":
-        allocated = int(torch.cuda.max_memory_allocated(device))
+        allocated = process_peak_allocated(device)
         reserved = int(torch.cuda.max_memory_reserved(device))
     return {
         "peak_rss_bytes": int(peak_rss),

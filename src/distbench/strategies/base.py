@@ -23,7 +23,7 @@ from distbench.config import RunConfig
 from distbench.measurement.records import RankRecorder
 from distbench.strategies.contract import Equivalence
 from distbench.strategies.convergence import Convergence
-from distbench.strategies.evaluation import held_out_accuracy, train_size
+from distbench.strategies.evaluation import held_out_counts, train_size
 
 
 @dataclass
@@ -122,7 +122,8 @@ class Strategy(ABC):
             cfg,
             self.ctx.rank,
             self.ctx.world_size,
-            lambda: held_out_accuracy(cfg, model, self.ctx.device),
+            lambda: held_out_counts(cfg, model, self.ctx.device),
             samples_per_step,
             train_size(cfg) if cfg.trains_to_goal else 0,
+            device=self.ctx.device,
         )

@@ -36,6 +36,7 @@ import torch.distributed as dist
 
 from distbench.config import RunConfig
 from distbench.errors import UserError
+from distbench.measurement.memory import evaluation_peak
 
 #: Datasets whose labels can be learned (a target on random synthetic labels never ends).
 LEARNABLE_DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder")
@@ -109,6 +110,9 @@ class EvalPoint:
     loss: float | None  # the training loss of the step (None where this rank has none)
     accuracy: float
     eval_s: float
+    eval_samples: int = 0
+    eval_peak_rss_bytes: int | None = None  # the evaluation's own peak (measurement/memory.py)
+    eval_peak_allocated_bytes: int | None = None  # on CUDA
 
 
 @dataclass
@@ -124,9 +128,10 @@ class Convergence:
     cfg: RunConfig
     rank: int
     world_size: int
-    evaluate: Callable[[], float]
+    evaluate: Callable[[], tuple[int, int]]  # (correct, evaluated) held-out samples
     samples_per_step: int
     train_size: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     curve: list[EvalPoint] = field(default_factory=list)
     train_s: float = 0.0
     reached_at: int | None = None
@@ -186,12 +191,25 @@ class Convergence:
         if self.gather is not None:
             self.gather()
         if self.rank == 0:
-            accuracy = self.evaluate()
+            with evaluation_peak(self.device) as peak:
+                correct, evaluated = self.evaluate()
+            accuracy = correct / evaluated if evaluated else 0.0
             at, train_s = (step + 1, self.train_s) if version is None else (version, before)
             if self.asynchronous and version is not None:
                 train_s = self.clock.time_of(version, before)
                 self.clock.skip_next()  # the next interval holds this evaluation
-            self.curve.append(EvalPoint(at, train_s, loss, accuracy, time.perf_counter() - start))
+            self.curve.append(
+                EvalPoint(
+                    at,
+                    train_s,
+                    loss,
+                    accuracy,
+                    time.perf_counter() - start,
+                    evaluated,
+                    peak.rss_bytes,
+                    peak.allocated_bytes,
+                )
+            )
             target = self.cfg.target_accuracy
             reached = target is not None and accuracy >= target
         self._stop = self._agreed(reached)
@@ -201,6 +219,22 @@ class Convergence:
     def stop(self) -> None:
         """Another rank reached the target: end after this step (at least one measured)."""
         self._stop = True
+
+    def _evaluation_figures(self) -> dict[str, Any]:
+        """Evaluation measured on its own: throughput and peak memory."""
+        seconds = sum(p.eval_s for p in self.curve)
+        samples = sum(p.eval_samples for p in self.curve)
+        rss = [p.eval_peak_rss_bytes for p in self.curve if p.eval_peak_rss_bytes is not None]
+        cuda = [
+            p.eval_peak_allocated_bytes
+            for p in self.curve
+            if p.eval_peak_allocated_bytes is not None
+        ]
+        return {
+            "eval_samples_per_s": samples / seconds if seconds > 0 else None,
+            "eval_peak_rss_bytes": max(rss) if rss else None,
+            "eval_peak_allocated_bytes": max(cuda) if cuda else None,
+        }
 
     def _agreed(self, reached: bool) -> bool:
         """Rank 0's decision, on every rank of the group."""
@@ -238,6 +272,7 @@ class Convergence:
                 "train_size": self.train_size,
                 "eval_s": sum(p.eval_s for p in self.curve),
                 "evaluations": len(self.curve),
+                **self._evaluation_figures(),
                 "curve": [asdict(p) for p in self.curve],
             }
         }

@@ -51,6 +51,18 @@ def held_out_accuracy(
     The model is evaluated in eval mode (BatchNorm uses its running statistics) and put back
     in the mode it was in. ``size`` limits the evaluation to that many evenly spread samples.
     """
+    correct, total = held_out_counts(cfg, model, device, batch_size, size)
+    return correct / total if total else 0.0
+
+
+def held_out_counts(
+    cfg: RunConfig,
+    model: nn.Module,
+    device: torch.device,
+    batch_size: int = 256,
+    size: int | None = None,
+) -> tuple[int, int]:
+    """(correctly classified, evaluated) samples of the test split; see held_out_accuracy."""
     classes = dataset_num_classes(cfg.dataset, cfg.data_dir, cfg.num_classes)
     data = load_dataset(
         cfg.dataset,
@@ -73,4 +85,4 @@ def held_out_accuracy(
                 correct += int((predicted == y).sum())
     finally:
         model.train(was_training)
-    return correct / len(data) if len(data) else 0.0
+    return correct, len(data)

@@ -14,6 +14,7 @@ from distbench.analysis.convergence import (
     staleness_price,
     summarize_goals,
 )
+from distbench.report.convergence_plot import convergence_figures
 from distbench.store.mllog import to_mllog
 from distbench.store.result import RunResult
 
@@ -129,3 +130,15 @@ def test_the_mllog_has_the_mlperf_keys_on_the_training_clock() -> None:
     assert first[5]["metadata"]["epoch_num"] == pytest.approx(90 * 64 / TRAIN)
     missed = [e for e in lines if e["namespace"] == rows[1].run_id]
     assert missed[-1]["metadata"]["status"] == "aborted"
+
+
+def test_the_report_draws_accuracy_curves_and_bars_only_for_runs_with_a_goal() -> None:
+    rows = [run("sequential", 1, 90, 0.5), run("ps-async", 2, None, None)]
+    accuracy, bars = convergence_figures(rows)
+    assert (accuracy.stem, bars.stem) == ("accuracy", "time_to_accuracy")
+    curves = accuracy.figure.axes[0].get_lines()
+    assert len([line for line in curves if line.get_linestyle() == "-"]) == 2
+    assert "not reached" in [t.get_text().strip() for t in bars.figure.axes[0].texts]
+    plain = RunResult("x", "ok", "2026-12-04T17:00:00+00:00", "lenet5", "digits", "ddp",
+                      "torch", 2)  # fmt: skip
+    assert convergence_figures([plain]) == []

@@ -22,6 +22,7 @@ from distbench.analysis.explain import Finding, suite_findings
 from distbench.errors import UserError
 from distbench.measurement.rounds import SAME
 from distbench.measurement.stragglers import straggler_of
+from distbench.report.convergence_plot import convergence_figures
 from distbench.report.figures import DPI, ReportFigure, Row, report_figures, save_figure
 from distbench.store import open_store
 from distbench.store.export import rounds_text, speedup_text, throughput_text
@@ -102,7 +103,8 @@ def build_report(
     ok = [r for r in rows if r.status == "ok"]
     result = ReportResult(html=out / "report.html", runs=len(rows), failed=len(rows) - len(ok))
     sections = []
-    for figure in report_figures(ok, predict(ok) if predict else None):
+    figures = report_figures(ok, predict(ok) if predict else None) + convergence_figures(ok)
+    for figure in figures:
         png, svg, data = save_figure(figure, out)
         result.files += [png, svg]
         sections.append(figure_html(figure, data, png.name, svg.name))

@@ -122,9 +122,10 @@ def batch_ids(batches: ShardedBatches, count: int) -> list[list[int]]:
 
 
 def test_registry_lists_every_format() -> None:
-    assert set(DATASETS) == {"synthetic", "digits", "mnist", "cifar10", "cifar100", "imagefolder"}
+    known = {"synthetic", "patterns", "digits", "mnist", "cifar10", "cifar100", "imagefolder"}
+    assert set(DATASETS) == known
     assert all(name == spec.name for name, spec in DATASETS.items())
-    assert [n for n, s in DATASETS.items() if not s.needs_dir] == ["synthetic", "digits"]
+    assert [n for n, s in DATASETS.items() if not s.needs_dir] == ["synthetic", "patterns", "digits"]
 
 
 def test_unknown_dataset_names_the_known_ones() -> None:

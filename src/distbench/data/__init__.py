@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbench.data import cifar, digits, imagefolder, mnist, synthetic
+from distbench.data import cifar, digits, imagefolder, mnist, patterns, synthetic
 from distbench.data.base import LoadRequest, Shape, SizedDataset, TensorPairDataset
 from distbench.data.sharding import ShardedBatches
 from distbench.errors import UserError
@@ -54,6 +54,14 @@ DATASETS: dict[str, DatasetSpec] = {
         False,
         10,
         "deterministic random tensors of any shape, no files (size defaults to 1024)",
+    ),
+    "patterns": DatasetSpec(
+        "patterns",
+        patterns.load,
+        False,
+        10,
+        "learnable synthetic classes: a smooth random pattern per class seen through "
+        "noise, any shape, no files (2048 train / 512 test samples)",
     ),
     "digits": DatasetSpec(
         "digits",

@@ -39,7 +39,7 @@ from distbench.errors import UserError
 from distbench.measurement.memory import evaluation_peak
 
 #: Datasets whose labels can be learned (a target on random synthetic labels never ends).
-LEARNABLE_DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder")
+LEARNABLE_DATASETS = ("patterns", "digits", "mnist", "cifar10", "cifar100", "imagefolder")
 
 
 def check_target(cfg: RunConfig, strategy: str, able: list[str]) -> None:

@@ -282,3 +282,24 @@ def test_comparator_catches_a_wrong_batch_norm_epsilon(
     _, loss, trained, _ = compare.check_framework("tensorflow", ref, run, tol, 2)
     assert not loss.passed and not trained.passed
     assert "1.weight" in {d.name for d in trained.failures}  # the batch-norm layer's gamma
+
+
+@pytest.mark.timeout(2400)
+def test_horovod_trains_to_a_target_as_ddp_does(horovod_env: None, tmp_path: Path) -> None:
+    """distbench's own stopping rule inside Horovod: rank 0 evaluates, Horovod broadcasts
+    the decision, and the stored goal has the same shape as a PyTorch rank's."""
+    done = subprocess.run(
+        [
+            *CLI, "run", "--model", "lenet5", "--dataset", "digits", "--framework", "horovod",
+            "--strategy", "sync", "--workers", "2", "--batch-size", "32", "--lr", "0.02",
+            "--momentum", "0.9", "--target-accuracy", "0.8", "--threads", "1", "--json",
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=880,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(done.stdout)
+    assert row["status"] == "ok", row["error"]
+    goal = row["extra"]["convergence"]
+    assert goal["reached"] is True and goal["final_accuracy"] >= 0.8
+    assert goal["steps_to_accuracy"] % 10 == 0 and row["steps"] is None
+    assert goal["curve"][-1]["step"] == goal["steps_to_accuracy"]

@@ -125,7 +125,11 @@ def test_registry_lists_every_format() -> None:
     known = {"synthetic", "patterns", "digits", "mnist", "cifar10", "cifar100", "imagefolder"}
     assert set(DATASETS) == known
     assert all(name == spec.name for name, spec in DATASETS.items())
-    assert [n for n, s in DATASETS.items() if not s.needs_dir] == ["synthetic", "patterns", "digits"]
+    assert [n for n, s in DATASETS.items() if not s.needs_dir] == [
+        "synthetic",
+        "patterns",
+        "digits",
+    ]
 
 
 def test_unknown_dataset_names_the_known_ones() -> None:

@@ -87,6 +87,12 @@ def _samples_per_update(row: RunResult) -> int | None:
     return row.local_batch if row.strategy.endswith("async") else row.global_batch
 
 
+def run_label(row: RunResult) -> str:
+    """``model strategy ×N``, and the framework when it is not PyTorch."""
+    framework = "" if row.framework in ("torch", "") else f" ({row.framework})"
+    return f"{row.model} {row.strategy} ×{row.workers}{framework}"
+
+
 def configuration_key(row: RunResult) -> str:
     """What identifies a configuration across seeds (its settings, seed left out)."""
     settings = {k: v for k, v in (row.config or {}).items() if k not in NOT_CONFIGURATION}
@@ -137,7 +143,7 @@ def _summary(members: list[tuple[RunResult, Goal]]) -> GoalSummary:
     with_target = goals[0].target is not None
     throughputs = [r.throughput_median for r, _ in members if r.throughput_median]
     return GoalSummary(
-        label=f"{first.model} {first.strategy} ×{first.workers}",
+        label=run_label(first),
         target=goals[0].target,
         run_ids=[g.run_id for g in goals],
         seeds=[int((r.config or {}).get("seed", 0)) for r, _ in members],
@@ -282,7 +288,7 @@ def staleness_price(async_row: RunResult, candidates: list[RunResult]) -> Stalen
             return StalenessPrice(
                 async_run=async_row.run_id,
                 reference_run=reference.run_id,
-                reference_label=f"{reference.strategy} ×{reference.workers}",
+                reference_label=run_label(reference),
                 staleness_mean=staleness.get("mean"),
                 staleness_max=staleness.get("max"),
                 histogram=dict(staleness.get("histogram") or {}),

@@ -10,6 +10,7 @@ This module imports neither torch nor any framework, so configuration stays chea
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,10 +169,14 @@ FRAMEWORK: dict[str, Adapter] = {
         "horovod",
         "horovod",
         "horovod_worker.py",
+        # distbench's own model, data and stopping rule: both train to a target
         {
-            "sequential": _SEQUENTIAL,
+            "sequential": dataclasses.replace(_SEQUENTIAL, trains_to_target=True),
             "sync": AdapterStrategy(
-                "sync", "PyTorch + Horovod ring all-reduce over gloo", prediction_model="ddp"
+                "sync",
+                "PyTorch + Horovod ring all-reduce over gloo",
+                prediction_model="ddp",
+                trains_to_target=True,
             ),
         },
         comparable=False,

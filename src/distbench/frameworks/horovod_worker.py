@@ -17,7 +17,6 @@ one process without Horovod, the baseline.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import traceback
 from pathlib import Path
@@ -25,11 +24,14 @@ from pathlib import Path
 import torch
 
 from distbench.config import RunConfig
+from distbench.measurement.memory import process_peak_rss
 from distbench.measurement.records import RankRecorder
 from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.operators import OperatorProfiler
 from distbench.registry import resolved_threads
 from distbench.strategies.common import build_workload, fetch_batch, record_step
+from distbench.strategies.convergence import Convergence
+from distbench.strategies.evaluation import held_out_counts, train_size
 
 
 def _step(work, timer: PhaseTimer, optimizer, distributed: bool) -> float:
@@ -50,6 +52,29 @@ def _step(work, timer: PhaseTimer, optimizer, distributed: bool) -> float:
         optimizer.step()
     timer.mark("update")
     return float(loss.detach())
+
+
+def _goal(cfg: RunConfig, work, rank: int, size: int, hvd) -> Convergence:
+    """Training to a target or for epochs as on a PyTorch rank (``strategies/convergence.py``):
+    rank 0 evaluates its replica; Horovod broadcasts the decision."""
+    cpu = torch.device("cpu")
+    goal = Convergence(
+        cfg,
+        rank,
+        size,
+        lambda: held_out_counts(cfg, work.model, cpu),
+        cfg.batch_size * size,
+        train_size(cfg) if cfg.trains_to_goal else 0,
+    )
+    if hvd is not None:
+        flag = torch.zeros(1, dtype=torch.int32)
+
+        def agree(reached: bool) -> bool:
+            flag.fill_(1 if reached else 0)
+            return bool(hvd.broadcast(flag, root_rank=0, name="distbench.stop").item())
+
+        goal.agree = agree
+    return goal
 
 
 def run(job_path: str) -> None:
@@ -81,9 +106,11 @@ def run(job_path: str) -> None:
             else None
         )
         timer = PhaseTimer()
-        for step in range(cfg.warmup + cfg.steps):
+        goal = _goal(cfg, work, rank, size, hvd if distributed else None)
+        for step in goal.steps():
             loss = _step(work, timer, optimizer, distributed)
-            record_step(recorder, cfg, step, timer, cfg.batch_size, loss=loss)
+            seconds = record_step(recorder, cfg, step, timer, cfg.batch_size, loss=loss)
+            goal.after_step(step, seconds, loss)
         if profiler is not None:
             profiler.finish()
         extra = {
@@ -97,8 +124,9 @@ def run(job_path: str) -> None:
                 "horovod": horovod.__version__,
                 "torch": torch.__version__,
             }
+        extra.update(goal.summary())
         recorder.summary(
-            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            peak_rss_bytes=process_peak_rss(),  # evaluations measured apart
             allocated_peak_bytes=None,
             reserved_peak_bytes=None,
             extra=extra,

@@ -20,6 +20,7 @@ from distbench.analysis.convergence import (
     GoalSummary,
     configuration_key,
     goal_of,
+    run_label,
     summarize_goals,
 )
 from distbench.report.figures import PANEL_H, PANEL_W, ReportFigure, new_figure
@@ -31,10 +32,6 @@ def convergence_figures(rows: Sequence[RunResult]) -> list[ReportFigure]:
     if not goals:
         return []
     return [accuracy_figure(goals), time_to_accuracy_figure(summarize_goals(goals))]
-
-
-def _label(row: RunResult) -> str:
-    return f"{row.model} {row.strategy} ×{row.workers}"
 
 
 def accuracy_figure(rows: Sequence[RunResult]) -> ReportFigure:
@@ -51,7 +48,7 @@ def accuracy_figure(rows: Sequence[RunResult]) -> ReportFigure:
         key = configuration_key(row)
         first = key not in colours
         colour = colours.setdefault(key, f"C{len(colours) % 10}")
-        label = _label(row) if first else None
+        label = run_label(row) if first else None
         accuracy = [p["accuracy"] for p in goal.curve]
         by_time.plot([p["train_s"] for p in goal.curve], accuracy, color=colour, label=label)
         by_steps.plot([p["step"] for p in goal.curve], accuracy, color=colour, label=label)

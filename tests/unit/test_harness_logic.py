@@ -147,6 +147,16 @@ def test_suite_expands_matrix_and_runs_sequential_once(tmp_path: Path) -> None:
         load_suite(path)
 
 
+def test_seeds_are_an_axis_of_the_matrix(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('models = ["lenet5"]\nstrategies = ["ddp"]\nworkers = [2]\nseeds = [3, 4]\n')
+    assert [(r.workers, r.seed) for r in expand_suite(load_suite(path))] == [(2, 3), (2, 4)]
+    with pytest.raises(UserError, match="either --seed or --seeds"):
+        expand_suite(SuiteConfig(["lenet5"], ["ddp"], [2], {"seed": 1}, seeds=[1, 2]))
+    with pytest.raises(UserError, match="repeats a seed"):
+        expand_suite(SuiteConfig(["lenet5"], ["ddp"], [2], seeds=[1, 1]))
+
+
 def _row(run_id: str, strategy: str, workers: int, throughput: float) -> RunResult:
     return RunResult.from_row(
         {

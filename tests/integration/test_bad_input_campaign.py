@@ -53,6 +53,38 @@ CASES = [
         [*R, "--microbatches", "0", "--strategy", "pipeline-gpipe", "--workers", "2"],
         "--microbatches must be at least 1",
     ),
+    # run: training to a target
+    ([*R, "--target-accuracy", "0.8"], "has random labels"),
+    (
+        [*R, "--dataset", "digits", "--target-accuracy", "1.5"],
+        "--target-accuracy must be at most 1",
+    ),
+    ([*R, "--dataset", "digits", "--target-accuracy", "0"], "--target-accuracy must be positive"),
+    (
+        [*R, "--dataset", "digits", "--target-accuracy", "0.8", "--eval-every", "0"],
+        "--eval-every must be at least 1",
+    ),
+    ([*R, "--dataset", "digits", "--epochs", "0"], "--epochs must be positive"),
+    ([*R, "--dataset", "digits", "--epochs", "2", "--compute", "0.01"], "needs --compute real"),
+    (
+        [
+            *R,
+            "--dataset",
+            "digits",
+            "--target-accuracy",
+            "0.8",
+            "--framework",
+            "tensorflow",
+            "--strategy",
+            "sync",
+            "--workers",
+            "2",
+        ],
+        "not supported by strategy 'sync'",
+    ),
+    ([*R, "--seeds", "1,1"], "--seeds repeats a seed"),
+    ([*R, "--seeds", "1,2", "--seed", "3"], "either --seed or --seeds"),
+    ([*R, "--seeds", "one"], "expected comma-separated integers"),
     # run: impossible combinations
     (
         [*R, "--strategy", "ps-sync-split", "--workers", "3", "--batch-size", "8"],

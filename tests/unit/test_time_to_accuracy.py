@@ -127,6 +127,7 @@ def test_the_mllog_has_the_mlperf_keys_on_the_training_clock() -> None:
     start, stop = first[3]["time_ms"], first[-1]["time_ms"]
     assert stop - start == pytest.approx(700)
     assert first[-1]["metadata"]["status"] == "success"
+    assert first[0]["metadata"]["file"] == "store/mllog.py"  # not this machine's path
     assert first[5]["metadata"]["epoch_num"] == pytest.approx(90 * 64 / TRAIN)
     missed = [e for e in lines if e["namespace"] == rows[1].run_id]
     assert missed[-1]["metadata"]["status"] == "aborted"

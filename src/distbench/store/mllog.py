@@ -17,6 +17,7 @@ import io
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 from mlperf_logging.mllog import constants
 from mlperf_logging.mllog.mllog import MLLogger
@@ -34,7 +35,9 @@ def to_mllog(rows: Sequence[RunResult]) -> str:
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
-        mllogger = MLLogger(logger=logger, default_stack_offset=1)
+        # metadata.file names the call site; relative to the package, not this machine
+        root = str(Path(__file__).resolve().parents[1])
+        mllogger = MLLogger(logger=logger, default_stack_offset=1, root_dir=root)
         for row in rows:
             _log_run(mllogger, row)
     finally:

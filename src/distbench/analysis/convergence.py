@@ -48,8 +48,22 @@ class Goal:
     final_epochs: float | None  # the epochs the last evaluated weights had trained
     eval_s: float | None  # all evaluations together, measured apart from training
     eval_peak_rss_bytes: int | None
-    samples: float | None  # samples trained to the target
+    samples_per_step: int | None  # samples one update trains (stored by the run)
+    train_size: int | None  # the training split's samples
     curve: list[dict[str, Any]]
+
+    @property
+    def samples(self) -> float | None:
+        """Samples trained to the target."""
+        if self.steps is None or not self.samples_per_step:
+            return None
+        return self.steps * self.samples_per_step
+
+    def epochs_at(self, step: int) -> float | None:
+        """Epochs trained after ``step`` updates."""
+        if not self.samples_per_step or not self.train_size:
+            return None
+        return step * self.samples_per_step / self.train_size
 
     @property
     def rate(self) -> float | None:
@@ -64,27 +78,21 @@ def goal_of(row: RunResult) -> Goal | None:
     stored = row.extra.get("convergence") if row.ok else None
     if not stored:
         return None
-    steps = stored.get("steps_to_accuracy")
-    per_update = _samples_per_update(row)
     return Goal(
         run_id=row.run_id,
         target=stored.get("target_accuracy"),
         reached=bool(stored.get("reached")),
-        steps=steps,
+        steps=stored.get("steps_to_accuracy"),
         seconds=stored.get("time_to_accuracy_s"),
         epochs=stored.get("epochs_to_accuracy"),
         final_accuracy=stored.get("final_accuracy"),
         final_epochs=stored.get("final_epochs"),
         eval_s=stored.get("eval_s"),
         eval_peak_rss_bytes=stored.get("eval_peak_rss_bytes"),
-        samples=steps * per_update if steps is not None and per_update else None,
+        samples_per_step=stored.get("samples_per_step"),
+        train_size=stored.get("train_size"),
         curve=list(stored.get("curve") or []),
     )
-
-
-def _samples_per_update(row: RunResult) -> int | None:
-    """An asynchronous update trains one worker's batch; any other, the global batch."""
-    return row.local_batch if row.strategy.endswith("async") else row.global_batch
 
 
 def run_label(row: RunResult) -> str:

@@ -30,8 +30,7 @@ from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.operators import OperatorProfiler
 from distbench.registry import resolved_threads
 from distbench.strategies.common import build_workload, fetch_batch, record_step
-from distbench.strategies.convergence import Convergence
-from distbench.strategies.evaluation import held_out_counts, train_size
+from distbench.strategies.convergence import Convergence, goal_for
 
 
 def _step(work, timer: PhaseTimer, optimizer, distributed: bool) -> float:
@@ -57,15 +56,7 @@ def _step(work, timer: PhaseTimer, optimizer, distributed: bool) -> float:
 def _goal(cfg: RunConfig, work, rank: int, size: int, hvd) -> Convergence:
     """Training to a target or for epochs as on a PyTorch rank (``strategies/convergence.py``):
     rank 0 evaluates its replica; Horovod broadcasts the decision."""
-    cpu = torch.device("cpu")
-    goal = Convergence(
-        cfg,
-        rank,
-        size,
-        lambda: held_out_counts(cfg, work.model, cpu),
-        cfg.batch_size * size,
-        train_size(cfg) if cfg.trains_to_goal else 0,
-    )
+    goal = goal_for(cfg, rank, size, work.model, torch.device("cpu"), cfg.batch_size * size)
     if hvd is not None:
         flag = torch.zeros(1, dtype=torch.int32)
 

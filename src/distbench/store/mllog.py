@@ -61,14 +61,15 @@ def _log_run(mllogger: MLLogger, row: RunResult) -> None:
     event(constants.OPT_BASE_LR, config.get("lr"))
     mllogger.start(constants.RUN_START, namespace=namespace, time_ms=start_ms)
     goal = goal_of(row)
-    for point in goal.curve if goal is not None else []:
-        event(
-            constants.EVAL_ACCURACY,
-            point["accuracy"],
-            point["train_s"],
-            epoch_num=_epochs_at(row, point["step"]),
-            step_num=point["step"],
-        )
+    if goal is not None:
+        for point in goal.curve:
+            event(
+                constants.EVAL_ACCURACY,
+                point["accuracy"],
+                point["train_s"],
+                epoch_num=goal.epochs_at(point["step"]),
+                step_num=point["step"],
+            )
     stop_s, status = _stop(row, goal)
     mllogger.end(
         constants.RUN_STOP,
@@ -76,13 +77,6 @@ def _log_run(mllogger: MLLogger, row: RunResult) -> None:
         namespace=namespace,
         time_ms=start_ms + stop_s * 1000,
     )
-
-
-def _epochs_at(row: RunResult, step: int) -> float | None:
-    """Epochs trained after ``step`` updates (None for a run stored without the sizes)."""
-    stored = row.extra.get("convergence") or {}
-    per_step, size = stored.get("samples_per_step"), stored.get("train_size")
-    return step * per_step / size if per_step and size else None
 
 
 def _stop(row: RunResult, goal: Goal | None) -> tuple[float, str]:

@@ -22,8 +22,7 @@ from distbench.compute.emulated import REAL, Compute
 from distbench.config import RunConfig
 from distbench.measurement.records import RankRecorder
 from distbench.strategies.contract import Equivalence
-from distbench.strategies.convergence import Convergence
-from distbench.strategies.evaluation import held_out_counts, train_size
+from distbench.strategies.convergence import Convergence, goal_for
 
 
 @dataclass
@@ -117,13 +116,5 @@ class Strategy(ABC):
     def convergence(self, model: torch.nn.Module, samples_per_step: int) -> Convergence:
         """The step loop's goal: ``warmup + steps`` steps, or with ``--target-accuracy``
         until ``model`` (evaluated on rank 0) reaches it (``convergence.py``)."""
-        cfg = self.ctx.cfg
-        return Convergence(
-            cfg,
-            self.ctx.rank,
-            self.ctx.world_size,
-            lambda: held_out_counts(cfg, model, self.ctx.device),
-            samples_per_step,
-            train_size(cfg) if cfg.trains_to_goal else 0,
-            device=self.ctx.device,
-        )
+        ctx = self.ctx
+        return goal_for(ctx.cfg, ctx.rank, ctx.world_size, model, ctx.device, samples_per_step)

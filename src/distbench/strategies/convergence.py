@@ -25,6 +25,7 @@ wait for each other) and calls :meth:`Convergence.stop` on the workers it reache
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ import torch.distributed as dist
 from distbench.config import RunConfig
 from distbench.errors import UserError
 from distbench.measurement.memory import evaluation_peak
+from distbench.strategies.evaluation import classified, held_out_split, train_size
 
 #: Datasets whose labels can be learned (a target on random synthetic labels never ends).
 LEARNABLE_DATASETS = ("patterns", "digits", "mnist", "cifar10", "cifar100", "imagefolder")
@@ -59,6 +61,29 @@ def check_target(cfg: RunConfig, strategy: str, able: list[str]) -> None:
         )
     if cfg.compute != "real":
         raise UserError(f"{flag} trains the model: it needs --compute real")
+
+
+def goal_for(
+    cfg: RunConfig,
+    rank: int,
+    world_size: int,
+    model: torch.nn.Module,
+    device: torch.device,
+    samples_per_step: int,
+) -> Convergence:
+    """The goal of a rank whose ``model`` holds the weights to evaluate (on rank 0). The
+    test split is loaded at the first evaluation and kept, so that no evaluation pays for
+    reading it again."""
+    held_out = functools.cache(lambda: held_out_split(cfg))
+    return Convergence(
+        cfg,
+        rank,
+        world_size,
+        lambda: classified(held_out(), model, device),
+        samples_per_step,
+        train_size(cfg) if cfg.trains_to_goal else 0,
+        device=device,
+    )
 
 
 def broadcast_decision(

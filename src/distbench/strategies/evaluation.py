@@ -39,32 +39,11 @@ def train_size(cfg: RunConfig) -> int:
     return len(data)
 
 
-def held_out_accuracy(
-    cfg: RunConfig,
-    model: nn.Module,
-    device: torch.device,
-    batch_size: int = 256,
-    size: int | None = None,
-) -> float:
-    """Fraction of the test split (``train=False``) that ``model`` classifies correctly.
-
-    The model is evaluated in eval mode (BatchNorm uses its running statistics) and put back
-    in the mode it was in. ``size`` limits the evaluation to that many evenly spread samples.
-    """
-    correct, total = held_out_counts(cfg, model, device, batch_size, size)
-    return correct / total if total else 0.0
-
-
-def held_out_counts(
-    cfg: RunConfig,
-    model: nn.Module,
-    device: torch.device,
-    batch_size: int = 256,
-    size: int | None = None,
-) -> tuple[int, int]:
-    """(correctly classified, evaluated) samples of the test split; see held_out_accuracy."""
+def held_out_split(cfg: RunConfig, size: int | None = None) -> SizedDataset:
+    """The dataset's test split (``train=False``); ``size`` limits it to that many evenly
+    spread samples."""
     classes = dataset_num_classes(cfg.dataset, cfg.data_dir, cfg.num_classes)
-    data = load_dataset(
+    return load_dataset(
         cfg.dataset,
         cfg.data_dir,
         input_shape_of(cfg),
@@ -73,6 +52,26 @@ def held_out_counts(
         train=False,
         size=size,
     )
+
+
+def held_out_accuracy(
+    cfg: RunConfig,
+    model: nn.Module,
+    device: torch.device,
+    batch_size: int = 256,
+    size: int | None = None,
+) -> float:
+    """Fraction of the test split that ``model`` classifies correctly (see
+    :func:`classified`)."""
+    correct, total = classified(held_out_split(cfg, size), model, device, batch_size)
+    return correct / total if total else 0.0
+
+
+def classified(
+    data: SizedDataset, model: nn.Module, device: torch.device, batch_size: int = 256
+) -> tuple[int, int]:
+    """(correctly classified, evaluated) samples of ``data``. The model is evaluated in
+    eval mode (BatchNorm uses its running statistics) and put back in the mode it was in."""
     was_training = model.training
     model.eval()
     correct = 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from distbench.harness.processes import (
     write_run_config,
 )
 from distbench.measurement.records import read_run_records
+from distbench.netem.namespaces import loopback_only
 from distbench.registry import resolved_threads
 
 #: At most this many bytes of pre-made batches per run; past it, ranks cycle fewer batches.
@@ -211,7 +213,13 @@ PROCESS_PLANS: dict[str, Callable[[RunConfig, dict[str, Any]], list[Process]]] =
 
 
 def _start(
-    python: Path, worker: Path, job_path: Path, proc: Process, threads: int, log_dir: Path
+    python: Path,
+    worker: Path,
+    job_path: Path,
+    proc: Process,
+    threads: int,
+    log_dir: Path,
+    inside: list[str],
 ) -> subprocess.Popen[bytes]:
     env = worker_environment(threads)
     env.update(proc.env)
@@ -225,14 +233,38 @@ def _start(
         }
     )
     env.pop("TF_CONFIG", None)
-    argv = [*(proc.launcher or [str(python)]), str(worker), str(job_path)]
+    argv = [*inside, *(proc.launcher or [str(python)]), str(worker), str(job_path)]
     return spawn(argv, env, log=log_dir / f"{proc.role}{proc.index}.log")
+
+
+#: Frameworks whose servers listen on every interface whatever address they are given
+#: (TensorFlow's gRPC servers bind ``[::]``; horovodrun's rendezvous binds the wildcard).
+BINDS_EVERY_INTERFACE = ("tensorflow", "horovod")
 
 
 def launch_adapter(
     cfg: RunConfig, run_dir: Path, on_progress: Callable[[int], None] | None = None
 ) -> LaunchOutcome:
-    """Run every process of an adapter run to completion, failure or timeout."""
+    """Run every process of an adapter run to completion, failure or timeout, inside a
+    namespace of its own that has only loopback, so that no server of the run can be
+    reached from another host (where namespaces cannot be made, with a warning for the
+    frameworks that would listen on every interface)."""
+    with loopback_only() as inside:
+        if inside is None and cfg.framework in BINDS_EVERY_INTERFACE and cfg.workers > 1:
+            sys.stderr.write(
+                f"warning: {cfg.framework}'s servers listen on every interface and this run "
+                "cannot be put in a loopback-only network namespace (that needs root); "
+                "other hosts can reach them while it runs (docs/security.md)\n"
+            )
+        return _launch_adapter(cfg, run_dir, on_progress, inside or [])
+
+
+def _launch_adapter(
+    cfg: RunConfig,
+    run_dir: Path,
+    on_progress: Callable[[int], None] | None,
+    inside: list[str],
+) -> LaunchOutcome:
     adapter = get_adapter(cfg.framework)
     adapter_strategy(cfg.framework, cfg.strategy)
     python = require_env(adapter.env)
@@ -253,7 +285,9 @@ def launch_adapter(
     popens: list[subprocess.Popen[bytes]] = []
     try:
         for proc in plan:
-            popens.append(_start(python, adapter.worker_path, job_path, proc, threads, log_dir))
+            popens.append(
+                _start(python, adapter.worker_path, job_path, proc, threads, log_dir, inside)
+            )
     except BaseException:
         stop_all(popens)
         raise

@@ -40,7 +40,8 @@ def torchrun_command(cfg: RunConfig, run_dir: Path, port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        # torchrun's own main, its store bound to --master-addr (harness/torchrun_bound.py)
+        "distbench.harness.torchrun_bound",
         f"--nnodes={cfg.nnodes}",
         f"--node-rank={cfg.node_rank}",
         f"--nproc-per-node={nproc}",

@@ -406,6 +406,41 @@ def _unwind_on_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def can_isolate() -> bool:
+    """Whether this process may create network namespaces (root and iproute2)."""
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[list[str] | None]:
+    """A namespace with nothing but an up ``lo``, for the processes of one local run whose
+    servers listen on every interface (TensorFlow's gRPC servers, horovodrun's rendezvous):
+    inside it, every interface is loopback, so nothing listening there can be reached from
+    another host. Yields the prefix that runs a command inside (``ip netns exec NS``), or
+    None where namespaces cannot be made (not root); removed like an emulated network."""
+    if not can_isolate():
+        yield None
+        return
+    cleanup_stale()
+    tag = secrets.token_hex(3)
+    namespace = f"{PREFIX}{tag}-lo"
+    with _unwind_on_termination():
+        with state_lock():
+            write_state(tag)
+            try:
+                run_cmd("ip", "netns", "add", namespace)
+                run_cmd("ip", "-n", namespace, "link", "set", "lo", "up")
+            except BaseException:
+                delete_namespaces([namespace])
+                _state_file(tag).unlink(missing_ok=True)
+                raise
+        try:
+            yield ["ip", "netns", "exec", namespace]
+        finally:
+            delete_namespaces([namespace])
+            _state_file(tag).unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def emulated_network(
     spec: NetworkSpec | None, hosts: int, addresses: list[str] | None = None

@@ -77,6 +77,7 @@ def list_command(args: argparse.Namespace) -> int:
     )
     for row in rows:
         versions = ", ".join(f"{k} {v}" for k, v in row.versions.items()) or "-"
-        table.add_row(row.name, "yes" if row.installed else "no", versions, row.path)
+        state = "yes" if row.installed else f"unusable: {row.problem}" if row.problem else "no"
+        table.add_row(row.name, state, versions, row.path)
     Console(file=sys.stdout, width=160).print(table)
     return 0

@@ -49,9 +49,9 @@ class EnvSpec:
     #: (import name, distribution name) pairs imported and versioned after the install.
     checks: tuple[tuple[str, str], ...]
     description: str
-    #: See the main interpreter's packages (Horovod builds against the torch installed here,
-    #: instead of downloading a second, multi-GB torch).
-    system_site_packages: bool = False
+    #: See the packages of the Python distbench runs in (Horovod builds against the torch
+    #: installed there, instead of downloading a second, multi-GB torch): ``base_paths``.
+    shares_torch: bool = False
     build_env: dict[str, str] = field(default_factory=dict)
     #: Packages built from their sdist with a source patch (Horovod's C++ standard).
     patched_sdists: tuple[str, ...] = ()
@@ -83,7 +83,7 @@ ENV_SPECS: dict[str, EnvSpec] = {
         ),
         (("horovod.torch", "horovod"), ("torch", "torch"), ("numpy", "numpy")),
         "Horovod 0.28.1 on this interpreter's torch (gloo, no MPI), built from source",
-        system_site_packages=True,
+        shares_torch=True,
         build_env={
             "HOROVOD_WITH_PYTORCH": "1",
             "HOROVOD_WITH_GLOO": "1",
@@ -132,22 +132,131 @@ def read_marker(name: str) -> dict[str, Any] | None:
 
 
 def is_installed(name: str) -> bool:
-    return read_marker(name) is not None
+    """Finished and still usable (see :func:`env_problem`)."""
+    marker = read_marker(name)
+    return marker is not None and env_problem(name, marker) is None
 
 
 def require_env(name: str) -> Path:
-    """The env's python, or a UserError saying how to install it."""
-    if not is_installed(name):
+    """The env's python, or a UserError saying how to install it (or why to rebuild it)."""
+    marker = read_marker(name)
+    if marker is None:
         raise UserError(
             f"the {name} environment is not installed; run "
             f"`distbench env install {name}` (it goes to {env_dir(name)})"
         )
+    problem = env_problem(name, marker)
+    if problem is not None:
+        raise UserError(
+            f"the {name} environment is unusable: {problem}; rebuild it with "
+            f"`distbench env install {name} --force`"
+        )
     return env_python(name)
+
+
+# ------------------------------------------------------------------------------ the shared torch
+
+#: In an env that shares torch, this file in its site-packages lists ``base_paths``.
+BASE_PTH = "distbench-base.pth"
+
+
+def torch_location() -> tuple[str, str]:
+    """(version, the directory that holds the ``torch`` package) of this interpreter."""
+    import importlib.metadata
+    import importlib.util
+
+    found = importlib.util.find_spec("torch")
+    if found is None or found.origin is None:
+        raise UserError("torch is not importable here; install distbench (it pins torch)")
+    return importlib.metadata.version("torch"), str(Path(found.origin).parent.parent)
+
+
+def base_paths() -> list[str]:
+    """Where the Python distbench runs in finds its packages: torch's directory first, then
+    its site directories (a venv's, a conda env's, the system's, the user site), so an env
+    that lists them imports *this* torch — whether distbench was installed into a venv, the
+    user site, the system or conda. (``venv --system-site-packages`` would expose the base
+    interpreter's packages instead of a venv's, and build against whatever torch is there.)
+    """
+    import site
+
+    paths = [torch_location()[1], *site.getsitepackages()]
+    if site.ENABLE_USER_SITE and Path(site.getusersitepackages()).is_dir():
+        paths.append(site.getusersitepackages())
+    return list(dict.fromkeys(str(Path(p).resolve()) for p in paths))
+
+
+def base_record() -> dict[str, Any]:
+    """What an env that shares torch was built from, kept in its marker."""
+    version, location = torch_location()
+    return {
+        "python": sys.executable,
+        "torch": version,
+        "torch_dir": str(Path(location).resolve()),
+        "paths": base_paths(),
+    }
+
+
+def env_problem(name: str, marker: dict[str, Any]) -> str | None:
+    """Why a finished env can no longer be used, or None: its interpreter is gone, it was
+    moved, or (sharing torch) the install it was built from moved or changed torch."""
+    python = env_python(name)
+    if not python.exists():  # a dangling link: the interpreter it was made from is gone
+        return f"its interpreter {os.path.realpath(python)} is gone"
+    built_at = marker.get("python")
+    if built_at and Path(built_at).parent.parent.resolve() != env_dir(name).resolve():
+        return f"it was built at {Path(built_at).parent.parent} and moved since"
+    base = marker.get("base")
+    if not get_spec(name).shares_torch or not isinstance(base, dict):
+        return None
+    missing = [path for path in base.get("paths", []) if not Path(path).is_dir()]
+    if missing:
+        return f"the distbench install it was built from is gone ({missing[0]} is missing)"
+    version, location = torch_location()
+    if version != base.get("torch"):
+        return f"torch changed from {base.get('torch')} to {version} since it was built"
+    if str(Path(location).resolve()) != base.get("torch_dir"):
+        return (
+            f"it was built against the torch in {base.get('torch_dir')}, but distbench now "
+            f"runs with the torch in {location}"
+        )
+    return None
+
+
+def check_shared_torch(python: Path) -> None:
+    """The env must import the very torch distbench runs with, not another one."""
+    done = subprocess.run(
+        [str(python), "-c", "import torch; print(torch.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    found = Path(done.stdout.strip()).parent.parent.resolve() if done.returncode == 0 else None
+    wanted = Path(torch_location()[1]).resolve()
+    if found != wanted:
+        raise UserError(
+            f"the environment at {python.parent.parent} imports torch from "
+            f"{found or 'nowhere'}, not distbench's ({wanted})"
+        )
+
+
+def share_torch(python: Path) -> None:
+    """Make the env at ``python`` import this interpreter's packages after its own."""
+    done = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    site_dir = Path(done.stdout.strip())
+    (site_dir / BASE_PTH).write_text("".join(f"{path}\n" for path in base_paths()))
 
 
 @dataclass
 class EnvStatus:
-    """One row of ``distbench env list``."""
+    """One row of ``distbench env list``; ``problem``: why an installed env is unusable."""
 
     name: str
     installed: bool
@@ -155,20 +264,23 @@ class EnvStatus:
     versions: dict[str, str]
     installed_at: str | None
     description: str
+    problem: str | None = None
 
 
 def list_envs() -> list[EnvStatus]:
     rows = []
     for name, spec in ENV_SPECS.items():
         marker = read_marker(name)
+        problem = env_problem(name, marker) if marker is not None else None
         rows.append(
             EnvStatus(
                 name,
-                marker is not None,
+                marker is not None and problem is None,
                 str(env_dir(name)),
                 dict((marker or {}).get("versions", {})),
                 (marker or {}).get("installed_at"),
                 spec.description,
+                problem,
             )
         )
     return rows
@@ -341,11 +453,13 @@ def install_env(
     spec = get_spec(name)
     report = progress or (lambda line: None)
     target = env_dir(name)
-    if is_installed(name) and not force:
-        report(f"{name} already installed at {target} (use --force to rebuild)")
-        marker = read_marker(name)
-        assert marker is not None
-        return marker
+    existing = read_marker(name)
+    if existing is not None and not force:
+        problem = env_problem(name, existing)
+        if problem is None:
+            report(f"{name} already installed at {target} (use --force to rebuild)")
+            return existing
+        report(f"rebuilding {name}: {problem}")
     if target.exists():
         shutil.rmtree(target)  # an unfinished or forced re-install starts clean
     target.mkdir(parents=True)
@@ -353,11 +467,10 @@ def install_env(
     deadline = _Deadline(timeout)
     started = time.monotonic()
     report(f"creating venv {target}")
-    venv_cmd = [sys.executable, "-m", "venv", str(target)]
-    if spec.system_site_packages:
-        venv_cmd.insert(3, "--system-site-packages")
-    _run_logged(venv_cmd, log, deadline, report)
+    _run_logged([sys.executable, "-m", "venv", str(target)], log, deadline, report)
     python = env_python(name)
+    if spec.shares_torch:
+        share_torch(python)
     report(f"installing {' '.join(spec.packages)}")
     _run_logged(
         _pip(python, "install", "--progress-bar", "off", *spec.packages), log, deadline, report
@@ -366,6 +479,8 @@ def install_env(
         _install_patched(python, requirement, spec, log, deadline, report)
     report("checking imports")
     versions = check_versions(python, spec.checks, timeout=max(30.0, deadline.left()))
+    if spec.shares_torch:
+        check_shared_torch(python)
     marker = {
         "name": name,
         "versions": versions,
@@ -373,6 +488,7 @@ def install_env(
         "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "install_seconds": round(time.monotonic() - started, 1),
         "packages": list(spec.packages) + list(spec.patched_sdists),
+        **({"base": base_record()} if spec.shares_torch else {}),
     }
     (target / MARKER).write_text(json.dumps(marker, indent=1))
     return marker

@@ -278,9 +278,11 @@ def tc_shape(namespace: str, dev: str, rate_bit_s: int | None, spec: NetworkSpec
 
 def tune_host_tcp(namespace: str) -> None:
     """Apply ``HOST_SYSCTLS`` in a host's namespace; a kernel without them keeps its own."""
+    if shutil.which("sysctl") is None:  # procps absent: the hosts keep the defaults
+        return
     for key, value in HOST_SYSCTLS.items():
-        path = Path("/proc/sys") / key.replace(".", "/")
-        run_cmd("ip", "netns", "exec", namespace, "sh", "-c", f"echo {value} > {path}", check=False)
+        setting = f"{key}={value}"
+        run_cmd("ip", "netns", "exec", namespace, "sysctl", "-q", "-w", setting, check=False)
 
 
 def add_host(net: Network, index: int, address: str, prefix: int) -> Host:

@@ -17,6 +17,7 @@ use these; nothing here imports any of them.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_module
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from distbench.errors import RunFailed, UserError
+from distbench.harness.stores import bound_store
 from distbench.netem.spec import NetworkSpec
 from distbench.profiling.profiles import LinkFit
 
@@ -155,14 +157,28 @@ def report(out: Any, index: int, work: Callable[[], Any]) -> None:
 def join_group(rank: int, world: int, timeout: float, store_path: str | None = None) -> None:
     """Join a gloo group: over a ``FileStore`` at ``store_path`` (spawned children on one
     host), or by the torchrun environment (``env://``: two emulated hosts)."""
-    rendezvous: dict[str, Any] = (
-        {"store": dist.FileStore(store_path, world)}
+    store = (
+        dist.FileStore(store_path, world)
         if store_path is not None
-        else {"init_method": "env://"}
+        else _environment_store(rank, world, timeout)
     )
     dist.init_process_group(
-        "gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout), **rendezvous
+        "gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout), store=store
     )
+
+
+_KEEP: list[object] = []  # rank 0's store server and its socket, alive while the group is
+
+
+def _environment_store(rank: int, world: int, timeout: float) -> dist.Store:
+    """The torchrun environment's store (``MASTER_ADDR``/``MASTER_PORT``). Rank 0 serves it
+    on that address only, where ``env://`` would listen on every interface."""
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    if rank == 0:
+        store, sock = bound_store(host, port, timeout)
+        _KEEP[:] = [store, sock]
+        return store
+    return dist.TCPStore(host, port, world, False, timedelta(seconds=timeout))
 
 
 def leave_group() -> None:

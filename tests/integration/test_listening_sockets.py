@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,11 @@ def reachable_from_outside(sock: ListeningSocket) -> str | None:
     return None
 
 
-def watch_run(args: list[str], tmp_path: Path) -> tuple[list[ListeningSocket], str]:
-    """Run ``distbench run ARGS`` and sample its process tree's listening sockets."""
+def watch_run(
+    args: list[str], tmp_path: Path, on_sample: Callable[[], None] | None = None
+) -> tuple[list[ListeningSocket], str]:
+    """Run ``distbench run ARGS`` and sample its process tree's listening sockets (and call
+    ``on_sample`` at every sample)."""
     proc = subprocess.Popen(
         [*CLI, "run", *args, "--db", str(tmp_path / "r.db")],
         stdout=subprocess.DEVNULL,
@@ -65,6 +69,8 @@ def watch_run(args: list[str], tmp_path: Path) -> tuple[list[ListeningSocket], s
     while proc.poll() is None:
         for sock in tree_listening_sockets(proc.pid):
             seen[(sock.pid, sock.address, sock.port)] = sock
+        if on_sample is not None:
+            on_sample()
         time.sleep(0.05)
     _, err = proc.communicate()
     assert proc.returncode == 0, err[-2000:]
@@ -94,13 +100,32 @@ def _netns_unavailable() -> str | None:
     return None
 
 
+def root_namespace_network() -> tuple[str, str]:
+    """This namespace's links and qdiscs, without counters."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    qdiscs = subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
+    return links, qdiscs
+
+
 @pytest.mark.skipif(_netns_unavailable() is not None, reason=_netns_unavailable() or "")
 def test_emulated_hosts_listen_on_their_own_addresses(tmp_path: Path) -> None:
+    """... and the run creates no link and no qdisc outside its own namespaces."""
+    before = root_namespace_network()
+    changed: list[tuple[str, str]] = []
+
+    def same_root_network() -> None:
+        now = root_namespace_network()
+        if now != before:
+            changed.append(now)
+
     run = "--model lenet5 --strategy ps-sync-join --workers 2 --steps 20 --threads 1"
-    sockets, _ = watch_run([*run.split(), "--network", "bandwidth=1gbit"], tmp_path)
+    sockets, _ = watch_run(
+        [*run.split(), "--network", "bandwidth=1gbit"], tmp_path, on_sample=same_root_network
+    )
     assert all(sock.netns != HOST_NETNS for sock in sockets), sockets
     assert all(sock.address.startswith("10.213.") for sock in sockets), sockets
     assert_closed_to_other_hosts(sockets)
+    assert not changed and root_namespace_network() == before, changed[:1]
 
 
 ADAPTER_RUNS = {

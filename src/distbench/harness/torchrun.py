@@ -59,6 +59,13 @@ def torchrun_command(cfg: RunConfig, run_dir: Path, port: int) -> list[str]:
     ]
 
 
+def local_only(env: dict[str, str]) -> dict[str, str]:
+    """gloo listens on the address of its interface, by default the one the host name
+    resolves to (often a LAN address); a run on one machine pins it to loopback, unless
+    the user chose an interface."""
+    return {**env, "GLOO_SOCKET_IFNAME": env.get("GLOO_SOCKET_IFNAME", "lo")}
+
+
 def worker_program(cfg: RunConfig) -> str:
     """The module torchrun starts on every rank. A strategy that survives a lost worker
     (the contract's ``survives_worker_loss``: ps-async with a central server) gets the
@@ -96,7 +103,7 @@ def launch_torchrun(
     started = time.monotonic()
     proc = spawn(
         torchrun_command(cfg, run_dir, port),
-        worker_environment(threads),
+        local_only(worker_environment(threads)) if cfg.nnodes == 1 else worker_environment(threads),
         log=run_dir / "launcher.log",
     )
     polls = [rank0_progress(run_dir, on_progress)]

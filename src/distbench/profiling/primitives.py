@@ -157,6 +157,8 @@ def report(out: Any, index: int, work: Callable[[], Any]) -> None:
 def join_group(rank: int, world: int, timeout: float, store_path: str | None = None) -> None:
     """Join a gloo group: over a ``FileStore`` at ``store_path`` (spawned children on one
     host), or by the torchrun environment (``env://``: two emulated hosts)."""
+    if store_path is not None:  # children on this machine: gloo on loopback
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     store = (
         dist.FileStore(store_path, world)
         if store_path is not None

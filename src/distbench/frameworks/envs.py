@@ -122,7 +122,7 @@ def get_spec(name: str) -> EnvSpec:
 def read_marker(name: str) -> dict[str, Any] | None:
     """The install record of a finished env, or None when absent or unfinished."""
     path = env_dir(name) / MARKER
-    if not path.is_file() or not env_python(name).exists():
+    if not path.is_file() or not os.path.lexists(env_python(name)):  # a dangling link: gone
         return None
     try:
         data: dict[str, Any] = json.loads(path.read_text())

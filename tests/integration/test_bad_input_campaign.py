@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -348,3 +352,51 @@ def test_a_mistaken_command_line_is_one_line_and_exit_2(
     assert expected in lines[0]
     assert "Traceback" not in stderr
     assert ok_rows(db) == 0
+
+
+def env_install(envs: str, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DISTBENCH_ENVS": envs, **extra_env}
+    return subprocess.run(
+        [sys.executable, "-m", "distbench.cli.main", "env", "install", "mxnet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_env_install_into_an_unwritable_directory_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = env_install(str(blocker / "envs"), {})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"distbench env: error: cannot write the environment directory {blocker}/envs/mxnet "
+        "(Not a directory); set DISTBENCH_ENVS to a writable directory"
+    ]
+
+
+def test_env_install_without_the_package_index_fails_and_marks_nothing_installed(
+    tmp_path: Path,
+) -> None:
+    # pip with no configuration and an index on a closed local port: nothing is reachable
+    unreachable = {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "3",
+    }
+    done = env_install(str(tmp_path / "envs"), unreachable)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("distbench env: error:") and "package index" in last, last
+    listed = subprocess.run(
+        [sys.executable, "-m", "distbench.cli.main", "env", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DISTBENCH_ENVS": str(tmp_path / "envs")},
+        check=True,
+    )
+    mxnet = next(row for row in json.loads(listed.stdout) if row["name"] == "mxnet")
+    assert mxnet["installed"] is False

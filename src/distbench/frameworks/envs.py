@@ -122,7 +122,8 @@ def get_spec(name: str) -> EnvSpec:
 def read_marker(name: str) -> dict[str, Any] | None:
     """The install record of a finished env, or None when absent or unfinished."""
     path = env_dir(name) / MARKER
-    if not path.is_file() or not os.path.lexists(env_python(name)):  # a dangling link: gone
+    # a dangling link still counts: env_problem then says its interpreter is gone
+    if not path.is_file() or not os.path.lexists(env_python(name)):
         return None
     try:
         data: dict[str, Any] = json.loads(path.read_text())
@@ -339,8 +340,19 @@ def _run_logged(
     if proc.returncode != 0:
         raise UserError(
             f"`{' '.join(cmd[:4])} ...` failed (exit {proc.returncode}): "
-            f"{_last_line(log, error=True)}; full log: {log}"
+            f"{_last_line(log, error=True)}{_index_hint(log)}; full log: {log}"
         )
+
+
+#: What pip prints when it cannot reach the package index (or the index has nothing).
+_UNREACHABLE = ("(from versions: none)", "NewConnectionError", "Failed to establish a new")
+
+
+def _index_hint(log: Path) -> str:
+    text = log.read_text(errors="replace")
+    if any(sign in text for sign in _UNREACHABLE):
+        return " (pip found no release at all: is the package index reachable from here?)"
+    return ""
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -439,6 +451,21 @@ def check_versions(
     return {dist: version for dist, version in pairs}
 
 
+def prepare_target(target: Path) -> None:
+    """An empty directory for the env (an unfinished or forced re-install starts clean), or
+    a UserError when the environments' directory cannot be written."""
+    try:
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        (target / "install.log").touch()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the environment directory {target} ({exc.strerror or exc}); "
+            "set DISTBENCH_ENVS to a writable directory"
+        ) from None
+
+
 def install_env(
     name: str,
     timeout: float = DEFAULT_INSTALL_TIMEOUT,
@@ -460,9 +487,7 @@ def install_env(
             report(f"{name} already installed at {target} (use --force to rebuild)")
             return existing
         report(f"rebuilding {name}: {problem}")
-    if target.exists():
-        shutil.rmtree(target)  # an unfinished or forced re-install starts clean
-    target.mkdir(parents=True)
+    prepare_target(target)
     log = target / "install.log"
     deadline = _Deadline(timeout)
     started = time.monotonic()

@@ -173,15 +173,21 @@ def torch_location() -> tuple[str, str]:
 
 
 def base_paths() -> list[str]:
-    """Where the Python distbench runs in finds its packages: torch's directory first, then
-    its site directories (a venv's, a conda env's, the system's, the user site), so an env
-    that lists them imports *this* torch — whether distbench was installed into a venv, the
-    user site, the system or conda. (``venv --system-site-packages`` would expose the base
-    interpreter's packages instead of a venv's, and build against whatever torch is there.)
+    """Where the Python distbench runs in finds its packages: torch's directory first,
+    then distbench's, then its site directories (a venv's, a conda env's, the system's, the
+    user site), so an env that lists them imports *this* torch and this distbench — whether
+    distbench was installed into a venv, the user site, the system or conda.
+    (``venv --system-site-packages`` would expose the base interpreter's packages instead
+    of a venv's, and build against whatever torch is there.)
     """
     import site
 
-    paths = [torch_location()[1], *site.getsitepackages()]
+    import distbench
+
+    # distbench's own parent too: an editable install is found through a finder that a
+    # listed directory's .pth files would set up, and those are not read from here
+    own = str(Path(distbench.__file__).resolve().parent.parent)
+    paths = [torch_location()[1], own, *site.getsitepackages()]
     if site.ENABLE_USER_SITE and Path(site.getusersitepackages()).is_dir():
         paths.append(site.getusersitepackages())
     return list(dict.fromkeys(str(Path(p).resolve()) for p in paths))

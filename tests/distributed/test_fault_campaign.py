@@ -335,4 +335,53 @@ def test_a_run_past_its_deadline_is_stopped_and_stored_failed(tmp_path: Path) ->
     assert none_left_within(tmp_path) == []
     row = stored(tmp_path)[-1]
     assert row["status"] == "failed"
-    assert row["error"] == "timed out after 20 s; all ranks stopped"
+    # before the stop every rank dumped its stacks: the error says where each one was
+    assert row["error"].startswith("timed out after 20 s; all ranks stopped; rank 0 in ")
+    assert "; rank 1 in " in row["error"]
+
+
+STUCK_MODEL = """
+import time
+import torch
+from torch import nn
+
+
+class Stuck(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            time.sleep(3600)  # a training step that never ends
+        return self.fc(x.flatten(1))
+"""
+
+
+def test_a_stuck_run_names_the_function_each_rank_is_stuck_in(tmp_path: Path) -> None:
+    (tmp_path / "stuck.py").write_text(STUCK_MODEL)
+    flags = [
+        "--input-size",
+        "8",
+        "--strategy",
+        "ddp",
+        "--workers",
+        "2",
+        "--timeout",
+        "60",
+        "--db",
+        "r.db",
+    ]
+    done = subprocess.run(
+        [*CLI, "run", "--model", f"{tmp_path}/stuck.py:Stuck", *flags],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 1, done.stderr[-1500:]
+    row = stored(tmp_path)[-1]
+    for rank in (0, 1):
+        assert f"rank {rank} in forward (stuck.py:" in row["error"], row["error"]
+    assert "from run (ddp.py:" in row["error"]
+    assert none_left_within(tmp_path) == []

@@ -155,13 +155,15 @@ def watch(
     finished: Callable[[], bool] | None = None,
     failure_grace: float = 0.0,
     started: float | None = None,
+    on_timeout: Callable[[], None] | None = None,
 ) -> WatchResult:
     """Wait until ``finished()`` (default: every process has exited), a process fails, or
     ``timeout`` seconds have passed since ``started``; then stop every process tree.
 
     After the first non-zero exit the others get ``failure_grace`` seconds to fail on their
     own (so that their logs say why) before they are stopped. Any exception (Ctrl-C) stops
-    them all before it propagates: a watched run leaves no orphans.
+    them all before it propagates: a watched run leaves no orphans. ``on_timeout`` runs
+    just before the processes are stopped for the deadline (to ask them where they are).
     """
     started = time.monotonic() if started is None else started
     done = finished or (lambda: all(p.poll() is not None for p in procs))
@@ -170,6 +172,8 @@ def watch(
         while True:
             now = time.monotonic()
             if now - started > timeout:
+                if on_timeout is not None:
+                    on_timeout()
                 stop_all(procs)
                 return WatchResult(True, first_failed(procs))
             if failed_at is None and first_failed(procs) is not None:

@@ -39,10 +39,17 @@ def signal_name(code: int) -> str:
 
 
 def note_lost(run_dir: Path, rank: int, why: str) -> None:
-    """Append the lost-rank summary; the leading newline ends a line the child left torn."""
+    """Append the lost-rank summary (the leading newline ends a line the child left torn),
+    and leave a mark the launcher can see without reading the records."""
     record = {"kind": "summary", "rank": rank, "extra": {"lost": why}, "t": time.time()}
     with (run_dir / f"rank{rank}.jsonl").open("a", encoding="utf-8") as handle:
         handle.write("\n" + json.dumps(record) + "\n")
+    (run_dir / f"lost_rank{rank}").touch()
+
+
+def lost_rank_marks(run_dir: Path) -> list[int]:
+    """The ranks whose supervisor saw them killed, in rank order."""
+    return sorted(int(p.name.removeprefix("lost_rank")) for p in run_dir.glob("lost_rank*"))
 
 
 def supervise(run_dir: Path) -> int:

@@ -29,6 +29,8 @@ from distbench.harness.processes import (
     worker_environment,
     write_run_config,
 )
+from distbench.harness.stacks import dump_rank_stacks, where_ranks_wait
+from distbench.harness.supervisor import lost_rank_marks
 from distbench.measurement.records import read_run_records
 from distbench.registry import processes, resolved_threads, strategy_facts
 
@@ -106,13 +108,28 @@ def launch_torchrun(
         local_only(worker_environment(threads)) if cfg.nnodes == 1 else worker_environment(threads),
         log=run_dir / "launcher.log",
     )
-    polls = [rank0_progress(run_dir, on_progress)]
+    polls: list[Callable[[], None] | None] = [rank0_progress(run_dir, on_progress)]
     if cfg.nnodes > 1:
         polls.append(RendezvousNotice(cfg, port, run_dir))
-    seen = watch([proc], cfg.timeout, on_poll=_all(polls), started=started)
+    if strategy_facts(cfg.framework, cfg.strategy).survives_worker_loss(cfg):
+        polls.append(StallAfterLoss(run_dir, lambda: dump_rank_stacks([proc])))
+    try:
+        seen = watch(
+            [proc],
+            cfg.timeout,
+            on_poll=_all(polls),
+            started=started,
+            on_timeout=lambda: _ignore(dump_rank_stacks([proc])),
+        )
+    except RunStalled as stalled:
+        return LaunchOutcome(-1, str(stalled), time.monotonic() - started)
     elapsed = time.monotonic() - started
     if seen.timed_out:
-        return timed_out(cfg.timeout, elapsed)
+        outcome = timed_out(cfg.timeout, elapsed)
+        where = where_ranks_wait(run_dir)  # the ranks dumped their stacks before the stop
+        if where:
+            outcome.error = f"{outcome.error}; {where}"
+        return outcome
     code = int(proc.returncode or 0)
     if code == 0:
         warn_lost_ranks(run_dir)
@@ -120,6 +137,66 @@ def launch_torchrun(
     if cfg.nnodes > 1 and not started_ranks(run_dir):
         return LaunchOutcome(code, rendezvous_failure(cfg, port), elapsed)
     return LaunchOutcome(code, diagnose_failure(run_dir), elapsed)
+
+
+class RunStalled(RuntimeError):
+    """The run stopped making progress; the message says where its ranks were."""
+
+
+class StallAfterLoss:
+    """A poll hook for runs that go on without a lost worker: once a rank was lost, the
+    others must keep recording. When no rank has recorded anything for ``max(MIN_SECONDS,
+    GAP_FACTOR × the longest silence before the loss)``, the ranks are asked for their
+    stacks (``dump``) and :class:`RunStalled` names where each one waits — instead of the
+    run sitting until its deadline."""
+
+    MIN_SECONDS = 120.0
+    GAP_FACTOR = 3.0
+    CHECK_SECONDS = 1.0
+
+    def __init__(
+        self,
+        run_dir: Path,
+        dump: Callable[[], object],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.run_dir, self.dump, self.clock = run_dir, dump, clock
+        self.size = -1
+        self.last_growth = self.next_check = clock()
+        self.longest_silence = 0.0
+        self.lost: list[int] = []
+
+    def recorded_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.run_dir.glob("rank*.jsonl"))
+
+    def limit(self) -> float:
+        return max(self.MIN_SECONDS, self.GAP_FACTOR * self.longest_silence)
+
+    def __call__(self) -> None:
+        now = self.clock()
+        if now < self.next_check:
+            return
+        self.next_check = now + self.CHECK_SECONDS
+        size = self.recorded_bytes()
+        if size != self.size:
+            if not self.lost:
+                self.longest_silence = max(self.longest_silence, now - self.last_growth)
+            self.size, self.last_growth = size, now
+        if not self.lost:
+            self.lost = lost_rank_marks(self.run_dir)
+            return
+        silent = now - self.last_growth
+        if silent > self.limit():
+            self.dump()
+            where = where_ranks_wait(self.run_dir) or "no rank reported its stack"
+            raise RunStalled(
+                f"stalled after rank {self.lost[0]} was lost: no rank recorded anything for "
+                f"{silent:.0f} s; {where}"
+            )
+
+
+def _ignore(_: object) -> None:
+    return None
 
 
 def _all(hooks: list[Callable[[], None] | None]) -> Callable[[], None]:

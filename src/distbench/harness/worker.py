@@ -23,6 +23,7 @@ import torch.distributed as dist
 from distbench.compute.emulated import make_compute
 from distbench.config import RunConfig
 from distbench.harness.monitor import ResourceMonitor, resources_file
+from distbench.harness.stacks import enable_stack_dumps
 from distbench.measurement.memory import process_peak_allocated, process_peak_rss
 from distbench.measurement.records import RankRecorder, rank_file
 from distbench.profiling.operators import OperatorProfiler
@@ -86,6 +87,7 @@ def run_rank(run_dir: Path) -> None:
     # A server rank (ps-* with a central server) is left out of step times by aggregation.
     role = strategy_cls.rank_role(cfg, rank)
     recorder = RankRecorder(run_dir, rank, role=role, framework=cfg.framework, threads=threads)
+    enable_stack_dumps(run_dir, rank)  # where this rank waits, if the launcher must stop it
     # A resource timeline on every rank (a background sampler thread, off the
     # training step) and, with --profile-ops only, torch.profiler driven by the recorder.
     monitor = ResourceMonitor(resources_file(run_dir, rank)).start()

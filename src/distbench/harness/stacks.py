@@ -70,8 +70,8 @@ def runs_rank_program(cmdline: list[str]) -> bool:
     return module < len(cmdline) and cmdline[module] == RANK_PROGRAM
 
 
-def dump_rank_stacks(procs: Sequence[subprocess.Popen[bytes]]) -> int:
-    """Ask every rank of ``procs`` for its stacks; returns how many were asked."""
+def dump_rank_stacks(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Ask every rank of ``procs`` for its stacks, and give them a moment to write."""
     ranks = rank_processes(procs)
     for member in ranks:
         try:
@@ -80,7 +80,12 @@ def dump_rank_stacks(procs: Sequence[subprocess.Popen[bytes]]) -> int:
             continue
     if ranks:
         time.sleep(DUMP_WAIT_SECONDS)
-    return len(ranks)
+
+
+def timed_out_where(outcome_error: str, run_dir: Path) -> str:
+    """A timeout's one line, with where each rank was when it was stopped."""
+    where = where_ranks_wait(run_dir)
+    return f"{outcome_error}; {where}" if where else outcome_error
 
 
 #: Threads of distbench's own that wait by design (the resource sampler); not news.

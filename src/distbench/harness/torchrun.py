@@ -29,7 +29,7 @@ from distbench.harness.processes import (
     worker_environment,
     write_run_config,
 )
-from distbench.harness.stacks import dump_rank_stacks, where_ranks_wait
+from distbench.harness.stacks import dump_rank_stacks, timed_out_where, where_ranks_wait
 from distbench.harness.supervisor import lost_rank_marks
 from distbench.measurement.records import read_run_records
 from distbench.registry import processes, resolved_threads, strategy_facts
@@ -119,16 +119,14 @@ def launch_torchrun(
             cfg.timeout,
             on_poll=_all(polls),
             started=started,
-            on_timeout=lambda: _ignore(dump_rank_stacks([proc])),
+            on_timeout=lambda: dump_rank_stacks([proc]),
         )
     except RunStalled as stalled:
         return LaunchOutcome(-1, str(stalled), time.monotonic() - started)
     elapsed = time.monotonic() - started
     if seen.timed_out:
         outcome = timed_out(cfg.timeout, elapsed)
-        where = where_ranks_wait(run_dir)  # the ranks dumped their stacks before the stop
-        if where:
-            outcome.error = f"{outcome.error}; {where}"
+        outcome.error = timed_out_where(str(outcome.error), run_dir)  # stacks dumped at stop
         return outcome
     code = int(proc.returncode or 0)
     if code == 0:
@@ -157,7 +155,7 @@ class StallAfterLoss:
     def __init__(
         self,
         run_dir: Path,
-        dump: Callable[[], object],
+        dump: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.run_dir, self.dump, self.clock = run_dir, dump, clock
@@ -193,10 +191,6 @@ class StallAfterLoss:
                 f"stalled after rank {self.lost[0]} was lost: no rank recorded anything for "
                 f"{silent:.0f} s; {where}"
             )
-
-
-def _ignore(_: object) -> None:
-    return None
 
 
 def _all(hooks: list[Callable[[], None] | None]) -> Callable[[], None]:

@@ -48,6 +48,7 @@ from distbench.harness.processes import (
     worker_environment,
     write_run_config,
 )
+from distbench.harness.stacks import dump_rank_stacks, timed_out_where
 from distbench.harness.torchrun import DEFAULT_CLUSTER_PORT, diagnose_failure, torchrun_command
 from distbench.netem.namespaces import (
     HOST_SYSCTLS,
@@ -194,7 +195,13 @@ def wait_all(
     When one exits non-zero the others get ``FAILURE_GRACE`` seconds to fail on their own
     (so their logs say why), then are stopped. Any exception (Ctrl-C) stops them all.
     """
-    return watch(procs, timeout, on_poll=on_poll, failure_grace=FAILURE_GRACE).timed_out
+    return watch(
+        procs,
+        timeout,
+        on_poll=on_poll,
+        failure_grace=FAILURE_GRACE,
+        on_timeout=lambda: dump_rank_stacks(procs),
+    ).timed_out
 
 
 def run_on_hosts(
@@ -303,7 +310,9 @@ def launch_hosts(
     elapsed = time.monotonic() - started
     merge_host_dirs(run_dir, plan.hosts)
     if stopped:
-        return timed_out(cfg.timeout, elapsed)
+        outcome = timed_out(cfg.timeout, elapsed)
+        outcome.error = timed_out_where(str(outcome.error), run_dir)  # every host's ranks
+        return outcome
     codes = [p.returncode for p in procs]
     code = next((c for c in codes if c), 0)
     return LaunchOutcome(code, None if code == 0 else diagnose_hosts(run_dir, codes), elapsed)

@@ -202,8 +202,12 @@ def rank0_progress(
     return lambda: report(count_step_lines(rank_file(run_dir, 0)))
 
 
-def timed_out(timeout: float, elapsed: float, what: str = "ranks") -> LaunchOutcome:
-    return LaunchOutcome(-1, f"timed out after {timeout:g} s; all {what} stopped", elapsed)
+def timed_out(
+    timeout: float, elapsed: float, what: str = "ranks", where: str | None = None
+) -> LaunchOutcome:
+    """``where``: where the ranks were when they were stopped (``stacks.where_ranks_wait``)."""
+    error = f"timed out after {timeout:g} s; all {what} stopped"
+    return LaunchOutcome(-1, f"{error}; {where}" if where else error, elapsed)
 
 
 def earliest_recorded_error(run_dir: Path) -> str | None:

@@ -82,12 +82,6 @@ def dump_rank_stacks(procs: Sequence[subprocess.Popen[bytes]]) -> None:
         time.sleep(DUMP_WAIT_SECONDS)
 
 
-def timed_out_where(outcome_error: str, run_dir: Path) -> str:
-    """A timeout's one line, with where each rank was when it was stopped."""
-    where = where_ranks_wait(run_dir)
-    return f"{outcome_error}; {where}" if where else outcome_error
-
-
 #: Threads of distbench's own that wait by design (the resource sampler); not news.
 IDLE_THREADS = ("/harness/monitor.py",)
 

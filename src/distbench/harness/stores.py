@@ -23,6 +23,9 @@ from datetime import timedelta
 import torch.distributed as dist
 
 LISTEN_BACKLOG = 1024
+#: Every store served from this process, with its socket: the server accepts on the
+#: socket's descriptor, so neither may be collected while the process runs.
+_SERVING: list[tuple[dist.TCPStore, socket.socket]] = []
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -41,12 +44,13 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def bound_store(
     host: str, port: int, timeout: float, world_size: int | None = None
-) -> tuple[dist.TCPStore, socket.socket]:
-    """A multi-tenant ``TCPStore`` server listening on ``host:port`` only.
+) -> dist.TCPStore:
+    """A multi-tenant ``TCPStore`` server listening on ``host:port`` only, served for as
+    long as this process lives.
 
     ``world_size`` None leaves the store's count of joined clients alone, so that a
     rendezvous that later opens the same port with its own world size (torchrun's) counts
-    exactly its own nodes. Keep both returned objects alive while the store is in use.
+    exactly its own nodes.
     """
     sock = listening_socket(host, port)
     store = dist.TCPStore(
@@ -59,4 +63,5 @@ def bound_store(
         multi_tenant=True,
         master_listen_fd=sock.fileno(),
     )
-    return store, sock
+    _SERVING.append((store, sock))
+    return store

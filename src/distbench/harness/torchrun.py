@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from distbench.config import RunConfig
@@ -29,7 +30,7 @@ from distbench.harness.processes import (
     worker_environment,
     write_run_config,
 )
-from distbench.harness.stacks import dump_rank_stacks, timed_out_where, where_ranks_wait
+from distbench.harness.stacks import dump_rank_stacks, where_ranks_wait
 from distbench.harness.supervisor import lost_rank_marks
 from distbench.measurement.records import read_run_records
 from distbench.registry import processes, resolved_threads, strategy_facts
@@ -111,23 +112,22 @@ def launch_torchrun(
     polls: list[Callable[[], None] | None] = [rank0_progress(run_dir, on_progress)]
     if cfg.nnodes > 1:
         polls.append(RendezvousNotice(cfg, port, run_dir))
+    ask_for_stacks = partial(dump_rank_stacks, [proc])
     if strategy_facts(cfg.framework, cfg.strategy).survives_worker_loss(cfg):
-        polls.append(StallAfterLoss(run_dir, lambda: dump_rank_stacks([proc])))
+        polls.append(StallAfterLoss(run_dir, ask_for_stacks))
     try:
         seen = watch(
             [proc],
             cfg.timeout,
             on_poll=_all(polls),
             started=started,
-            on_timeout=lambda: dump_rank_stacks([proc]),
+            on_timeout=ask_for_stacks,
         )
     except RunStalled as stalled:
         return LaunchOutcome(-1, str(stalled), time.monotonic() - started)
     elapsed = time.monotonic() - started
     if seen.timed_out:
-        outcome = timed_out(cfg.timeout, elapsed)
-        outcome.error = timed_out_where(str(outcome.error), run_dir)  # stacks dumped at stop
-        return outcome
+        return timed_out(cfg.timeout, elapsed, where=where_ranks_wait(run_dir))
     code = int(proc.returncode or 0)
     if code == 0:
         warn_lost_ranks(run_dir)

@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-# The store must outlive torchrun's main (it is torchrun's store from then on).
-_KEEP: list[object] = []
-
 
 def rendezvous_endpoint(argv: list[str]) -> tuple[str, int, int, float]:
     """(master address, master port, node rank, rendezvous timeout) from torchrun's flags."""
@@ -37,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     if node_rank == 0:
         from distbench.harness.stores import bound_store
 
-        _KEEP.extend(bound_store(host, port, timeout))
+        bound_store(host, port, timeout)  # torchrun's store from now on
     from torch.distributed.run import main as torchrun_main
 
     torchrun_main(args)

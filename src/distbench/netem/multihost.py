@@ -48,7 +48,7 @@ from distbench.harness.processes import (
     worker_environment,
     write_run_config,
 )
-from distbench.harness.stacks import dump_rank_stacks, timed_out_where
+from distbench.harness.stacks import dump_rank_stacks, where_ranks_wait
 from distbench.harness.torchrun import DEFAULT_CLUSTER_PORT, diagnose_failure, torchrun_command
 from distbench.netem.namespaces import (
     HOST_SYSCTLS,
@@ -310,9 +310,7 @@ def launch_hosts(
     elapsed = time.monotonic() - started
     merge_host_dirs(run_dir, plan.hosts)
     if stopped:
-        outcome = timed_out(cfg.timeout, elapsed)
-        outcome.error = timed_out_where(str(outcome.error), run_dir)  # every host's ranks
-        return outcome
+        return timed_out(cfg.timeout, elapsed, where=where_ranks_wait(run_dir))
     codes = [p.returncode for p in procs]
     code = next((c for c in codes if c), 0)
     return LaunchOutcome(code, None if code == 0 else diagnose_hosts(run_dir, codes), elapsed)

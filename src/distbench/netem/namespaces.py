@@ -347,32 +347,31 @@ def remove_network(net: Network) -> None:
     _state_file(net.tag).unlink(missing_ok=True)
 
 
-def probe_netem() -> bool:
-    """Whether this kernel has the ``netem`` qdisc: try it on ``lo`` in a scratch namespace."""
-    namespace = f"{PREFIX}{secrets.token_hex(3)}-probe"
-    tag = tag_of(namespace)
+@contextlib.contextmanager
+def own_namespace(suffix: str) -> Iterator[str]:
+    """A namespace ``dbn-<tag>-<suffix>`` of this process's: recorded before it is made, so
+    that :func:`cleanup_stale` removes it if we are SIGKILLed, and deleted on the way out."""
+    tag = secrets.token_hex(3)
+    namespace = f"{PREFIX}{tag}-{suffix}"
     with state_lock():
         write_state(tag)
         try:
             run_cmd("ip", "netns", "add", namespace)
-            done = run_cmd(
-                "tc",
-                "-n",
-                namespace,
-                "qdisc",
-                "add",
-                "dev",
-                "lo",
-                "root",
-                "netem",
-                "delay",
-                "1ms",
-                check=False,
-            )
-            return done.returncode == 0
-        finally:
-            delete_namespaces([namespace])
+        except BaseException:
             _state_file(tag).unlink(missing_ok=True)
+            raise
+    try:
+        yield namespace
+    finally:
+        delete_namespaces([namespace])
+        _state_file(tag).unlink(missing_ok=True)
+
+
+def probe_netem() -> bool:
+    """Whether this kernel has the ``netem`` qdisc: try it on ``lo`` in a scratch namespace."""
+    with own_namespace("probe") as namespace:
+        tc = ["tc", "-n", namespace, "qdisc", "add", "dev", "lo", "root"]
+        return run_cmd(*tc, "netem", "delay", "1ms", check=False).returncode == 0
 
 
 def check_spec_supported(spec: NetworkSpec | None) -> None:
@@ -424,23 +423,9 @@ def loopback_only() -> Iterator[list[str] | None]:
         yield None
         return
     cleanup_stale()
-    tag = secrets.token_hex(3)
-    namespace = f"{PREFIX}{tag}-lo"
-    with _unwind_on_termination():
-        with state_lock():
-            write_state(tag)
-            try:
-                run_cmd("ip", "netns", "add", namespace)
-                run_cmd("ip", "-n", namespace, "link", "set", "lo", "up")
-            except BaseException:
-                delete_namespaces([namespace])
-                _state_file(tag).unlink(missing_ok=True)
-                raise
-        try:
-            yield ["ip", "netns", "exec", namespace]
-        finally:
-            delete_namespaces([namespace])
-            _state_file(tag).unlink(missing_ok=True)
+    with _unwind_on_termination(), own_namespace("lo") as namespace:
+        run_cmd("ip", "-n", namespace, "link", "set", "lo", "up")
+        yield ["ip", "netns", "exec", namespace]
 
 
 @contextlib.contextmanager

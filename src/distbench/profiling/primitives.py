@@ -157,19 +157,15 @@ def report(out: Any, index: int, work: Callable[[], Any]) -> None:
 def join_group(rank: int, world: int, timeout: float, store_path: str | None = None) -> None:
     """Join a gloo group: over a ``FileStore`` at ``store_path`` (spawned children on one
     host), or by the torchrun environment (``env://``: two emulated hosts)."""
-    if store_path is not None:  # children on this machine: gloo on loopback
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    store = (
-        dist.FileStore(store_path, world)
-        if store_path is not None
-        else _environment_store(rank, world, timeout)
-    )
+    store: dist.Store
+    if store_path is not None:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # children on this machine
+        store = dist.FileStore(store_path, world)
+    else:
+        store = _environment_store(rank, world, timeout)
     dist.init_process_group(
         "gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout), store=store
     )
-
-
-_KEEP: list[object] = []  # rank 0's store server and its socket, alive while the group is
 
 
 def _environment_store(rank: int, world: int, timeout: float) -> dist.Store:
@@ -177,9 +173,7 @@ def _environment_store(rank: int, world: int, timeout: float) -> dist.Store:
     on that address only, where ``env://`` would listen on every interface."""
     host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     if rank == 0:
-        store, sock = bound_store(host, port, timeout)
-        _KEEP[:] = [store, sock]
-        return store
+        return bound_store(host, port, timeout)
     return dist.TCPStore(host, port, world, False, timedelta(seconds=timeout))
 
 

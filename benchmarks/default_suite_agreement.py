@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distbench.measurement.rounds import rerun_agreement
+
 
 def run_suite(db: Path, extra: list[str]) -> tuple[list[dict[str, Any]], float]:
     started = time.monotonic()
@@ -73,6 +75,14 @@ def main() -> int:
         )
     print(f"medians inside the other run's interval: {agree}/{total}")
     print(f"speedup intervals overlapping: {overlap}/{total}")
+    rounds = min(len(row.get("rounds") or []) for row in [*first, *second])
+    if 1 <= rounds <= 10:
+        # what a perfectly steady machine would give: rounds exchangeable between the runs
+        _, chance = rerun_agreement(rounds)
+        print(
+            f"expected with {rounds} exchangeable rounds: {chance * total:.1f}/{total} medians "
+            f"inside (each {chance:.0%}); all {total} with probability {chance**total:.0%}"
+        )
     return 0
 
 

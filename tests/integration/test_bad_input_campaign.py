@@ -37,6 +37,15 @@ CASES = [
     ([*R, "--servers", "everywhere", "--strategy", "ps-async", "--workers", "2"], "invalid choice"),
     ([*R, "--partition", "random"], "invalid choice: 'random'"),
     ([*R, "--framework", "tensorflow", "--strategy", "ddp"], "has no strategy 'ddp'"),
+    # run: the SLURM launcher
+    ([*R, "--launcher", "pbs"], "invalid choice: 'pbs'"),
+    ([*R, "--slurm-partition", "gpu"], "--slurm-partition is for --launcher slurm"),
+    ([*R, "--dry-run"], "--dry-run is for --launcher slurm"),
+    ([*R, "--launcher", "slurm", "--master-addr", "10.0.0.1"], "chosen by SLURM"),
+    (
+        [*R, "--launcher", "slurm", "--hosts", "2", "--workers", "2", "--strategy", "ddp"],
+        "not with SLURM",
+    ),
     # run: sizes
     ([*R, "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     ([*R, "--batch-size", "-4"], "--batch-size must be at least 1, got -4"),
@@ -400,3 +409,19 @@ def test_env_install_without_the_package_index_fails_and_marks_nothing_installed
     )
     mxnet = next(row for row in json.loads(listed.stdout) if row["name"] == "mxnet")
     assert mxnet["installed"] is False
+
+
+def test_the_slurm_launcher_without_sbatch_is_one_line_and_exit_2(
+    files: Path, keep_signal_handlers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(files / "no-slurm-here"))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    db = files / "slurm.db"
+    code, stderr = run_cli([*R, "--launcher", "slurm", "--db", str(db)])
+    assert code == 2, stderr
+    assert stderr.strip().splitlines() == [
+        "distbench run: error: --launcher slurm needs `sbatch` on PATH (run on a SLURM "
+        "login node, or install SLURM's client commands)"
+    ]
+    assert not db.exists() or ok_rows(db) == 0
+    assert not list((files / "distbench-runs").glob("slurm-*"))

@@ -11,7 +11,13 @@ from distbench.analysis.changes import compare_run_sets, regressions
 from distbench.config import RunConfig
 from distbench.errors import UserError
 from distbench.harness.session import Measured, wants_round
-from distbench.measurement.rounds import SAME, median_interval, ratio_interval, verdict
+from distbench.measurement.rounds import (
+    SAME,
+    median_interval,
+    ratio_interval,
+    rerun_agreement,
+    verdict,
+)
 from distbench.store.db import add_scaling
 from distbench.store.result import Round, RunResult
 
@@ -124,3 +130,31 @@ def test_run_sets_compare_by_configuration() -> None:
     other = [_result("c1", [80.0, 81.0], workers=2)]
     with pytest.raises(UserError, match="share no configuration"):
         compare_run_sets(old, other)
+
+
+@pytest.mark.parametrize(
+    ("rounds", "one_way"),
+    [
+        # a rerun's median leaves the range of n old rounds below when its ceil(n/2) lowest
+        # values are the lowest of all 2n: C(n, k) / C(2n, k), on either side
+        (3, 1 - 2 * math.comb(3, 2) / math.comb(6, 2)),
+        (5, 1 - 2 * math.comb(5, 3) / math.comb(10, 3)),
+    ],
+)
+def test_a_reruns_median_falls_in_the_first_runs_interval_as_often_as_counted_by_hand(
+    rounds: int, one_way: float
+) -> None:
+    counted, both = rerun_agreement(rounds)
+    assert counted == pytest.approx(one_way)
+    assert both < counted
+
+
+def test_more_rounds_make_two_runs_agree_more_often_both_ways() -> None:
+    assert rerun_agreement(6)[1] > rerun_agreement(5)[1] + 0.1
+
+
+def test_rerun_agreement_refuses_what_it_cannot_count() -> None:
+    with pytest.raises(ValueError):
+        rerun_agreement(0)
+    with pytest.raises(ValueError):
+        rerun_agreement(11)

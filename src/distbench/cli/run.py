@@ -15,10 +15,12 @@ from distbench.cli.common import add_db_option, add_json_option, int_list, str_l
 from distbench.cli.settings import add_section, explicit_settings
 from distbench.cli.tables import print_table
 from distbench.config import RunConfig, SuiteConfig, load_suite
+from distbench.errors import UserError
 from distbench.harness.session import run_benchmarks
+from distbench.harness.slurm import SlurmOptions, batch_script, check_options, run_on_slurm
 from distbench.registry import expand_suite
 from distbench.store.export import to_json
-from distbench.store.result import Round
+from distbench.store.result import Round, RunResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_training_options(parser)
     add_strategy_options(parser)
     add_launch_options(parser)
+    add_cluster_options(parser)
     add_db_option(parser)
     add_json_option(parser)
     parser.set_defaults(handler=run_command)
@@ -95,6 +98,52 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
     add_section(parser, "network", "network (needs root; see docs/network.md)")
 
 
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where the processes run: this machine, or a SLURM job (docs/cluster.md)."""
+    group = parser.add_argument_group("cluster (see docs/cluster.md)")
+    group.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: this machine (or this node of --nnodes); slurm: one SLURM job for the "
+        "whole invocation, one task per node (sbatch, or srun inside an allocation) "
+        "(default local)",
+    )
+    group.add_argument(
+        "--slurm-partition", metavar="P", help="with --launcher slurm: the partition"
+    )
+    group.add_argument(
+        "--slurm-time", metavar="T", help="with --launcher slurm: the time limit (as sbatch --time)"
+    )
+    group.add_argument(
+        "--slurm-account", metavar="A", help="with --launcher slurm: the account to charge"
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --launcher slurm: print the batch script instead of submitting it",
+    )
+
+
+SLURM_ONLY = ("slurm_partition", "slurm_time", "slurm_account", "dry_run")
+
+
+def slurm_options(args: argparse.Namespace, configs: list[RunConfig]) -> SlurmOptions | None:
+    """The SLURM request, or None for a local run; SLURM's flags without it are an error."""
+    if args.launcher != "slurm":
+        given = [name for name in SLURM_ONLY if getattr(args, name)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise UserError(f"{flag} is for --launcher slurm; add it or leave {flag} out")
+        return None
+    return SlurmOptions(
+        nodes=configs[0].nnodes,
+        partition=args.slurm_partition,
+        time=args.slurm_time,
+        account=args.slurm_account,
+    )
+
+
 def default_suite() -> SuiteConfig:
     text = resources.files("distbench").joinpath("suites/default.toml")
     with resources.as_file(text) as path:
@@ -124,6 +173,20 @@ def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
     if len(configs) > 1 and any(c.save_weights for c in configs):
         configs = [c.replace(save_weights=weights_path_for(c)) for c in configs]
     return configs
+
+
+def say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def run_locally(configs: list[RunConfig], db: str) -> list[RunResult]:
+    console = Console(stderr=True)
+    view = ProgressView(console)
+    try:
+        return run_benchmarks(configs, db, view)
+    finally:
+        view.progress.stop()
 
 
 def weights_path_for(cfg: RunConfig) -> str:
@@ -185,12 +248,15 @@ def _done_line(info: dict[str, Any]) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     configs = configs_from_args(args)
-    console = Console(stderr=True)
-    view = ProgressView(console)
-    try:
-        rows = run_benchmarks(configs, args.db, view)
-    finally:
-        view.progress.stop()
+    slurm = slurm_options(args, configs)
+    if slurm is not None and args.dry_run:
+        check_options(configs)
+        sys.stdout.write(batch_script(slurm, Path("RUN_DIR")))
+        return 0
+    if slurm is not None:
+        rows = run_on_slurm(configs, Path(args.db).resolve(), slurm, say)
+    else:
+        rows = run_locally(configs, args.db)
     if args.json:
         sys.stdout.write(to_json(rows) + "\n")
     elif rows:

@@ -70,4 +70,23 @@ def capture_environment() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "gpu": gpu,
         "cuda": torch.version.cuda,
+        **slurm_job(),
     }
+
+
+def slurm_job() -> dict[str, str]:
+    """The SLURM job a run ran in: its id and nodes, and with ``--launcher slurm`` the job
+    directory its submitter wrote (``harness/slurm.py``), which tells its rows apart."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return {}
+    found = {
+        "slurm_job_id": os.environ["SLURM_JOB_ID"],
+        "slurm_nodes": os.environ.get("SLURM_JOB_NODELIST", ""),
+    }
+    if os.environ.get(SLURM_JOB_DIR_VARIABLE):
+        found["slurm_job_dir"] = os.environ[SLURM_JOB_DIR_VARIABLE]
+    return found
+
+
+#: Set by a SLURM job's node task to the job directory (``harness/slurm_node.py``).
+SLURM_JOB_DIR_VARIABLE = "DISTBENCH_SLURM_JOB_DIR"

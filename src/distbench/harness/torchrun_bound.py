@@ -12,6 +12,7 @@ reached from another host; for a cluster it is the address node 0 was told to us
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -37,7 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         bound_store(host, port, timeout)  # torchrun's store from now on
     from torch.distributed.run import main as torchrun_main
 
-    torchrun_main(args)
+    torchrun_main(args)  # raises when a rank failed: that path exits the usual way
+    # Every rank has exited and the rendezvous is closed: skip the interpreter's
+    # finalization (about a second with torch loaded, in every round of a run).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ independent, so a result's interval is taken over its rounds, never over its ste
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,31 @@ def median_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     while lower + 1 < n - 1 - (lower + 1) and _coverage(n, lower + 1) >= level:
         lower += 1
     return Interval(median, ordered[lower], ordered[n - 1 - lower], _coverage(n, lower), n)
+
+
+def rerun_agreement(rounds: int) -> tuple[float, float]:
+    """If every round of two runs were exchangeable (no drift between the runs, only the
+    round-to-round spread), the probability that the second run's median falls inside the
+    first run's ``median_interval`` (one way), and that each run's median falls inside the
+    other's (both ways). Exact: every way of splitting ``2 × rounds`` ranked values between
+    the two runs is equally likely, and is counted.
+
+    A 95 % interval of the median is not a 95 % interval for a rerun's median: with 5
+    rounds one way is 5/6, and nine configurations all agreeing both ways is unlikely even
+    on a perfectly steady machine. This is what an agreement check is compared with."""
+    if rounds < 1 or rounds > 10:
+        raise ValueError("rerun_agreement counts every split: 1 to 10 rounds")
+    values = range(2 * rounds)
+    one_way = both_ways = total = 0
+    for chosen in itertools.combinations(values, rounds):
+        first = [float(v) for v in chosen]
+        second = [float(v) for v in values if v not in chosen]
+        a, b = median_interval(first), median_interval(second)
+        forward = a.contains(b.median)
+        one_way += forward
+        both_ways += forward and b.contains(a.median)
+        total += 1
+    return one_way / total, both_ways / total
 
 
 def ratio_interval(

@@ -1,8 +1,8 @@
 """``--launcher slurm`` against a real SLURM: slurmctld and two slurmd, each slurmd on its
 own emulated host (``slurm_cluster.py``). A 2-node ddp run is submitted with sbatch from
 the controller's host, stored like a local run (with the job id and node list) and equal to
-a local run in its final weights; a job cancelled mid-run is stored as failed with SLURM's
-reason; a partition SLURM rejects is bad input.
+a local run in its final weights; a job cancelled mid-run, or by Ctrl-C in the submitting
+distbench, is stored as failed with the reason; a partition SLURM rejects is bad input.
 
 Needs root (namespaces, daemons); installs slurm-wlm and munge with apt when missing.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -120,10 +121,8 @@ def test_a_two_node_ddp_job_is_stored_like_a_local_run_and_trains_the_same(
         np.testing.assert_allclose(on_slurm[name], here[name], rtol=1e-6, atol=1e-7)
 
 
-def test_a_job_cancelled_mid_run_is_stored_as_failed_with_slurms_reason(
-    cluster: SlurmCluster, tmp_path: Path
-) -> None:
-    db = tmp_path / "cancel.db"
+def endless_job(cluster: SlurmCluster, db: Path) -> subprocess.Popen[str]:
+    """A submitted 2-node job that trains until it is stopped."""
     argv = cluster.on_controller(
         [
             sys.executable,
@@ -145,9 +144,16 @@ def test_a_job_cancelled_mid_run_is_stored_as_failed_with_slurms_reason(
             str(db),
         ]
     )
-    submitter = subprocess.Popen(
+    return subprocess.Popen(
         argv, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def test_a_job_cancelled_mid_run_is_stored_as_failed_with_slurms_reason(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    db = tmp_path / "cancel.db"
+    submitter = endless_job(cluster, db)
     try:
         job_id = wait_for_running_steps(db)
         cancelled = cluster.client("scancel", job_id)
@@ -161,6 +167,29 @@ def test_a_job_cancelled_mid_run_is_stored_as_failed_with_slurms_reason(
     assert row["status"] == "failed"
     assert f"SLURM job {job_id} CANCELLED" in str(row["error"])
     assert cluster.client("squeue", "-h").stdout.strip() == ""  # nothing left running
+
+
+def test_ctrl_c_in_the_submitter_cancels_the_job_and_stores_the_run_as_failed(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    db = tmp_path / "interrupt.db"
+    submitter = endless_job(cluster, db)
+    try:
+        job_id = wait_for_running_steps(db)
+        submitter.send_signal(signal.SIGINT)
+        _, err = submitter.communicate(timeout=120)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+    assert submitter.returncode == 130, err[-2000:]
+    assert f"job {job_id}: cancelled (Ctrl-C)" in err
+    [row] = stored(db)
+    assert row["status"] == "failed"
+    assert "Ctrl-C in the submitting distbench" in str(row["error"])
+    deadline = time.monotonic() + 60
+    while cluster.client("squeue", "-h").stdout.strip() and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert cluster.client("squeue", "-h").stdout.strip() == ""
 
 
 def wait_for_running_steps(db: Path, timeout: float = 180.0) -> str:

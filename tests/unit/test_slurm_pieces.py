@@ -3,6 +3,7 @@ answers, what a node decides from its job's environment, and bad input."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from distbench.config import RunConfig
 from distbench.errors import UserError
 from distbench.harness import slurm, slurm_node
 from distbench.harness.slurm import JobState, SlurmOptions, batch_script, parse_fields
+from distbench.store.result import RunResult
 
 
 def test_the_batch_script_asks_for_one_task_per_node_and_runs_the_node_task_with_this_python(
@@ -144,3 +146,49 @@ def test_the_output_follower_forwards_whole_lines_only(tmp_path: Path) -> None:
         handle.write("ne\n")
     follow()
     assert "".join(seen) == "round 1/5 lenet5\nhalf a line\n"
+
+
+def test_slurms_reason_leads_and_what_node_0_stored_follows() -> None:
+    row = RunResult(
+        run_id="r",
+        status="failed",
+        error="interrupted (Ctrl-C or SIGTERM) after 0 of 1 rounds",
+        created_at="2026-12-06",
+        model="lenet5",
+        dataset="synthetic",
+        strategy="ddp",
+        framework="torch",
+        workers=2,
+        global_batch=64,
+        local_batch=32,
+        scaling="weak",
+    )
+    combined = slurm.combined_error("SLURM job 9 CANCELLED", row)
+    assert combined == (
+        "SLURM job 9 CANCELLED; node 0: interrupted (Ctrl-C or SIGTERM) after 0 of 1 rounds"
+    )
+    row.status, row.error = "running", None
+    assert slurm.combined_error("SLURM job 9 TIMEOUT", row) == "SLURM job 9 TIMEOUT"
+    row.status, row.error = "failed", "rank 1: RuntimeError: boom"
+    assert slurm.combined_error(None, row) == "rank 1: RuntimeError: boom"
+
+
+def test_dry_run_prints_a_script_that_can_be_submitted_by_hand_and_submits_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distbench.cli.main import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm"))  # sbatch would fail if called
+    db = tmp_path / "results.db"
+    argv = ["run", "--model", "lenet5", "--strategy", "ddp", "--workers", "4"]
+    argv += ["--launcher", "slurm", "--nnodes", "2", "--slurm-time", "10", "--dry-run"]
+    assert main([*argv, "--db", str(db)]) == 0
+    out, err = capsys.readouterr()
+    assert "#SBATCH --nodes=2" in out and "#SBATCH --time=10" in out
+    [script] = (tmp_path / "distbench-runs").glob("slurm-*/job.sbatch")
+    assert script.read_text() == out
+    assert f"not submitted; to submit it yourself: sbatch {script}" in err
+    job = json.loads((script.parent / "job.json").read_text())
+    assert job["db"] == str(db)
+    assert [c["workers"] for c in job["configs"]] == [4]
+    assert not db.exists()

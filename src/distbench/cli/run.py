@@ -17,7 +17,7 @@ from distbench.cli.tables import print_table
 from distbench.config import RunConfig, SuiteConfig, load_suite
 from distbench.errors import UserError
 from distbench.harness.session import run_benchmarks
-from distbench.harness.slurm import SlurmOptions, batch_script, check_options, run_on_slurm
+from distbench.harness.slurm import SlurmOptions, prepare_job, run_on_slurm
 from distbench.registry import expand_suite
 from distbench.store.export import to_json
 from distbench.store.result import Round, RunResult
@@ -121,7 +121,8 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dry-run",
         action="store_true",
-        help="with --launcher slurm: print the batch script instead of submitting it",
+        help="with --launcher slurm: write the job directory and print its batch script "
+        "instead of submitting it",
     )
 
 
@@ -250,8 +251,9 @@ def run_command(args: argparse.Namespace) -> int:
     configs = configs_from_args(args)
     slurm = slurm_options(args, configs)
     if slurm is not None and args.dry_run:
-        check_options(configs)
-        sys.stdout.write(batch_script(slurm, Path("RUN_DIR")))
+        script = prepare_job(configs, Path(args.db).resolve(), slurm)
+        sys.stdout.write(script.read_text(encoding="utf-8"))
+        say(f"not submitted; to submit it yourself: sbatch {script}")
         return 0
     if slurm is not None:
         rows = run_on_slurm(configs, Path(args.db).resolve(), slurm, say)

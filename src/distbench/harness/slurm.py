@@ -327,14 +327,25 @@ def check_options(configs: list[RunConfig]) -> None:
             )
 
 
-def submit_job(options: SlurmOptions, job_dir: Path) -> str:
-    """Write the batch script and submit it; a rejected job leaves nothing behind."""
+def prepare_job(configs: list[RunConfig], db_path: Path, options: SlurmOptions) -> Path:
+    """The job directory with its configurations and batch script; returns the script.
+    (``--dry-run`` stops here: the script can be submitted by hand as it is.)"""
+    from distbench.harness.session import runs_dir_for
+
+    check_options(configs)
+    job_dir = job_directory(runs_dir_for(db_path))
+    write_job(job_dir, configs, db_path)
     script = job_dir / "job.sbatch"
     script.write_text(batch_script(options, job_dir), encoding="utf-8")
+    return script
+
+
+def submit_job(script: Path) -> str:
+    """Submit the batch script; a rejected job leaves nothing behind."""
     try:
         return submit(script)
     except UserError:
-        shutil.rmtree(job_dir, ignore_errors=True)  # nothing was queued
+        shutil.rmtree(script.parent, ignore_errors=True)  # nothing was queued
         raise
 
 
@@ -360,6 +371,14 @@ def same_configuration(stored: dict[str, object], cfg: RunConfig) -> bool:
     return all(
         stored.get(key) == value for key, value in wanted.items() if key not in LAUNCH_FIELDS
     )
+
+
+def combined_error(failure: str | None, row: RunResult) -> str:
+    """SLURM's reason first when the job did not complete, then what node 0 had stored."""
+    own = row.error if row.status == "failed" else None
+    if failure and own:
+        return f"{failure}; node 0: {own}"
+    return failure or own or "the job ended during this run"
 
 
 def job_results(
@@ -396,8 +415,7 @@ def job_results(
                 row.error = failure or "the job ended without storing this configuration"
                 store.insert(row)
             elif row.status != "ok":
-                if row.status == "running" or not row.error:
-                    row.error = failure or row.error or "the job ended during this run"
+                row.error = combined_error(failure, row)
                 row.status = "failed"
                 store.insert(row)
             rows.append(row)
@@ -412,18 +430,16 @@ def run_on_slurm(
     """The whole invocation as one SLURM job — submitted, or a step of the allocation this
     runs in — waited for; the stored rows, failed ones included. After Ctrl-C (the job
     cancelled) every configuration it did not finish is stored as failed too."""
-    from distbench.harness.session import runs_dir_for
-
     check_options(configs)
     require_command("srun" if in_allocation() else "sbatch")  # before anything is written
-    job_dir = job_directory(runs_dir_for(db_path))
-    write_job(job_dir, configs, db_path)
+    script = prepare_job(configs, db_path, options)
+    job_dir = script.parent
     job_id = os.environ.get("SLURM_JOB_ID", "")
     try:
         if in_allocation():
             state = run_step(options, job_dir, say)
         else:
-            job_id = submit_job(options, job_dir)
+            job_id = submit_job(script)
             say(f"job {job_id}: submitted ({options.nodes} node(s)); output in {job_dir}")
             follow = OutputFollower(job_dir / f"slurm-{job_id}.out", sys.stderr)
             state = wait_for_job(job_id, follow, say)

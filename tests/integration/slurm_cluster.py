@@ -58,7 +58,8 @@ class SlurmCluster:
     controller: Host
     nodes: list[Host]
     env: dict[str, str]
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: the running daemons by host name ("ctl", "node1", ...)
+    daemons: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def on_controller(self, argv: list[str]) -> list[str]:
         """``argv`` run on the controller's host, where the SLURM client commands reach it."""
@@ -76,6 +77,28 @@ class SlurmCluster:
 
     def node_states(self) -> list[str]:
         return self.client("sinfo", "-h", "-N", "-o", "%T").stdout.split()
+
+    def lose_node(self, index: int, wait: bool = True) -> None:
+        """Node ``index`` (0-based) dies: SIGKILL to every process on its host — its slurmd,
+        the job's step daemon and tasks — as when a machine loses power."""
+        namespace = self.nodes[index].namespace
+        listed = subprocess.run(
+            ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True
+        )
+        for pid in map(int, listed.stdout.split()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        daemon = self.daemons.pop(f"node{index + 1}", None)
+        if daemon is not None and wait:
+            daemon.wait(timeout=30)
+
+    def restart_node(self, index: int) -> None:
+        """A new slurmd on node ``index``; waits until every node is idle again."""
+        name = f"node{index + 1}"
+        log = self.root / f"{name}.out"
+        self.daemons[name] = start_daemon(self.nodes[index], name, ["slurmd", "-D"], self.env, log)
+        self.client("scontrol", "update", f"NodeName={name}", "State=RESUME")
+        wait_until_idle(self)
 
 
 def slurm_conf(root: Path, controller: Host, nodes: list[Host], munge_socket: Path) -> str:
@@ -171,7 +194,7 @@ def wait_until_idle(cluster: SlurmCluster) -> None:
         states = cluster.node_states()
         if len(states) == len(cluster.nodes) and all(s == "idle" for s in states):
             return
-        for proc in cluster.processes:
+        for proc in cluster.daemons.values():
             if proc.poll() is not None:
                 raise RuntimeError(f"a SLURM daemon exited: {logs(cluster.root)}")
         time.sleep(1.0)
@@ -203,25 +226,29 @@ def slurm_cluster(root: Path, node_count: int = 2) -> Iterator[SlurmCluster]:
             env.pop(key)  # not inside some outer allocation
         cluster = SlurmCluster(root, controller, nodes, env)
         try:
-            cluster.processes.append(
-                start_daemon(controller, "ctl", ["slurmctld", "-D", "-i"], env, root / "ctl.out")
+            cluster.daemons["ctl"] = start_daemon(
+                controller, "ctl", ["slurmctld", "-D", "-i"], env, root / "ctl.out"
             )
             for k, host in enumerate(nodes):
                 name = f"node{k + 1}"
                 (root / "spool" / name).mkdir(exist_ok=True)
-                cluster.processes.append(
-                    start_daemon(host, name, ["slurmd", "-D"], env, root / f"{name}.out")
+                cluster.daemons[name] = start_daemon(
+                    host, name, ["slurmd", "-D"], env, root / f"{name}.out"
                 )
             wait_until_idle(cluster)
             yield cluster
         finally:
-            for proc in cluster.processes:
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                cluster.client("scancel", "--user", "root", timeout=30)
+            for proc in cluster.daemons.values():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-            for proc in cluster.processes:
+            for proc in cluster.daemons.values():
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
             stop_munge(root)
+            for index in range(len(nodes)):  # step daemons and tasks outlive their slurmd
+                cluster.lose_node(index, wait=False)

@@ -121,7 +121,7 @@ def test_a_two_node_ddp_job_is_stored_like_a_local_run_and_trains_the_same(
         np.testing.assert_allclose(on_slurm[name], here[name], rtol=1e-6, atol=1e-7)
 
 
-def endless_job(cluster: SlurmCluster, db: Path) -> subprocess.Popen[str]:
+def endless_job(cluster: SlurmCluster, db: Path, *extra: str) -> subprocess.Popen[str]:
     """A submitted 2-node job that trains until it is stopped."""
     argv = cluster.on_controller(
         [
@@ -142,6 +142,7 @@ def endless_job(cluster: SlurmCluster, db: Path) -> subprocess.Popen[str]:
             "2",
             "--db",
             str(db),
+            *extra,
         ]
     )
     return subprocess.Popen(
@@ -190,6 +191,45 @@ def test_ctrl_c_in_the_submitter_cancels_the_job_and_stores_the_run_as_failed(
     while cluster.client("squeue", "-h").stdout.strip() and time.monotonic() < deadline:
         time.sleep(1.0)
     assert cluster.client("squeue", "-h").stdout.strip() == ""
+
+
+def test_a_job_past_its_time_limit_is_stored_as_failed_with_timeout(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    db = tmp_path / "timeout.db"
+    submitter = endless_job(cluster, db, "--slurm-time", "1")  # one minute, SLURM's least
+    try:
+        job_id = wait_for_running_steps(db)
+        _, err = submitter.communicate(timeout=240)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+    assert submitter.returncode == 1, err[-2000:]
+    [row] = stored(db)
+    assert row["status"] == "failed"
+    assert f"SLURM job {job_id} TIMEOUT: reached its time limit" in str(row["error"])
+
+
+def test_a_node_lost_mid_run_fails_the_job_and_the_run_is_stored_as_failed(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    db = tmp_path / "lost.db"
+    submitter = endless_job(cluster, db)
+    try:
+        job_id = wait_for_running_steps(db)
+        cluster.lose_node(1)  # node2: its slurmd, step daemon and rank, all at once
+        _, err = submitter.communicate(timeout=240)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+        cluster.restart_node(1)
+    assert submitter.returncode == 1, err[-2000:]
+    [row] = stored(db)
+    assert row["status"] == "failed"
+    error = str(row["error"])
+    # node 0's rank loses its peer and the step fails, or slurmctld declares the node dead
+    # first: either way SLURM's word leads
+    assert any(f"SLURM job {job_id} {state}" in error for state in ("FAILED", "NODE_FAIL")), error
 
 
 def wait_for_running_steps(db: Path, timeout: float = 180.0) -> str:

@@ -34,6 +34,15 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_wide_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column of the results table, however wide (by default columns are left "
+        "out, least telling first, to fit the terminal; COLUMNS sets its width)",
+    )
+
+
 T = TypeVar("T", int, float)
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from distbench.analysis.changes import compare_run_sets, load_run_set, regressions
-from distbench.cli.common import add_db_option, add_json_option
+from distbench.cli.common import add_db_option, add_json_option, add_wide_option
 from distbench.cli.settings import percent_argument
 from distbench.cli.tables import changes_csv, print_changes, print_table
 from distbench.errors import UserError
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, help="only this worker count")
     parser.add_argument("--status", choices=("ok", "failed"), help="only ok or failed runs")
     parser.add_argument("--last", type=int, metavar="K", help="only the K most recent runs")
+    add_wide_option(parser)
     parser.add_argument(
         "--format",
         choices=("table", "csv", "json", "mllog"),
@@ -87,7 +88,7 @@ def results_command(args: argparse.Namespace) -> int:
     elif args.format == "mllog":
         sys.stdout.write(to_mllog(rows))
     elif rows:
-        print_table(rows)
+        print_table(rows, wide=args.wide)
     else:
         sys.stderr.write("no runs match the filters\n")
     return 0

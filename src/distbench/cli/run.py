@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from distbench.cli.common import add_db_option, add_json_option, int_list, str_list
+from distbench.cli.common import (
+    add_db_option,
+    add_json_option,
+    add_wide_option,
+    int_list,
+    str_list,
+)
 from distbench.cli.settings import add_section, explicit_settings
 from distbench.cli.tables import print_table
 from distbench.config import RunConfig, SuiteConfig, load_suite
@@ -36,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_cluster_options(parser)
     add_db_option(parser)
     add_json_option(parser)
+    add_wide_option(parser)
     parser.set_defaults(handler=run_command)
 
 
@@ -151,11 +159,35 @@ def default_suite() -> SuiteConfig:
         return load_suite(path)
 
 
+def uses_default_suite(args: argparse.Namespace) -> bool:
+    """No suite file and no selection: `distbench` alone, or `distbench run`."""
+    return not args.suite and args.model is None and args.strategy is None and not args.workers
+
+
+#: What the default suite took on a 2-core machine, as measured (docs/measurement.md,
+#: "The default suite is stable"): told before it starts, so nobody waits blind.
+DEFAULT_SUITE_MEASURED = "about 7 minutes on a 2-core machine"
+
+
+def announce_default_suite(configs: list[RunConfig]) -> str:
+    """The line said before the default suite starts: what it runs and how long it takes."""
+    models = ", ".join(dict.fromkeys(cfg.model for cfg in configs))
+    kinds = ", ".join(dict.fromkeys(f"{cfg.strategy} x{cfg.workers}" for cfg in configs))
+    rounds = max(cfg.rounds for cfg in configs)
+    first = configs[0]
+    return (
+        f"no selection given: running the default suite, {len(configs)} configurations "
+        f"({models}; {kinds}) on {first.dataset} data, {rounds} interleaved rounds of "
+        f"{first.steps} measured steps each; {DEFAULT_SUITE_MEASURED} "
+        "(docs/measurement.md). Ctrl-C stops it and keeps what is finished."
+    )
+
+
 def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
     """Flags override the suite's settings; no selection at all means the default suite."""
     if args.suite:
         suite = load_suite(args.suite)
-    elif args.model is None and args.strategy is None and args.workers is None:
+    elif uses_default_suite(args):
         suite = default_suite()
     else:
         suite = SuiteConfig(
@@ -209,6 +241,7 @@ class ProgressView:
         )
         self.runs = self.progress.add_task("runs", total=None)
         self.steps = self.progress.add_task("steps", total=None)
+        self.rounds = RoundClock()
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "start":
@@ -226,7 +259,35 @@ class ProgressView:
             self.progress.update(self.steps, completed=info["done"])
         elif kind == "done":
             self.progress.update(self.runs, completed=info["index"] + 1)
+            left = self.rounds.after(info)
+            if left:
+                self.console.log(left, markup=False, highlight=False)
             self.console.log(_done_line(info), markup=False, highlight=False)
+
+
+class RoundClock:
+    """After each round of every configuration, the time it took and, from the rounds so
+    far, the time left (the planned rounds; ``--precision`` may add more)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def after(self, info: dict[str, Any]) -> str | None:
+        number, planned = int(info.get("round", 1)), int(info.get("rounds", 1))
+        if planned <= 1 or info["index"] + 1 != info["total"]:
+            return None  # not the last configuration of a round
+        per_round = (time.monotonic() - self.started) / number
+        left = max(planned - number, 0) * per_round
+        if not left:
+            return f"round {number}/{planned} of every configuration done"
+        return (
+            f"round {number}/{planned} of every configuration done, "
+            f"{per_round:.0f} s a round: about {_duration(left)} left"
+        )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _round_label(info: dict[str, Any]) -> str:
@@ -255,6 +316,8 @@ def run_command(args: argparse.Namespace) -> int:
         sys.stdout.write(script.read_text(encoding="utf-8"))
         say(f"not submitted; to submit it yourself: sbatch {script}")
         return 0
+    if uses_default_suite(args):
+        say(announce_default_suite(configs))
     if slurm is not None:
         rows = run_on_slurm(configs, Path(args.db).resolve(), slurm, say)
     else:
@@ -262,7 +325,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(to_json(rows) + "\n")
     elif rows:
-        print_table(rows, title=f"distbench run ({len(rows)} runs, stored in {args.db})")
+        title = f"distbench run ({len(rows)} runs, stored in {args.db})"
+        print_table(rows, title=title, wide=args.wide)
     failed = [row for row in rows if not row.ok]
     for row in failed:
         sys.stderr.write(f"run {row.run_id} failed: {row.error}\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
@@ -22,10 +23,32 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
 
-def results_table(rows: Sequence[RunResult], title: str = "distbench results") -> Table:
+#: The results table's columns in the order they are given up when the terminal is too
+#: narrow. What identifies a run and its answer (run, model, strategy, N, status,
+#: samples/s, R, speedup) is never dropped, and no cell is ever cut. Memory, efficiency
+#: (speedup / N) and batch go first, then the phases of a step, the least telling first,
+#: then the step time.
+DROPPED_FIRST = ("RSS MB", "eff.", "batch")
+PHASES_DROPPED_FIRST = ("data", "update", "forward", "backward", "wait", "comm")
+DROPPED_LAST = ("step ms",)
+
+
+@dataclass(frozen=True)
+class FittedTable:
+    table: Table
+    width: int
+    hidden: list[str]
+
+
+def results_table(
+    rows: Sequence[RunResult],
+    title: str = "distbench results",
+    width: int | None = None,
+) -> FittedTable:
+    """The results as a table no wider than ``width`` (None: every column), giving up whole
+    columns by priority rather than cutting any value."""
     phases = phases_present(rows)
-    table = Table(title=title, title_justify="left")
-    for name in (
+    names = [
         "run",
         "model",
         "strategy",
@@ -37,19 +60,65 @@ def results_table(rows: Sequence[RunResult], title: str = "distbench results") -
         "step ms",
         "speedup",
         "eff.",
-    ):
-        table.add_column(name, justify="right" if name in ("N", "batch") else "left")
-    for phase in phases:
-        table.add_column(f"{phase} ms", justify="right")
-    table.add_column("RSS MB", justify="right")
-    for row in rows:
-        table.add_row(*_table_cells(row, phases))
-    return table
+        *[f"{phase} ms" for phase in phases],
+        "RSS MB",
+    ]
+    cells = [_table_cells(row, phases) for row in rows]
+    widths = [max([len(name), *(len(line[k]) for line in cells)]) for k, name in enumerate(names)]
+    shown = fit_columns(names, widths, width, phases)
+    table = Table(title=title, title_justify="left")
+    for k, name in enumerate(names):
+        if name in shown:
+            left = k < 3 or name in ("status", "samples/s", "speedup")
+            table.add_column(
+                name, justify="left" if left else "right", no_wrap=True, overflow="fold"
+            )
+    for line in cells:
+        table.add_row(*[cell for name, cell in zip(names, line, strict=True) if name in shown])
+    needed = table_width([w for name, w in zip(names, widths, strict=True) if name in shown])
+    return FittedTable(table, needed, [name for name in names if name not in shown])
+
+
+def table_width(widths: Sequence[int]) -> int:
+    """Width of a rich table with these content widths: one space of padding on each side
+    of a cell and a rule between and around the columns."""
+    return sum(w + 3 for w in widths) + 1
+
+
+def fit_columns(
+    names: Sequence[str], widths: Sequence[int], width: int | None, phases: Sequence[str]
+) -> set[str]:
+    """The columns that fit in ``width``, dropping by priority (``DROPPED_FIRST``, then the
+    phases, then ``DROPPED_LAST``; run, model, strategy, N, status, samples/s, R and
+    speedup never)."""
+    shown = dict(zip(names, widths, strict=True))
+    if width is None:
+        return set(shown)
+    order = [
+        *DROPPED_FIRST,
+        *(f"{p} ms" for p in PHASES_DROPPED_FIRST if p in phases),
+        *(f"{p} ms" for p in phases if p not in PHASES_DROPPED_FIRST),
+        *DROPPED_LAST,
+    ]
+    for name in order:
+        if table_width(list(shown.values())) <= width:
+            break
+        shown.pop(name, None)
+    return set(shown)
+
+
+#: Characters of a failed run's error shown in its cell; the whole error follows the table.
+ERROR_CELL = 40
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _table_cells(row: RunResult, phases: list[str]) -> list[str]:
     flag = " (oversubscribed)" if row.oversubscribed else ""
-    throughput = throughput_text(row) if row.ok else (row.error or "")[:60]
+    # a failed run's error in full is printed under the table (``print_table``)
+    throughput = throughput_text(row) if row.ok else _short(row.error or "", ERROR_CELL)
     breakdown = row.breakdown
     rss = row.peak_rss_bytes
     # Another framework's runs read "sync (tensorflow)" beside PyTorch's own.
@@ -72,9 +141,24 @@ def _table_cells(row: RunResult, phases: list[str]) -> list[str]:
     ]
 
 
-def print_table(rows: Sequence[RunResult], title: str = "distbench results") -> None:
-    console = Console(width=max(Console().width, 160))
-    console.print(results_table(rows, title))
+def print_table(
+    rows: Sequence[RunResult], title: str = "distbench results", wide: bool = False
+) -> None:
+    """The table fitted to the terminal (``COLUMNS`` when set), or every column with
+    ``wide``; the notes below it wrap to the terminal."""
+    terminal = Console().width
+    fitted = results_table(rows, title, None if wide else terminal)
+    Console(width=max(terminal, fitted.width)).print(fitted.table)
+    console = Console(width=terminal)
+    for row in rows:
+        if not row.ok and row.error and len(row.error) > ERROR_CELL:
+            console.print(f"{str(row.run_id)[-6:]}: {row.status}: {row.error}", highlight=False)
+    if fitted.hidden:
+        console.print(
+            f"not shown for want of width: {', '.join(fitted.hidden)} (--wide shows every "
+            "column; --format csv or json every field)",
+            highlight=False,
+        )
     print_goals(rows, console)
     if any(row.oversubscribed for row in rows):
         console.print(

@@ -1,0 +1,109 @@
+"""The results table fits the terminal: whole columns are left out by priority, no value
+is ever cut, ``--wide`` shows everything."""
+
+from __future__ import annotations
+
+import pytest
+
+from distbench.cli.tables import print_table, results_table
+from distbench.store.result import Round, RunResult
+
+PHASES = {"data": 0.001, "forward": 0.02, "backward": 0.04, "comm": 0.01, "update": 0.002}
+
+
+def _row(run_id: str, model: str, throughputs: list[float], **facts: object) -> RunResult:
+    rounds = [
+        Round(k + 1, "ok", f"/runs/{run_id}-r{k + 1}", "t", 1.0, throughput=t).to_dict()
+        for k, t in enumerate(throughputs)
+    ]
+    row = RunResult(
+        run_id=run_id,
+        status=str(facts.get("status", "ok")),
+        error=facts.get("error"),  # type: ignore[arg-type]
+        created_at="2026-12-06",
+        model=model,
+        dataset="synthetic",
+        strategy="ps-sync-join",
+        framework="torch",
+        workers=16,
+        global_batch=512,
+        local_batch=32,
+        scaling="weak",
+        throughput_median=sorted(throughputs)[len(throughputs) // 2],
+        throughput_ci_low=min(throughputs),
+        throughput_ci_high=max(throughputs),
+        step_time_median=0.0734,
+        rounds=rounds,
+        breakdown=dict(PHASES),
+        peak_rss_bytes=512 * 2**20,
+    )
+    return row
+
+
+ROWS = [
+    _row("20261206-101010-abcdef", "efficientnet_b0", [2001.4, 2010.9, 1999.2]),
+    _row("20261206-101011-123456", "squeezenet", [10432.25, 10501.5, 10390.75]),
+]
+
+
+def printed(capsys: pytest.CaptureFixture[str], rows: list[RunResult], wide: bool = False) -> str:
+    print_table(rows, wide=wide)
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100, 120])
+def test_the_table_fits_the_terminal_and_cuts_no_run_id_model_or_number(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    out = printed(capsys, ROWS)
+    table_lines = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+    fitted = results_table(ROWS, width=columns)
+    # the table is as wide as its columns need: within the terminal, or, below the essential
+    # columns' own width (60 here), wider than it rather than cut
+    assert max(len(line) for line in table_lines) == fitted.width
+    assert fitted.width <= columns or (fitted.hidden[-1] == "RSS MB" and len(fitted.hidden) == 9)
+    for value in ("abcdef", "123456", "efficientnet_b0", "squeezenet", "2001.4", "10432.2"):
+        assert value in out, value
+    assert "…" not in "".join(table_lines)
+    assert "(1999.2-2010.9)" in out  # the interval whole
+
+
+def test_columns_go_least_telling_first_and_the_essential_ones_never() -> None:
+    full = results_table(ROWS)
+    assert full.hidden == []
+    # memory, efficiency and batch first, then the phases least telling first: comm stays
+    assert results_table(ROWS, width=140).hidden == [
+        "batch",
+        "eff.",
+        "data ms",
+        "forward ms",
+        "update ms",
+        "RSS MB",
+    ]
+    assert "step ms" in results_table(ROWS, width=100).hidden  # the last to go
+    tiny = results_table(ROWS, width=10)
+    shown = [c.header for c in tiny.table.columns]
+    assert shown == ["run", "model", "strategy", "N", "status", "samples/s", "R", "speedup"]
+
+
+def test_a_narrow_table_says_what_it_left_out_and_wide_shows_everything(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "90")
+    narrow = printed(capsys, ROWS)
+    assert "not shown for want of width:" in narrow and "--wide" in narrow
+    wide = printed(capsys, ROWS, wide=True)
+    assert "not shown for want of width" not in wide
+    for header in ("RSS MB", "batch", "eff.", "data ms", "comm ms", "update ms"):
+        assert header in wide
+
+
+def test_a_failed_runs_long_error_is_shortened_in_its_cell_and_given_whole_below(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    error = "rank 1: RuntimeError: " + "the peer closed the connection during all-reduce " * 2
+    failed = _row("20261206-101012-ffffff", "lenet5", [1.0], status="failed", error=error)
+    out = printed(capsys, [failed])
+    assert f"ffffff: failed: {error}" in " ".join(out.split("\n"))

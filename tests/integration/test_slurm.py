@@ -16,7 +16,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,86 +151,95 @@ def endless_job(cluster: SlurmCluster, db: Path, *extra: str) -> subprocess.Pope
     )
 
 
-def test_a_job_cancelled_mid_run_is_stored_as_failed_with_slurms_reason(
-    cluster: SlurmCluster, tmp_path: Path
-) -> None:
-    db = tmp_path / "cancel.db"
-    submitter = endless_job(cluster, db)
+@dataclass
+class Stopped:
+    """A job stopped mid-run: its id, how the submitter ended, and the stored run."""
+
+    job_id: str
+    returncode: int
+    stderr: str
+    row: dict[str, object]
+
+
+def stop_mid_run(
+    cluster: SlurmCluster,
+    db: Path,
+    stop: Callable[[str, subprocess.Popen[str]], None],
+    *extra: str,
+) -> Stopped:
+    """Submit a job that trains until stopped, wait until it trains, ``stop(job_id,
+    submitter)`` it, and collect what the submitter did."""
+    submitter = endless_job(cluster, db, *extra)
     try:
         job_id = wait_for_running_steps(db)
-        cancelled = cluster.client("scancel", job_id)
-        assert cancelled.returncode == 0, cancelled.stderr
-        _, err = submitter.communicate(timeout=120)
+        stop(job_id, submitter)
+        _, err = submitter.communicate(timeout=240)
     finally:
         if submitter.poll() is None:
             submitter.kill()
-    assert submitter.returncode == 1, err[-2000:]
     [row] = stored(db)
     assert row["status"] == "failed"
-    assert f"SLURM job {job_id} CANCELLED" in str(row["error"])
-    assert cluster.client("squeue", "-h").stdout.strip() == ""  # nothing left running
+    return Stopped(job_id, submitter.returncode, err, row)
+
+
+def queue_empties(cluster: SlurmCluster, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while cluster.client("squeue", "-h").stdout.strip() and time.monotonic() < deadline:
+        time.sleep(1.0)
+    return cluster.client("squeue", "-h").stdout.strip() == ""
+
+
+def test_a_job_cancelled_mid_run_is_stored_as_failed_with_slurms_reason(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    def scancel(job_id: str, _: subprocess.Popen[str]) -> None:
+        assert cluster.client("scancel", job_id).returncode == 0
+
+    done = stop_mid_run(cluster, tmp_path / "cancel.db", scancel)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"SLURM job {done.job_id} CANCELLED" in str(done.row["error"])
+    assert queue_empties(cluster)
 
 
 def test_ctrl_c_in_the_submitter_cancels_the_job_and_stores_the_run_as_failed(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:
-    db = tmp_path / "interrupt.db"
-    submitter = endless_job(cluster, db)
-    try:
-        job_id = wait_for_running_steps(db)
+    def ctrl_c(_: str, submitter: subprocess.Popen[str]) -> None:
         submitter.send_signal(signal.SIGINT)
-        _, err = submitter.communicate(timeout=120)
-    finally:
-        if submitter.poll() is None:
-            submitter.kill()
-    assert submitter.returncode == 130, err[-2000:]
-    assert f"job {job_id}: cancelled (Ctrl-C)" in err
-    [row] = stored(db)
-    assert row["status"] == "failed"
-    assert "Ctrl-C in the submitting distbench" in str(row["error"])
-    deadline = time.monotonic() + 60
-    while cluster.client("squeue", "-h").stdout.strip() and time.monotonic() < deadline:
-        time.sleep(1.0)
-    assert cluster.client("squeue", "-h").stdout.strip() == ""
+
+    done = stop_mid_run(cluster, tmp_path / "interrupt.db", ctrl_c)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert f"job {done.job_id}: cancelled (Ctrl-C)" in done.stderr
+    assert "Ctrl-C in the submitting distbench" in str(done.row["error"])
+    assert queue_empties(cluster)
 
 
 def test_a_job_past_its_time_limit_is_stored_as_failed_with_timeout(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:
-    db = tmp_path / "timeout.db"
-    submitter = endless_job(cluster, db, "--slurm-time", "1")  # one minute, SLURM's least
-    try:
-        job_id = wait_for_running_steps(db)
-        _, err = submitter.communicate(timeout=240)
-    finally:
-        if submitter.poll() is None:
-            submitter.kill()
-    assert submitter.returncode == 1, err[-2000:]
-    [row] = stored(db)
-    assert row["status"] == "failed"
-    assert f"SLURM job {job_id} TIMEOUT: reached its time limit" in str(row["error"])
+    def wait(_: str, __: subprocess.Popen[str]) -> None:
+        pass  # SLURM stops it after a minute, its least time limit
+
+    done = stop_mid_run(cluster, tmp_path / "timeout.db", wait, "--slurm-time", "1")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"SLURM job {done.job_id} TIMEOUT: reached its time limit" in str(done.row["error"])
 
 
 def test_a_node_lost_mid_run_fails_the_job_and_the_run_is_stored_as_failed(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:
-    db = tmp_path / "lost.db"
-    submitter = endless_job(cluster, db)
+    def lose_node_2(_: str, __: subprocess.Popen[str]) -> None:
+        cluster.lose_node(1)  # its slurmd, step daemon and rank, all at once
+
     try:
-        job_id = wait_for_running_steps(db)
-        cluster.lose_node(1)  # node2: its slurmd, step daemon and rank, all at once
-        _, err = submitter.communicate(timeout=240)
+        done = stop_mid_run(cluster, tmp_path / "lost.db", lose_node_2)
     finally:
-        if submitter.poll() is None:
-            submitter.kill()
         cluster.restart_node(1)
-    assert submitter.returncode == 1, err[-2000:]
-    [row] = stored(db)
-    assert row["status"] == "failed"
-    error = str(row["error"])
+    assert done.returncode == 1, done.stderr[-2000:]
+    error = str(done.row["error"])
     # node 0's rank loses its peer and the step fails, or slurmctld declares the node dead
     # first: either way SLURM's word leads
-    assert any(f"SLURM job {job_id} {state}" in error for state in ("FAILED", "NODE_FAIL")), error
+    assert any(f"SLURM job {done.job_id} {s}" in error for s in ("FAILED", "NODE_FAIL")), error
 
 
 def wait_for_running_steps(db: Path, timeout: float = 180.0) -> str:

@@ -27,6 +27,7 @@ def test_the_batch_script_asks_for_one_task_per_node_and_runs_the_node_task_with
     for directive in (
         "--nodes=4",
         "--ntasks-per-node=1",
+        "--no-requeue",
         "--partition=gpu",
         "--time=00:30:00",
         "--account=ml",

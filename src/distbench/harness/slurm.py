@@ -81,7 +81,9 @@ class SlurmOptions:
     account: str | None = None
 
     def sbatch_lines(self) -> list[str]:
-        lines = [f"--nodes={self.nodes}", "--ntasks-per-node=1"]
+        # --no-requeue: after a node failure SLURM would run the whole job again by default,
+        # measuring and storing every configuration twice; the job fails instead
+        lines = [f"--nodes={self.nodes}", "--ntasks-per-node=1", "--no-requeue"]
         for name, value in (
             ("partition", self.partition),
             ("time", self.time),

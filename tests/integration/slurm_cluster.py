@@ -92,6 +92,16 @@ class SlurmCluster:
         if daemon is not None and wait:
             daemon.wait(timeout=30)
 
+    def settle(self) -> None:
+        """Every node idle before the next job: a node a stopped job left drained (its
+        tasks slow to die) is resumed; waits out nodes still completing a job."""
+        listed = self.client("sinfo", "-h", "-N", "-o", "%N %T").stdout.split("\n")
+        for line in filter(None, listed):
+            name, state = line.split()[:2]
+            if state.rstrip("*~#") in ("drained", "draining", "down"):
+                self.client("scontrol", "update", f"NodeName={name}", "State=RESUME")
+        wait_until_idle(self)
+
     def restart_node(self, index: int) -> None:
         """A new slurmd on node ``index``; waits until every node is idle again."""
         name = f"node{index + 1}"

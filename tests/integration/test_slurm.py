@@ -30,7 +30,7 @@ WORKLOAD = ["--model", "lenet5", "--dataset", "synthetic", "--batch-size", "16",
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+def running_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     if os.geteuid() != 0:
         pytest.skip("a SLURM cluster on emulated hosts needs root (network namespaces, daemons)")
     why = install_slurm()
@@ -38,6 +38,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
         pytest.skip(f"SLURM cannot run here: {why}")
     with slurm_cluster(tmp_path_factory.mktemp("slurm")) as running:
         yield running
+
+
+@pytest.fixture
+def cluster(running_cluster: SlurmCluster) -> SlurmCluster:
+    """The cluster with every node idle: each test starts from the same state."""
+    running_cluster.settle()
+    return running_cluster
 
 
 def distbench(
@@ -171,7 +178,7 @@ def stop_mid_run(
     submitter)`` it, and collect what the submitter did."""
     submitter = endless_job(cluster, db, *extra)
     try:
-        job_id = wait_for_running_steps(db)
+        job_id = wait_for_running_steps(cluster, db)
         stop(job_id, submitter)
         _, err = submitter.communicate(timeout=240)
     finally:
@@ -192,6 +199,7 @@ def queue_empties(cluster: SlurmCluster, seconds: float = 60.0) -> bool:
 def test_a_job_cancelled_mid_run_is_stored_as_failed_with_slurms_reason(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:
+
     def scancel(job_id: str, _: subprocess.Popen[str]) -> None:
         assert cluster.client("scancel", job_id).returncode == 0
 
@@ -204,6 +212,7 @@ def test_a_job_cancelled_mid_run_is_stored_as_failed_with_slurms_reason(
 def test_ctrl_c_in_the_submitter_cancels_the_job_and_stores_the_run_as_failed(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:
+
     def ctrl_c(_: str, submitter: subprocess.Popen[str]) -> None:
         submitter.send_signal(signal.SIGINT)
 
@@ -217,6 +226,7 @@ def test_ctrl_c_in_the_submitter_cancels_the_job_and_stores_the_run_as_failed(
 def test_a_job_past_its_time_limit_is_stored_as_failed_with_timeout(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:
+
     def wait(_: str, __: subprocess.Popen[str]) -> None:
         pass  # SLURM stops it after a minute, its least time limit
 
@@ -228,6 +238,7 @@ def test_a_job_past_its_time_limit_is_stored_as_failed_with_timeout(
 def test_a_node_lost_mid_run_fails_the_job_and_the_run_is_stored_as_failed(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:
+
     def lose_node_2(_: str, __: subprocess.Popen[str]) -> None:
         cluster.lose_node(1)  # its slurmd, step daemon and rank, all at once
 
@@ -242,7 +253,13 @@ def test_a_node_lost_mid_run_fails_the_job_and_the_run_is_stored_as_failed(
     assert any(f"SLURM job {done.job_id} {s}" in error for s in ("FAILED", "NODE_FAIL")), error
 
 
-def wait_for_running_steps(db: Path, timeout: float = 180.0) -> str:
+def queue_state(cluster: SlurmCluster) -> str:
+    jobs = cluster.client("squeue", "-h", "-o", "%i %T %r").stdout.strip()
+    nodes = cluster.client("sinfo", "-h", "-N", "-o", "%N %T").stdout.strip()
+    return f"jobs: {jobs or 'none'}; nodes: {nodes}"
+
+
+def wait_for_running_steps(cluster: SlurmCluster, db: Path, timeout: float = 180.0) -> str:
     """The job id, once node 0 has stored the run as running and its ranks train."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -255,7 +272,7 @@ def wait_for_running_steps(db: Path, timeout: float = 180.0) -> str:
                 if row["status"] == "running" and (run_dir / "rank0.jsonl").is_file():
                     return str(env["slurm_job_id"])
         time.sleep(1.0)
-    raise AssertionError("the job never started training")
+    raise AssertionError(f"the job never started training: {queue_state(cluster)}")
 
 
 def test_a_partition_slurm_rejects_is_one_line_and_exit_2(

@@ -15,7 +15,13 @@ from distbench.analysis.explain import explain_rows, merge_phases, unseparated_g
 from distbench.config import RunConfig
 from distbench.errors import UserError
 from distbench.frameworks import launch
-from distbench.profiling.operators import operators_file, profile_window, trace_file
+from distbench.profiling.operators import (
+    operators_file,
+    profile_window,
+    profiled_throughout,
+    profiling_warning,
+    trace_file,
+)
 from distbench.profiling.opnames import COMMON_NAMES, common_name, common_profile
 from distbench.registry import check_run
 from distbench.store.result import RunResult
@@ -380,3 +386,16 @@ def test_tensorflow_onednn_kernels_have_their_plain_operators_common_names() -> 
         common_name("tensorflow", "_MklNativeSomethingNew") == "tensorflow:_MklNativeSomethingNew"
     )
     assert common_name("mxnet", "_MklMatMul") == "mxnet:_MklMatMul"  # TensorFlow's rule only
+
+
+@pytest.mark.parametrize(("steps", "throughout"), [(1, True), (3, True), (4, True), (5, False)])
+def test_a_run_whose_every_measured_step_is_profiled_is_told_so(
+    steps: int, throughout: bool
+) -> None:
+    assert profiled_throughout(2, steps) is throughout
+    if throughout:
+        window = profile_window(2, steps)
+        assert set(range(2, 2 + steps)) <= set(window.touched)  # no step timed clean
+        assert f"--steps {steps} profiles every measured step" in profiling_warning(steps)
+    else:
+        assert set(range(2, 2 + steps)) - set(profile_window(2, steps).touched)

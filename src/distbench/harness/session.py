@@ -38,7 +38,11 @@ from distbench.harness.noise import OutsideLoadMeter
 from distbench.measurement.records import read_run_records
 from distbench.measurement.rounds import median_interval
 from distbench.netem import cleanup_stale, network_info, preflight_network, resolve_nodefile
-from distbench.profiling.operators import stored_operators
+from distbench.profiling.operators import (
+    profiled_throughout,
+    profiling_warning,
+    stored_operators,
+)
 from distbench.registry import processes, resolved_threads, strategy_facts
 from distbench.store import ResultStore, open_store
 from distbench.store.db import orchestrator
@@ -68,6 +72,10 @@ def preflight(configs: list[RunConfig]) -> None:
         raise UserError(
             "--precision decides the rounds on node 0 alone; across nodes give --rounds"
         )
+    profiled = [c for c in configs if c.profile_ops and not c.trains_to_goal]
+    throughout = [c for c in profiled if profiled_throughout(c.warmup, c.steps)]
+    if throughout:  # said once: the configurations of a suite share the flag
+        sys.stderr.write(profiling_warning(throughout[0].steps) + "\n")
     check_memory(configs, workload_state_bytes())  # every process must fit in memory
     preflight_network(configs)  # emulated hosts: root, iproute2, netem for delay=
     for cfg in configs:  # another framework's environment must be installed

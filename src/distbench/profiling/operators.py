@@ -80,6 +80,22 @@ def profile_window(
     return ProfileWindow(wait=wait, warmup=prof_warmup, active=active)
 
 
+def profiled_throughout(warmup_steps: int, measured_steps: int) -> bool:
+    """Whether the profiler's window covers every measured step, so that no step is timed
+    without its overhead (the timing then falls back to the profiled steps)."""
+    return profile_window(warmup_steps, measured_steps).wait <= warmup_steps
+
+
+def profiling_warning(steps: int) -> str:
+    """The warning for a run whose every measured step is profiled."""
+    least = ACTIVE_STEPS + 2  # the window, its warm-up step, one step timed clean
+    return (
+        f"warning: --profile-ops with --steps {steps} profiles every measured step, so "
+        "step times and throughput include the operator profiler's overhead (it can slow a "
+        f"step several times); give --steps {least} or more to keep steps timed without it"
+    )
+
+
 @dataclass(frozen=True)
 class OpEvent:
     """The part of a profiler event the summary needs (times in microseconds)."""

@@ -37,6 +37,9 @@ CASES = [
     ([*R, "--servers", "everywhere", "--strategy", "ps-async", "--workers", "2"], "invalid choice"),
     ([*R, "--partition", "random"], "invalid choice: 'random'"),
     ([*R, "--framework", "tensorflow", "--strategy", "ddp"], "has no strategy 'ddp'"),
+    # trace
+    (["trace", "nosuch"], "no run 'nosuch'"),
+    (["trace", "x", "--round", "two"], "invalid int value: 'two'"),
     # run: the SLURM launcher
     ([*R, "--launcher", "pbs"], "invalid choice: 'pbs'"),
     ([*R, "--slurm-partition", "gpu"], "--slurm-partition is for --launcher slurm"),
@@ -343,6 +346,7 @@ def test_the_campaign_covers_every_subcommand() -> None:
         "compare",
         "doctor",
         "reproduce",
+        "trace",
     }
 
 

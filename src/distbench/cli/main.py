@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "validate": "distbench.cli.validate",  # prediction beside measurement
     "simulate": "distbench.cli.simulate",  # discrete-event model, to thousands of workers
     "explain": "distbench.cli.explain",  # operators and phases
+    "trace": "distbench.cli.trace",  # one timeline of every rank
     "report": "distbench.cli.report",  # HTML report
     "env": "distbench.cli.env",  # framework environments
     "compare": "distbench.cli.compare",  # cross-framework equivalence

@@ -1,0 +1,77 @@
+"""One timeline of every rank: process tracks, steps with their phases back to back, and
+profiler operators moved onto the same clock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distbench.analysis.timeline import OPERATORS_THREAD, STEPS_THREAD, merged_trace
+
+
+def _write_rank(run_dir: Path, rank: int, role: str, start: float) -> None:
+    lines = [
+        {"kind": "meta", "rank": rank, "role": role, "host": f"h{rank}", "pid": 10 + rank},
+        {
+            "kind": "step",
+            "rank": rank,
+            "step": 0,
+            "warmup": True,
+            "t": start,
+            "step_time": 0.5,
+            "phases": {"data": 0.1, "forward": 0.2, "backward": 0.2},
+        },
+        {
+            "kind": "step",
+            "rank": rank,
+            "step": 1,
+            "warmup": False,
+            "profiled": True,
+            "t": start + 0.5,
+            "step_time": 0.4,
+            "phases": {"data": 0.1, "comm": 0.3},
+        },
+    ]
+    text = "\n".join(json.dumps(line) for line in lines) + "\n"
+    (run_dir / f"rank{rank}.jsonl").write_text(text)
+
+
+def test_every_rank_is_a_process_and_its_phases_follow_each_other(tmp_path: Path) -> None:
+    _write_rank(tmp_path, 0, "worker", 1000.0)
+    _write_rank(tmp_path, 1, "server", 1000.25)
+    events = merged_trace(tmp_path)["traceEvents"]
+    names = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
+    assert names == {0: "rank 0 (worker) on h0", 1: "rank 1 (server) on h1"}
+    rank1 = [e for e in events if e["pid"] == 1 and e["ph"] == "X"]
+    assert [e["name"] for e in rank1] == [
+        "step 0 (warm-up)",
+        "data",
+        "forward",
+        "backward",
+        "step 1 (profiled)",
+        "data",
+        "comm",
+    ]
+    # one clock: the run starts at 0, rank 1 a quarter second later
+    assert rank1[0]["ts"] == 250000.0 and rank1[0]["dur"] == 500000.0
+    assert [e["ts"] for e in rank1[1:4]] == [250000.0, 350000.0, 550000.0]
+    assert all(e["tid"] == STEPS_THREAD for e in rank1)
+
+
+def test_profiler_operators_land_on_the_runs_clock_beside_the_steps(tmp_path: Path) -> None:
+    _write_rank(tmp_path, 0, "worker", 1000.0)
+    # the profiler's times: microseconds after baseTimeNanoseconds
+    trace = {
+        "baseTimeNanoseconds": 999_000_000_000,
+        "traceEvents": [
+            {"ph": "X", "name": "aten::mm", "cat": "cpu_op", "ts": 1_600_000.0, "dur": 50.0},
+            {"ph": "i", "name": "marker", "ts": 1_600_000.0},
+        ],
+    }
+    (tmp_path / "trace_rank0.json").write_text(json.dumps(trace))
+    events = merged_trace(tmp_path)["traceEvents"]
+    [op] = [e for e in events if e.get("tid") == OPERATORS_THREAD and e["ph"] == "X"]
+    assert op["name"] == "aten::mm" and op["pid"] == 0
+    assert op["ts"] == 600000.0  # 999 s + 1.6 s = 1000.6 s: inside step 1, 0.6 s in
+    threads = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert threads == {"distbench steps", "operators"}

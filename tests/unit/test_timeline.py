@@ -75,3 +75,31 @@ def test_profiler_operators_land_on_the_runs_clock_beside_the_steps(tmp_path: Pa
     assert op["ts"] == 600000.0  # 999 s + 1.6 s = 1000.6 s: inside step 1, 0.6 s in
     threads = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
     assert threads == {"distbench steps", "operators"}
+
+
+def test_trace_takes_the_round_the_results_figures_come_from(tmp_path: Path) -> None:
+    from distbench.cli.trace import round_directory
+    from distbench.store.result import Round, RunResult
+
+    throughputs = [100.0, 130.0, 110.0, 120.0, 90.0, 140.0]  # even: the median is 115
+    rounds = [
+        Round(k + 1, "ok", str(tmp_path / f"r{k + 1}"), "t", 1.0, throughput=t).to_dict()
+        for k, t in enumerate(throughputs)
+    ]
+    row = RunResult(
+        run_id="run",
+        status="ok",
+        created_at="2026-12-06",
+        model="lenet5",
+        dataset="synthetic",
+        strategy="ddp",
+        framework="torch",
+        workers=2,
+        global_batch=64,
+        local_batch=32,
+        scaling="weak",
+        throughput_median=115.0,
+        rounds=rounds,
+    )
+    assert round_directory(row, None) == tmp_path / "r3"  # the lower middle round, 110
+    assert round_directory(row, 5) == tmp_path / "r5"

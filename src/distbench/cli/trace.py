@@ -6,14 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from distbench.analysis.explain import resolve_run
 from distbench.analysis.timeline import merged_trace
 from distbench.cli.common import add_db_option
 from distbench.errors import UserError
+from distbench.harness.session import median_round
 from distbench.store import open_store
-from distbench.store.result import RunResult
+from distbench.store.result import Round, RunResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,17 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def round_directory(row: RunResult, number: int | None) -> Path:
-    """The run directory of round ``number``, else of the median round (the round whose
-    figures the result reports), else the run's own directory."""
-    rounds: list[dict[str, Any]] = [r for r in row.rounds if r.get("run_dir")]
+    """The run directory of round ``number``, else of the round whose figures the result
+    reports (``session.median_round``), else the run's own directory."""
+    rounds = [Round(**r) for r in row.rounds]
     if number is not None:
-        chosen = [r for r in rounds if r.get("round") == number]
+        chosen = [r for r in rounds if r.round == number]
         if not chosen:
-            have = ", ".join(str(r.get("round")) for r in rounds) or "none"
+            have = ", ".join(str(r.round) for r in rounds) or "none"
             raise UserError(f"run {row.run_id} has no round {number} (rounds: {have})")
-        return Path(str(chosen[0]["run_dir"]))
-    median = [r for r in rounds if r.get("throughput") == row.throughput_median]
-    return Path(str((median or rounds or [{"run_dir": row.run_dir}])[0]["run_dir"]))
+        return Path(chosen[0].run_dir)
+    if any(r.status == "ok" for r in rounds):
+        return Path(median_round(rounds).run_dir)
+    return Path(rounds[0].run_dir if rounds else row.run_dir or ".")
 
 
 def trace_command(args: argparse.Namespace) -> int:

@@ -178,14 +178,15 @@ def require_command(name: str) -> str:
     return path
 
 
-def _slurm(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def ask_slurm(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run one SLURM client command, its output captured, never raising on its exit code."""
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def submit(script: Path) -> str:
     """``sbatch --parsable``; a job SLURM rejects (an unknown partition, a bad time) is
     bad input, in SLURM's own words."""
-    done = _slurm([require_command("sbatch"), "--parsable", str(script)])
+    done = ask_slurm([require_command("sbatch"), "--parsable", str(script)])
     if done.returncode != 0:
         why = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
         raise UserError(f"sbatch rejected the job: {why}")
@@ -205,7 +206,7 @@ def parse_fields(text: str) -> dict[str, str]:
 def job_state(job_id: str) -> JobState | None:
     """The job's state from ``scontrol show job`` (kept by slurmctld for a while after the
     job ends), else from accounting (``sacct``); None when neither knows the job."""
-    shown = _slurm(["scontrol", "show", "job", "-o", job_id])
+    shown = ask_slurm(["scontrol", "show", "job", "-o", job_id])
     if shown.returncode == 0 and shown.stdout.strip():
         fields = parse_fields(shown.stdout)
         return JobState(
@@ -217,7 +218,7 @@ def job_state(job_id: str) -> JobState | None:
         )
     if shutil.which("sacct") is None:
         return None
-    acct = _slurm(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode,NodeList"])
+    acct = ask_slurm(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode,NodeList"])
     line = acct.stdout.strip().splitlines()[0] if acct.returncode == 0 and acct.stdout else ""
     if not line:
         return None
@@ -226,7 +227,7 @@ def job_state(job_id: str) -> JobState | None:
 
 
 def cancel(job_id: str) -> None:
-    _slurm(["scancel", job_id])
+    ask_slurm(["scancel", job_id])
 
 
 class OutputFollower:

@@ -18,6 +18,7 @@ from typing import Any
 
 from distbench.config import RunConfig
 from distbench.errors import RunFailed, UserError
+from distbench.harness.slurm import ask_slurm, parse_fields
 
 #: Ports for the rendezvous: one per job, so two jobs sharing a node do not collide.
 PORT_BASE, PORT_SPAN = 29500, 2000
@@ -25,13 +26,7 @@ PORT_BASE, PORT_SPAN = 29500, 2000
 
 def first_node(nodelist: str) -> str:
     """The first host name of a SLURM node list (``node[1-4]`` → ``node1``)."""
-    done = subprocess.run(
-        ["scontrol", "show", "hostnames", nodelist],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = ask_slurm(["scontrol", "show", "hostnames", nodelist])
     names = done.stdout.split() if done.returncode == 0 else []
     if not names:
         raise RunFailed(f"scontrol cannot expand the node list {nodelist!r}: {done.stderr.strip()}")
@@ -40,17 +35,10 @@ def first_node(nodelist: str) -> str:
 
 def node_address(name: str) -> str:
     """The address SLURM reaches the node at (``NodeAddr``), else its name."""
-    done = subprocess.run(
-        ["scontrol", "show", "node", "-o", name],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    return (
+        parse_fields(ask_slurm(["scontrol", "show", "node", "-o", name]).stdout).get("NodeAddr")
+        or name
     )
-    for token in done.stdout.split():
-        if token.startswith("NodeAddr="):
-            return token.split("=", 1)[1] or name
-    return name
 
 
 def interface_for(address: str) -> str | None:

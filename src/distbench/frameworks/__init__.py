@@ -10,7 +10,6 @@ This module imports neither torch nor any framework, so configuration stays chea
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +41,8 @@ class AdapterStrategy:
     equivalence: Equivalence = field(default_factory=Equivalence)
     prediction_model: str | None = None
     emulated_compute: bool = False
-    trains_to_target: bool = False
+    #: Trains to ``--target-accuracy`` / ``--epochs`` by ``measurement/goal.py``'s rule.
+    trains_to_target: bool = True
     settings: tuple[str, ...] = ()  # none of distbench's ps-* or pipeline settings
 
     def validate(self, cfg: RunConfig) -> None:
@@ -169,14 +169,12 @@ FRAMEWORK: dict[str, Adapter] = {
         "horovod",
         "horovod",
         "horovod_worker.py",
-        # distbench's own model, data and stopping rule: both train to a target
         {
-            "sequential": dataclasses.replace(_SEQUENTIAL, trains_to_target=True),
+            "sequential": _SEQUENTIAL,
             "sync": AdapterStrategy(
                 "sync",
                 "PyTorch + Horovod ring all-reduce over gloo",
                 prediction_model="ddp",
-                trains_to_target=True,
             ),
         },
         comparable=False,

@@ -15,15 +15,18 @@ one leading index per batch), ``lr``, ``momentum``, ``weight_decay``, ``steps``,
 with ``--profile-ops``, ``profile``: the steps the operator profiler waits through, warms up
 on and records (``OpWindow``). A worker that profiles writes ``op_events_rank{R}.json``
 (``write_op_events``), which ``distbench.frameworks.launch`` turns into the same operator
-summary a PyTorch rank writes.
+summary a PyTorch rank writes. With ``--target-accuracy`` or ``--epochs``, ``goal`` holds the
+stopping rule's settings and sizes and ``held_out`` an .npz of the test split (``x``, ``y``):
+``job_goal`` builds the very ``measurement/goal.py`` rule a PyTorch rank follows, and
+``HeldOut`` evaluates a framework's predictions on that split.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import resource
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -47,6 +50,8 @@ def load_contract(relative: str, name: str) -> ModuleType:
 
 
 if TYPE_CHECKING:
+    from distbench.measurement import memory
+    from distbench.measurement.goal import Goal, GoalSettings
     from distbench.measurement.records import RankRecorder
     from distbench.measurement.timer import PhaseTimer
 else:
@@ -54,6 +59,9 @@ else:
         "measurement/records.py", "distbench_contract_records"
     ).RankRecorder
     PhaseTimer = load_contract("measurement/timer.py", "distbench_contract_timer").PhaseTimer
+    _goal = load_contract("measurement/goal.py", "distbench_contract_goal")
+    Goal, GoalSettings = _goal.Goal, _goal.GoalSettings
+    memory = load_contract("measurement/memory.py", "distbench_contract_memory")
 
 
 def read_job(path: str) -> dict[str, Any]:
@@ -67,7 +75,8 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
 
 
 def peak_rss_bytes() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    """The process's peak resident memory, evaluations left out (``measurement/memory.py``)."""
+    return memory.process_peak_rss()
 
 
 class Batches:
@@ -219,3 +228,52 @@ def self_times(intervals: list[tuple[str, float, float, Any]]) -> list[dict[str,
                 }
             )
     return events
+
+
+# ------------------------------------------------------------------------------ training to a goal
+
+
+class HeldOut:
+    """The test split (``job["held_out"]``, in the framework's layout), evaluated in
+    batches: ``evaluate(predict)`` with ``predict`` mapping a batch of inputs to logits
+    gives (correctly classified, evaluated) samples, as ``Goal.evaluate`` wants them."""
+
+    def __init__(self, path: str, batch_size: int = 256) -> None:
+        arrays = load_arrays(path)
+        self.x = arrays["x"]
+        self.y = arrays["y"].astype(np.int64)
+        self.batch_size = batch_size
+
+    def evaluate(self, predict: Callable[[np.ndarray], np.ndarray]) -> tuple[int, int]:
+        correct = 0
+        for start in range(0, len(self.y), self.batch_size):
+            end = start + self.batch_size
+            logits = np.asarray(predict(self.x[start:end]))
+            correct += int((logits.argmax(axis=1) == self.y[start:end]).sum())
+        return correct, len(self.y)
+
+
+def job_goal(
+    job: dict[str, Any],
+    rank: int,
+    evaluate: Callable[[], tuple[int, int]],
+    agree: Callable[[bool], bool] | None = None,
+) -> Goal:
+    """The run's stopping rule (``measurement/goal.py``) as ``launch.goal_job`` described it:
+    without a goal, ``warmup + steps`` steps; the evaluation's peak memory is measured
+    apart from training's."""
+    goal = job.get("goal")
+    if not goal:
+        return Goal(GoalSettings(warmup=job["warmup"], steps=job["steps"]), rank, 1, evaluate, 0, 0)
+    return Goal(
+        GoalSettings.of(goal["settings"]),
+        rank,
+        int(job["workers"]),
+        evaluate,
+        int(goal["samples_per_step"]),
+        int(goal["train_size"]),
+        agree=agree,
+        asynchronous=bool(goal["asynchronous"]),
+        updaters=int(goal["updaters"]),
+        measure_peak=memory.evaluation_peak,
+    )

@@ -8,6 +8,9 @@ not ``torch``). It prepares, in the main environment, what every framework gets 
   the PyTorch strategies build them, converted to the framework's layout (``weights.py``);
 - ``batches_rank{R}.npz``: rank R's first batches from distbench's own data pipeline (the
   same shard and order as a PyTorch rank), in the framework's layout;
+- with ``--target-accuracy`` or ``--epochs``, ``held_out.npz``: the test split, and in the
+  job the stopping rule's settings (``goal_job``), so the worker trains to the goal by the
+  same rule as a PyTorch rank (``measurement/goal.py``);
 - ``job.json``: everything else;
 
 then starts the processes the strategy needs (workers, parameter servers, a scheduler or a
@@ -24,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +88,8 @@ def prepare_inputs(cfg: RunConfig, run_dir: Path, threads: int) -> dict[str, Any
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     save_npz(run_dir / "weights.npz", to_framework(cfg.framework, spec, state))
     batch_paths = []
-    count = batches_per_rank(cfg, shape)
+    goal = goal_job(cfg)
+    count = batches_per_rank(cfg, shape, goal)
     for rank in range(cfg.workers):
         stream = make_batches(cfg, cfg.batch_size, rank, cfg.workers, num_classes)
         xs, ys = zip(*(next(stream) for _ in range(count)), strict=True)
@@ -111,8 +115,55 @@ def prepare_inputs(cfg: RunConfig, run_dir: Path, threads: int) -> dict[str, Any
         "run_dir": str(run_dir),
         "seed": cfg.seed,
         "profile": profile_job(cfg),
+        "goal": goal,
     }
+    if goal is not None:
+        job["held_out"] = write_held_out(cfg, run_dir)
     return job
+
+
+def goal_job(cfg: RunConfig) -> dict[str, Any] | None:
+    """The stopping rule's settings and sizes, as ``adapter_common.job_goal`` reads them:
+    a synchronous update trains the global batch, an asynchronous one a worker's batch
+    (every worker's steps are separate updates), as on the PyTorch strategies."""
+    if not cfg.trains_to_goal:
+        return None
+    from distbench.measurement.goal import GoalSettings
+    from distbench.strategies.evaluation import train_size
+
+    facts = adapter_strategy(cfg.framework, cfg.strategy)
+    return {
+        "settings": asdict(GoalSettings.of(cfg)),
+        "samples_per_step": facts.global_batch(cfg) if facts.synchronous else cfg.batch_size,
+        "train_size": train_size(cfg),
+        "updaters": 1 if facts.synchronous else cfg.workers,
+        "asynchronous": not facts.synchronous,
+    }
+
+
+def write_held_out(cfg: RunConfig, run_dir: Path) -> str:
+    """The test split in the framework's layout, for the worker's evaluations."""
+    from distbench.strategies.evaluation import held_out_samples
+
+    x, y = held_out_samples(cfg)
+    path = run_dir / "held_out.npz"
+    save_npz(path, {"x": batch_to_framework(cfg.framework, x.numpy()), "y": y.numpy()})
+    return str(path)
+
+
+def goal_steps(cfg: RunConfig, goal: dict[str, Any]) -> int:
+    """The most steps a worker trains to the goal (``Goal.step_limit``)."""
+    from distbench.measurement.goal import Goal, GoalSettings
+
+    return Goal(
+        GoalSettings.of(goal["settings"]),
+        0,
+        cfg.workers,
+        lambda: (0, 0),
+        goal["samples_per_step"],
+        goal["train_size"],
+        updaters=goal["updaters"],
+    ).step_limit
 
 
 def profile_job(cfg: RunConfig) -> dict[str, int] | None:
@@ -125,10 +176,13 @@ def profile_job(cfg: RunConfig) -> dict[str, int] | None:
     return {"wait": window.wait, "warmup": window.warmup, "active": window.active}
 
 
-def batches_per_rank(cfg: RunConfig, shape: tuple[int, int, int]) -> int:
-    """Every step its own batch, unless that exceeds ``BATCH_BYTES_LIMIT`` over all ranks."""
+def batches_per_rank(
+    cfg: RunConfig, shape: tuple[int, int, int], goal: dict[str, Any] | None = None
+) -> int:
+    """Every step its own batch (to a goal: as many as its most steps), unless that exceeds
+    ``BATCH_BYTES_LIMIT`` over all ranks; a worker then cycles through the ones it has."""
     per_batch = 4 * cfg.batch_size * int(np.prod(shape))
-    wanted = cfg.warmup + cfg.steps
+    wanted = goal_steps(cfg, goal) if goal else cfg.warmup + cfg.steps
     return max(1, min(wanted, BATCH_BYTES_LIMIT // max(1, per_batch * cfg.workers)))
 
 

@@ -16,6 +16,18 @@ which serves the parameter-server protocol until the workers finish. Modes:
   weights: ``comm`` holds push, server update and pull, marked in
   ``extra.unseparated_phases``.
 
+To a goal (``--target-accuracy`` / ``--epochs``: ``goal`` and ``held_out`` in the job) the
+step loop follows ``measurement/goal.py``'s rule, as a PyTorch rank does (``job_goal``);
+worker 0 evaluates its weights (in inference mode: Gluon outside ``autograd.record``).
+``sync``: every worker pushes a flag to one extra key of the kvstore, worker 0's decision and
+the others' zeros, and pulls back their sum, so all stop at the same step. ``async``: the
+server applies every push at once, so no key can carry a flag; worker 0 leaves a file in the
+run directory when the target is met and the others stop at their next step
+(``StopFile``). Worker 0's weights then hold every worker's updates, not its own steps
+alone: the point is placed at their number, counted from the workers' step records
+(``UpdateCounter``), at the training time of the update clock, as on the PyTorch
+asynchronous parameter server.
+
 MXNet's engine is asynchronous, so the phases are closed at synchronization points
 (``wait_to_read`` / ``nd.waitall``), as ``torch.cuda.synchronize`` does on GPUs.
 
@@ -255,9 +267,12 @@ def run_train(job, index: int) -> None:
         # dist_async must update on the server; dist_sync updates on the worker, so the
         # push/pull of gradients (comm) and the update are timed apart.
         trainer = make_trainer(gluon, net, job, kvstore, update_on_kvstore=mode == "async")
+        if kvstore is not None:
+            start_kvstore(trainer, kvstore)
         batches = common.Batches(job["batches"][index])
-        _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode)
-        recorder.summary(_summary_extra(mx, kvstore, mode))
+        goal = _goal(mx, job, index, net, kvstore, mode)
+        _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode, goal)
+        recorder.summary({**_summary_extra(mx, kvstore, mode), **goal.summary()})
     except Exception as exc:
         recorder.error(f"rank {index}: {type(exc).__name__}: {exc}")
         raise
@@ -265,13 +280,111 @@ def run_train(job, index: int) -> None:
         recorder.close()
 
 
-def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode) -> None:
+def start_kvstore(trainer, kvstore) -> None:
+    """Put the parameters in the kvstore and wait for every worker before the first step.
+    Gluon does both lazily inside the first step, and dist_sync runs of the same job then
+    differed from their first step on (one run in three; losses apart by 1e-3 at once),
+    as if a worker's first gradients could reach the server before every worker had
+    joined. With the barrier first, repeated runs give the same losses."""
+    trainer._init_kvstore()
+    trainer._init_params()
+    kvstore._barrier()
+
+
+def _goal(mx, job, rank: int, net, kvstore, mode: str):
+    """The run's stopping rule with worker 0's evaluation and the mode's agreement."""
+    held_out = common.HeldOut(job["held_out"]) if job.get("goal") else None
+
+    def evaluate():
+        return held_out.evaluate(lambda x: net(mx.nd.array(x)).asnumpy())
+
+    agree = None
+    if held_out is not None and mode == "sync" and not os.environ.get("XX"):
+        agree = KvstoreAgreement(mx, kvstore).agree
+    elif held_out is not None and mode == "async":
+        agree = StopFile(job["run_dir"]).agree
+    return common.job_goal(job, rank, evaluate, agree=agree)
+
+
+class KvstoreAgreement:
+    """Worker 0's decision on every worker of a ``dist_sync`` kvstore: a key of its own,
+    pushed by all (the server sums the pushes of a round) and pulled back."""
+
+    KEY = 1_000_000  # far past the Trainer's parameter indices
+
+    def __init__(self, mx, kvstore) -> None:
+        self.mx, self.kvstore = mx, kvstore
+        self.value = None
+
+    def agree(self, reached: bool) -> bool:
+        if self.value is None:  # at the first evaluation, once the Trainer has its keys
+            self.value = self.mx.nd.zeros((1,))
+            self.kvstore.init(self.KEY, self.value)
+        # only worker 0 evaluates, so the others' flags are 0 (the kvstore's own ranks
+        # follow the order workers joined its scheduler, not distbench's)
+        flag = self.mx.nd.array([1.0 if reached else 0.0])
+        self.kvstore.push(self.KEY, flag)
+        self.kvstore.pull(self.KEY, out=self.value)
+        return float(self.value.asscalar()) > 0
+
+
+class StopFile:
+    """The asynchronous stop: worker 0 writes the file; every worker stops once it exists."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.path = Path(run_dir) / "goal_reached"
+
+    def agree(self, reached: bool) -> bool:
+        if reached:
+            self.path.touch()
+        return reached
+
+    def seen(self) -> bool:
+        return self.path.exists()
+
+
+class UpdateCounter:
+    """Updates the server has applied by a moment, counted from every worker's step records
+    (``rank{R}.jsonl``, one flushed line per step, read incrementally): the steps that ended
+    before it. Worker 0's pulled weights hold them (an update still in flight may be
+    missed: at most one per worker)."""
+
+    def __init__(self, run_dir: str, workers: int) -> None:
+        self.files = [Path(run_dir) / f"rank{r}.jsonl" for r in range(workers)]
+        self.offsets = [0] * workers
+        self.ends: list[float] = []
+
+    def _read(self) -> None:
+        for i, path in enumerate(self.files):
+            if not path.exists():
+                continue
+            with path.open("rb") as f:
+                f.seek(self.offsets[i])
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            self.offsets[i] += len(complete)
+            for line in complete.splitlines():
+                record = json.loads(line)
+                if record.get("kind") == "step":
+                    self.ends.append(record["t"] + record["step_time"])
+
+    def by(self, moment: float) -> int:
+        self._read()
+        return sum(1 for end in self.ends if end <= moment)
+
+
+def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode, goal) -> None:
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     timer = common.Phases()
     workers = job["workers"]
     window = common.op_window(job)
     profiler = OpProfiler(mx, job, recorder.rank) if window else None
-    for step in range(job["warmup"] + job["steps"]):
+    asynchronous = mode == "async" and goal.active
+    stop_file = StopFile(job["run_dir"]) if asynchronous else None
+    counter = (
+        UpdateCounter(job["run_dir"], workers) if asynchronous and recorder.rank == 0 else None
+    )
+    for step in goal.steps():
         if window and window.starts(step):
             profiler.start()
         timer.start_step()
@@ -309,6 +422,10 @@ def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode) -> No
         )
         if window and window.after_step(step, timer.start_wall, step_time):
             profiler.finish(window.span)
+        version = counter.by(timer.start_wall + step_time) if counter else None
+        goal.after_step(step, step_time, float(loss.asscalar()), version)
+        if stop_file is not None and stop_file.seen():
+            goal.stop()
 
 
 class OpProfiler:

@@ -24,6 +24,15 @@ job's .npz (already in Keras layout, keyed by PyTorch names). Modes:
   the coordinator writes every worker's record lines (step time: the worker's cycle from
   the end of its previous step, idle time included as ``wait``).
 
+To a goal (``--target-accuracy`` / ``--epochs``: ``goal`` and ``held_out`` in the job) the
+step loop follows ``measurement/goal.py``'s rule, as a PyTorch rank does (``job_goal``):
+``sequential`` and ``sync`` evaluate on worker 0 (``sync`` sums its decision over every
+worker with an all-reduce, so all stop at the same step). ``async`` counts in updates: the
+coordinator schedules the steps up to the next evaluation, waits for them, evaluates the
+weights on the parameter server (they then hold exactly those updates) and goes on or
+stops; training time is the wall-clock span of each such batch of updates, measured on the
+workers, so the coordinator's evaluations and its waits between batches are left out.
+
 With a ``profile`` window in the job (``--profile-ops``, ``sequential`` and ``sync`` only),
 TensorFlow's profiler records the window's steps (``OpProfiler``) and the worker writes the
 operator events it found for the launcher to summarize.
@@ -237,6 +246,8 @@ class Trainer:
         self.grads_all_reduced = tf.function(self._grads_all_reduced)
         self.update = tf.function(self._update)
         self.eval_loss = tf.function(self._eval_loss)
+        self.logits = tf.function(lambda x: model(x, training=False))
+        self.sum_over_workers = tf.function(self._sum_over_workers)
 
     def _loss(self, x, y, training):
         tf = self.tf
@@ -293,6 +304,24 @@ class Trainer:
 
     def _eval_loss(self, x, y):
         return self._loss(x, y, False)
+
+    def _sum_over_workers(self, value):
+        def replica(v):
+            # made inside the replica function: placed on the replica's device, which the
+            # all-reduce takes its destinations from
+            v = self.tf.identity(v)
+            return self.tf.distribute.get_replica_context().all_reduce("SUM", v)
+
+        return self.strategy.run(replica, args=(value,))
+
+    def predict(self, x):
+        """Logits of the current weights for a batch of held-out inputs (inference mode)."""
+        return self.logits(self.tf.constant(x)).numpy()
+
+    def agree(self, reached: bool) -> bool:
+        """Worker 0's decision on every worker: the sum of its flag and the others' zeros."""
+        flag = self.tf.constant([1.0 if reached else 0.0])
+        return float(self.local(self.sum_over_workers(flag))[0]) > 0
 
     def local(self, value):
         return self.strategy.experimental_local_results(value)[0]
@@ -377,15 +406,22 @@ def run_sync(job, rank: int) -> None:
         trainer = Trainer(
             tf, strategy, model, job["lr"], job.get("momentum", 0.0), job.get("weight_decay", 0.0)
         )
+        goal = common.job_goal(
+            job,
+            rank,
+            lambda: common.HeldOut(job["held_out"]).evaluate(trainer.predict),
+            agree=None if sequential else trainer.agree,
+        )
         _sync_loop(
             tf,
             job,
             trainer,
             recorder,
             common.Batches(job["batches"][rank]),
+            goal,
             all_reduce=not sequential,
         )
-        recorder.summary(_summary_extra(tf, keras, job["strategy"]))
+        recorder.summary({**_summary_extra(tf, keras, job["strategy"]), **goal.summary()})
     except Exception as exc:
         recorder.error(f"rank {rank}: {type(exc).__name__}: {exc}")
         raise
@@ -393,11 +429,11 @@ def run_sync(job, rank: int) -> None:
         recorder.close()
 
 
-def _sync_loop(tf, job, trainer, recorder, batches, all_reduce: bool) -> None:
+def _sync_loop(tf, job, trainer, recorder, batches, goal, all_reduce: bool) -> None:
     timer = common.Phases()
     window = common.op_window(job)
     profiler = OpProfiler(tf, job, recorder.rank) if window else None
-    for step in range(job["warmup"] + job["steps"]):
+    for step in goal.steps():
         if window and window.starts(step):
             profiler.start()
         timer.start_step()
@@ -430,6 +466,7 @@ def _sync_loop(tf, job, trainer, recorder, batches, all_reduce: bool) -> None:
         )
         if window and window.after_step(step, timer.start_wall, step_time):
             profiler.finish(window.span)
+        goal.after_step(step, step_time, loss_value)
 
 
 class OpProfiler:
@@ -571,9 +608,11 @@ def run_coordinator(job) -> None:
         with strategy.scope():
             model, variables = build_model(tf, keras, job["spec"])
         assign_weights(variables, common.load_arrays(job["weights"]))
-        _async_loop(tf, strategy, job, model, recorders)
+        goal = _update_goal(job, model)
+        _async_loop(tf, strategy, job, model, recorders, goal)
         for recorder in recorders:
-            recorder.summary(_summary_extra(tf, keras, "async"))
+            extra = _summary_extra(tf, keras, "async")
+            recorder.summary({**extra, **goal.summary()} if recorder.rank == 0 else extra)
     except Exception as exc:
         recorders[0].error(f"coordinator: {type(exc).__name__}: {exc}")
         raise
@@ -607,17 +646,53 @@ def _async_step_fn(tf, strategy, model, lr):
     return step
 
 
-def _async_loop(tf, strategy, job, model, recorders) -> None:
+def _update_goal(job, model):
+    """The goal counted in updates (the coordinator's unit): every per-worker setting times
+    the workers, one update trains one worker's batch. Evaluated on the coordinator, whose
+    model reads the parameter server's variables."""
+    workers = int(job["workers"])
+    per_update = dict(job)
+    goal = job.get("goal")
+    if goal:
+        settings = dict(goal["settings"])
+        for name in ("eval_every", "max_steps", "warmup", "steps"):
+            settings[name] = settings[name] * workers
+        per_update["goal"] = {**goal, "settings": settings, "updaters": 1, "asynchronous": False}
+    else:
+        per_update["warmup"], per_update["steps"] = job["warmup"] * workers, job["steps"] * workers
+    held_out = common.HeldOut(job["held_out"]) if goal else None
+    return common.job_goal(
+        per_update, 0, lambda: held_out.evaluate(lambda x: model(x, training=False).numpy())
+    )
+
+
+def _async_loop(tf, strategy, job, model, recorders, goal) -> None:
+    """Schedule the steps up to the next evaluation, wait for them, hand each update to the
+    goal in the order the updates ended (its time: from the previous update's end, or the
+    batch's first start); without a goal, all steps at once."""
     coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
     step_fn = _async_step_fn(tf, strategy, model, job["lr"])
     streams = [common.Batches(path) for path in job["batches"]]
-    total = (job["warmup"] + job["steps"]) * job["workers"]
-    pending = []
-    for i in range(total):
-        xb, yb = streams[i % len(streams)].next()
-        pending.append(coordinator.schedule(step_fn, args=(tf.constant(xb), tf.constant(yb))))
-    coordinator.join()
-    done = [tuple(np.asarray(v) for v in value.fetch()) for value in pending]
+    limit = goal.step_limit if goal.active else job["warmup"] + job["steps"]
+    every = goal.settings.eval_every if goal.active else limit
+    done, update, batch = [], 0, 0
+    # as Goal.steps: at least one measured step, even when the goal is met in the warm-up
+    while update < limit and not (goal.stopped and update > goal.settings.warmup):
+        pending = []
+        for i in range(update, min(limit, (update // every + 1) * every)):
+            xb, yb = streams[i % len(streams)].next()
+            pending.append(coordinator.schedule(step_fn, args=(tf.constant(xb), tf.constant(yb))))
+        coordinator.join()
+        ran = sorted(
+            (tuple(float(np.asarray(v)) for v in value.fetch()) for value in pending),
+            key=lambda r: r[2],
+        )
+        previous_end = min(start for _, start, _, _ in ran)
+        for loss, _, end, _ in ran:
+            goal.after_step(update, end - previous_end, loss)
+            previous_end, update = end, update + 1
+        done.extend((loss, start, end, worker, batch) for loss, start, end, worker in ran)
+        batch += 1
     _record_async(job, done, recorders)
 
 
@@ -625,18 +700,21 @@ def _record_async(job, done, recorders) -> None:
     """Each worker's steps in the order it ran them. A step's time is the worker's cycle:
     from the end of its previous step to the end of this one, so time spent idle waiting
     for the coordinator to hand it the next step (and its batch) is counted, as ``wait``;
-    the step itself, measured on the worker, is ``backward`` (see the module docstring)."""
+    the step itself, measured on the worker, is ``backward`` (see the module docstring).
+    A worker's first step of each batch of scheduled steps (training to a goal) counts from
+    its own start: the gap before it holds the coordinator's evaluation, not training."""
     by_worker = {}
-    for loss, start, end, worker in done:
+    for loss, start, end, worker, batch in done:
         by_worker.setdefault(int(worker) % job["workers"], []).append(
-            (float(start), float(end), float(loss))
+            (float(start), float(end), float(loss), batch)
         )
     for rank, steps in by_worker.items():
-        previous_end = None
-        for step, (start, end, loss) in enumerate(sorted(steps)):
+        previous_end, previous_batch = None, None
+        for step, (start, end, loss, batch) in enumerate(sorted(steps)):
             compute = end - start
-            cycle = compute if previous_end is None else max(compute, end - previous_end)
-            previous_end = end
+            first = previous_end is None or batch != previous_batch
+            cycle = compute if first else max(compute, end - previous_end)
+            previous_end, previous_batch = end, batch
             recorders[rank].step(
                 step,
                 step < job["warmup"],

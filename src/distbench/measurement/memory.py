@@ -8,6 +8,9 @@ the evaluation (its own peak), and reset once more, so training goes on measurin
 :func:`process_peak_rss` then gives the whole run's peak outside evaluations. On CUDA the
 allocator's peak is handled the same way. Where the file cannot be written the evaluation
 peak is None and nothing is reset.
+
+Standard library only until CUDA is asked for (torch is imported there), so that the
+TensorFlow and MXNet workers can load it by file path and measure their evaluations alike.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
 STATUS = Path("/proc/self/status")
@@ -62,15 +67,18 @@ def _reset_rss_mark() -> bool:
 
 
 @contextmanager
-def evaluation_peak(device: torch.device) -> Iterator[EvaluationPeak]:
-    """Measure the peak memory of the block apart from the rest of the run."""
+def evaluation_peak(device: torch.device | None = None) -> Iterator[EvaluationPeak]:
+    """Measure the peak memory of the block apart from the rest of the run (``device``
+    None: a process without torch, resident memory only)."""
     peak = EvaluationPeak()
     before = _high_water_rss()
     resettable = before is not None and _reset_rss_mark()
     if resettable and before is not None:
         OUTSIDE_EVALUATION.rss_bytes = max(OUTSIDE_EVALUATION.rss_bytes, before)
-    cuda = device.type == "cuda"
+    cuda = device is not None and device.type == "cuda"
     if cuda:
+        import torch
+
         allocated = int(torch.cuda.max_memory_allocated(device))
         OUTSIDE_EVALUATION.allocated_bytes = max(OUTSIDE_EVALUATION.allocated_bytes, allocated)
         torch.cuda.reset_peak_memory_stats(device)
@@ -81,6 +89,8 @@ def evaluation_peak(device: torch.device) -> Iterator[EvaluationPeak]:
             peak.rss_bytes = _high_water_rss()
             _reset_rss_mark()
         if cuda:
+            import torch
+
             peak.allocated_bytes = int(torch.cuda.max_memory_allocated(device))
             torch.cuda.reset_peak_memory_stats(device)
 
@@ -93,4 +103,6 @@ def process_peak_rss() -> int:
 
 def process_peak_allocated(device: torch.device) -> int:
     """The CUDA allocator's peak outside evaluations (bytes)."""
+    import torch
+
     return max(int(torch.cuda.max_memory_allocated(device)), OUTSIDE_EVALUATION.allocated_bytes)

@@ -54,6 +54,12 @@ def held_out_split(cfg: RunConfig, size: int | None = None) -> SizedDataset:
     )
 
 
+def held_out_samples(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole test split as two tensors (inputs, labels), for a worker outside PyTorch."""
+    data = held_out_split(cfg)
+    return _batch(data, torch.arange(len(data)))
+
+
 def held_out_accuracy(
     cfg: RunConfig,
     model: nn.Module,

@@ -303,3 +303,58 @@ def test_horovod_trains_to_a_target_as_ddp_does(horovod_env: None, tmp_path: Pat
     assert goal["reached"] is True and goal["final_accuracy"] >= 0.8
     assert goal["steps_to_accuracy"] % 10 == 0 and row["steps"] is None
     assert goal["curve"][-1]["step"] == goal["steps_to_accuracy"]
+
+
+def _to_target(tmp_path: Path, framework: str, strategy: str, workers: int) -> dict:
+    done = subprocess.run(
+        [
+            *CLI, "run", "--model", "lenet5", "--dataset", "digits", "--framework", framework,
+            "--strategy", strategy, "--workers", str(workers), "--batch-size", "32",
+            "--lr", "0.02", "--momentum", "0.9", "--target-accuracy", "0.8", "--threads", "1",
+            "--timeout", "600", "--json",
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=880,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(done.stdout)
+    assert row["status"] == "ok", row["error"]
+    return row
+
+
+def _steps_taken(tmp_path: Path, run_id: str) -> dict[int, int]:
+    """Steps each worker recorded, from its rank{R}.jsonl."""
+    taken = {}
+    for path in (tmp_path / "distbench-runs" / run_id).glob("rank*.jsonl"):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        taken[int(path.stem[4:])] = sum(1 for r in lines if r["kind"] == "step")
+    return taken
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_adapters_train_to_a_target_by_distbench_rule(
+    framework_envs: None, tmp_path: Path, framework: str
+) -> None:
+    """TensorFlow and MXNet follow measurement/goal.py's rule in their own workers: one
+    worker, from the same weights and batches, stops at the same evaluation as PyTorch;
+    synchronous workers all stop at the deciding step; asynchronous runs count updates."""
+    torch_row = _to_target(tmp_path, "torch", "sequential", 1)
+    sequential = _to_target(tmp_path, framework, "sequential", 1)
+    ours, theirs = torch_row["extra"]["convergence"], sequential["extra"]["convergence"]
+    assert theirs["reached"] is True and theirs["final_accuracy"] >= 0.8
+    assert abs(theirs["steps_to_accuracy"] - ours["steps_to_accuracy"]) <= 10  # one evaluation
+    assert theirs["curve"][-1]["step"] == theirs["steps_to_accuracy"]
+    assert theirs["eval_peak_rss_bytes"] > 0 and theirs["time_to_accuracy_s"] > 0
+
+    sync = _to_target(tmp_path, framework, "sync", 2)
+    goal = sync["extra"]["convergence"]
+    assert goal["reached"] is True and goal["samples_per_step"] == 64
+    assert set(_steps_taken(tmp_path, sync["run_id"]).values()) == {goal["steps_to_accuracy"]}
+
+    asynchronous = _to_target(tmp_path, framework, "async", 2)
+    goal = asynchronous["extra"]["convergence"]
+    assert goal["reached"] is True and goal["samples_per_step"] == 32
+    updates = sum(_steps_taken(tmp_path, asynchronous["run_id"]).values())
+    assert goal["steps_to_accuracy"] <= updates  # updates in the evaluated weights
+    times = [p["train_s"] for p in goal["curve"]]
+    assert times == sorted(times) and goal["time_to_accuracy_s"] == times[-1]

@@ -621,8 +621,18 @@ def run_coordinator(job) -> None:
             recorder.close()
 
 
-def _async_step_fn(tf, strategy, model, lr):
+def _async_step_fn(tf, strategy, model, job):
+    """One asynchronous step on a worker: gradients on the weights it reads from the
+    parameter server, then PyTorch's SGD (weight decay, momentum buffer) applied to the
+    server's variables at once, as the PyTorch and MXNet asynchronous servers apply it."""
     trainable = list(model.trainable_variables)
+    lr, momentum, wd = job["lr"], job.get("momentum", 0.0), job.get("weight_decay", 0.0)
+    with strategy.scope():  # on the parameter server, beside the weights
+        buffers = (
+            [tf.Variable(tf.zeros_like(v.value), trainable=False) for v in trainable]
+            if momentum
+            else []
+        )
 
     @tf.function
     def step(x, y):
@@ -634,7 +644,12 @@ def _async_step_fn(tf, strategy, model, lr):
                     tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
                 )
             grads = tape.gradient(loss, trainable)
-            for var, grad in zip(trainable, grads, strict=True):
+            for i, (var, grad) in enumerate(zip(trainable, grads, strict=True)):
+                if wd:
+                    grad = grad + wd * var
+                if momentum:
+                    buffers[i].assign(momentum * buffers[i] + grad)
+                    grad = buffers[i]
                 var.assign_sub(lr * grad)
             with tf.control_dependencies([loss]):
                 end = tf.timestamp()
@@ -671,7 +686,7 @@ def _async_loop(tf, strategy, job, model, recorders, goal) -> None:
     goal in the order the updates ended (its time: from the previous update's end, or the
     batch's first start); without a goal, all steps at once."""
     coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
-    step_fn = _async_step_fn(tf, strategy, model, job["lr"])
+    step_fn = _async_step_fn(tf, strategy, model, job)
     streams = [common.Batches(path) for path in job["batches"]]
     limit = goal.step_limit if goal.active else job["warmup"] + job["steps"]
     every = goal.settings.eval_every if goal.active else limit

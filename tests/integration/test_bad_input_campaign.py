@@ -195,6 +195,14 @@ CASES = [
     ),
     (["results", "--db", "{tmp}/corrupt.db"], "corrupt.db"),
     (["results", "--format", "xml"], "invalid choice: 'xml'"),
+    (
+        ["results", "--db", "{tmp}/lenet.db", "--export", "mlflow", "{tmp}/out"],
+        "unknown tracker 'mlflow' (known: tensorboard)",
+    ),
+    (
+        ["results", "--db", "{tmp}/lenet.db", "--model", "vgg", "--export", "tensorboard", "x"],
+        "no runs match the filters",
+    ),
     # list
     (["list", "nothings"], "invalid choice"),
     (["list", "models", "--blocks", "nosuchnet"], "unknown model"),

@@ -15,6 +15,7 @@ from distbench.errors import UserError
 from distbench.store import open_store
 from distbench.store.export import to_csv, to_json
 from distbench.store.mllog import to_mllog
+from distbench.store.result import RunResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="table",
         help="output format (table); mllog: MLPerf-style ':::MLLOG' lines per run "
         "(run_start, eval_accuracy, run_stop with its status)",
+    )
+    parser.add_argument(
+        "--export",
+        nargs=2,
+        metavar=("TOOL", "DIR"),
+        help="write the selected runs for an experiment tracker instead of printing them; "
+        "TOOL: tensorboard (one TensorBoard run per stored run under DIR: configuration as "
+        "HParams, figures, per-step, per-round, accuracy and resource curves; open with "
+        "`tensorboard --logdir DIR`)",
     )
     compare = parser.add_argument_group("comparing two sets of runs")
     compare.add_argument(
@@ -81,6 +91,8 @@ def results_command(args: argparse.Namespace) -> int:
         store.close()
     if args.last is not None:
         rows = rows[-args.last :]
+    if args.export:
+        return export_command(rows, *args.export)
     if args.json or args.format == "json":
         sys.stdout.write(to_json(rows) + "\n")
     elif args.format == "csv":
@@ -91,6 +103,25 @@ def results_command(args: argparse.Namespace) -> int:
         print_table(rows, wide=args.wide)
     else:
         sys.stderr.write("no runs match the filters\n")
+    return 0
+
+
+#: Experiment trackers ``--export`` writes for, each through the tracker's own library.
+TRACKERS = ("tensorboard",)
+
+
+def export_command(rows: list[RunResult], tool: str, out_dir: str) -> int:
+    if tool not in TRACKERS:
+        raise UserError(f"--export: unknown tracker '{tool}' (known: {', '.join(TRACKERS)})")
+    if not rows:
+        raise UserError("--export: no runs match the filters")
+    from distbench.store.tensorboard import export_tensorboard
+
+    written = export_tensorboard(rows, out_dir)
+    sys.stderr.write(
+        f"wrote {len(written)} run(s) for TensorBoard under {out_dir}; "
+        f"open them with: tensorboard --logdir {out_dir}\n"
+    )
     return 0
 
 

@@ -26,6 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import pytest
@@ -75,11 +76,27 @@ PROBE = """<script>
     });
     var out = document.createElement("pre");
     out.id = "distbench-probe";
-    out.textContent = JSON.stringify({images: images, errors: errors});
+    var sections = Array.prototype.map.call(document.querySelectorAll("section"),
+      function (el) { return el.id; });
+    out.textContent = JSON.stringify({images: images, errors: errors, sections: sections,
+      width: window.innerWidth, scrollWidth: document.documentElement.scrollWidth});
     document.body.appendChild(out);
+    if (window.parent !== window) { window.parent.postMessage(out.textContent, "*"); }
   });
 })();
 </script>"""
+#: A page that shows another in a frame of a phone's width (headless Chromium's windows
+#: are at least 500 px wide) and copies the framed probe's report into its own DOM.
+PHONE_FRAME = """<!DOCTYPE html><html><head><title>phone</title></head>
+<body style="margin:0"><iframe src="$src" style="width:${width}px;height:${height}px;border:0">
+</iframe><script>
+window.addEventListener("message", function (e) {
+  var out = document.createElement("pre");
+  out.id = "distbench-probe";
+  out.textContent = e.data;
+  document.body.appendChild(out);
+});
+</script></body></html>"""
 CONTROL_PAGE = """<!DOCTYPE html><html><head><title>control</title></head><body>
 <img alt="good" src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUl\
 EQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==">
@@ -130,6 +147,9 @@ class PageState:
     images: list[dict[str, Any]]
     errors: list[str]  # seen by the probe
     console: list[str]  # CONSOLE lines Chromium logged on stderr
+    sections: list[str]  # the ids of the page's <section>s, in order
+    width: int  # the viewport's width, CSS pixels
+    scroll_width: int  # the page's width: wider than the viewport means sideways scrolling
 
 
 def browser(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -148,11 +168,32 @@ def with_probe(page: Path, target: Path) -> Path:
     return target
 
 
-def load_page(binary: str, page: Path, work: Path) -> PageState:
-    probed = with_probe(page, work / f"probed-{page.name}")
+#: Window sizes the report is checked at: a desktop and a phone (CSS pixels).
+DESKTOP, PHONE = (1400, 2600), (390, 844)
+
+
+#: Headless Chromium's windows are never narrower than this (CSS pixels).
+NARROWEST_WINDOW = 500
+
+
+def framed(page: Path, size: tuple[int, int], work: Path) -> Path:
+    """``page`` itself, or below the narrowest window a page framing it at ``size``."""
+    if size[0] >= NARROWEST_WINDOW:
+        return page
+    frame = work / f"frame-{size[0]}-{page.name}"
+    frame.write_text(
+        Template(PHONE_FRAME).substitute(src=page.as_uri(), width=size[0], height=size[1]),
+        encoding="utf-8",
+    )
+    return frame
+
+
+def load_page(binary: str, page: Path, work: Path, size: tuple[int, int] = DESKTOP) -> PageState:
+    probed = framed(with_probe(page, work / f"probed-{page.name}"), size, work)
     done = browser(
         binary,
-        work / f"profile-{page.stem}",
+        work / f"profile-{page.stem}-{size[0]}",
+        f"--window-size={size[0]},{size[1]}",
         "--enable-logging=stderr",
         "--v=0",
         "--virtual-time-budget=10000",
@@ -165,17 +206,27 @@ def load_page(binary: str, page: Path, work: Path) -> PageState:
     )
     found = json.loads(html.unescape(match.group(1)))
     console = [m.group(1) for line in done.stderr.splitlines() if (m := CONSOLE_LINE.search(line))]
-    return PageState(found["images"], found["errors"], console)
+    return PageState(
+        found["images"],
+        found["errors"],
+        console,
+        found.get("sections", []),
+        int(found.get("width", 0)),
+        int(found.get("scrollWidth", 0)),
+    )
 
 
-def screenshot(binary: str, page: Path, target: Path, work: Path) -> Path:
+def screenshot(
+    binary: str, page: Path, target: Path, work: Path, size: tuple[int, int] = DESKTOP
+) -> Path:
+    shown = framed(page, (size[0], size[1] * 4), work)
     done = browser(
         binary,
-        work / "profile-shot",
-        "--window-size=1400,2600",
+        work / f"profile-shot-{size[0]}",
+        f"--window-size={max(size[0], NARROWEST_WINDOW)},{size[1] * 4}",
         "--virtual-time-budget=10000",
         f"--screenshot={target}",
-        page.as_uri(),
+        shown.as_uri(),
     )
     assert target.is_file(), f"no screenshot (exit {done.returncode}): {done.stderr[-1500:]}"
     return target
@@ -241,8 +292,23 @@ def test_control_page_errors_are_detected(chromium: str, tmp_path: Path) -> None
     assert any("control error" in line for line in state.console)
 
 
+def keep_screenshot(shot: Path) -> Path:
+    """A copy for a person to look at: under ``DISTBENCH_SCREENSHOT_DIR``, else
+    ``test-output/screenshots`` in the checkout; its path is printed (``pytest -s``)."""
+    keep = Path(
+        os.environ.get("DISTBENCH_SCREENSHOT_DIR")
+        or Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+    )
+    keep.mkdir(parents=True, exist_ok=True)
+    kept = Path(shutil.copy(shot, keep / shot.name))
+    print(f"report screenshot: {kept}")
+    return kept
+
+
 @pytest.mark.timeout(900)
 def test_report_renders_in_chromium(chromium: str, report: Path, tmp_path: Path) -> None:
+    """At desktop width: every figure decodes, the console stays silent, and the sections
+    follow a reader's questions in order."""
     figures = sorted(report.parent.glob("*.png"))
     state = load_page(chromium, report, tmp_path)
     assert len(state.images) == len(figures) >= 5  # breakdown, throughput, speedup, ...
@@ -254,9 +320,30 @@ def test_report_renders_in_chromium(chromium: str, report: Path, tmp_path: Path)
     assert not broken, f"figures that did not load: {broken}"
     assert state.errors == []
     assert state.console == [], f"console messages: {state.console}"
-    shot = screenshot(chromium, report, tmp_path / "report.png", tmp_path)
+    assert state.sections == [
+        "fastest",
+        "findings",
+        "scaling",
+        "time",
+        "why",
+        "resources",
+        "runs",
+    ]  # fmt: skip  (no run trained to a target: no "convergence" section)
+    shot = screenshot(chromium, report, tmp_path / "report-desktop.png", tmp_path)
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
-    keep = os.environ.get("DISTBENCH_SCREENSHOT_DIR")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(keep) / "report.png")
+    keep_screenshot(shot)
+
+
+@pytest.mark.timeout(900)
+def test_report_fits_a_phone(chromium: str, report: Path, tmp_path: Path) -> None:
+    """At a phone's width the page never scrolls sideways: wide tables scroll inside their
+    own box and figures shrink to the width."""
+    state = load_page(chromium, report, tmp_path, PHONE)
+    assert state.width == PHONE[0]
+    assert state.scroll_width <= state.width, (
+        f"the page is {state.scroll_width} px wide in a {state.width} px viewport"
+    )
+    assert state.errors == [] and state.console == []
+    shot = screenshot(chromium, report, tmp_path / "report-phone.png", tmp_path, PHONE)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    keep_screenshot(shot)

@@ -155,9 +155,8 @@ def test_report_writes_html_and_every_figure(full: ReportResult) -> None:
     result, out = full, full.html.parent
     assert result.html == out / "report.html" and result.runs == 7 and result.failed == 1
     stems = {p.stem for p in result.files}
-    # breakdown, throughput, speedup, memory, operators, and one timeline per ok run (6)
-    assert {"breakdown", "throughput", "speedup", "memory", "operators"} <= stems
-    assert len([s for s in stems if s.startswith("resources-")]) == 6
+    # breakdown, throughput, speedup, memory, operators, every run's resources in one
+    assert {"breakdown", "throughput", "speedup", "memory", "operators", "resources"} == stems
     for stem in stems:
         assert (out / f"{stem}.png").read_bytes().startswith(PNG_MAGIC)
         assert "<svg" in (out / f"{stem}.svg").read_text()[:2000]
@@ -172,7 +171,8 @@ def test_report_writes_html_and_every_figure(full: ReportResult) -> None:
 
 def test_report_lists_runs_summary_and_failures(full: ReportResult) -> None:
     html = full.html.read_text()
-    assert html.count("<tr") == 1 + 7  # header + every selected run
+    every_run = html.split('<section id="runs">')[1]
+    assert every_run.count("<tr") == 1 + 7  # header + every selected run
     assert 'class="failed"' in html and "killed by SIGKILL" in html
     assert "highest throughput" in html
     assert "aten::convolution_backward" in html  # summary drills into operators
@@ -184,7 +184,18 @@ def test_filters_select_runs(db: Path, tmp_path: Path) -> None:
     assert result.runs == 2 and result.failed == 0
     assert "operators" in {p.stem for p in result.files}  # the ddp x2 run is profiled
     html = result.html.read_text()
-    assert "resnet18" not in html.split("<h2>Figures</h2>")[0].split("<h2>Runs</h2>")[1]
+    assert "resnet18" not in html.split('<section id="runs">')[1]
+
+
+def test_the_page_answers_in_order_and_ranks_the_configurations(full: ReportResult) -> None:
+    """Sections follow a reader's questions; the fastest configuration of each workload
+    leads its ranking."""
+    html = full.html.read_text()
+    order = re.findall(r'<section id="([a-z]+)">', html)
+    assert order == ["fastest", "findings", "scaling", "time", "why", "resources", "runs"]
+    fastest = html.split('<section id="fastest">')[1].split("</section>")[0]
+    first_rows = re.findall(r'<tr class="best"><td>1</td><td>([^<]+)</td>', fastest)
+    assert len(first_rows) == fastest.count("<h3>")  # one leader per workload
 
 
 def test_empty_selection_is_a_user_error(db: Path, tmp_path: Path) -> None:

@@ -71,6 +71,7 @@ def accuracy_figure(rows: Sequence[RunResult]) -> ReportFigure:
         "updates (right), one line per run, one colour per configuration; the dashed line "
         "is the target. Evaluations are timed apart and left out of the time axis.",
         fig,
+        section="convergence",
     )
 
 
@@ -117,4 +118,5 @@ def time_to_accuracy_figure(summaries: Sequence[GoalSummary]) -> ReportFigure:
         "training throughput. Where the orders differ, convergence (more updates or "
         "samples to the target) outweighs speed.",
         fig,
+        section="convergence",
     )

@@ -52,6 +52,8 @@ class ReportFigure:
     title: str
     caption: str
     figure: Figure
+    #: The report section it answers (``report/html.py``'s ``SECTIONS``).
+    section: str = "scaling"
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -198,6 +200,7 @@ def breakdown_figure(rows: Sequence[Row]) -> ReportFigure:
             "draws per training run."
         ),
         fig,
+        section="time",
     )
 
 
@@ -292,6 +295,7 @@ def memory_figure(rows: Sequence[Row]) -> ReportFigure:
             "while the total grows with the workers."
         ),
         fig,
+        section="resources",
     )
 
 
@@ -347,6 +351,29 @@ def _draw_predicted(
                 )
 
 
+def _say_no_baseline(ax: Axes) -> None:
+    """A panel with nothing measured to draw says why, instead of showing a bare line."""
+    ax.text(
+        0.5,
+        0.55,
+        "no speedup: this workload has no\nmeasured one-worker run at this\nper-worker batch "
+        "(run it with --workers 1)",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize="small",
+        color="#a33",
+        bbox={"facecolor": "white", "edgecolor": "#a33", "boxstyle": "round"},
+    )
+
+
+def _keep_speedups_in_view(ax: Axes, members: Sequence[Row], top: int) -> None:
+    """The y-axis spans the ideal line and the measured speedups; an interval far wider
+    (a noisy baseline) is cut at the edge rather than squashing every point to the floor."""
+    measured = [r.speedup for r in members if r.speedup is not None]
+    ax.set_ylim(0, max([1.25 * top, *(1.25 * v for v in measured)]))
+
+
 def speedup_figure(
     rows: Sequence[Row], predictions: Mapping[str, Mapping[str, float]] | None = None
 ) -> ReportFigure:
@@ -358,6 +385,9 @@ def speedup_figure(
     )
     top = max(int(r.workers) for r in rows)
     for ax, members in zip(fig.axes, group_rows(rows).values(), strict=False):
+        if all(r.speedup is None for r in members):
+            _say_no_baseline(ax)
+        _keep_speedups_in_view(ax, members, top)
         ax.plot([1, top], [1, top], linestyle="--", color="grey", label="ideal (S = N)")
         if predictions:
             _draw_predicted(ax, members, predictions)
@@ -369,11 +399,13 @@ def speedup_figure(
             "Throughput divided by that of the measured one-worker run of the same model, "
             "dataset, framework and per-worker batch (a sequential run when one exists); the "
             "dashed line is ideal linear speedup. Bars: bootstrap interval over both runs' "
-            "rounds; a bar that crosses 1 is no measurable difference from one worker. "
+            "rounds (cut at the panel's edge where it is far wider than the points); a bar that "
+            "crosses 1 is no measurable difference from one worker. "
             "Hollow points were measured with emulated compute (docs/emulation.md). Dotted "
             "(x): the formulas' prediction; dash-dotted (+): the simulator's — both from the "
             "workload's stored profile alone, never from the run itself. Above the line "
-            "usually means the baseline was slowed, e.g. by sharing cores."
+            "usually means the baseline was slowed, e.g. by sharing cores. A panel without "
+            "a measured one-worker run says so."
         ),
         fig,
     )
@@ -431,6 +463,7 @@ def operators_figure(rows: Sequence[Row]) -> ReportFigure | None:
             "https://ui.perfetto.dev."
         ),
         fig,
+        section="why",
     )
 
 
@@ -445,45 +478,83 @@ def _rates(times: Sequence[float], counts: Sequence[float]) -> tuple[list[float]
     return out_t, out_v
 
 
-def _draw_timelines(axes: Sequence[Axes], resources: dict[str, Any]) -> None:
+#: Small multiples of resource timelines: at most this many runs per row of cells.
+RESOURCE_COLUMNS = 4
+
+
+def _host_share(series: dict[str, Any], cores: int) -> list[float]:
+    """A process's CPU as a share of the whole host (100 = every core busy)."""
+    return [v / cores for v in series["cpu_percent"]]
+
+
+def _draw_resources(axes: Sequence[Axes], row: Row) -> None:
+    """One run's cell: host CPU on a fixed 0-100 % axis (each rank's share, and the host's
+    total), each rank's resident memory, the host's network traffic; the x-axis spans the
+    measured steps with a margin as long as they are on each side."""
+    resources = row.resources or {}
     ranks = resources.get("ranks", {})
+    cores = int((row.env or {}).get("logical_cores") or 1)
     for rank, series in sorted(ranks.items(), key=lambda item: int(item[0])):
-        axes[0].plot(series["t"], series["cpu_percent"], label=f"rank {rank}")
-        axes[1].plot(series["t"], [v / MIB for v in series["rss_bytes"]], label=f"rank {rank}")
+        axes[0].plot(series["t"], _host_share(series, cores), linewidth=1, label=f"rank {rank}")
+        axes[1].plot(series["t"], [v / MIB for v in series["rss_bytes"]], linewidth=1)
     first = ranks[min(ranks, key=int)]
+    if first.get("system_cpu_percent"):
+        axes[0].plot(first["t"], first["system_cpu_percent"], color="0.4", linestyle=":",
+                     linewidth=1, label="host")  # fmt: skip
     for key, style in (("net_sent_bytes", "-"), ("net_recv_bytes", "--")):
-        t, v = _rates(first["t"], first[key])
-        axes[2].plot(t, v, linestyle=style, label=key.split("_")[1])
+        t, v = _rates(first["t"], first.get(key) or [0] * len(first["t"]))
+        axes[2].plot(t, v, linestyle=style, color="0.3", linewidth=1, label=key.split("_")[1])
+    axes[0].set_ylim(0, 100)
+    axes[1].set_ylim(bottom=0)
+    axes[2].set_ylim(bottom=0)
     window = resources.get("window")
+    last = max((series["t"][-1] for series in ranks.values() if series["t"]), default=0.0)
     for ax in axes:
         if window:
-            ax.axvspan(window[0], window[1], color="#55a868", alpha=0.12)
+            ax.axvspan(window[0], window[1], color="#55a868", alpha=0.15)
+            margin = max(window[1] - window[0], 0.5)
+            ax.set_xlim(max(0.0, window[0] - margin), min(window[1] + margin, max(last, window[1])))
         ax.grid(True, alpha=0.3)
-    for ax, label in zip(axes, ("CPU % (process)", "RSS MiB", "host net MB/s"), strict=True):
-        ax.set_ylabel(label, fontsize="small")
-        ax.legend(loc="upper left", fontsize="x-small", ncols=4)
-    axes[-1].set_xlabel("seconds since the first sample (green: measured steps)")
+        ax.tick_params(labelsize="x-small")
+    axes[0].set_title(
+        f"{row.model} {row.strategy} ×{row.workers}"
+        + (f" ({row.framework})" if row.framework != "torch" else "")
+        + f"\n…{row.run_id[-6:]}",
+        fontsize="small",
+    )
+    axes[0].legend(loc="lower left", fontsize="xx-small", ncols=3)
 
 
-def resources_figure(row: Row) -> ReportFigure | None:
-    resources = row.resources
-    if not resources or not resources.get("ranks"):
+def resources_figure(rows: Sequence[Row]) -> ReportFigure | None:
+    """Every run's resources as small multiples: one column of three panels per run."""
+    shown = [r for r in rows if r.resources and r.resources.get("ranks")]
+    if not shown:
         return None
-    fig = new_figure(7.5, 6.0)
-    axes = [fig.add_subplot(3, 1, i + 1) for i in range(3)]
-    _draw_timelines(axes, resources)
-    title = f"{row.model} {row.strategy} ×{row.workers} on {row.framework} ({row.run_id})"
-    fig.suptitle(title, fontsize="medium")
-    fig.tight_layout()
+    cols = min(RESOURCE_COLUMNS, len(shown))
+    grid_rows = math.ceil(len(shown) / cols)
+    fig = new_figure(3.3 * cols, 4.4 * grid_rows)
+    for index, row in enumerate(shown):
+        r, c = divmod(index, cols)
+        axes = [fig.add_subplot(grid_rows * 3, cols, (r * 3 + k) * cols + c + 1) for k in range(3)]
+        _draw_resources(axes, row)
+        if c == 0:
+            for ax, label in zip(axes, ("CPU % of host", "RSS MiB", "net MB/s"), strict=True):
+                ax.set_ylabel(label, fontsize="x-small")
+    fig.tight_layout(h_pad=0.3)
     return ReportFigure(
-        f"resources-{row.run_id}",
-        f"Resources: {title}",
+        "resources",
+        "Resources of every run",
         (
-            "CPU % of each rank's process (100 = one core busy), its resident memory, and the "
-            "host's network traffic (system-wide counters, loopback included, which is where "
-            "gloo traffic goes on one host), sampled every 0.25 s."
+            "One column per run. Top: each rank's CPU as a share of the whole host "
+            "(100 % = every core busy) and the host's total (dotted), on a fixed 0-100 % "
+            "axis; middle: each rank's resident memory; bottom: the host's network traffic "
+            "(system-wide counters, loopback included, where gloo traffic goes on one host), "
+            "sent (solid) and received (dashed). Sampled every 0.25 s; green: the measured "
+            "steps, shown with a margin as long as they are on each side (start-up and "
+            "shutdown outside it are cut)."
         ),
         fig,
+        section="resources",
     )
 
 
@@ -491,17 +562,15 @@ def report_figures(
     rows: Sequence[Row], predictions: Mapping[str, Mapping[str, float]] | None = None
 ) -> list[ReportFigure]:
     """Every figure for ``ok`` rows: breakdown, throughput, speedup, memory, operators,
-    one resource timeline per run."""
+    the resources of every run as small multiples."""
     figures = [
         breakdown_figure(rows),
         throughput_figure(rows),
         speedup_figure(rows, predictions),
         memory_figure(rows),
     ]
-    operators = operators_figure(rows)
-    if operators is not None:
-        figures.append(operators)
-    figures.extend(f for f in (resources_figure(r) for r in rows) if f is not None)
+    optional = (operators_figure(rows), resources_figure(rows))
+    figures.extend(f for f in optional if f is not None)
     return figures
 
 

@@ -3,8 +3,11 @@
 Where to start: ``build_report(db, out_dir, ...)`` selects runs from the results store,
 draws ``figures.report_figures``, writes ``out_dir/report.html`` (figures embedded as
 base64 PNG, so the file can be mailed or attached to a CI job) and returns a
-``ReportResult``. The written summary comes from ``analysis.explain.suite_findings``, the
-same logic as ``distbench explain``. An empty selection is a ``UserError``.
+``ReportResult``. The page follows a reader's questions in order (``SECTIONS``): which
+configuration is fastest (``analysis.ranking``), what the runs say
+(``analysis.explain.suite_findings``, the same logic as ``distbench explain``), how it
+scales, where the time goes, why, training to a target, resources, and every run. An
+empty selection is a ``UserError``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from string import Template
 from typing import Any
 
 from distbench.analysis.explain import Finding, suite_findings
+from distbench.analysis.ranking import FASTEST, RankedWorkload, rank_configurations
 from distbench.errors import UserError
 from distbench.measurement.rounds import SAME
 from distbench.measurement.stragglers import straggler_of
@@ -102,12 +106,14 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     ok = [r for r in rows if r.status == "ok"]
     result = ReportResult(html=out / "report.html", runs=len(rows), failed=len(rows) - len(ok))
-    sections = []
+    by_section: dict[str, list[str]] = {}
     figures = report_figures(ok, predict(ok) if predict else None) + convergence_figures(ok)
     for figure in figures:
         png, svg, data = save_figure(figure, out)
         result.files += [png, svg]
-        sections.append(figure_html(figure, data, png.name, svg.name))
+        by_section.setdefault(figure.section, []).append(
+            figure_html(figure, data, png.name, svg.name)
+        )
     meta = {
         "db": str(db),
         "selection": selection.describe(),
@@ -115,7 +121,7 @@ def build_report(
         "failed": result.failed,
     }
     result.html.write_text(
-        render_page(rows, sections, suite_findings(rows), meta), encoding="utf-8"
+        render_page(rows, by_section, suite_findings(rows), meta), encoding="utf-8"
     )
     return result
 
@@ -216,9 +222,98 @@ def findings_html(findings: Sequence[Finding]) -> str:
     return f'<ul class="findings">{"".join(items)}</ul>'
 
 
+#: The page's sections, in the order a reader asks: (anchor, heading).
+SECTIONS = (
+    ("fastest", "Which configuration is fastest"),
+    ("findings", "What the runs say"),
+    ("scaling", "How it scales"),
+    ("time", "Where the time goes"),
+    ("why", "Why: operators and the slowest rank"),
+    ("convergence", "Training to a target"),
+    ("resources", "Resources"),
+    ("runs", "Every run"),
+)
+
+RANK_COLUMNS = ("#", "configuration", "samples/s (interval over rounds)", "rounds", "speedup",
+                "standing", "run")  # fmt: skip
+
+
+def ranking_html(workloads: Sequence[RankedWorkload]) -> str:
+    """Per workload, its configurations fastest first, with their intervals."""
+    if not workloads:
+        return "<p>No successful runs to rank.</p>"
+    parts = []
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in RANK_COLUMNS)
+    for workload in workloads:
+        body = []
+        for entry in workload.runs:
+            row = entry.row
+            cells = [str(entry.place), entry.configuration, throughput_text(row),
+                     rounds_text(row), speedup_text(row), entry.verdict(), row.run_id]  # fmt: skip
+            cls = ' class="best"' if entry.standing == FASTEST else ""
+            body.append(
+                f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+            )
+        note = (
+            '<p class="meta">Some of these were measured in one round: no interval, so their '
+            "order rests on single measurements (give <code>--rounds</code>).</p>"
+            if workload.measured_once
+            else ""
+        )
+        parts.append(
+            f"<h3>{html.escape(workload.workload)}</h3>"
+            f'<div class="scroll"><table class="runs"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>{note}"
+        )
+    return "".join(parts)
+
+
+def why_html(rows: Sequence[Row]) -> str:
+    """The slowest rank of every run that had one, and where to look further."""
+    items = []
+    for row in rows:
+        straggler = straggler_of(row.extra) if row.ok else None
+        if straggler is not None:
+            items.append(
+                f"<li><code>{html.escape(row.run_id)}</code> {html.escape(row.model)} "
+                f"{html.escape(row.strategy)} ×{row.workers}: "
+                f"{html.escape(straggler.sentence())}</li>"
+            )
+    found = (
+        f'<ul class="findings">{"".join(items)}</ul>'
+        if items
+        else "<p>No run had a rank measurably slower than the others.</p>"
+    )
+    return (
+        found + '<p class="meta">Every rank of a run on one clock: <code>distbench trace '
+        "RUN</code> (open it in Perfetto). Two runs side by side, operator by operator: "
+        "<code>distbench explain RUN_A RUN_B</code>.</p>"
+    )
+
+
 def render_page(
-    rows: Sequence[Row], sections: Sequence[str], findings: Sequence[Finding], meta: dict[str, Any]
+    rows: Sequence[Row],
+    figures: Mapping[str, Sequence[str]],
+    findings: Sequence[Finding],
+    meta: dict[str, Any],
 ) -> str:
+    """The page: ``figures`` (HTML per section anchor) placed under their questions."""
+    ok = [r for r in rows if r.ok]
+    content = {
+        "fastest": ranking_html(rank_configurations(ok)),
+        "findings": findings_html(findings),
+        "scaling": "\n".join(figures.get("scaling", [])),
+        "time": "\n".join(figures.get("time", [])),
+        "why": why_html(ok) + "\n".join(figures.get("why", [])),
+        "convergence": "\n".join(figures.get("convergence", [])),
+        "resources": "\n".join(figures.get("resources", [])),
+        "runs": f'<div class="scroll">{runs_table(rows)}</div>{RUNS_NOTE}',
+    }
+    shown = [(anchor, title) for anchor, title in SECTIONS if content[anchor]]
+    nav = " · ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in shown)
+    body = "\n".join(
+        f'<section id="{a}"><h2>{html.escape(t)}</h2>\n{content[a]}</section>' for a, t in shown
+    )
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return PAGE.substitute(
         generated=html.escape(generated),
@@ -226,10 +321,18 @@ def render_page(
         selection=html.escape(meta["selection"]),
         runs=meta["runs"],
         failed=meta["failed"],
-        findings=findings_html(findings),
-        table=runs_table(rows),
-        figures="\n".join(sections),
+        nav=nav,
+        body=body,
     )
+
+
+RUNS_NOTE = """<p class="meta">Throughput is the median over rounds (each a fresh process
+group) with the interval of that median; one round has none. Step time is the median over
+measured steps (warm-up excluded) of the slowest worker; speedup and efficiency are
+relative to the measured one-worker run named in <code>distbench results</code>, with a
+bootstrap interval over both runs' rounds; "=" marks a speedup whose interval contains 1
+(no measurable difference). Use <code>distbench explain RUN_A RUN_B</code> to drill into
+any pair.</p>"""
 
 
 PAGE = Template("""<!DOCTYPE html>
@@ -243,35 +346,31 @@ PAGE = Template("""<!DOCTYPE html>
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
        max-width: 1400px; padding: 0 1.5rem; color: #222; line-height: 1.45; }
 h1 { margin-bottom: 0.2rem; } .meta { color: #666; margin-top: 0; }
+nav { margin: 0.6rem 0 0; font-size: 0.9rem; }
 h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.2rem; }
-table.runs { border-collapse: collapse; font-size: 0.85rem; width: 100%; }
+table.runs { border-collapse: collapse; font-size: 0.85rem; }
 table.runs th, table.runs td { border-bottom: 1px solid #e4e4e4; padding: 0.25rem 0.5rem;
        text-align: left; white-space: nowrap; }
 table.runs tr.failed td { color: #a33; }
+table.runs tr.best td { font-weight: 600; background: #f1f7ee; }
 figure { margin: 1.5rem 0 2.5rem; } figure h3 { margin-bottom: 0.4rem; }
 figure img { display: block; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9rem; max-width: 70rem; margin-top: 0.4rem; }
 ul.findings li { margin-bottom: 0.5rem; } ul.notes { color: #666; font-size: 0.9rem; }
-.scroll { overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
+code { overflow-wrap: anywhere; }
+@media (max-width: 640px) {
+  body { margin: 1rem auto; padding: 0 0.7rem; }
+  h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; }
+}
 </style>
 </head>
 <body>
 <h1>distbench report</h1>
 <p class="meta">Generated $generated from <code>$db</code>; selection: $selection;
 $runs runs ($failed failed).</p>
-<h2>Summary</h2>
-$findings
-<h2>Runs</h2>
-<div class="scroll">$table</div>
-<p class="meta">Throughput is the median over rounds (each a fresh process group) with the
-interval of that median; one round has none. Step time is the median over measured steps
-(warm-up excluded) of the slowest worker; speedup and efficiency are relative to the
-measured one-worker run named in <code>distbench results</code>, with a bootstrap interval
-over both runs' rounds; "=" marks a speedup whose interval contains 1 (no measurable
-difference). Use <code>distbench explain RUN_A RUN_B</code> to drill into
-any pair.</p>
-<h2>Figures</h2>
-$figures
+<nav>$nav</nav>
+$body
 </body>
 </html>
 """)

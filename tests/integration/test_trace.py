@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from distbench.analysis.timeline import STEPS_THREAD
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
@@ -56,14 +58,30 @@ def test_a_traced_run_shows_every_rank_on_one_clock_with_its_operators(tmp_path:
         assert len(steps) == 2 + 6
         profiled = [s for s in steps if "(profiled)" in s["name"]]
         assert profiled
-        ops = [e for e in events if e["pid"] == rank and e.get("tid") == 2 and e["ph"] == "X"]
-        assert any(e["name"].startswith("aten::") for e in ops)
+        ops = [e for e in events if e["pid"] == rank and e.get("cat") == "cpu_op"]
+        nested = [e for e in ops if e["tid"] == STEPS_THREAD]
+        assert any(e["name"].startswith("aten::") for e in nested)
         first = min(s["ts"] for s in profiled)
         last = max(s["ts"] + s["dur"] for s in profiled)
         # the profiler's clock and the step records' clock agree: its operators run in the
         # steps it profiled (1 ms of slack for the two clocks' rounding)
         inside = [e for e in ops if first - 1000 <= e["ts"] <= last + 1000]
         assert len(inside) >= 0.95 * len(ops), (first, last, [e["ts"] for e in ops[:5]])
+        # most of the training thread's operators sit under a phase of a profiled step
+        assert len(nested) >= 0.5 * len(ops)
+    for track in {(e["pid"], e["tid"]) for e in events if e["ph"] == "X"}:
+        assert_nested([e for e in events if e["ph"] == "X" and (e["pid"], e["tid"]) == track])
+
+
+def assert_nested(track: list[dict]) -> None:
+    """Slices of one track nest (Perfetto drops slices that overlap without nesting)."""
+    open_ends: list[float] = []
+    for event in sorted(track, key=lambda e: (e["ts"], -e["dur"])):
+        while open_ends and open_ends[-1] <= event["ts"] + 1e-6:
+            open_ends.pop()
+        end = event["ts"] + event["dur"]
+        assert not open_ends or end <= open_ends[-1] + 1e-6, event
+        open_ends.append(end)
 
 
 def test_tracing_an_unknown_run_is_one_line_and_exit_2(tmp_path: Path) -> None:

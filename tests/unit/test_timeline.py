@@ -58,23 +58,40 @@ def test_every_rank_is_a_process_and_its_phases_follow_each_other(tmp_path: Path
     assert all(e["tid"] == STEPS_THREAD for e in rank1)
 
 
-def test_profiler_operators_land_on_the_runs_clock_beside_the_steps(tmp_path: Path) -> None:
+def test_profiler_operators_nest_under_the_phase_they_ran_in(tmp_path: Path) -> None:
+    """The training thread's operators go under their phase on the steps thread (on the
+    run's clock), their children with them, clipped at the phase's end; another thread's
+    slices and the profiler's own step annotation stay on the operators thread."""
     _write_rank(tmp_path, 0, "worker", 1000.0)
-    # the profiler's times: microseconds after baseTimeNanoseconds
+    # the profiler's times: microseconds after baseTimeNanoseconds (999 s)
+    main, other = 7, 9
     trace = {
         "baseTimeNanoseconds": 999_000_000_000,
         "traceEvents": [
-            {"ph": "X", "name": "aten::mm", "cat": "cpu_op", "ts": 1_600_000.0, "dur": 50.0},
+            {"ph": "X", "name": "ProfilerStep#1", "ts": 1_500_000.0, "dur": 400_000.0, "tid": main},
+            {"ph": "X", "name": "aten::linear", "ts": 1_600_020.0, "dur": 80.0, "tid": main},
+            {"ph": "X", "name": "aten::mm", "ts": 1_600_030.0, "dur": 50.0, "tid": main},
+            # crosses the end of data (1000.5 s + 0.1 s) by 10 us: clipped to it
+            {"ph": "X", "name": "aten::copy_", "ts": 1_599_970.0, "dur": 40.0, "tid": main},
+            {"ph": "X", "name": "gloo:all_reduce", "ts": 1_600_020.0, "dur": 500.0, "tid": other},
             {"ph": "i", "name": "marker", "ts": 1_600_000.0},
         ],
-    }
+    }  # fmt: skip
     (tmp_path / "trace_rank0.json").write_text(json.dumps(trace))
-    events = merged_trace(tmp_path)["traceEvents"]
-    [op] = [e for e in events if e.get("tid") == OPERATORS_THREAD and e["ph"] == "X"]
-    assert op["name"] == "aten::mm" and op["pid"] == 0
-    assert op["ts"] == 600000.0  # 999 s + 1.6 s = 1000.6 s: inside step 1, 0.6 s in
-    threads = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
-    assert threads == {"distbench steps", "operators"}
+    events = [e for e in merged_trace(tmp_path)["traceEvents"] if e["ph"] == "X"]
+    on_steps = {e["name"]: e for e in events if e["tid"] == STEPS_THREAD}
+    comm = next(e for e in events if e["name"] == "comm")
+    linear, mm = on_steps["aten::linear"], on_steps["aten::mm"]
+    assert comm["ts"] == 600000.0  # 1000.6 s on the run's clock, 0.6 s after its start
+    assert linear["ts"] == 600020.0  # 999 s + 1.60002 s: 20 us into comm
+    assert linear["ts"] <= mm["ts"] and mm["ts"] + mm["dur"] <= linear["ts"] + linear["dur"]
+    copy = on_steps["aten::copy_"]
+    assert copy["ts"] + copy["dur"] == 600000.0 and copy["args"]["dur_us"] == 40.0
+    rest = {e["name"]: e["tid"] for e in events if e["tid"] != STEPS_THREAD}
+    assert rest == {"ProfilerStep#1": OPERATORS_THREAD, "gloo:all_reduce": OPERATORS_THREAD + 1}
+    threads = {e["args"]["name"] for e in merged_trace(tmp_path)["traceEvents"]
+               if e["name"] == "thread_name"}  # fmt: skip
+    assert threads == {"distbench steps", "operators", "operators, profiler thread 9"}
 
 
 def test_trace_takes_the_round_the_results_figures_come_from(tmp_path: Path) -> None:

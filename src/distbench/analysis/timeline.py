@@ -10,9 +10,16 @@ trace (the JSON object format Perfetto and ``chrome://tracing`` read):
 - one process per rank, named ``rank R (role) on host``;
 - thread 1, ``distbench steps``: a slice per step (``step N``, warm-up and profiled steps
   say so) with its phases (data, forward, backward, comm, wait, update, pull, push, …)
-  nested inside it;
-- thread 2, ``operators``: the profiler's operator slices of that rank, where it ran with
-  ``--profile-ops``, on the same clock, so each lines up under the phase it ran in.
+  nested inside it and, where the rank ran with ``--profile-ops``, the operators of the
+  training thread nested inside the phase they ran in (``nest_operators``);
+- threads 2, 3, …, ``operators``: the profiler's other slices of that rank, one track per
+  profiler thread — the training thread's outside any phase, and its other threads' (the
+  autograd engine's, the communication library's) — on the same clock, so they line up
+  under the phases too.
+
+The profiler's and distbench's clocks are both the wall clock, read at different instants
+around each mark; an operator that crosses the end of its phase by that much is clipped to
+it (its own duration stays in ``args.dur_us``) so that it nests.
 
 Ranks on different hosts of a real cluster are aligned only as well as the hosts' clocks
 agree (NTP: typically within a millisecond); ranks on one machine or on emulated hosts
@@ -36,10 +43,12 @@ def _us(seconds: float, origin: float) -> float:
 
 
 def step_events(rank: int, steps: list[dict[str, Any]], origin: float) -> list[dict[str, Any]]:
-    """A slice per step and, inside it, one per phase, back to back from the step's start."""
+    """A slice per step and, inside it, one per phase, back to back from the step's start.
+    Phase edges are placed in microseconds from the step's start, so that one phase ends
+    exactly where the next begins (seconds since the epoch hold only ~0.2 us)."""
     events: list[dict[str, Any]] = []
     for record in steps:
-        start = float(record["t"])
+        start = _us(float(record["t"]), origin)
         phases = {str(k): float(v) for k, v in (record.get("phases") or {}).items()}
         label = f"step {record.get('step')}"
         if record.get("warmup"):
@@ -47,15 +56,18 @@ def step_events(rank: int, steps: list[dict[str, Any]], origin: float) -> list[d
         if record.get("profiled"):
             label += " (profiled)"
         total = float(record.get("step_time") or sum(phases.values()))
-        events.append(_slice(label, "step", rank, STEPS_THREAD, start, total, origin))
+        events.append(_slice(label, "step", rank, STEPS_THREAD, start, round(total * 1e6, 3)))
+        edge, elapsed = start, 0.0
         for phase, seconds in phases.items():
-            events.append(_slice(phase, "phase", rank, STEPS_THREAD, start, seconds, origin))
-            start += seconds
+            elapsed += seconds
+            end = round(start + elapsed * 1e6, 3)
+            events.append(_slice(phase, "phase", rank, STEPS_THREAD, edge, round(end - edge, 3)))
+            edge = end
     return events
 
 
 def _slice(
-    name: str, category: str, pid: int, tid: int, start: float, seconds: float, origin: float
+    name: str, category: str, pid: int, tid: int, ts_us: float, dur_us: float
 ) -> dict[str, Any]:
     return {
         "ph": "X",
@@ -63,8 +75,8 @@ def _slice(
         "cat": category,
         "pid": pid,
         "tid": tid,
-        "ts": _us(start, origin),
-        "dur": round(seconds * 1e6, 3),
+        "ts": round(ts_us, 3),
+        "dur": dur_us,
     }
 
 
@@ -77,6 +89,7 @@ def operator_events(rank: int, path: Path, origin: float) -> list[dict[str, Any]
         if event.get("ph") != "X" or "ts" not in event:
             continue
         start = base + float(event["ts"]) / 1e6
+        duration = float(event.get("dur", 0.0))
         events.append(
             {
                 "ph": "X",
@@ -85,21 +98,110 @@ def operator_events(rank: int, path: Path, origin: float) -> list[dict[str, Any]
                 "pid": rank,
                 "tid": OPERATORS_THREAD,
                 "ts": _us(start, origin),
-                "dur": float(event.get("dur", 0.0)),
+                "dur": duration,
+                "args": {"thread": event.get("tid", 0), "dur_us": duration},
             }
         )
     return events
 
 
-def _names(rank: int, role: str, host: str, operators: bool) -> list[dict[str, Any]]:
-    names = [
+PROFILER_STEP = "ProfilerStep#"  # the profiler's own step annotation: distbench has its steps
+
+
+def _subtrees(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """One thread's slices grouped by top-level slice: each top-level slice followed by
+    every slice nested in it (the profiler's slices of a thread nest properly)."""
+    trees: list[list[dict[str, Any]]] = []
+    end = float("-inf")
+    for event in sorted(events, key=lambda e: (e["ts"], -e["dur"])):
+        if event["ts"] >= end:
+            trees.append([])
+            end = event["ts"] + event["dur"]
+        trees[-1].append(event)
+    return trees
+
+
+def _phase_at(phases: list[tuple[float, float]], ts: float) -> tuple[float, float] | None:
+    for start, stop in phases:
+        if start <= ts < stop:
+            return start, stop
+    return None
+
+
+def _clipped(
+    tree: list[dict[str, Any]], limit: float, tid: int = STEPS_THREAD
+) -> list[dict[str, Any]]:
+    """One top-level slice and its descendants on track ``tid``, each ending no later than
+    ``limit`` nor than the slice it is nested in (the profiler's microsecond rounding lets
+    a child overrun its parent by a fraction of a microsecond)."""
+    out: list[dict[str, Any]] = []
+    ends: list[float] = []  # the clipped ends of the open ancestors
+    for event in tree:
+        while ends and ends[-1] <= event["ts"]:
+            ends.pop()
+        stop = min(event["ts"] + event["dur"], ends[-1] if ends else limit, limit)
+        if event["ts"] < stop:
+            out.append({**event, "tid": tid, "dur": round(stop - event["ts"], 3)})
+            ends.append(event["ts"] + out[-1]["dur"])
+    return out
+
+
+def nest_operators(
+    phases: list[dict[str, Any]], operators: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(slices nested under the phases on the steps thread, the rest). The training
+    thread is the profiler thread whose top-level slices start inside phases the most;
+    each of its top-level slices goes under the phase it starts in, with everything nested
+    in it, clipped to that phase's end."""
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in phases)
+    by_thread: dict[Any, list[dict[str, Any]]] = {}
+    for event in operators:
+        if not event["name"].startswith(PROFILER_STEP):
+            by_thread.setdefault(event["args"]["thread"], []).append(event)
+    inside = {
+        thread: sum(1 for tree in _subtrees(events) if _phase_at(spans, tree[0]["ts"]))
+        for thread, events in by_thread.items()
+    }
+    main = max(inside, key=lambda t: inside[t], default=None)
+    nested: list[dict[str, Any]] = []
+    for tree in _subtrees(by_thread.get(main, [])):
+        phase = _phase_at(spans, tree[0]["ts"])
+        if phase is None:
+            continue
+        nested += _clipped(tree, phase[1])
+    placed = {id(e) for tree in _subtrees(by_thread.get(main, [])) for e in tree
+              if _phase_at(spans, tree[0]["ts"])}  # fmt: skip
+    rest = [e for e in operators if id(e) not in placed]
+    return nested, rest
+
+
+def _names(rank: int, role: str, host: str) -> list[dict[str, Any]]:
+    return [
         _meta("process_name", rank, None, f"rank {rank} ({role}) on {host}"),
         _meta("process_sort_index", rank, None, rank),
         _meta("thread_name", rank, STEPS_THREAD, "distbench steps"),
     ]
-    if operators:
-        names.append(_meta("thread_name", rank, OPERATORS_THREAD, "operators"))
-    return names
+
+
+def thread_tracks(rank: int, rest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The slices not nested under a phase, one track per profiler thread (slices of
+    different threads overlap, so they cannot share one), named after it."""
+    by_thread: dict[Any, list[dict[str, Any]]] = {}
+    for event in rest:
+        by_thread.setdefault(event["args"]["thread"], []).append(event)
+    tracks = {thread: OPERATORS_THREAD + k for k, thread in enumerate(by_thread)}
+    placed = [
+        clipped
+        for thread, events in by_thread.items()
+        for tree in _subtrees(events)
+        for clipped in _clipped(tree, float("inf"), tracks[thread])
+    ]
+    names = [
+        _meta("thread_name", rank, tid, "operators" if tid == OPERATORS_THREAD
+              else f"operators, profiler thread {thread}")
+        for thread, tid in tracks.items()
+    ]  # fmt: skip
+    return names + placed
 
 
 def _meta(kind: str, pid: int, tid: int | None, value: object) -> dict[str, Any]:
@@ -123,10 +225,13 @@ def merged_trace(run_dir: Path) -> dict[str, Any]:
         profiled = trace_file(run_dir, rank)
         meta = rank_records.meta or {}
         role, host = str(meta.get("role", "worker")), str(meta.get("host", "?"))
-        events += _names(rank, role, host, profiled.is_file())
-        events += step_events(rank, steps[rank], origin)
+        events += _names(rank, role, host)
+        slices = step_events(rank, steps[rank], origin)
+        events += slices
         if profiled.is_file():
-            events += operator_events(rank, profiled, origin)
+            phases = [e for e in slices if e["cat"] == "phase"]
+            nested, rest = nest_operators(phases, operator_events(rank, profiled, origin))
+            events += nested + thread_tracks(rank, rest)
     return {
         "displayTimeUnit": "ms",
         "traceEvents": events,

@@ -4,6 +4,7 @@ is ever cut, ``--wide`` shows everything."""
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 
 from distbench.cli.tables import print_table, results_table
 from distbench.store.result import Round, RunResult
@@ -107,3 +108,36 @@ def test_a_failed_runs_long_error_is_shortened_in_its_cell_and_given_whole_below
     failed = _row("20261206-101012-ffffff", "lenet5", [1.0], status="failed", error=error)
     out = printed(capsys, [failed])
     assert f"ffffff: failed: {error}" in " ".join(out.split("\n"))
+
+
+def test_time_to_accuracy_table_fits_too_and_keeps_the_answer() -> None:
+    """The time-to-accuracy table gives up whole columns for width (evaluation figures
+    first), never the configuration, target, reached or the time, and cuts no value."""
+    from distbench.analysis.convergence import GoalSummary
+    from distbench.cli.tables import goals_table
+    from distbench.measurement.rounds import median_interval
+
+    summary = GoalSummary(
+        label="efficientnet_b0 ps-sync-join ×16 (tensorflow)", target=0.8,
+        run_ids=["a", "b", "c"], seeds=[1, 2, 3], reached=3,
+        seconds=median_interval([12.25, 13.5, 14.75]), steps=340.0, epochs=2.57,
+        final_accuracy=0.812, throughput=2001.4, eval_s=1.23, eval_peak_rss_bytes=300 * 2**20,
+    )  # fmt: skip
+    narrow = goals_table([summary], width=120)
+    assert narrow.hidden == ["seeds", "samples/s", "eval s", "eval MB"]
+    assert narrow.width <= 120
+    assert goals_table([summary], width=40).hidden == [
+        "seeds",
+        "steps",
+        "epochs",
+        "final acc.",
+        "samples/s",
+        "eval s",
+        "eval MB",
+    ]  # fmt: skip  (the four kept ones are wider than 40: the table is, no value is cut)
+    console = Console(width=200, record=True)
+    console.print(narrow.table)
+    text = console.export_text()
+    assert "efficientnet_b0 ps-sync-join ×16 (tensorflow)" in text and "…" not in text
+    assert "13.5" in text
+    assert goals_table([summary], width=None).hidden == []

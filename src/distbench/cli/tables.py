@@ -64,14 +64,34 @@ def results_table(
         "RSS MB",
     ]
     cells = [_table_cells(row, phases) for row in rows]
+    order = [
+        *DROPPED_FIRST,
+        *(f"{p} ms" for p in PHASES_DROPPED_FIRST if p in phases),
+        *(f"{p} ms" for p in phases if p not in PHASES_DROPPED_FIRST),
+        *DROPPED_LAST,
+    ]
+    left = {"run", "model", "strategy", "status", "samples/s", "speedup"}
+    return fitted_table(title, names, cells, order, width, left)
+
+
+def fitted_table(
+    title: str,
+    names: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    drop_order: Sequence[str],
+    width: int | None,
+    left: set[str],
+) -> FittedTable:
+    """A table no wider than ``width`` (None: every column): whole columns named in
+    ``drop_order`` are given up, first ones first, until it fits; no cell is ever cut or
+    wrapped, so below the width of the kept columns the table is wider than asked."""
     widths = [max([len(name), *(len(line[k]) for line in cells)]) for k, name in enumerate(names)]
-    shown = fit_columns(names, widths, width, phases)
+    shown = fit_columns(names, widths, width, drop_order)
     table = Table(title=title, title_justify="left")
-    for k, name in enumerate(names):
+    for name in names:
         if name in shown:
-            left = k < 3 or name in ("status", "samples/s", "speedup")
             table.add_column(
-                name, justify="left" if left else "right", no_wrap=True, overflow="fold"
+                name, justify="left" if name in left else "right", no_wrap=True, overflow="fold"
             )
     for line in cells:
         table.add_row(*[cell for name, cell in zip(names, line, strict=True) if name in shown])
@@ -86,21 +106,14 @@ def table_width(widths: Sequence[int]) -> int:
 
 
 def fit_columns(
-    names: Sequence[str], widths: Sequence[int], width: int | None, phases: Sequence[str]
+    names: Sequence[str], widths: Sequence[int], width: int | None, drop_order: Sequence[str]
 ) -> set[str]:
-    """The columns that fit in ``width``, dropping by priority (``DROPPED_FIRST``, then the
-    phases, then ``DROPPED_LAST``; run, model, strategy, N, status, samples/s, R and
-    speedup never)."""
+    """The columns that fit in ``width``, dropping those of ``drop_order`` in its order
+    (every other column always stays)."""
     shown = dict(zip(names, widths, strict=True))
     if width is None:
         return set(shown)
-    order = [
-        *DROPPED_FIRST,
-        *(f"{p} ms" for p in PHASES_DROPPED_FIRST if p in phases),
-        *(f"{p} ms" for p in phases if p not in PHASES_DROPPED_FIRST),
-        *DROPPED_LAST,
-    ]
-    for name in order:
+    for name in drop_order:
         if table_width(list(shown.values())) <= width:
             break
         shown.pop(name, None)
@@ -148,18 +161,12 @@ def print_table(
     ``wide``; the notes below it wrap to the terminal."""
     terminal = Console().width
     fitted = results_table(rows, title, None if wide else terminal)
-    Console(width=max(terminal, fitted.width)).print(fitted.table)
     console = Console(width=terminal)
+    print_fitted(fitted, console)
     for row in rows:
         if not row.ok and row.error and len(row.error) > ERROR_CELL:
             console.print(f"{str(row.run_id)[-6:]}: {row.status}: {row.error}", highlight=False)
-    if fitted.hidden:
-        console.print(
-            f"not shown for want of width: {', '.join(fitted.hidden)} (--wide shows every "
-            "column; --format csv or json every field)",
-            highlight=False,
-        )
-    print_goals(rows, console)
+    print_goals(rows, console, wide)
     if any(row.oversubscribed for row in rows):
         console.print(
             "oversubscribed: processes x threads exceed the cores of the host, "
@@ -206,38 +213,52 @@ def print_table(
         )
 
 
-def goals_table(summaries: Sequence[GoalSummary]) -> Table:
-    """Time to accuracy per configuration, over its seeds."""
-    table = Table(title="time to accuracy (training time, evaluations excluded)")
-    for name in (
-        "configuration",
-        "target",
-        "seeds",
-        "reached",
-        "time s (interval)",
-        "steps",
-        "epochs",
-        "final acc.",
-        "samples/s",
-        "eval s",
-        "eval MB",
-    ):
-        table.add_column(name, justify="left" if name == "configuration" else "right")
-    for g in summaries:
-        table.add_row(
-            g.label,
-            _fmt(g.target, "g"),
-            ",".join(map(str, g.seeds)),
-            "-" if g.target is None else f"{g.reached}/{g.runs}",
-            _interval_text(g),
-            _fmt(g.steps, ".0f"),
-            _fmt(g.epochs, ".2f"),
-            _fmt(g.final_accuracy, ".3f"),
-            _fmt(g.throughput, ".1f"),
-            _fmt(g.eval_s, ".2f"),
-            _fmt(g.eval_peak_rss_bytes and g.eval_peak_rss_bytes / 2**20, ".0f"),
+def print_fitted(fitted: FittedTable, console: Console) -> None:
+    """The table at its own width (wider than the terminal only when its kept columns
+    are), and which columns were left out."""
+    Console(width=max(console.width, fitted.width)).print(fitted.table)
+    if fitted.hidden:
+        console.print(
+            f"not shown for want of width: {', '.join(fitted.hidden)} (--wide shows every "
+            "column; --format csv or json every field)",
+            highlight=False,
         )
-    return table
+
+
+GOAL_COLUMNS = ("configuration", "target", "seeds", "reached", "time s (interval)", "steps",
+                "epochs", "final acc.", "samples/s", "eval s", "eval MB")  # fmt: skip
+#: The time-to-accuracy table's columns in the order they are given up for width; the
+#: configuration, its target, how often it was reached and the time it took always stay.
+GOAL_DROPPED_FIRST = ("eval MB", "eval s", "samples/s", "seeds", "epochs", "final acc.", "steps")
+
+
+def goals_table(summaries: Sequence[GoalSummary], width: int | None = None) -> FittedTable:
+    """Time to accuracy per configuration, over its seeds, fitted to ``width``."""
+    cells = [_goal_cells(g) for g in summaries]
+    return fitted_table(
+        "time to accuracy (training time, evaluations excluded)",
+        GOAL_COLUMNS,
+        cells,
+        GOAL_DROPPED_FIRST,
+        width,
+        {"configuration"},
+    )
+
+
+def _goal_cells(g: GoalSummary) -> list[str]:
+    return [
+        g.label,
+        _fmt(g.target, "g"),
+        ",".join(map(str, g.seeds)),
+        "-" if g.target is None else f"{g.reached}/{g.runs}",
+        _interval_text(g),
+        _fmt(g.steps, ".0f"),
+        _fmt(g.epochs, ".2f"),
+        _fmt(g.final_accuracy, ".3f"),
+        _fmt(g.throughput, ".1f"),
+        _fmt(g.eval_s, ".2f"),
+        _fmt(g.eval_peak_rss_bytes and g.eval_peak_rss_bytes / 2**20, ".0f"),
+    ]
 
 
 def _interval_text(g: GoalSummary) -> str:
@@ -251,12 +272,13 @@ def _interval_text(g: GoalSummary) -> str:
     return f"{g.seconds.median:.3g} ({g.seconds.low:.3g}-{high})"
 
 
-def print_goals(rows: Sequence[RunResult], console: Console) -> None:
-    """The time-to-accuracy table and what staleness cost the asynchronous runs."""
+def print_goals(rows: Sequence[RunResult], console: Console, wide: bool = False) -> None:
+    """The time-to-accuracy table, fitted to the terminal unless ``wide``, and what
+    staleness cost the asynchronous runs."""
     summaries = summarize_goals(list(rows))
     if not summaries:
         return
-    console.print(goals_table(summaries))
+    print_fitted(goals_table(summaries, None if wide else console.width), console)
     console.print(
         "time s: training time to the target, the median over seeds with its interval "
         "(order statistics; a seed that never reached it counts as never). steps: updates "

@@ -208,7 +208,8 @@ class RunConfig:
         "torch",
         "strategy",
         "torch, or an adapter run in its own environment (`distbench env install NAME`); "
-        "adapters offer --strategy sequential, sync, async (see docs/frameworks.md)",
+        "adapters offer --strategy sequential, allreduce (tensorflow, horovod), ps-sync-join "
+        "(mxnet), ps-async (tensorflow, mxnet): see `distbench list strategies`",
         choices=FRAMEWORKS,
         timing=True,
     )
@@ -369,9 +370,17 @@ class RunConfig:
         if isinstance(self.precision, str):  # a suite file's "3%"
             object.__setattr__(self, "precision", parse_percent(self.precision))
         self._normalize_compute()
+        self._normalize_strategy()
         self._check_ranges()
         self._check_choices()
         self._check_hosts()
+
+    def _normalize_strategy(self) -> None:
+        """An old or other name of a strategy (``names.STRATEGY_ALIASES``: an adapter's
+        ``sync``) is stored as the one it stands for."""
+        from distbench.names import canonical_strategy
+
+        object.__setattr__(self, "strategy", canonical_strategy(self.framework, self.strategy))
 
     def _normalize_compute(self) -> None:
         """``--compute`` stored as ``real``, ``profile`` or the seconds (a suite may give a

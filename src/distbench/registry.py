@@ -25,8 +25,10 @@ def strategy_facts(framework: str, strategy: str) -> StrategyFacts:
         from distbench.frameworks import adapter_strategy
 
         return adapter_strategy(framework, strategy)
+    from distbench.names import canonical_strategy
     from distbench.strategies.registry import STRATEGIES
 
+    strategy = canonical_strategy(framework, strategy)
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy '{strategy}' (known: {', '.join(sorted(STRATEGIES))})")
     return STRATEGIES[strategy]
@@ -104,7 +106,7 @@ def _check_applies(cfg: RunConfig, facts: StrategyFacts) -> None:
         where = cfg.strategy if cfg.framework == "torch" else f"{cfg.strategy} ({cfg.framework})"
         raise UserError(
             f"{flag}{given} does not apply to {where}: it is read by "
-            f"{', '.join(users_of(name))} (PyTorch strategies)"
+            f"{', '.join(users_of(name))} (with --framework torch)"
         )
 
 
@@ -120,7 +122,7 @@ def _check_compute(cfg: RunConfig, facts: StrategyFacts) -> None:
         emulating = sorted(s for s, cls in STRATEGIES.items() if cls.emulated_compute)
         raise UserError(
             f"--compute {cfg.compute} does not apply to {where}: compute can be emulated "
-            f"for {', '.join(emulating)} (PyTorch strategies)"
+            f"for {', '.join(emulating)} (with --framework torch)"
         )
     if cfg.profile_ops:
         raise UserError(
@@ -198,5 +200,5 @@ def _check_suite_settings(suite: SuiteConfig, framework: str) -> None:
             raise UserError(
                 f"{flag} does not apply to {', '.join(suite.strategies)}"
                 + (f" ({framework})" if framework != "torch" else "")
-                + f": it is read by {', '.join(users_of(name))} (PyTorch strategies)"
+                + f": it is read by {', '.join(users_of(name))} (with --framework torch)"
             )

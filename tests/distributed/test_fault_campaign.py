@@ -281,7 +281,7 @@ def test_sigterm_of_distbench_stops_the_ranks_and_stores_the_run_failed(tmp_path
     assert row["status"] == "failed" and "interrupted" in row["error"]
 
 
-ADAPTERS = [("tensorflow", "sync"), ("mxnet", "sync"), ("horovod", "sync")]
+ADAPTERS = [("tensorflow", "allreduce"), ("mxnet", "ps-sync-join"), ("horovod", "allreduce")]
 
 
 @pytest.mark.timeout(2700)  # where CI installs the environment first (Horovod: a build)

@@ -124,7 +124,16 @@ CASES = [
         "use one or the other",
     ),
     (
-        [*R, "--framework", "tensorflow", "--strategy", "async", "--workers", "2", "--profile-ops"],
+        [
+            *R,
+            "--framework",
+            "tensorflow",
+            "--strategy",
+            "ps-async",
+            "--workers",
+            "2",
+            "--profile-ops",
+        ],
         "--profile-ops is not available",
     ),
     ([*R, "--device", "cuda"], "no CUDA device"),

@@ -77,7 +77,9 @@ def test_compare_lenet5_passes_all_checks(framework_envs: None, tmp_path: Path) 
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize(("framework", "strategy"), [("tensorflow", "sync"), ("mxnet", "async")])
+@pytest.mark.parametrize(
+    ("framework", "strategy"), [("tensorflow", "allreduce"), ("mxnet", "ps-async")]
+)
 def test_adapter_run_is_stored_like_pytorch(
     framework_envs: None, tmp_path: Path, framework: str, strategy: str
 ) -> None:
@@ -200,7 +202,7 @@ def test_horovod_trains_like_ddp_and_profiles_its_operators(
     """Horovod's ring all-reduce and DDP's on the same seed, model and batches: the same
     final loss; Horovod ranks record torch.profiler operator profiles."""
     rows = {}
-    for framework, strategy in (("horovod", "sync"), ("torch", "ddp")):
+    for framework, strategy in (("horovod", "allreduce"), ("torch", "ddp")):
         done = subprocess.run(
             [
                 *CLI,
@@ -291,7 +293,7 @@ def test_horovod_trains_to_a_target_as_ddp_does(horovod_env: None, tmp_path: Pat
     done = subprocess.run(
         [
             *CLI, "run", "--model", "lenet5", "--dataset", "digits", "--framework", "horovod",
-            "--strategy", "sync", "--workers", "2", "--batch-size", "32", "--lr", "0.02",
+            "--strategy", "allreduce", "--workers", "2", "--batch-size", "32", "--lr", "0.02",
             "--momentum", "0.9", "--target-accuracy", "0.8", "--threads", "1", "--json",
         ],
         cwd=tmp_path, capture_output=True, text=True, timeout=880,
@@ -346,12 +348,13 @@ def test_adapters_train_to_a_target_by_distbench_rule(
     assert theirs["curve"][-1]["step"] == theirs["steps_to_accuracy"]
     assert theirs["eval_peak_rss_bytes"] > 0 and theirs["time_to_accuracy_s"] > 0
 
-    sync = _to_target(tmp_path, framework, "sync", 2)
+    synchronous = {"tensorflow": "allreduce", "mxnet": "ps-sync-join"}[framework]
+    sync = _to_target(tmp_path, framework, synchronous, 2)
     goal = sync["extra"]["convergence"]
     assert goal["reached"] is True and goal["samples_per_step"] == 64
     assert set(_steps_taken(tmp_path, sync["run_id"]).values()) == {goal["steps_to_accuracy"]}
 
-    asynchronous = _to_target(tmp_path, framework, "async", 2)
+    asynchronous = _to_target(tmp_path, framework, "ps-async", 2)
     goal = asynchronous["extra"]["convergence"]
     assert goal["reached"] is True and goal["samples_per_step"] == 32
     updates = sum(_steps_taken(tmp_path, asynchronous["run_id"]).values())

@@ -129,9 +129,9 @@ def test_emulated_hosts_listen_on_their_own_addresses(tmp_path: Path) -> None:
 
 
 ADAPTER_RUNS = {
-    "tensorflow": "async",  # a parameter server, a chief and workers: every gRPC server
-    "mxnet": "sync",  # scheduler, server, workers
-    "horovod": "sync",  # horovodrun's rendezvous and the gloo ranks
+    "tensorflow": "ps-async",  # a parameter server, a chief and workers: every gRPC server
+    "mxnet": "ps-sync-join",  # scheduler, server, workers
+    "horovod": "allreduce",  # horovodrun's rendezvous and the gloo ranks
 }
 
 

@@ -222,6 +222,39 @@ def test_store_refuses_newer_schema(tmp_path: Path) -> None:
         open_store(path)
 
 
+def test_stored_adapter_runs_take_the_new_strategy_names(tmp_path: Path) -> None:
+    """A database written before the one vocabulary (schema 4) is renamed when opened:
+    the strategy column and the stored configuration alike; PyTorch's runs are untouched."""
+    from distbench.store.result import RunResult
+
+    path = tmp_path / "old.db"
+    store = open_store(path)
+    for run_id, framework, strategy in [
+        ("a", "tensorflow", "allreduce"),
+        ("b", "mxnet", "ps-async"),
+        ("c", "torch", "ps-sync-join"),
+    ]:
+        store.insert(
+            RunResult(
+                run_id=run_id, status="ok", created_at="2026-01-01", model="lenet5",
+                dataset="synthetic", strategy=strategy, framework=framework, workers=2,
+                config={"strategy": strategy, "framework": framework},
+            )
+        )  # fmt: skip
+    store.close()
+    with sqlite3.connect(path) as db:  # as a schema-4 store wrote them
+        db.execute("UPDATE runs SET strategy = 'sync', config = json_set(config, "
+                   "'$.strategy', 'sync') WHERE run_id = 'a'")  # fmt: skip
+        db.execute("UPDATE runs SET strategy = 'async' WHERE run_id = 'b'")
+        db.execute("PRAGMA user_version = 4")
+    store = open_store(path)
+    rows = {r.run_id: r for r in store.query()}
+    assert (rows["a"].strategy, rows["a"].config["strategy"]) == ("allreduce", "allreduce")
+    assert rows["b"].strategy == "ps-async" and rows["c"].strategy == "ps-sync-join"
+    assert [r.run_id for r in store.query(strategy="sync")] == ["a"]  # the old name finds it
+    store.close()
+
+
 def _timed_rank(rank: int, backward: float, comm: float, host: str) -> Any:
     lines = [f'{{"kind": "meta", "role": "worker", "host": "{host}"}}']
     for i in range(4):
@@ -276,7 +309,8 @@ def test_async_runs_name_no_slowest_rank() -> None:
         ),
         (
             {"framework": "tensorflow", "strategy": "sync", "ps_semaphore": True},
-            r"--ps-semaphore does not apply to sync \(tensorflow\)",
+            r"--ps-semaphore does not apply to allreduce \(tensorflow\): it is read by "
+            r"ps-sync-join, ps-sync-split, ps-async \(with --framework torch\)",
         ),
         ({"framework": "mxnet", "strategy": "sync", "servers": "sharded"}, "--servers sharded"),
         (

@@ -353,7 +353,11 @@ def test_the_launcher_summarizes_a_workers_events_by_its_step_records(tmp_path: 
 def test_profile_ops_is_refused_where_a_framework_cannot_profile() -> None:
     check_run(
         RunConfig(
-            model="lenet5", framework="tensorflow", strategy="sync", workers=2, profile_ops=True
+            model="lenet5",
+            framework="tensorflow",
+            strategy="allreduce",
+            workers=2,
+            profile_ops=True,
         )
     )
     with pytest.raises(UserError, match="--profile-ops is not available"):
@@ -361,7 +365,7 @@ def test_profile_ops_is_refused_where_a_framework_cannot_profile() -> None:
             RunConfig(
                 model="lenet5",
                 framework="tensorflow",
-                strategy="async",
+                strategy="ps-async",
                 workers=2,
                 profile_ops=True,
             )

@@ -261,7 +261,7 @@ def test_breakdown_hatches_phases_a_framework_could_not_separate() -> None:
     tf = row(
         1,
         "lenet5",
-        "sync",
+        "allreduce",
         2,
         framework="tensorflow",
         breakdown={"data": 0.001, "backward": 0.03, "comm": 0.002, "update": 0.001},

@@ -141,3 +141,38 @@ def test_time_to_accuracy_table_fits_too_and_keeps_the_answer() -> None:
     assert "efficientnet_b0 ps-sync-join ×16 (tensorflow)" in text and "…" not in text
     assert "13.5" in text
     assert goals_table([summary], width=None).hidden == []
+
+
+def test_the_table_says_what_n_counts_where_it_is_not_workers() -> None:
+    """One vocabulary: N is data-parallel workers, except pipeline stages and model
+    partitions, and the table says so only when such a run is in it."""
+    from dataclasses import replace
+
+    from distbench.cli.tables import workers_meaning
+
+    ddp = replace(ROWS[0], strategy="ddp")
+    assert workers_meaning([ddp]) is None
+    pipe = replace(ROWS[1], strategy="pipeline-1f1b")
+    mp = replace(ROWS[1], strategy="model-parallel")
+    text = workers_meaning([ddp, pipe, mp]) or ""
+    assert "ddp: data-parallel workers" in text
+    assert "pipeline-1f1b: pipeline stages" in text and "model-parallel: model partitions" in text
+    assert "batch: the global batch of one step" in text
+
+
+def test_old_adapter_names_are_read_as_the_new_ones() -> None:
+    from distbench.config import RunConfig
+    from distbench.names import strategy_spellings
+
+    assert RunConfig(model="lenet5", framework="tensorflow", strategy="sync").strategy == (
+        "allreduce"
+    )
+    assert RunConfig(model="lenet5", framework="mxnet", strategy="sync").strategy == (
+        "ps-sync-join"
+    )
+    assert RunConfig(model="lenet5", framework="mxnet", strategy="async").strategy == "ps-async"
+    assert RunConfig(model="lenet5", strategy="allreduce").strategy == "ddp"
+    assert strategy_spellings("sync") == [
+        (None, "sync"), ("horovod", "allreduce"), ("mxnet", "ps-sync-join"),
+        ("tensorflow", "allreduce"),
+    ]  # fmt: skip

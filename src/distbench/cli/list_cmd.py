@@ -11,6 +11,7 @@ from rich.table import Table
 
 from distbench.data import DATASETS
 from distbench.models import MODELS, build_model, count_parameters, describe_blocks, model_defaults
+from distbench.strategies.contract import StrategyFacts
 from distbench.strategies.registry import STRATEGIES
 
 
@@ -60,6 +61,27 @@ def block_rows(model_name: str, num_classes: int) -> list[tuple[str, ...]]:
     ]
 
 
+def strategy_rows() -> list[tuple[str, ...]]:
+    """Every framework's strategies in one vocabulary: the names they also answer to
+    (``names.STRATEGY_ALIASES``), what ``--workers`` counts and what ``--batch-size`` is."""
+    from distbench.frameworks import FRAMEWORK
+    from distbench.names import aliases_of
+
+    facts: list[tuple[str, StrategyFacts]] = [("torch", s) for s in STRATEGIES.values()]
+    facts += [(f, s) for f, adapter in FRAMEWORK.items() for s in adapter.strategies.values()]
+    return [
+        (
+            framework,
+            s.name,
+            ", ".join(aliases_of(framework, s.name)),
+            s.workers_are,
+            "per worker" if s.scaling == "weak" else "global (split over the workers)",
+            s.description,
+        )
+        for framework, s in facts
+    ]
+
+
 def _bytes_text(nbytes: int) -> str:
     return f"{nbytes} B" if nbytes < 1024 else f"{nbytes / 1024:,.1f} KiB"
 
@@ -85,11 +107,9 @@ def list_command(args: argparse.Namespace) -> int:
         )
         rows = model_rows(args.num_classes)
     elif args.what == "strategies":
-        header = ("strategy", "batch", "description")
-        rows = [
-            (n, "per worker" if s.scaling == "weak" else "global", s.description)
-            for n, s in STRATEGIES.items()
-        ]
+        header = ("framework", "strategy", "also", "--workers counts", "--batch-size is",
+                  "description")  # fmt: skip
+        rows = strategy_rows()
     else:
         header = ("dataset", "needs --data-dir", "description")
         rows = [(n, "yes" if d.needs_dir else "no", d.description) for n, d in DATASETS.items()]

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from distbench.analysis.changes import Change
 from distbench.analysis.convergence import GoalSummary, staleness_price, summarize_goals
+from distbench.errors import UserError
 from distbench.harness.noise import BUSY_CORES
 from distbench.measurement.rounds import SAME
 from distbench.measurement.stragglers import straggler_of
@@ -205,6 +206,9 @@ def print_table(
         straggler = straggler_of(row.extra) if row.ok else None
         if straggler is not None:
             console.print(f"{str(row.run_id)[-6:]}: {straggler.sentence()}", highlight=False)
+    meaning = workers_meaning(rows)
+    if meaning:
+        console.print(meaning, highlight=False)
     if any(row.ok and row.speedup is None for row in rows):
         console.print(
             "speedup -: no measured one-worker run with the same settings (model, dataset, "
@@ -230,6 +234,27 @@ GOAL_COLUMNS = ("configuration", "target", "seeds", "reached", "time s (interval
 #: The time-to-accuracy table's columns in the order they are given up for width; the
 #: configuration, its target, how often it was reached and the time it took always stay.
 GOAL_DROPPED_FIRST = ("eval MB", "eval s", "samples/s", "seeds", "epochs", "final acc.", "steps")
+
+
+def workers_meaning(rows: Sequence[RunResult]) -> str | None:
+    """What N counts, said where it is not data-parallel workers for every row (pipeline
+    stages, model partitions), and what batch is."""
+    from distbench.registry import strategy_facts
+
+    meanings: dict[str, list[str]] = {}
+    for key in dict.fromkeys((row.framework or "torch", row.strategy) for row in rows):
+        try:
+            facts = strategy_facts(*key)
+        except UserError:  # a strategy this version no longer knows
+            continue
+        meanings.setdefault(facts.workers_are, []).append(key[1])
+    if all(m.startswith(("data-parallel", "one worker")) for m in meanings):
+        return None
+    parts = [f"{', '.join(dict.fromkeys(names))}: {m}" for m, names in meanings.items()]
+    return (
+        f"N counts — {'; '.join(parts)}. batch: the global batch of one step "
+        "(`distbench list strategies` says which strategies take --batch-size per worker)."
+    )
 
 
 def goals_table(summaries: Sequence[GoalSummary], width: int | None = None) -> FittedTable:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from distbench.config import RunConfig
 from distbench.errors import UserError
+from distbench.names import canonical_strategy
 from distbench.strategies.contract import Equivalence
 
 WORKER_DIR = Path(__file__).resolve().parent
@@ -33,6 +34,7 @@ class AdapterStrategy:
     synchronous: bool = True
     single_worker: bool = False
     scaling: str = "weak"
+    workers_are: str = "data-parallel workers"
     #: Processes besides the workers (a parameter server, a scheduler, a coordinator).
     helper_processes: int = 0
     #: Whether the workers can record an operator profile (``--profile-ops``).
@@ -101,6 +103,7 @@ class Adapter:
         return WORKER_DIR / self.worker
 
     def strategy(self, name: str) -> AdapterStrategy:
+        name = canonical_strategy(self.name, name)
         if name not in self.strategies:
             raise UserError(
                 f"framework '{self.name}' has no strategy '{name}' "
@@ -113,6 +116,7 @@ _SEQUENTIAL = AdapterStrategy(
     "sequential",
     "one worker, no distribution: the baseline",
     single_worker=True,
+    workers_are="one worker",
     prediction_model="sequential",
 )
 
@@ -123,15 +127,16 @@ FRAMEWORK: dict[str, Adapter] = {
         "tf_worker.py",
         {
             "sequential": _SEQUENTIAL,
-            "sync": AdapterStrategy(
-                "sync",
+            "allreduce": AdapterStrategy(
+                "allreduce",
                 "MultiWorkerMirroredStrategy, ring all-reduce, custom training loop",
                 prediction_model="ddp",
             ),
             # a chief (the ClusterCoordinator) and one parameter server besides the workers
-            "async": AdapterStrategy(
-                "async",
+            "ps-async": AdapterStrategy(
+                "ps-async",
                 "ParameterServerStrategy + ClusterCoordinator, one parameter server",
+                workers_are="data-parallel workers (+1 ps, +1 coordinator)",
                 synchronous=False,
                 helper_processes=2,
                 operator_profiles=False,
@@ -148,15 +153,17 @@ FRAMEWORK: dict[str, Adapter] = {
         {
             "sequential": _SEQUENTIAL,
             # a scheduler and one server besides the workers
-            "sync": AdapterStrategy(
-                "sync",
-                "Gluon, kvstore dist_sync (parameter server)",
+            "ps-sync-join": AdapterStrategy(
+                "ps-sync-join",
+                "Gluon, kvstore dist_sync (parameter server: gradients summed there)",
+                workers_are="data-parallel workers (+1 server, +1 scheduler)",
                 helper_processes=2,
                 prediction_model="sync-join",
             ),
-            "async": AdapterStrategy(
-                "async",
+            "ps-async": AdapterStrategy(
+                "ps-async",
                 "Gluon, kvstore dist_async (Downpour SGD)",
+                workers_are="data-parallel workers (+1 server, +1 scheduler)",
                 synchronous=False,
                 helper_processes=2,
                 equivalence=Equivalence(kind="statistical"),
@@ -171,8 +178,8 @@ FRAMEWORK: dict[str, Adapter] = {
         "horovod_worker.py",
         {
             "sequential": _SEQUENTIAL,
-            "sync": AdapterStrategy(
-                "sync",
+            "allreduce": AdapterStrategy(
+                "allreduce",
                 "PyTorch + Horovod ring all-reduce over gloo",
                 prediction_model="ddp",
             ),

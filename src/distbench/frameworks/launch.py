@@ -193,7 +193,7 @@ def tensorflow_plan(cfg: RunConfig, job: dict[str, Any]) -> list[Process]:
     if cfg.strategy == "sequential":
         return [Process("worker", 0, {}, True)]
     workers = [f"127.0.0.1:{free_port()}" for _ in range(cfg.workers)]
-    if cfg.strategy == "sync":
+    if cfg.strategy == "allreduce":
         job["cluster"] = {"worker": workers}
         return [Process("worker", i, {}, True) for i in range(cfg.workers)]
     job["cluster"] = {

@@ -9,9 +9,9 @@ launcher through ``DMLC_ROLE``: ``scheduler`` and ``server`` processes only impo
 which serves the parameter-server protocol until the workers finish. Modes:
 
 - ``compare``: local (no kvstore); loss on batch 0 in inference mode, then K SGD steps.
-- ``train`` ``sync``: kvstore ``dist_sync``; gradients pushed to the server, summed there and
-  pulled back (``comm``), then the SGD update on the worker (``update``).
-- ``train`` ``async``: kvstore ``dist_async``; MXNet requires the update on the server, so
+- ``train`` ``ps-sync-join``: kvstore ``dist_sync``; gradients pushed to the server, summed
+  there and pulled back (``comm``), then the SGD update on the worker (``update``).
+- ``train`` ``ps-async``: kvstore ``dist_async``; MXNet requires the update on the server, so
   each push applies that worker's gradient at once (Downpour) and the pull returns the
   weights: ``comm`` holds push, server update and pull, marked in
   ``extra.unseparated_phases``.
@@ -19,8 +19,9 @@ which serves the parameter-server protocol until the workers finish. Modes:
 To a goal (``--target-accuracy`` / ``--epochs``: ``goal`` and ``held_out`` in the job) the
 step loop follows ``measurement/goal.py``'s rule, as a PyTorch rank does (``job_goal``);
 worker 0 evaluates its weights (in inference mode: Gluon outside ``autograd.record``).
-``sync``: every worker pushes a flag to one extra key of the kvstore, worker 0's decision and
-the others' zeros, and pulls back their sum, so all stop at the same step. ``async``: the
+``ps-sync-join``: every worker pushes a flag to one extra key of the kvstore, worker 0's
+decision and the others' zeros, and pulls back their sum, so all stop at the same step.
+``ps-async``: the
 server applies every push at once, so no key can carry a flag; worker 0 leaves a file in the
 run directory when the target is met and the others stop at their next step
 (``StopFile``). Worker 0's weights then hold every worker's updates, not its own steps
@@ -252,7 +253,7 @@ def run_compare(job) -> None:
 
 # ------------------------------------------------------------------------------ training
 
-KVSTORES = {"sequential": None, "sync": "dist_sync", "async": "dist_async"}
+KVSTORES = {"sequential": None, "ps-sync-join": "dist_sync", "ps-async": "dist_async"}
 
 
 def run_train(job, index: int) -> None:
@@ -266,7 +267,7 @@ def run_train(job, index: int) -> None:
         net.hybridize(static_alloc=True, static_shape=True)
         # dist_async must update on the server; dist_sync updates on the worker, so the
         # push/pull of gradients (comm) and the update are timed apart.
-        trainer = make_trainer(gluon, net, job, kvstore, update_on_kvstore=mode == "async")
+        trainer = make_trainer(gluon, net, job, kvstore, update_on_kvstore=mode == "ps-async")
         if kvstore is not None:
             start_kvstore(trainer, kvstore)
         batches = common.Batches(job["batches"][index])
@@ -299,9 +300,9 @@ def _goal(mx, job, rank: int, net, kvstore, mode: str):
         return held_out.evaluate(lambda x: net(mx.nd.array(x)).asnumpy())
 
     agree = None
-    if held_out is not None and mode == "sync":
+    if held_out is not None and mode == "ps-sync-join":
         agree = KvstoreAgreement(mx, kvstore).agree
-    elif held_out is not None and mode == "async":
+    elif held_out is not None and mode == "ps-async":
         agree = StopFile(job["run_dir"]).agree
     return common.job_goal(job, rank, evaluate, agree=agree)
 
@@ -379,7 +380,7 @@ def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode, goal)
     workers = job["workers"]
     window = common.op_window(job)
     profiler = OpProfiler(mx, job, recorder.rank) if window else None
-    asynchronous = mode == "async" and goal.active
+    asynchronous = mode == "ps-async" and goal.active
     stop_file = StopFile(job["run_dir"]) if asynchronous else None
     counter = (
         UpdateCounter(job["run_dir"], workers) if asynchronous and recorder.rank == 0 else None
@@ -399,7 +400,7 @@ def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode, goal)
         loss.backward()
         mx.nd.waitall()
         timer.mark("backward")
-        if mode == "sync":  # the server sums the gradients; update(N) takes their mean
+        if mode == "ps-sync-join":  # the server sums the gradients; update(N) takes their mean
             trainer.allreduce_grads()
             mx.nd.waitall()
             timer.mark("comm")
@@ -407,7 +408,7 @@ def _loop(mx, autograd, gluon, job, net, trainer, recorder, batches, mode, goal)
         else:  # sequential: a local update; async: push (the server applies it) and pull
             trainer.step(1)
         mx.nd.waitall()
-        timer.mark("comm" if mode == "async" else "update")
+        timer.mark("comm" if mode == "ps-async" else "update")
         step_time, phases = timer.end_step()
         extra = window.step_extra(step) if window else {}
         recorder.step(
@@ -491,7 +492,7 @@ def _summary_extra(mx, kvstore, mode: str):
             engine=f"Gluon, kvstore {kvstore.type}, {kvstore.num_workers} workers",
             kvstore_rank=kvstore.rank,
         )
-    if mode == "async":
+    if mode == "ps-async":
         extra["unseparated_phases"] = {"comm": ["push", "update", "pull"]}
     return extra
 

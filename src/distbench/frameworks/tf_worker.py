@@ -8,7 +8,7 @@ job's .npz (already in Keras layout, keyed by PyTorch names). Modes:
 
 - ``compare``: no strategy; loss on batch 0 in inference mode, then K SGD steps on the
   job's batches; writes the weights as loaded, the per-step losses and the final weights.
-- ``train`` with ``strategy`` ``sync``: ``MultiWorkerMirroredStrategy`` (ring all-reduce over
+- ``train`` with ``strategy`` ``allreduce``: ``MultiWorkerMirroredStrategy`` (ring all-reduce over
   gRPC, one process per worker, ``TF_CONFIG`` from the launcher) and a custom training loop
   (Keras 3's ``fit`` fails under this strategy). The step is two compiled functions so
   the phases can be timed: forward+backward (one function: TensorFlow cannot stop between
@@ -17,7 +17,7 @@ job's .npz (already in Keras layout, keyed by PyTorch names). Modes:
   with ``tf.timestamp``; it must run in the replica context of the gradients), the SGD
   update. Control dependencies make the all-reduce wait for every gradient, so it does not
   overlap the backward pass here.
-- ``train`` with ``strategy`` ``async``: ``ParameterServerStrategy``; the coordinator (this
+- ``train`` with ``strategy`` ``ps-async``: ``ParameterServerStrategy``; the coordinator (this
   program with ``role`` ``chief``) schedules steps on the workers through a
   ``ClusterCoordinator``; worker and ps processes only serve. Each step reports its own
   start and end as measured on the worker (``tf.timestamp``) and which worker ran it, and
@@ -26,14 +26,15 @@ job's .npz (already in Keras layout, keyed by PyTorch names). Modes:
 
 To a goal (``--target-accuracy`` / ``--epochs``: ``goal`` and ``held_out`` in the job) the
 step loop follows ``measurement/goal.py``'s rule, as a PyTorch rank does (``job_goal``):
-``sequential`` and ``sync`` evaluate on worker 0 (``sync`` sums its decision over every
-worker with an all-reduce, so all stop at the same step). ``async`` counts in updates: the
+``sequential`` and ``allreduce`` evaluate on worker 0 (``allreduce`` sums its decision over
+every worker with an all-reduce, so all stop at the same step). ``ps-async`` counts in
+updates: the
 coordinator schedules the steps up to the next evaluation, waits for them, evaluates the
 weights on the parameter server (they then hold exactly those updates) and goes on or
 stops; training time is the wall-clock span of each such batch of updates, measured on the
 workers, so the coordinator's evaluations and its waits between batches are left out.
 
-With a ``profile`` window in the job (``--profile-ops``, ``sequential`` and ``sync`` only),
+With a ``profile`` window in the job (``--profile-ops``, ``sequential`` and ``allreduce`` only),
 TensorFlow's profiler records the window's steps (``OpProfiler``) and the worker writes the
 operator events it found for the launcher to summarize.
 
@@ -386,7 +387,7 @@ def _tf_config(job, task_type: str, index: int) -> None:
 
 
 def run_sync(job, rank: int) -> None:
-    """``sync`` (MultiWorkerMirroredStrategy) or ``sequential`` (no strategy, no all-reduce)."""
+    """``allreduce`` (MultiWorkerMirroredStrategy) or ``sequential`` (no all-reduce)."""
     recorder = common.Recorder(job["run_dir"], rank, "worker", FRAMEWORK, job.get("threads"))
     try:
         sequential = job["strategy"] == "sequential"
@@ -568,7 +569,7 @@ def _summary_extra(tf, keras, mode: str):
     }
     if mode == "sequential":
         return {**common_extra, "engine": "default strategy, one process"}
-    if mode == "sync":
+    if mode == "allreduce":
         return {**common_extra, "engine": "MultiWorkerMirroredStrategy (RING all-reduce)"}
     common_extra["unseparated_phases"] = {
         "backward": ["pull", "forward", "backward", "push", "update"]
@@ -611,7 +612,7 @@ def run_coordinator(job) -> None:
         goal = _update_goal(job, model)
         _async_loop(tf, strategy, job, model, recorders, goal)
         for recorder in recorders:
-            extra = _summary_extra(tf, keras, "async")
+            extra = _summary_extra(tf, keras, "ps-async")
             recorder.summary({**extra, **goal.summary()} if recorder.rank == 0 else extra)
     except Exception as exc:
         recorders[0].error(f"coordinator: {type(exc).__name__}: {exc}")
@@ -751,7 +752,7 @@ def main() -> int:
     try:
         if job["mode"] == "compare":
             run_compare(job)
-        elif job["strategy"] in ("sync", "sequential"):
+        elif job["strategy"] in ("allreduce", "sequential"):
             run_sync(job, index)
         elif role == "chief":
             run_coordinator(job)

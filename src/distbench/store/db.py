@@ -22,6 +22,7 @@ import psutil
 from distbench.config import BASELINE_KEYS, setting_field
 from distbench.errors import UserError
 from distbench.measurement.rounds import ratio_interval, verdict
+from distbench.names import strategy_spellings
 from distbench.store.result import RunResult
 
 # "operators" and "resources" (schema 2): the governing rank's operator profile
@@ -75,8 +76,22 @@ SCHEMA_V4 = """
 ALTER TABLE runs ADD COLUMN rounds TEXT;
 """
 
+# Schema 5: the adapters' strategies renamed to one vocabulary (``names.STRATEGY_ALIASES``):
+# stored runs take the new names, in their column and in their stored configuration.
+SCHEMA_V5 = "\n".join(
+    f"UPDATE runs SET strategy = '{new}', config = json_set(config, '$.strategy', '{new}') "
+    f"WHERE framework = '{framework}' AND strategy = '{old}';"
+    for framework, old, new in (
+        ("tensorflow", "sync", "allreduce"),
+        ("tensorflow", "async", "ps-async"),
+        ("mxnet", "sync", "ps-sync-join"),
+        ("mxnet", "async", "ps-async"),
+        ("horovod", "sync", "allreduce"),
+    )
+)
+
 # Version N is reached by applying MIGRATIONS[N-1]; never edit a released entry, append.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -139,11 +154,20 @@ class ResultStore:
         dataset: str | None = None,
         run_ids: list[str] | None = None,
     ) -> list[RunResult]:
-        """Runs matching every given filter, oldest first."""
-        clauses, params = [], []
+        """Runs matching every given filter, oldest first; ``strategy`` may be any name a
+        strategy answers to (``names.strategy_spellings``)."""
+        clauses: list[str] = []
+        params: list[str | int] = []
+        if strategy is not None:
+            either = []
+            for framework, name in strategy_spellings(strategy):
+                either.append(
+                    "strategy = ?" if framework is None else "(framework = ? AND strategy = ?)"
+                )
+                params.extend([name] if framework is None else [framework, name])
+            clauses.append(f"({' OR '.join(either)})")
         for column, value in (
             ("model", model),
-            ("strategy", strategy),
             ("workers", workers),
             ("status", status),
             ("dataset", dataset),

@@ -49,6 +49,7 @@ class Strategy(ABC):
     single_worker: ClassVar[bool] = False  # runs with exactly one worker
     uses_process_group: ClassVar[bool] = True  # the worker joins the default group first
     scaling: ClassVar[str] = "weak"  # contract.Scaling
+    workers_are: ClassVar[str] = "data-parallel workers"  # what --workers counts
     equivalence: ClassVar[Equivalence] = Equivalence()
     prediction_model: ClassVar[str | None] = None  # contract.PredictionModel
     emulated_compute: ClassVar[bool] = False  # computes through ctx.compute (--compute)

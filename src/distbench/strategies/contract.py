@@ -75,6 +75,12 @@ class StrategyFacts(Protocol):
         ...
 
     @property
+    def workers_are(self) -> str:
+        """What ``--workers`` counts for this strategy, in words (data-parallel workers,
+        pipeline stages, ...), as ``list strategies`` and the results table say it."""
+        ...
+
+    @property
     def equivalence(self) -> Equivalence: ...
 
     @property

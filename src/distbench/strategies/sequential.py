@@ -27,6 +27,7 @@ class Sequential(Strategy):
     uses_process_group: ClassVar[bool] = False
     prediction_model: ClassVar[str | None] = "sequential"
     emulated_compute: ClassVar[bool] = True
+    workers_are: ClassVar[str] = "one worker"
     trains_to_target: ClassVar[bool] = True
 
     @classmethod

@@ -21,6 +21,7 @@ class ModelParallel(PipelineStrategy):
         "layers split over ranks, one batch in flight (no micro-batches); --partition"
     )
     schedule_name: ClassVar[str] = "model-parallel"
+    workers_are: ClassVar[str] = "model partitions"
     settings: ClassVar[tuple[str, ...]] = ("partition",)  # one batch in flight, no micro-batches
 
     @classmethod

@@ -69,6 +69,7 @@ class ParameterServer(Strategy):
     settings: ClassVar[tuple[str, ...]] = ("servers", "ps_semaphore")
     emulated_compute: ClassVar[bool] = True
     trains_to_target: ClassVar[bool] = True
+    workers_are: ClassVar[str] = "data-parallel workers (+1 server if central)"
 
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx)

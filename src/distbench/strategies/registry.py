@@ -6,6 +6,7 @@ from __future__ import annotations
 from distbench.strategies.base import Strategy
 from distbench.strategies.ddp import DDP
 from distbench.strategies.pipeline import ModelParallel, Pipeline1F1B, PipelineGPipe
+from distbench.strategies.pipeline.pipedream_strategy import PipelinePipeDream
 from distbench.strategies.ps import PSAsync, PSSyncJoin, PSSyncSplit
 from distbench.strategies.sequential import Sequential
 
@@ -14,6 +15,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "ddp": DDP,
     "pipeline-gpipe": PipelineGPipe,
     "pipeline-1f1b": Pipeline1F1B,
+    "pipeline-pipedream": PipelinePipeDream,
     "model-parallel": ModelParallel,
     "ps-sync-join": PSSyncJoin,
     "ps-sync-split": PSSyncSplit,

@@ -1,0 +1,272 @@
+"""PipeDream's schedule as published: 1F1B without flushes, with weight stashing.
+
+Start at :class:`PipeDreamStage`. Every stage runs the same stream of micro-batches in the
+one-forward-one-backward order (:func:`one_f_one_b`): after a warm-up of ``S - s - 1``
+forwards, stage ``s`` alternates one forward and one backward until the stream ends, and
+never drains between steps (GPipe and 1F1B-flush do, once per step). Each backward updates
+the stage's weights at once (one SGD step per micro-batch, as PipeDream updates per
+minibatch), so a micro-batch's forward ran on weights that later micro-batches' backwards
+have since changed. **Weight stashing** keeps, for every micro-batch in flight, the weights
+its forward used, and computes its backward on those (a copy of the stage's parameters per
+micro-batch in flight — the memory PipeDream pays, measured in ``stash_peak_bytes``): the
+gradient is the gradient of the function the forward computed. Without it, the backward of
+an in-flight micro-batch would mix the weights of two versions.
+
+Communication goes through a :class:`Transport`: ``DistTransport`` is ``torch.distributed``
+point-to-point (``isend``/``irecv`` with a tag per micro-batch and direction, so messages
+match exactly whatever the order); tests use an in-memory one to run stages as threads.
+Sends are asynchronous and waited on at the end of each step; receives block, and the 1F1B
+order makes that deadlock-free. ``in_flight`` bounds the micro-batches a stage holds at
+once: 1 turns the schedule into plain sequential SGD over the micro-batches, which is how
+its equivalence with sequential training is tested.
+
+Every stage records, per micro-batch, the weight version (updates applied at this stage)
+its forward saw and the version its update is applied to (``versions``): their difference
+is the delay PipeDream accepts, ``S - s - 1`` in steady state. With ``trace`` set, a stage
+also keeps each micro-batch's input, the gradient it received and the gradient it applied,
+so a test can recompute that gradient from the weights of the recorded version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.func import functional_call
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # "F" forward, "B" backward
+    microbatch: int
+
+
+def one_f_one_b(stage: int, stages: int, total: int, in_flight: int | None = None) -> list[Action]:
+    """The order stage ``stage`` of ``stages`` runs ``total`` micro-batches in: at most
+    ``in_flight`` forwards ahead of its backwards (default ``stages - stage``, PipeDream's
+    steady state: just enough to keep every stage busy)."""
+    depth = stages - stage if in_flight is None else max(1, in_flight)
+    warmup = min(depth - 1, total)
+    actions = [Action("F", k) for k in range(warmup)]
+    for k in range(total):
+        if warmup + k < total:
+            actions.append(Action("F", warmup + k))
+        actions.append(Action("B", k))
+    return actions
+
+
+class Transport(Protocol):
+    """Point-to-point messages between stages, matched by (peer, tag)."""
+
+    def send(self, tensor: torch.Tensor, peer: int, tag: int) -> None: ...
+
+    def recv(self, like: torch.Tensor, peer: int, tag: int) -> torch.Tensor: ...
+
+    def wait_sends(self) -> None:
+        """Until every send so far has completed (its buffer may be reused)."""
+        ...
+
+
+class DistTransport:
+    """``torch.distributed`` point-to-point: asynchronous sends (kept alive until waited
+    on), blocking receives into a buffer of the expected shape."""
+
+    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
+        self.group = group
+        self.pending: list[tuple[dist.Work, torch.Tensor]] = []
+
+    def send(self, tensor: torch.Tensor, peer: int, tag: int) -> None:
+        payload = tensor.detach().contiguous()
+        work = dist.isend(payload, dst=peer, group=self.group, tag=tag)
+        if work is not None:
+            self.pending.append((work, payload))
+
+    def recv(self, like: torch.Tensor, peer: int, tag: int) -> torch.Tensor:
+        buffer = torch.empty_like(like)
+        dist.recv(buffer, src=peer, group=self.group, tag=tag)
+        return buffer
+
+    def wait_sends(self) -> None:
+        for work, _ in self.pending:
+            work.wait()
+        self.pending.clear()
+
+
+def _tag(microbatch: int, backward: bool) -> int:
+    """Activations and gradients of a micro-batch each have a tag of their own."""
+    return 2 * microbatch + (1 if backward else 0)
+
+
+@dataclass
+class InFlight:
+    """A micro-batch between its forward and its backward at this stage."""
+
+    version: int
+    params: dict[str, torch.Tensor]  # the stashed weights its forward used
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+@dataclass
+class StageTimes:
+    """Seconds this stage spent per kind of work since the last ``reset`` (wall clock, and
+    the process's CPU time in forward and backward)."""
+
+    forward: float = 0.0
+    backward: float = 0.0
+    recv: float = 0.0
+    update: float = 0.0
+    forward_cpu: float = 0.0
+    backward_cpu: float = 0.0
+
+    def reset(self) -> None:
+        self.forward = self.backward = self.recv = self.update = 0.0
+        self.forward_cpu = self.backward_cpu = 0.0
+
+
+@dataclass
+class PipeDreamStage:
+    """One stage of the pipeline: its module, optimizer and neighbours (global ranks or
+    None at the ends). ``input_like`` / ``output_like`` are zero tensors of one micro-batch's
+    activation shapes, for receive buffers."""
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    transport: Transport
+    prev: int | None
+    next: int | None
+    input_like: torch.Tensor
+    output_like: torch.Tensor
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(
+        default_factory=nn.CrossEntropyLoss
+    )
+    stash: bool = True
+    version: int = 0
+    in_flight: dict[int, InFlight] = field(default_factory=dict)
+    #: (micro-batch, version its forward saw, version its update was applied to)
+    versions: list[tuple[int, int, int]] = field(default_factory=list)
+    #: With a list: per micro-batch its input, received gradient and applied gradients.
+    trace: list[dict[str, Any]] | None = None
+    losses: list[float] = field(default_factory=list)
+    stash_peak_bytes: int = 0
+    times: StageTimes = field(default_factory=StageTimes)
+
+    @property
+    def first(self) -> bool:
+        return self.prev is None
+
+    @property
+    def last(self) -> bool:
+        return self.next is None
+
+    def run(
+        self, actions: Iterator[Action] | list[Action], batch_of: Callable[[int], tuple]
+    ) -> None:
+        """Run ``actions``; ``batch_of(k)`` gives micro-batch ``k``'s (inputs, targets) on
+        the stages that read them (the first and the last)."""
+        for action in actions:
+            self.do(action, batch_of)
+
+    def do(self, action: Action, batch_of: Callable[[int], tuple]) -> None:
+        if action.kind == "F":
+            self.forward(action.microbatch, batch_of)
+        else:
+            self.backward(action.microbatch)
+
+    # ------------------------------------------------------------------ forward
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The weights a forward computes on: a stashed copy (weight stashing), or the live
+        parameters themselves."""
+        live: dict[str, torch.Tensor] = dict(self.module.named_parameters())
+        if not self.stash:
+            return live
+        return {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in live.items()}
+
+    def forward(self, k: int, batch_of: Callable[[int], tuple]) -> None:
+        x, y = batch_of(k) if (self.first or self.last) else (None, None)
+        if self.first:
+            inputs = x
+        else:
+            began = time.perf_counter()
+            assert self.prev is not None
+            inputs = self.transport.recv(self.input_like, self.prev, _tag(k, False))
+            self.times.recv += time.perf_counter() - began
+            inputs.requires_grad_(True)
+        began, cpu = time.perf_counter(), time.process_time()
+        params = self._weights()
+        outputs = functional_call(self.module, params, (inputs,))
+        loss = self.loss_fn(outputs, y) if self.last else None
+        self.times.forward += time.perf_counter() - began
+        self.times.forward_cpu += time.process_time() - cpu
+        self.in_flight[k] = InFlight(self.version, params, inputs, outputs, loss)
+        self._note_stash()
+        if not self.last:
+            assert self.next is not None
+            self.transport.send(outputs, self.next, _tag(k, False))
+
+    def _note_stash(self) -> None:
+        if not self.stash:
+            return
+        held = sum(
+            t.numel() * t.element_size() for f in self.in_flight.values() for t in f.params.values()
+        )
+        self.stash_peak_bytes = max(self.stash_peak_bytes, held)
+
+    # ------------------------------------------------------------------ backward
+
+    def backward(self, k: int) -> None:
+        flight = self.in_flight.pop(k)
+        cpu = time.process_time()
+        if self.last:
+            assert flight.loss is not None
+            began = time.perf_counter()
+            flight.loss.backward()
+            self.losses.append(float(flight.loss.detach()))
+            grad = None
+        else:
+            waited = time.perf_counter()
+            assert self.next is not None
+            grad = self.transport.recv(self.output_like, self.next, _tag(k, True))
+            began, cpu = time.perf_counter(), time.process_time()
+            self.times.recv += began - waited
+            torch.autograd.backward(flight.outputs, grad)
+        self.times.backward += time.perf_counter() - began
+        self.times.backward_cpu += time.process_time() - cpu
+        if not self.first:
+            assert self.prev is not None and flight.inputs.grad is not None
+            self.transport.send(flight.inputs.grad, self.prev, _tag(k, True))
+        self.versions.append((k, flight.version, self.version))
+        if self.trace is not None:
+            self.trace.append(self._traced(k, flight, grad))
+        self._update(flight)
+
+    def _traced(self, k: int, flight: InFlight, grad: torch.Tensor | None) -> dict[str, Any]:
+        weights: dict[str, torch.Tensor] = (
+            flight.params if self.stash else dict(self.module.named_parameters())
+        )
+        return {
+            "microbatch": k,
+            "version": flight.version,
+            "inputs": flight.inputs.detach().clone(),
+            "grad_out": None if grad is None else grad.clone(),
+            "applied": {n: t.grad.clone() for n, t in weights.items() if t.grad is not None},
+        }
+
+    def _update(self, flight: InFlight) -> None:
+        """One SGD step with this micro-batch's gradient (computed on its stashed weights)."""
+        began = time.perf_counter()
+        if self.optimizer is not None:
+            if self.stash:
+                for name, p in self.module.named_parameters():
+                    p.grad = flight.params[name].grad
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.version += 1
+        self.times.update += time.perf_counter() - began

@@ -202,3 +202,44 @@ def test_list_models_blocks_rows() -> None:
     assert [r[1] for r in rows] == ["conv1", "conv2", "pool", "flatten", "fc1", "fc2", "fc"]
     assert rows[0][2:] == ("156", "6x14x14", "4.6 KiB")
     assert rows[-1][4] == "40 B"
+
+
+def _costs(
+    compute_ms: list[float], param_bytes: list[int], activation: int = 1000
+) -> list[BlockCost]:
+    return [
+        BlockCost(f"b{i}", ms / 3e3, 2 * ms / 3e3, params, activation)
+        for i, (ms, params) in enumerate(zip(compute_ms, param_bytes, strict=True))
+    ]
+
+
+FAST = Link(latency_s=0.0, bandwidth_bytes_per_s=1e9)
+
+
+def test_spare_workers_replicate_the_slowest_stage() -> None:
+    """PipeDream's planner with replicas: a heavy block with few weights is worth two
+    replicas, light blocks with heavy weights are not (pure data parallelism would spend
+    27 ms a step on their all-reduce); every worker is used."""
+    from distbench.strategies.pipeline.partition import best_replicated
+
+    costs = _costs([10.0, 2.0, 2.0], [1000, 10**7, 10**7])
+    plan = best_replicated(costs, 3, FAST)
+    assert plan == [(0, 1, 2), (1, 3, 1)]
+    assert sum(r for _, _, r in plan) == 3
+    placed = plan_stages("profiled", [c.name for c in costs], 3, costs, FAST, replicate=True)
+    assert [(s.start, s.stop, s.replicas) for s in placed.stages] == plan
+    assert placed.place(1) == (0, 1) and placed.place(2) == (1, 0) and placed.rank_of(1, 0) == 2
+    # the slowest stage per micro-batch: the replicated one, halved (plus its all-reduce)
+    assert placed.bottleneck_s == pytest.approx((10e-3 + 2 * 1e-6 + 2 * 500 / 1e9) / 2, rel=1e-6)
+
+
+def test_weights_too_heavy_to_synchronize_are_not_replicated() -> None:
+    """When an all-reduce of a stage's weights costs more than its compute saves, the
+    planner cuts stages instead (as PipeDream does for weight-heavy layers)."""
+    from distbench.strategies.pipeline.partition import best_replicated
+
+    costs = _costs([10.0, 10.0], [10**9, 10**9])
+    assert best_replicated(costs, 2, FAST) == [(0, 1, 1), (1, 2, 1)]
+    # with light weights the same two workers rather replicate the whole model
+    light = _costs([10.0, 10.0], [100, 100])
+    assert best_replicated(light, 2, FAST) == [(0, 2, 2)]

@@ -69,12 +69,18 @@ class StagePlan:
     compute_s: float | None = None  # forward + backward of its blocks, per micro-batch
     comm_s: float | None = None  # boundary transfers, per micro-batch
     param_bytes: int | None = None
+    #: Data-parallel copies of the stage: they take the micro-batches in turn and average
+    #: their gradients (an all-reduce per update) before every update.
+    replicas: int = 1
+    sync_s: float | None = None  # that all-reduce, once per update
 
     @property
     def time_s(self) -> float | None:
+        """Per micro-batch of the stream: a replica's work on its micro-batch and its
+        share of the all-reduce, divided over the replicas that take turns."""
         if self.compute_s is None or self.comm_s is None:
             return None
-        return self.compute_s + self.comm_s
+        return (self.compute_s + self.comm_s + (self.sync_s or 0.0)) / self.replicas
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,22 @@ class Plan:
 
     def cuts(self) -> list[tuple[int, int]]:
         return [(s.start, s.stop) for s in self.stages]
+
+    @property
+    def workers(self) -> int:
+        return sum(s.replicas for s in self.stages)
+
+    def place(self, rank: int) -> tuple[int, int]:
+        """(stage, replica) of global ``rank``: a stage's replicas are consecutive ranks."""
+        first = 0
+        for stage in self.stages:
+            if rank < first + stage.replicas:
+                return stage.index, rank - first
+            first += stage.replicas
+        raise ValueError(f"rank {rank} is beyond the plan's {first} workers")
+
+    def rank_of(self, stage: int, replica: int) -> int:
+        return sum(s.replicas for s in self.stages[:stage]) + replica
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +170,59 @@ def stage_time_s(costs: Sequence[BlockCost], start: int, stop: int, link: Link) 
     return compute + stage_comm_s(costs, start, stop, link)
 
 
+def allreduce_s(nbytes: int, replicas: int, link: Link) -> float:
+    """A ring all-reduce of ``nbytes`` among ``replicas`` over ``link``: ``2(r-1)`` steps of
+    ``nbytes / r`` each."""
+    if replicas <= 1:
+        return 0.0
+    return 2 * (replicas - 1) * link.transfer_s(nbytes // replicas)
+
+
+def replicated_stage_s(
+    costs: Sequence[BlockCost], start: int, stop: int, link: Link, replicas: int
+) -> float:
+    """A stage of blocks ``[start, stop)`` with ``replicas`` copies, per micro-batch."""
+    params = sum(c.param_bytes for c in costs[start:stop])
+    own = stage_time_s(costs, start, stop, link) + allreduce_s(params, replicas, link)
+    return own / replicas
+
+
+def best_replicated(
+    costs: Sequence[BlockCost], workers: int, link: Link
+) -> list[tuple[int, int, int]]:
+    """PipeDream's planner with replication: contiguous stages and a number of replicas
+    each, using exactly ``workers`` workers, minimising the slowest stage per micro-batch
+    (Narayanan et al. 2019, section 3.1):
+
+        best[m][j] = min over i < j, 1 <= r <= m of max(best[m-r][i], T(i, j, r))
+
+    where ``best[m][j]`` is the slowest stage when ``m`` workers run blocks ``[0, j)`` and
+    ``T(i, j, r)`` the stage of blocks ``[i, j)`` on ``r`` replicas
+    (``replicated_stage_s``). Returns ``(start, stop, replicas)`` per stage."""
+    n = len(costs)
+    if workers < 1:
+        raise ValueError(f"need at least one worker, got {workers}")
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(workers + 1)]
+    arg: list[list[tuple[int, int]]] = [[(0, 0)] * (n + 1) for _ in range(workers + 1)]
+    best[0][0] = 0.0
+    for m in range(1, workers + 1):
+        for j in range(1, n + 1):
+            for r in range(1, m + 1):
+                for i in range(j):
+                    if best[m - r][i] == inf:
+                        continue
+                    value = max(best[m - r][i], replicated_stage_s(costs, i, j, link, r))
+                    if value < best[m][j]:
+                        best[m][j], arg[m][j] = value, (i, r)
+    stages, m, stop = [], workers, n
+    while stop > 0:
+        start, r = arg[m][stop]
+        stages.append((start, stop, r))
+        m, stop = m - r, start
+    return stages[::-1]
+
+
 def best_cuts(costs: Sequence[BlockCost], n_stages: int, link: Link) -> list[tuple[int, int]]:
     """Contiguous non-empty stages minimising the slowest stage time (PipeDream's DP)."""
     n = len(costs)
@@ -191,18 +266,24 @@ def make_plan(
     cuts: Sequence[tuple[int, int]],
     costs: Sequence[BlockCost] | None = None,
     link: Link | None = None,
+    replicas: Sequence[int] | None = None,
 ) -> Plan:
-    """Attach block names and, given a profile and a link, predicted costs to ``cuts``."""
+    """Attach block names and, given a profile and a link, predicted costs to ``cuts``
+    (``replicas``: per stage, 1 where not given)."""
     stages = []
     for index, (start, stop) in enumerate(cuts):
-        compute = comm = None
+        copies = replicas[index] if replicas else 1
+        compute = comm = sync = None
         params = None
         if costs is not None and link is not None:
             compute = sum(c.compute_s for c in costs[start:stop])
             comm = stage_comm_s(costs, start, stop, link)
             params = sum(c.param_bytes for c in costs[start:stop])
+            sync = allreduce_s(params, copies, link)
         stages.append(
-            StagePlan(index, start, stop, tuple(names[start:stop]), compute, comm, params)
+            StagePlan(
+                index, start, stop, tuple(names[start:stop]), compute, comm, params, copies, sync
+            )
         )
     return Plan(method, tuple(stages), link, tuple(costs or ()))
 
@@ -213,9 +294,12 @@ def plan_stages(
     n_stages: int,
     costs: Sequence[BlockCost] | None = None,
     link: Link | None = None,
+    replicate: bool = False,
 ) -> Plan:
     """The plan for ``method``; ``profiled`` needs ``costs`` (and uses ``DEFAULT_LINK``
-    when no link is given). A uniform plan with costs carries predictions too."""
+    when no link is given). A uniform plan with costs carries predictions too. With
+    ``replicate``, ``n_stages`` is the workers a profiled plan may spread over stages and
+    replicas of stages (``best_replicated``)."""
     if method not in METHODS:
         raise ValueError(f"unknown partition method '{method}' (known: {', '.join(METHODS)})")
     if costs is not None and len(costs) != len(names):
@@ -225,6 +309,10 @@ def plan_stages(
     if costs is None:
         raise ValueError("the profiled partition needs block costs")
     link = link or DEFAULT_LINK
+    if replicate:
+        chosen = best_replicated(costs, n_stages, link)
+        cuts = [(start, stop) for start, stop, _ in chosen]
+        return make_plan(method, names, cuts, costs, link, [r for _, _, r in chosen])
     return make_plan(method, names, best_cuts(costs, n_stages, link), costs, link)
 
 
@@ -235,6 +323,8 @@ def format_plan(plan: Plan, microbatches: int) -> str:
     ]
     for stage in plan.stages:
         names = _short_names(stage.blocks)
+        if stage.replicas > 1:
+            names += f"  x{stage.replicas} replicas"
         if stage.time_s is None:
             lines.append(f"  stage {stage.index}: {names}")
         else:

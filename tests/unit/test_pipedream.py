@@ -9,6 +9,7 @@ import copy
 import queue
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -174,3 +175,79 @@ def test_an_update_between_forward_and_backward_without_stashing_is_caught() -> 
                       lambda k: data[k])  # fmt: skip
         except RuntimeError as exc:
             raise AssertionError(str(exc)) from exc
+
+
+class ThreadAverage:
+    """The replicas' all-reduce (mean) between threads."""
+
+    def __init__(self, replicas: int) -> None:
+        self.barrier = threading.Barrier(replicas)
+        self.slots: dict[int, list[torch.Tensor]] = {}
+        self.replicas = replicas
+
+    def for_replica(self, replica: int) -> Callable[[list[torch.Tensor]], None]:
+        def average(grads: list[torch.Tensor]) -> None:
+            self.slots[replica] = [g.clone() for g in grads]
+            self.barrier.wait()
+            for i, g in enumerate(grads):
+                g.copy_(torch.stack([self.slots[r][i] for r in range(self.replicas)]).mean(0))
+            self.barrier.wait()
+
+        return average
+
+
+def test_replicated_stages_with_one_micro_batch_in_flight_are_sequential_sgd() -> None:
+    """Two stages of two replicas each: replicas take micro-batches in turn and average
+    their gradients before each update, so with one micro-batch in flight per replica the
+    run is sequential SGD over pairs of micro-batches."""
+    from distbench.strategies.pipeline.pipedream import replica_actions
+
+    model = _model()
+    data = _data()
+    reference = copy.deepcopy(model)
+    optimizer = _sgd(reference.parameters())
+    for a in range(0, TOTAL, 2):
+        x = torch.cat([data[a][0], data[a + 1][0]])
+        y = torch.cat([data[a][1], data[a + 1][1]])
+        optimizer.zero_grad()
+        nn.CrossEntropyLoss()(reference(x), y).backward()
+        optimizer.step()
+
+    cuts, replicas = [(0, 2), (2, 5)], 2
+    queues: dict = defaultdict(queue.Queue)
+    hidden = torch.zeros_like(model[0:2](torch.zeros(MICRO, 6)).detach())
+    likes = [torch.zeros(MICRO, 6), hidden, torch.zeros(MICRO, 3)]
+    averages = [ThreadAverage(replicas) for _ in cuts]
+    stages, errors = [], []
+    for s, (start, stop) in enumerate(cuts):
+        for r in range(replicas):
+            module = copy.deepcopy(model[start:stop])
+            rank = s * replicas + r
+            stages.append(
+                (s, r, PipeDreamStage(
+                    module, _sgd(module.parameters()), QueueTransport(rank, queues),
+                    (lambda k: k % replicas) if s == 1 else None,
+                    (lambda k: replicas + k % replicas) if s == 0 else None,
+                    likes[s], likes[s + 1], stash=False,
+                    average=averages[s].for_replica(r),
+                ))
+            )  # fmt: skip
+
+    def work(s: int, r: int, stage: PipeDreamStage) -> None:
+        try:
+            actions = replica_actions(s, len(cuts), TOTAL, r, replicas, in_flight=1)
+            stage.run(actions, lambda k: data[k])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=item) for item in stages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    for r in range(replicas):  # every replica of a stage holds the same weights
+        trained = nn.Sequential(*stages[r][2].module.children(),
+                                *stages[replicas + r][2].module.children())  # fmt: skip
+        for ours, theirs in zip(trained.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

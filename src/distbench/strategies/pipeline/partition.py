@@ -133,10 +133,14 @@ def theoretical_bubble(stages: int, microbatches: int) -> float:
     return (stages - 1) / (microbatches + stages - 1)
 
 
-def predicted_step_s(plan: Plan, microbatches: int) -> float | None:
-    """Step time the plan predicts: ``(M + S - 1)`` slots of the slowest stage."""
+def predicted_step_s(plan: Plan, microbatches: int, flush: bool = True) -> float | None:
+    """Step time the plan predicts: ``(M + S - 1)`` slots of the slowest stage when the
+    pipeline fills and drains every step, ``M`` in the steady state of one that never
+    flushes (PipeDream)."""
     bottleneck = plan.bottleneck_s
-    return None if bottleneck is None else (microbatches + len(plan.stages) - 1) * bottleneck
+    if bottleneck is None:
+        return None
+    return (microbatches + (len(plan.stages) - 1 if flush else 0)) * bottleneck
 
 
 # ---------------------------------------------------------------------------- cuts
@@ -188,7 +192,7 @@ def replicated_stage_s(
 
 
 def best_replicated(
-    costs: Sequence[BlockCost], workers: int, link: Link
+    costs: Sequence[BlockCost], workers: int, link: Link, divides: int | None = None
 ) -> list[tuple[int, int, int]]:
     """PipeDream's planner with replication: contiguous stages and a number of replicas
     each, using exactly ``workers`` workers, minimising the slowest stage per micro-batch
@@ -198,7 +202,9 @@ def best_replicated(
 
     where ``best[m][j]`` is the slowest stage when ``m`` workers run blocks ``[0, j)`` and
     ``T(i, j, r)`` the stage of blocks ``[i, j)`` on ``r`` replicas
-    (``replicated_stage_s``). Returns ``(start, stop, replicas)`` per stage."""
+    (``replicated_stage_s``). With ``divides``, a stage's replicas divide it (so that they
+    take a step's micro-batches in equal turns). Returns ``(start, stop, replicas)`` per
+    stage."""
     n = len(costs)
     if workers < 1:
         raise ValueError(f"need at least one worker, got {workers}")
@@ -209,12 +215,18 @@ def best_replicated(
     for m in range(1, workers + 1):
         for j in range(1, n + 1):
             for r in range(1, m + 1):
+                if divides is not None and divides % r:
+                    continue
                 for i in range(j):
                     if best[m - r][i] == inf:
                         continue
                     value = max(best[m - r][i], replicated_stage_s(costs, i, j, link, r))
                     if value < best[m][j]:
                         best[m][j], arg[m][j] = value, (i, r)
+    if best[workers][n] == inf:
+        raise ValueError(
+            f"no plan puts {workers} workers on {n} blocks with replicas dividing {divides}"
+        )
     stages, m, stop = [], workers, n
     while stop > 0:
         start, r = arg[m][stop]
@@ -295,11 +307,12 @@ def plan_stages(
     costs: Sequence[BlockCost] | None = None,
     link: Link | None = None,
     replicate: bool = False,
+    microbatches: int | None = None,
 ) -> Plan:
     """The plan for ``method``; ``profiled`` needs ``costs`` (and uses ``DEFAULT_LINK``
     when no link is given). A uniform plan with costs carries predictions too. With
     ``replicate``, ``n_stages`` is the workers a profiled plan may spread over stages and
-    replicas of stages (``best_replicated``)."""
+    replicas of stages (``best_replicated``; replicas dividing ``microbatches``)."""
     if method not in METHODS:
         raise ValueError(f"unknown partition method '{method}' (known: {', '.join(METHODS)})")
     if costs is not None and len(costs) != len(names):
@@ -310,13 +323,13 @@ def plan_stages(
         raise ValueError("the profiled partition needs block costs")
     link = link or DEFAULT_LINK
     if replicate:
-        chosen = best_replicated(costs, n_stages, link)
+        chosen = best_replicated(costs, n_stages, link, microbatches)
         cuts = [(start, stop) for start, stop, _ in chosen]
         return make_plan(method, names, cuts, costs, link, [r for _, _, r in chosen])
     return make_plan(method, names, best_cuts(costs, n_stages, link), costs, link)
 
 
-def format_plan(plan: Plan, microbatches: int) -> str:
+def format_plan(plan: Plan, microbatches: int, flush: bool = True) -> str:
     """Human-readable plan, one line per stage (what the run prints on stderr)."""
     lines = [
         f"pipeline plan ({plan.method}, {len(plan.stages)} stages, {microbatches} micro-batches):"
@@ -334,7 +347,7 @@ def format_plan(plan: Plan, microbatches: int) -> str:
                 f"(compute {1e3 * (stage.compute_s or 0):.2f}, "
                 f"comm {1e3 * (stage.comm_s or 0):.2f})"
             )
-    step = predicted_step_s(plan, microbatches)
+    step = predicted_step_s(plan, microbatches, flush)
     if step is not None:
         lines.append(
             f"  predicted step {1e3 * step:.1f} ms, slowest stage "

@@ -46,10 +46,27 @@ class Action:
     microbatch: int
 
 
+def replica_actions(
+    stage: int,
+    stages: int,
+    total: int,
+    replica: int = 0,
+    replicas: int = 1,
+    in_flight: int | None = None,
+) -> list[Action]:
+    """The 1F1B order of one replica of a replicated stage: the micro-batches ``k`` with
+    ``k mod replicas == replica`` (replicas take the stream's micro-batches in turn)."""
+    mine = list(range(replica, total, replicas))
+    order = one_f_one_b(stage, stages, len(mine), in_flight)
+    return [Action(a.kind, mine[a.microbatch]) for a in order]
+
+
 def one_f_one_b(stage: int, stages: int, total: int, in_flight: int | None = None) -> list[Action]:
     """The order stage ``stage`` of ``stages`` runs ``total`` micro-batches in: at most
     ``in_flight`` forwards ahead of its backwards (default ``stages - stage``, PipeDream's
     steady state: just enough to keep every stage busy)."""
+    if not 0 <= stage < stages:
+        raise ValueError(f"stage {stage} of {stages}")
     depth = stages - stage if in_flight is None else max(1, in_flight)
     warmup = min(depth - 1, total)
     actions = [Action("F", k) for k in range(warmup)]
@@ -58,6 +75,16 @@ def one_f_one_b(stage: int, stages: int, total: int, in_flight: int | None = Non
             actions.append(Action("F", warmup + k))
         actions.append(Action("B", k))
     return actions
+
+
+#: A neighbouring stage: none (an end of the pipeline), one rank, or the rank that holds
+#: micro-batch ``k`` (a replicated stage).
+Neighbour = int | Callable[[int], int] | None
+
+
+def peer_for(neighbour: Neighbour, k: int) -> int:
+    assert neighbour is not None
+    return neighbour if isinstance(neighbour, int) else neighbour(k)
 
 
 class Transport(Protocol):
@@ -122,11 +149,12 @@ class StageTimes:
     backward: float = 0.0
     recv: float = 0.0
     update: float = 0.0
+    sync: float = 0.0  # a replicated stage's all-reduce of its gradients
     forward_cpu: float = 0.0
     backward_cpu: float = 0.0
 
     def reset(self) -> None:
-        self.forward = self.backward = self.recv = self.update = 0.0
+        self.forward = self.backward = self.recv = self.update = self.sync = 0.0
         self.forward_cpu = self.backward_cpu = 0.0
 
 
@@ -139,14 +167,16 @@ class PipeDreamStage:
     module: nn.Module
     optimizer: torch.optim.Optimizer | None
     transport: Transport
-    prev: int | None
-    next: int | None
+    prev: Neighbour
+    next: Neighbour
     input_like: torch.Tensor
     output_like: torch.Tensor
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(
         default_factory=nn.CrossEntropyLoss
     )
     stash: bool = True
+    #: A replicated stage: averages the replicas' gradients in place before each update.
+    average: Callable[[list[torch.Tensor]], None] | None = None
     version: int = 0
     in_flight: dict[int, InFlight] = field(default_factory=dict)
     #: (micro-batch, version its forward saw, version its update was applied to)
@@ -195,8 +225,7 @@ class PipeDreamStage:
             inputs = x
         else:
             began = time.perf_counter()
-            assert self.prev is not None
-            inputs = self.transport.recv(self.input_like, self.prev, _tag(k, False))
+            inputs = self.transport.recv(self.input_like, peer_for(self.prev, k), _tag(k, False))
             self.times.recv += time.perf_counter() - began
             inputs.requires_grad_(True)
         began, cpu = time.perf_counter(), time.process_time()
@@ -208,8 +237,7 @@ class PipeDreamStage:
         self.in_flight[k] = InFlight(self.version, params, inputs, outputs, loss)
         self._note_stash()
         if not self.last:
-            assert self.next is not None
-            self.transport.send(outputs, self.next, _tag(k, False))
+            self.transport.send(outputs, peer_for(self.next, k), _tag(k, False))
 
     def _note_stash(self) -> None:
         if not self.stash:
@@ -232,16 +260,15 @@ class PipeDreamStage:
             grad = None
         else:
             waited = time.perf_counter()
-            assert self.next is not None
-            grad = self.transport.recv(self.output_like, self.next, _tag(k, True))
+            grad = self.transport.recv(self.output_like, peer_for(self.next, k), _tag(k, True))
             began, cpu = time.perf_counter(), time.process_time()
             self.times.recv += began - waited
             torch.autograd.backward(flight.outputs, grad)
         self.times.backward += time.perf_counter() - began
         self.times.backward_cpu += time.process_time() - cpu
         if not self.first:
-            assert self.prev is not None and flight.inputs.grad is not None
-            self.transport.send(flight.inputs.grad, self.prev, _tag(k, True))
+            assert flight.inputs.grad is not None
+            self.transport.send(flight.inputs.grad, peer_for(self.prev, k), _tag(k, True))
         self.versions.append((k, flight.version, self.version))
         if self.trace is not None:
             self.trace.append(self._traced(k, flight, grad))
@@ -260,13 +287,19 @@ class PipeDreamStage:
         }
 
     def _update(self, flight: InFlight) -> None:
-        """One SGD step with this micro-batch's gradient (computed on its stashed weights)."""
-        began = time.perf_counter()
+        """One SGD step with this micro-batch's gradient (computed on its stashed weights),
+        averaged first over the replicas of a replicated stage."""
+        began, synced = time.perf_counter(), 0.0
         if self.optimizer is not None:
             if self.stash:
                 for name, p in self.module.named_parameters():
                     p.grad = flight.params[name].grad
+            if self.average is not None:
+                started = time.perf_counter()
+                self.average([p.grad for p in self.module.parameters() if p.grad is not None])
+                synced = time.perf_counter() - started
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
-        self.times.update += time.perf_counter() - began
+        self.times.sync += synced
+        self.times.update += time.perf_counter() - began - synced

@@ -20,10 +20,11 @@ its update: ``S - s - 1`` in steady state).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from distbench.measurement.timer import PhaseTimer
@@ -33,8 +34,9 @@ from distbench.strategies.contract import Equivalence
 from distbench.strategies.pipeline.pipedream import (
     Action,
     DistTransport,
+    Neighbour,
     PipeDreamStage,
-    one_f_one_b,
+    replica_actions,
 )
 from distbench.strategies.pipeline.stages import StageProbe, stage_module
 from distbench.strategies.pipeline.strategy import Batches, PipelineStrategy
@@ -70,6 +72,8 @@ class PipelinePipeDream(PipelineStrategy):
     )
     schedule_name: ClassVar[str] = "pipedream"
     trains_to_target: ClassVar[bool] = False
+    replicates: ClassVar[bool] = True
+    flushes: ClassVar[bool] = False
     # Updates per micro-batch on stashed weights: not the sequential run's weights.
     equivalence: ClassVar[Equivalence] = Equivalence(kind="statistical")
 
@@ -77,7 +81,12 @@ class PipelinePipeDream(PipelineStrategy):
 
     def _build_stage(self, model: nn.Module) -> None:
         ctx = self.ctx
-        span = self.plan.stages[ctx.rank]
+        self.stage_index, self.replica = self.plan.place(ctx.rank)
+        span = self.plan.stages[self.stage_index]
+        # the replicas of the first and last stages read the batches
+        self.first = self.stage_index == 0
+        self.last = self.stage_index == len(self.plan.stages) - 1
+        self.average = self._replica_average()
         self.module = stage_module(model, span.start, span.stop)
         self.boundary_bytes = self._boundary_bytes(model, span.start, span.stop)
         micro = ctx.cfg.batch_size // self.m
@@ -89,24 +98,62 @@ class PipelinePipeDream(PipelineStrategy):
         # the flushing pipelines' probe, never installed: its activation figures stay empty
         self.probe = StageProbe(self.module, synchronizer(ctx.device))
 
+    def _replica_average(self) -> Callable[[list[torch.Tensor]], None] | None:
+        """The mean of the gradients over this stage's replicas, in place, through a process
+        group of them (every rank creates every stage's group, in order, as
+        ``new_group`` requires)."""
+        mine = None
+        for stage in self.plan.stages:
+            if stage.replicas > 1:
+                ranks = [self.plan.rank_of(stage.index, r) for r in range(stage.replicas)]
+                group = dist.new_group(ranks)
+                if stage.index == self.stage_index:
+                    mine = (group, stage.replicas)
+        if mine is None:
+            return None
+        group, size = mine
+
+        def average(grads: list[torch.Tensor]) -> None:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat, group=group)
+            flat /= size
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+        return average
+
+    def _neighbour(self, stage: int) -> Neighbour:
+        """The rank of stage ``stage`` that holds micro-batch ``k`` (replicas take turns)."""
+        if not 0 <= stage < len(self.plan.stages):
+            return None
+        replicas = self.plan.stages[stage].replicas
+        if replicas == 1:
+            return self.plan.rank_of(stage, 0)
+        return lambda k: self.plan.rank_of(stage, k % replicas)
+
     def _train(self, batches: Batches | None) -> None:
         ctx, cfg = self.ctx, self.ctx.cfg
-        stages = len(self.plan.stages)
+        stages, s = len(self.plan.stages), self.stage_index
+        replicas = self.plan.stages[s].replicas
         self.runtime = PipeDreamStage(
             self.module,
             self.optimizer,
             DistTransport(),
-            ctx.rank - 1 if ctx.rank > 0 else None,
-            ctx.rank + 1 if ctx.rank + 1 < stages else None,
+            self._neighbour(s - 1),
+            self._neighbour(s + 1),
             self.input_like,
             self.output_like,
             # a stage that runs each backward right after its forward (the last) never
             # updates between the two: nothing to stash
-            stash=stages - ctx.rank - 1 > 0,
+            stash=stages - s - 1 > 0,
+            average=self.average,
         )
         self.goal = self.convergence(self.module, cfg.batch_size)  # no goal: the plain loop
         total_steps = cfg.warmup + cfg.steps
-        actions = iter(one_f_one_b(ctx.rank, stages, total_steps * self.m))
+        total = total_steps * self.m
+        actions = iter(replica_actions(s, stages, total, self.replica, replicas))
         micro = MicroBatches(batches, self.m, ctx.device)
         timer = PhaseTimer(synchronizer(ctx.device))
         self.step_phases: list[dict[str, float]] = []
@@ -127,10 +174,13 @@ class PipelinePipeDream(PipelineStrategy):
         runtime.losses.clear()
         timer.start_step()
         began = time.perf_counter()
+        # this rank's last micro-batch of the step (a replica takes every r-th)
+        replicas = self.plan.stages[self.stage_index].replicas
         last = (step + 1) * self.m - 1
+        last -= (last - self.replica) % replicas
         for action in actions:
             runtime.do(action, micro)
-            if action.kind == "B" and action.microbatch == last:
+            if action.kind == "B" and action.microbatch >= last:
                 break
         runtime.transport.wait_sends()
         elapsed = time.perf_counter() - began
@@ -138,7 +188,8 @@ class PipelinePipeDream(PipelineStrategy):
         times = runtime.times
         timer.move("forward", "backward", times.backward)
         timer.move("forward", "update", times.update)
-        blocked = max(0.0, elapsed - times.forward - times.backward - times.update)
+        timer.move("forward", "comm", times.sync)  # a replicated stage's all-reduce
+        blocked = max(0.0, elapsed - times.forward - times.backward - times.update - times.sync)
         timer.move("forward", "wait", blocked)
         timer.move("wait", "comm", min(blocked, self._modelled_comm_s()))
         return list(runtime.losses)
@@ -160,19 +211,15 @@ class PipelinePipeDream(PipelineStrategy):
         figures.update(
             stash_peak_bytes=self.runtime.stash_peak_bytes,
             delay_updates=max(delays, default=0),
-            inflight_peak_microbatches=max(1, len(self.plan.stages) - self.ctx.rank),
+            inflight_peak_microbatches=max(1, len(self.plan.stages) - self.stage_index),
         )
         return figures
 
     def summary_extra(self) -> dict[str, Any]:
         extra = super().summary_extra()
         if extra:
-            bottleneck = self.plan.bottleneck_s
             extra.update(
                 updates_per_step=self.m,
                 stash_peak_bytes=[f["stash_peak_bytes"] for f in self.all_figures],
-                # no flush: in steady state a step is M slots of the slowest stage
-                predicted_step_s=None if bottleneck is None else self.m * bottleneck,
-                bubble_theoretical=0.0,
             )
         return extra

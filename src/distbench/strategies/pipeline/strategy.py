@@ -88,6 +88,10 @@ class PipelineStrategy(Strategy):
     schedule_name: ClassVar[str] = "gpipe"
     settings: ClassVar[tuple[str, ...]] = ("microbatches", "partition")
     trains_to_target: ClassVar[bool] = True  # rank 0 evaluates the gathered stages
+    #: A profiled plan may give stages replicas (the schedule runs replicated stages).
+    replicates: ClassVar[bool] = False
+    #: The pipeline drains every step (GPipe, 1F1B-flush), which the predictions count.
+    flushes: ClassVar[bool] = True
 
     # ------------------------------------------------------------------ description
 
@@ -173,7 +177,7 @@ class PipelineStrategy(Strategy):
             dist.broadcast_object_list(box, src=0)
         plan: Plan = box[0]
         if ctx.rank == 0:
-            sys.stderr.write(format_plan(plan, self.m) + "\n")
+            sys.stderr.write(format_plan(plan, self.m, self.flushes) + "\n")
         return plan
 
     def _plan_on_rank0(self, model: nn.Module, link: Link | None) -> Plan:
@@ -187,7 +191,15 @@ class PipelineStrategy(Strategy):
             (cfg.batch_size // self.m, *input_shape_of(cfg)), generator=generator
         ).to(self.ctx.device)
         costs = profile_blocks(model, sample, synchronizer(self.ctx.device))
-        return plan_stages("profiled", names, self.ctx.world_size, costs, link)
+        return plan_stages(
+            "profiled",
+            names,
+            self.ctx.world_size,
+            costs,
+            link,
+            replicate=self.replicates,
+            microbatches=self.m,
+        )
 
     def _boundary_bytes(self, model: nn.Module, start: int, stop: int) -> tuple[int, int]:
         """Bytes per micro-batch this stage receives (input) and sends (output)."""
@@ -278,9 +290,11 @@ class PipelineStrategy(Strategy):
             for p in (*MEASURED_PHASES, *CPU_FIGURES)
         }
         step = fmean(s["step"] for s in self.step_phases)
-        span = self.plan.stages[self.ctx.rank]
+        stage, replica = self.plan.place(self.ctx.rank)
+        span = self.plan.stages[stage]
         return {
-            "stage": self.ctx.rank,
+            "stage": stage,
+            "replica": replica,
             "rank": self.ctx.rank,
             "blocks": list(span.blocks),
             "step_s": step,
@@ -327,7 +341,7 @@ class PipelineStrategy(Strategy):
         stages = len(self.plan.stages)
         steps = sum(f["step_s"] for f in self.all_figures)
         waits = sum(f["wait_s"] for f in self.all_figures)
-        predicted = predicted_step_s(self.plan, self.m)
+        predicted = predicted_step_s(self.plan, self.m, self.flushes)
         return {
             "schedule": self.schedule_name,
             "stages": stages,
@@ -335,9 +349,9 @@ class PipelineStrategy(Strategy):
             "microbatch_size": self.ctx.cfg.batch_size // self.m,
             "partition": self.plan.method,
             "plan": self.plan.to_dict(),
-            "plan_text": format_plan(self.plan, self.m),
+            "plan_text": format_plan(self.plan, self.m, self.flushes),
             "predicted_step_s": predicted,
-            "bubble_theoretical": theoretical_bubble(stages, self.m),
+            "bubble_theoretical": theoretical_bubble(stages, self.m) if self.flushes else 0.0,
             "bubble_measured": waits / steps if steps > 0 else None,
             "per_stage": self.all_figures,
             "slowest_stage_compute_s": max(

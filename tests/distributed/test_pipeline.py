@@ -151,3 +151,24 @@ def test_zoo_model_runs_as_two_stage_pipeline(model: str, db_path: Path) -> None
     extra = row.extra
     assert [f["inflight_peak_microbatches"] for f in extra["per_stage"]] == [2, 2]
     _check_stage_figures(extra, 2)
+
+
+@pytest.mark.timeout(240)
+def test_pipedream_runs_without_flushes_and_stashes_what_it_must(
+    tmp_path: Path, db_path: Path
+) -> None:
+    """pipeline-pipedream over gloo point-to-point: the first of two stages runs one
+    micro-batch ahead, so its updates land one version after the weights its forwards saw
+    and it stashes two copies of its weights; the last stashes nothing."""
+    config = lenet("pipeline-pipedream", 2, tmp_path / "pd.npz", microbatches=4)
+    (row,) = run_benchmarks([config], db_path)
+    assert row.status == "ok", row.error
+    extra = row.extra
+    assert extra["schedule"] == "pipedream" and extra["updates_per_step"] == 4
+    first, last = extra["per_stage"]
+    assert (first["delay_updates"], last["delay_updates"]) == (1, 0)
+    assert first["stash_peak_bytes"] == 2 * first["param_bytes"]
+    assert last["stash_peak_bytes"] == 0
+    trained = load(tmp_path / "pd.npz")
+    assert all(np.isfinite(v).all() for v in trained.values())
+    assert extra["bubble_theoretical"] == 0.0

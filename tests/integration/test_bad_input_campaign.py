@@ -137,6 +137,28 @@ CASES = [
         "--profile-ops is not available",
     ),
     ([*R, "--device", "cuda"], "no CUDA device"),
+    (
+        [*R, "--strategy", "pipeline-pipedream", "--workers", "9"],
+        "9 stages (--workers) but model 'lenet5' has only 7 block(s)",
+    ),
+    (
+        [*R, "--strategy", "pipeline-pipedream", "--workers", "2", "--batch-size", "30"],
+        "--batch-size 30 must be divisible by --microbatches 4",
+    ),
+    (
+        [
+            *R,
+            "--strategy",
+            "pipeline-pipedream",
+            "--workers",
+            "2",
+            "--dataset",
+            "digits",
+            "--target-accuracy",
+            "0.8",
+        ],
+        "not supported by strategy 'pipeline-pipedream' yet",
+    ),
     # run: network specs
     ([*R, "--network", "rate=1gbit"], "unknown key"),
     ([*R, "--network", "bandwidth=fast"], "bad rate 'fast'"),

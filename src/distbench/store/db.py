@@ -95,6 +95,20 @@ MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def statements(script: str) -> list[str]:
+    """A migration script's SQL statements, one by one (``executescript`` would commit
+    the transaction a migration runs in)."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        out.append(pending.strip())
+    return out
+
+
 class ResultStore:
     """A connection to one results database."""
 
@@ -107,16 +121,36 @@ class ResultStore:
         return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
-        current = self.schema_version()
+        """Bring the schema up to ``SCHEMA_VERSION``, under an exclusive lock and reading the
+        version again inside it: processes that open a new database at once (the nodes of
+        a multi-node run) must not both apply a migration."""
+        self._check_version(self.schema_version())
+        if self.schema_version() == SCHEMA_VERSION:
+            return
+        connection = self.connection
+        previous, connection.isolation_level = connection.isolation_level, None
+        try:
+            connection.execute("BEGIN EXCLUSIVE")
+            try:
+                current = self.schema_version()
+                self._check_version(current)
+                for version in range(current, SCHEMA_VERSION):
+                    for statement in statements(MIGRATIONS[version]):
+                        connection.execute(statement)
+                    connection.execute(f"PRAGMA user_version = {version + 1}")
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        finally:
+            connection.isolation_level = previous
+
+    def _check_version(self, current: int) -> None:
         if current > SCHEMA_VERSION:
             raise UserError(
                 f"{self.path} was written by a newer distbench "
                 f"(schema {current} > {SCHEMA_VERSION})"
             )
-        for version in range(current, SCHEMA_VERSION):
-            with self.connection:
-                self.connection.executescript(MIGRATIONS[version])
-                self.connection.execute(f"PRAGMA user_version = {version + 1}")
 
     def insert(self, result: RunResult) -> None:
         """Store ``result``, replacing an earlier state of the same run (``running``)."""

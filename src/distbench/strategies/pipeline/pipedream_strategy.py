@@ -159,7 +159,8 @@ class PipelinePipeDream(PipelineStrategy):
         self.step_phases: list[dict[str, float]] = []
         for step in range(total_steps):
             losses = self._run_step(timer, actions, micro, step)
-            samples = cfg.batch_size if self.last else 0
+            # a replica of the last stage trains its share of the step's micro-batches
+            samples = cfg.batch_size // replicas if self.last else 0
             extra = {"loss": sum(losses) / len(losses)} if losses else {}
             seconds = record_step(ctx.recorder, cfg, step, timer, samples, **extra)
             if step >= cfg.warmup:

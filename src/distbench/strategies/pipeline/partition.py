@@ -48,9 +48,18 @@ class Link:
     latency_s: float
     bandwidth_bytes_per_s: float
     measured: bool = False
+    #: Seconds per byte of one ring all-reduce step (send, receive, reduce), measured with a
+    #: two-rank all-reduce; None: the transfer alone (``transfer_s``).
+    reduce_s_per_byte: float | None = None
 
     def transfer_s(self, nbytes: int) -> float:
         return self.latency_s + nbytes / self.bandwidth_bytes_per_s
+
+    def ring_step_s(self, nbytes: int) -> float:
+        """One step of a ring all-reduce moving and reducing ``nbytes``."""
+        if self.reduce_s_per_byte is None:
+            return self.transfer_s(nbytes)
+        return self.latency_s + nbytes * self.reduce_s_per_byte
 
 
 #: Used when no measurement is available: 1 Gbit/s Ethernet (the link of the thesis
@@ -176,10 +185,10 @@ def stage_time_s(costs: Sequence[BlockCost], start: int, stop: int, link: Link) 
 
 def allreduce_s(nbytes: int, replicas: int, link: Link) -> float:
     """A ring all-reduce of ``nbytes`` among ``replicas`` over ``link``: ``2(r-1)`` steps of
-    ``nbytes / r`` each."""
+    ``nbytes / r`` each (each a transfer, and a reduction where the link measured it)."""
     if replicas <= 1:
         return 0.0
-    return 2 * (replicas - 1) * link.transfer_s(nbytes // replicas)
+    return 2 * (replicas - 1) * link.ring_step_s(nbytes // replicas)
 
 
 def replicated_stage_s(

@@ -12,8 +12,10 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from distbench.models import model_blocks
@@ -90,3 +92,23 @@ def measure_link(rank: int, peer: int, device: torch.device | None = None) -> Li
     slope = max((one_way[1] - one_way[0]) / (large - small), 1e-12)
     latency = max(one_way[0] - small * slope, 0.0)
     return Link(latency_s=latency, bandwidth_bytes_per_s=1.0 / slope, measured=True)
+
+
+#: Bytes of the two-rank all-reduce that calibrates a ring step (``measure_ring_step``).
+ALLREDUCE_BYTES = 16 * 2**20
+
+
+def measure_ring_step(link: Link, group: dist.ProcessGroup, device: torch.device) -> Link:
+    """``link`` with the per-byte cost of a ring all-reduce step: a two-rank all-reduce of
+    ``ALLREDUCE_BYTES`` takes two steps of half of it, each a transfer *and* a reduction on
+    the same cores (which the ping-pong does not see). Fastest of ``LINK_REPEATS`` after a
+    warm-up; both ranks of ``group`` call it."""
+    buffer = torch.ones(ALLREDUCE_BYTES // 4, device=device)
+    dist.all_reduce(buffer, group=group)
+    times = []
+    for _ in range(LINK_REPEATS):
+        began = time.perf_counter()
+        dist.all_reduce(buffer, group=group)
+        times.append(time.perf_counter() - began)
+    per_byte = max((min(times) / 2 - link.latency_s) / (ALLREDUCE_BYTES / 2), 1e-15)
+    return replace(link, reduce_s_per_byte=per_byte)

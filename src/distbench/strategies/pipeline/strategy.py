@@ -59,7 +59,11 @@ from distbench.strategies.pipeline.partition import (
     predicted_step_s,
     theoretical_bubble,
 )
-from distbench.strategies.pipeline.profile_blocks import measure_link, profile_blocks
+from distbench.strategies.pipeline.profile_blocks import (
+    measure_link,
+    measure_ring_step,
+    profile_blocks,
+)
 from distbench.strategies.pipeline.stages import StageProbe, stage_module
 
 if TYPE_CHECKING:
@@ -172,6 +176,11 @@ class PipelineStrategy(Strategy):
             if ctx.rank < 2 <= ctx.world_size
             else None
         )
+        if self.replicates and self.ctx.cfg.partition == "profiled" and ctx.world_size > 1:
+            # replicas pay an all-reduce, whose reduction the ping-pong does not see
+            pair = dist.new_group([0, 1])  # every rank takes part in creating it
+            if link is not None:
+                link = measure_ring_step(link, pair, ctx.device)
         box: list[Any] = [self._plan_on_rank0(model, link) if ctx.rank == 0 else None]
         if ctx.world_size > 1:
             dist.broadcast_object_list(box, src=0)

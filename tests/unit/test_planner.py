@@ -243,3 +243,19 @@ def test_weights_too_heavy_to_synchronize_are_not_replicated() -> None:
     # with light weights the same two workers rather replicate the whole model
     light = _costs([10.0, 10.0], [100, 100])
     assert best_replicated(light, 2, FAST) == [(0, 2, 2)]
+
+
+def test_pipedream_plans_price_stashing_and_updating_weights_per_micro_batch() -> None:
+    """A block whose weights are costly to copy and update moves the cut when every
+    micro-batch stashes and updates them (PipeDream), not otherwise."""
+    blocks = [
+        BlockCost(f"b{i}", 0.005 / 3, 0.010 / 3, 0, 0, weights_s=0.008 if i == 3 else 0.0)
+        for i in range(4)
+    ]
+    assert best_cuts(blocks, 2, FREE_LINK) == [(0, 2), (2, 4)]
+    assert best_cuts(blocks, 2, FREE_LINK, per_microbatch=True) == [(0, 3), (3, 4)]
+    plan = plan_stages("profiled", [b.name for b in blocks], 2, blocks, FREE_LINK,
+                       per_microbatch=True)  # fmt: skip
+    assert plan.stages[1].weights_s == 0.008
+    assert plan.bottleneck_s == pytest.approx(0.015)
+    assert "stash and update 8.00" in format_plan(plan, 4, flush=False)

@@ -35,6 +35,9 @@ class BlockCost:
     backward_s: float
     param_bytes: int
     activation_bytes: int  # the block's output for one micro-batch
+    #: Copying the block's weights once and updating them once: what a schedule that
+    #: stashes and updates per micro-batch (PipeDream) spends beyond compute.
+    weights_s: float = 0.0
 
     @property
     def compute_s(self) -> float:
@@ -82,6 +85,8 @@ class StagePlan:
     #: their gradients (an all-reduce per update) before every update.
     replicas: int = 1
     sync_s: float | None = None  # that all-reduce, once per update
+    #: Stashing and updating the stage's weights per micro-batch (PipeDream), else 0.
+    weights_s: float = 0.0
 
     @property
     def time_s(self) -> float | None:
@@ -89,7 +94,8 @@ class StagePlan:
         share of the all-reduce, divided over the replicas that take turns."""
         if self.compute_s is None or self.comm_s is None:
             return None
-        return (self.compute_s + self.comm_s + (self.sync_s or 0.0)) / self.replicas
+        own = self.compute_s + self.comm_s + self.weights_s + (self.sync_s or 0.0)
+        return own / self.replicas
 
 
 @dataclass(frozen=True)
@@ -178,9 +184,14 @@ def stage_comm_s(costs: Sequence[BlockCost], start: int, stop: int, link: Link) 
     return comm + (boundary_s(costs, stop - 1, link) if stop < len(costs) else 0.0)
 
 
-def stage_time_s(costs: Sequence[BlockCost], start: int, stop: int, link: Link) -> float:
+def stage_time_s(
+    costs: Sequence[BlockCost], start: int, stop: int, link: Link, per_microbatch: bool = False
+) -> float:
+    """Compute and boundary transfers of a stage per micro-batch and, where weights are
+    stashed and updated per micro-batch (``per_microbatch``), that too."""
     compute = sum(c.compute_s for c in costs[start:stop])
-    return compute + stage_comm_s(costs, start, stop, link)
+    weights = sum(c.weights_s for c in costs[start:stop]) if per_microbatch else 0.0
+    return compute + weights + stage_comm_s(costs, start, stop, link)
 
 
 def allreduce_s(nbytes: int, replicas: int, link: Link) -> float:
@@ -192,16 +203,25 @@ def allreduce_s(nbytes: int, replicas: int, link: Link) -> float:
 
 
 def replicated_stage_s(
-    costs: Sequence[BlockCost], start: int, stop: int, link: Link, replicas: int
+    costs: Sequence[BlockCost],
+    start: int,
+    stop: int,
+    link: Link,
+    replicas: int,
+    per_microbatch: bool = False,
 ) -> float:
     """A stage of blocks ``[start, stop)`` with ``replicas`` copies, per micro-batch."""
     params = sum(c.param_bytes for c in costs[start:stop])
-    own = stage_time_s(costs, start, stop, link) + allreduce_s(params, replicas, link)
-    return own / replicas
+    own = stage_time_s(costs, start, stop, link, per_microbatch)
+    return (own + allreduce_s(params, replicas, link)) / replicas
 
 
 def best_replicated(
-    costs: Sequence[BlockCost], workers: int, link: Link, divides: int | None = None
+    costs: Sequence[BlockCost],
+    workers: int,
+    link: Link,
+    divides: int | None = None,
+    per_microbatch: bool = False,
 ) -> list[tuple[int, int, int]]:
     """PipeDream's planner with replication: contiguous stages and a number of replicas
     each, using exactly ``workers`` workers, minimising the slowest stage per micro-batch
@@ -229,7 +249,8 @@ def best_replicated(
                 for i in range(j):
                     if best[m - r][i] == inf:
                         continue
-                    value = max(best[m - r][i], replicated_stage_s(costs, i, j, link, r))
+                    stage = replicated_stage_s(costs, i, j, link, r, per_microbatch)
+                    value = max(best[m - r][i], stage)
                     if value < best[m][j]:
                         best[m][j], arg[m][j] = value, (i, r)
     if best[workers][n] == inf:
@@ -244,7 +265,9 @@ def best_replicated(
     return stages[::-1]
 
 
-def best_cuts(costs: Sequence[BlockCost], n_stages: int, link: Link) -> list[tuple[int, int]]:
+def best_cuts(
+    costs: Sequence[BlockCost], n_stages: int, link: Link, per_microbatch: bool = False
+) -> list[tuple[int, int]]:
     """Contiguous non-empty stages minimising the slowest stage time (PipeDream's DP)."""
     n = len(costs)
     _check_sizes(n, n_stages)
@@ -256,7 +279,7 @@ def best_cuts(costs: Sequence[BlockCost], n_stages: int, link: Link) -> list[tup
     for k in range(1, n_stages + 1):
         for j in range(k, n - (n_stages - k) + 1):
             for i in range(k - 1, j):
-                value = max(best[k - 1][i], stage_time_s(costs, i, j, link))
+                value = max(best[k - 1][i], stage_time_s(costs, i, j, link, per_microbatch))
                 if value < best[k][j]:
                     best[k][j], arg[k][j] = value, i
     return _walk_back(arg, n, n_stages)
@@ -288,6 +311,7 @@ def make_plan(
     costs: Sequence[BlockCost] | None = None,
     link: Link | None = None,
     replicas: Sequence[int] | None = None,
+    per_microbatch: bool = False,
 ) -> Plan:
     """Attach block names and, given a profile and a link, predicted costs to ``cuts``
     (``replicas``: per stage, 1 where not given)."""
@@ -301,9 +325,19 @@ def make_plan(
             comm = stage_comm_s(costs, start, stop, link)
             params = sum(c.param_bytes for c in costs[start:stop])
             sync = allreduce_s(params, copies, link)
+        weights = sum(c.weights_s for c in costs[start:stop]) if costs and per_microbatch else 0.0
         stages.append(
             StagePlan(
-                index, start, stop, tuple(names[start:stop]), compute, comm, params, copies, sync
+                index,
+                start,
+                stop,
+                tuple(names[start:stop]),
+                compute,
+                comm,
+                params,
+                copies,
+                sync,
+                weights,
             )
         )
     return Plan(method, tuple(stages), link, tuple(costs or ()))
@@ -317,25 +351,31 @@ def plan_stages(
     link: Link | None = None,
     replicate: bool = False,
     microbatches: int | None = None,
+    per_microbatch: bool = False,
 ) -> Plan:
     """The plan for ``method``; ``profiled`` needs ``costs`` (and uses ``DEFAULT_LINK``
     when no link is given). A uniform plan with costs carries predictions too. With
     ``replicate``, ``n_stages`` is the workers a profiled plan may spread over stages and
-    replicas of stages (``best_replicated``; replicas dividing ``microbatches``)."""
+    replicas of stages (``best_replicated``; replicas dividing ``microbatches``). With
+    ``per_microbatch`` a stage's time includes stashing and updating its weights per
+    micro-batch (``BlockCost.weights_s``), as PipeDream does."""
     if method not in METHODS:
         raise ValueError(f"unknown partition method '{method}' (known: {', '.join(METHODS)})")
     if costs is not None and len(costs) != len(names):
         raise ValueError(f"{len(costs)} block costs for {len(names)} blocks")
     if method == "uniform":
-        return make_plan(method, names, uniform_cuts(len(names), n_stages), costs, link)
+        cuts = uniform_cuts(len(names), n_stages)
+        return make_plan(method, names, cuts, costs, link, per_microbatch=per_microbatch)
     if costs is None:
         raise ValueError("the profiled partition needs block costs")
     link = link or DEFAULT_LINK
     if replicate:
-        chosen = best_replicated(costs, n_stages, link, microbatches)
+        chosen = best_replicated(costs, n_stages, link, microbatches, per_microbatch)
         cuts = [(start, stop) for start, stop, _ in chosen]
-        return make_plan(method, names, cuts, costs, link, [r for _, _, r in chosen])
-    return make_plan(method, names, best_cuts(costs, n_stages, link), costs, link)
+        replicas = [r for _, _, r in chosen]
+        return make_plan(method, names, cuts, costs, link, replicas, per_microbatch)
+    cuts = best_cuts(costs, n_stages, link, per_microbatch)
+    return make_plan(method, names, cuts, costs, link, per_microbatch=per_microbatch)
 
 
 def format_plan(plan: Plan, microbatches: int, flush: bool = True) -> str:
@@ -354,7 +394,9 @@ def format_plan(plan: Plan, microbatches: int, flush: bool = True) -> str:
                 f"  stage {stage.index}: {names}  predicted "
                 f"{1e3 * stage.time_s:.2f} ms/micro-batch "
                 f"(compute {1e3 * (stage.compute_s or 0):.2f}, "
-                f"comm {1e3 * (stage.comm_s or 0):.2f})"
+                f"comm {1e3 * (stage.comm_s or 0):.2f}"
+                + (f", stash and update {1e3 * stage.weights_s:.2f}" if stage.weights_s else "")
+                + ")"
             )
     step = predicted_step_s(plan, microbatches, flush)
     if step is not None:

@@ -74,6 +74,7 @@ class PipelinePipeDream(PipelineStrategy):
     trains_to_target: ClassVar[bool] = False
     replicates: ClassVar[bool] = True
     flushes: ClassVar[bool] = False
+    updates_per_microbatch: ClassVar[bool] = True
     # Updates per micro-batch on stashed weights: not the sequential run's weights.
     equivalence: ClassVar[Equivalence] = Equivalence(kind="statistical")
 

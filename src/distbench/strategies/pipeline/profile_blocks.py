@@ -52,8 +52,34 @@ def _block_cost(
             forwards.append(middle - start)
             backwards.append(end - middle)
     params = sum(p.numel() * p.element_size() for p in block.parameters())
-    cost = BlockCost(name, min(forwards), min(backwards), params, out.numel() * out.element_size())
+    cost = BlockCost(
+        name,
+        min(forwards),
+        min(backwards),
+        params,
+        out.numel() * out.element_size(),
+        _weights_s(block),
+    )
     return cost, out.detach()
+
+
+def _weights_s(block: nn.Module) -> float:
+    """Fastest copy of the block's weights plus an update of them with that copy (the
+    stash and the SGD step a micro-batch costs under PipeDream). The probe is a copy of
+    the model, so its weights may change."""
+    weights = [p for p in block.parameters()]
+    if not weights:
+        return 0.0
+    times = []
+    with torch.no_grad():
+        for repeat in range(PROFILE_REPEATS + 1):
+            start = time.perf_counter()
+            copies = [w.clone() for w in weights]
+            for w, c in zip(weights, copies, strict=True):
+                w.add_(c, alpha=-1e-6)
+            if repeat:
+                times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def profile_blocks(

@@ -96,6 +96,8 @@ class PipelineStrategy(Strategy):
     replicates: ClassVar[bool] = False
     #: The pipeline drains every step (GPipe, 1F1B-flush), which the predictions count.
     flushes: ClassVar[bool] = True
+    #: Weights stashed and updated per micro-batch (PipeDream): the planner prices it.
+    updates_per_microbatch: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ description
 
@@ -208,6 +210,7 @@ class PipelineStrategy(Strategy):
             link,
             replicate=self.replicates,
             microbatches=self.m,
+            per_microbatch=self.updates_per_microbatch,
         )
 
     def _boundary_bytes(self, model: nn.Module, start: int, stop: int) -> tuple[int, int]:

@@ -224,6 +224,13 @@ class RunConfig:
     ps_semaphore: bool = setting(
         False, "strategy", "ps-*: a server admits one pull and one push at a time", timing=True
     )
+    vertical_sync: bool = setting(
+        False,
+        "strategy",
+        "pipeline-pipedream: every stage computes a micro-batch on the weight version the "
+        "first stage used for it (PipeDream's vertical sync)",
+        timing=True,
+    )
     # Pipeline strategies: micro-batches per batch and how blocks are cut into stages.
     microbatches: int = setting(
         4,

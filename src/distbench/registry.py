@@ -72,7 +72,7 @@ def check_run(cfg: RunConfig) -> RunConfig:
 
 
 #: Settings that only some strategies read (the contract's ``settings``).
-STRATEGY_SETTINGS = ("servers", "ps_semaphore", "microbatches", "partition")
+STRATEGY_SETTINGS = ("servers", "ps_semaphore", "microbatches", "partition", "vertical_sync")
 
 
 def _is_default(cfg: RunConfig, name: str) -> bool:

@@ -138,6 +138,10 @@ CASES = [
     ),
     ([*R, "--device", "cuda"], "no CUDA device"),
     (
+        [*R, "--strategy", "ddp", "--workers", "2", "--vertical-sync"],
+        "--vertical-sync does not apply to ddp: it is read by pipeline-pipedream",
+    ),
+    (
         [*R, "--strategy", "pipeline-pipedream", "--workers", "9"],
         "9 stages (--workers) but model 'lenet5' has only 7 block(s)",
     ),

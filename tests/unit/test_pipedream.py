@@ -251,3 +251,53 @@ def test_replicated_stages_with_one_micro_batch_in_flight_are_sequential_sgd() -
                                 *stages[replicas + r][2].module.children())  # fmt: skip
         for ours, theirs in zip(trained.parameters(), reference.parameters(), strict=True):
             torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_vertical_sync_runs_every_stage_on_the_first_stages_version() -> None:
+    """With vertical sync a micro-batch's forward uses, at every stage, the weight version
+    the first stage used for it, and each gradient is that version's."""
+    model = _model()
+    cuts = [(0, 2), (2, 4), (4, 5)]
+    firsts = [copy.deepcopy(model[a:b]) for a, b in cuts]
+    data = _data()
+    queues: dict = defaultdict(queue.Queue)
+    x = torch.zeros(MICRO, 6)
+    likes = [x]
+    for start, stop in cuts:
+        x = model[start:stop](x)
+        likes.append(torch.zeros_like(x.detach()))
+    stages = []
+    for s, (start, stop) in enumerate(cuts):
+        module = copy.deepcopy(model[start:stop])
+        stages.append(
+            PipeDreamStage(
+                module, _sgd(module.parameters()), QueueTransport(s, queues),
+                s - 1 if s > 0 else None, s + 1 if s < 2 else None, likes[s], likes[s + 1],
+                stash=s < 2, vertical_sync=True, trace=[],
+            )
+        )  # fmt: skip
+    errors: list[BaseException] = []
+
+    def work(s: int) -> None:
+        try:
+            stages[s].run(one_f_one_b(s, 3, TOTAL), lambda k: data[k])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    seen = [{k: v for k, v, _ in stage.versions} for stage in stages]
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0][TOTAL - 1] == TOTAL - 3  # the first stage runs two micro-batches ahead
+    middle = stages[1]
+    weights = _weights_by_version(firsts[1], middle.trace or [])
+    for record in middle.trace or []:
+        params = {n: t.clone().requires_grad_(True) for n, t in weights[record["version"]].items()}
+        out = torch.func.functional_call(firsts[1], params, (record["inputs"],))
+        grads = torch.autograd.grad(out, list(params.values()), record["grad_out"])
+        for name, grad in zip(params, grads, strict=True):
+            torch.testing.assert_close(grad, record["applied"][name], rtol=1e-5, atol=1e-7)

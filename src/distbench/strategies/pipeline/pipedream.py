@@ -124,9 +124,10 @@ class DistTransport:
         self.pending.clear()
 
 
-def _tag(microbatch: int, backward: bool) -> int:
-    """Activations and gradients of a micro-batch each have a tag of their own."""
-    return 2 * microbatch + (1 if backward else 0)
+def _tag(microbatch: int, backward: bool, version: bool = False) -> int:
+    """Activations, gradients and (vertical sync) weight versions of a micro-batch each
+    have a tag of their own."""
+    return 3 * microbatch + (2 if version else 1 if backward else 0)
 
 
 @dataclass
@@ -175,6 +176,10 @@ class PipeDreamStage:
         default_factory=nn.CrossEntropyLoss
     )
     stash: bool = True
+    #: Vertical sync: every stage computes micro-batch ``k`` on the weight version the
+    #: first stage used for it (sent along with the activations), kept in ``history``.
+    vertical_sync: bool = False
+    history: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     #: A replicated stage: averages the replicas' gradients in place before each update.
     average: Callable[[list[torch.Tensor]], None] | None = None
     version: int = 0
@@ -211,13 +216,42 @@ class PipeDreamStage:
 
     # ------------------------------------------------------------------ forward
 
-    def _weights(self) -> dict[str, torch.Tensor]:
-        """The weights a forward computes on: a stashed copy (weight stashing), or the live
-        parameters themselves."""
+    def _weights(self, version: int | None = None) -> dict[str, torch.Tensor]:
+        """The weights a forward computes on: a stashed copy (weight stashing) of the live
+        weights or of an older ``version`` (vertical sync), or the live parameters."""
         live: dict[str, torch.Tensor] = dict(self.module.named_parameters())
-        if not self.stash:
+        source = live
+        if version is not None and version != self.version:
+            source = self.history[version]  # detached copies: trainable as the live ones
+        elif not self.stash:
             return live
-        return {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in live.items()}
+        return {
+            n: source[n].detach().clone().requires_grad_(p.requires_grad) for n, p in live.items()
+        }
+
+    def __post_init__(self) -> None:
+        self._remember()  # vertical sync: version 0, which the first micro-batches use
+
+    def _version_for(self, k: int) -> int:
+        """Vertical sync: the first stage's version for micro-batch ``k`` (the first stage
+        sends its own; the others receive it with the activations). Versions arrive in
+        micro-batch order and never decrease, so older weights are dropped then."""
+        if self.first:
+            return self.version
+        like = torch.zeros(1, dtype=torch.int64)
+        got = self.transport.recv(like, peer_for(self.prev, k), _tag(k, False, version=True))
+        version = int(got.item())
+        for old in [v for v in self.history if v < version]:
+            del self.history[old]
+        return version
+
+    def _remember(self) -> None:
+        """Vertical sync: keep this version's weights for micro-batches that will ask for
+        it (a stage downstream runs ahead of the first stage's version)."""
+        if self.vertical_sync and not self.first:
+            self.history[self.version] = {
+                n: p.detach().clone() for n, p in self.module.named_parameters()
+            }
 
     def forward(self, k: int, batch_of: Callable[[int], tuple]) -> None:
         x, y = batch_of(k) if (self.first or self.last) else (None, None)
@@ -228,23 +262,32 @@ class PipeDreamStage:
             inputs = self.transport.recv(self.input_like, peer_for(self.prev, k), _tag(k, False))
             self.times.recv += time.perf_counter() - began
             inputs.requires_grad_(True)
+        version = self._version_for(k) if self.vertical_sync else self.version
         began, cpu = time.perf_counter(), time.process_time()
-        params = self._weights()
+        params = self._weights(version if self.vertical_sync else None)
         outputs = functional_call(self.module, params, (inputs,))
         loss = self.loss_fn(outputs, y) if self.last else None
         self.times.forward += time.perf_counter() - began
         self.times.forward_cpu += time.process_time() - cpu
-        self.in_flight[k] = InFlight(self.version, params, inputs, outputs, loss)
+        self.in_flight[k] = InFlight(version, params, inputs, outputs, loss)
         self._note_stash()
         if not self.last:
-            self.transport.send(outputs, peer_for(self.next, k), _tag(k, False))
+            peer = peer_for(self.next, k)
+            if self.vertical_sync:
+                stamp = torch.tensor([version], dtype=torch.int64)
+                self.transport.send(stamp, peer, _tag(k, False, version=True))
+            self.transport.send(outputs, peer, _tag(k, False))
 
     def _note_stash(self) -> None:
-        if not self.stash:
-            return
-        held = sum(
-            t.numel() * t.element_size() for f in self.in_flight.values() for t in f.params.values()
-        )
+        """Peak bytes of weight copies held: the stashes of micro-batches in flight (the
+        live parameters themselves are not copies) and, with vertical sync, the versions
+        kept for later micro-batches."""
+        live = {id(p) for p in self.module.parameters()}
+        copies = [
+            t for f in self.in_flight.values() for t in f.params.values() if id(t) not in live
+        ]
+        copies += [t for weights in self.history.values() for t in weights.values()]
+        held = sum(t.numel() * t.element_size() for t in copies)
         self.stash_peak_bytes = max(self.stash_peak_bytes, held)
 
     # ------------------------------------------------------------------ backward
@@ -301,5 +344,6 @@ class PipeDreamStage:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
+        self._remember()
         self.times.sync += synced
         self.times.update += time.perf_counter() - began - synced

@@ -75,6 +75,7 @@ class PipelinePipeDream(PipelineStrategy):
     replicates: ClassVar[bool] = True
     flushes: ClassVar[bool] = False
     updates_per_microbatch: ClassVar[bool] = True
+    settings: ClassVar[tuple[str, ...]] = ("microbatches", "partition", "vertical_sync")
     # Updates per micro-batch on stashed weights: not the sequential run's weights.
     equivalence: ClassVar[Equivalence] = Equivalence(kind="statistical")
 
@@ -149,6 +150,7 @@ class PipelinePipeDream(PipelineStrategy):
             # a stage that runs each backward right after its forward (the last) never
             # updates between the two: nothing to stash
             stash=stages - s - 1 > 0,
+            vertical_sync=cfg.vertical_sync,
             average=self.average,
         )
         self.goal = self.convergence(self.module, cfg.batch_size)  # no goal: the plain loop

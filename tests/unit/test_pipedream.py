@@ -55,7 +55,10 @@ def _sgd(params: object) -> torch.optim.Optimizer:
 
 
 def _pipeline(
-    model: nn.Sequential, cuts: list[tuple[int, int]], in_flight: int | None
+    model: nn.Sequential,
+    cuts: list[tuple[int, int]],
+    in_flight: int | None,
+    vertical_sync: bool = False,
 ) -> list[PipeDreamStage]:
     """Run ``model`` cut at ``cuts`` as threads; returns the stages."""
     data = _data()
@@ -73,6 +76,7 @@ def _pipeline(
                 module, _sgd(module.parameters()), QueueTransport(s, queues),
                 s - 1 if s > 0 else None, s + 1 if s + 1 < len(cuts) else None,
                 shapes[s], shapes[s + 1], stash=in_flight != 1, trace=[],
+                vertical_sync=vertical_sync,
             )
         )  # fmt: skip
     errors: list[BaseException] = []
@@ -259,37 +263,7 @@ def test_vertical_sync_runs_every_stage_on_the_first_stages_version() -> None:
     model = _model()
     cuts = [(0, 2), (2, 4), (4, 5)]
     firsts = [copy.deepcopy(model[a:b]) for a, b in cuts]
-    data = _data()
-    queues: dict = defaultdict(queue.Queue)
-    x = torch.zeros(MICRO, 6)
-    likes = [x]
-    for start, stop in cuts:
-        x = model[start:stop](x)
-        likes.append(torch.zeros_like(x.detach()))
-    stages = []
-    for s, (start, stop) in enumerate(cuts):
-        module = copy.deepcopy(model[start:stop])
-        stages.append(
-            PipeDreamStage(
-                module, _sgd(module.parameters()), QueueTransport(s, queues),
-                s - 1 if s > 0 else None, s + 1 if s < 2 else None, likes[s], likes[s + 1],
-                stash=s < 2, vertical_sync=True, trace=[],
-            )
-        )  # fmt: skip
-    errors: list[BaseException] = []
-
-    def work(s: int) -> None:
-        try:
-            stages[s].run(one_f_one_b(s, 3, TOTAL), lambda k: data[k])
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
+    stages = _pipeline(model, cuts, in_flight=None, vertical_sync=True)
     seen = [{k: v for k, v, _ in stage.versions} for stage in stages]
     assert seen[0] == seen[1] == seen[2]
     assert seen[0][TOTAL - 1] == TOTAL - 3  # the first stage runs two micro-batches ahead

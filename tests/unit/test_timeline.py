@@ -95,7 +95,7 @@ def test_profiler_operators_nest_under_the_phase_they_ran_in(tmp_path: Path) -> 
 
 
 def test_trace_takes_the_round_the_results_figures_come_from(tmp_path: Path) -> None:
-    from distbench.cli.trace import round_directory
+    from distbench.harness.session import round_directory
     from distbench.store.result import Round, RunResult
 
     throughputs = [100.0, 130.0, 110.0, 120.0, 90.0, 140.0]  # even: the median is 115

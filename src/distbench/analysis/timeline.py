@@ -164,13 +164,12 @@ def nest_operators(
     }
     main = max(inside, key=lambda t: inside[t], default=None)
     nested: list[dict[str, Any]] = []
+    placed: set[int] = set()
     for tree in _subtrees(by_thread.get(main, [])):
         phase = _phase_at(spans, tree[0]["ts"])
-        if phase is None:
-            continue
-        nested += _clipped(tree, phase[1])
-    placed = {id(e) for tree in _subtrees(by_thread.get(main, [])) for e in tree
-              if _phase_at(spans, tree[0]["ts"])}  # fmt: skip
+        if phase is not None:
+            nested += _clipped(tree, phase[1])
+            placed.update(id(e) for e in tree)
     rest = [e for e in operators if id(e) not in placed]
     return nested, rest
 

@@ -11,9 +11,8 @@ from distbench.analysis.explain import resolve_run
 from distbench.analysis.timeline import merged_trace
 from distbench.cli.common import add_db_option
 from distbench.errors import UserError
-from distbench.harness.session import median_round
+from distbench.harness.session import round_directory
 from distbench.store import open_store
-from distbench.store.result import Round, RunResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,21 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_db_option(parser)
     parser.set_defaults(handler=trace_command)
-
-
-def round_directory(row: RunResult, number: int | None) -> Path:
-    """The run directory of round ``number``, else of the round whose figures the result
-    reports (``session.median_round``), else the run's own directory."""
-    rounds = [Round(**r) for r in row.rounds]
-    if number is not None:
-        chosen = [r for r in rounds if r.round == number]
-        if not chosen:
-            have = ", ".join(str(r.round) for r in rounds) or "none"
-            raise UserError(f"run {row.run_id} has no round {number} (rounds: {have})")
-        return Path(chosen[0].run_dir)
-    if any(r.status == "ok" for r in rounds):
-        return Path(median_round(rounds).run_dir)
-    return Path(rounds[0].run_dir if rounds else row.run_dir or ".")
 
 
 def trace_command(args: argparse.Namespace) -> int:

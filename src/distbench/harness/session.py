@@ -206,6 +206,21 @@ def median_round(rounds: list[Round]) -> Round:
     return ok[(len(ok) - 1) // 2]
 
 
+def round_directory(row: RunResult, number: int | None = None) -> Path:
+    """The run directory of round ``number``, else of the round whose figures the result
+    reports (``session.median_round``), else the run's own directory."""
+    rounds = [Round(**r) for r in row.rounds]
+    if number is not None:
+        chosen = [r for r in rounds if r.round == number]
+        if not chosen:
+            have = ", ".join(str(r.round) for r in rounds) or "none"
+            raise UserError(f"run {row.run_id} has no round {number} (rounds: {have})")
+        return Path(chosen[0].run_dir)
+    if any(r.status == "ok" for r in rounds):
+        return Path(median_round(rounds).run_dir)
+    return Path(rounds[0].run_dir if rounds else row.run_dir or ".")
+
+
 def round_dir(runs_dir: Path, run_id: str, number: int, single: bool) -> Path:
     """A one-round run keeps the run id as its directory; rounds get ``RUNID-rK``."""
     return runs_dir / (run_id if single else f"{run_id}-r{number}")

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from distbench.errors import UserError
-from distbench.harness.session import median_round
+from distbench.harness.session import round_directory
 from distbench.measurement.records import read_run_records
-from distbench.store.result import Round, RunResult
+from distbench.store.result import RunResult
 
 MIB = 2**20
 #: Configuration keys shown as hyper-parameters (those a reader compares runs by).
@@ -163,9 +163,8 @@ def _round_points(row: RunResult, start: float) -> list[Point]:
 def _step_points(row: RunResult) -> list[Point]:
     """The governing rank's recorded steps (warm-up included, as they were run) in the
     round whose figures the result reports, while its run directory exists."""
-    rounds = [Round(**r) for r in row.rounds if r.get("status") == "ok"]
-    run_dir = Path(median_round(rounds).run_dir) if rounds else None
-    if run_dir is None or not run_dir.is_dir():
+    run_dir = round_directory(row)
+    if not run_dir.is_dir():
         return []
     records = read_run_records(run_dir).get(row.governing_rank or 0)
     if records is None:

@@ -190,6 +190,76 @@ class EmulatedCompute:
         return torch.zeros((), dtype=param.dtype, device=param.device).expand(param.shape)
 
 
+class _StageWork(torch.autograd.Function):
+    """A pipeline stage's emulated work on one micro-batch: the output (zeros of the real
+    shape) depends on the input and every parameter, so autograd, DDP's reducer and the
+    schedules see a real graph; backward waits the micro-batch's drawn backward time and
+    hands back zero gradients of the real shapes."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        stage: StageEmulation,
+        backward_s: float,
+        out_shape: tuple[int, ...],
+        x: torch.Tensor,
+        *params: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.stage, ctx.backward_s = stage, backward_s
+        ctx.x_like = (x.shape, x.dtype, x.device)
+        ctx.param_like = [(p.shape, p.dtype, p.device) for p in params]
+        return torch.zeros(out_shape, device=x.device)  # activations are float32
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        ctx.stage.compute.log.wait(ctx.backward_s)
+        shape, dtype, device = ctx.x_like
+        x_grad = torch.zeros(shape, dtype=dtype, device=device) if ctx.needs_input_grad[3] else None
+        zeros = [torch.zeros((), dtype=d, device=v).expand(s) for s, d, v in ctx.param_like]
+        return (None, None, None, x_grad, *zeros)
+
+
+class StageEmulation:
+    """Emulated compute of one pipeline stage: its share of the replayed plan.
+
+    Per micro-batch, the forward waits ``forward_share`` of a drawn step's forward (the
+    plan is at the micro-batch's size) and its backward ``backward_share`` of the same
+    step's backward; each update waits ``update_s``. The shares are the stage's blocks'
+    part of the block profile; the magnitude and spread are the replayed plan's."""
+
+    def __init__(
+        self,
+        compute: EmulatedCompute,
+        forward_share: float,
+        backward_share: float,
+        update_s: float,
+    ) -> None:
+        self.compute = compute
+        self.forward_share, self.backward_share = forward_share, backward_share
+        self.update_s = update_s
+
+    def install(self, module: nn.Module, output_shape: tuple[int, ...]) -> None:
+        """Replace ``module``'s forward (on the instance: functional calls with stashed
+        weights and DDP's wrapper still go through it). Meta tensors, which the pipeline
+        schedules use to infer shapes, still take the real forward: it costs nothing."""
+        real_forward = module.forward
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if x.device.type == "meta":
+                return real_forward(x)
+            step = self.compute.plan.draw(self.compute.rng)
+            self.compute.log.wait(step["forward"] * self.forward_share)
+            params = [p for p in module.parameters() if p.requires_grad]
+            backward_s = step["backward"] * self.backward_share
+            out_shape = (x.shape[0], *output_shape)
+            return _StageWork.apply(self, backward_s, out_shape, x, *params)
+
+        module.forward = forward
+
+    def update(self) -> None:
+        self.compute.log.wait(self.update_s)
+
+
 def make_compute(cfg_compute: str, run_dir: Path, seed: str, local_batch: int) -> Compute:
     """The compute of one rank: real, or the run directory's plan replayed with draws
     seeded by ``seed`` (different on every rank and round)."""

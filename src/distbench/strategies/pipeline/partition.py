@@ -38,6 +38,8 @@ class BlockCost:
     #: Copying the block's weights once and updating them once: what a schedule that
     #: stashes and updates per micro-batch (PipeDream) spends beyond compute.
     weights_s: float = 0.0
+    #: Of ``weights_s``, the update alone (what an emulated stage waits per update).
+    update_s: float = 0.0
 
     @property
     def compute_s(self) -> float:
@@ -89,13 +91,20 @@ class StagePlan:
     weights_s: float = 0.0
 
     @property
+    def own_s(self) -> float | None:
+        """One replica's work on one micro-batch: compute, boundary transfers and, where
+        weights are stashed and updated per micro-batch, that."""
+        if self.compute_s is None or self.comm_s is None:
+            return None
+        return self.compute_s + self.comm_s + self.weights_s
+
+    @property
     def time_s(self) -> float | None:
         """Per micro-batch of the stream: a replica's work on its micro-batch and its
         share of the all-reduce, divided over the replicas that take turns."""
-        if self.compute_s is None or self.comm_s is None:
+        if self.own_s is None:
             return None
-        own = self.compute_s + self.comm_s + self.weights_s + (self.sync_s or 0.0)
-        return own / self.replicas
+        return (self.own_s + (self.sync_s or 0.0)) / self.replicas
 
 
 @dataclass(frozen=True)
@@ -149,13 +158,30 @@ def theoretical_bubble(stages: int, microbatches: int) -> float:
 
 
 def predicted_step_s(plan: Plan, microbatches: int, flush: bool = True) -> float | None:
-    """Step time the plan predicts: ``(M + S - 1)`` slots of the slowest stage when the
-    pipeline fills and drains every step, ``M`` in the steady state of one that never
-    flushes (PipeDream)."""
-    bottleneck = plan.bottleneck_s
-    if bottleneck is None:
+    """Step time the plan predicts: ``M`` slots of the slowest stage in the steady state
+    of a pipeline that never flushes (PipeDream, replicas taking turns); for one that
+    fills and drains every step, ``flush_step_s``."""
+    if not flush:
+        bottleneck = plan.bottleneck_s
+        return None if bottleneck is None else microbatches * bottleneck
+    owns = [s.own_s for s in plan.stages]
+    if any(o is None for o in owns):
         return None
-    return (microbatches + (len(plan.stages) - 1 if flush else 0)) * bottleneck
+    return flush_step_s(
+        [o for o in owns if o is not None],
+        [s.sync_s or 0.0 for s in plan.stages],
+        plan.stages[0].replicas,
+        microbatches,
+    )
+
+
+def flush_step_s(own_s: Sequence[float], sync_s: Sequence[float], copies: int, m: int) -> float:
+    """A flushing pipeline's step (GPipe, 1F1B-flush) with ``copies`` copies of the whole
+    pipeline that take ``m / copies`` micro-batches each: ``(m / copies + S - 1)`` slots of
+    the slowest stage (``own_s``: per micro-batch), then the slowest stage's all-reduce
+    among its copies (``sync_s``), once per step."""
+    slots = m // copies + len(own_s) - 1
+    return slots * max(own_s) + max(sync_s, default=0.0)
 
 
 # ---------------------------------------------------------------------------- cuts
@@ -265,6 +291,61 @@ def best_replicated(
     return stages[::-1]
 
 
+def pipeline_copies(
+    n_blocks: int, workers: int, microbatches: int, one_f_one_b: bool = False
+) -> list[tuple[int, int]]:
+    """``(stages, copies)`` a flushing pipeline can run on ``workers``: ``copies`` copies
+    of a pipeline of ``stages`` stages (every stage replicated alike, as data parallelism
+    around a pipeline is), ``copies`` dividing ``microbatches``, at most one stage per
+    block and, for 1F1B, at least as many micro-batches per copy as stages."""
+    found = []
+    for stages in range(1, min(workers, n_blocks) + 1):
+        copies, rest = divmod(workers, stages)
+        if rest or microbatches % copies:
+            continue
+        if one_f_one_b and microbatches // copies < stages:
+            continue
+        found.append((stages, copies))
+    return found
+
+
+def best_pipeline_copies(
+    costs: Sequence[BlockCost],
+    workers: int,
+    link: Link,
+    microbatches: int,
+    one_f_one_b: bool = False,
+) -> tuple[list[tuple[int, int]], int]:
+    """The fastest flushing pipeline on ``workers``: over every ``pipeline_copies`` shape,
+    the best cut of its stages (``best_cuts``) priced by ``flush_step_s``. Returns the
+    cuts and the copies."""
+    best: tuple[float, list[tuple[int, int]], int] | None = None
+    for stages, copies in pipeline_copies(len(costs), workers, microbatches, one_f_one_b):
+        cuts = best_cuts(costs, stages, link)
+        own = [stage_time_s(costs, a, b, link) for a, b in cuts]
+        sync = [allreduce_s(sum(c.param_bytes for c in costs[a:b]), copies, link) for a, b in cuts]
+        step = flush_step_s(own, sync, copies, microbatches)
+        if best is None or step < best[0]:
+            best = (step, cuts, copies)
+    if best is None:
+        raise ValueError(
+            f"no flushing pipeline puts {workers} workers on {len(costs)} blocks with "
+            f"copies dividing {microbatches} micro-batches"
+        )
+    return best[1], best[2]
+
+
+def replicated_fits(n_blocks: int, workers: int, divides: int) -> bool:
+    """Whether ``workers`` can be spread over at most ``n_blocks`` stages with replica
+    counts that divide ``divides`` (``best_replicated``'s plans)."""
+    counts = [r for r in range(1, workers + 1) if divides % r == 0]
+    # fewest stages that use exactly w workers
+    fewest = [0] + [n_blocks + 1] * workers
+    for w in range(1, workers + 1):
+        fewest[w] = min((fewest[w - r] + 1 for r in counts if r <= w), default=n_blocks + 1)
+    return fewest[workers] <= n_blocks
+
+
 def best_cuts(
     costs: Sequence[BlockCost], n_stages: int, link: Link, per_microbatch: bool = False
 ) -> list[tuple[int, int]]:
@@ -352,13 +433,17 @@ def plan_stages(
     replicate: bool = False,
     microbatches: int | None = None,
     per_microbatch: bool = False,
+    copies_only: bool = False,
+    one_f_one_b: bool = False,
 ) -> Plan:
     """The plan for ``method``; ``profiled`` needs ``costs`` (and uses ``DEFAULT_LINK``
     when no link is given). A uniform plan with costs carries predictions too. With
     ``replicate``, ``n_stages`` is the workers a profiled plan may spread over stages and
-    replicas of stages (``best_replicated``; replicas dividing ``microbatches``). With
-    ``per_microbatch`` a stage's time includes stashing and updating its weights per
-    micro-batch (``BlockCost.weights_s``), as PipeDream does."""
+    replicas of stages (``best_replicated``; replicas dividing ``microbatches``), or with
+    ``copies_only`` over copies of a whole pipeline (``best_pipeline_copies``: every
+    stage replicated alike, as the flushing schedules run them). With ``per_microbatch`` a
+    stage's time includes stashing and updating its weights per micro-batch
+    (``BlockCost.weights_s``), as PipeDream does."""
     if method not in METHODS:
         raise ValueError(f"unknown partition method '{method}' (known: {', '.join(METHODS)})")
     if costs is not None and len(costs) != len(names):
@@ -369,6 +454,10 @@ def plan_stages(
     if costs is None:
         raise ValueError("the profiled partition needs block costs")
     link = link or DEFAULT_LINK
+    if replicate and copies_only:
+        assert microbatches is not None
+        cuts, copies = best_pipeline_copies(costs, n_stages, link, microbatches, one_f_one_b)
+        return make_plan(method, names, cuts, costs, link, [copies] * len(cuts))
     if replicate:
         chosen = best_replicated(costs, n_stages, link, microbatches, per_microbatch)
         cuts = [(start, stop) for start, stop, _ in chosen]
@@ -387,24 +476,35 @@ def format_plan(plan: Plan, microbatches: int, flush: bool = True) -> str:
         names = _short_names(stage.blocks)
         if stage.replicas > 1:
             names += f"  x{stage.replicas} replicas"
-        if stage.time_s is None:
+        # a flushing pipeline's copies each take their micro-batches whole
+        per_microbatch = stage.own_s if flush else stage.time_s
+        if per_microbatch is None:
             lines.append(f"  stage {stage.index}: {names}")
         else:
             lines.append(
                 f"  stage {stage.index}: {names}  predicted "
-                f"{1e3 * stage.time_s:.2f} ms/micro-batch "
+                f"{1e3 * per_microbatch:.2f} ms/micro-batch "
                 f"(compute {1e3 * (stage.compute_s or 0):.2f}, "
                 f"comm {1e3 * (stage.comm_s or 0):.2f}"
                 + (f", stash and update {1e3 * stage.weights_s:.2f}" if stage.weights_s else "")
                 + ")"
             )
     step = predicted_step_s(plan, microbatches, flush)
+    copies = plan.stages[0].replicas if flush else 1
     if step is not None:
         lines.append(
             f"  predicted step {1e3 * step:.1f} ms, slowest stage "
-            f"{1e3 * (plan.bottleneck_s or 0):.2f} ms/micro-batch"
+            f"{1e3 * _slowest_s(plan, flush):.2f} ms/micro-batch"
+            + (f", {plan.stages[0].replicas} copies of the pipeline" if copies > 1 else "")
         )
     return "\n".join(lines)
+
+
+def _slowest_s(plan: Plan, flush: bool) -> float:
+    """The slowest stage per micro-batch: one copy's own work in a flushing pipeline, the
+    stream's share with replicas taking turns in one that never flushes."""
+    times = [s.own_s if flush else s.time_s for s in plan.stages]
+    return max((t for t in times if t is not None), default=0.0)
 
 
 def _short_names(blocks: Sequence[str]) -> str:

@@ -182,6 +182,8 @@ class PipeDreamStage:
     history: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     #: A replicated stage: averages the replicas' gradients in place before each update.
     average: Callable[[list[torch.Tensor]], None] | None = None
+    #: What an update does instead of the optimizer's step (emulated compute waits).
+    apply_update: Callable[[], None] | None = None
     version: int = 0
     in_flight: dict[int, InFlight] = field(default_factory=dict)
     #: (micro-batch, version its forward saw, version its update was applied to)
@@ -341,7 +343,10 @@ class PipeDreamStage:
                 started = time.perf_counter()
                 self.average([p.grad for p in self.module.parameters() if p.grad is not None])
                 synced = time.perf_counter() - started
-            self.optimizer.step()
+            if self.apply_update is not None:
+                self.apply_update()
+            else:
+                self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
         self._remember()

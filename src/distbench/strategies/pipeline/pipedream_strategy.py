@@ -83,13 +83,10 @@ class PipelinePipeDream(PipelineStrategy):
 
     def _build_stage(self, model: nn.Module) -> None:
         ctx = self.ctx
-        self.stage_index, self.replica = self.plan.place(ctx.rank)
         span = self.plan.stages[self.stage_index]
-        # the replicas of the first and last stages read the batches
-        self.first = self.stage_index == 0
-        self.last = self.stage_index == len(self.plan.stages) - 1
         self.average = self._replica_average()
         self.module = stage_module(model, span.start, span.stop)
+        self.emulation = self._emulate(model, span.start, span.stop)
         self.boundary_bytes = self._boundary_bytes(model, span.start, span.stop)
         micro = ctx.cfg.batch_size // self.m
         shapes = [input_shape_of(ctx.cfg)] + [
@@ -152,6 +149,7 @@ class PipelinePipeDream(PipelineStrategy):
             stash=stages - s - 1 > 0,
             vertical_sync=cfg.vertical_sync,
             average=self.average,
+            apply_update=self.emulation.update if self.emulation is not None else None,
         )
         self.goal = self.convergence(self.module, cfg.batch_size)  # no goal: the plain loop
         total_steps = cfg.warmup + cfg.steps

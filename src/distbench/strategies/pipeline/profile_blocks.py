@@ -58,28 +58,31 @@ def _block_cost(
         min(backwards),
         params,
         out.numel() * out.element_size(),
-        _weights_s(block),
+        *_weights_s(block),
     )
     return cost, out.detach()
 
 
-def _weights_s(block: nn.Module) -> float:
+def _weights_s(block: nn.Module) -> tuple[float, float]:
     """Fastest copy of the block's weights plus an update of them with that copy (the
-    stash and the SGD step a micro-batch costs under PipeDream). The probe is a copy of
-    the model, so its weights may change."""
+    stash and the SGD step a micro-batch costs under PipeDream), and of that the update
+    alone. The probe is a copy of the model, so its weights may change."""
     weights = [p for p in block.parameters()]
     if not weights:
-        return 0.0
-    times = []
+        return 0.0, 0.0
+    totals, updates = [], []
     with torch.no_grad():
         for repeat in range(PROFILE_REPEATS + 1):
             start = time.perf_counter()
             copies = [w.clone() for w in weights]
+            copied = time.perf_counter()
             for w, c in zip(weights, copies, strict=True):
                 w.add_(c, alpha=-1e-6)
             if repeat:
-                times.append(time.perf_counter() - start)
-    return min(times)
+                end = time.perf_counter()
+                totals.append(end - start)
+                updates.append(end - copied)
+    return min(totals), min(updates)
 
 
 def profile_blocks(

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from distbench.compute.emulated import EmulatedCompute, StageEmulation
 from distbench.config import RunConfig
 from distbench.errors import UserError
 from distbench.measurement.timer import PhaseTimer
@@ -50,13 +51,17 @@ from distbench.strategies.common import (
     synchronizer,
 )
 from distbench.strategies.contract import Equivalence
+from distbench.strategies.pipeline.emulation import emulated_costs, emulated_stage
 from distbench.strategies.pipeline.partition import (
     DEFAULT_LINK,
+    BlockCost,
     Link,
     Plan,
     format_plan,
+    pipeline_copies,
     plan_stages,
     predicted_step_s,
+    replicated_fits,
     theoretical_bubble,
 )
 from distbench.strategies.pipeline.profile_blocks import (
@@ -92,8 +97,12 @@ class PipelineStrategy(Strategy):
     schedule_name: ClassVar[str] = "gpipe"
     settings: ClassVar[tuple[str, ...]] = ("microbatches", "partition")
     trains_to_target: ClassVar[bool] = True  # rank 0 evaluates the gathered stages
-    #: A profiled plan may give stages replicas (the schedule runs replicated stages).
-    replicates: ClassVar[bool] = False
+    #: Forward, backward and update can be waits replaying a profile (``--compute``).
+    emulated_compute: ClassVar[bool] = True
+    #: A profiled plan may give stages replicas: copies of the whole pipeline for the
+    #: flushing schedules (``torch.distributed.pipelining`` composes with DDP that way),
+    #: any number per stage for PipeDream.
+    replicates: ClassVar[bool] = True
     #: The pipeline drains every step (GPipe, 1F1B-flush), which the predictions count.
     flushes: ClassVar[bool] = True
     #: Weights stashed and updated per micro-batch (PipeDream): the planner prices it.
@@ -118,11 +127,32 @@ class PipelineStrategy(Strategy):
                 f"{cls.name}: --batch-size {cfg.batch_size} must be divisible by --microbatches {m}"
             )
         blocks = count_blocks(cfg)
-        if cfg.workers > blocks:
+        if cfg.partition == "profiled" and (cfg.workers > blocks or cls.flushes):
+            cls._validate_replicas(cfg, blocks, m)
+        elif cfg.workers > blocks:
             raise UserError(
                 f"{cls.name}: {cfg.workers} stages (--workers) but model "
                 f"'{cfg.model}' has only {blocks} block(s); see "
-                f"`distbench list models --blocks {cfg.model}`"
+                f"`distbench list models --blocks {cfg.model}` (with --partition profiled "
+                "spare workers become replicas)"
+            )
+
+    @classmethod
+    def _validate_replicas(cls, cfg: RunConfig, blocks: int, m: int) -> None:
+        """More workers than blocks: the profiled planner must be able to replicate."""
+        one_f_one_b = cls.flushes and cls.schedule_name == "1f1b"
+        if cls.flushes:
+            fits = bool(pipeline_copies(blocks, cfg.workers, m, one_f_one_b))
+            shape = "copies of a pipeline of at most one stage per block, the copies dividing"
+        else:
+            fits = replicated_fits(blocks, cfg.workers, m)
+            shape = "stages of at most one per block, each stage's replicas dividing"
+        if not fits:
+            per_copy = ", each copy with at least as many micro-batches as stages (1F1B)"
+            raise UserError(
+                f"{cls.name}: {cfg.workers} workers on model '{cfg.model}' ({blocks} blocks) "
+                f"cannot be planned as {shape} --microbatches {m}"
+                + (per_copy if one_f_one_b else "")
             )
 
     def schedule_class(self) -> type[PipelineScheduleSingle]:
@@ -139,14 +169,17 @@ class PipelineStrategy(Strategy):
         self.m = self.microbatches_of(cfg)
         model, num_classes = build_module(cfg, ctx.device)
         self.plan = self._agree_on_plan(model)
-        self.first, self.last = ctx.rank == 0, ctx.rank == ctx.world_size - 1
+        self.stage_index, self.replica = self.plan.place(ctx.rank)
+        self.first = self.stage_index == 0
+        self.last = self.stage_index == len(self.plan.stages) - 1
         self._build_stage(model)
         # Rank 0 keeps the whole model to evaluate the gathered stages (a target accuracy);
         # otherwise the other stages' blocks go.
-        self.whole = model if self.first and cfg.trains_to_goal else None
+        self.whole = model if ctx.rank == 0 and cfg.trains_to_goal else None
         del model
         params = list(self.module.parameters())  # a stage of pooling/flatten may have none
         self.optimizer = make_optimizer(cfg, params) if params else None
+        # every copy of the first and last stages reads the batches
         batches = (
             make_batches(cfg, cfg.batch_size, 0, 1, num_classes)
             if self.first or self.last
@@ -156,19 +189,62 @@ class PipelineStrategy(Strategy):
         self._gather_results()
 
     def _build_stage(self, model: nn.Module) -> None:
-        """This rank's blocks as a timed ``PipelineStage`` under the strategy's schedule."""
+        """This rank's blocks as a timed ``PipelineStage`` under the strategy's schedule.
+
+        With copies of the pipeline (a replicated plan), each copy is a process group of
+        its stages, a stage's copies average their gradients through DDP over a group of
+        them (the schedule reduces on the last micro-batch's backward), and each copy takes
+        its share of the batch's micro-batches."""
         from torch.distributed.pipelining import PipelineStage  # slow import: see above
 
         ctx = self.ctx
-        span = self.plan.stages[ctx.rank]
+        span = self.plan.stages[self.stage_index]
+        self.copies = span.replicas
         self.module = stage_module(model, span.start, span.stop)
+        self.emulation = self._emulate(model, span.start, span.stop)
         self.boundary_bytes = self._boundary_bytes(model, span.start, span.stop)
         self.probe = StageProbe(self.module, synchronizer(ctx.device))
-        stage = PipelineStage(self.module, ctx.rank, ctx.world_size, ctx.device)
+        pipeline, stage_copies = self._copy_groups()
+        self.stage_copies = stage_copies
+        submodule: nn.Module = self.module
+        if stage_copies is not None and any(p.requires_grad for p in self.module.parameters()):
+            submodule = nn.parallel.DistributedDataParallel(self.module, process_group=stage_copies)
+        stage = PipelineStage(
+            submodule, self.stage_index, len(self.plan.stages), ctx.device, group=pipeline
+        )
         self.probe.install(stage)
         self.schedule = self.schedule_class()(
-            stage, self.m, loss_fn=self.probe.timed_loss(nn.CrossEntropyLoss())
+            stage, self.m // self.copies, loss_fn=self.probe.timed_loss(nn.CrossEntropyLoss())
         )
+
+    def _copy_groups(self) -> tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]:
+        """This rank's copy of the pipeline and its stage's copies, as process groups (None:
+        one copy). Every rank creates every group, in the same order, as ``new_group``
+        requires."""
+        if self.copies == 1:
+            return None, None
+        stages = range(len(self.plan.stages))
+        pipeline = stage_copies = None
+        for copy in range(self.copies):
+            group = dist.new_group([self.plan.rank_of(s, copy) for s in stages])
+            if copy == self.replica:
+                pipeline = group
+        for stage in stages:
+            group = dist.new_group([self.plan.rank_of(stage, c) for c in range(self.copies)])
+            if stage == self.stage_index:
+                stage_copies = group
+        return pipeline, stage_copies
+
+    def _emulate(self, model: nn.Module, start: int, stop: int) -> StageEmulation | None:
+        """With ``--compute``: this stage's forward, backward and update become waits, its
+        share of the replayed plan by the block profile (``emulated_stage``)."""
+        compute = self.ctx.compute
+        if not isinstance(compute, EmulatedCompute):
+            return None
+        emulation = emulated_stage(compute, list(self.plan.profile), start, stop)
+        infos = describe_blocks(model, input_shape_of(self.ctx.cfg))
+        emulation.install(self.module, tuple(infos[stop - 1].output_shape))
+        return emulation
 
     def _agree_on_plan(self, model: nn.Module) -> Plan:
         """Rank 0 decides, everyone receives the same object (plans must match exactly)."""
@@ -178,7 +254,7 @@ class PipelineStrategy(Strategy):
             if ctx.rank < 2 <= ctx.world_size
             else None
         )
-        if self.replicates and self.ctx.cfg.partition == "profiled" and ctx.world_size > 1:
+        if self.replicates and ctx.cfg.partition == "profiled" and ctx.world_size > 1:
             # replicas pay an all-reduce, whose reduction the ping-pong does not see
             pair = dist.new_group([0, 1])  # every rank takes part in creating it
             if link is not None:
@@ -195,15 +271,15 @@ class PipelineStrategy(Strategy):
         cfg = self.ctx.cfg
         names = [name for name, _ in model_blocks(model)]
         link = link or DEFAULT_LINK
-        if cfg.partition == "uniform":
+        compute = self.ctx.compute
+        emulated = isinstance(compute, EmulatedCompute)
+        if cfg.partition == "uniform" and not emulated:
             return plan_stages("uniform", names, self.ctx.world_size, link=link)
-        generator = torch.Generator().manual_seed(cfg.seed)
-        sample = torch.randn(
-            (cfg.batch_size // self.m, *input_shape_of(cfg)), generator=generator
-        ).to(self.ctx.device)
-        costs = profile_blocks(model, sample, synchronizer(self.ctx.device))
+        costs = self._block_costs(model)
+        if isinstance(compute, EmulatedCompute):
+            costs = emulated_costs(costs, compute.plan)
         return plan_stages(
-            "profiled",
+            cfg.partition,
             names,
             self.ctx.world_size,
             costs,
@@ -211,7 +287,18 @@ class PipelineStrategy(Strategy):
             replicate=self.replicates,
             microbatches=self.m,
             per_microbatch=self.updates_per_microbatch,
+            copies_only=self.flushes,
+            one_f_one_b=self.schedule_name == "1f1b",
         )
+
+    def _block_costs(self, model: nn.Module) -> list[BlockCost]:
+        """Every block's measured cost on one micro-batch (rank 0, before training)."""
+        cfg = self.ctx.cfg
+        generator = torch.Generator().manual_seed(cfg.seed)
+        sample = torch.randn(
+            (cfg.batch_size // self.m, *input_shape_of(cfg)), generator=generator
+        ).to(self.ctx.device)
+        return profile_blocks(model, sample, synchronizer(self.ctx.device))
 
     def _boundary_bytes(self, model: nn.Module, start: int, stop: int) -> tuple[int, int]:
         """Bytes per micro-batch this stage receives (input) and sends (output)."""
@@ -232,7 +319,8 @@ class PipelineStrategy(Strategy):
         self.goal.gather = self._gather_stages_into_whole
         for step in self.goal.steps():
             loss = self._step(timer, batches)
-            samples = cfg.batch_size if self.last else 0  # counted once, where the loss is
+            # counted once, where the loss is: each copy of the last stage its share
+            samples = cfg.batch_size // self.copies if self.last else 0
             extra = {"loss": loss} if loss is not None else {}
             seconds = record_step(self.ctx.recorder, cfg, step, timer, samples, **extra)
             if step >= cfg.warmup:
@@ -260,7 +348,7 @@ class PipelineStrategy(Strategy):
 
     def _step(self, timer: PhaseTimer, batches: Batches | None) -> float | None:
         timer.start_step()
-        x, y = next(batches) if batches is not None else (None, None)
+        x, y = self._copy_share(next(batches)) if batches is not None else (None, None)
         device = self.ctx.device
         began = timer.mark("data")
         self.probe.reset()
@@ -273,10 +361,26 @@ class PipelineStrategy(Strategy):
         ended = timer.mark("forward")  # the whole schedule step, redistributed below
         self._split_schedule_time(timer, ended - began)
         if self.optimizer is not None:
-            self.optimizer.step()
+            if self.emulation is not None:
+                self.emulation.update()
+            else:
+                self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         timer.mark("update")
-        return float(torch.stack([v.detach() for v in losses]).mean()) if losses else None
+        if not losses:
+            return None
+        loss = torch.stack([v.detach() for v in losses]).mean()
+        if self.stage_copies is not None:  # the global batch's loss, over every copy's share
+            dist.all_reduce(loss, group=self.stage_copies)
+            loss /= self.copies
+        return float(loss)
+
+    def _copy_share(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """This copy's micro-batches of the global batch: every ``copies``-th, from its
+        own index (the schedule splits them again)."""
+        if self.copies == 1:
+            return batch
+        return tuple(torch.cat(t.chunk(self.m)[self.replica :: self.copies]) for t in batch)
 
     def _split_schedule_time(self, timer: PhaseTimer, total: float) -> None:
         blocked = max(0.0, total - self.probe.forward_s - self.probe.backward_s)
@@ -396,10 +500,11 @@ class Pipeline1F1B(PipelineStrategy):
     @classmethod
     def validate(cls, cfg: RunConfig) -> None:
         super().validate(cfg)
-        if cfg.microbatches < cfg.workers:
+        # a profiled plan may run copies of a shorter pipeline (checked above)
+        if cfg.partition == "uniform" and cfg.microbatches < cfg.workers:
             raise UserError(
                 f"pipeline-1f1b: --microbatches {cfg.microbatches} must be at "
-                f"least the number of stages (--workers {cfg.workers})"
+                f"least the number of stages (--workers {cfg.workers} with --partition uniform)"
             )
 
     def schedule_class(self) -> type[PipelineScheduleSingle]:

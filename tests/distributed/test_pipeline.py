@@ -19,6 +19,7 @@ import pytest
 
 from distbench.config import RunConfig
 from distbench.harness.session import run_benchmarks
+from distbench.registry import check_run
 
 pytestmark = [pytest.mark.distributed]
 
@@ -172,3 +173,64 @@ def test_pipedream_runs_without_flushes_and_stashes_what_it_must(
     trained = load(tmp_path / "pd.npz")
     assert all(np.isfinite(v).all() for v in trained.values())
     assert extra["bubble_theoretical"] == 0.0
+
+
+@pytest.mark.timeout(300)
+def test_copies_of_a_pipeline_end_with_sequential_weights(tmp_path: Path, db_path: Path) -> None:
+    """Eight workers on lenet5's seven blocks: the profiled planner runs GPipe and
+    1F1B-flush as copies of a shorter pipeline (each copy its share of the micro-batches,
+    each stage's copies averaging their gradients by DDP), and they still end with the
+    weights and the loss of sequential training on the same global batch."""
+    configs = [
+        lenet("sequential", 1, tmp_path / "seq.npz"),
+        lenet("pipeline-gpipe", 8, tmp_path / "gpipe.npz", microbatches=4, partition="profiled"),
+        lenet("pipeline-1f1b", 8, tmp_path / "1f1b.npz", microbatches=8, partition="profiled"),
+    ]
+    rows = run_benchmarks(configs, db_path)
+    assert [r.status for r in rows] == ["ok"] * 3, [r.error for r in rows]
+    reference = load(tmp_path / "seq.npz")
+    for name, row in zip(("gpipe", "1f1b"), rows[1:], strict=True):
+        stages = row.extra["plan"]["stages"]
+        copies = {s["replicas"] for s in stages}
+        assert len(copies) == 1 and len(stages) * copies.pop() == 8, stages  # alike, all used
+        trained = load(tmp_path / f"{name}.npz")
+        assert list(trained) == list(reference), name
+        for key in reference:
+            np.testing.assert_allclose(
+                trained[key], reference[key], rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}"
+            )
+        assert row.final_loss == pytest.approx(rows[0].final_loss, rel=1e-5), name
+    # GPipe's four micro-batches cannot go to 8 copies: a pipeline of 2 or 4 stages
+    assert len(rows[1].extra["plan"]["stages"]) in (2, 4)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("strategy", ["pipeline-gpipe", "pipeline-1f1b", "pipeline-pipedream"])
+def test_pipelines_replay_emulated_compute(strategy: str, db_path: Path) -> None:
+    """``--compute T``: every stage waits its blocks' share of ``T`` per micro-batch while
+    its transfers (and PipeDream's stashes) stay real; the plan predicts from those times."""
+    cfg = RunConfig(
+        model="lenet5",
+        strategy=strategy,
+        workers=3,
+        batch_size=16,
+        microbatches=4,
+        steps=3,
+        warmup=1,
+        threads=1,
+        compute="0.3",
+        timeout=180,
+    )
+    (row,) = run_benchmarks([check_run(cfg)], db_path)
+    assert row.status == "ok", row.error
+    extra = row.extra
+    report = extra["compute"]
+    assert report["source"] == "0.3 s" and report["wait_error"] is not None
+    stages = extra["per_stage"]
+    # the waits add up to the given gradient time per micro-batch, 0.3 / 4 s in all stages
+    compute = sum(s["forward_s"] + s["backward_s"] for s in stages)
+    per_step_microbatches = 4
+    assert compute == pytest.approx(per_step_microbatches * 0.3 / 4, rel=0.25)
+    assert extra["predicted_step_s"] is not None and extra["predicted_step_s"] > 0.3 / 4
+    if strategy == "pipeline-pipedream":
+        assert stages[0]["stash_peak_bytes"] > 0

@@ -233,8 +233,11 @@ def test_compute_seconds_uses_a_profile_when_there_is_one(tmp_path: Path) -> Non
 
 def test_compute_is_refused_where_it_cannot_be_emulated() -> None:
     check_run(RunConfig(model="lenet5", strategy="ddp", workers=2, compute="0.1"))
-    with pytest.raises(UserError, match="does not apply to pipeline-gpipe"):
-        check_run(RunConfig(model="lenet5", strategy="pipeline-gpipe", workers=2, compute="0.1"))
+    check_run(RunConfig(model="lenet5", strategy="pipeline-gpipe", workers=2, compute="0.1"))
+    with pytest.raises(UserError, match=r"does not apply to allreduce \(tensorflow\)"):
+        check_run(
+            RunConfig(model="lenet5", framework="tensorflow", strategy="allreduce", compute="0.1")
+        )
     with pytest.raises(UserError, match="--profile-ops profiles real operators"):
         check_run(RunConfig(model="lenet5", strategy="ddp", compute="0.1", profile_ops=True))
 

@@ -153,6 +153,25 @@ def test_valid_pipeline_configs() -> None:
             "--microbatches 2 must be at least the number of stages",
         ),
         ({"strategy": "model-parallel", "workers": 9}, "has only 7 block(s)"),
+        # replication that does not divide: 9 workers are 9 copies (9 does not divide 4
+        # micro-batches) or 3 x 3 (neither), or 9 stages (more than the 7 blocks)
+        (
+            {"workers": 9, "microbatches": 4, "partition": "profiled"},
+            "cannot be planned as copies of a pipeline",
+        ),
+        (
+            {"strategy": "pipeline-1f1b", "workers": 8, "microbatches": 4, "partition": "profiled"},
+            "each copy with at least as many micro-batches as stages (1F1B)",
+        ),
+        (
+            {
+                "strategy": "pipeline-pipedream",
+                "workers": 8,
+                "microbatches": 1,
+                "partition": "profiled",
+            },
+            "each stage's replicas dividing --microbatches 1",
+        ),
     ],
 )
 def test_invalid_pipeline_configs_are_one_line_user_errors(
@@ -259,3 +278,45 @@ def test_pipedream_plans_price_stashing_and_updating_weights_per_micro_batch() -
     assert plan.stages[1].weights_s == 0.008
     assert plan.bottleneck_s == pytest.approx(0.015)
     assert "stash and update 8.00" in format_plan(plan, 4, flush=False)
+
+
+# ---------------------------------------------------------------------------- copies
+
+
+def test_flushing_pipelines_replicate_as_copies_of_the_whole_pipeline() -> None:
+    """GPipe and 1F1B-flush replicate every stage alike: ``stages x copies = workers``,
+    copies dividing the micro-batches (each copy takes its share), 1F1B needing at least
+    as many micro-batches per copy as stages."""
+    from distbench.strategies.pipeline.partition import pipeline_copies, replicated_fits
+
+    assert pipeline_copies(7, 8, 4) == [(2, 4), (4, 2)]  # 8 copies do not divide 4
+    assert pipeline_copies(7, 8, 4, one_f_one_b=True) == []
+    assert pipeline_copies(7, 8, 8, one_f_one_b=True) == [(1, 8), (2, 4), (4, 2)]
+    assert pipeline_copies(3, 2, 1) == [(2, 1)]  # one micro-batch: never copied
+    # PipeDream's replicas: any count per stage, each dividing the micro-batches
+    assert replicated_fits(3, 5, 4)  # 4 + 1
+    assert not replicated_fits(1, 3, 4)  # one stage of 3 replicas
+    assert not replicated_fits(2, 9, 3)  # at most 3 + 3
+
+
+def test_copies_price_the_flushing_step_and_their_all_reduce() -> None:
+    """A copy of the pipeline runs ``M / copies`` micro-batches through ``S`` stages, then
+    its stages all-reduce among the copies: light weights make copies of one stage (no
+    bubble) the best plan, heavy weights a pipeline without copies."""
+    from distbench.strategies.pipeline.partition import best_pipeline_copies, flush_step_s
+
+    assert flush_step_s([1.0, 2.0], [0.5, 0.25], 2, 8) == pytest.approx((4 + 1) * 2.0 + 0.5)
+    light = _costs([10.0, 10.0], [100, 100])
+    assert best_pipeline_copies(light, 2, FAST, 4) == ([(0, 2)], 2)
+    heavy = _costs([10.0, 10.0], [10**9, 10**9])
+    assert best_pipeline_copies(heavy, 2, FAST, 4) == ([(0, 1), (1, 2)], 1)
+    plan = plan_stages(
+        "profiled", [c.name for c in light], 2, light, FAST, True, 4, copies_only=True
+    )
+    assert [(s.start, s.stop, s.replicas) for s in plan.stages] == [(0, 2, 2)]
+    sync = plan.stages[0].sync_s
+    assert sync is not None and sync > 0
+    # two micro-batches per copy, one stage: 2 slots of 20 ms, then the all-reduce
+    assert predicted_step_s(plan, 4) == pytest.approx(2 * 20e-3 + sync)
+    text = format_plan(plan, 4)
+    assert "x2 replicas" in text and "2 copies of the pipeline" in text

@@ -240,13 +240,9 @@ class StageEmulation:
 
     def install(self, module: nn.Module, output_shape: tuple[int, ...]) -> None:
         """Replace ``module``'s forward (on the instance: functional calls with stashed
-        weights and DDP's wrapper still go through it). Meta tensors, which the pipeline
-        schedules use to infer shapes, still take the real forward: it costs nothing."""
-        real_forward = module.forward
+        weights and DDP's wrapper still go through it)."""
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            if x.device.type == "meta":
-                return real_forward(x)
             step = self.compute.plan.draw(self.compute.rng)
             self.compute.log.wait(step["forward"] * self.forward_share)
             params = [p for p in module.parameters() if p.requires_grad]

@@ -234,3 +234,29 @@ def test_pipelines_replay_emulated_compute(strategy: str, db_path: Path) -> None
     assert extra["predicted_step_s"] is not None and extra["predicted_step_s"] > 0.3 / 4
     if strategy == "pipeline-pipedream":
         assert stages[0]["stash_peak_bytes"] > 0
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_pipedream_trains_to_a_target_and_stops_mid_stream(workers: int, db_path: Path) -> None:
+    """PipeDream never flushes: at an evaluation every stage has applied the step's updates
+    and rank 0 evaluates the gathered stages; stopping there leaves forwards in transit,
+    which the stages take before they end (no hang, no failed rank)."""
+    cfg = RunConfig(
+        model="lenet5",
+        dataset="digits",
+        strategy="pipeline-pipedream",
+        workers=workers,
+        batch_size=32,
+        microbatches=4,
+        lr=0.01,
+        momentum=0.9,
+        target_accuracy=0.6,
+        threads=1,
+        timeout=240,
+    )
+    (row,) = run_benchmarks([check_run(cfg)], db_path)
+    assert row.status == "ok", row.error
+    convergence = row.extra["convergence"]
+    assert convergence["reached"] and convergence["steps_to_accuracy"] < 1000
+    assert convergence["final_accuracy"] >= 0.6

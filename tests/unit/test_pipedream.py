@@ -32,7 +32,7 @@ class QueueTransport:
     def recv(self, like: torch.Tensor, peer: int, tag: int) -> torch.Tensor:
         return self.queues[(peer, self.rank, tag)].get(timeout=30)
 
-    def wait_sends(self) -> None:
+    def wait_sends(self, last_microbatch: int | None = None) -> None:
         pass
 
 
@@ -275,3 +275,28 @@ def test_vertical_sync_runs_every_stage_on_the_first_stages_version() -> None:
         grads = torch.autograd.grad(out, list(params.values()), record["grad_out"])
         for name, grad in zip(params, grads, strict=True):
             torch.testing.assert_close(grad, record["applied"][name], rtol=1e-5, atol=1e-7)
+
+
+def test_a_stream_stopped_at_a_step_end_leaves_the_forwards_sent_ahead_in_transit() -> None:
+    """1F1B runs forwards of the next step before the step's last backward: when a target
+    stops the stream there, each stage has been sent exactly those and must take them."""
+    from distbench.strategies.pipeline.pipedream import (
+        forwarded_by_step_end,
+        in_transit_at_step_end,
+    )
+
+    total, m = 40, 4
+    assert forwarded_by_step_end(0, 3, total, 0, m, 0, 1) == set(range(6))
+    assert forwarded_by_step_end(1, 3, total, 0, m, 0, 1) == set(range(5))
+    assert forwarded_by_step_end(2, 3, total, 0, m, 0, 1) == set(range(4))
+    assert in_transit_at_step_end(0, 3, total, 0, m, 0, (1, 1)) == []
+    assert in_transit_at_step_end(1, 3, total, 0, m, 0, (1, 1)) == [5]
+    assert in_transit_at_step_end(2, 3, total, 2, m, 0, (1, 1)) == [12]
+    # the stream's end leaves nothing
+    assert in_transit_at_step_end(2, 3, total, total // m - 1, m, 0, (1, 1)) == []
+    # a replicated stage: each replica takes the micro-batches it holds
+    transit = [in_transit_at_step_end(1, 2, total, 0, m, r, (1, 2)) for r in range(2)]
+    assert all(k % 2 == r for r, ks in enumerate(transit) for k in ks)
+    sent = forwarded_by_step_end(0, 2, total, 0, m, 0, 1)
+    received = set().union(*(forwarded_by_step_end(1, 2, total, 0, m, r, 2) for r in range(2)))
+    assert sorted(k for ks in transit for k in ks) == sorted(sent - received)

@@ -307,7 +307,8 @@ def print_goals(rows: Sequence[RunResult], console: Console, wide: bool = False)
     console.print(
         "time s: training time to the target, the median over seeds with its interval "
         "(order statistics; a seed that never reached it counts as never). steps: updates "
-        "(asynchronous: every worker's); epochs: samples trained to the target / training "
+        "(asynchronous: every worker's; pipeline-pipedream: global batches, each "
+        "--microbatches updates); epochs: samples trained to the target / training "
         "split (without a target: the epochs trained). eval s / MB: all evaluations' time "
         "and their peak resident memory, measured apart from training.",
         highlight=False,

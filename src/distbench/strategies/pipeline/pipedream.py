@@ -94,8 +94,9 @@ class Transport(Protocol):
 
     def recv(self, like: torch.Tensor, peer: int, tag: int) -> torch.Tensor: ...
 
-    def wait_sends(self) -> None:
-        """Until every send so far has completed (its buffer may be reused)."""
+    def wait_sends(self, last_microbatch: int | None = None) -> None:
+        """Until every send so far of micro-batches up to ``last_microbatch`` (all if
+        None) has completed (its buffer may be reused)."""
         ...
 
 
@@ -105,29 +106,82 @@ class DistTransport:
 
     def __init__(self, group: dist.ProcessGroup | None = None) -> None:
         self.group = group
-        self.pending: list[tuple[dist.Work, torch.Tensor]] = []
+        self.pending: list[tuple[dist.Work, torch.Tensor, int]] = []
 
     def send(self, tensor: torch.Tensor, peer: int, tag: int) -> None:
         payload = tensor.detach().contiguous()
         work = dist.isend(payload, dst=peer, group=self.group, tag=tag)
         if work is not None:
-            self.pending.append((work, payload))
+            self.pending.append((work, payload, tag))
 
     def recv(self, like: torch.Tensor, peer: int, tag: int) -> torch.Tensor:
         buffer = torch.empty_like(like)
         dist.recv(buffer, src=peer, group=self.group, tag=tag)
         return buffer
 
-    def wait_sends(self) -> None:
-        for work, _ in self.pending:
-            work.wait()
-        self.pending.clear()
+    def wait_sends(self, last_microbatch: int | None = None) -> None:
+        # a send completes once its receiver takes it: a forward sent ahead into the next
+        # step is taken only then, so a step's end waits for its own micro-batches only
+        kept = []
+        for work, payload, tag in self.pending:
+            if last_microbatch is None or microbatch_of(tag) <= last_microbatch:
+                work.wait()
+            else:
+                kept.append((work, payload, tag))
+        self.pending = kept
 
 
 def _tag(microbatch: int, backward: bool, version: bool = False) -> int:
     """Activations, gradients and (vertical sync) weight versions of a micro-batch each
     have a tag of their own."""
     return 3 * microbatch + (2 if version else 1 if backward else 0)
+
+
+def microbatch_of(tag: int) -> int:
+    return tag // 3
+
+
+def last_of_step(step: int, m: int, replica: int = 0, replicas: int = 1) -> int:
+    """The last micro-batch of step ``step`` (``m`` per step) that this replica runs."""
+    last = (step + 1) * m - 1
+    return last - (last - replica) % replicas
+
+
+def forwarded_by_step_end(
+    stage: int, stages: int, total: int, step: int, m: int, replica: int, replicas: int
+) -> set[int]:
+    """The micro-batches whose forward a replica of ``stage`` has run when its step ``step``
+    ends, with the backward of its last micro-batch of that step."""
+    last = last_of_step(step, m, replica, replicas)
+    done = set()
+    for action in replica_actions(stage, stages, total, replica, replicas):
+        if action.kind == "F":
+            done.add(action.microbatch)
+        elif action.microbatch >= last:
+            break
+    return done
+
+
+def in_transit_at_step_end(
+    stage: int,
+    stages: int,
+    total: int,
+    step: int,
+    m: int,
+    replica: int,
+    replicas: tuple[int, int],
+) -> list[int]:
+    """The micro-batches the previous stage has sent this replica by the end of step
+    ``step`` that it has not received by then (a stream stopped there, by a reached target,
+    leaves them in transit). ``replicas``: of the previous stage and of this one."""
+    if stage == 0:
+        return []
+    before, mine = replicas
+    sent: set[int] = set()
+    for r in range(before):
+        sent |= forwarded_by_step_end(stage - 1, stages, total, step, m, r, before)
+    received = forwarded_by_step_end(stage, stages, total, step, m, replica, mine)
+    return sorted(k for k in sent - received if k % mine == replica)
 
 
 @dataclass
@@ -279,6 +333,14 @@ class PipeDreamStage:
                 stamp = torch.tensor([version], dtype=torch.int64)
                 self.transport.send(stamp, peer, _tag(k, False, version=True))
             self.transport.send(outputs, peer, _tag(k, False))
+
+    def discard_forward(self, k: int) -> None:
+        """Receive micro-batch ``k``'s activations (and, with vertical sync, its version)
+        and drop them: the end of a stream stopped while they were in transit."""
+        if self.vertical_sync:
+            stamp = torch.zeros(1, dtype=torch.int64)
+            self.transport.recv(stamp, peer_for(self.prev, k), _tag(k, False, version=True))
+        self.transport.recv(self.input_like, peer_for(self.prev, k), _tag(k, False))
 
     def _note_stash(self) -> None:
         """Peak bytes of weight copies held: the stashes of micro-batches in flight (the

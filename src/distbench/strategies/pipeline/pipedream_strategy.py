@@ -36,6 +36,8 @@ from distbench.strategies.pipeline.pipedream import (
     DistTransport,
     Neighbour,
     PipeDreamStage,
+    in_transit_at_step_end,
+    last_of_step,
     replica_actions,
 )
 from distbench.strategies.pipeline.stages import StageProbe, stage_module
@@ -71,7 +73,6 @@ class PipelinePipeDream(PipelineStrategy):
         "weight stashing; --microbatches, --partition"
     )
     schedule_name: ClassVar[str] = "pipedream"
-    trains_to_target: ClassVar[bool] = False
     replicates: ClassVar[bool] = True
     flushes: ClassVar[bool] = False
     updates_per_microbatch: ClassVar[bool] = True
@@ -151,21 +152,39 @@ class PipelinePipeDream(PipelineStrategy):
             average=self.average,
             apply_update=self.emulation.update if self.emulation is not None else None,
         )
-        self.goal = self.convergence(self.module, cfg.batch_size)  # no goal: the plain loop
-        total_steps = cfg.warmup + cfg.steps
-        total = total_steps * self.m
-        actions = iter(replica_actions(s, stages, total, self.replica, replicas))
+        # With a target, rank 0 evaluates the stages' weights gathered at the end of a step,
+        # when every stage has applied the step's M updates (no flush is needed: nothing is
+        # in transit then) and every rank stops after the same step.
+        evaluated = self.whole if self.whole is not None else self.module
+        self.goal = self.convergence(evaluated, cfg.batch_size)
+        self.goal.gather = self._gather_stages_into_whole
+        limit = self.goal.step_limit if self.goal.active else cfg.warmup + cfg.steps
+        actions = iter(replica_actions(s, stages, limit * self.m, self.replica, replicas))
         micro = MicroBatches(batches, self.m, ctx.device)
         timer = PhaseTimer(synchronizer(ctx.device))
         self.step_phases: list[dict[str, float]] = []
-        for step in range(total_steps):
+        for step in self.goal.steps():
             losses = self._run_step(timer, actions, micro, step)
             # a replica of the last stage trains its share of the step's micro-batches
             samples = cfg.batch_size // replicas if self.last else 0
-            extra = {"loss": sum(losses) / len(losses)} if losses else {}
+            loss = sum(losses) / len(losses) if losses else None
+            extra = {"loss": loss} if loss is not None else {}
             seconds = record_step(ctx.recorder, cfg, step, timer, samples, **extra)
             if step >= cfg.warmup:
                 self.step_phases.append(self._phases_of(timer, seconds))
+            self.goal.after_step(step, seconds, loss)
+        self._end_stream(step, limit * self.m)
+
+    def _end_stream(self, step: int, total: int) -> None:
+        """After the stream's last step (or the one that reached the target): take what
+        the previous stage sent ahead, and wait for every send."""
+        s = self.stage_index
+        replicas = (self.plan.stages[s - 1].replicas if s else 1, self.plan.stages[s].replicas)
+        for k in in_transit_at_step_end(
+            s, len(self.plan.stages), total, step, self.m, self.replica, replicas
+        ):
+            self.runtime.discard_forward(k)
+        self.runtime.transport.wait_sends()
 
     def _run_step(
         self, timer: PhaseTimer, actions: Iterator[Action], micro: MicroBatches, step: int
@@ -178,13 +197,12 @@ class PipelinePipeDream(PipelineStrategy):
         began = time.perf_counter()
         # this rank's last micro-batch of the step (a replica takes every r-th)
         replicas = self.plan.stages[self.stage_index].replicas
-        last = (step + 1) * self.m - 1
-        last -= (last - self.replica) % replicas
+        last = last_of_step(step, self.m, self.replica, replicas)
         for action in actions:
             runtime.do(action, micro)
             if action.kind == "B" and action.microbatch >= last:
                 break
-        runtime.transport.wait_sends()
+        runtime.transport.wait_sends((step + 1) * self.m - 1)
         elapsed = time.perf_counter() - began
         timer.mark("forward")  # everything, redistributed below
         times = runtime.times

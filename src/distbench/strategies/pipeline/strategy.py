@@ -90,7 +90,7 @@ class PipelineStrategy(Strategy):
     """Shared machinery; subclasses choose the schedule and the micro-batch count."""
 
     scaling: ClassVar[str] = "strong"
-    workers_are: ClassVar[str] = "pipeline stages"
+    workers_are: ClassVar[str] = "pipeline stages (stages x replicas with --partition profiled)"
     prediction_model: ClassVar[str | None] = "pipeline"
     # Same global batch as sequential, micro-batch gradients summed in another order.
     equivalence: ClassVar[Equivalence] = Equivalence(rtol=1e-5, atol=1e-6)

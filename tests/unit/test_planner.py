@@ -110,7 +110,12 @@ def test_plan_dict_and_prediction() -> None:
     data = plan.to_dict()
     assert data["method"] == "profiled" and len(data["stages"]) == 2
     assert len(data["profile"]) == 3
-    assert predicted_step_s(plan, 4) == pytest.approx(5 * (plan.bottleneck_s or 0))
+    # the first micro-batch through both stages (6 s of compute, the boundary both ways
+    # once), three more behind it at the slowest stage's pace
+    boundary = 2 * DEFAULT_LINK.transfer_s(0)
+    fill = 6.0 + boundary
+    assert predicted_step_s(plan, 4) == pytest.approx(3 * (plan.bottleneck_s or 0) + fill)
+    assert plan.bottleneck_s == pytest.approx(3.0 + boundary)
     assert "predicted step" in format_plan(plan, 4)
 
 
@@ -305,7 +310,8 @@ def test_copies_price_the_flushing_step_and_their_all_reduce() -> None:
     bubble) the best plan, heavy weights a pipeline without copies."""
     from distbench.strategies.pipeline.partition import best_pipeline_copies, flush_step_s
 
-    assert flush_step_s([1.0, 2.0], [0.5, 0.25], 2, 8) == pytest.approx((4 + 1) * 2.0 + 0.5)
+    # the first micro-batch through both stages (fill 3), three more at the slowest's pace
+    assert flush_step_s([1.0, 2.0], 3.0, [0.5, 0.25], 2, 8) == pytest.approx(3 * 2.0 + 3 + 0.5)
     light = _costs([10.0, 10.0], [100, 100])
     assert best_pipeline_copies(light, 2, FAST, 4) == ([(0, 2)], 2)
     heavy = _costs([10.0, 10.0], [10**9, 10**9])

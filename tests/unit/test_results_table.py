@@ -156,7 +156,8 @@ def test_the_table_says_what_n_counts_where_it_is_not_workers() -> None:
     mp = replace(ROWS[1], strategy="model-parallel")
     text = workers_meaning([ddp, pipe, mp]) or ""
     assert "ddp: data-parallel workers" in text
-    assert "pipeline-1f1b: pipeline stages (stages x replicas" in text and "model-parallel: model partitions" in text
+    assert "pipeline-1f1b: pipeline stages (stages x replicas" in text
+    assert "model-parallel: model partitions" in text
     assert "batch: the global batch of one step" in text
 
 

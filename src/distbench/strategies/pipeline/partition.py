@@ -169,19 +169,32 @@ def predicted_step_s(plan: Plan, microbatches: int, flush: bool = True) -> float
         return None
     return flush_step_s(
         [o for o in owns if o is not None],
+        fill_s(plan.stages),
         [s.sync_s or 0.0 for s in plan.stages],
         plan.stages[0].replicas,
         microbatches,
     )
 
 
-def flush_step_s(own_s: Sequence[float], sync_s: Sequence[float], copies: int, m: int) -> float:
+def fill_s(stages: Sequence[StagePlan]) -> float:
+    """One micro-batch's way through the whole pipeline and back: every stage's work and
+    every boundary's transfers once (a stage's ``comm_s`` holds both its boundaries, so
+    each boundary is in two stages' ``comm_s``)."""
+    work = sum((s.compute_s or 0.0) + s.weights_s for s in stages)
+    return work + sum(s.comm_s or 0.0 for s in stages) / 2
+
+
+def flush_step_s(
+    own_s: Sequence[float], fill: float, sync_s: Sequence[float], copies: int, m: int
+) -> float:
     """A flushing pipeline's step (GPipe, 1F1B-flush) with ``copies`` copies of the whole
-    pipeline that take ``m / copies`` micro-batches each: ``(m / copies + S - 1)`` slots of
-    the slowest stage (``own_s``: per micro-batch), then the slowest stage's all-reduce
-    among its copies (``sync_s``), once per step."""
-    slots = m // copies + len(own_s) - 1
-    return slots * max(own_s) + max(sync_s, default=0.0)
+    pipeline that take ``m / copies`` micro-batches each: the first micro-batch's way
+    through every stage and back (``fill``), the other ``m / copies - 1`` behind it at the
+    pace of the slowest stage (``own_s``: per micro-batch), then the slowest stage's
+    all-reduce among its copies (``sync_s``), once per step. With equal stages of ``t``
+    this is GPipe's ``(M + S - 1) t``; with unequal ones, the stages other than the slowest
+    add only their own time to the fill and drain, not the slowest stage's."""
+    return (m // copies - 1) * max(own_s) + fill + max(sync_s, default=0.0)
 
 
 # ---------------------------------------------------------------------------- cuts
@@ -320,11 +333,12 @@ def best_pipeline_copies(
     the best cut of its stages (``best_cuts``) priced by ``flush_step_s``. Returns the
     cuts and the copies."""
     best: tuple[float, list[tuple[int, int]], int] | None = None
+    names = [c.name for c in costs]
     for stages, copies in pipeline_copies(len(costs), workers, microbatches, one_f_one_b):
         cuts = best_cuts(costs, stages, link)
-        own = [stage_time_s(costs, a, b, link) for a, b in cuts]
-        sync = [allreduce_s(sum(c.param_bytes for c in costs[a:b]), copies, link) for a, b in cuts]
-        step = flush_step_s(own, sync, copies, microbatches)
+        plan = make_plan("profiled", names, cuts, costs, link, [copies] * len(cuts))
+        step = predicted_step_s(plan, microbatches)
+        assert step is not None  # a plan with costs predicts
         if best is None or step < best[0]:
             best = (step, cuts, copies)
     if best is None:

@@ -1,7 +1,8 @@
 """Does the profiled partition beat equal block counts on an unbalanced model? A real run.
 
-Runs a 2-stage pipeline (``pipeline-gpipe`` by default) with ``--partition uniform`` and
-``profiled`` alternately (rounds spread machine noise over both), on
+Runs a pipeline of 2 workers (``pipeline-gpipe`` by default) with ``--partition uniform``
+and ``profiled`` alternately (the profiled planner may also run copies of a 1-stage
+pipeline: the printed plan says) (rounds spread machine noise over both), on
 ``unbalanced_model.py:Unbalanced`` by default, and prints per partition: the plan, each
 stage's measured compute per step (forward + backward, wall and CPU seconds), the slowest
 stage, the median step time; then the ratios uniform / profiled (above 1: profiled is

@@ -98,8 +98,10 @@ def test_cli_resnet18_1f1b_profiled_json(tmp_path: Path) -> None:
         "synthetic",
         "--strategy",
         "pipeline-1f1b",
+        # three workers and four micro-batches: no copies of the pipeline divide 4, so the
+        # profiled planner must cut three stages
         "--workers",
-        "2",
+        "3",
         "--microbatches",
         "4",
         "--partition",
@@ -121,14 +123,15 @@ def test_cli_resnet18_1f1b_profiled_json(tmp_path: Path) -> None:
     row = json.loads(result.stdout)[0]
     extra = row["extra"]
     assert extra["partition"] == "profiled" and extra["schedule"] == "1f1b"
-    assert "stage 0:" in extra["plan_text"] and "stage 1:" in extra["plan_text"]
+    assert all(f"stage {s}:" in extra["plan_text"] for s in range(3))
     stages = extra["plan"]["stages"]
-    assert stages[0]["start"] == 0 and stages[0]["stop"] == stages[1]["start"]
-    assert stages[1]["stop"] == 12 and all(s["compute_s"] > 0 for s in stages)
-    assert extra["bubble_theoretical"] == pytest.approx(1 / 5)
-    _check_stage_figures(extra, 2)
+    assert stages[0]["start"] == 0 and stages[-1]["stop"] == 12
+    assert all(a["stop"] == b["start"] for a, b in zip(stages, stages[1:], strict=False))
+    assert all(s["compute_s"] > 0 and s["replicas"] == 1 for s in stages)
+    assert extra["bubble_theoretical"] == pytest.approx(2 / 6)
+    _check_stage_figures(extra, 3)
     # 1F1B keeps at most S - s micro-batches in flight on stage s (GPipe keeps all M).
-    assert [f["inflight_peak_microbatches"] for f in extra["per_stage"]] == [2, 1]
+    assert [f["inflight_peak_microbatches"] for f in extra["per_stage"]] == [3, 2, 1]
 
 
 @pytest.mark.timeout(240)

@@ -6,6 +6,7 @@ weights of the version its forward saw. Stages run as threads over an in-memory 
 from __future__ import annotations
 
 import copy
+import itertools
 import queue
 import threading
 from collections import defaultdict
@@ -15,7 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-from distbench.strategies.pipeline.pipedream import Action, PipeDreamStage, one_f_one_b
+from distbench.strategies.pipeline.pipedream import (
+    Action,
+    PipeDreamStage,
+    one_f_one_b,
+    replica_actions,
+)
 
 TOTAL, MICRO = 8, 4
 
@@ -300,3 +306,22 @@ def test_a_stream_stopped_at_a_step_end_leaves_the_forwards_sent_ahead_in_transi
     sent = forwarded_by_step_end(0, 2, total, 0, m, 0, 1)
     received = set().union(*(forwarded_by_step_end(1, 2, total, 0, m, r, 2) for r in range(2)))
     assert sorted(k for ks in transit for k in ks) == sorted(sent - received)
+
+
+def test_replicated_1f1b_orders_never_deadlock() -> None:
+    """Every shape the planner may choose (up to five stages, replica counts dividing four
+    micro-batches) runs to the end; with every replica as deep as an unreplicated stage
+    (S - s in flight each), some do not — e.g. one stage, then four replicas, then one."""
+    from distbench.strategies.pipeline.pipedream import deadlocks
+
+    def orders(shape: tuple[int, ...], deep: bool) -> dict[tuple[int, int], list[Action]]:
+        stages = len(shape)
+        return {
+            (s, j): replica_actions(s, stages, 32, j, r, (stages - s) if deep else None)
+            for s, r in enumerate(shape)
+            for j in range(r)
+        }
+
+    shapes = [shape for n in range(1, 6) for shape in itertools.product((1, 2, 4), repeat=n)]
+    assert not [shape for shape in shapes if deadlocks(orders(shape, False), len(shape))]
+    assert deadlocks(orders((1, 4, 1), True), 3)

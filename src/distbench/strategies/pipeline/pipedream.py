@@ -55,10 +55,40 @@ def replica_actions(
     in_flight: int | None = None,
 ) -> list[Action]:
     """The 1F1B order of one replica of a replicated stage: the micro-batches ``k`` with
-    ``k mod replicas == replica`` (replicas take the stream's micro-batches in turn)."""
+    ``k mod replicas == replica`` (replicas take the stream's micro-batches in turn).
+
+    By default a replica keeps ``ceil((S - s) / r)`` of its micro-batches in flight: the
+    stage's replicas together hold the ``S - s`` an unreplicated stage would. More would
+    deadlock: a replica would wait for a forward its upstream sends only after a backward
+    that waits, down the pipeline, for that replica (``deadlocks`` finds such orders)."""
     mine = list(range(replica, total, replicas))
-    order = one_f_one_b(stage, stages, len(mine), in_flight)
+    depth = -(-(stages - stage) // replicas) if in_flight is None else in_flight
+    order = one_f_one_b(stage, stages, len(mine), depth)
     return [Action(a.kind, mine[a.microbatch]) for a in order]
+
+
+def deadlocks(orders: dict[tuple[int, int], list[Action]], stages: int) -> bool:
+    """Whether ranks running ``orders`` (per ``(stage, replica)``) get stuck: a forward of
+    ``k`` needs the previous stage's forward of ``k``, a backward the next stage's backward
+    of ``k``, and sends never block. Runs every rank as far as it can until all finish
+    (False) or none can move (True)."""
+    done: set[tuple[str, int, int]] = set()
+    position = dict.fromkeys(orders, 0)
+    while True:
+        moved = False
+        for (stage, replica), order in orders.items():
+            while position[(stage, replica)] < len(order):
+                action = order[position[(stage, replica)]]
+                needs = stage - 1 if action.kind == "F" else stage + 1
+                if 0 <= needs < stages and (action.kind, needs, action.microbatch) not in done:
+                    break
+                done.add((action.kind, stage, action.microbatch))
+                position[(stage, replica)] += 1
+                moved = True
+        if all(position[key] == len(order) for key, order in orders.items()):
+            return False
+        if not moved:
+            return True
 
 
 def one_f_one_b(stage: int, stages: int, total: int, in_flight: int | None = None) -> list[Action]:

@@ -40,7 +40,7 @@ from distbench.strategies.pipeline.pipedream import (
     last_of_step,
     replica_actions,
 )
-from distbench.strategies.pipeline.stages import StageProbe, stage_module
+from distbench.strategies.pipeline.stages import StageProbe, gradient_mean, stage_module
 from distbench.strategies.pipeline.strategy import Batches, PipelineStrategy
 
 
@@ -109,20 +109,7 @@ class PipelinePipeDream(PipelineStrategy):
                 group = dist.new_group(ranks)
                 if stage.index == self.stage_index:
                     mine = (group, stage.replicas)
-        if mine is None:
-            return None
-        group, size = mine
-
-        def average(grads: list[torch.Tensor]) -> None:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat, group=group)
-            flat /= size
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
-
-        return average
+        return None if mine is None else gradient_mean(*mine)
 
     def _neighbour(self, stage: int) -> Neighbour:
         """The rank of stage ``stage`` that holds micro-batch ``k`` (replicas take turns)."""

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from distbench.models import model_blocks
@@ -34,6 +35,22 @@ from distbench.models import model_blocks
 def stage_module(model: nn.Module, start: int, stop: int) -> nn.Sequential:
     """Blocks ``[start, stop)`` of ``model`` as a Sequential keeping the blocks' names."""
     return nn.Sequential(OrderedDict(model_blocks(model)[start:stop]))
+
+
+def gradient_mean(group: dist.ProcessGroup, size: int) -> Callable[[list[torch.Tensor]], None]:
+    """Averages gradients in place over the ``size`` ranks of ``group`` (a stage's
+    replicas): one all-reduce of them flattened into one buffer."""
+
+    def average(grads: list[torch.Tensor]) -> None:
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, group=group)
+        flat /= size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    return average
 
 
 class _SavedBytes:

@@ -69,7 +69,7 @@ from distbench.strategies.pipeline.profile_blocks import (
     measure_ring_step,
     profile_blocks,
 )
-from distbench.strategies.pipeline.stages import StageProbe, stage_module
+from distbench.strategies.pipeline.stages import StageProbe, gradient_mean, stage_module
 
 if TYPE_CHECKING:
     from torch.distributed.pipelining.schedules import PipelineScheduleSingle
@@ -192,9 +192,10 @@ class PipelineStrategy(Strategy):
         """This rank's blocks as a timed ``PipelineStage`` under the strategy's schedule.
 
         With copies of the pipeline (a replicated plan), each copy is a process group of
-        its stages, a stage's copies average their gradients through DDP over a group of
-        them (the schedule reduces on the last micro-batch's backward), and each copy takes
-        its share of the batch's micro-batches."""
+        its stages, a stage's copies average their gradients after the schedule's step by
+        an all-reduce over a group of them (``gradient_mean``, as PipeDream's replicas do;
+        DDP inside the schedule fails its bucket rebuild on emulated stages), and each copy
+        takes its share of the batch's micro-batches."""
         from torch.distributed.pipelining import PipelineStage  # slow import: see above
 
         ctx = self.ctx
@@ -206,11 +207,9 @@ class PipelineStrategy(Strategy):
         self.probe = StageProbe(self.module, synchronizer(ctx.device))
         pipeline, stage_copies = self._copy_groups()
         self.stage_copies = stage_copies
-        submodule: nn.Module = self.module
-        if stage_copies is not None and any(p.requires_grad for p in self.module.parameters()):
-            submodule = nn.parallel.DistributedDataParallel(self.module, process_group=stage_copies)
+        self.average = gradient_mean(stage_copies, self.copies) if stage_copies else None
         stage = PipelineStage(
-            submodule, self.stage_index, len(self.plan.stages), ctx.device, group=pipeline
+            self.module, self.stage_index, len(self.plan.stages), ctx.device, group=pipeline
         )
         self.probe.install(stage)
         self.schedule = self.schedule_class()(
@@ -360,6 +359,9 @@ class PipelineStrategy(Strategy):
         self.schedule.step(*args, return_outputs=False, **kwargs)
         ended = timer.mark("forward")  # the whole schedule step, redistributed below
         self._split_schedule_time(timer, ended - began)
+        if self.average is not None:  # copies of the pipeline: their gradients' mean
+            self.average([p.grad for p in self.module.parameters() if p.grad is not None])
+            timer.mark("comm")
         if self.optimizer is not None:
             if self.emulation is not None:
                 self.emulation.update()

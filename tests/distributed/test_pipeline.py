@@ -8,6 +8,7 @@ changes). Coverage: the zoo's big models run as 2-stage pipelines, and the CLI's
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -126,7 +127,7 @@ def test_cli_resnet18_1f1b_profiled_json(tmp_path: Path) -> None:
     assert all(f"stage {s}:" in extra["plan_text"] for s in range(3))
     stages = extra["plan"]["stages"]
     assert stages[0]["start"] == 0 and stages[-1]["stop"] == 12
-    assert all(a["stop"] == b["start"] for a, b in zip(stages, stages[1:], strict=False))
+    assert all(a["stop"] == b["start"] for a, b in itertools.pairwise(stages))
     assert all(s["compute_s"] > 0 and s["replicas"] == 1 for s in stages)
     assert extra["bubble_theoretical"] == pytest.approx(2 / 6)
     _check_stage_figures(extra, 3)

@@ -292,36 +292,45 @@ def test_a_stream_stopped_at_a_step_end_leaves_the_forwards_sent_ahead_in_transi
     )
 
     total, m = 40, 4
-    assert forwarded_by_step_end(0, 3, total, 0, m, 0, 1) == set(range(6))
-    assert forwarded_by_step_end(1, 3, total, 0, m, 0, 1) == set(range(5))
-    assert forwarded_by_step_end(2, 3, total, 0, m, 0, 1) == set(range(4))
-    assert in_transit_at_step_end(0, 3, total, 0, m, 0, (1, 1)) == []
-    assert in_transit_at_step_end(1, 3, total, 0, m, 0, (1, 1)) == [5]
-    assert in_transit_at_step_end(2, 3, total, 2, m, 0, (1, 1)) == [12]
+    three = (1, 1, 1)
+    assert forwarded_by_step_end(0, three, total, 0, m, 0) == set(range(6))
+    assert forwarded_by_step_end(1, three, total, 0, m, 0) == set(range(5))
+    assert forwarded_by_step_end(2, three, total, 0, m, 0) == set(range(4))
+    assert in_transit_at_step_end(0, three, total, 0, m, 0) == []
+    assert in_transit_at_step_end(1, three, total, 0, m, 0) == [5]
+    assert in_transit_at_step_end(2, three, total, 2, m, 0) == [12]
     # the stream's end leaves nothing
-    assert in_transit_at_step_end(2, 3, total, total // m - 1, m, 0, (1, 1)) == []
+    assert in_transit_at_step_end(2, three, total, total // m - 1, m, 0) == []
     # a replicated stage: each replica takes the micro-batches it holds
-    transit = [in_transit_at_step_end(1, 2, total, 0, m, r, (1, 2)) for r in range(2)]
+    shape = (1, 2)
+    transit = [in_transit_at_step_end(1, shape, total, 0, m, r) for r in range(2)]
     assert all(k % 2 == r for r, ks in enumerate(transit) for k in ks)
-    sent = forwarded_by_step_end(0, 2, total, 0, m, 0, 1)
-    received = set().union(*(forwarded_by_step_end(1, 2, total, 0, m, r, 2) for r in range(2)))
+    sent = forwarded_by_step_end(0, shape, total, 0, m, 0)
+    received = set().union(*(forwarded_by_step_end(1, shape, total, 0, m, r) for r in range(2)))
     assert sorted(k for ks in transit for k in ks) == sorted(sent - received)
 
 
 def test_replicated_1f1b_orders_never_deadlock() -> None:
     """Every shape the planner may choose (up to five stages, replica counts dividing four
-    micro-batches) runs to the end; with every replica as deep as an unreplicated stage
-    (S - s in flight each), some do not — e.g. one stage, then four replicas, then one."""
-    from distbench.strategies.pipeline.pipedream import deadlocks
+    micro-batches) runs to the end with ``stage_depths``; with every replica as deep as an
+    unreplicated stage (S - s in flight each), some do not — e.g. one stage, then four
+    replicas, then one, whose first stage must keep eight in flight instead of three."""
+    from distbench.strategies.pipeline.pipedream import deadlocks, stage_depths
 
-    def orders(shape: tuple[int, ...], deep: bool) -> dict[tuple[int, int], list[Action]]:
+    def orders(shape: tuple[int, ...], depths: list[int]) -> dict[tuple[int, int], list[Action]]:
         stages = len(shape)
         return {
-            (s, j): replica_actions(s, stages, 32, j, r, (stages - s) if deep else None)
+            (s, j): replica_actions(s, stages, 32, j, r, depths[s])
             for s, r in enumerate(shape)
             for j in range(r)
         }
 
+    def plain(shape: tuple[int, ...]) -> list[int]:
+        return [len(shape) - s for s in range(len(shape))]
+
     shapes = [shape for n in range(1, 6) for shape in itertools.product((1, 2, 4), repeat=n)]
-    assert not [shape for shape in shapes if deadlocks(orders(shape, False), len(shape))]
-    assert deadlocks(orders((1, 4, 1), True), 3)
+    assert not [s for s in shapes if deadlocks(orders(s, stage_depths(s)), len(s))]
+    assert deadlocks(orders((1, 4, 1), plain((1, 4, 1))), 3)
+    assert stage_depths((1, 4, 1)) == [8, 2, 1]
+    # where PipeDream's depths do not deadlock they are kept
+    assert stage_depths((4, 1, 1, 1, 1)) == plain((4, 1, 1, 1, 1)) == [5, 4, 3, 2, 1]

@@ -30,7 +30,7 @@ so a test can recompute that gradient from the weights of the recorded version.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,16 +55,28 @@ def replica_actions(
     in_flight: int | None = None,
 ) -> list[Action]:
     """The 1F1B order of one replica of a replicated stage: the micro-batches ``k`` with
-    ``k mod replicas == replica`` (replicas take the stream's micro-batches in turn).
-
-    By default a replica keeps ``ceil((S - s) / r)`` of its micro-batches in flight: the
-    stage's replicas together hold the ``S - s`` an unreplicated stage would. More would
-    deadlock: a replica would wait for a forward its upstream sends only after a backward
-    that waits, down the pipeline, for that replica (``deadlocks`` finds such orders)."""
+    ``k mod replicas == replica`` (replicas take the stream's micro-batches in turn), at
+    most ``in_flight`` of them between forward and backward (``stage_depths`` says how
+    many a pipeline of replicated stages needs; default ``S - s``)."""
     mine = list(range(replica, total, replicas))
-    depth = -(-(stages - stage) // replicas) if in_flight is None else in_flight
-    order = one_f_one_b(stage, stages, len(mine), depth)
+    order = one_f_one_b(stage, stages, len(mine), in_flight)
     return [Action(a.kind, mine[a.microbatch]) for a in order]
+
+
+def stage_depths(shape: Sequence[int]) -> list[int]:
+    """Micro-batches each replica of each stage keeps in flight, for stages replicated
+    ``shape[s]`` times: PipeDream's ``S - s``, raised where a stage's replicas together
+    would hold fewer than the next stage's do. A stage's first backward waits for
+    forwards of micro-batches up to its replicas' combined depth; if the stage before
+    sends fewer before it blocks on a backward of its own, both wait for ever (one stage,
+    then four replicas of ``S - s`` each, then one: ``deadlocks`` finds it)."""
+    stages = len(shape)
+    depths = [0] * stages
+    downstream = 0  # micro-batches the next stage's replicas hold in all
+    for stage in reversed(range(stages)):
+        depths[stage] = max(stages - stage, -(-downstream // shape[stage]))
+        downstream = depths[stage] * shape[stage]
+    return depths
 
 
 def deadlocks(orders: dict[tuple[int, int], list[Action]], stages: int) -> bool:
@@ -178,13 +190,16 @@ def last_of_step(step: int, m: int, replica: int = 0, replicas: int = 1) -> int:
 
 
 def forwarded_by_step_end(
-    stage: int, stages: int, total: int, step: int, m: int, replica: int, replicas: int
+    stage: int, shape: Sequence[int], total: int, step: int, m: int, replica: int
 ) -> set[int]:
-    """The micro-batches whose forward a replica of ``stage`` has run when its step ``step``
-    ends, with the backward of its last micro-batch of that step."""
+    """The micro-batches whose forward a replica of ``stage`` (of a pipeline replicated as
+    ``shape``) has run when its step ``step`` ends, with the backward of its last
+    micro-batch of that step."""
+    replicas = shape[stage]
     last = last_of_step(step, m, replica, replicas)
+    depth = stage_depths(shape)[stage]
     done = set()
-    for action in replica_actions(stage, stages, total, replica, replicas):
+    for action in replica_actions(stage, len(shape), total, replica, replicas, depth):
         if action.kind == "F":
             done.add(action.microbatch)
         elif action.microbatch >= last:
@@ -193,25 +208,18 @@ def forwarded_by_step_end(
 
 
 def in_transit_at_step_end(
-    stage: int,
-    stages: int,
-    total: int,
-    step: int,
-    m: int,
-    replica: int,
-    replicas: tuple[int, int],
+    stage: int, shape: Sequence[int], total: int, step: int, m: int, replica: int
 ) -> list[int]:
     """The micro-batches the previous stage has sent this replica by the end of step
     ``step`` that it has not received by then (a stream stopped there, by a reached target,
-    leaves them in transit). ``replicas``: of the previous stage and of this one."""
+    leaves them in transit)."""
     if stage == 0:
         return []
-    before, mine = replicas
     sent: set[int] = set()
-    for r in range(before):
-        sent |= forwarded_by_step_end(stage - 1, stages, total, step, m, r, before)
-    received = forwarded_by_step_end(stage, stages, total, step, m, replica, mine)
-    return sorted(k for k in sent - received if k % mine == replica)
+    for r in range(shape[stage - 1]):
+        sent |= forwarded_by_step_end(stage - 1, shape, total, step, m, r)
+    received = forwarded_by_step_end(stage, shape, total, step, m, replica)
+    return sorted(k for k in sent - received if k % shape[stage] == replica)
 
 
 @dataclass

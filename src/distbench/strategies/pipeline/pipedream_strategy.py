@@ -39,6 +39,7 @@ from distbench.strategies.pipeline.pipedream import (
     in_transit_at_step_end,
     last_of_step,
     replica_actions,
+    stage_depths,
 )
 from distbench.strategies.pipeline.stages import StageProbe, gradient_mean, stage_module
 from distbench.strategies.pipeline.strategy import Batches, PipelineStrategy
@@ -111,6 +112,11 @@ class PipelinePipeDream(PipelineStrategy):
                     mine = (group, stage.replicas)
         return None if mine is None else gradient_mean(*mine)
 
+    @property
+    def shape(self) -> list[int]:
+        """Replicas of every stage."""
+        return [stage.replicas for stage in self.plan.stages]
+
     def _neighbour(self, stage: int) -> Neighbour:
         """The rank of stage ``stage`` that holds micro-batch ``k`` (replicas take turns)."""
         if not 0 <= stage < len(self.plan.stages):
@@ -146,7 +152,8 @@ class PipelinePipeDream(PipelineStrategy):
         self.goal = self.convergence(evaluated, cfg.batch_size)
         self.goal.gather = self._gather_stages_into_whole
         limit = self.goal.step_limit if self.goal.active else cfg.warmup + cfg.steps
-        actions = iter(replica_actions(s, stages, limit * self.m, self.replica, replicas))
+        depth = stage_depths(self.shape)[s]
+        actions = iter(replica_actions(s, stages, limit * self.m, self.replica, replicas, depth))
         micro = MicroBatches(batches, self.m, ctx.device)
         timer = PhaseTimer(synchronizer(ctx.device))
         self.step_phases: list[dict[str, float]] = []
@@ -165,10 +172,8 @@ class PipelinePipeDream(PipelineStrategy):
     def _end_stream(self, step: int, total: int) -> None:
         """After the stream's last step (or the one that reached the target): take what
         the previous stage sent ahead, and wait for every send."""
-        s = self.stage_index
-        replicas = (self.plan.stages[s - 1].replicas if s else 1, self.plan.stages[s].replicas)
         for k in in_transit_at_step_end(
-            s, len(self.plan.stages), total, step, self.m, self.replica, replicas
+            self.stage_index, self.shape, total, step, self.m, self.replica
         ):
             self.runtime.discard_forward(k)
         self.runtime.transport.wait_sends()
@@ -218,7 +223,7 @@ class PipelinePipeDream(PipelineStrategy):
         figures.update(
             stash_peak_bytes=self.runtime.stash_peak_bytes,
             delay_updates=max(delays, default=0),
-            inflight_peak_microbatches=max(1, len(self.plan.stages) - self.stage_index),
+            inflight_peak_microbatches=stage_depths(self.shape)[self.stage_index],
         )
         return figures
 

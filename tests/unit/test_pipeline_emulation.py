@@ -72,3 +72,12 @@ def test_stashed_weights_get_the_gradients_under_a_functional_call() -> None:
     functional_call(module, stash, (torch.ones(2, 2),)).sum().backward()
     assert all(t.grad is not None for t in stash.values())
     assert all(p.grad is None for p in module.parameters())
+
+
+def test_replicas_of_a_stage_without_weights_have_nothing_to_average() -> None:
+    """A replicated stage of pooling or flatten has no gradients: no all-reduce (every
+    replica of it skips alike), where ``torch.cat`` of nothing would fail."""
+    from distbench.strategies.pipeline.stages import gradient_mean
+
+    average = gradient_mean(None, 4)  # type: ignore[arg-type]  # never reaches the group
+    average([])

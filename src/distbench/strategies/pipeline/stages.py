@@ -42,6 +42,8 @@ def gradient_mean(group: dist.ProcessGroup, size: int) -> Callable[[list[torch.T
     replicas): one all-reduce of them flattened into one buffer."""
 
     def average(grads: list[torch.Tensor]) -> None:
+        if not grads:  # a stage without weights (pooling, flatten): all its replicas alike
+            return
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, group=group)
         flat /= size

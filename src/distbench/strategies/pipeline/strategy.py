@@ -100,8 +100,8 @@ class PipelineStrategy(Strategy):
     #: Forward, backward and update can be waits replaying a profile (``--compute``).
     emulated_compute: ClassVar[bool] = True
     #: A profiled plan may give stages replicas: copies of the whole pipeline for the
-    #: flushing schedules (``torch.distributed.pipelining`` composes with DDP that way),
-    #: any number per stage for PipeDream.
+    #: flushing schedules (each copy runs ``torch.distributed.pipelining``'s schedule in a
+    #: process group of its own), any number per stage for PipeDream.
     replicates: ClassVar[bool] = True
     #: The pipeline drains every step (GPipe, 1F1B-flush), which the predictions count.
     flushes: ClassVar[bool] = True
@@ -274,6 +274,7 @@ class PipelineStrategy(Strategy):
         emulated = isinstance(compute, EmulatedCompute)
         if cfg.partition == "uniform" and not emulated:
             return plan_stages("uniform", names, self.ctx.world_size, link=link)
+        # emulated stages replay the block profile's shares, so every plan needs it
         costs = self._block_costs(model)
         if isinstance(compute, EmulatedCompute):
             costs = emulated_costs(costs, compute.plan)

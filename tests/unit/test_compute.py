@@ -253,6 +253,11 @@ def test_memory_check_refuses_runs_that_do_not_fit() -> None:
     central_sync = RunConfig(model="lenet5", strategy="ps-sync-join", workers=4)
     server = RUNTIME_BYTES + (STATE_COPIES + 4) * state  # a receive buffer per worker
     assert run_bytes(central_sync, state) == (5, 4 * estimated_bytes(state) + server)
+    # sharded servers live in the workers: a shard's buffers per worker, 1/N of the state
+    sharded = central.replace(servers="sharded")
+    assert run_bytes(sharded, state) == (4, 4 * estimated_bytes(state, STATE_COPIES + 2))
+    sharded_sync = central_sync.replace(servers="sharded")
+    assert run_bytes(sharded_sync, state) == (4, 4 * estimated_bytes(state, STATE_COPIES + 1))
     check_memory([cfg], lambda c: state, available=100 * 2**30)
     with pytest.raises(UserError, match=r"needs about .* GiB .*use fewer --workers"):
         check_memory([cfg], lambda c: state, available=4 * 2**30)

@@ -5,7 +5,10 @@ memory, measured; the libraries' code is shared between processes and not counte
 about ``STATE_COPIES`` copies of the model's state: weights, gradients, DDP's buckets or a
 parameter server's flat pull and push buffers. A central parameter server holds one
 receive buffer per worker besides (``STATE_COPIES + workers``), and an asynchronous one a
-send snapshot per worker too (``STATE_COPIES + 2 workers``). Activations come on top for
+send snapshot per worker too (``STATE_COPIES + 2 workers``). Sharded servers live in the
+workers: a unit holds a receive buffer (and, asynchronous, a snapshot) of its shard per
+worker, ``1/N`` of the state each, so every worker holds one (two) copies more.
+Activations come on top for
 real compute; emulated compute has none. A run whose estimate exceeds ``USABLE_SHARE`` of the memory
 available now is refused with one line that says the numbers (docs/emulation.md has the
 measurements these constants come from).
@@ -44,12 +47,21 @@ def server_copies(cfg: RunConfig) -> int:
     return per_worker * cfg.workers
 
 
+def worker_copies(cfg: RunConfig) -> int:
+    """State copies a worker holds: ``STATE_COPIES``, and with sharded parameter servers
+    its unit's buffers of one shard per worker (``server_copies / workers``)."""
+    facts = strategy_facts(cfg.framework, cfg.strategy)
+    if "servers" not in facts.settings or cfg.servers != "sharded":
+        return STATE_COPIES
+    return STATE_COPIES + (1 if facts.synchronous else 2)
+
+
 def run_bytes(cfg: RunConfig, state: int) -> tuple[int, int]:
     """(this node's processes, the memory they need in all)."""
     count = processes(cfg) // cfg.nnodes
     servers = processes(cfg) - cfg.workers
     workers = count - servers if cfg.nnodes == 1 else count
-    total = workers * estimated_bytes(state)
+    total = workers * estimated_bytes(state, worker_copies(cfg))
     if cfg.nnodes == 1:
         total += servers * estimated_bytes(state, STATE_COPIES + server_copies(cfg))
     return count, total
@@ -69,7 +81,7 @@ def check_memory(
             raise UserError(
                 f"{cfg.model} {cfg.strategy} with --workers {cfg.workers} needs about "
                 f"{total / 1024**3:.1f} GiB ({count} processes: {RUNTIME_BYTES / MIB:.0f} MiB "
-                f"runtime each + {STATE_COPIES} x {state / MIB:.0f} MiB of model state, a "
+                f"runtime each + {worker_copies(cfg)} x {state / MIB:.0f} MiB of model state, a "
                 f"central server one or two more per worker); {free / 1024**3:.1f} GiB is "
                 "available here: use fewer --workers"
             )

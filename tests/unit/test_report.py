@@ -248,6 +248,17 @@ def test_figure_helpers() -> None:
     rows = [row(1, "lenet5", "ddp", 2), row(2, "lenet5", "ddp", 2), row(3, "lenet5", "ddp", 1)]
     lines = latest_by_workers(rows)
     assert list(lines) == ["ddp"] and lines["ddp"][2].run_id == rows[1].run_id
+    # central and sharded servers, and the semaphore, are lines of their own
+    servers = [
+        row(4, "lenet5", "ps-async", 2, config={"servers": "central"}),
+        row(5, "lenet5", "ps-async", 2, config={"servers": "sharded"}),
+        row(6, "lenet5", "ps-sync-join", 2, config={"servers": "central", "ps_semaphore": True}),
+    ]
+    assert list(latest_by_workers(servers)) == [
+        "ps-async",
+        "ps-async sharded",
+        "ps-sync-join semaphore",
+    ]
     assert phases_present(rows) == ["data", "forward", "backward", "comm", "update"]
     profiled = row(1, "resnet18", "sequential", 1, operators=operators(1.0))
     assert operator_table(profiled)["backward: aten::add_"] == 0.01

@@ -82,7 +82,14 @@ def group_rows(rows: Sequence[Row]) -> dict[str, list[Row]]:
 
 
 def series_key(row: Row, frameworks: int) -> str:
-    return row.strategy if frameworks <= 1 else f"{row.strategy} ({row.framework})"
+    """A line of its own per strategy and the server settings that change it (sharded
+    servers, the semaphore), and per framework where several are drawn."""
+    name = row.strategy
+    if row.config.get("servers") == "sharded":
+        name += " sharded"
+    if row.config.get("ps_semaphore"):
+        name += " semaphore"
+    return name if frameworks <= 1 else f"{name} ({row.framework})"
 
 
 def latest_by_workers(rows: Sequence[Row]) -> dict[str, dict[int, Row]]:

@@ -192,9 +192,9 @@ class EmulatedCompute:
 
 class _StageWork(torch.autograd.Function):
     """A pipeline stage's emulated work on one micro-batch: the output (zeros of the real
-    shape) depends on the input and every parameter, so autograd, DDP's reducer and the
-    schedules see a real graph; backward waits the micro-batch's drawn backward time and
-    hands back zero gradients of the real shapes."""
+    shape) depends on the input and every parameter, so autograd, the schedules and
+    PipeDream's stashed weights see a real graph; backward waits the micro-batch's drawn
+    backward time and hands back zero gradients of the real shapes."""
 
     @staticmethod
     def forward(
@@ -239,8 +239,8 @@ class StageEmulation:
         self.update_s = update_s
 
     def install(self, module: nn.Module, output_shape: tuple[int, ...]) -> None:
-        """Replace ``module``'s forward (on the instance: functional calls with stashed
-        weights and DDP's wrapper still go through it)."""
+        """Replace ``module``'s forward (on the instance: the schedules' calls and
+        PipeDream's functional calls with stashed weights still go through it)."""
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             step = self.compute.plan.draw(self.compute.rng)

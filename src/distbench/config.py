@@ -243,8 +243,8 @@ class RunConfig:
     partition: str = setting(
         "uniform",
         "strategy",
-        "pipeline-*, model-parallel: equal block counts (uniform) or a cut chosen from a "
-        "per-block profile (profiled)",
+        "pipeline-*, model-parallel: equal block counts (uniform) or stages and replicas "
+        "chosen from a per-block profile (profiled; --workers is then stages x replicas)",
         choices=PARTITIONS,
         timing=True,
     )

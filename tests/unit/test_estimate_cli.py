@@ -228,3 +228,22 @@ def test_through_main(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(capsys.readouterr().out.splitlines()) == 9
     assert main(["estimate", "--t-grad", "-1", "--t-comm", "0.1"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_the_command_line_gives_back_the_callers_signal_handlers() -> None:
+    """While a command runs, SIGTERM and SIGHUP unwind it like Ctrl-C; a program that
+    calls ``main`` (a test, a notebook) has its own handlers back afterwards, also when
+    the command fails."""
+    import signal
+
+    from distbench.cli.main import main
+
+    def mine(signum: int, frame: object) -> None:
+        return None
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["estimate", "--t-grad", "-1"]) == 2
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)

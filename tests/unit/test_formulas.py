@@ -287,8 +287,10 @@ def test_ddp_table_band() -> None:
 
 def test_gpipe_and_bubble_by_hand() -> None:
     # M=4, S=3, slowest stage 0.02: (4+3-1)·0.02 = 0.12; bubble 2/6
-    assert f.gpipe_batch_time([0.01, 0.02, 0.015], 4) == pytest.approx(0.12)
-    assert f.one_f_one_b_batch_time([0.01, 0.02, 0.015], 4) == pytest.approx(0.12)
+    # the first micro-batch through all three stages, three more at the slowest's pace
+    assert f.gpipe_batch_time([0.01, 0.02, 0.015], 4) == pytest.approx(0.045 + 3 * 0.02)
+    assert f.one_f_one_b_batch_time([0.01, 0.02, 0.015], 4) == pytest.approx(0.105)
+    assert f.gpipe_batch_time([0.02] * 3, 4) == pytest.approx((4 + 3 - 1) * 0.02)
     assert f.bubble_fraction(3, 4) == pytest.approx(1 / 3)
     assert f.bubble_fraction(1, 8) == 0.0
 
@@ -312,8 +314,8 @@ def test_pipeline_measured_stages_row() -> None:
         "pipeline", "central", None, None, [1], D, stage_times=[0.01, 0.012, 0.011], microbatches=8
     )
     assert [r.workers for r in rows] == [3]
-    assert rows[0].time_per_iteration == pytest.approx(10 * 0.012)
-    assert rows[0].speedup_estimate == pytest.approx(8 * 0.033 / 0.12)
+    assert rows[0].time_per_iteration == pytest.approx(7 * 0.012 + 0.033)
+    assert rows[0].speedup_estimate == pytest.approx(8 * 0.033 / 0.117)
 
 
 # --- recommendation ----------------------------------------------------------------------

@@ -143,6 +143,20 @@ def test_pipelines_have_the_bubble_of_the_formula(
     assert result.step_time == pytest.approx(f.gpipe_batch_time(times, micro))
 
 
+@pytest.mark.parametrize(
+    ("times", "micro"), [((0.3, 0.5, 0.2), 4), ((0.5, 0.1), 8), ((0.1, 0.2, 0.7, 0.1), 2)]
+)
+def test_unequal_stages_fill_with_their_own_time(times: tuple[float, ...], micro: int) -> None:
+    """GPipe with unequal stages takes exactly the formula's ``(M - 1) · max + Σ``; 1F1B
+    no more (stages 0.3, 0.5, 0.2 s and M = 4: 2.33 s against GPipe's 2.5)."""
+    gpipe = simulate(spec("gpipe", len(times), pipeline=Pipeline(times, micro)))
+    assert gpipe.step_time == pytest.approx(f.gpipe_batch_time(times, micro))
+    one_f_one_b = simulate(spec("1f1b", len(times), pipeline=Pipeline(times, micro)))
+    assert one_f_one_b.step_time <= f.one_f_one_b_batch_time(times, micro) + 1e-9
+    if times == (0.3, 0.5, 0.2):
+        assert one_f_one_b.step_time == pytest.approx(7 / 3)
+
+
 def test_model_parallel_is_one_microbatch_through_every_stage() -> None:
     times = (0.3, 0.5, 0.2)
     result = simulate(spec("model-parallel", 3, pipeline=Pipeline(times, 8)))

@@ -299,7 +299,7 @@ def _pipeline_rows(inputs: EstimateInputs) -> list[EstimateRow]:
         t_grad = inputs.t_grad if inputs.t_grad is not None else m * sum(stages)
         batch = f.gpipe_batch_time(stages, m)
         bubble = f.bubble_fraction(len(stages), m)
-        label = f"pipeline (M+S-1)·max stage, measured stages, bubble {bubble:.2f}"
+        label = f"pipeline (M-1)·max stage + Σ stages, measured stages, bubble {bubble:.2f}"
         return [
             _row(inputs, t_grad, len(stages), (None, None, inputs.batches * batch), batch, label)
         ]

@@ -244,14 +244,18 @@ def _check_stages(stage_times: Sequence[float]) -> None:
 
 
 def gpipe_batch_time(stage_times: Sequence[float], microbatches: int) -> float:
-    """GPipe time for one batch: (M + S - 1) · max over stages of (t_f + t_b) per microbatch."""
+    """GPipe time for one batch, with ``stage_times`` the (t_f + t_b) per microbatch of each
+    stage: the first microbatch through every stage and back, the other M - 1 behind it at
+    the slowest stage's pace, ``(M - 1) · max + Σ stages``; ``(M + S - 1) · t`` for S equal
+    stages of t (the other stages add their own time to fill and drain, not the slowest's)."""
     _check_stages(stage_times)
     m = check_count("microbatches", microbatches)
-    return (m + len(stage_times) - 1) * max(stage_times)
+    return (m - 1) * max(stage_times) + sum(stage_times)
 
 
 def one_f_one_b_batch_time(stage_times: Sequence[float], microbatches: int) -> float:
-    """1F1B (PipeDream-flush) has the same bubble, hence the same time as GPipe."""
+    """1F1B (PipeDream-flush): GPipe's time with equal stages; with unequal ones at most
+    that (interleaving backwards lets it do better; the simulator runs the schedule)."""
     return gpipe_batch_time(stage_times, microbatches)
 
 

@@ -20,11 +20,10 @@ its update: ``S - s - 1`` in steady state).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from distbench.measurement.timer import PhaseTimer
@@ -41,7 +40,12 @@ from distbench.strategies.pipeline.pipedream import (
     replica_actions,
     stage_depths,
 )
-from distbench.strategies.pipeline.stages import StageProbe, gradient_mean, stage_module
+from distbench.strategies.pipeline.stages import (
+    StageProbe,
+    gradient_mean,
+    replica_group,
+    stage_module,
+)
 from distbench.strategies.pipeline.strategy import Batches, PipelineStrategy
 
 
@@ -86,7 +90,8 @@ class PipelinePipeDream(PipelineStrategy):
     def _build_stage(self, model: nn.Module) -> None:
         ctx = self.ctx
         span = self.plan.stages[self.stage_index]
-        self.average = self._replica_average()
+        found = replica_group(self.plan, self.stage_index)
+        self.average = gradient_mean(*found) if found else None
         self.module = stage_module(model, span.start, span.stop)
         self.emulation = self._emulate(model, span.start, span.stop)
         self.boundary_bytes = self._boundary_bytes(model, span.start, span.stop)
@@ -98,19 +103,6 @@ class PipelinePipeDream(PipelineStrategy):
         self.output_like = torch.zeros((micro, *shapes[span.stop]), device=ctx.device)
         # the flushing pipelines' probe, never installed: its activation figures stay empty
         self.probe = StageProbe(self.module, synchronizer(ctx.device))
-
-    def _replica_average(self) -> Callable[[list[torch.Tensor]], None] | None:
-        """The mean of the gradients over this stage's replicas, in place, through a process
-        group of them (every rank creates every stage's group, in order, as
-        ``new_group`` requires)."""
-        mine = None
-        for stage in self.plan.stages:
-            if stage.replicas > 1:
-                ranks = [self.plan.rank_of(stage.index, r) for r in range(stage.replicas)]
-                group = dist.new_group(ranks)
-                if stage.index == self.stage_index:
-                    mine = (group, stage.replicas)
-        return None if mine is None else gradient_mean(*mine)
 
     @property
     def shape(self) -> list[int]:

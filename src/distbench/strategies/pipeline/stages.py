@@ -30,11 +30,25 @@ import torch.distributed as dist
 from torch import nn
 
 from distbench.models import model_blocks
+from distbench.strategies.pipeline.partition import Plan
 
 
 def stage_module(model: nn.Module, start: int, stop: int) -> nn.Sequential:
     """Blocks ``[start, stop)`` of ``model`` as a Sequential keeping the blocks' names."""
     return nn.Sequential(OrderedDict(model_blocks(model)[start:stop]))
+
+
+def replica_group(plan: Plan, stage_index: int) -> tuple[dist.ProcessGroup, int] | None:
+    """The process group of stage ``stage_index``'s replicas and their count (None: one).
+    Every rank creates every replicated stage's group, in the same order, as
+    ``new_group`` requires, so every rank must call this."""
+    mine = None
+    for stage in plan.stages:
+        if stage.replicas > 1:
+            group = dist.new_group([plan.rank_of(stage.index, r) for r in range(stage.replicas)])
+            if stage.index == stage_index:
+                mine = (group, stage.replicas)
+    return mine
 
 
 def gradient_mean(group: dist.ProcessGroup, size: int) -> Callable[[list[torch.Tensor]], None]:

@@ -69,7 +69,12 @@ from distbench.strategies.pipeline.profile_blocks import (
     measure_ring_step,
     profile_blocks,
 )
-from distbench.strategies.pipeline.stages import StageProbe, gradient_mean, stage_module
+from distbench.strategies.pipeline.stages import (
+    StageProbe,
+    gradient_mean,
+    replica_group,
+    stage_module,
+)
 
 if TYPE_CHECKING:
     from torch.distributed.pipelining.schedules import PipelineScheduleSingle
@@ -205,9 +210,10 @@ class PipelineStrategy(Strategy):
         self.emulation = self._emulate(model, span.start, span.stop)
         self.boundary_bytes = self._boundary_bytes(model, span.start, span.stop)
         self.probe = StageProbe(self.module, synchronizer(ctx.device))
-        pipeline, stage_copies = self._copy_groups()
-        self.stage_copies = stage_copies
-        self.average = gradient_mean(stage_copies, self.copies) if stage_copies else None
+        pipeline = self._copy_group()
+        found = replica_group(self.plan, self.stage_index)  # this stage's copies
+        self.stage_copies = found[0] if found else None
+        self.average = gradient_mean(*found) if found else None
         stage = PipelineStage(
             self.module, self.stage_index, len(self.plan.stages), ctx.device, group=pipeline
         )
@@ -216,23 +222,18 @@ class PipelineStrategy(Strategy):
             stage, self.m // self.copies, loss_fn=self.probe.timed_loss(nn.CrossEntropyLoss())
         )
 
-    def _copy_groups(self) -> tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]:
-        """This rank's copy of the pipeline and its stage's copies, as process groups (None:
-        one copy). Every rank creates every group, in the same order, as ``new_group``
-        requires."""
+    def _copy_group(self) -> dist.ProcessGroup | None:
+        """This rank's copy of the pipeline as a process group (None: one copy). Every
+        rank creates every copy's group, in the same order, as ``new_group`` requires."""
         if self.copies == 1:
-            return None, None
+            return None
         stages = range(len(self.plan.stages))
-        pipeline = stage_copies = None
+        pipeline = None
         for copy in range(self.copies):
             group = dist.new_group([self.plan.rank_of(s, copy) for s in stages])
             if copy == self.replica:
                 pipeline = group
-        for stage in stages:
-            group = dist.new_group([self.plan.rank_of(stage, c) for c in range(self.copies)])
-            if stage == self.stage_index:
-                stage_copies = group
-        return pipeline, stage_copies
+        return pipeline
 
     def _emulate(self, model: nn.Module, start: int, stop: int) -> StageEmulation | None:
         """With ``--compute``: this stage's forward, backward and update become waits, its
@@ -271,13 +272,13 @@ class PipelineStrategy(Strategy):
         names = [name for name, _ in model_blocks(model)]
         link = link or DEFAULT_LINK
         compute = self.ctx.compute
-        emulated = isinstance(compute, EmulatedCompute)
-        if cfg.partition == "uniform" and not emulated:
+        replayed = compute.plan if isinstance(compute, EmulatedCompute) else None
+        if cfg.partition == "uniform" and replayed is None:
             return plan_stages("uniform", names, self.ctx.world_size, link=link)
         # emulated stages replay the block profile's shares, so every plan needs it
         costs = self._block_costs(model)
-        if isinstance(compute, EmulatedCompute):
-            costs = emulated_costs(costs, compute.plan)
+        if replayed is not None:
+            costs = emulated_costs(costs, replayed)
         return plan_stages(
             cfg.partition,
             names,

@@ -5,10 +5,12 @@ what the training protocols make of them.
     sudo python benchmarks/link_flows.py                  # 100mbit, 25 MB per pattern
     sudo python benchmarks/link_flows.py --rate 1gbit
 
-Two patterns, each moving ``--megabytes`` in all and printing the aggregate rate:
+Three patterns, each moving ``--megabytes`` in all and printing the aggregate rate:
 ``k flows 1 -> 1`` (one host to another over k connections at once: a sharded worker's
-link, or a central server's) and ``k hosts -> 1`` (k hosts sending at once into one
-host's link: the pushes into a central server). ``tbf`` shapes each host's link in both
+link, or a central server's), ``k hosts -> 1`` (k hosts sending at once into one
+host's link: the pushes into a central server) and ``1 -> k hosts`` (one host sending to
+k hosts at once: a central server's pulls), the last also with the spread of the flows'
+ends (equal flows started together end together on a fairly shared link). ``tbf`` shapes each host's link in both
 directions, as ``--network`` builds it; the packets its shaper dropped on the way into
 the receiving host are counted (``tc -s qdisc``).
 """
@@ -47,7 +49,7 @@ for _ in range(flows):
     threads[-1].start()
 for t in threads:
     t.join()
-print(time.perf_counter() - min(first), flush=True)  # first byte in to last byte in
+print(time.perf_counter() - min(first), min(first), time.perf_counter(), flush=True)
 """
 
 SENDER = f"""
@@ -100,9 +102,46 @@ def transfer(sink: Host, sources: list[Host], flows_each: int, nbytes: int) -> f
     ]
     for sender in senders:
         sender.communicate(timeout=120)
-    seconds = float(receiver.stdout.readline())
+    seconds = float(receiver.stdout.readline().split()[0])
     receiver.wait(timeout=60)
     return seconds
+
+
+def fan_out(source: Host, sinks: list[Host], nbytes: int) -> tuple[float, list[float]]:
+    """One host sending ``nbytes / k`` to each of ``k`` hosts at once: seconds from the
+    first byte in anywhere to the last byte in anywhere, and each flow's own seconds from
+    that first byte to its last (the receivers share this machine's monotonic clock)."""
+    receivers = [
+        subprocess.Popen(
+            [*sink.exec_prefix(), sys.executable, "-c", RECEIVER, "1"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for sink in sinks
+    ]
+    for receiver in receivers:
+        assert receiver.stdout is not None
+        receiver.stdout.readline()  # listening
+    share = str(nbytes // len(sinks))
+    senders = [
+        subprocess.Popen(
+            [*source.exec_prefix(), sys.executable, "-c", SENDER, sink.address, "1", share],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for sink in sinks
+    ]
+    for sender in senders:
+        sender.communicate(timeout=120)
+    marks = []
+    for receiver in receivers:
+        assert receiver.stdout is not None
+        _, first, last = (float(v) for v in receiver.stdout.readline().split())
+        receiver.wait(timeout=60)
+        marks.append((first, last))
+    start = min(first for first, _ in marks)
+    ends = sorted(last - start for _, last in marks)
+    return ends[-1], ends
 
 
 def main() -> int:
@@ -130,6 +169,15 @@ def main() -> int:
                     f" {rate / line_rate:.2f} of the line rate, "
                     f"{dropped_into(net, sink) - before} packets dropped into the receiver"
                 )
+        for k in (1, 2, 4, 8):
+            seconds, ends = fan_out(sink, others[:k], nbytes)
+            rate = nbytes / seconds
+            print(
+                f"  {k:2d} 1 -> hosts: {seconds:.3f} s, {rate / 1e6:.2f} MB/s,"
+                f" {rate / line_rate:.2f} of the line rate; flows end at "
+                + ", ".join(f"{end / seconds:.2f}" for end in ends)
+                + " of the last"
+            )
     return 0
 
 

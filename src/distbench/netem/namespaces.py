@@ -26,6 +26,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ DEFAULT_SUBNET = "10.213.0.0/24"
 NETNS_DIR = Path("/run/netns")
 STATE_DIR = Path(os.environ.get("DISTBENCH_NETEM_STATE", "/run/distbench/netem"))
 TBF_LATENCY = "50ms"  # tbf queue: 50 ms of traffic at the link rate
+# htb's deficit per round for each peer of a fair-queued link: one 64 KiB GSO segment, so
+# a round moves whole segments and no peer's share depends on its packet sizes
+QUANTUM = 65536
 # TCP small queues inside every emulated host (a per-namespace sysctl): at most 64 KiB of a
 # socket's data waits below it. On a real host the bottleneck queue is the NIC's ring, kept
 # to a few packets by BQL; here it is the tbf FIFO, and with the machine's default (4 MiB
@@ -250,30 +254,85 @@ def delete_namespaces(namespaces: list[str]) -> None:
 
 
 # -- building a network ----------------------------------------------------------------------
-def tc_shape(namespace: str, dev: str, rate_bit_s: int | None, spec: NetworkSpec) -> None:
-    """Shape ``dev``'s egress: tbf at ``rate_bit_s``, under netem when a delay is asked for.
+def tc_shape(
+    namespace: str,
+    dev: str,
+    rate_bit_s: int | None,
+    spec: NetworkSpec,
+    peers: tuple[str, list[str]] | None = None,
+) -> None:
+    """Shape ``dev``'s egress: at ``rate_bit_s`` through one FIFO (tbf), or with
+    ``queue=fair`` shared equally among ``peers`` (``("dst" | "src", addresses)``: which
+    end of a packet names the peer); under netem when a delay is asked for.
 
     The delay is split over the two egresses a packet crosses (sender up, receiver down), so
     ``delay=`` is the one-way host-to-host latency.
     """
     tc = ["tc", "-n", namespace, "qdisc", "replace", "dev", dev]
-    tbf: list[str] = []
-    if rate_bit_s is not None:
-        tbf = [
-            "tbf",
-            "rate",
-            f"{rate_bit_s}bit",
-            "burst",
-            str(spec.burst_for(rate_bit_s)),
-            "latency",
-            TBF_LATENCY,
-        ]
+    parent = ["root"]
     if spec.delay_s:
         run_cmd(*tc, "root", "handle", "1:", "netem", "delay", f"{spec.delay_s / 2 * 1e6:.0f}us")
-        if tbf:
-            run_cmd(*tc, "parent", "1:1", "handle", "10:", *tbf)
-    elif tbf:
-        run_cmd(*tc, "root", *tbf)
+        parent = ["parent", "1:1"]
+    if rate_bit_s is None:
+        return
+    burst = spec.burst_for(rate_bit_s)
+    if spec.queue == "fair" and peers is not None:
+        match, addresses = peers
+        lines = fair_queue_commands(dev, parent, rate_bit_s, burst, match, addresses)
+        tc_batch(namespace, lines)
+        return
+    run_cmd(
+        *tc, *parent, "handle", "10:", "tbf", "rate", f"{rate_bit_s}bit", "burst", str(burst),
+        "latency", TBF_LATENCY,
+    )  # fmt: skip
+
+
+def queue_limit_bytes(rate_bit_s: int) -> int:
+    """A queue's depth: ``TBF_LATENCY`` of traffic at the link's rate (tbf's own bound)."""
+    return int(rate_bit_s / 8 * float(TBF_LATENCY.removesuffix("ms")) / 1000)
+
+
+def fair_queue_commands(
+    dev: str, parent: list[str], rate_bit_s: int, burst: int, match: str, addresses: list[str]
+) -> list[str]:
+    """``tc -batch`` lines of a fair-queued link: an htb class at the link's rate with one
+    child class per peer (``match``: ``dst`` on a host's egress, ``src`` on the bridge port
+    that carries traffic into a host), each guaranteed an equal share and allowed the whole
+    rate, so the peers that have traffic share the rate equally (htb's deficit round robin);
+    everything else (ARP) goes to one more such class. Each child queues ``TBF_LATENCY`` of
+    traffic, as the FIFO link does."""
+    shares = len(addresses) + 1
+    each = max(8, rate_bit_s // shares)
+    rates = f"rate {each}bit ceil {rate_bit_s}bit burst {burst} cburst {burst} quantum {QUANTUM}"
+    default = shares + 1  # class minors are hex in tc; 1 is the link, peers from 2
+    lines = [
+        f"qdisc replace dev {dev} {' '.join(parent)} handle 10: htb default {default:x}",
+        f"class add dev {dev} parent 10: classid 10:1 htb rate {rate_bit_s}bit "
+        f"ceil {rate_bit_s}bit burst {burst} cburst {burst}",
+    ]
+    limit = queue_limit_bytes(rate_bit_s)
+    for minor, address in enumerate([*addresses, None], start=2):
+        lines += [
+            f"class add dev {dev} parent 10:1 classid 10:{minor:x} htb {rates}",
+            f"qdisc add dev {dev} parent 10:{minor:x} bfifo limit {limit}",
+        ]
+        if address is not None:
+            lines.append(
+                f"filter add dev {dev} parent 10: protocol ip prio 1 u32 "
+                f"match ip {match} {address}/32 flowid 10:{minor:x}"
+            )
+    return lines
+
+
+def tc_batch(namespace: str, lines: list[str]) -> None:
+    """Run ``tc`` commands in one process (``tc -batch``): a fair-queued network of 33 hosts
+    has a few thousand."""
+    with tempfile.NamedTemporaryFile("w", suffix=".tc", delete=False) as batch:
+        batch.write("\n".join(lines) + "\n")
+    try:
+        run_cmd("tc", "-n", namespace, "-batch", batch.name)
+    finally:
+        Path(batch.name).unlink(missing_ok=True)
 
 
 def tune_host_tcp(namespace: str) -> None:
@@ -285,7 +344,11 @@ def tune_host_tcp(namespace: str) -> None:
         run_cmd("ip", "netns", "exec", namespace, "sysctl", "-q", "-w", setting, check=False)
 
 
-def add_host(net: Network, index: int, address: str, prefix: int) -> Host:
+def add_host(
+    net: Network, index: int, address: str, prefix: int, addresses: list[str] | None = None
+) -> Host:
+    """One host on the bridge, its link shaped in both directions; ``addresses``: every
+    host's (a fair-queued link shares its rate among the others)."""
     host = Host(index, f"{PREFIX}{net.tag}-h{index}", address)
     net.hosts.append(host)
     port, br = f"dbn-v{index}", net.bridge_namespace
@@ -315,8 +378,9 @@ def add_host(net: Network, index: int, address: str, prefix: int) -> Host:
         run_cmd("ip", "-n", br, "link", "set", port, "mtu", str(net.spec.mtu))
         run_cmd("ip", "-n", host.namespace, "link", "set", HOST_IFNAME, "mtu", str(net.spec.mtu))
     if net.spec is not None:
-        tc_shape(host.namespace, HOST_IFNAME, net.spec.up_bit_s, net.spec)
-        tc_shape(br, port, net.spec.down_bit_s, net.spec)
+        peers = [a for a in addresses or [] if a != address]
+        tc_shape(host.namespace, HOST_IFNAME, net.spec.up_bit_s, net.spec, ("dst", peers))
+        tc_shape(br, port, net.spec.down_bit_s, net.spec, ("src", peers))
     return host
 
 
@@ -333,7 +397,7 @@ def create_network(
             run_cmd("ip", "-n", net.bridge_namespace, "link", "add", BRIDGE, "type", "bridge")
             run_cmd("ip", "-n", net.bridge_namespace, "link", "set", BRIDGE, "up")
             for index, address in enumerate(chosen):
-                add_host(net, index, address, prefix)
+                add_host(net, index, address, prefix, chosen)
         except BaseException:
             remove_network(net)
             raise

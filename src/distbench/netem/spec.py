@@ -8,7 +8,12 @@ process starts. Keys, comma-separated ``key=value``:
   network -> host); each overrides ``bandwidth`` for its direction;
 - ``burst=SIZE``: the token-bucket depth of ``tc tbf`` (default: see ``default_burst``);
 - ``delay=TIME``: one-way latency between two hosts (needs the kernel's ``netem`` qdisc);
-- ``mtu=BYTES``: the links' MTU (default 1500, Ethernet; 9000 emulates jumbo frames).
+- ``mtu=BYTES``: the links' MTU (default 1500, Ethernet; 9000 emulates jumbo frames);
+- ``queue=fifo|fair``: the discipline of every shaped queue. ``fifo`` (default): one
+  tail-drop FIFO per link direction (``tc tbf``), in which TCP flows to or from different
+  hosts share the rate unequally; ``fair``: the rate is shared equally among the peers a
+  queue carries traffic for (``tc htb``, one class per peer host), as a host's
+  flow-fair egress queue (Linux's ``fq_codel``/``fq``) shares it among its flows.
 
 Rates use ``tc``'s units: ``bit kbit mbit gbit tbit`` (powers of 1000, bits per second) and
 ``bps kbps mbps gbps`` (*bytes* per second, as ``tc`` reads them). Sizes: ``b``, ``kb``/``k``,
@@ -44,7 +49,8 @@ SIZE_UNITS: dict[str, int] = {
     "gb": 1024**3,
 }
 TIME_UNITS: dict[str, float] = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-KEYS = ("bandwidth", "up", "down", "burst", "delay", "mtu")
+KEYS = ("bandwidth", "up", "down", "burst", "delay", "mtu", "queue")
+QUEUES = ("fifo", "fair")
 MTU_RANGE = (576, 65535)  # IPv4's minimum datagram .. veth's maximum
 MIN_BURST_BYTES = 64 * 1024  # above a 64 KiB GSO segment, so tbf never has to split one
 BURST_SECONDS = 0.002  # default bucket: 2 ms of traffic at the link rate
@@ -61,6 +67,7 @@ class NetworkSpec:
     burst_bytes: int | None = None
     delay_s: float | None = None
     mtu: int | None = None  # None: the veth default, 1500
+    queue: str = "fifo"  # one of QUEUES
 
     def burst_for(self, rate_bit_s: int) -> int:
         """The tbf bucket for a link of ``rate_bit_s``: the given burst or ``default_burst``."""
@@ -79,7 +86,8 @@ class NetworkSpec:
         else:
             text = f"up {format_rate(self.up_bit_s)} / down {format_rate(self.down_bit_s)}"
         text += f", delay {self.delay_s * 1e3:g}ms" if self.delay_s else ""
-        return text + (f", mtu {self.mtu}" if self.mtu else "")
+        text += f", mtu {self.mtu}" if self.mtu else ""
+        return text + (", fair queues" if self.queue == "fair" else "")
 
     def as_dict(self) -> dict[str, object]:
         """The stored form; ``burst_bytes`` is the bucket in effect (given or default)."""
@@ -92,6 +100,7 @@ class NetworkSpec:
             "burst_bytes": burst,
             "delay_s": self.delay_s,
             "mtu": self.mtu or 1500,
+            "queue": self.queue,
         }
 
 
@@ -147,6 +156,13 @@ def parse_mtu(text: str) -> int:
     return int(text)
 
 
+def parse_queue(text: str) -> str:
+    value = text.strip().lower()
+    if value not in QUEUES:
+        raise UserError(f"--network: queue must be one of {', '.join(QUEUES)}, got '{text}'")
+    return value
+
+
 def _pairs(text: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for part in (p.strip() for p in text.split(",")):
@@ -173,6 +189,7 @@ def parse_network(text: str) -> NetworkSpec:
     delay = parse_time(pairs["delay"]) if "delay" in pairs else None
     burst = parse_size(pairs["burst"]) if "burst" in pairs else None
     mtu = parse_mtu(pairs["mtu"]) if "mtu" in pairs else None
+    queue = parse_queue(pairs["queue"]) if "queue" in pairs else "fifo"
     if up is None and down is None and not delay and mtu is None:
         raise UserError("--network: give a rate (bandwidth=, up= or down=), a delay or an mtu")
     return NetworkSpec(
@@ -182,4 +199,5 @@ def parse_network(text: str) -> NetworkSpec:
         burst_bytes=burst,
         delay_s=delay or None,
         mtu=mtu,
+        queue=queue,
     )

@@ -4,15 +4,17 @@ what the training protocols make of them.
 
     sudo python benchmarks/link_flows.py                  # 100mbit, 25 MB per pattern
     sudo python benchmarks/link_flows.py --rate 1gbit
+    sudo python benchmarks/link_flows.py --rate 1gbit --queue fair
 
 Three patterns, each moving ``--megabytes`` in all and printing the aggregate rate:
 ``k flows 1 -> 1`` (one host to another over k connections at once: a sharded worker's
 link, or a central server's), ``k hosts -> 1`` (k hosts sending at once into one
 host's link: the pushes into a central server) and ``1 -> k hosts`` (one host sending to
-k hosts at once: a central server's pulls), the last also with the spread of the flows'
-ends (equal flows started together end together on a fairly shared link). ``tbf`` shapes each host's link in both
-directions, as ``--network`` builds it; the packets its shaper dropped on the way into
-the receiving host are counted (``tc -s qdisc``).
+k hosts at once: a central server's pulls), each with the spread of its flows' ends
+(equal flows started together end together on a fairly shared link). Each host's link is
+shaped in both directions as ``--network`` builds it (``--queue``: its ``queue=`` key);
+the packets the shaper dropped on the way into the receiving host are counted (``tc -s
+qdisc``).
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ server.bind(("0.0.0.0", {PORT}))
 server.listen(64)
 print("ready", flush=True)
 first = []
+ends = []
 def drain(conn):
     data = conn.recv(1 << 20)
     first.append(time.perf_counter())
     while data:
         data = conn.recv(1 << 20)
+    ends.append(time.perf_counter())
     conn.close()  # the sender's clock stops here: everything was delivered
 threads = []
 for _ in range(flows):
@@ -49,7 +53,8 @@ for _ in range(flows):
     threads[-1].start()
 for t in threads:
     t.join()
-print(time.perf_counter() - min(first), min(first), time.perf_counter(), flush=True)
+start, last = min(first), max(ends)
+print(last - start, start, last, *(end - start for end in sorted(ends)), flush=True)
 """
 
 SENDER = f"""
@@ -81,9 +86,12 @@ def dropped_into(net: Network, host: Host) -> int:
     return sum(int(n) for n in re.findall(r"dropped (\d+)", out.stdout))
 
 
-def transfer(sink: Host, sources: list[Host], flows_each: int, nbytes: int) -> float:
+def transfer(
+    sink: Host, sources: list[Host], flows_each: int, nbytes: int
+) -> tuple[float, list[float]]:
     """Seconds from the first byte to the last arriving at ``sink`` while every source
-    sends its share of ``nbytes`` (the receiver's clock: senders start at different times)."""
+    sends its share of ``nbytes`` (the receiver's clock: senders start at different times),
+    and each flow's own end from that first byte."""
     receiver = subprocess.Popen(
         [*sink.exec_prefix(), sys.executable, "-c", RECEIVER, str(flows_each * len(sources))],
         stdout=subprocess.PIPE,
@@ -102,9 +110,9 @@ def transfer(sink: Host, sources: list[Host], flows_each: int, nbytes: int) -> f
     ]
     for sender in senders:
         sender.communicate(timeout=120)
-    seconds = float(receiver.stdout.readline().split()[0])
+    seconds, _, _, *ends = (float(v) for v in receiver.stdout.readline().split())
     receiver.wait(timeout=60)
-    return seconds
+    return seconds, ends
 
 
 def fan_out(source: Host, sinks: list[Host], nbytes: int) -> tuple[float, list[float]]:
@@ -136,7 +144,7 @@ def fan_out(source: Host, sinks: list[Host], nbytes: int) -> tuple[float, list[f
     marks = []
     for receiver in receivers:
         assert receiver.stdout is not None
-        _, first, last = (float(v) for v in receiver.stdout.readline().split())
+        _, first, last, *_ = (float(v) for v in receiver.stdout.readline().split())
         receiver.wait(timeout=60)
         marks.append((first, last))
     start = min(first for first, _ in marks)
@@ -144,39 +152,47 @@ def fan_out(source: Host, sinks: list[Host], nbytes: int) -> tuple[float, list[f
     return ends[-1], ends
 
 
+def spread(ends: list[float], last: float) -> str:
+    """The flows' ends as fractions of the last one's, e.g. ``0.39-1.00``."""
+    return f"{min(ends) / last:.2f}-{max(ends) / last:.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", default="100mbit")
     parser.add_argument("--megabytes", type=float, default=25.0)
+    parser.add_argument("--queue", choices=("fifo", "fair"), default="fifo")
     args = parser.parse_args()
     nbytes = int(args.megabytes * 1e6)
-    spec = parse_network(f"bandwidth={args.rate}")
+    spec = parse_network(f"bandwidth={args.rate},queue={args.queue}")
     assert spec.rate_bit_s is not None
     line_rate = spec.rate_bit_s / 8
     with emulated_network(spec, 9) as net:
         sink, *others = net.hosts
-        print(f"{args.rate} ({line_rate / 1e6:.2f} MB/s), {args.megabytes:g} MB per transfer")
+        print(
+            f"{args.rate} ({line_rate / 1e6:.2f} MB/s), {args.queue} queues,"
+            f" {args.megabytes:g} MB per transfer; flows' ends as fractions of the last"
+        )
         for pattern, cases in (
             ("flows 1 -> 1", [(1, k) for k in (1, 2, 4, 8, 16)]),
             ("hosts -> 1", [(k, 1) for k in (1, 2, 4, 8)]),
         ):
             for hosts, flows in cases:
                 before = dropped_into(net, sink)
-                seconds = transfer(sink, others[:hosts], flows, nbytes)
+                seconds, ends = transfer(sink, others[:hosts], flows, nbytes)
                 rate = nbytes / seconds
                 print(
                     f"  {max(hosts, flows):2d} {pattern}: {seconds:.3f} s, {rate / 1e6:.2f} MB/s,"
                     f" {rate / line_rate:.2f} of the line rate, "
-                    f"{dropped_into(net, sink) - before} packets dropped into the receiver"
+                    f"{dropped_into(net, sink) - before} packets dropped into the receiver;"
+                    f" ends {spread(ends, seconds)}"
                 )
         for k in (1, 2, 4, 8):
             seconds, ends = fan_out(sink, others[:k], nbytes)
             rate = nbytes / seconds
             print(
                 f"  {k:2d} 1 -> hosts: {seconds:.3f} s, {rate / 1e6:.2f} MB/s,"
-                f" {rate / line_rate:.2f} of the line rate; flows end at "
-                + ", ".join(f"{end / seconds:.2f}" for end in ends)
-                + " of the last"
+                f" {rate / line_rate:.2f} of the line rate; ends {spread(ends, seconds)}"
             )
     return 0
 

@@ -306,3 +306,37 @@ def test_profile_measures_links_behind_the_network(db_path: Path) -> None:
     biggest = stored["p2p"]["sizes"].index(max(stored["p2p"]["sizes"]))
     assert stored["p2p"]["seconds"][biggest] > 0.05  # ~25 MB at 12.5 MB/s: ~2 s; loopback ms
     assert not namespaces.our_namespaces()
+
+
+@pytest.mark.timeout(120)
+def test_a_fair_queued_network_has_a_class_per_peer_and_carries_traffic() -> None:
+    from distbench.netem.spec import parse_network
+
+    spec = parse_network("bandwidth=100mbit,queue=fair")
+    with namespaces.emulated_network(spec, 3) as net:
+        first, second, third = net.hosts
+        for namespace, dev, match, peers in (
+            (first.namespace, namespaces.HOST_IFNAME, "dst", [second, third]),
+            (net.bridge_namespace, "dbn-v0", "src", [second, third]),
+        ):
+            shown = namespaces.run_cmd("tc", "-n", namespace, "class", "show", "dev", dev)
+            assert shown.stdout.count("class htb") == 4  # the link, two peers, the rest
+            filters = namespaces.run_cmd("tc", "-n", namespace, "filter", "show", "dev", dev)
+            assert filters.stdout.count("flowid") == len(peers)
+        # a TCP transfer crosses both fair-queued directions
+        listen = (
+            "import socket; s = socket.socket(); s.bind(('0.0.0.0', 5602)); s.listen(1); "
+            "print('ready', flush=True); c, _ = s.accept(); n = 0\n"
+            "while (d := c.recv(1 << 16)): n += len(d)\nprint(n)"
+        )
+        receiver = subprocess.Popen(
+            [*first.exec_prefix(), sys.executable, "-c", listen], stdout=subprocess.PIPE, text=True
+        )
+        assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
+        send = (
+            f"import socket; c = socket.create_connection(('{first.address}', 5602)); "
+            "c.sendall(b'x' * 1_000_000); c.close()"
+        )
+        subprocess.run([*second.exec_prefix(), sys.executable, "-c", send], timeout=60, check=True)
+        out, _ = receiver.communicate(timeout=60)
+        assert out.split()[-1] == "1000000"

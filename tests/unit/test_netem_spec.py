@@ -64,6 +64,29 @@ def test_delay_and_mtu() -> None:
     assert parse_network("delay=200us").delay_s == pytest.approx(2e-4)
 
 
+def test_queue_is_fifo_unless_fair_is_asked_for() -> None:
+    assert parse_network("bandwidth=1gbit").queue == "fifo"
+    fair = parse_network("bandwidth=1gbit,queue=FAIR")
+    assert fair.queue == "fair" and fair.describe() == "1gbit, fair queues"
+    assert fair.as_dict()["queue"] == "fair"
+
+
+def test_a_fair_link_gives_every_peer_a_class_and_a_filter() -> None:
+    lines = namespaces.fair_queue_commands(
+        "dbn0", ["root"], 1_000_000_000, 250_000, "dst", [f"10.0.0.{i}" for i in range(2, 20)]
+    )
+    classes = [line for line in lines if line.startswith("class add") and "parent 10:1 " in line]
+    filters = [line for line in lines if line.startswith("filter add")]
+    assert len(classes) == 19 and len(filters) == 18  # one per peer, one default
+    assert lines[0].startswith("qdisc replace dev dbn0 root handle 10: htb default 14")
+    # minors are hex: the 18th peer is class 0x13, the default 0x14
+    assert "match ip dst 10.0.0.19/32 flowid 10:13" in filters[-1]
+    assert all("ceil 1000000000bit" in line for line in classes)
+    assert all(f"rate {1_000_000_000 // 19}bit" in line for line in classes)
+    limits = [line for line in lines if "bfifo limit" in line]
+    assert len(limits) == 19 and limits[0].endswith(f"limit {namespaces.queue_limit_bytes(10**9)}")
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
@@ -81,6 +104,8 @@ def test_delay_and_mtu() -> None:
         ("bandwidth=1gbit,delay=5", "bad time"),
         ("bandwidth=1gbit,mtu=100", "mtu must"),
         ("bandwidth=1gbit,mtu=9k", "mtu must"),
+        ("bandwidth=1gbit,queue=red", "queue must be one of fifo, fair"),
+        ("queue=fair", "give a rate"),
     ],
 )
 def test_bad_specs_are_one_line_user_errors(text: str, fragment: str) -> None:

@@ -281,10 +281,8 @@ def tc_shape(
         lines = fair_queue_commands(dev, parent, rate_bit_s, burst, match, addresses)
         tc_batch(namespace, lines)
         return
-    run_cmd(
-        *tc, *parent, "handle", "10:", "tbf", "rate", f"{rate_bit_s}bit", "burst", str(burst),
-        "latency", TBF_LATENCY,
-    )  # fmt: skip
+    tbf = ["tbf", "rate", f"{rate_bit_s}bit", "burst", str(burst), "latency", TBF_LATENCY]
+    run_cmd(*tc, *parent, "handle", "10:", *tbf)
 
 
 def queue_limit_bytes(rate_bit_s: int) -> int:

@@ -17,7 +17,7 @@ from distbench.config import RunConfig
 from distbench.predict import formulas as f
 from distbench.predict.core import case_of
 from distbench.predict.engines import predict
-from distbench.predict.simulated import simulate_case
+from distbench.predict.simulated import simulate_case, simulate_run
 from distbench.profiling.profiles import save_profile
 from distbench.simulator import (
     ComputeDraws,
@@ -349,3 +349,35 @@ def test_bad_input_is_one_line_exit_2(
     assert code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "error" in err
+
+
+def test_a_short_async_run_from_a_common_start_moves_in_a_convoy() -> None:
+    """Workers that start together and share the server's link fairly pull together and
+    push together for a while, as a synchronous iteration does; a long run's jitter
+    breaks that up. ``simulate_run`` predicts the run as configured (its few steps), a
+    long simulation the steady state."""
+    samples = [
+        {"data": 0.0, "forward": 0.1, "backward": 0.2 + 0.01 * i, "update": 0.0} for i in range(9)
+    ]
+    profile = make_profile(network="bandwidth=1gbit", phase_samples=samples, ps_overhead=0.0)
+    cfg = RunConfig(
+        model="m",
+        strategy="ps-async",
+        workers=8,
+        compute="profile",
+        network="bandwidth=1gbit",
+        steps=4,
+        warmup=2,
+    )
+    link = profile.weight_bytes * profile.p2p.seconds[-1] / profile.p2p.sizes[-1]
+    as_run = simulate_run(case_of(cfg), profile)
+    steady = simulate_case(case_of(cfg), profile, steps=2000).prediction
+    in_step = 0.34 + 2 * 8 * link  # compute, then all 8 pulls, then all 8 pushes
+    mixed = f.closed_cycle_time(8, 0.34, [link, link])  # the formulas' mean value analysis
+    assert mixed < 0.7 * in_step
+    assert as_run.step_time > 1.25 * steady.step_time  # most of a short run is the convoy
+    # in the long run the workers mix, and the simulation reaches the queueing network's
+    # mean cycle, which does not depend on the distribution of the times (BCMP)
+    assert steady.step_time == pytest.approx(mixed, rel=0.05)
+    assert "the run's 2 + 4 steps, mean of 10 simulations" in as_run.formula
+    assert predict(case_of(cfg), profile, "simulator", as_run=True) == as_run

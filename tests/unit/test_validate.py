@@ -600,3 +600,28 @@ def test_a_central_server_behind_its_own_link_carries_every_workers_transfer() -
     assert fast.step_time < slow.step_time
     thesis = predict_case(case("ps-sync-join", 4, 1), p)  # one host: the thesis' estimate
     assert thesis is not None and "eq. 4.11" in thesis.formula
+
+
+def test_an_asynchronous_run_is_compared_by_the_mean_step_its_throughput_implies() -> None:
+    from distbench.predict.accuracy import measured_step
+    from distbench.store.result import RunResult
+
+    def row(strategy: str) -> RunResult:
+        # steps of a convoy: most long, a few short; their median is not their mean
+        return RunResult(
+            run_id="r",
+            status="ok",
+            created_at="",
+            model="m",
+            dataset="synthetic",
+            strategy=strategy,
+            framework="torch",
+            workers=4,
+            throughput_median=64.0,
+            step_time_median=2.5,
+        )
+
+    assert measured_step(case("ps-async", 4, 1, synchronous=False), row("ps-async")) == 2.0
+    assert measured_step(case("ps-sync-join", 4, 1), row("ps-sync-join")) == 2.5
+    no_throughput = replace(row("ps-async"), throughput_median=None)
+    assert measured_step(case("ps-async", 4, 1, synchronous=False), no_throughput) is None

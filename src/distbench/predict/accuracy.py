@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from distbench.compute.plan import is_faithful
 from distbench.measurement.rounds import median_interval
-from distbench.predict.core import case_of
+from distbench.predict.core import Case, case_of
 from distbench.predict.engines import Engine, predict
 from distbench.profiling.profiles import Profile
 
@@ -270,6 +270,20 @@ def summarize(rows: Sequence[ValidationRow]) -> ValidationSummary:
     )
 
 
+def measured_step(case: Case, row: RunResult) -> float | None:
+    """The measured time per step a prediction is compared with: the run's median step
+    (an iteration when synchronous), and for an asynchronous run the mean step its
+    throughput implies (every worker's batch over the samples per second of all). An
+    asynchronous run's steps are not alike — while workers move in a convoy most steps
+    wait for a crowd at the server's link and a few run alone — so the median of its
+    steps is not its mean step, which is what the models predict and what throughput is."""
+    if case.synchronous:
+        return row.step_time_median
+    if not row.throughput_median:
+        return None
+    return case.workers * case.local_batch / row.throughput_median
+
+
 def compare(
     cfg: RunConfig,
     row: RunResult | None,
@@ -281,11 +295,13 @@ def compare(
     """Prediction for ``cfg`` by ``engine`` beside its measured ``row`` (speedup against
     ``baseline``)."""
     case = case_of(cfg)
-    pred = predict(case, profile, engine)
-    base_pred = predict(case_of(baseline), profile, engine) if baseline is not None else None
+    pred = predict(case, profile, engine, as_run=True)
+    base_pred = (
+        predict(case_of(baseline), profile, engine, as_run=True) if baseline is not None else None
+    )
     measured = row is not None and row.ok
-    m_step = row.step_time_median if measured and row else None
     m_tp = row.throughput_median if measured and row else None
+    m_step = measured_step(case, row) if measured and row else None
     low, high = (row.throughput_ci_low, row.throughput_ci_high) if row else (0, 0)
     m_ci = (float(low), float(high)) if measured and low and high else None
     m_speedup = row.speedup if measured and row else None

@@ -111,6 +111,7 @@ class Case:
     semaphore: bool = False  # --ps-semaphore: one pull and one push admitted at a time
     microbatches: int = 4  # pipelines
     network: str | None = None  # the --network spec the runs are behind
+    warmup: int = 0  # warm-up steps before the measured ones (the simulator replays them)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def case_of(cfg: RunConfig) -> Case:
         semaphore=cfg.ps_semaphore,
         microbatches=cfg.microbatches,
         network=cfg.network,
+        warmup=cfg.warmup,
     )
 
 

@@ -12,7 +12,12 @@ from typing import Literal, get_args
 
 from distbench.errors import UserError
 from distbench.predict.core import Case, Prediction, predict_case
-from distbench.predict.simulated import DEFAULT_STEPS, sim_strategy, simulate_case
+from distbench.predict.simulated import (
+    DEFAULT_STEPS,
+    sim_strategy,
+    simulate_case,
+    simulate_run,
+)
 from distbench.profiling.profiles import Profile
 
 Engine = Literal["formulas", "simulator"]
@@ -26,11 +31,20 @@ def check_engine(name: str) -> Engine:
 
 
 def predict(
-    case: Case, profile: Profile, engine: Engine = "formulas", steps: int = DEFAULT_STEPS
+    case: Case,
+    profile: Profile,
+    engine: Engine = "formulas",
+    steps: int = DEFAULT_STEPS,
+    as_run: bool = False,
 ) -> Prediction | None:
-    """``case``'s predicted step by ``engine``; ``None`` where that engine has no model."""
+    """``case``'s predicted step by ``engine``; ``None`` where that engine has no model.
+    ``as_run``: the simulator replays the run as configured (its warm-up and steps, from
+    a common start; ``simulated.simulate_run``) instead of ``steps`` of steady state —
+    what ``validate`` compares with a measured run. The closed forms have no start."""
     if engine == "formulas":
         return predict_case(case, profile)
     if sim_strategy(case) is None:
         return None
+    if as_run:
+        return simulate_run(case, profile)
     return simulate_case(case, profile, steps=steps).prediction

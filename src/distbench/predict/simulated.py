@@ -39,6 +39,9 @@ from distbench.simulator import (
 #: Steps the simulator measures per configuration (after ``WARMUP`` more).
 DEFAULT_STEPS = 100
 WARMUP = 2
+#: Independent simulations of a run as configured (``simulate_run``): a run of a few
+#: steps is one draw of its compute times, so its prediction is the mean of many.
+RUN_SEEDS = 10
 #: Strategy names whose simulator model is a pipeline schedule.
 PIPELINE_MODELS = {
     "pipeline-gpipe": "gpipe",
@@ -156,6 +159,7 @@ def sim_spec(
     steps: int = DEFAULT_STEPS,
     seed: int = 0,
     network: str | None = None,
+    warmup: int = WARMUP,
 ) -> tuple[SimSpec, str]:
     """``case`` as the simulator's input, and a line saying what it was built from.
     ``network`` overrides the case's own spec (``simulate --network``)."""
@@ -188,7 +192,7 @@ def sim_spec(
         ring=ring_for(case, profile, links, measured_links) if is_ddp else None,
         pipeline=pipeline,
         steps=steps,
-        warmup=WARMUP,
+        warmup=warmup,
         seed=seed,
     )
     return spec, f"{compute_label}; links {link_label}"
@@ -213,6 +217,30 @@ def simulate_case(
         formula=f"simulator: {describe(spec)}; {inputs}",
     )
     return Simulated(prediction, result, spec, inputs)
+
+
+def simulate_run(case: Case, profile: Profile, seeds: int = RUN_SEEDS) -> Prediction:
+    """``case`` as it is run: its own warm-up and measured steps, every worker starting
+    together, the mean over ``seeds`` simulations. What a run of a few steps measures
+    includes how its start plays out — workers that start together and share links
+    fairly stay in step for a while (a convoy) — which a long simulation averages away."""
+    steps, warmup = max(1, case.steps), max(0, case.warmup)
+    runs = [
+        simulate(sim_spec(case, profile, steps, seed, warmup=warmup)[0]) for seed in range(seeds)
+    ]
+    spec, inputs = sim_spec(case, profile, steps, 0, warmup=warmup)
+    step = fmean(r.step_time for r in runs)
+    compute = fmean(r.split["compute"] for r in runs)
+    return Prediction(
+        step_time=step,
+        throughput=fmean(r.throughput for r in runs),
+        compute=compute,
+        comm=max(0.0, step - compute),
+        formula=(
+            f"simulator: {describe(spec)}, the run's {warmup} + {steps} steps, "
+            f"mean of {seeds} simulations; {inputs}"
+        ),
+    )
 
 
 def describe(spec: SimSpec) -> str:

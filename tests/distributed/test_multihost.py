@@ -315,14 +315,18 @@ def test_a_fair_queued_network_has_a_class_per_peer_and_carries_traffic() -> Non
     spec = parse_network("bandwidth=100mbit,queue=fair")
     with namespaces.emulated_network(spec, 3) as net:
         first, second, third = net.hosts
-        for namespace, dev, match, peers in (
-            (first.namespace, namespaces.HOST_IFNAME, "dst", [second, third]),
-            (net.bridge_namespace, "dbn-v0", "src", [second, third]),
+        # u32 shows a match on the IPv4 header: the source address at 12, destination at 16
+        for namespace, dev, offset in (
+            (first.namespace, namespaces.HOST_IFNAME, "at 16"),  # egress: by destination
+            (net.bridge_namespace, "dbn-v0", "at 12"),  # into host 0: by source
         ):
             shown = namespaces.run_cmd("tc", "-n", namespace, "class", "show", "dev", dev)
             assert shown.stdout.count("class htb") == 4  # the link, two peers, the rest
             filters = namespaces.run_cmd("tc", "-n", namespace, "filter", "show", "dev", dev)
-            assert filters.stdout.count("flowid") == len(peers)
+            assert filters.stdout.count("flowid") == 2
+            for peer in (second, third):
+                hex_address = "".join(f"{int(part):02x}" for part in peer.address.split("."))
+                assert f"match {hex_address}/ffffffff {offset}" in filters.stdout
         # a TCP transfer crosses both fair-queued directions
         listen = (
             "import socket; s = socket.socket(); s.bind(('0.0.0.0', 5602)); s.listen(1); "

@@ -625,3 +625,54 @@ def test_an_asynchronous_run_is_compared_by_the_mean_step_its_throughput_implies
     assert measured_step(case("ps-sync-join", 4, 1), row("ps-sync-join")) == 2.5
     no_throughput = replace(row("ps-async"), throughput_median=None)
     assert measured_step(case("ps-async", 4, 1, synchronous=False), no_throughput) is None
+
+
+def test_ddp_buckets_fill_in_the_order_backward_readies_the_gradients() -> None:
+    from distbench.predict import formulas as f
+
+    mib = 2**20
+    # parameters() order: early layers first; backward readies the last layers first
+    ready = [0.9, 0.8, 0.3, 0.1, 0.0]
+    sizes = [4 * mib, 4 * mib, 20 * mib, 20 * mib, 0.5 * mib]
+    buckets = f.ddp_buckets(ready, sizes)
+    # first bucket closes at 1 MiB (here on the 20 MiB gradient), the next at 25 MiB
+    assert buckets == [(0.1, 20.5 * mib), (0.9, 28 * mib)]
+    assert sum(b for _, b in buckets) == sum(sizes)
+    with pytest.raises(UserError):
+        f.ddp_buckets([0.1], [1.0, 2.0])
+
+
+def test_early_large_buckets_hide_the_ring_behind_backward() -> None:
+    from distbench.predict import formulas as f
+
+    n, alpha, beta = 4, 0.0, 100e6
+    sizes = [40e6, 1e6]
+    late = f.ddp_exposed_allreduce(f.ddp_buckets([1.0, 1.0], sizes), 0.1, 1.0, n, alpha, beta)
+    early = f.ddp_exposed_allreduce(f.ddp_buckets([0.05, 1.0], sizes), 0.1, 1.0, n, alpha, beta)
+    whole = f.ring_allreduce_time(n, sum(sizes), alpha, beta)
+    assert late == pytest.approx(whole)  # nothing ready before backward ends
+    # the 40 MB bucket ready at 5 % of backward is reduced behind it; only the last is left
+    assert early == pytest.approx(f.ring_allreduce_time(n, 1e6, alpha, beta))
+
+
+def test_the_ddp_prediction_uses_when_each_gradient_is_ready() -> None:
+    c = replace(case("ddp", 4, 1), compute="profile", host_links=True)
+    samples = [{"data": 0.0, "forward": 0.1, "backward": 0.2, "update": 0.0}]
+    uniform = make_profile(phase_samples=samples, network="bandwidth=1gbit", cores=8)
+    ordered = replace(uniform, grad_ready=[0.9, 0.02], param_bytes=[1_000_000, 39_000_000])
+    a, b = predict_case(c, uniform), predict_case(c, ordered)
+    assert a is not None and b is not None
+    assert b.step_time < a.step_time  # most bytes ready early: more of the ring hidden
+    assert "2 buckets as backward readies their gradients" in b.formula
+
+
+def test_an_older_profile_gets_its_gradient_sizes_from_the_model() -> None:
+    from distbench.config import RunConfig
+    from distbench.profiling.grad_ready import with_gradient_sizes
+
+    cfg = RunConfig(model="lenet5", dataset="digits", strategy="ddp", workers=2)
+    older = make_profile(grad_ready=[0.5] * 10)
+    filled = with_gradient_sizes(older, cfg)
+    assert len(filled.param_bytes) == 10 and sum(filled.param_bytes) > 0
+    assert filled.gradient_order is not None
+    assert with_gradient_sizes(make_profile(grad_ready=[0.5] * 3), cfg).param_bytes == []

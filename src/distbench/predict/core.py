@@ -269,10 +269,13 @@ def _ddp_step(
 
     The all-reduce is the ring formula, hidden behind backward by the bucket overlap, when
     it has room: behind a shaped link the wire sets the pace and the CPU is free, and with a
-    spare core gloo's threads run beside the backward pass. When the workers' threads fill
-    every core on loopback moving bytes is CPU work that nothing hides, and it is slower
-    than between idle ranks: the profile's all-reduce measured right after a step is added
-    in full (the ring formula, unhidden, where the profile lacks it)."""
+    spare core gloo's threads run beside the backward pass. Where the profile has when each
+    gradient is ready and its bytes, each of DDP's buckets is reduced once backward has
+    filled it (``formulas.ddp_buckets``); else gradients fill them uniformly in backward.
+    When the workers' threads fill every core on loopback moving bytes is CPU work that
+    nothing hides, and it is slower than between idle ranks: the profile's all-reduce
+    measured right after a step is added in full (the ring formula, unhidden, where the
+    profile lacks it)."""
     n, machinery = case.workers, profile.ddp_overhead or 0.0
     if n == 1:
         return grad + overhead + machinery, 0.0, "ddp, one rank: compute + DDP machinery"
@@ -286,6 +289,16 @@ def _ddp_step(
         )
     ar = profile.allreduce
     t_ar = f.ring_allreduce_time(n, profile.grad_bytes, ar.alpha, ar.beta)
+    order = profile.gradient_order
+    if not saturated and order is not None:
+        buckets = f.ddp_buckets(*order)
+        exposed = f.ddp_exposed_allreduce(buckets, grad - backward, backward, n, ar.alpha, ar.beta)
+        return (
+            grad + exposed + overhead + machinery,
+            sum(f.ring_allreduce_time(n, b, ar.alpha, ar.beta) for _, b in buckets),
+            f"ddp: ring all-reduce (alpha, beta) of {len(buckets)} buckets as backward readies "
+            "their gradients + DDP machinery",
+        )
     overlap = 0.0 if saturated else f.ddp_default_overlap(profile.grad_bytes)
     step = f.ddp_step_time(grad, t_ar, backward, overlap) + overhead + machinery
     why = "no spare core" if saturated else "bucket"

@@ -24,6 +24,9 @@ PipelineSchedule = Literal["gpipe", "1f1b"]
 
 #: PyTorch DDP's default gradient bucket size (``bucket_cap_mb=25``).
 DDP_DEFAULT_BUCKET_BYTES = 25 * 2**20
+#: DDP's first bucket is small (``torch.distributed``'s default first-bucket cap), so the
+#: all-reduce starts as soon as the last layers' gradients exist.
+DDP_FIRST_BUCKET_BYTES = 2**20
 #: Backward share of a training step when no measured backward time is given
 #: (backward costs about twice the forward pass).
 DEFAULT_BACKWARD_SHARE = 2.0 / 3.0
@@ -213,6 +216,53 @@ def ddp_default_overlap(grad_bytes: float, bucket_bytes: float = DDP_DEFAULT_BUC
     if grad_bytes == 0:
         return 0.0
     return 1.0 - min(1.0, bucket_bytes / grad_bytes)
+
+
+def ddp_buckets(
+    ready: Sequence[float],
+    sizes: Sequence[float],
+    bucket_bytes: float = DDP_DEFAULT_BUCKET_BYTES,
+    first_bytes: float = DDP_FIRST_BUCKET_BYTES,
+) -> list[tuple[float, float]]:
+    """DDP's buckets in the order they are reduced, each as (the fraction of backward
+    elapsed when its last gradient is ready, its bytes).
+
+    Gradients are packed in the order backward readies them (``ready[i]``: the fraction of
+    backward elapsed when gradient ``i`` of ``sizes[i]`` bytes exists), as DDP rebuilds its
+    buckets after the first step; a bucket closes once it holds its limit — ``first_bytes``
+    for the first, ``bucket_bytes`` after — so one large gradient may exceed it."""
+    if len(ready) != len(sizes):
+        raise UserError(f"{len(ready)} ready fractions for {len(sizes)} gradients")
+    buckets: list[tuple[float, float]] = []
+    filled, latest, limit = 0.0, 0.0, first_bytes
+    for i in sorted(range(len(sizes)), key=lambda i: ready[i]):
+        check_fraction(f"ready[{i}]", ready[i])
+        check_non_negative(f"sizes[{i}]", sizes[i])
+        filled, latest = filled + sizes[i], max(latest, ready[i])
+        if filled >= limit:
+            buckets.append((latest, filled))
+            filled, latest, limit = 0.0, 0.0, bucket_bytes
+    if filled > 0:
+        buckets.append((latest, filled))
+    return buckets
+
+
+def ddp_exposed_allreduce(
+    buckets: Sequence[tuple[float, float]],
+    forward: float,
+    backward: float,
+    n: int,
+    alpha: float,
+    beta: float,
+) -> float:
+    """Seconds the ring all-reduce of ``buckets`` (``ddp_buckets``) runs past the end of
+    backward: each bucket is reduced once it is ready and the ring has finished the one
+    before it."""
+    ring_free = 0.0
+    for fraction, nbytes in buckets:
+        ready = forward + backward * fraction
+        ring_free = max(ring_free, ready) + ring_allreduce_time(n, nbytes, alpha, beta)
+    return max(0.0, ring_free - (forward + backward))
 
 
 def ddp_step_time(

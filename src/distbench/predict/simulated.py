@@ -24,7 +24,7 @@ from distbench.predict.core import (
     split_factor,
     sustained_rate,
 )
-from distbench.predict.formulas import balanced_stage_time
+from distbench.predict.formulas import balanced_stage_time, ddp_buckets
 from distbench.profiling.profiles import LinkFit, Profile
 from distbench.simulator import (
     ComputeDraws,
@@ -133,7 +133,8 @@ def _differs(measured: str, network: NetworkSpec) -> bool:
 def ring_for(case: Case, profile: Profile, links: Links, measured_links: bool) -> RingAllReduce:
     """DDP's all-reduce: the profile's fitted alpha and beta where the links are the ones
     it measured, else the spec's latency and rate; the all-reduce measured right after a
-    step in full where no core is spare (as the formulas)."""
+    step in full where no core is spare (as the formulas); DDP's buckets as backward fills
+    them where the profile says when each gradient is ready."""
     loaded = (
         profile.loaded_allreduce(case.workers, case.threads)
         if ddp_saturated(case, profile)
@@ -144,12 +145,14 @@ def ring_for(case: Case, profile: Profile, links: Links, measured_links: bool) -
         if measured_links
         else (links.latency, min(links.up, links.down))
     )
+    order = profile.gradient_order
     return RingAllReduce(
         alpha=alpha,
         beta=beta,
         overlap=not ddp_saturated(case, profile),
         machinery=profile.ddp_overhead or 0.0,
         fixed=loaded,
+        buckets=tuple(ddp_buckets(*order)) if order is not None else (),
     )
 
 

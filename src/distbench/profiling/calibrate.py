@@ -68,7 +68,12 @@ from distbench.profiling.profiles import (
     contention_pairs,
 )
 from distbench.profiling.ps_transfer import measure_ps_transfer
-from distbench.strategies.common import build_workload, default_step, state_sizes
+from distbench.strategies.common import (
+    build_workload,
+    default_step,
+    parameter_bytes,
+    state_sizes,
+)
 
 DEFAULT_SWEEP_MAX = 64 * MIB
 STEP_PHASES = ("data", "forward", "backward", "update")
@@ -397,6 +402,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
         allreduce_loaded=loaded,
         phase_samples=samples,
         grad_ready=grad_ready,
+        param_bytes=parameter_bytes(req.cfg),
         outside_load_cores=round(outside.stop().cores, 3),
     )
 

@@ -11,6 +11,7 @@ the real backward would launch them.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from statistics import median
 from typing import Any
 
@@ -18,7 +19,8 @@ import torch
 
 from distbench.config import RunConfig
 from distbench.profiling.primitives import report, run_group
-from distbench.strategies.common import build_workload, fetch_batch
+from distbench.profiling.profiles import Profile
+from distbench.strategies.common import build_workload, fetch_batch, parameter_bytes
 
 
 def ready_fractions(
@@ -76,3 +78,16 @@ def measure_grad_ready(
     """``grad_ready`` of ``cfg``'s model (see the module docstring)."""
     args = [(cfg.to_dict(), threads, warmup, repeats)]
     return list(run_group(_child, args, timeout, "gradient order in backward")[0])
+
+
+def with_gradient_sizes(profile: Profile, cfg: RunConfig) -> Profile:
+    """``profile`` with ``param_bytes`` where it has ``grad_ready`` but was taken before the
+    sizes were stored: the bytes of each gradient of ``cfg``'s model, a fact of its
+    definition (counted on the meta device), not a measurement. Unchanged where the counts
+    differ (the model changed since) or nothing is missing."""
+    if not profile.grad_ready or profile.param_bytes:
+        return profile
+    sizes = parameter_bytes(cfg)
+    if len(sizes) != len(profile.grad_ready):
+        return profile
+    return replace(profile, param_bytes=sizes)

@@ -127,9 +127,21 @@ class Profile:
     # its gradient was ready. Empty in profiles from before emulation existed.
     phase_samples: list[dict[str, float]] = field(default_factory=list)
     grad_ready: list[float] = field(default_factory=list)
+    # The bytes of each of those gradients (same order): with ``grad_ready``, when DDP's
+    # buckets fill in backward. Empty in older profiles (``validate`` and ``simulate`` fill
+    # it from the model's definition; without it buckets fill uniformly in backward).
+    param_bytes: list[int] = field(default_factory=list)
     # Cores that processes outside the calibration used while it ran (``harness.noise``);
     # above ``BUSY_CORES`` its times are a busy machine's. None in older profiles.
     outside_load_cores: float | None = None
+
+    @property
+    def gradient_order(self) -> tuple[list[float], list[int]] | None:
+        """(``grad_ready``, ``param_bytes``) where the profile has both for every
+        parameter, else ``None``."""
+        if self.grad_ready and len(self.param_bytes) == len(self.grad_ready):
+            return self.grad_ready, self.param_bytes
+        return None
 
     @property
     def beside_other_load(self) -> bool:

@@ -389,8 +389,11 @@ def _ddp(cluster: Cluster) -> None:
     ring = spec.ring
     assert ring is not None
     n = spec.workers
-    buckets = bucket_sizes(spec.weight_bytes, ring.bucket_bytes)
-    total = sum(buckets)
+    if ring.buckets:
+        buckets = list(ring.buckets)
+    else:  # gradients fill buckets of bucket_bytes uniformly in backward
+        sizes = bucket_sizes(spec.weight_bytes, ring.bucket_bytes)
+        buckets = [(sum(sizes[: i + 1]) / sum(sizes), b) for i, b in enumerate(sizes)]
 
     def reduce_time(nbytes: float) -> float:
         if n == 1:
@@ -405,10 +408,9 @@ def _ddp(cluster: Cluster) -> None:
         if ring.fixed is not None or n == 1:
             exposed = ring.fixed if ring.fixed is not None and n > 1 else 0.0
             return slowest, fmean(draws), exposed
-        ring_free, produced = 0.0, 0.0
-        for nbytes in buckets:
-            produced += nbytes
-            ready = forward + backward * produced / total if ring.overlap else slowest
+        ring_free = 0.0
+        for fraction, nbytes in buckets:
+            ready = forward + backward * fraction if ring.overlap else slowest
             ring_free = max(ring_free, ready) + reduce_time(nbytes)
         return slowest, fmean(draws), max(0.0, ring_free - slowest)
 

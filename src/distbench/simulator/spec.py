@@ -87,7 +87,10 @@ class RingAllReduce:
     reduced in buckets of ``bucket_bytes`` as backward produces them (``overlap``: whether
     a bucket may be reduced while backward runs; no spare core on loopback says no), and
     DDP's own cost per step (``machinery``). ``fixed``: an all-reduce measured after a step,
-    used in full instead of the ring (no spare core on loopback)."""
+    used in full instead of the ring (no spare core on loopback). ``buckets``: DDP's
+    buckets as (fraction of backward elapsed when the bucket is full, bytes), in the order
+    they are reduced (``formulas.ddp_buckets``); empty: buckets of ``bucket_bytes`` filled
+    uniformly in backward."""
 
     alpha: float
     beta: float
@@ -95,6 +98,7 @@ class RingAllReduce:
     overlap: bool = True
     machinery: float = 0.0
     fixed: float | None = None
+    buckets: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         _non_negative("all-reduce alpha", self.alpha)
@@ -103,6 +107,9 @@ class RingAllReduce:
         _non_negative("DDP machinery", self.machinery)
         if self.fixed is not None:
             _non_negative("measured all-reduce", self.fixed)
+        for fraction, nbytes in self.buckets:
+            _fraction("a bucket's ready fraction", fraction)
+            _non_negative("a bucket's bytes", nbytes)
 
 
 @dataclass(frozen=True)

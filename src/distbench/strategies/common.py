@@ -139,6 +139,17 @@ def state_sizes(cfg: RunConfig) -> tuple[int, int, int]:
     return grad_bytes + sum(b.numel() * 4 for b in buffers), grad_bytes, len(params) + len(buffers)
 
 
+def parameter_bytes(cfg: RunConfig) -> list[int]:
+    """Bytes of each trainable parameter's gradient of ``cfg.model``, in
+    ``model.parameters()`` order (the order of a profile's ``grad_ready``); counted on
+    torch's meta device."""
+    num_classes = dataset_num_classes(cfg.dataset, cfg.data_dir, cfg.num_classes)
+    shape = input_shape_of(cfg)
+    with torch.device("meta"):
+        model = build_model(cfg.model, num_classes, shape[1], shape[0])
+    return [p.numel() * p.element_size() for p in model.parameters() if p.requires_grad]
+
+
 def state_bytes(cfg: RunConfig) -> int:
     """Bytes of ``cfg.model``'s parameters and floating-point buffers, counted on torch's
     meta device (nothing is allocated, so it is instant for any model)."""

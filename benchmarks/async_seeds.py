@@ -1,0 +1,74 @@
+"""How far a short asynchronous run can fall from its prediction by chance alone.
+
+    python benchmarks/async_seeds.py emulated.db [--seeds 40]
+
+A run of a few steps whose workers start together moves in a convoy that its compute
+times' jitter breaks up at random moments, so one run is one draw of a chaotic schedule.
+For every stored ok ps-async run with emulated compute, this simulates the run as it was
+configured (its warm-up and steps, the profile it replayed) with ``--seeds`` different
+draws of the compute times and prints the measured mean step (the one its throughput
+implies, as ``validate`` compares it) beside the simulations' mean, 5-95 % range and
+extremes: whether the run is one the simulator's own spread covers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from statistics import fmean
+
+from distbench.config import RunConfig
+from distbench.predict.accuracy import measured_step
+from distbench.predict.core import case_of
+from distbench.predict.simulated import sim_spec
+from distbench.profiling.grad_ready import with_gradient_sizes
+from distbench.profiling.profiles import Profile
+from distbench.simulator import simulate
+from distbench.store.db import open_store
+
+
+def replayed(db: str, profile_id: int, cfg: RunConfig) -> Profile:
+    from distbench.compute.resolve import replayed_profile
+
+    found = replayed_profile(db, cfg.replace(compute_profile=profile_id))
+    assert found is not None
+    return with_gradient_sizes(found[0], cfg)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("db")
+    parser.add_argument("--seeds", type=int, default=40)
+    args = parser.parse_args()
+    store = open_store(args.db)
+    try:
+        rows = store.query(strategy="ps-async", status="ok")
+    finally:
+        store.close()
+    print(f"{'model':12} {'N':>3} {'measured':>9} {'sim mean':>9} {'5-95 %':>15} {'range':>15}")
+    for row in rows:
+        pid = (row.extra.get("compute") or {}).get("profile_id")
+        if pid is None:
+            continue  # real compute: not one draw of a replayed profile
+        cfg = RunConfig.from_dict(row.config)
+        case = case_of(cfg)
+        measured = measured_step(case, row)
+        if measured is None:
+            continue
+        profile = replayed(args.db, int(pid), cfg)
+        steps = sorted(
+            simulate(sim_spec(case, profile, case.steps, seed, warmup=case.warmup)[0]).step_time
+            for seed in range(args.seeds)
+        )
+        low, high = steps[int(0.05 * len(steps))], steps[int(0.95 * len(steps)) - 1]
+        where = "inside" if low <= measured <= high else "outside"
+        print(
+            f"{cfg.model.split(':')[-1][:12]:12} {cfg.workers:3} {measured * 1e3:9.1f}"
+            f" {fmean(steps) * 1e3:9.1f} {low * 1e3:7.0f}-{high * 1e3:<7.0f}"
+            f" {steps[0] * 1e3:7.0f}-{steps[-1] * 1e3:<7.0f} {where}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -139,23 +139,24 @@ def state_sizes(cfg: RunConfig) -> tuple[int, int, int]:
     return grad_bytes + sum(b.numel() * 4 for b in buffers), grad_bytes, len(params) + len(buffers)
 
 
-def parameter_bytes(cfg: RunConfig) -> list[int]:
-    """Bytes of each trainable parameter's gradient of ``cfg.model``, in
-    ``model.parameters()`` order (the order of a profile's ``grad_ready``); counted on
-    torch's meta device."""
+def meta_model(cfg: RunConfig) -> nn.Module:
+    """``cfg.model`` on torch's meta device: its shapes without allocating anything, so
+    it is instant for any model."""
     num_classes = dataset_num_classes(cfg.dataset, cfg.data_dir, cfg.num_classes)
     shape = input_shape_of(cfg)
     with torch.device("meta"):
-        model = build_model(cfg.model, num_classes, shape[1], shape[0])
+        return build_model(cfg.model, num_classes, shape[1], shape[0])
+
+
+def parameter_bytes(cfg: RunConfig) -> list[int]:
+    """Bytes of each trainable parameter's gradient of ``cfg.model``, in
+    ``model.parameters()`` order (the order of a profile's ``grad_ready``)."""
+    model = meta_model(cfg)
     return [p.numel() * p.element_size() for p in model.parameters() if p.requires_grad]
 
 
 def state_bytes(cfg: RunConfig) -> int:
-    """Bytes of ``cfg.model``'s parameters and floating-point buffers, counted on torch's
-    meta device (nothing is allocated, so it is instant for any model)."""
-    num_classes = dataset_num_classes(cfg.dataset, cfg.data_dir, cfg.num_classes)
-    shape = input_shape_of(cfg)
-    with torch.device("meta"):
-        model = build_model(cfg.model, num_classes, shape[1], shape[0])
+    """Bytes of ``cfg.model``'s parameters and floating-point buffers (``meta_model``)."""
+    model = meta_model(cfg)
     tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
     return sum(t.numel() * t.element_size() for t in tensors)

@@ -21,7 +21,7 @@ from distbench.config import RunConfig
 from distbench.predict.accuracy import measured_step
 from distbench.predict.core import case_of
 from distbench.predict.simulated import sim_spec
-from distbench.profiling.grad_ready import with_gradient_sizes
+from distbench.profiling.grad_ready import with_model_sizes
 from distbench.profiling.profiles import Profile
 from distbench.simulator import simulate
 from distbench.store.db import open_store
@@ -32,7 +32,7 @@ def replayed(db: str, profile_id: int, cfg: RunConfig) -> Profile:
 
     found = replayed_profile(db, cfg.replace(compute_profile=profile_id))
     assert found is not None
-    return with_gradient_sizes(found[0], cfg)
+    return with_model_sizes(found[0], cfg)
 
 
 def main() -> int:

@@ -668,11 +668,49 @@ def test_the_ddp_prediction_uses_when_each_gradient_is_ready() -> None:
 
 def test_an_older_profile_gets_its_gradient_sizes_from_the_model() -> None:
     from distbench.config import RunConfig
-    from distbench.profiling.grad_ready import with_gradient_sizes
+    from distbench.profiling.grad_ready import with_model_sizes
 
     cfg = RunConfig(model="lenet5", dataset="digits", strategy="ddp", workers=2)
     older = make_profile(grad_ready=[0.5] * 10)
-    filled = with_gradient_sizes(older, cfg)
+    filled = with_model_sizes(older, cfg)
     assert len(filled.param_bytes) == 10 and sum(filled.param_bytes) > 0
     assert filled.gradient_order is not None
-    assert with_gradient_sizes(make_profile(grad_ready=[0.5] * 3), cfg).param_bytes == []
+    assert with_model_sizes(make_profile(grad_ready=[0.5] * 3), cfg).param_bytes == []
+    assert sum(filled.server_tensor_bytes) == sum(filled.param_bytes)  # lenet5: no buffers
+
+
+def test_the_largest_shard_of_the_greedy_split_sets_a_sharded_servers_pace() -> None:
+    from distbench.predict import formulas as f
+
+    assert f.shard_loads([10, 5, 4, 3, 8], 2) == [18, 12]
+    n, total, rate = 4, 40e6, 10e6
+    equal = f.sync_sharded_links(0.5, [total / n] * n, rate, 0.0)
+    assert equal == pytest.approx(f.sync_distributed(0.5, total / rate, n))  # eq. 4.12
+    # one tensor of 70 % of the weights: its unit sends it to the 3 others, each way
+    lopsided = f.sync_sharded_links(0.5, [28e6, 4e6, 4e6, 4e6], rate, 0.001)
+    assert lopsided == pytest.approx(0.5 + 2 * (3 * 28e6 / rate + 0.001))
+
+
+def test_a_sharded_prediction_uses_the_split_of_the_models_tensors() -> None:
+    from distbench.predict.simulated import simulate_case
+
+    c = replace(case("ps-sync-join", 4, 1, servers="sharded"), compute="profile", host_links=True)
+    samples = [{"data": 0.0, "forward": 0.1, "backward": 0.2, "update": 0.0}]
+    base = make_profile(phase_samples=samples, network="bandwidth=1gbit", ps_overhead=0.0)
+    lopsided = replace(base, server_tensor_bytes=[30_000_000, 4_000_000, 3_000_000, 3_000_000])
+    a, b = predict_case(c, base), predict_case(c, lopsided)
+    assert a is not None and b is not None
+    assert b.step_time > a.step_time and "busiest link's shards" in b.formula
+    assert lopsided.shard_bytes(4) == [30e6, 4e6, 3e6, 3e6]
+    sim = simulate_case(c, lopsided, steps=5)
+    assert sim.spec.shards() == (30e6, 4e6, 3e6, 3e6)
+    assert sim.prediction.step_time == pytest.approx(b.step_time, rel=0.02)
+
+
+def test_a_profile_of_a_model_that_cannot_be_built_is_used_as_it_is() -> None:
+    from distbench.config import RunConfig
+    from distbench.profiling.grad_ready import with_model_sizes
+
+    older = make_profile(grad_ready=[0.5] * 10)
+    cfg = RunConfig(model="gone/model.py:Net", strategy="ddp", workers=2)
+    assert with_model_sizes(older, cfg) is older

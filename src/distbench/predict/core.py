@@ -336,12 +336,22 @@ def busy_link_transfer_time(profile: Profile) -> float:
     return shared_link_time(profile, profile.weight_bytes) + (profile.ps_overhead or 0.0)
 
 
+def sharded_links_step(profile: Profile, t_grad: float, shards: list[float]) -> float:
+    """A sharded server's step behind a link per host, from the greedy split of the real
+    tensors (``formulas.sync_sharded_links``): the largest shard sets the pace."""
+    return f.sync_sharded_links(t_grad, shards, sustained_rate(profile), profile.ps_overhead or 0)
+
+
 def _ps_sync_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, float, str]:
     server = canonical_server(case.servers)
     if case.host_links and server == "central":
         shared = shared_link_time(profile, case.workers * profile.weight_bytes)
         step = f.sync_central_links(t_grad, shared, profile.ps_overhead or 0.0)
         return step, step - t_grad, "ps sync, central server's link: t_grad + 2 N bytes / rate"
+    shards = profile.shard_bytes(case.workers) if server == "sharded" else None
+    if case.host_links and shards is not None:
+        step = sharded_links_step(profile, t_grad, shards)
+        return step, step - t_grad, "ps sync, sharded: the busiest link's shards, each way"
     t_comm = busy_link_transfer_time(profile) if case.host_links else ps_transfer_time(profile)
     step = ps_sync_iteration(t_grad, t_comm, case.workers, server).estimate
     if server == "sharded":

@@ -85,6 +85,45 @@ def sync_central_estimate(t_grad: float, t_comm: float, n: int) -> float:
     return (sync_central_best(t_grad, t_comm, n) + sync_central_worst(t_grad, t_comm, n)) / 2
 
 
+def assign_greedy(sizes: Sequence[int], units: int) -> list[int]:
+    """Unit index (0-based) for every tensor size, in the given order: each tensor to the
+    unit with the smallest total assigned so far, ties to the first (the thesis' algorithm
+    3.7, how a sharded server splits the weights)."""
+    if units < 1:
+        raise ValueError(f"need at least one unit, got {units}")
+    load = [0] * units
+    owners: list[int] = []
+    for size in sizes:
+        unit = min(range(units), key=lambda u: (load[u], u))
+        load[unit] += size
+        owners.append(unit)
+    return owners
+
+
+def shard_loads(sizes: Sequence[int], units: int) -> list[int]:
+    """What each of ``units`` sharded units holds when ``assign_greedy`` splits ``sizes``."""
+    load = [0] * units
+    for size, unit in zip(sizes, assign_greedy(sizes, units), strict=True):
+        load[unit] += size
+    return load
+
+
+def sync_sharded_links(
+    t_grad: float, shards: Sequence[float], rate: float, t_overhead: float
+) -> float:
+    """One synchronous iteration of a sharded server when every host has its own
+    full-duplex link: in the pull phase each unit sends its shard to the N − 1 other
+    workers while each worker receives the N − 1 shards it does not hold, and the push
+    phase is the same the other way; each phase lasts as long as its busiest link
+    direction, plus the protocol's cost per transfer. With equal shards this is eq. 4.12;
+    with the greedy split of real tensors the largest shard sets the pace."""
+    check_positive("t_grad", t_grad)
+    check_positive("rate", rate)
+    n, total = len(shards), sum(shards)
+    busiest = max(max((n - 1) * s for s in shards), max(total - s for s in shards))
+    return t_grad + 2 * (busiest / rate + t_overhead)
+
+
 def sync_distributed(t_grad: float, t_comm: float, n: int) -> float:
     """Eq. 4.12: sharded server; each unit sends and receives (N-1)/N of the weights."""
     _check_ps(t_grad, t_comm, n)

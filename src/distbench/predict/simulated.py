@@ -190,6 +190,7 @@ def sim_spec(
         weight_bytes=float(profile.grad_bytes if is_ddp else profile.weight_bytes),
         samples_per_step=case.global_batch if pipeline else case.local_batch,
         servers=canonical_server(case.servers),
+        shard_bytes=_shards(case, profile, strategy),
         semaphore=case.semaphore,
         server_update=profile.t_update if strategy in ("sync-join", "sync-split", "async") else 0,
         ring=ring_for(case, profile, links, measured_links) if is_ddp else None,
@@ -199,6 +200,16 @@ def sim_spec(
         seed=seed,
     )
     return spec, f"{compute_label}; links {link_label}"
+
+
+def _shards(case: Case, profile: Profile, strategy: str) -> tuple[float, ...]:
+    """A sharded server's units' bytes under the greedy split of the real tensors (equal
+    shares where the profile lacks the tensors' sizes)."""
+    if strategy not in ("sync-join", "sync-split", "async"):
+        return ()
+    if canonical_server(case.servers) != "sharded":
+        return ()
+    return tuple(profile.shard_bytes(case.workers) or ())
 
 
 def simulate_case(

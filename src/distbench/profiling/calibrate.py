@@ -72,6 +72,7 @@ from distbench.strategies.common import (
     build_workload,
     default_step,
     parameter_bytes,
+    server_tensor_bytes,
     state_sizes,
 )
 
@@ -403,6 +404,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
         phase_samples=samples,
         grad_ready=grad_ready,
         param_bytes=parameter_bytes(req.cfg),
+        server_tensor_bytes=server_tensor_bytes(req.cfg),
         outside_load_cores=round(outside.stop().cores, 3),
     )
 

@@ -18,9 +18,15 @@ from typing import Any
 import torch
 
 from distbench.config import RunConfig
+from distbench.errors import UserError
 from distbench.profiling.primitives import report, run_group
 from distbench.profiling.profiles import Profile
-from distbench.strategies.common import build_workload, fetch_batch, parameter_bytes
+from distbench.strategies.common import (
+    build_workload,
+    fetch_batch,
+    parameter_bytes,
+    server_tensor_bytes,
+)
 
 
 def ready_fractions(
@@ -80,14 +86,21 @@ def measure_grad_ready(
     return list(run_group(_child, args, timeout, "gradient order in backward")[0])
 
 
-def with_gradient_sizes(profile: Profile, cfg: RunConfig) -> Profile:
-    """``profile`` with ``param_bytes`` where it has ``grad_ready`` but was taken before the
-    sizes were stored: the bytes of each gradient of ``cfg``'s model, a fact of its
-    definition (counted on the meta device), not a measurement. Unchanged where the counts
-    differ (the model changed since) or nothing is missing."""
-    if not profile.grad_ready or profile.param_bytes:
+def with_model_sizes(profile: Profile, cfg: RunConfig) -> Profile:
+    """``profile`` with the sizes taken from the model's definition (counted on the meta
+    device: facts of the model, not measurements) that a profile taken before they were
+    stored lacks: each gradient's bytes (``param_bytes``, where it has ``grad_ready`` and
+    the counts agree) and each tensor a parameter server holds (``server_tensor_bytes``).
+    Unchanged where the model cannot be built: the predictions then fill buckets uniformly
+    and split a sharded server equally, as they did before the sizes were stored."""
+    filled = profile
+    try:
+        if profile.grad_ready and not profile.param_bytes:
+            sizes = parameter_bytes(cfg)
+            if len(sizes) == len(profile.grad_ready):
+                filled = replace(filled, param_bytes=sizes)
+        if not profile.server_tensor_bytes:
+            filled = replace(filled, server_tensor_bytes=server_tensor_bytes(cfg))
+    except UserError:  # the model cannot be built here (a user file gone): predict without
         return profile
-    sizes = parameter_bytes(cfg)
-    if len(sizes) != len(profile.grad_ready):
-        return profile
-    return replace(profile, param_bytes=sizes)
+    return filled

@@ -131,6 +131,10 @@ class Profile:
     # buckets fill in backward. Empty in older profiles (``validate`` and ``simulate`` fill
     # it from the model's definition; without it buckets fill uniformly in backward).
     param_bytes: list[int] = field(default_factory=list)
+    # The bytes of every tensor a parameter server holds (parameters, then floating-point
+    # buffers: ``sharding.transferred_tensors``), in the order a sharded server assigns
+    # them to its units. Empty in older profiles (filled as ``param_bytes`` is).
+    server_tensor_bytes: list[int] = field(default_factory=list)
     # Cores that processes outside the calibration used while it ran (``harness.noise``);
     # above ``BUSY_CORES`` its times are a busy machine's. None in older profiles.
     outside_load_cores: float | None = None
@@ -142,6 +146,15 @@ class Profile:
         if self.grad_ready and len(self.param_bytes) == len(self.grad_ready):
             return self.grad_ready, self.param_bytes
         return None
+
+    def shard_bytes(self, units: int) -> list[float] | None:
+        """Bytes each of ``units`` sharded units holds under the greedy split of the real
+        tensors; ``None`` where the profile lacks the tensors' sizes."""
+        if not self.server_tensor_bytes:
+            return None
+        from distbench.predict.formulas import shard_loads
+
+        return [float(b) for b in shard_loads(self.server_tensor_bytes, units)]
 
     @property
     def beside_other_load(self) -> bool:

@@ -155,6 +155,14 @@ def parameter_bytes(cfg: RunConfig) -> list[int]:
     return [p.numel() * p.element_size() for p in model.parameters() if p.requires_grad]
 
 
+def server_tensor_bytes(cfg: RunConfig) -> list[int]:
+    """Bytes of every tensor a parameter server holds for ``cfg.model``, in the order a
+    sharded server assigns them (``sharding.transferred_tensors``)."""
+    from distbench.strategies.ps.sharding import transferred_tensors
+
+    return [numel * 4 for *_, numel in transferred_tensors(meta_model(cfg))]
+
+
 def state_bytes(cfg: RunConfig) -> int:
     """Bytes of ``cfg.model``'s parameters and floating-point buffers (``meta_model``)."""
     model = meta_model(cfg)

@@ -186,10 +186,10 @@ def find_workload_profile(request: SimulateRequest) -> tuple[Profile, int | None
             f"{request.model} --db {request.db}` or give --t-grad"
         )
     profile, pid = found
-    if profile.grad_ready and not profile.param_bytes:  # stored before the sizes were
-        from distbench.profiling.grad_ready import with_gradient_sizes
+    if not profile.server_tensor_bytes:  # stored before the sizes were
+        from distbench.profiling.grad_ready import with_model_sizes
 
-        profile = with_gradient_sizes(profile, _config(request, "sequential", 1))
+        profile = with_model_sizes(profile, _config(request, "sequential", 1))
     where = f"behind {profile.network}" if profile.network else "on loopback"
     return profile, pid, f"profile {pid} of {profile.model} (links measured {where})"
 

@@ -116,17 +116,17 @@ def _group_profile(
 ) -> tuple[Profile, int]:
     """The profile a group is predicted from. With ``--compute-profile ID`` that very
     profile, since its runs replay it; else ``ensure_profile``'s. An older profile gets
-    its gradients' sizes from the model's definition (``with_gradient_sizes``)."""
-    from distbench.profiling.grad_ready import with_gradient_sizes
+    its gradients' sizes from the model's definition (``with_model_sizes``)."""
+    from distbench.profiling.grad_ready import with_model_sizes
 
     if emulated and cfg.compute_profile is not None:
         from distbench.compute.resolve import replayed_profile
 
         chosen = replayed_profile(db, cfg)
         assert chosen is not None  # an id that is not stored is a UserError there
-        return with_gradient_sizes(chosen[0], cfg), chosen[1]
+        return with_model_sizes(chosen[0], cfg), chosen[1]
     profile, pid, _ = ensure_profile(db, request, options, progress, emulated)
-    return with_gradient_sizes(profile, cfg), pid
+    return with_model_sizes(profile, cfg), pid
 
 
 def _covers(profile: Profile, request: Any, emulated: bool = False) -> bool:

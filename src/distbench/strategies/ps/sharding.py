@@ -1,8 +1,8 @@
 """Which server unit holds which tensor, and where each tensor lives in the flat buffers.
 
-Start at :func:`assign_greedy` (the thesis' algorithm 3.7: tensors in model order, each to
-the unit with the smallest total assigned size so far, ties to the first unit) and
-:func:`build_layout`, which turns a model into a :class:`Layout`: the transferred tensors
+Start at ``predict.formulas.assign_greedy`` (the thesis' algorithm 3.7: tensors in model
+order, each to the unit with the smallest total assigned size so far, ties to the first
+unit) and :func:`build_layout`, which turns a model into a :class:`Layout`: the transferred tensors
 (parameters and floating-point buffers) laid out unit by unit in one flat float32 buffer,
 so that a pull from unit ``u`` or a push to it is one contiguous slice.
 
@@ -16,18 +16,7 @@ from typing import Any
 
 from torch import nn
 
-
-def assign_greedy(sizes: list[int], units: int) -> list[int]:
-    """Unit index (0-based) for every tensor size, in the given order (algorithm 3.7)."""
-    if units < 1:
-        raise ValueError(f"need at least one unit, got {units}")
-    load = [0] * units
-    owners: list[int] = []
-    for size in sizes:
-        unit = min(range(units), key=lambda u: (load[u], u))
-        load[unit] += size
-        owners.append(unit)
-    return owners
+from distbench.predict.formulas import assign_greedy
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ configuration predicted — and :func:`simulate_case` runs it. Pure: no torch, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import fmean
 
 from distbench.compute.plan import batch_ratio, parse_compute
@@ -239,10 +239,8 @@ def simulate_run(case: Case, profile: Profile, seeds: int = RUN_SEEDS) -> Predic
     includes how its start plays out — workers that start together and share links
     fairly stay in step for a while (a convoy) — which a long simulation averages away."""
     steps, warmup = max(1, case.steps), max(0, case.warmup)
-    runs = [
-        simulate(sim_spec(case, profile, steps, seed, warmup=warmup)[0]) for seed in range(seeds)
-    ]
     spec, inputs = sim_spec(case, profile, steps, 0, warmup=warmup)
+    runs = [simulate(replace(spec, seed=seed)) for seed in range(seeds)]
     step = fmean(r.step_time for r in runs)
     compute = fmean(r.split["compute"] for r in runs)
     return Prediction(

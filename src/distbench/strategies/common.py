@@ -164,7 +164,6 @@ def server_tensor_bytes(cfg: RunConfig) -> list[int]:
 
 
 def state_bytes(cfg: RunConfig) -> int:
-    """Bytes of ``cfg.model``'s parameters and floating-point buffers (``meta_model``)."""
-    model = meta_model(cfg)
-    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes of ``cfg.model``'s parameters and floating-point buffers (``meta_model``):
+    what a parameter server holds."""
+    return sum(server_tensor_bytes(cfg))

@@ -116,7 +116,7 @@ def _group_profile(
 ) -> tuple[Profile, int]:
     """The profile a group is predicted from. With ``--compute-profile ID`` that very
     profile, since its runs replay it; else ``ensure_profile``'s. An older profile gets
-    its gradients' sizes from the model's definition (``with_model_sizes``)."""
+    its tensors' sizes from the model's definition (``with_model_sizes``)."""
     from distbench.profiling.grad_ready import with_model_sizes
 
     if emulated and cfg.compute_profile is not None:

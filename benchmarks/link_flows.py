@@ -15,12 +15,19 @@ k hosts at once: a central server's pulls), each with the spread of its flows' e
 shaped in both directions as ``--network`` builds it (``--queue``: its ``queue=`` key);
 the packets the shaper dropped on the way into the receiving host are counted (``tc -s
 qdisc``).
+
+Then short transfers after idle (``--short-kilobytes`` each, the size of a small model's
+push or a shard): ``k hosts -> 1`` and ``1 -> k hosts`` at once, each round after 0.3 s of
+idle (the shapers' buckets refill), started together by a byte from the hub; the rate is
+the bytes over the time from that start to the last byte. A link that keeps its rate gives
+at most its rate plus one bucket (64 KiB at 100 Mbit/s) per round.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import subprocess
 import sys
 
@@ -76,6 +83,80 @@ for t in threads:
     t.join()
 print(time.perf_counter() - start)
 """
+
+
+HUB = f"""
+import socket, sys, threading, time
+peers, nbytes, rounds = (int(a) for a in sys.argv[1:4])
+direction = sys.argv[4]
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", {PORT}))
+server.listen(64)
+print("ready", flush=True)
+conns = [server.accept()[0] for _ in range(peers)]
+block = b"x" * nbytes
+def take(conn, size):
+    while size > 0:
+        size -= len(conn.recv(min(size, 1 << 20)))
+def serve(conn):
+    if direction == "in":
+        take(conn, nbytes)
+    else:
+        conn.sendall(block)
+        take(conn, 1)  # the peer has it all
+for _ in range(rounds):
+    time.sleep(0.3)
+    start = time.perf_counter()
+    threads = [threading.Thread(target=serve, args=(c,)) for c in conns]
+    for c in conns:
+        c.sendall(b"g")
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(time.perf_counter() - start, flush=True)
+"""
+
+PEER = """
+import socket, sys
+address, direction = sys.argv[1], sys.argv[5]
+port, nbytes, rounds = (int(a) for a in sys.argv[2:5])
+conn = socket.create_connection((address, port))
+block = b"x" * nbytes
+for _ in range(rounds):
+    conn.recv(1)
+    if direction == "in":
+        conn.sendall(block)
+    else:
+        left = nbytes
+        while left > 0:
+            left -= len(conn.recv(min(left, 1 << 20)))
+        conn.sendall(b"d")
+"""
+
+
+def short_rounds(
+    hub: Host, peers: list[Host], nbytes: int, rounds: int, direction: str
+) -> list[float]:
+    """Seconds of each round in which every peer sends ``nbytes`` to ``hub`` (``in``) or
+    ``hub`` sends ``nbytes`` to every peer (``out``), all started by one byte from the hub
+    after 0.3 s of idle."""
+    args = [str(len(peers)), str(nbytes), str(rounds), direction]
+    hub_proc = subprocess.Popen(
+        [*hub.exec_prefix(), sys.executable, "-c", HUB, *args], stdout=subprocess.PIPE, text=True
+    )
+    assert hub_proc.stdout is not None
+    hub_proc.stdout.readline()  # listening
+    peer_args = [hub.address, str(PORT), str(nbytes), str(rounds), direction]
+    peer_procs = [
+        subprocess.Popen([*p.exec_prefix(), sys.executable, "-c", PEER, *peer_args]) for p in peers
+    ]
+    seconds = [float(hub_proc.stdout.readline()) for _ in range(rounds)]
+    for peer in peer_procs:
+        peer.wait(timeout=60)
+    hub_proc.wait(timeout=60)
+    return seconds
 
 
 def dropped_into(net: Network, host: Host) -> int:
@@ -162,6 +243,8 @@ def main() -> int:
     parser.add_argument("--rate", default="100mbit")
     parser.add_argument("--megabytes", type=float, default=25.0)
     parser.add_argument("--queue", choices=("fifo", "fair"), default="fifo")
+    parser.add_argument("--short-kilobytes", type=float, default=250.0)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     nbytes = int(args.megabytes * 1e6)
     spec = parse_network(f"bandwidth={args.rate},queue={args.queue}")
@@ -194,6 +277,16 @@ def main() -> int:
                 f"  {k:2d} 1 -> hosts: {seconds:.3f} s, {rate / 1e6:.2f} MB/s,"
                 f" {rate / line_rate:.2f} of the line rate; ends {spread(ends, seconds)}"
             )
+        short = int(args.short_kilobytes * 1e3)
+        print(f"short transfers of {args.short_kilobytes:g} kB after idle, median of {args.rounds}")
+        for direction, label in (("in", "hosts -> 1"), ("out", "1 -> hosts")):
+            for k in (1, 3, 7):
+                rounds = short_rounds(sink, others[:k], short, args.rounds, direction)
+                rate = k * short / statistics.median(rounds)
+                print(
+                    f"  {k:2d} {label}: {statistics.median(rounds) * 1e3:.1f} ms,"
+                    f" {rate / 1e6:.2f} MB/s, {rate / line_rate:.2f} of the line rate"
+                )
     return 0
 
 

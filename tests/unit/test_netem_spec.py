@@ -83,6 +83,11 @@ def test_a_fair_link_gives_every_peer_a_class_and_a_filter() -> None:
     assert "match ip dst 10.0.0.19/32 flowid 10:13" in filters[-1]
     assert all("ceil 1000000000bit" in line for line in classes)
     assert all(f"rate {1_000_000_000 // 19}bit" in line for line in classes)
+    # the link's bucket is the parent's alone: peers that start together cannot each
+    # bring one and burst above the rate
+    peer_bucket = f"burst {namespaces.PEER_BURST} cburst {namespaces.PEER_BURST}"
+    assert all(peer_bucket in line for line in classes)
+    assert "classid 10:1 htb rate 1000000000bit ceil 1000000000bit burst 250000" in lines[1]
     limits = [line for line in lines if "bfifo limit" in line]
     assert len(limits) == 19 and limits[0].endswith(f"limit {namespaces.queue_limit_bytes(10**9)}")
 

@@ -229,6 +229,26 @@ def test_async_central_server_serializes_its_updates() -> None:
     assert slow.split["server"] > 0.5
 
 
+def test_an_async_step_is_the_one_the_throughput_implies() -> None:
+    """Workers whose mean steps are 1 s and 3 s move 1/1 + 1/3 batches a second: the
+    mean step a measured run reports from its throughput is 2 / (4/3) = 1.5 s (the
+    harmonic mean), not the workers' plain mean of 2 s."""
+    import random
+
+    from distbench.simulator.engine import Cluster, Ledger, _result
+
+    fast, slow = Ledger(0), Ledger(0)
+    for ledger, step in ((fast, 1.0), (slow, 3.0)):
+        ledger.starts = [0.0, step, 2 * step]
+        ledger.samples = 2 * 32
+    env = simpy.Environment()
+    env.run(until=6.0)
+    cluster = Cluster(spec("async", 2, steps=2, warmup=0), env, random.Random(0), [fast, slow])
+    result = _result(cluster)
+    assert result.throughput == pytest.approx(32 / 1.0 + 32 / 3.0)
+    assert result.step_time == pytest.approx(1.5)
+
+
 def test_thousands_of_workers_simulate() -> None:
     result = simulate(spec("sync-join", 2048, servers="sharded", steps=3))
     assert result.step_time == pytest.approx(f.sync_distributed(T_GRAD, T_COMM, 2048))

@@ -146,8 +146,9 @@ class Cluster:
 class SimResult:
     """What a simulated configuration did over its measured steps.
 
-    ``step_time``: seconds per step (a synchronous iteration; an asynchronous worker's
-    mean step); ``throughput``: samples per second of all workers; ``split``: seconds of a
+    ``step_time``: seconds per step (a synchronous iteration; for asynchronous workers the
+    mean step their throughput implies, every worker's batch over the samples per second
+    of all); ``throughput``: samples per second of all workers; ``split``: seconds of a
     step (mean over workers) computing, in transfers not hidden by compute, waiting for
     other workers, and waiting for the server's update; ``links``: each link's busy share
     of the measured time and the most transfers it carried at once."""
@@ -583,10 +584,12 @@ def _result(cluster: Cluster) -> SimResult:
     per_worker = [ledger.measured_steps() for ledger in ledgers]
     if spec.strategy == "async":
         elapsed = [sum(steps) for steps in per_worker]
-        step_time = fmean(fmean(steps) for steps in per_worker)
         throughput = sum(
             ledger.samples / span for ledger, span in zip(ledgers, elapsed, strict=True)
         )
+        # the mean step the throughput implies, as a measured run's is taken: the workers'
+        # mean steps' harmonic mean (a worker that escapes a convoy counts by its rate)
+        step_time = spec.workers * spec.samples_per_step / throughput
         span = max(elapsed)
     else:  # every worker steps once per iteration: the mean over workers is the period
         step_time = fmean(fmean(steps) for steps in per_worker)

@@ -327,6 +327,11 @@ def test_a_fair_queued_network_has_a_class_per_peer_and_carries_traffic() -> Non
             for peer in (second, third):
                 hex_address = "".join(f"{int(part):02x}" for part in peer.address.split("."))
                 assert f"match {hex_address}/ffffffff {offset}" in filters.stdout
+        # segments of 1 ms of traffic at 100 Mbit/s, so a class lends little on credit
+        link = namespaces.run_cmd(
+            "ip", "-d", "-n", first.namespace, "link", "show", namespaces.HOST_IFNAME
+        )
+        assert "gso_max_size 12500 " in link.stdout
         # a TCP transfer crosses both fair-queued directions
         listen = (
             "import socket; s = socket.socket(); s.bind(('0.0.0.0', 5602)); s.listen(1); "

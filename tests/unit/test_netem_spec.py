@@ -92,6 +92,16 @@ def test_a_fair_link_gives_every_peer_a_class_and_a_filter() -> None:
     assert len(limits) == 19 and limits[0].endswith(f"limit {namespaces.queue_limit_bytes(10**9)}")
 
 
+def test_a_fair_queued_host_makes_segments_of_a_millisecond_of_traffic() -> None:
+    segment = namespaces.fair_segment_bytes
+    assert segment(parse_network("bandwidth=100mbit,queue=fair")) == 12_500
+    assert segment(parse_network("bandwidth=10mbit,queue=fair")) == 1500  # one frame
+    assert segment(parse_network("bandwidth=10mbit,queue=fair,mtu=9000")) == 9000
+    assert segment(parse_network("bandwidth=1gbit,queue=fair")) == 65536  # the kernel's
+    assert segment(parse_network("up=100mbit,down=1gbit,queue=fair")) == 12_500
+    assert segment(parse_network("bandwidth=100mbit")) is None  # FIFO: tbf lends nothing
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [

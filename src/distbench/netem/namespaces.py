@@ -56,6 +56,13 @@ QUANTUM = 65536
 # of its rate). A larger packet (a 64 KiB GSO segment) puts the class in debt and it
 # waits, so its rate stays exact.
 PEER_BURST = 1600
+# ...and that segment is lent on credit: each peer's class that starts sending after idle
+# passes one segment at once. A fair-queued host therefore makes segments of at most 1 ms
+# of traffic at its rate (64 KiB, the kernel's own bound, from 524 Mbit/s up): at
+# 100 Mbit/s, 12.5 kB, so k peers that start together no longer pass k x 64 KiB at once
+# (measured: 3 hosts' 250 kB into one host moved 1.23 of the rate, and 1.05 with it).
+GSO_SECONDS = 0.001
+MAX_GSO_BYTES = 65536
 # TCP small queues inside every emulated host (a per-namespace sysctl): at most 64 KiB of a
 # socket's data waits below it. On a real host the bottleneck queue is the NIC's ring, kept
 # to a few packets by BQL; here it is the tbf FIFO, and with the machine's default (4 MiB
@@ -292,6 +299,17 @@ def tc_shape(
     run_cmd(*tc, *parent, "handle", "10:", *tbf)
 
 
+def fair_segment_bytes(spec: NetworkSpec) -> int | None:
+    """The largest GSO segment a host of a fair-queued network makes (``GSO_SECONDS`` of
+    its slower direction's traffic, at least one frame, at most the kernel's 64 KiB);
+    ``None``: not fair-queued, the kernel's default stands."""
+    rate = spec.rate_bit_s
+    if spec.queue != "fair" or rate is None:
+        return None
+    frame = spec.mtu or 1500
+    return max(frame, min(MAX_GSO_BYTES, int(rate / 8 * GSO_SECONDS)))
+
+
 def queue_limit_bytes(rate_bit_s: int) -> int:
     """A queue's depth: ``TBF_LATENCY`` of traffic at the link's rate (tbf's own bound)."""
     return int(rate_bit_s / 8 * float(TBF_LATENCY.removesuffix("ms")) / 1000)
@@ -386,6 +404,12 @@ def add_host(
         run_cmd("ip", "-n", br, "link", "set", port, "mtu", str(net.spec.mtu))
         run_cmd("ip", "-n", host.namespace, "link", "set", HOST_IFNAME, "mtu", str(net.spec.mtu))
     if net.spec is not None:
+        segment = fair_segment_bytes(net.spec)
+        if segment is not None and segment < MAX_GSO_BYTES:
+            run_cmd(
+                "ip", "-n", host.namespace, "link", "set", HOST_IFNAME,
+                "gso_max_size", str(segment),
+            )  # fmt: skip
         peers = [a for a in addresses or [] if a != address]
         tc_shape(host.namespace, HOST_IFNAME, net.spec.up_bit_s, net.spec, ("dst", peers))
         tc_shape(br, port, net.spec.down_bit_s, net.spec, ("src", peers))

@@ -8,7 +8,9 @@ For every stored ok ps-async run with emulated compute, this simulates the run a
 configured (its warm-up and steps, the profile it replayed) with ``--seeds`` different
 draws of the compute times and prints the measured mean step (the one its throughput
 implies, as ``validate`` compares it) beside the simulations' mean, 5-95 % range and
-extremes: whether the run is one the simulator's own spread covers.
+extremes: whether the run is one the simulator's own spread covers; and, for comparison,
+the long run's step (``STEADY_STEPS`` steps after ``STEADY_WARMUP``, mean of 3 draws),
+which the convoy of a common start does not reach.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from distbench.profiling.grad_ready import with_model_sizes
 from distbench.profiling.profiles import Profile
 from distbench.simulator import simulate
 from distbench.store.db import open_store
+
+STEADY_STEPS, STEADY_WARMUP = 150, 30
 
 
 def replayed(db: str, profile_id: int, cfg: RunConfig) -> Profile:
@@ -45,7 +49,10 @@ def main() -> int:
         rows = store.query(strategy="ps-async", status="ok")
     finally:
         store.close()
-    print(f"{'model':12} {'N':>3} {'measured':>9} {'sim mean':>9} {'5-95 %':>15} {'range':>15}")
+    print(
+        f"{'model':12} {'N':>3} {'measured':>9} {'sim mean':>9} {'5-95 %':>15} {'range':>15}"
+        f" {'':7} {'long run':>9}"
+    )
     for row in rows:
         pid = (row.extra.get("compute") or {}).get("profile_id")
         if pid is None:
@@ -62,10 +69,14 @@ def main() -> int:
         )
         low, high = steps[int(0.05 * len(steps))], steps[int(0.95 * len(steps)) - 1]
         where = "inside" if low <= measured <= high else "outside"
+        steady = fmean(
+            simulate(sim_spec(case, profile, STEADY_STEPS, seed, warmup=STEADY_WARMUP)[0]).step_time
+            for seed in range(3)
+        )
         print(
             f"{cfg.model.split(':')[-1][:12]:12} {cfg.workers:3} {measured * 1e3:9.1f}"
             f" {fmean(steps) * 1e3:9.1f} {low * 1e3:7.0f}-{high * 1e3:<7.0f}"
-            f" {steps[0] * 1e3:7.0f}-{steps[-1] * 1e3:<7.0f} {where}"
+            f" {steps[0] * 1e3:7.0f}-{steps[-1] * 1e3:<7.0f} {where:7} {steady * 1e3:9.1f}"
         )
     return 0
 

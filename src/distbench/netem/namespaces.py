@@ -406,10 +406,8 @@ def add_host(
     if net.spec is not None:
         segment = fair_segment_bytes(net.spec)
         if segment is not None and segment < MAX_GSO_BYTES:
-            run_cmd(
-                "ip", "-n", host.namespace, "link", "set", HOST_IFNAME,
-                "gso_max_size", str(segment),
-            )  # fmt: skip
+            limit = ["gso_max_size", str(segment)]
+            run_cmd("ip", "-n", host.namespace, "link", "set", HOST_IFNAME, *limit)
         peers = [a for a in addresses or [] if a != address]
         tc_shape(host.namespace, HOST_IFNAME, net.spec.up_bit_s, net.spec, ("dst", peers))
         tc_shape(br, port, net.spec.down_bit_s, net.spec, ("src", peers))

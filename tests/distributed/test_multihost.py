@@ -309,6 +309,32 @@ def test_profile_measures_links_behind_the_network(db_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_a_fair_queued_link_passes_no_more_than_its_rate_after_idle() -> None:
+    """Seven hosts that start together after idle each send 250 kB into one host behind
+    100 Mbit/s. Beyond the rate the link may pass its one bucket (64 KiB) and a segment
+    (12.5 kB) per peer, no more: with a bucket per peer it took 101 ms, under this bound.
+    A busy machine can only make it slower."""
+    import statistics
+
+    from distbench.netem.spec import parse_network
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from link_flows import short_rounds  # the benchmark's own probe, not a second copy
+
+    spec = parse_network("bandwidth=100mbit,queue=fair")
+    assert spec.rate_bit_s is not None
+    peers, each = 7, 250_000
+    with namespaces.emulated_network(spec, peers + 1) as net:
+        hub, *others = net.hosts
+        seconds = short_rounds(hub, others, each, 3, "in")
+    segment = namespaces.fair_segment_bytes(spec)
+    assert segment is not None
+    allowance = spec.burst_for(spec.rate_bit_s) + peers * segment
+    fastest_possible = (peers * each - allowance) / (spec.rate_bit_s / 8)
+    assert statistics.median(seconds) >= fastest_possible
+
+
+@pytest.mark.timeout(120)
 def test_a_fair_queued_network_has_a_class_per_peer_and_carries_traffic() -> None:
     from distbench.netem.spec import parse_network
 

@@ -10,7 +10,8 @@ draws of the compute times and prints the measured mean step (the one its throug
 implies, as ``validate`` compares it) beside the simulations' mean, 5-95 % range and
 extremes: whether the run is one the simulator's own spread covers; and, for comparison,
 the long run's step (``STEADY_STEPS`` steps after ``STEADY_WARMUP``, mean of 3 draws),
-which the convoy of a common start does not reach.
+which the convoy of a common start does not reach, and the range of the compute draws
+(the simulator's only source of the jitter that breaks a convoy).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main() -> int:
         store.close()
     print(
         f"{'model':12} {'N':>3} {'measured':>9} {'sim mean':>9} {'5-95 %':>15} {'range':>15}"
-        f" {'':7} {'long run':>9}"
+        f" {'':7} {'long run':>9} {'draws ms':>9}"
     )
     for row in rows:
         pid = (row.extra.get("compute") or {}).get("profile_id")
@@ -69,6 +70,8 @@ def main() -> int:
         )
         low, high = steps[int(0.05 * len(steps))], steps[int(0.95 * len(steps)) - 1]
         where = "inside" if low <= measured <= high else "outside"
+        draws = sim_spec(case, profile, case.steps, 0, warmup=case.warmup)[0].compute.samples
+        spread = f"{min(draws) * 1e3:.0f}-{max(draws) * 1e3:.0f}" if draws else "-"
         steady = fmean(
             simulate(sim_spec(case, profile, STEADY_STEPS, seed, warmup=STEADY_WARMUP)[0]).step_time
             for seed in range(3)
@@ -77,6 +80,7 @@ def main() -> int:
             f"{cfg.model.split(':')[-1][:12]:12} {cfg.workers:3} {measured * 1e3:9.1f}"
             f" {fmean(steps) * 1e3:9.1f} {low * 1e3:7.0f}-{high * 1e3:<7.0f}"
             f" {steps[0] * 1e3:7.0f}-{steps[-1] * 1e3:<7.0f} {where:7} {steady * 1e3:9.1f}"
+            f" {spread:>9}"
         )
     return 0
 

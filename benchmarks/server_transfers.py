@@ -6,9 +6,10 @@ For every stored ok ps-* run with a central server, per direction (``pull``: the
 outgoing link, ``push``: its incoming one): the share of the run some transfer was in
 flight, the mean number in flight while any was (all N at once: the workers move in a
 convoy), the mean transfer's seconds, and the bytes moved over the time some transfer was
-in flight. A pull's record ends when its bytes are handed to the socket, so for transfers
-smaller than the socket's buffer the pull rate overstates the link; a push's record ends
-when the last byte arrived.
+in flight, and how far apart the first N of them started (ms: a convoy that starts
+together breaks up by such head starts). A pull's record ends when its bytes are handed
+to the socket, so for transfers smaller than the socket's buffer the pull rate overstates
+the link; a push's record ends when the last byte arrived.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def main() -> int:
         "select model, strategy, workers, extra, config from runs "
         "where status = 'ok' and strategy like 'ps-%'"
     )
-    print(f"{'model':12} {'strategy':13} {'N':>3} dir  busy  in flight  mean s  MB/s busy")
+    print(
+        f"{'model':12} {'strategy':13} {'N':>3} dir  busy  in flight  mean s  MB/s busy"
+        "  first N start within ms"
+    )
     for model, strategy, workers, extra, config in con.execute(query):
         name = model.split(":")[-1]
         if args.model and name != args.model:
@@ -68,9 +72,10 @@ def main() -> int:
             busy, in_flight, span = link_use(spans)
             mean = sum(b - a for a, b in spans) / len(spans)
             rate = len(spans) * size / busy / 1e6 if busy > 0 else float("nan")
+            first = sorted(a for a, _ in spans)[:workers]
             print(
                 f"{name[:12]:12} {strategy:13} {workers:3} {direction:4} {busy / span:5.2f}"
-                f" {in_flight:9.2f} {mean:7.3f} {rate:10.1f}"
+                f" {in_flight:9.2f} {mean:7.3f} {rate:10.1f} {(first[-1] - first[0]) * 1e3:9.0f}"
             )
     return 0
 

@@ -2,9 +2,10 @@
 
 Start at ``predict.formulas.assign_greedy`` (the thesis' algorithm 3.7: tensors in model
 order, each to the unit with the smallest total assigned size so far, ties to the first
-unit) and :func:`build_layout`, which turns a model into a :class:`Layout`: the transferred tensors
-(parameters and floating-point buffers) laid out unit by unit in one flat float32 buffer,
-so that a pull from unit ``u`` or a push to it is one contiguous slice.
+unit) and :func:`build_layout`, which turns a model into a :class:`Layout`: the
+transferred tensors (parameters and floating-point buffers) laid out unit by unit in one
+flat float32 buffer, so that a pull from unit ``u`` or a push to it is one contiguous
+slice.
 
 A central server is the special case of one unit holding everything.
 """

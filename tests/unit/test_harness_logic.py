@@ -147,6 +147,18 @@ def test_suite_expands_matrix_and_runs_sequential_once(tmp_path: Path) -> None:
         load_suite(path)
 
 
+@pytest.mark.parametrize(
+    "suite", sorted((Path(__file__).parents[2] / "suites").glob("*.toml")), ids=lambda p: p.name
+)
+def test_every_shipped_suite_expands_and_its_user_models_load(suite: Path) -> None:
+    from distbench.models import load_user_model_class
+
+    runs = expand_suite(load_suite(suite))
+    assert runs
+    for model in {r.model for r in runs if ".py:" in r.model}:
+        assert load_user_model_class(model)().__class__.__name__ == model.rpartition(":")[2]
+
+
 def test_seeds_are_an_axis_of_the_matrix(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text('models = ["lenet5"]\nstrategies = ["ddp"]\nworkers = [2]\nseeds = [3, 4]\n')

@@ -324,6 +324,20 @@ def test_ddp_machinery_joins_every_ddp_step_even_with_one_rank() -> None:
     assert two.step_time == pytest.approx(0.66 + 2 * 5e-5 + 40_000_000 / 5e8 + 0.03 + 0.004)
 
 
+def test_a_slightly_negative_measured_ddp_machinery_counts_as_none_in_both_engines() -> None:
+    from distbench.predict.simulated import simulate_case
+
+    samples = [{"data": 0.0, "forward": 0.1, "backward": 0.2, "update": 0.0}]
+    noisy = make_profile(ddp_overhead=-0.0007, phase_samples=samples, network="bandwidth=1gbit")
+    clean = replace(noisy, ddp_overhead=0.0)
+    assert noisy.ddp_machinery == 0.0 and noisy.ddp_overhead == -0.0007  # stored as measured
+    c = replace(case("ddp", 4, 1), compute="profile", host_links=True)
+    a, b = predict_case(c, noisy), predict_case(c, clean)
+    assert a is not None and b is not None and a.step_time == b.step_time
+    sim = simulate_case(c, noisy, steps=3)
+    assert sim.spec.ring is not None and sim.spec.ring.machinery == 0.0
+
+
 def test_ddp_on_a_saturated_host_uses_the_all_reduce_measured_after_a_step() -> None:
     loaded = [LoadedAllReduce(processes=2, threads=1, seconds=0.2, repeats=9)]
     p = make_profile(ddp_overhead=0.004, allreduce_loaded=loaded)
@@ -689,6 +703,28 @@ def test_the_largest_shard_of_the_greedy_split_sets_a_sharded_servers_pace() -> 
     # one tensor of 70 % of the weights: its unit sends it to the 3 others, each way
     lopsided = f.sync_sharded_links(0.5, [28e6, 4e6, 4e6, 4e6], rate, 0.001)
     assert lopsided == pytest.approx(0.5 + 2 * (3 * 28e6 / rate + 0.001))
+
+
+def test_the_busiest_link_of_the_greedy_split_sets_an_async_sharded_servers_pace() -> None:
+    from distbench.predict import formulas as f
+
+    n, total, rate, overhead = 4, 40e6, 10e6, 0.002
+    equal = f.async_sharded_links(0.5, [total / n] * n, rate, overhead)
+    assert equal == pytest.approx(f.sync_distributed(0.5, total / rate + overhead, n))
+    # the unit of the 28 MB tensor: its push of the other 12 MB and 3 replies of 28 MB
+    lopsided = f.async_sharded_links(0.5, [28e6, 4e6, 4e6, 4e6], rate, overhead)
+    assert lopsided == pytest.approx(0.5 + (12e6 + 3 * 28e6) / rate + 1.5 * overhead)
+
+
+def test_an_async_sharded_prediction_uses_the_split_of_the_models_tensors() -> None:
+    c = replace(case("ps-async", 4, 1, servers="sharded"), compute="profile", host_links=True)
+    samples = [{"data": 0.0, "forward": 0.1, "backward": 0.2, "update": 0.0}]
+    base = make_profile(phase_samples=samples, network="bandwidth=1gbit", ps_overhead=0.0)
+    lopsided = replace(base, server_tensor_bytes=[30_000_000, 4_000_000, 3_000_000, 3_000_000])
+    a, b = predict_case(c, base), predict_case(c, lopsided)
+    assert a is not None and b is not None
+    assert "2(N-1)/N" in a.formula and "busiest link's push" in b.formula
+    assert b.step_time > a.step_time
 
 
 def test_a_sharded_prediction_uses_the_split_of_the_models_tensors() -> None:

@@ -265,7 +265,7 @@ def _ddp_step(
     case: Case, profile: Profile, grad: float, backward: float, overhead: float
 ) -> tuple[float, float, str]:
     """DDP's step: compute, the all-reduce and DDP's per-step machinery
-    (``profile.ddp_overhead``, 0 in older profiles).
+    (``profile.ddp_machinery``: the measured ``ddp_overhead``, never below 0).
 
     The all-reduce is the ring formula, hidden behind backward by the bucket overlap, when
     it has room: behind a shaped link the wire sets the pace and the CPU is free, and with a
@@ -276,7 +276,7 @@ def _ddp_step(
     nothing hides, and it is slower than between idle ranks: the profile's all-reduce
     measured right after a step is added in full (the ring formula, unhidden, where the
     profile lacks it)."""
-    n, machinery = case.workers, profile.ddp_overhead or 0.0
+    n, machinery = case.workers, profile.ddp_machinery
     if n == 1:
         return grad + overhead + machinery, 0.0, "ddp, one rank: compute + DDP machinery"
     saturated = ddp_saturated(case, profile)
@@ -371,7 +371,12 @@ def _ps_async_step(case: Case, profile: Profile, t_grad: float) -> tuple[float, 
             step - t_grad,
             "ps async, central server's link: N workers queueing at it (mean value analysis)",
         )
-    if case.host_links:  # each worker's link carries its own and its shard's transfers
+    shards = profile.shard_bytes(n) if case.host_links else None
+    if shards is not None:  # each worker's link carries its own and its shard's transfers
+        overhead = profile.ps_overhead or 0.0
+        step = f.async_sharded_links(t_grad, shards, sustained_rate(profile), overhead)
+        return step, step - t_grad, "ps async, sharded: the busiest link's push and replies"
+    if case.host_links:  # equal shares where the profile lacks the tensors' sizes
         step = f.sync_distributed(t_grad, busy_link_transfer_time(profile), n)
         return step, step - t_grad, "ps async, sharded: t_grad + 2(N-1)/N t_comm"
     d = n * case.steps

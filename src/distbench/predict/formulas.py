@@ -124,6 +124,22 @@ def sync_sharded_links(
     return t_grad + 2 * (busiest / rate + t_overhead)
 
 
+def async_sharded_links(
+    t_grad: float, shards: Sequence[float], rate: float, t_overhead: float
+) -> float:
+    """One asynchronous step of a sharded server when every host has its own full-duplex
+    link: in one cycle of every worker, host j's uplink carries its own push of the shards
+    it does not hold and its unit's replies to the N − 1 other workers' pulls
+    (``total − s_j + (N − 1)·s_j`` bytes; its downlink the same the other way), and the
+    busiest link sets the pace. With equal shards this is ``t_grad + 2(N−1)/N · t_comm``;
+    with the greedy split of real tensors the largest shard sets it."""
+    check_positive("t_grad", t_grad)
+    check_positive("rate", rate)
+    n, total = len(shards), sum(shards)
+    busiest = max(total - s + (n - 1) * s for s in shards)
+    return t_grad + busiest / rate + 2 * (n - 1) / n * t_overhead
+
+
 def sync_distributed(t_grad: float, t_comm: float, n: int) -> float:
     """Eq. 4.12: sharded server; each unit sends and receives (N-1)/N of the weights."""
     _check_ps(t_grad, t_comm, n)

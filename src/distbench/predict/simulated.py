@@ -150,7 +150,7 @@ def ring_for(case: Case, profile: Profile, links: Links, measured_links: bool) -
         alpha=alpha,
         beta=beta,
         overlap=not ddp_saturated(case, profile),
-        machinery=profile.ddp_overhead or 0.0,
+        machinery=profile.ddp_machinery,
         fixed=loaded,
         buckets=tuple(ddp_buckets(*order)) if order is not None else (),
     )

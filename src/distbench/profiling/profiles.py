@@ -157,6 +157,13 @@ class Profile:
         return [float(b) for b in shard_loads(self.server_tensor_bytes, units)]
 
     @property
+    def ddp_machinery(self) -> float:
+        """DDP's own cost per step as the predictions use it: ``ddp_overhead``, where a
+        median difference below zero (a large model, whose steps' noise exceeds the
+        hooks' cost) counts as no cost; 0 in profiles from before it was measured."""
+        return max(0.0, self.ddp_overhead or 0.0)
+
+    @property
     def beside_other_load(self) -> bool:
         return self.outside_load_cores is not None and self.outside_load_cores > BUSY_CORES
 

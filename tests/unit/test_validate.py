@@ -338,6 +338,27 @@ def test_a_slightly_negative_measured_ddp_machinery_counts_as_none_in_both_engin
     assert sim.spec.ring is not None and sim.spec.ring.machinery == 0.0
 
 
+def test_behind_a_shaped_link_the_ring_runs_at_the_largest_all_reduces_rate() -> None:
+    from distbench.predict.core import ring_alpha_beta
+    from distbench.predict.simulated import simulate_case
+
+    # the small sizes passed above the rate from the bucket: the fit says 13 MB/s, the
+    # largest all-reduce moved 24 MB in 2.0 s less its two messages' latency: 12 MB/s
+    sweep = LinkFit("allreduce", 2, 1e-3, 13e6, [1_000_000, 24_000_000], [0.06, 2.002])
+    loopback = make_profile(allreduce=sweep)
+    shaped = replace(loopback, network="bandwidth=100mbit")
+    assert ring_alpha_beta(loopback) == (1e-3, 13e6)
+    assert ring_alpha_beta(shaped) == pytest.approx((1e-3, 12e6))
+    samples = [{"data": 0.0, "forward": 0.1, "backward": 0.2, "update": 0.0}]
+    c = replace(case("ddp", 4, 1), compute="profile", host_links=True)
+    profile = replace(shaped, phase_samples=samples, grad_ready=[], param_bytes=[])
+    formulas = predict_case(c, profile)
+    sim = simulate_case(c, profile, steps=3)
+    assert formulas is not None and sim.spec.ring is not None
+    assert sim.spec.ring.beta == pytest.approx(12e6)
+    assert formulas.comm == pytest.approx(f.ring_allreduce_time(4, 40_000_000, 1e-3, 12e6))
+
+
 def test_ddp_on_a_saturated_host_uses_the_all_reduce_measured_after_a_step() -> None:
     loaded = [LoadedAllReduce(processes=2, threads=1, seconds=0.2, repeats=9)]
     p = make_profile(ddp_overhead=0.004, allreduce_loaded=loaded)

@@ -287,15 +287,15 @@ def _ddp_step(
             loaded,
             "ddp: all-reduce after a step (measured, no spare core) + DDP machinery",
         )
-    ar = profile.allreduce
-    t_ar = f.ring_allreduce_time(n, profile.grad_bytes, ar.alpha, ar.beta)
+    alpha, beta = ring_alpha_beta(profile)
+    t_ar = f.ring_allreduce_time(n, profile.grad_bytes, alpha, beta)
     order = profile.gradient_order
     if not saturated and order is not None:
         buckets = f.ddp_buckets(*order)
-        exposed = f.ddp_exposed_allreduce(buckets, grad - backward, backward, n, ar.alpha, ar.beta)
+        exposed = f.ddp_exposed_allreduce(buckets, grad - backward, backward, n, alpha, beta)
         return (
             grad + exposed + overhead + machinery,
-            sum(f.ring_allreduce_time(n, b, ar.alpha, ar.beta) for _, b in buckets),
+            sum(f.ring_allreduce_time(n, b, alpha, beta) for _, b in buckets),
             f"ddp: ring all-reduce (alpha, beta) of {len(buckets)} buckets as backward readies "
             "their gradients + DDP machinery",
         )
@@ -316,6 +316,24 @@ def sustained_rate(profile: Profile) -> float:
     sizes, seconds = profile.p2p.sizes, profile.p2p.seconds
     largest = max(range(len(sizes)), key=lambda i: sizes[i])
     return sizes[largest] / seconds[largest]
+
+
+def ring_alpha_beta(profile: Profile) -> tuple[float, float]:
+    """The ring all-reduce's per-message latency and link bandwidth: the all-reduce sweep's
+    fit, except behind an emulated network, where the bandwidth is the sweep's largest
+    all-reduce's (its bytes per link over its time less the messages' latency). A shaped
+    link lets the sweep's small sizes through above its rate from the bucket, and the
+    fitted slope takes that up, where a training step's buckets of megabytes run at the
+    sustained rate (``benchmarks/ring_rates.py`` prints both)."""
+    fit = profile.allreduce
+    if profile.network is None:
+        return fit.alpha, fit.beta
+    largest = max(range(len(fit.sizes)), key=lambda i: fit.sizes[i])
+    steps = 2 * (fit.world - 1)
+    moving = fit.seconds[largest] - steps * fit.alpha
+    if moving <= 0:
+        return fit.alpha, fit.beta
+    return fit.alpha, steps / fit.world * fit.sizes[largest] / moving
 
 
 def shared_link_time(profile: Profile, nbytes: float) -> float:

@@ -21,6 +21,7 @@ from distbench.predict.core import (
     canonical_server,
     compute_times,
     ddp_saturated,
+    ring_alpha_beta,
     split_factor,
     sustained_rate,
 )
@@ -141,9 +142,7 @@ def ring_for(case: Case, profile: Profile, links: Links, measured_links: bool) -
         else None
     )
     alpha, beta = (
-        (profile.allreduce.alpha, profile.allreduce.beta)
-        if measured_links
-        else (links.latency, min(links.up, links.down))
+        ring_alpha_beta(profile) if measured_links else (links.latency, min(links.up, links.down))
     )
     order = profile.gradient_order
     return RingAllReduce(

@@ -17,6 +17,7 @@ import argparse
 import json
 import sqlite3
 import sys
+from pathlib import Path
 
 from distbench.predict.core import ring_alpha_beta, sustained_rate
 from distbench.profiling.profiles import Profile
@@ -26,6 +27,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("db", nargs="+")
     args = parser.parse_args()
+    missing = [db for db in args.db if not Path(db).is_file()]
+    if missing:
+        print(f"ring_rates: no such store: {missing[0]}", file=sys.stderr)
+        return 2
     print(
         f"{'store':22} {'model':12} {'network':28} {'fit':>8} {'used':>8} {'ratio':>6} {'p2p':>8}"
     )

@@ -18,6 +18,7 @@ import argparse
 import json
 import sqlite3
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -44,6 +45,9 @@ def main() -> int:
     parser.add_argument("db")
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
+    if not Path(args.db).is_file():
+        print(f"server_transfers: no such store: {args.db}", file=sys.stderr)
+        return 2
     con = sqlite3.connect(args.db)
     query = (
         "select model, strategy, workers, extra, config from runs "

@@ -5,6 +5,7 @@ their assumptions hold, the effects the formulas lack, the profile backend and t
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from test_validate import make_profile
 
 from distbench.cli.main import main
 from distbench.config import RunConfig
+from distbench.errors import UserError
 from distbench.predict import formulas as f
 from distbench.predict.core import case_of
 from distbench.predict.engines import predict
@@ -23,6 +25,7 @@ from distbench.simulator import (
     ComputeDraws,
     Links,
     Pipeline,
+    Replay,
     RingAllReduce,
     SimSpec,
     simulate,
@@ -87,6 +90,25 @@ def test_sync_central_server_is_the_worst_case_when_all_transfer_at_once(n: int)
     result = simulate(spec("sync-join", n))
     assert result.step_time == pytest.approx(f.sync_central_worst(T_GRAD, T_COMM, n))
     assert result.step_time == pytest.approx(f.sync_central_links(T_GRAD, n * T_COMM, 0.0))
+
+
+@pytest.mark.parametrize("servers", ["central", "sharded"])
+def test_a_replayed_async_run_plays_its_own_compute_and_starts(servers: str) -> None:
+    fixed = spec("async", 2, servers=servers, steps=4)
+    same = Replay(((T_GRAD,) * 6, (T_GRAD,) * 6), (0.0, 0.0))
+    assert simulate(replace(fixed, replay=same)).step_time == pytest.approx(
+        simulate(fixed).step_time
+    )
+    # the second worker starts one transfer late: the two never share the server's link
+    staggered = Replay(((T_GRAD,) * 6, (T_GRAD,) * 6), (0.0, T_COMM))
+    alone = simulate(replace(fixed, replay=staggered, servers="central"))
+    assert alone.step_time == pytest.approx(T_GRAD + 2 * T_COMM)
+    with pytest.raises(UserError, match="only an asynchronous run"):
+        spec("sync-join", 2, replay=same)
+    with pytest.raises(UserError, match="shorter than 2 \\+ 10 steps"):
+        spec("async", 2, replay=same)
+    with pytest.raises(UserError, match="a replay of 2 workers for 3"):
+        spec("async", 3, replay=same)
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 16])

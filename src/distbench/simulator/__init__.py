@@ -13,6 +13,7 @@ from distbench.simulator.spec import (
     ComputeDraws,
     Links,
     Pipeline,
+    Replay,
     RingAllReduce,
     SimSpec,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "ComputeDraws",
     "Links",
     "Pipeline",
+    "Replay",
     "RingAllReduce",
     "SimResult",
     "SimSpec",

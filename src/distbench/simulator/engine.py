@@ -328,11 +328,16 @@ def _async_ps(cluster: Cluster) -> None:
             yield env.timeout(update)
         ledger.add("server", env.now - start)
 
+    replay = spec.replay
+
     def worker(i: int, ledger: Ledger) -> Process:
-        for _ in range(cluster.total_steps):
+        if replay is not None and replay.starts[i] > 0:
+            yield env.timeout(replay.starts[i])
+        for k in range(cluster.total_steps):
             ledger.begin(env.now)
             yield from _gated(cluster, ledger, pull_gate, cluster.send(ledger, pull_flows(i)))
-            grad = cluster.draw_grad() + spec.compute.overhead
+            drawn = replay.compute[i][k] if replay is not None else cluster.draw_grad()
+            grad = drawn + spec.compute.overhead
             yield env.timeout(grad)
             ledger.add("compute", grad)
             yield from _gated(cluster, ledger, push_gate, cluster.send(ledger, push_flows(i)))
@@ -367,7 +372,7 @@ def _async_ps(cluster: Cluster) -> None:
             ledger.add("server", carried)
         ledger.begin(env.now)
 
-    lean = spec.servers == "sharded" and not spec.semaphore
+    lean = spec.servers == "sharded" and not spec.semaphore and replay is None
     for i, ledger in enumerate(cluster.ledgers):
         env.process((lean_worker if lean else worker)(i, ledger))
 

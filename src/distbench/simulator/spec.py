@@ -49,6 +49,26 @@ class ComputeDraws:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """A measured asynchronous run played back instead of drawn: every worker's forward +
+    backward of each step (``compute[w][k]``, seconds) and when it began its first step
+    (``starts[w]``, seconds after the first worker). The simulator then differs from the
+    run only in its model of the links and the server (``benchmarks/async_replay.py``)."""
+
+    compute: tuple[tuple[float, ...], ...]
+    starts: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.starts) != len(self.compute):
+            raise UserError(f"{len(self.starts)} start times for {len(self.compute)} workers")
+        for value in self.starts:
+            _non_negative("a replayed start", value)
+        for steps in self.compute:
+            for value in steps:
+                _non_negative("a replayed compute time", value)
+
+
+@dataclass(frozen=True)
 class Links:
     """Every host's own full-duplex link (``up``: host to network, ``down``: network to
     host), the central server's link (default: a host's), the one-way ``latency`` of a
@@ -155,6 +175,7 @@ class SimSpec:
     steps: int = 100
     warmup: int = 2
     seed: int = 0
+    replay: Replay | None = None  # async only: measured compute and starts, not draws
 
     def __post_init__(self) -> None:
         if self.strategy not in SIM_STRATEGIES:
@@ -175,6 +196,16 @@ class SimSpec:
             raise UserError(f"simulating {self.strategy} needs stage times")
         if self.shard_bytes and len(self.shard_bytes) != self.workers:
             raise UserError(f"{len(self.shard_bytes)} shard sizes for {self.workers} units")
+        if self.replay is not None:
+            self._check_replay(self.replay)
+
+    def _check_replay(self, replay: Replay) -> None:
+        if self.strategy != "async":
+            raise UserError(f"only an asynchronous run can be replayed, not {self.strategy!r}")
+        if len(replay.compute) != self.workers:
+            raise UserError(f"a replay of {len(replay.compute)} workers for {self.workers}")
+        if min(len(steps) for steps in replay.compute) < self.warmup + self.steps:
+            raise UserError(f"a replay shorter than {self.warmup} + {self.steps} steps")
 
     def shards(self) -> tuple[float, ...]:
         """Bytes of the weights each sharded unit holds (equal shares unless given)."""

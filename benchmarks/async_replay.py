@@ -21,13 +21,15 @@ from dataclasses import replace
 from pathlib import Path
 from statistics import fmean
 
-from async_seeds import replayed  # a sibling benchmark: run as python benchmarks/async_replay.py
+from async_seeds import (  # a sibling benchmark: run as python benchmarks/async_replay.py
+    replayed,
+    stored_async_runs,
+)
 from distbench.config import RunConfig
 from distbench.predict.accuracy import measured_step
 from distbench.predict.core import case_of
 from distbench.predict.simulated import sim_spec
 from distbench.simulator import Replay, SimSpec, simulate
-from distbench.store.db import open_store
 from distbench.store.result import RunResult
 
 
@@ -68,14 +70,9 @@ def main() -> int:
     parser.add_argument("db")
     parser.add_argument("--seeds", type=int, default=10)
     args = parser.parse_args()
-    if not Path(args.db).is_file():
-        print(f"async_replay: no such store: {args.db}", file=sys.stderr)
+    rows = stored_async_runs(args.db, "async_replay")
+    if rows is None:
         return 2
-    store = open_store(args.db)
-    try:
-        rows = store.query(strategy="ps-async", status="ok")
-    finally:
-        store.close()
     print(
         f"{'model':12} {'N':>3} {'measured':>9} {'drawn':>16} {'own compute':>16}"
         f" {'+ own starts':>16}   (ms, error)"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from statistics import fmean
 
 from distbench.config import RunConfig
@@ -28,6 +29,7 @@ from distbench.profiling.grad_ready import with_model_sizes
 from distbench.profiling.profiles import Profile
 from distbench.simulator import simulate
 from distbench.store.db import open_store
+from distbench.store.result import RunResult
 
 STEADY_STEPS, STEADY_WARMUP = 150, 30
 
@@ -40,16 +42,27 @@ def replayed(db: str, profile_id: int, cfg: RunConfig) -> Profile:
     return with_model_sizes(found[0], cfg)
 
 
+def stored_async_runs(db: str, tool: str) -> list[RunResult] | None:
+    """Every stored ok ps-async run of ``db``; ``None`` (and a line on stderr) when there
+    is no such store (opening one would create it empty)."""
+    if not Path(db).is_file():
+        print(f"{tool}: no such store: {db}", file=sys.stderr)
+        return None
+    store = open_store(db)
+    try:
+        return store.query(strategy="ps-async", status="ok")
+    finally:
+        store.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("db")
     parser.add_argument("--seeds", type=int, default=40)
     args = parser.parse_args()
-    store = open_store(args.db)
-    try:
-        rows = store.query(strategy="ps-async", status="ok")
-    finally:
-        store.close()
+    rows = stored_async_runs(args.db, "async_seeds")
+    if rows is None:
+        return 2
     print(
         f"{'model':12} {'N':>3} {'measured':>9} {'sim mean':>9} {'5-95 %':>15} {'range':>15}"
         f" {'':7} {'long run':>9} {'draws ms':>9}"

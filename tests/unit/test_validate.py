@@ -737,11 +737,18 @@ def test_the_busiest_link_of_the_greedy_split_sets_an_async_sharded_servers_pace
     assert lopsided == pytest.approx(0.5 + (12e6 + 3 * 28e6) / rate + 1.5 * overhead)
 
 
-def test_an_async_sharded_prediction_uses_the_split_of_the_models_tensors() -> None:
-    c = replace(case("ps-async", 4, 1, servers="sharded"), compute="profile", host_links=True)
+def sharded_on_host_links(strategy: str) -> tuple[Case, Profile, Profile]:
+    """A 4-unit sharded case behind 1 Gbit/s links, a profile without the tensors' sizes
+    (equal shares) and one whose first tensor holds 75 % of the weights."""
+    c = replace(case(strategy, 4, 1, servers="sharded"), compute="profile", host_links=True)
     samples = [{"data": 0.0, "forward": 0.1, "backward": 0.2, "update": 0.0}]
     base = make_profile(phase_samples=samples, network="bandwidth=1gbit", ps_overhead=0.0)
     lopsided = replace(base, server_tensor_bytes=[30_000_000, 4_000_000, 3_000_000, 3_000_000])
+    return c, base, lopsided
+
+
+def test_an_async_sharded_prediction_uses_the_split_of_the_models_tensors() -> None:
+    c, base, lopsided = sharded_on_host_links("ps-async")
     a, b = predict_case(c, base), predict_case(c, lopsided)
     assert a is not None and b is not None
     assert "2(N-1)/N" in a.formula and "busiest link's push" in b.formula
@@ -751,10 +758,7 @@ def test_an_async_sharded_prediction_uses_the_split_of_the_models_tensors() -> N
 def test_a_sharded_prediction_uses_the_split_of_the_models_tensors() -> None:
     from distbench.predict.simulated import simulate_case
 
-    c = replace(case("ps-sync-join", 4, 1, servers="sharded"), compute="profile", host_links=True)
-    samples = [{"data": 0.0, "forward": 0.1, "backward": 0.2, "update": 0.0}]
-    base = make_profile(phase_samples=samples, network="bandwidth=1gbit", ps_overhead=0.0)
-    lopsided = replace(base, server_tensor_bytes=[30_000_000, 4_000_000, 3_000_000, 3_000_000])
+    c, base, lopsided = sharded_on_host_links("ps-sync-join")
     a, b = predict_case(c, base), predict_case(c, lopsided)
     assert a is not None and b is not None
     assert b.step_time > a.step_time and "busiest link's shards" in b.formula

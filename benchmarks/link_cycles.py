@@ -1,0 +1,174 @@
+"""Does a fluid link keep workers in step the way real TCP does? A closed loop of plain
+transfers on an emulated network, beside the simulator's run of the same loop.
+
+    sudo python benchmarks/link_cycles.py                      # 4 workers, 2.9 MB, 75 ms
+    sudo python benchmarks/link_cycles.py --workers 8 --kilobytes 2910 --compute 0.075
+
+Each of ``--workers`` hosts repeats, ``--steps`` times: ask one hub for ``--kilobytes``
+(a pull), receive them, sleep ``--compute`` seconds (±2 %, drawn), send as many bytes back
+(a push) — an asynchronous parameter server's cycle with plain TCP sockets (no gloo, no
+distbench protocol), every host behind ``--rate`` fair-queued links. It prints each
+worker's mean step after the first ``--warmup`` steps, and the simulator's mean step for
+the same loop (the same bytes, compute draws and start; the link at the rate a lone
+transfer of the emulated network sustains, ``--sustained``), the mean of ``--seeds``
+simulations, and the bounds: one worker's own cycle, and the full convoy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+from statistics import fmean
+
+from distbench.netem.namespaces import emulated_network
+from distbench.netem.spec import parse_network
+from distbench.simulator import ComputeDraws, Links, SimSpec, simulate
+
+PORT = 5602
+JITTER = 0.02
+
+HUB = f"""
+import socket, sys, threading
+workers, nbytes, steps = (int(a) for a in sys.argv[1:4])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", {PORT}))
+server.listen(64)
+print("ready", flush=True)
+block = b"x" * nbytes
+def serve(conn):
+    for _ in range(steps):
+        conn.recv(1)
+        conn.sendall(block)
+        left = nbytes
+        while left > 0:
+            left -= len(conn.recv(min(left, 1 << 20)))
+    conn.close()
+threads = [threading.Thread(target=serve, args=(server.accept()[0],)) for _ in range(workers)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+WORKER = f"""
+import random, socket, sys, time
+address, nbytes, steps, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+compute, seed = float(sys.argv[5]), int(sys.argv[6])
+draw = random.Random(seed)
+conn = socket.create_connection((address, {PORT}))
+block = b"x" * nbytes
+marks = []
+for _ in range(steps):
+    marks.append(time.perf_counter())
+    conn.sendall(b"p")
+    left = nbytes
+    while left > 0:
+        left -= len(conn.recv(min(left, 1 << 20)))
+    time.sleep(compute * draw.uniform(1 - {JITTER}, 1 + {JITTER}))
+    conn.sendall(block)
+marks.append(time.perf_counter())
+print((marks[-1] - marks[warmup]) / (steps - warmup), flush=True)
+"""
+
+
+def simulated_step(args: argparse.Namespace, rate: float) -> list[float]:
+    """The simulator's mean step of the same loop, one per seed."""
+    draw = random.Random(0)
+    samples = tuple(args.compute * draw.uniform(1 - JITTER, 1 + JITTER) for _ in range(100))
+    steps = []
+    for seed in range(args.seeds):
+        spec = SimSpec(
+            strategy="async",
+            workers=args.workers,
+            compute=ComputeDraws(args.compute, 2 / 3, 0.0, samples),
+            links=Links(rate, rate),
+            weight_bytes=args.kilobytes * 1e3,
+            samples_per_step=1,
+            steps=args.steps - args.warmup,
+            warmup=args.warmup,
+            seed=seed,
+        )
+        steps.append(simulate(spec).step_time)
+    return steps
+
+
+def measured_steps(args: argparse.Namespace) -> list[float]:
+    """Every worker's mean step over the loop on the emulated network."""
+    spec = parse_network(f"bandwidth={args.rate},queue=fair")
+    nbytes = str(int(args.kilobytes * 1e3))
+    with emulated_network(spec, args.workers + 1) as net:
+        hub, *hosts = net.hosts
+        hub_args = [str(args.workers), nbytes, str(args.steps)]
+        hub_proc = subprocess.Popen(
+            [*hub.exec_prefix(), sys.executable, "-c", HUB, *hub_args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert hub_proc.stdout is not None
+        hub_proc.stdout.readline()  # listening
+        workers = [
+            subprocess.Popen(
+                [
+                    *host.exec_prefix(),
+                    sys.executable,
+                    "-c",
+                    WORKER,
+                    hub.address,
+                    nbytes,
+                    *(str(a) for a in (args.steps, args.warmup, args.compute, i)),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i, host in enumerate(hosts)
+        ]
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+        hub_proc.wait(timeout=60)
+    return [float(out) for out in outputs]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", default="1gbit")
+    parser.add_argument("--sustained", type=float, default=119.4e6, help="bytes/s")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--kilobytes", type=float, default=2910.0)
+    parser.add_argument("--compute", type=float, default=0.075)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10)
+    args = parser.parse_args()
+    if not 0 <= args.warmup < args.steps or args.workers < 1 or args.kilobytes <= 0:
+        print(
+            "link_cycles: need 0 <= --warmup < --steps, --workers >= 1, --kilobytes > 0",
+            file=sys.stderr,
+        )
+        return 2
+    transfer = args.kilobytes * 1e3 / args.sustained
+    measured = measured_steps(args)
+    simulated = simulated_step(args, args.sustained)
+    ms = 1e3
+    print(
+        f"{args.workers} workers, {args.kilobytes:g} kB each way, {args.compute * ms:g} ms "
+        f"compute, {args.rate} fair queues, steps {args.warmup + 1}-{args.steps}:"
+    )
+    print(
+        f"  measured mean step: {fmean(measured) * ms:.1f} ms "
+        f"(workers {min(measured) * ms:.1f}-{max(measured) * ms:.1f})"
+    )
+    print(
+        f"  simulated:          {fmean(simulated) * ms:.1f} ms "
+        f"(seeds {min(simulated) * ms:.1f}-{max(simulated) * ms:.1f})"
+    )
+    print(
+        f"  own cycle {(2 * transfer + args.compute) * ms:.1f} ms, full convoy "
+        f"{(2 * args.workers * transfer + args.compute) * ms:.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,8 @@ transfers on an emulated network, beside the simulator's run of the same loop.
 Each of ``--workers`` hosts repeats, ``--steps`` times: ask one hub for ``--kilobytes``
 (a pull), receive them, sleep ``--compute`` seconds (±2 %, drawn), send as many bytes back
 (a push) — an asynchronous parameter server's cycle with plain TCP sockets (no gloo, no
-distbench protocol), every host behind ``--rate`` fair-queued links. It prints each
+distbench protocol), every host behind a link of ``--network`` (default 1 Gbit/s, fair
+queues). It prints each
 worker's mean step after the first ``--warmup`` steps, and the simulator's mean step for
 the same loop (the same bytes, compute draws and start; the link at the rate a lone
 transfer of the emulated network sustains, ``--sustained``), the mean of ``--seeds``
@@ -97,7 +98,7 @@ def simulated_step(args: argparse.Namespace, rate: float) -> list[float]:
 
 def measured_steps(args: argparse.Namespace) -> list[float]:
     """Every worker's mean step over the loop on the emulated network."""
-    spec = parse_network(f"bandwidth={args.rate},queue=fair")
+    spec = parse_network(args.network)
     nbytes = str(int(args.kilobytes * 1e3))
     with emulated_network(spec, args.workers + 1) as net:
         hub, *hosts = net.hosts
@@ -132,7 +133,7 @@ def measured_steps(args: argparse.Namespace) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", default="1gbit")
+    parser.add_argument("--network", default="bandwidth=1gbit,queue=fair")
     parser.add_argument("--sustained", type=float, default=119.4e6, help="bytes/s")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--kilobytes", type=float, default=2910.0)
@@ -153,7 +154,7 @@ def main() -> int:
     ms = 1e3
     print(
         f"{args.workers} workers, {args.kilobytes:g} kB each way, {args.compute * ms:g} ms "
-        f"compute, {args.rate} fair queues, steps {args.warmup + 1}-{args.steps}:"
+        f"compute, --network {args.network}, steps {args.warmup + 1}-{args.steps}:"
     )
     print(
         f"  measured mean step: {fmean(measured) * ms:.1f} ms "

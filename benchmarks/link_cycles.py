@@ -11,7 +11,8 @@ distbench protocol), every host behind a link of ``--network`` (default 1 Gbit/s
 queues). It prints each
 worker's mean step after the first ``--warmup`` steps, and the simulator's mean step for
 the same loop (the same bytes, compute draws and start; the link at the rate a lone
-transfer of the emulated network sustains, ``--sustained``), the mean of ``--seeds``
+transfer of the emulated network sustains, ``--sustained``, with the network's shaper
+bucket), the mean of ``--seeds``
 simulations, and the bounds: one worker's own cycle, and the full convoy.
 """
 
@@ -25,6 +26,7 @@ from statistics import fmean
 
 from distbench.netem.namespaces import emulated_network
 from distbench.netem.spec import parse_network
+from distbench.predict.simulated import shaper_burst
 from distbench.simulator import ComputeDraws, Links, SimSpec, simulate
 
 PORT = 5602
@@ -85,7 +87,7 @@ def simulated_step(args: argparse.Namespace, rate: float) -> list[float]:
             strategy="async",
             workers=args.workers,
             compute=ComputeDraws(args.compute, 2 / 3, 0.0, samples),
-            links=Links(rate, rate),
+            links=Links(rate, rate, burst=shaper_burst(args.network)),
             weight_bytes=args.kilobytes * 1e3,
             samples_per_step=1,
             steps=args.steps - args.warmup,

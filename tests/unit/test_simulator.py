@@ -80,6 +80,29 @@ def test_a_transfer_is_capped_by_the_far_end_link() -> None:
     assert done.triggered and env.now == pytest.approx(2.0)
 
 
+def test_a_shaped_link_passes_its_refilled_bucket_to_a_transfer_that_finds_it_idle() -> None:
+    """100 B/s and a 20 B bucket, full at the start: a transfer that finds the link idle
+    gets what the bucket holds at once, one that joins a busy link gets nothing, and the
+    bucket refills at the link's rate while the link idles."""
+    env = simpy.Environment()
+    link = FairLink(env, rate=100.0, burst=20.0)
+    ends: dict[int, float] = {}
+
+    def transfer(i: int, start: float, size: float) -> Any:
+        yield env.timeout(start)
+        yield link.transfer(size)
+        ends[i] = env.now
+
+    for i, (start, size) in enumerate([(0.0, 100.0), (0.4, 40.0), (1.3, 100.0)]):
+        env.process(transfer(i, start, size))
+    env.run()
+    # the first alone 0.4 s (40 B + the bucket's 20), then both at 50 B/s: the second's
+    # 40 B take 0.8 s, the first's last 40 B as well: both end at 1.2 s; the link idles
+    # 0.1 s, so the third starts with 10 B and ends 0.9 s later
+    assert ends == pytest.approx({0: 1.2, 1: 1.2, 2: 2.2})
+    assert FairLink(env, rate=100.0)._bucket() == 0.0  # no bucket: the fluid link as before
+
+
 # --- the formulas, reproduced where their assumptions hold ------------------------------
 
 

@@ -107,23 +107,33 @@ def links_for(case: Case, profile: Profile, network: NetworkSpec | None) -> tupl
     """Every host's link. Behind the network the profile measured: its sustained rate
     (the point-to-point sweep's largest transfer). Behind another spec: the spec's line
     rates. On loopback: one weight transfer's measured rate (``t_comm``). The protocol's
-    measured cost per transfer in every case."""
+    measured cost per transfer in every case, and the shapers' bucket of the network in
+    effect (none on loopback)."""
     overhead = profile.ps_overhead or 0.0
     latency = network.delay_s or 0.0 if network is not None else 0.0
+    burst = shaper_burst(network if network is not None else profile.network)
     if network is not None and (profile.network is None or _differs(profile.network, network)):
         up = (network.up_bit_s or network.rate_bit_s or 0) / 8
         down = (network.down_bit_s or network.rate_bit_s or 0) / 8
         if up <= 0 or down <= 0:
             raise UserError(f"the simulator needs a bandwidth in --network {network.text!r}")
         label = f"{network.describe()} line rate"
-        return Links(up, down, latency=latency, transfer_overhead=overhead), label
+        return Links(up, down, latency=latency, transfer_overhead=overhead, burst=burst), label
     if profile.network is not None:
         rate = sustained_rate(profile)
         label = f"{rate * 8 / 1e6:.0f} Mbit/s sustained (profile)"
     else:
         rate = profile.weight_bytes / profile.t_comm
         label = f"loopback, {rate / 1e6:.0f} MB/s (t_comm)"
-    return Links(rate, rate, latency=latency, transfer_overhead=overhead), label
+    return Links(rate, rate, latency=latency, transfer_overhead=overhead, burst=burst), label
+
+
+def shaper_burst(network: NetworkSpec | str | None) -> float:
+    """The token bucket of each shaped link of ``network`` (bytes; 0 on loopback)."""
+    spec = parse_network(network) if isinstance(network, str) else network
+    if spec is None or spec.rate_bit_s is None:
+        return 0.0
+    return float(spec.burst_for(spec.rate_bit_s))
 
 
 def _differs(measured: str, network: NetworkSpec) -> bool:

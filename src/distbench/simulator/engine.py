@@ -94,7 +94,7 @@ class Cluster:
 
     def link(self, name: str, rate: float, cap: float | None = None) -> FairLink:
         if name not in self.links:
-            self.links[name] = FairLink(self.env, rate, cap, name)
+            self.links[name] = FairLink(self.env, rate, cap, name, self.spec.links.burst)
         return self.links[name]
 
     def timed(self, ledger: Ledger, part: str, event: simpy.Event) -> Process:

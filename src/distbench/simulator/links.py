@@ -3,17 +3,21 @@
 A ``FairLink`` is a processor-sharing server on a SimPy environment: while ``k`` transfers
 are in flight each moves ``min(cap, rate / k)`` bytes per second, so a transfer's time
 stretches as others join and shrinks as they leave (the fluid model of TCP flows sharing
-a bottleneck fairly; docs/simulator.md). Every transfer in this model crosses exactly one
-shared link, so all its transfers move at one common speed, and the link keeps one number,
-``served``: the bytes every transfer in flight has received since the link was created. A
-transfer of ``b`` bytes that joins at ``served = s`` ends when ``served`` reaches
-``s + b``; the link keeps those end marks in a heap, so a join or an end costs
+a bottleneck fairly; docs/simulator.md). A shaped link has a token bucket (``burst``):
+a transfer that finds the link idle passes what the bucket refilled while it was idle
+(at the link's rate, at most ``burst``) at once, as ``tc``'s shapers let it. Every
+transfer in this model crosses exactly one shared link, so all its transfers move at one
+common speed, and the link keeps one number, ``served``: the bytes every transfer in
+flight has received since the link was created. A transfer of ``b`` bytes that joins at
+``served = s`` ends when ``served`` reaches ``s + b`` (less what the bucket passed at
+once); the link keeps those end marks in a heap, so a join or an end costs
 O(log k) however many transfers share it (thousands of workers on one server link).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 
 import simpy
@@ -41,9 +45,11 @@ class FairLink:
     rate: float
     cap: float | None = None
     name: str = ""
+    burst: float = 0.0
     use: LinkUse = field(default_factory=LinkUse)
     _served: float = 0.0
     _updated: float = 0.0
+    _idle_since: float = -math.inf
     _ends: list[tuple[float, int, simpy.Event]] = field(default_factory=list)
     _sequence: int = 0
     _generation: int = 0
@@ -69,13 +75,21 @@ class FairLink:
             done.succeed()
             return done
         self._advance()
-        heapq.heappush(self._ends, (self._served + nbytes, self._sequence, done))
+        free = self._bucket() if not self._ends else 0.0
+        heapq.heappush(self._ends, (self._served + max(0.0, nbytes - free), self._sequence, done))
         self._sequence += 1
         self.use.bytes += nbytes
         self.use.transfers += 1
         self.use.most_at_once = max(self.use.most_at_once, len(self._ends))
         self._reschedule()
         return done
+
+    def _bucket(self) -> float:
+        """Bytes the shaper's bucket holds for a transfer that finds the link idle: refilled
+        at the link's rate since it went idle, at most ``burst`` (they pass at once)."""
+        if self.burst <= 0:
+            return 0.0
+        return min(self.burst, self.rate * (self.env.now - self._idle_since))
 
     def _advance(self) -> None:
         now = self.env.now
@@ -90,6 +104,7 @@ class FairLink:
         while ends and ends[0][0] - served <= _RELATIVE_EPSILON * max(1.0, ends[0][0]):
             heapq.heappop(ends)[2].succeed()
         if not ends:
+            self._idle_since = self.env.now
             return
         self._generation += 1
         timeout = self.env.timeout((ends[0][0] - served) / self.share(), self._generation)

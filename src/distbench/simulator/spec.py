@@ -81,6 +81,9 @@ class Links:
     server_down: float | None = None
     latency: float = 0.0
     transfer_overhead: float = 0.0
+    #: Bytes a shaped link lets through at once after it has been idle (its shaper's token
+    #: bucket, refilled at the link's rate while idle); 0: no bucket (loopback).
+    burst: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("up", "down"):
@@ -91,6 +94,7 @@ class Links:
                 _positive(f"server link rate ({name})", value)
         _non_negative("latency", self.latency)
         _non_negative("transfer overhead", self.transfer_overhead)
+        _non_negative("burst", self.burst)
 
     @property
     def server_out(self) -> float:

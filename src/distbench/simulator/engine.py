@@ -8,8 +8,9 @@ What is modelled (docs/simulator.md says what each model leaves out):
 
 - **compute**: every worker's step drawn from the profile's measured one-worker steps (so
   a synchronous step waits for the slowest of N draws), or fixed;
-- **links**: transfers share a link fairly while they overlap (``links.FairLink``), with a
-  one-way latency and the protocol's fixed cost per transfer;
+- **links**: transfers share a link fairly while they overlap (``links.FairLink``), a
+  shaped link's bucket passing at once to a transfer that finds it idle, with a one-way
+  latency and the protocol's fixed cost per transfer;
 - **parameter servers**: a central server's outgoing link carries every pull, its incoming
   link every push, each transfer also capped by the worker's own link; its updates are
   serialized (the write lock). A sharded server's traffic is on the hosts' own links: a

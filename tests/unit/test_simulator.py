@@ -30,7 +30,12 @@ from distbench.simulator import (
     SimSpec,
     simulate,
 )
-from distbench.simulator.engine import bucket_sizes, run_every_step, schedule
+from distbench.simulator.engine import (
+    EXACT_SHARD_FLOWS,
+    bucket_sizes,
+    run_every_step,
+    schedule,
+)
 from distbench.simulator.links import FairLink
 from distbench.workflows.simulate import SimRow, knee
 
@@ -145,6 +150,20 @@ def test_async_sharded_server_is_eq_4_21(n: int) -> None:
     d = 10 * n
     result = simulate(spec("async", n, servers="sharded"))
     assert result.step_time == pytest.approx(f.async_distributed(T_GRAD, T_COMM, n, d) / (d / n))
+
+
+@pytest.mark.parametrize("n", [4, EXACT_SHARD_FLOWS + 8])
+def test_every_async_pull_waits_for_the_unit_with_the_largest_shard(n: int) -> None:
+    """One unit holds 70 % of the weights: its uplink carries that shard to each of the
+    other N - 1 workers and its own worker's push of the rest every cycle (its downlink as
+    much), so no worker steps faster than that link allows — with a flow per unit and in
+    the mean field of many workers — nor slower than pulls and pushes taking turns on it."""
+    big = 0.7 * WEIGHTS
+    shards = (big, *((WEIGHTS - big) / (n - 1),) * (n - 1))
+    fast = ComputeDraws(grad=0.01, backward_share=2 / 3)
+    result = simulate(spec("async", n, servers="sharded", shard_bytes=shards, compute=fast))
+    busiest_link = ((n - 1) * big + (WEIGHTS - big)) / RATE
+    assert busiest_link * 0.99 <= result.step_time <= 2 * busiest_link + 0.01
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8])

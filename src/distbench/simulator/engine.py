@@ -14,10 +14,11 @@ What is modelled (docs/simulator.md says what each model leaves out):
 - **parameter servers**: a central server's outgoing link carries every pull, its incoming
   link every push, each transfer also capped by the worker's own link; its updates are
   serialized (the write lock). A sharded server's traffic is on the hosts' own links: a
-  worker's pull arrives on its downlink while the N - 1 replies the units send for it
-  stand, by the units' symmetry, as one flow on the next unit's uplink (mean field: two
-  flows a transfer instead of 2(N - 1)); a push the other way round. Synchronous and
-  without a semaphore every flow is alone on its link, so one process computes it exactly;
+  worker's pull arrives on its downlink while each other unit sends its shard on its own
+  uplink (N - 1 flows; beyond ``EXACT_SHARD_FLOWS`` workers a mean field of two: the
+  worker's link and the largest unit's reply); a push the other way round. Synchronous
+  and without a semaphore every flow is alone on its link, so one process computes it
+  exactly;
 - **ring all-reduce** (DDP): buckets reduced in order as backward produces them, each
   ``2(N-1)`` messages of ``bytes/N`` through every link at once. The ring is symmetric, so
   one process stands for all ranks: exact, and independent of N in cost;
@@ -183,6 +184,11 @@ class _Iteration:
         return False
 
 
+#: Up to this many workers every unit of a sharded server sends its own flow for every
+#: transfer (N - 1 flows a pull); beyond it, two (the mean field of ``_server_flows``).
+EXACT_SHARD_FLOWS = 32
+
+
 def _server_flows(cluster: Cluster) -> tuple[Callable[[int], Any], Callable[[int], Any]]:
     """(pull flows of worker w, push flows of worker w) for the spec's server layout."""
     spec = cluster.spec
@@ -200,17 +206,24 @@ def _server_flows(cluster: Cluster) -> tuple[Callable[[int], Any], Callable[[int
     def down(i: int) -> FairLink:
         return cluster.link(f"host {i} down", links.down)
 
-    # A pull brings the other units' shards down the worker's link; what the units send
-    # for it stands, by their symmetry, as one unit's N - 1 replies on its uplink: the
-    # next unit's, so that a unit's replies meet its own worker's transfers at whatever
-    # moment another worker pulls (a push the other way round).
+    # Every other unit's reply is its own flow on its own uplink (a push the other way
+    # round), so a worker waits for the slowest unit, as the real server's worker does.
+    # Beyond EXACT_SHARD_FLOWS workers a mean field of two flows a transfer: the worker's
+    # own link and the reply of the unit with the largest shard, which every pull waits
+    # for and whose link carries every pull's reply, as the real busiest link does (the
+    # lighter units' links, which end sooner, are left out).
+    largest = max(range(n), key=lambda j: shards[j])
+
+    def units(i: int) -> list[int]:
+        if n <= EXACT_SHARD_FLOWS:
+            return [j for j in range(n) if j != i]
+        return [] if i == largest else [largest]
+
     def pull(i: int) -> list[tuple[FairLink, float]]:
-        serving = (i + 1) % n
-        return [(down(i), total - shards[i]), (up(serving), (n - 1) * shards[serving])]
+        return [(down(i), total - shards[i]), *((up(j), shards[j]) for j in units(i))]
 
     def push(i: int) -> list[tuple[FairLink, float]]:
-        serving = (i + 1) % n
-        return [(up(i), total - shards[i]), (down(serving), (n - 1) * shards[serving])]
+        return [(up(i), total - shards[i]), *((down(j), shards[j]) for j in units(i))]
 
     return pull, push
 

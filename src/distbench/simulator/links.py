@@ -53,6 +53,7 @@ class FairLink:
     _ends: list[tuple[float, int, simpy.Event]] = field(default_factory=list)
     _sequence: int = 0
     _generation: int = 0
+    _joined: bool = False  # a transfer joined since the timer was armed: it fires early
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -76,12 +77,18 @@ class FairLink:
             return done
         self._advance()
         free = self._bucket() if not self._ends else 0.0
+        head = self._ends[0] if self._ends else None
         heapq.heappush(self._ends, (self._served + max(0.0, nbytes - free), self._sequence, done))
         self._sequence += 1
         self.use.bytes += nbytes
         self.use.transfers += 1
         self.use.most_at_once = max(self.use.most_at_once, len(self._ends))
-        self._reschedule()
+        if head is not None and self._ends[0] is head:
+            # the same transfer ends first, only later now (the share fell): the timer
+            # armed for it fires early and re-arms, one event for any number of joins
+            self._joined = True
+        else:
+            self._reschedule()
         return done
 
     def _bucket(self) -> float:
@@ -107,14 +114,16 @@ class FairLink:
             self._idle_since = self.env.now
             return
         self._generation += 1
+        self._joined = False
         timeout = self.env.timeout((ends[0][0] - served) / self.share(), self._generation)
         timeout.callbacks.append(self._on_end)
 
     def _on_end(self, timeout: simpy.Event) -> None:
-        if timeout.value != self._generation:  # a join or an end since rescheduled it
+        if timeout.value != self._generation:  # a new head since rescheduled it
             return
         self._advance()
-        # the head transfer's end was this very moment: end it even where rounding left
-        # ``served`` a hair short (a tiny remainder would reschedule at the same instant)
-        self._served = max(self._served, self._ends[0][0])
+        if not self._joined:
+            # the head transfer's end was this very moment: end it even where rounding
+            # left ``served`` a hair short (a tiny remainder would re-arm at this instant)
+            self._served = max(self._served, self._ends[0][0])
         self._reschedule()

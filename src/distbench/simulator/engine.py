@@ -247,8 +247,11 @@ def _gated(
 
 
 def _update_time(spec: SimSpec) -> float:
-    """The server's work for one gradient; a sharded unit updates only its shard."""
-    return spec.server_update / (spec.workers if spec.servers == "sharded" else 1)
+    """The server's work for one gradient. A sharded unit updates only its shard, and the
+    next pull waits for every unit's update: the largest shard's share of the work."""
+    if spec.servers != "sharded":
+        return spec.server_update
+    return spec.server_update * max(spec.shards()) / spec.weight_bytes
 
 
 def _sync_sharded(cluster: Cluster) -> None:

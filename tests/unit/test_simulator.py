@@ -77,6 +77,43 @@ def test_a_link_shares_its_rate_among_the_transfers_in_flight() -> None:
     assert link.use.most_at_once == 3
 
 
+def test_a_link_shares_its_rate_by_the_transfers_weights() -> None:
+    """100 B/s; two 100 B transfers from t=0 weighted 3 and 1 move at 75 and 25 B/s, so the
+    first ends at 4/3 s, and the second, 66.7 B short then, at 2.0 s with the whole rate."""
+    env = simpy.Environment()
+    link = FairLink(env, rate=100.0)
+    ends: dict[str, float] = {}
+
+    def transfer(name: str, weight: float) -> Any:
+        yield link.transfer(100.0, weight=weight)
+        ends[name] = env.now
+
+    env.process(transfer("heavy", 3.0))
+    env.process(transfer("light", 1.0))
+    env.run()
+    assert ends == pytest.approx({"heavy": 4 / 3, "light": 2.0})
+
+
+def test_unequal_shares_break_up_an_asynchronous_convoy() -> None:
+    """Eight workers with the same compute every step start together: on links shared
+    exactly equally they pull together and push together for ever (the convoy, every
+    pull and push taking N transfer times); with unequal shares the first to finish gets
+    ahead and they spread out, towards the server's link carrying one transfer per worker
+    a cycle (N · t_comm)."""
+    n, steps = 8, 60
+    convoy = simulate(spec("async", n, steps=steps))
+    spread = simulate(
+        spec("async", n, steps=steps, links=Links(up=RATE, down=RATE, unfairness=0.1))
+    )
+    assert convoy.step_time == pytest.approx(T_GRAD + 2 * n * T_COMM, rel=0.01)
+    assert n * T_COMM * 0.99 <= spread.step_time < 0.9 * convoy.step_time
+
+
+def test_link_unfairness_must_lie_below_one() -> None:
+    with pytest.raises(UserError, match="unfairness must lie in"):
+        Links(up=RATE, down=RATE, unfairness=1.0)
+
+
 def test_a_transfer_is_capped_by_the_far_end_link() -> None:
     env = simpy.Environment()
     link = FairLink(env, rate=100.0, cap=30.0)

@@ -118,12 +118,18 @@ class Cluster:
         start = self.env.now
         if fixed and self.fixed_cost > 0:
             yield self.env.timeout(self.fixed_cost)
-        events = [link.transfer(nbytes) for link, nbytes in flows if nbytes > 0]
+        events = [link.transfer(nbytes, self.weight()) for link, nbytes in flows if nbytes > 0]
         if len(events) == 1:
             yield events[0]
         elif events:
             yield self.all_done(events)
         ledger.add("comm", self.env.now - start)
+
+    def weight(self) -> float:
+        """A transfer's part of a shared link's rate against the others' (``unfairness``);
+        no draw at all for equal shares, so they leave the compute draws as they were."""
+        u = self.spec.links.unfairness
+        return self.rng.uniform(1.0 - u, 1.0 + u) if u > 0 else 1.0
 
     def all_done(self, events: list[simpy.Event]) -> simpy.Event:
         """An event for the last of ``events`` (lighter than SimPy's ``all_of``, which

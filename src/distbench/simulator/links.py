@@ -12,6 +12,10 @@ flight has received since the link was created. A transfer of ``b`` bytes that j
 ``served = s`` ends when ``served`` reaches ``s + b`` (less what the bucket passed at
 once); the link keeps those end marks in a heap, so a join or an end costs
 O(log k) however many transfers share it (thousands of workers on one server link).
+A transfer may carry a weight: it then moves ``weight`` times the common speed, and the
+link keeps ``served`` per unit of weight (generalized processor sharing; the far end's
+``cap`` bounds the common speed). Weights other than 1 are a what-if of the simulator
+(``Links.unfairness``): nothing measures how unequally real flows share a link.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class FairLink:
     _served: float = 0.0
     _updated: float = 0.0
     _idle_since: float = -math.inf
-    _ends: list[tuple[float, int, simpy.Event]] = field(default_factory=list)
+    _ends: list[tuple[float, int, simpy.Event, float]] = field(default_factory=list)
+    _weights: float = 0.0  # the transfers' weights in flight, summed
     _sequence: int = 0
     _generation: int = 0
     _joined: bool = False  # a transfer joined since the timer was armed: it fires early
@@ -65,12 +70,13 @@ class FairLink:
         return len(self._ends)
 
     def share(self) -> float:
-        """Bytes per second each transfer in flight moves now."""
-        each = self.rate / max(1, len(self._ends))
+        """Bytes per second a transfer of weight 1 in flight moves now."""
+        each = self.rate / self._weights if self._ends else self.rate
         return each if self.cap is None else min(each, self.cap)
 
-    def transfer(self, nbytes: float) -> simpy.Event:
-        """An event that fires when ``nbytes`` have crossed the link."""
+    def transfer(self, nbytes: float, weight: float = 1.0) -> simpy.Event:
+        """An event that fires when ``nbytes`` have crossed the link; ``weight``: the
+        transfer's part of the rate against the others' (1: an equal share)."""
         done = self.env.event()
         if nbytes <= 0:
             done.succeed()
@@ -78,7 +84,9 @@ class FairLink:
         self._advance()
         free = self._bucket() if not self._ends else 0.0
         head = self._ends[0] if self._ends else None
-        heapq.heappush(self._ends, (self._served + max(0.0, nbytes - free), self._sequence, done))
+        mark = self._served + max(0.0, nbytes - free) / weight
+        heapq.heappush(self._ends, (mark, self._sequence, done, weight))
+        self._weights += weight
         self._sequence += 1
         self.use.bytes += nbytes
         self.use.transfers += 1
@@ -109,8 +117,11 @@ class FairLink:
     def _reschedule(self) -> None:
         ends, served = self._ends, self._served
         while ends and ends[0][0] - served <= _RELATIVE_EPSILON * max(1.0, ends[0][0]):
-            heapq.heappop(ends)[2].succeed()
+            _, _, done, weight = heapq.heappop(ends)
+            self._weights -= weight
+            done.succeed()
         if not ends:
+            self._weights = 0.0  # no rounding carried into the next busy period
             self._idle_since = self.env.now
             return
         self._generation += 1

@@ -84,6 +84,9 @@ class Links:
     #: Bytes a shaped link lets through at once after it has been idle (its shaper's token
     #: bucket, refilled at the link's rate while idle); 0: no bucket (loopback).
     burst: float = 0.0
+    #: How unequally transfers that overlap share a link: each transfer's part of the rate
+    #: is weighted by a draw from [1 - u, 1 + u] (0: exactly equal shares, the fluid model).
+    unfairness: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("up", "down"):
@@ -95,6 +98,8 @@ class Links:
         _non_negative("latency", self.latency)
         _non_negative("transfer overhead", self.transfer_overhead)
         _non_negative("burst", self.burst)
+        if not math.isfinite(self.unfairness) or not 0.0 <= self.unfairness < 1.0:
+            raise UserError(f"link unfairness must lie in [0, 1), got {self.unfairness}")
 
     @property
     def server_out(self) -> float:

@@ -1,6 +1,6 @@
 """How a central parameter server's link was used, from the transfers the server recorded.
 
-    python benchmarks/server_transfers.py emulated.db [--model resnet18]
+    python benchmarks/server_transfers.py emulated.db [--model resnet18] [--list K]
 
 For every stored ok ps-* run with a central server, per direction (``pull``: the server's
 outgoing link, ``push``: its incoming one): the share of the run some transfer was in
@@ -9,7 +9,8 @@ convoy), the mean transfer's seconds, and the bytes moved over the time some tra
 in flight, and how far apart the first N of them started (ms: a convoy that starts
 together breaks up by such head starts). A pull's record ends when its bytes are handed
 to the socket, so for transfers smaller than the socket's buffer the pull rate overstates
-the link; a push's record ends when the last byte arrived.
+the link; a push's record ends when the last byte arrived. ``--list K`` also prints each run's first
+``K`` transfers: direction, worker, start and end in ms after the first one began.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("db")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--list", type=int, default=0, metavar="K")
     args = parser.parse_args()
     if not Path(args.db).is_file():
         print(f"server_transfers: no such store: {args.db}", file=sys.stderr)
@@ -81,7 +83,20 @@ def main() -> int:
                 f"{name[:12]:12} {strategy:13} {workers:3} {direction:4} {busy / span:5.2f}"
                 f" {in_flight:9.2f} {mean:7.3f} {rate:10.1f} {(first[-1] - first[0]) * 1e3:9.0f}"
             )
+        if args.list > 0:
+            print_first(server["transfers"], args.list)
     return 0
+
+
+def print_first(transfers: list[dict[str, Any]], count: int) -> None:
+    """The first ``count`` transfers by start, in ms after the first began."""
+    ordered = sorted(transfers, key=lambda t: t["start"])[:count]
+    origin = ordered[0]["start"]
+    for t in ordered:
+        print(
+            f"    {t['direction']:4} worker {int(t['worker']):3}"
+            f" {(t['start'] - origin) * 1e3:8.0f} -> {(t['end'] - origin) * 1e3:8.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ transfers on an emulated network, beside the simulator's run of the same loop.
 
     sudo python benchmarks/link_cycles.py                      # 4 workers, 2.9 MB, 75 ms
     sudo python benchmarks/link_cycles.py --workers 8 --kilobytes 2910 --compute 0.075
+    python benchmarks/link_cycles.py --simulate-only --unfairness 0,0.05,0.1
 
 Each of ``--workers`` hosts repeats, ``--steps`` times: ask one hub for ``--kilobytes``
 (a pull), receive them, sleep ``--compute`` seconds (±2 %, drawn), send as many bytes back
@@ -13,7 +14,10 @@ worker's mean step after the first ``--warmup`` steps, and the simulator's mean 
 the same loop (the same bytes, compute draws and start; the link at the rate a lone
 transfer of the emulated network sustains, ``--sustained``, with the network's shaper
 bucket), the mean of ``--seeds``
-simulations, and the bounds: one worker's own cycle, and the full convoy.
+simulations, and the bounds: one worker's own cycle, and the full convoy. ``--unfairness
+U[,U...]``: the simulator's run with each transfer's share of a link weighted by a draw
+from ``[1 - U, 1 + U]`` (``Links.unfairness``, a what-if; default 0, equal shares);
+``--simulate-only``: no emulated network, only the simulator's rows.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ print((marks[-1] - marks[warmup]) / (steps - warmup), flush=True)
 """
 
 
-def simulated_step(args: argparse.Namespace, rate: float) -> list[float]:
+def simulated_step(args: argparse.Namespace, rate: float, unfairness: float) -> list[float]:
     """The simulator's mean step of the same loop, one per seed."""
     draw = random.Random(0)
     samples = tuple(args.compute * draw.uniform(1 - JITTER, 1 + JITTER) for _ in range(100))
@@ -87,7 +91,7 @@ def simulated_step(args: argparse.Namespace, rate: float) -> list[float]:
             strategy="async",
             workers=args.workers,
             compute=ComputeDraws(args.compute, 2 / 3, 0.0, samples),
-            links=Links(rate, rate, burst=shaper_burst(args.network)),
+            links=Links(rate, rate, burst=shaper_burst(args.network), unfairness=unfairness),
             weight_bytes=args.kilobytes * 1e3,
             samples_per_step=1,
             steps=args.steps - args.warmup,
@@ -133,6 +137,15 @@ def measured_steps(args: argparse.Namespace) -> list[float]:
     return [float(out) for out in outputs]
 
 
+def unfairness_levels(text: str) -> list[float]:
+    """``--unfairness``'s values; empty when one is not a number in [0, 1)."""
+    try:
+        levels = [float(u) for u in text.split(",")]
+    except ValueError:
+        return []
+    return levels if all(0.0 <= u < 1.0 for u in levels) else []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--network", default="bandwidth=1gbit,queue=fair")
@@ -143,29 +156,36 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--unfairness", default="0")
+    parser.add_argument("--simulate-only", action="store_true")
     args = parser.parse_args()
-    if not 0 <= args.warmup < args.steps or args.workers < 1 or args.kilobytes <= 0:
+    levels = unfairness_levels(args.unfairness)
+    if not 0 <= args.warmup < args.steps or args.workers < 1 or args.kilobytes <= 0 or not levels:
         print(
-            "link_cycles: need 0 <= --warmup < --steps, --workers >= 1, --kilobytes > 0",
+            "link_cycles: need 0 <= --warmup < --steps, --workers >= 1, --kilobytes > 0,"
+            " --unfairness values in [0, 1)",
             file=sys.stderr,
         )
         return 2
     transfer = args.kilobytes * 1e3 / args.sustained
-    measured = measured_steps(args)
-    simulated = simulated_step(args, args.sustained)
     ms = 1e3
     print(
         f"{args.workers} workers, {args.kilobytes:g} kB each way, {args.compute * ms:g} ms "
         f"compute, --network {args.network}, steps {args.warmup + 1}-{args.steps}:"
     )
-    print(
-        f"  measured mean step: {fmean(measured) * ms:.1f} ms "
-        f"(workers {min(measured) * ms:.1f}-{max(measured) * ms:.1f})"
-    )
-    print(
-        f"  simulated:          {fmean(simulated) * ms:.1f} ms "
-        f"(seeds {min(simulated) * ms:.1f}-{max(simulated) * ms:.1f})"
-    )
+    if not args.simulate_only:
+        measured = measured_steps(args)
+        print(
+            f"  measured mean step: {fmean(measured) * ms:.1f} ms "
+            f"(workers {min(measured) * ms:.1f}-{max(measured) * ms:.1f})"
+        )
+    for u in levels:
+        simulated = simulated_step(args, args.sustained, u)
+        label = "simulated:" if u == 0 else f"simulated, u={u:g}:"
+        print(
+            f"  {label:19} {fmean(simulated) * ms:.1f} ms "
+            f"(seeds {min(simulated) * ms:.1f}-{max(simulated) * ms:.1f})"
+        )
     print(
         f"  own cycle {(2 * transfer + args.compute) * ms:.1f} ms, full convoy "
         f"{(2 * args.workers * transfer + args.compute) * ms:.1f} ms"

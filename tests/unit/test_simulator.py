@@ -434,6 +434,20 @@ def test_simulate_from_given_timings_prints_rows_like_stored_runs(
     assert capsys.readouterr().out.splitlines()[0].startswith("strategy,servers,workers")
 
 
+def test_simulate_what_if_links_share_unequally(capsys: pytest.CaptureFixture[str]) -> None:
+    """With the same compute every step an asynchronous server's workers stay in their
+    first convoy on equal shares; ``--link-unfairness`` breaks it up, and says so."""
+    argv = ["simulate", "--model", "m", "--t-grad", "0.05", "--weight-bytes", "1.25e7"]
+    argv += ["--network", "bandwidth=1gbit", "--strategy", "ps-async", "--workers", "8"]
+    steps = {}
+    for u in ("0", "0.1"):
+        assert main([*argv, "--steps", "60", "--link-unfairness", u, "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        steps[u] = data["rows"][0]["step_time_median"]
+        assert ("what-if" in data["inputs"]) == (u != "0")
+    assert steps["0.1"] < 0.9 * steps["0"]
+
+
 def test_simulate_from_a_stored_profile(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     save_profile(db_path, _emulated_profile())
     argv = ["simulate", "--model", "m", "--db", str(db_path), "--strategy", "ps-sync-join"]
@@ -458,6 +472,8 @@ def test_simulate_from_a_stored_profile(db_path: Path, capsys: pytest.CaptureFix
          "ddp", "--network", "mtu=9000"],  # a spec without a rate
         ["simulate", "--model", "m", "--t-grad", "1", "--weight-bytes", "1e6", "--t-comm", "1",
          "--strategy", "ps-sync-split", "--workers", "64"],  # batch 32 split 64 ways
+        ["simulate", "--model", "m", "--t-grad", "1", "--weight-bytes", "1e6", "--t-comm", "1",
+         "--strategy", "ps-async", "--link-unfairness", "1"],  # a share could reach 0
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_exit_2(

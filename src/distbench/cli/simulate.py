@@ -94,6 +94,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"simulated steps per configuration, after 2 warm-up steps ({DEFAULT_STEPS})",
     )
     how.add_argument("--seed", type=int, default=0, help="seed of the compute draws (0)")
+    how.add_argument(
+        "--link-unfairness",
+        type=float,
+        default=0.0,
+        metavar="U",
+        help="what-if: weight each transfer's share of a link by a draw from [1-U, 1+U], as "
+        "TCP flows share unequally (0: equal shares; nothing measures U, docs/simulator.md)",
+    )
     given = parser.add_argument_group("without a profile")
     given.add_argument(
         "--t-grad", type=float, metavar="S", help="forward + backward seconds of one batch"
@@ -145,6 +153,7 @@ def request_of(args: argparse.Namespace) -> SimulateRequest:
         seed=args.seed,
         min_gain=args.min_gain,
         max_workers=args.max_workers,
+        link_unfairness=args.link_unfairness,
     )
 
 

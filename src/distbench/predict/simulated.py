@@ -172,9 +172,12 @@ def sim_spec(
     seed: int = 0,
     network: str | None = None,
     warmup: int = WARMUP,
+    unfairness: float = 0.0,
 ) -> tuple[SimSpec, str]:
     """``case`` as the simulator's input, and a line saying what it was built from.
-    ``network`` overrides the case's own spec (``simulate --network``)."""
+    ``network`` overrides the case's own spec (``simulate --network``); ``unfairness``
+    weights each transfer's share of a link by a draw from ``[1 - u, 1 + u]`` (a what-if
+    of ``simulate --link-unfairness``: nothing measures it, so no prediction uses it)."""
     strategy = sim_strategy(case)
     if strategy is None:
         raise UserError(f"the simulator has no model of strategy {case.strategy!r}")
@@ -182,6 +185,9 @@ def sim_spec(
     spec_net = parse_network(text) if text else None
     draws, compute_label = compute_draws(case, profile)
     links, link_label = links_for(case, profile, spec_net)
+    if unfairness:
+        links = replace(links, unfairness=unfairness)
+        link_label += f", shares unequal by up to ±{unfairness:g} (what-if)"
     measured_links = spec_net is None or (
         profile.network is not None and not _differs(profile.network, spec_net)
     )
@@ -227,9 +233,10 @@ def simulate_case(
     steps: int = DEFAULT_STEPS,
     seed: int = 0,
     network: str | None = None,
+    unfairness: float = 0.0,
 ) -> Simulated:
     """Simulate ``case`` from ``profile``."""
-    spec, inputs = sim_spec(case, profile, steps, seed, network)
+    spec, inputs = sim_spec(case, profile, steps, seed, network, unfairness=unfairness)
     result = simulate(spec)
     compute = result.split["compute"]
     prediction = Prediction(

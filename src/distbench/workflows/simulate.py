@@ -60,6 +60,7 @@ class SimulateRequest:
     seed: int = 0
     min_gain: float = DEFAULT_MIN_GAIN
     max_workers: int | None = None  # the recommendation's budget (default: max workers)
+    link_unfairness: float = 0.0  # a what-if: transfers' shares of a link drawn unequal
 
     def __post_init__(self) -> None:
         if not self.strategies:
@@ -75,6 +76,8 @@ class SimulateRequest:
             )
         if not 0 < self.min_gain <= 1:
             raise UserError(f"--min-gain must lie in (0, 1], got {self.min_gain}")
+        if not 0 <= self.link_unfairness < 1:
+            raise UserError(f"--link-unfairness must lie in [0, 1), got {self.link_unfairness}")
 
 
 @dataclass(frozen=True)
@@ -198,9 +201,12 @@ def simulate_workload(request: SimulateRequest) -> SimulateReport:
     profile, pid, source = find_workload_profile(request)
     cases = {(s, n): _case(request, s, n) for s in request.strategies for n in request.workers}
     base_case = _case(request, "sequential", 1)
-    base = simulate_case(base_case, profile, steps=request.steps, seed=request.seed)
+    unfair = request.link_unfairness
+    base = simulate_case(base_case, profile, request.steps, request.seed, unfairness=unfair)
     rows = [
-        _row(simulate_case(case, profile, request.steps, request.seed), case, base)
+        _row(
+            simulate_case(case, profile, request.steps, request.seed, unfairness=unfair), case, base
+        )
         for case in cases.values()
     ]
     inputs = f"{source}; {base.inputs.split('; ', 1)[-1]}"

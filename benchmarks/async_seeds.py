@@ -23,7 +23,7 @@ from statistics import fmean
 
 from distbench.config import RunConfig
 from distbench.predict.accuracy import measured_step
-from distbench.predict.core import case_of
+from distbench.predict.core import Case, case_of
 from distbench.predict.simulated import sim_spec
 from distbench.profiling.grad_ready import with_model_sizes
 from distbench.profiling.profiles import Profile
@@ -40,6 +40,21 @@ def replayed(db: str, profile_id: int, cfg: RunConfig) -> Profile:
     found = replayed_profile(db, cfg.replace(compute_profile=profile_id))
     assert found is not None
     return with_model_sizes(found[0], cfg)
+
+
+def replayable(db: str, row: RunResult) -> tuple[RunConfig, Case, float, Profile] | None:
+    """A stored run with emulated compute as the simulator replays it: its configuration,
+    case, measured step (as ``validate`` compares it) and the profile it replayed; ``None``
+    for a run with real compute or without a measured step."""
+    pid = (row.extra.get("compute") or {}).get("profile_id")
+    if pid is None:
+        return None  # real compute: not one draw of a replayed profile
+    cfg = RunConfig.from_dict(row.config)
+    case = case_of(cfg)
+    measured = measured_step(case, row)
+    if measured is None:
+        return None
+    return cfg, case, measured, replayed(db, int(pid), cfg)
 
 
 def stored_async_runs(db: str, tool: str) -> list[RunResult] | None:
@@ -68,15 +83,10 @@ def main() -> int:
         f" {'':7} {'long run':>9} {'draws ms':>9}"
     )
     for row in rows:
-        pid = (row.extra.get("compute") or {}).get("profile_id")
-        if pid is None:
-            continue  # real compute: not one draw of a replayed profile
-        cfg = RunConfig.from_dict(row.config)
-        case = case_of(cfg)
-        measured = measured_step(case, row)
-        if measured is None:
+        found = replayable(args.db, row)
+        if found is None:
             continue
-        profile = replayed(args.db, int(pid), cfg)
+        cfg, case, measured, profile = found
         steps = sorted(
             simulate(sim_spec(case, profile, case.steps, seed, warmup=case.warmup)[0]).step_time
             for seed in range(args.seeds)

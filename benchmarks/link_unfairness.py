@@ -27,10 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from statistics import fmean
 
-from async_seeds import replayed  # a sibling benchmark: run as python benchmarks/...
+from async_seeds import replayable  # a sibling benchmark: run as python benchmarks/...
 from distbench.config import RunConfig
-from distbench.predict.accuracy import measured_step
-from distbench.predict.core import case_of
 from distbench.predict.simulated import sim_spec
 from distbench.simulator import SimSpec, simulate
 from distbench.store.db import open_store
@@ -90,15 +88,10 @@ def main() -> int:
     )
     errors: list[list[float]] = [[] for _ in levels]
     for row in rows:
-        pid = (row.extra.get("compute") or {}).get("profile_id")
-        if pid is None:
-            continue  # real compute: not a replay of a profile
-        cfg = RunConfig.from_dict(row.config)
-        case = case_of(cfg)
-        measured = measured_step(case, row)
-        if measured is None:
+        found = replayable(args.db, row)
+        if found is None:
             continue
-        profile = replayed(args.db, int(pid), cfg)
+        cfg, case, measured, profile = found
         spec = sim_spec(case, profile, max(1, case.steps), warmup=max(0, case.warmup))[0]
         cells = []
         for u, errs in zip(levels, errors, strict=True):

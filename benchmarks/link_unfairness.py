@@ -15,22 +15,29 @@ shows how much it would matter.
 For every stored ok parameter-server run with emulated compute: the measured step (as
 ``validate`` compares it) and, for each ``u``, the simulator's replay of the run as
 ``validate`` makes it (its warm-up and steps from a common start, the mean of ``--seeds``
-simulations) with its error; then the median and largest |error| per ``u``.
+simulations) with its error; then the median and largest |error| per ``u``, and what
+each ``u`` does to 8 equal transfers started together on one link: the first one's end
+over the last one's, the mean over 200 draws (plain TCP's in docs/network.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
+from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
 from statistics import fmean
+
+import simpy
 
 from async_seeds import replayable  # a sibling benchmark: run as python benchmarks/...
 from distbench.config import RunConfig
 from distbench.predict.simulated import sim_spec
 from distbench.simulator import SimSpec, simulate
+from distbench.simulator.links import FairLink
 from distbench.store.db import open_store
 from distbench.store.result import RunResult
 
@@ -51,6 +58,29 @@ def stored_ps_runs(db: str) -> list[RunResult] | None:
 def replay_step(spec: SimSpec, unfairness: float, seeds: int) -> float:
     links = replace(spec.links, unfairness=unfairness)
     return fmean(simulate(replace(spec, links=links, seed=seed)).step_time for seed in range(seeds))
+
+
+def first_over_last(unfairness: float, flows: int = 8, draws: int = 200) -> float:
+    """Equal transfers started together on one link: the first end over the last."""
+    rng = random.Random(1)
+    ratios = []
+    for _ in range(draws):
+        env = simpy.Environment()
+        link = FairLink(env, rate=1.0)
+        ends: list[float] = []
+        for _ in range(flows):
+            weight = rng.uniform(1 - unfairness, 1 + unfairness)
+            env.process(timed_transfer(env, link, weight, ends))
+        env.run()
+        ratios.append(min(ends) / max(ends))
+    return fmean(ratios)
+
+
+def timed_transfer(
+    env: simpy.Environment, link: FairLink, weight: float, ends: list[float]
+) -> Generator[simpy.Event, None, None]:
+    yield link.transfer(1.0, weight=weight)
+    ends.append(env.now)
 
 
 def variant(cfg: RunConfig) -> str:
@@ -107,7 +137,8 @@ def main() -> int:
             size = [abs(e) for e in errs]
             print(
                 f"u={u}: {len(errs)} runs, median |error| {statistics.median(size):.1%},"
-                f" max {max(size):.1%}"
+                f" max {max(size):.1%}; 8 flows started together end at"
+                f" {first_over_last(u):.2f} of the last"
             )
     return 0
 

@@ -277,6 +277,53 @@ def test_validate_predicts_from_the_profile_the_runs_replay(tmp_path: Path) -> N
     assert [row.profile_id for row in unpinned.rows] == [newer]
 
 
+def test_validate_reuses_a_configurations_rounds_as_it_measured_them(tmp_path: Path) -> None:
+    """With --rounds K a reused configuration is its newest K stored runs, compared as
+    measured rounds are: the median round, and the interval over the rounds."""
+    from distbench.registry import resolved_threads
+    from distbench.store import open_store
+    from distbench.store.result import RunResult
+    from distbench.workflows.validate import validate_configs
+
+    db = tmp_path / "r.db"
+    samples = [{"data": 0.001, "forward": 0.01, "backward": 0.02, "update": 0.001}]
+    pid = stored_profile(db, samples)
+    cfg = RunConfig(model="lenet5", strategy="ddp", workers=4, compute="profile")
+    stored = cfg.replace(compute_profile=pid)
+    store = open_store(db)
+    for index, throughput in enumerate([500.0, 900.0, 700.0, 800.0]):  # oldest first
+        store.insert(
+            RunResult.from_row(
+                {
+                    "run_id": f"run{index}",
+                    "status": "ok",
+                    "created_at": f"2026-12-06T00:00:0{index}",
+                    "model": "lenet5",
+                    "dataset": "synthetic",
+                    "strategy": "ddp",
+                    "framework": "torch",
+                    "workers": 4,
+                    "threads_per_worker": resolved_threads(stored),
+                    "global_batch": 128,
+                    "local_batch": 32,
+                    "scaling": "weak",
+                    "throughput_median": throughput,
+                    "step_time_median": 128 / throughput,
+                    "config": stored.to_dict(),
+                    "env": {},
+                }
+            )
+        )
+    store.close()
+    three = validate_configs([cfg], str(db), reuse=True, rounds=3).rows[0]
+    assert three.measured_throughput == pytest.approx(800.0)  # of 900, 700 and 800
+    assert sorted(three.round_throughputs) == [700.0, 800.0, 900.0]
+    assert three.measurement_noise is not None
+    one = validate_configs([cfg], str(db), reuse=True).rows[0]
+    assert one.measured_throughput == pytest.approx(800.0)  # the newest
+    assert one.round_throughputs == [800.0]
+
+
 def test_a_profile_taken_beside_other_load_says_so(tmp_path: Path) -> None:
     from dataclasses import replace
 

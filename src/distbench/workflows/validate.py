@@ -142,8 +142,16 @@ def _covers(profile: Profile, request: Any, emulated: bool = False) -> bool:
 
 def find_measured(store: ResultStore, cfg: RunConfig) -> RunResult | None:
     """The newest successful stored run with the same timing-relevant settings and threads."""
+    found = find_measured_runs(store, cfg, 1)
+    return found[0] if found else None
+
+
+def find_measured_runs(store: ResultStore, cfg: RunConfig, count: int) -> list[RunResult]:
+    """The newest ``count`` successful stored runs of ``cfg`` (as ``find_measured``),
+    newest first: a configuration's rounds."""
     wanted = {k: getattr(cfg, k, None) for k in TIMING_KEYS}
     threads = resolved_threads(cfg)
+    found = []
     for row in reversed(
         store.query(
             model=cfg.model,
@@ -155,8 +163,10 @@ def find_measured(store: ResultStore, cfg: RunConfig) -> RunResult | None:
     ):
         same = all(stored_setting(row, k) == v for k, v in wanted.items())
         if same and row.threads_per_worker == threads:
-            return store.with_scaling([row])[0]
-    return None
+            found.append(row)
+            if len(found) == count:
+                break
+    return store.with_scaling(found) if found else []
 
 
 def _profile_groups(configs: Sequence[RunConfig]) -> dict[tuple[Any, ...], list[RunConfig]]:
@@ -181,12 +191,14 @@ def _baseline_config(db: str, row: RunResult | None) -> RunConfig | None:
     return RunConfig.from_dict(base.config) if base and base.config else None
 
 
-def _reused(db: str, cfgs: list[RunConfig]) -> list[RunResult | None]:
+def _reused(db: str, cfgs: list[RunConfig], rounds: int) -> list[list[RunResult]]:
+    """Every configuration's newest ``rounds`` stored runs (its rounds, when it was
+    measured with as many)."""
     from distbench.store import open_store
 
     store = open_store(db)
     try:
-        return [find_measured(store, cfg) for cfg in cfgs]
+        return [find_measured_runs(store, cfg, rounds) for cfg in cfgs]
     finally:
         store.close()
 
@@ -289,9 +301,17 @@ def validate_configs(
                 {"config": cfgs[0], "profile": pid, "cores": profile.outside_load_cores},
             )
         if reuse:
+            # the stored rounds compared as measured ones are: each, then the median round
             cfgs = [replayed(c, pid) for c in cfgs]
-            for cfg, row in zip(cfgs, _reused(db, cfgs), strict=True):
-                rows.append(compare(cfg, row, profile, pid, _baseline_config(db, row), engine))
+            reused = []
+            for cfg, runs in zip(cfgs, _reused(db, cfgs, rounds), strict=True):
+                found: list[RunResult | None] = list(runs) if runs else [None]
+                rounds_of = [
+                    compare(cfg, row, profile, pid, _baseline_config(db, row), engine)
+                    for row in found
+                ]
+                reused.append(median_round(rounds_of))
+            rows.extend(rebased_speedups(reused) if rounds > 1 else reused)
             continue
         work = _Workload(request, profile, pid)
         measured: list[list[ValidationRow]] = [[] for _ in cfgs]

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument(
         "--reuse",
         action="store_true",
-        help="read matching measured runs from the store instead of running",
+        help="read matching measured runs from the store instead of running (with --rounds K: "
+        "each configuration's newest K, as rounds)",
     )
     group.add_argument(
         "--reprofile",

@@ -9,8 +9,8 @@ convoy), the mean transfer's seconds, and the bytes moved over the time some tra
 in flight, and how far apart the first N of them started (ms: a convoy that starts
 together breaks up by such head starts). A pull's record ends when its bytes are handed
 to the socket, so for transfers smaller than the socket's buffer the pull rate overstates
-the link; a push's record ends when the last byte arrived. ``--list K`` also prints each run's first
-``K`` transfers: direction, worker, start and end in ms after the first one began.
+the link; a push's record ends when the last byte arrived. ``--list K`` also prints each
+run's first ``K`` transfers: direction, worker, start and end in ms after the first began.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def find_measured_runs(store: ResultStore, cfg: RunConfig, count: int) -> list[R
             found.append(row)
             if len(found) == count:
                 break
-    return store.with_scaling(found) if found else []
+    return store.with_scaling(found)
 
 
 def _profile_groups(configs: Sequence[RunConfig]) -> dict[tuple[Any, ...], list[RunConfig]]:

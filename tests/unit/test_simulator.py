@@ -203,6 +203,51 @@ def test_every_async_pull_waits_for_the_unit_with_the_largest_shard(n: int) -> N
     assert busiest_link * 0.99 <= result.step_time <= 2 * busiest_link + 0.01
 
 
+def test_a_message_waits_for_the_one_before_it_on_its_connection() -> None:
+    """One connection is one byte stream: a small message sent 0.1 s into a large one to
+    the same peer ends after it (as gloo's pair of ranks does, benchmarks/pair_order.py),
+    while the same small message from another host shares the link and ends at once."""
+    import random
+
+    from distbench.simulator.engine import Cluster, Ledger
+
+    env = simpy.Environment()
+    ledgers = [Ledger(0) for _ in range(3)]
+    cluster = Cluster(spec("async", 3), env, random.Random(0), ledgers)
+    link = cluster.link("host 1 down", RATE)
+    ends: dict[str, float] = {}
+
+    def send(name: str, pair: tuple[int, int], nbytes: float, at: float) -> Any:
+        yield env.timeout(at)
+        yield from cluster.send_messages(ledgers[pair[0]], [(pair, [(link, nbytes)])], False)
+        ends[name] = env.now
+
+    env.process(send("large", (0, 1), WEIGHTS, 0.0))
+    env.process(send("same connection", (0, 1), WEIGHTS / 100, 0.1))
+    env.process(send("other host", (2, 1), WEIGHTS / 100, 0.1))
+    env.run()
+    assert ends["other host"] == pytest.approx(0.1 + 2 * T_COMM / 100)
+    assert ends["large"] == pytest.approx(T_COMM + T_COMM / 100)
+    assert ends["same connection"] == pytest.approx(T_COMM + T_COMM / 100 + T_COMM / 100)
+
+
+def test_a_sharded_units_reply_queues_behind_its_workers_push() -> None:
+    """Two workers, unit 0 holding 90 % of the weights, compute 0.1 s. Worker 1's own
+    cycle is at least 0.9 + 0.1 + 0.9 s: 90 % in, compute, 90 % out. Worker 0 moves only
+    10 % each way, but its pull comes on the connection that carries worker 1's push
+    (host 1 to host 0) and its push goes on the one that carries unit 0's reply to worker
+    1 (host 0 to host 1), so it waits its turn on both and keeps worker 1's pace. Sharing
+    the links fairly instead, worker 0 would lap worker 1 (0.65 s: the mean step of
+    1/0.40 + 1/1.9 steps a second)."""
+    shards = (0.9 * WEIGHTS, 0.1 * WEIGHTS)
+    fast = ComputeDraws(grad=0.1, backward_share=2 / 3)
+    result = simulate(
+        spec("async", 2, servers="sharded", shard_bytes=shards, compute=fast, steps=40)
+    )
+    worker_1_cycle = (0.9 + 0.9) * T_COMM + 0.1
+    assert result.step_time == pytest.approx(worker_1_cycle, rel=0.02)
+
+
 @pytest.mark.parametrize("n", [1, 2, 4, 8])
 def test_async_central_server_lies_between_the_thesis_bounds(n: int) -> None:
     d = 10 * n

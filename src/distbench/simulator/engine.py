@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from statistics import fmean
@@ -46,6 +47,35 @@ from distbench.simulator.spec import SimSpec
 SPLIT = ("compute", "comm", "wait", "server")
 
 Process = Generator[simpy.Event, Any, None]
+
+#: One flow of a transfer: the link it crosses and its bytes.
+Flow = tuple[FairLink, float]
+#: One message of a transfer: the ordered pair of hosts whose one connection carries it
+#: (``None``: no other message can be on its connection at once), and its flows.
+Message = tuple[tuple[int, int] | None, list[Flow]]
+
+
+@dataclass
+class Connection:
+    """One ordered pair of hosts' connection: one byte stream, so a message sent while
+    another is on it waits for that one's last byte (gloo keeps one connection per pair
+    of ranks and writes their messages in order; ``benchmarks/pair_order.py``)."""
+
+    busy: bool = False
+    waiting: deque[Callable[[], None]] = field(default_factory=deque)
+
+    def acquire(self, start: Callable[[], None]) -> None:
+        if self.busy:
+            self.waiting.append(start)
+        else:
+            self.busy = True
+            start()
+
+    def release(self) -> None:
+        if self.waiting:
+            self.waiting.popleft()()
+        else:
+            self.busy = False
 
 
 @dataclass
@@ -83,6 +113,7 @@ class Cluster:
     rng: random.Random
     ledgers: list[Ledger]
     links: dict[str, FairLink] = field(default_factory=dict)
+    connections: dict[tuple[int, int], Connection] = field(default_factory=dict)
     note: str = ""
 
     @property
@@ -109,21 +140,57 @@ class Cluster:
         """A transfer's latency and the protocol's fixed cost (no link is busy for it)."""
         return self.spec.links.latency + self.spec.links.transfer_overhead
 
-    def send(
-        self, ledger: Ledger, flows: list[tuple[FairLink, float]], fixed: bool = True
-    ) -> Process:
+    def send(self, ledger: Ledger, flows: list[Flow], fixed: bool = True) -> Process:
         """One transfer: latency and the protocol's fixed cost (unless the caller waited
         them out already: ``fixed=False``), then its flows (all at once, done when the
         last is)."""
+        yield from self.send_messages(ledger, [(None, flows)], fixed)
+
+    def send_messages(self, ledger: Ledger, messages: list[Message], fixed: bool = True) -> Process:
+        """``send`` for a transfer of several messages, each on its own connection: the
+        messages start together, a message whose connection is busy when it waits its
+        turn, and the transfer is done when its last message is."""
         start = self.env.now
         if fixed and self.fixed_cost > 0:
             yield self.env.timeout(self.fixed_cost)
-        events = [link.transfer(nbytes, self.weight()) for link, nbytes in flows if nbytes > 0]
+        events = [self._message(pair, flows) for pair, flows in messages]
         if len(events) == 1:
             yield events[0]
         elif events:
             yield self.all_done(events)
         ledger.add("comm", self.env.now - start)
+
+    def _flows(self, flows: list[Flow]) -> simpy.Event:
+        events = [link.transfer(nbytes, self.weight()) for link, nbytes in flows if nbytes > 0]
+        if len(events) == 1:
+            return events[0]
+        if not events:
+            return self.env.event().succeed()
+        return self.all_done(events)
+
+    def _message(self, pair: tuple[int, int] | None, flows: list[Flow]) -> simpy.Event:
+        if pair is None:
+            return self._flows(flows)
+        connection = self.connections.setdefault(pair, Connection())
+        done = self.env.event()
+
+        def start() -> None:
+            def finish(_: simpy.Event) -> None:
+                done.succeed()
+                connection.release()
+
+            self._callback(self._flows(flows), finish)
+
+        connection.acquire(start)
+        return done
+
+    @staticmethod
+    def _callback(event: simpy.Event, call: Callable[[simpy.Event], None]) -> None:
+        """Run ``call`` when ``event`` is processed (at once if it already was)."""
+        if event.callbacks is None:
+            call(event)
+        else:
+            event.callbacks.append(call)
 
     def weight(self) -> float:
         """A transfer's part of a shared link's rate against the others' (``unfairness``);
@@ -143,10 +210,7 @@ class Cluster:
                 done.succeed()
 
         for event in events:
-            if event.callbacks is None:  # already processed
-                one(event)
-            else:
-                event.callbacks.append(one)
+            self._callback(event, one)
         return done
 
 
@@ -190,20 +254,23 @@ class _Iteration:
         return False
 
 
-#: Up to this many workers every unit of a sharded server sends its own flow for every
-#: transfer (N - 1 flows a pull); beyond it, two (the mean field of ``_server_flows``).
+#: Up to this many workers every unit of a sharded server sends its own message for every
+#: transfer (N - 1 a pull); beyond it, two flows (the mean field of ``_server_messages``).
 EXACT_SHARD_FLOWS = 32
 
 
-def _server_flows(cluster: Cluster) -> tuple[Callable[[int], Any], Callable[[int], Any]]:
-    """(pull flows of worker w, push flows of worker w) for the spec's server layout."""
+def _server_messages(
+    cluster: Cluster,
+) -> tuple[Callable[[int], list[Message]], Callable[[int], list[Message]]]:
+    """(pull messages of worker w, push messages of worker w) for the spec's server
+    layout."""
     spec = cluster.spec
     links = spec.links
     if spec.servers == "central":
         out = cluster.link("server out", links.server_out, cap=links.down)
         into = cluster.link("server in", links.server_in, cap=links.up)
         w = spec.weight_bytes
-        return (lambda _: [(out, w)]), (lambda _: [(into, w)])
+        return (lambda _: [(None, [(out, w)])]), (lambda _: [(None, [(into, w)])])
     shards, n, total = spec.shards(), spec.workers, spec.weight_bytes
 
     def up(i: int) -> FairLink:
@@ -212,24 +279,35 @@ def _server_flows(cluster: Cluster) -> tuple[Callable[[int], Any], Callable[[int
     def down(i: int) -> FairLink:
         return cluster.link(f"host {i} down", links.down)
 
-    # Every other unit's reply is its own flow on its own uplink (a push the other way
-    # round), so a worker waits for the slowest unit, as the real server's worker does.
-    # Beyond EXACT_SHARD_FLOWS workers a mean field of two flows a transfer: the worker's
-    # own link and the reply of the unit with the largest shard, which every pull waits
-    # for and whose link carries every pull's reply, as the real busiest link does (the
-    # lighter units' links, which end sooner, are left out).
-    largest = max(range(n), key=lambda j: shards[j])
+    if n > EXACT_SHARD_FLOWS:
+        # A mean field of two flows a transfer: the worker's own link and the reply of the
+        # unit with the largest shard, which every pull waits for and whose link carries
+        # every pull's reply, as the real busiest link does (the lighter units' links,
+        # which end sooner, and the order on each connection are left out).
+        largest = max(range(n), key=lambda j: shards[j])
 
-    def units(i: int) -> list[int]:
-        if n <= EXACT_SHARD_FLOWS:
-            return [j for j in range(n) if j != i]
-        return [] if i == largest else [largest]
+        def others(i: int) -> list[int]:
+            return [] if i == largest else [largest]
 
-    def pull(i: int) -> list[tuple[FairLink, float]]:
-        return [(down(i), total - shards[i]), *((up(j), shards[j]) for j in units(i))]
+        def pull_field(i: int) -> list[Message]:
+            flows = [(down(i), total - shards[i]), *((up(j), shards[j]) for j in others(i))]
+            return [(None, flows)]
 
-    def push(i: int) -> list[tuple[FairLink, float]]:
-        return [(up(i), total - shards[i]), *((down(j), shards[j]) for j in units(i))]
+        def push_field(i: int) -> list[Message]:
+            flows = [(up(i), total - shards[i]), *((down(j), shards[j]) for j in others(i))]
+            return [(None, flows)]
+
+        return pull_field, push_field
+
+    # Every other unit's reply is its own message, on the unit's uplink and the worker's
+    # downlink, so a worker waits for the slowest unit, as the real server's worker does;
+    # a push the other way round. A unit and its worker are one process, so unit j's
+    # reply to worker i and worker j's push to unit i share one connection, in order.
+    def pull(i: int) -> list[Message]:
+        return [((j, i), [(up(j), shards[j]), (down(i), shards[j])]) for j in range(n) if j != i]
+
+    def push(i: int) -> list[Message]:
+        return [((i, j), [(up(i), shards[j]), (down(j), shards[j])]) for j in range(n) if j != i]
 
     return pull, push
 
@@ -305,7 +383,7 @@ def _sync_ps(cluster: Cluster) -> None:
     if spec.servers == "sharded" and not spec.semaphore:
         _sync_sharded(cluster)
         return
-    pull_flows, push_flows = _server_flows(cluster)
+    pulls, pushes = _server_messages(cluster)
     pull_gate, push_gate = _gates(cluster)
     iterations = [_Iteration(env, spec.workers) for _ in range(cluster.total_steps)]
 
@@ -316,11 +394,11 @@ def _sync_ps(cluster: Cluster) -> None:
     def worker(i: int, ledger: Ledger) -> Process:
         for it in iterations:
             ledger.begin(env.now)
-            yield from _gated(cluster, ledger, pull_gate, cluster.send(ledger, pull_flows(i)))
+            yield from _gated(cluster, ledger, pull_gate, cluster.send_messages(ledger, pulls(i)))
             grad = cluster.draw_grad() + spec.compute.overhead
             yield env.timeout(grad)
             ledger.add("compute", grad)
-            yield from _gated(cluster, ledger, push_gate, cluster.send(ledger, push_flows(i)))
+            yield from _gated(cluster, ledger, push_gate, cluster.send_messages(ledger, pushes(i)))
             if it.arrive():
                 env.process(release(it))
             yield from cluster.timed(ledger, "wait", it.pushed)
@@ -334,7 +412,7 @@ def _sync_ps(cluster: Cluster) -> None:
 
 def _async_ps(cluster: Cluster) -> None:
     spec, env = cluster.spec, cluster.env
-    pull_flows, push_flows = _server_flows(cluster)
+    pulls, pushes = _server_messages(cluster)
     pull_gate, push_gate = _gates(cluster)
     # the central server applies one gradient at a time (its write lock); sharded units
     # each update their own shard, beside the others
@@ -358,12 +436,12 @@ def _async_ps(cluster: Cluster) -> None:
             yield env.timeout(replay.starts[i])
         for k in range(cluster.total_steps):
             ledger.begin(env.now)
-            yield from _gated(cluster, ledger, pull_gate, cluster.send(ledger, pull_flows(i)))
+            yield from _gated(cluster, ledger, pull_gate, cluster.send_messages(ledger, pulls(i)))
             drawn = replay.compute[i][k] if replay is not None else cluster.draw_grad()
             grad = drawn + spec.compute.overhead
             yield env.timeout(grad)
             ledger.add("compute", grad)
-            yield from _gated(cluster, ledger, push_gate, cluster.send(ledger, push_flows(i)))
+            yield from _gated(cluster, ledger, push_gate, cluster.send_messages(ledger, pushes(i)))
             if update > 0:
                 yield from apply(ledger)
             ledger.samples += spec.samples_per_step if ledger.measuring else 0
@@ -382,12 +460,12 @@ def _async_ps(cluster: Cluster) -> None:
                 yield env.timeout(carried + fixed)
             ledger.add("server", carried)
             ledger.add("comm", fixed)
-            yield from cluster.send(ledger, pull_flows(i), fixed=False)
+            yield from cluster.send_messages(ledger, pulls(i), fixed=False)
             grad = cluster.draw_grad() + spec.compute.overhead
             yield env.timeout(grad + fixed)
             ledger.add("compute", grad)
             ledger.add("comm", fixed)
-            yield from cluster.send(ledger, push_flows(i), fixed=False)
+            yield from cluster.send_messages(ledger, pushes(i), fixed=False)
             carried = update
             ledger.samples += spec.samples_per_step if ledger.measuring else 0
         if carried > 0:

@@ -14,9 +14,10 @@ What is modelled (docs/simulator.md says what each model leaves out):
 - **parameter servers**: a central server's outgoing link carries every pull, its incoming
   link every push, each transfer also capped by the worker's own link; its updates are
   serialized (the write lock). A sharded server's traffic is on the hosts' own links: a
-  worker's pull arrives on its downlink while each other unit sends its shard on its own
-  uplink (N - 1 flows; beyond ``EXACT_SHARD_FLOWS`` workers a mean field of two: the
-  worker's link and the largest unit's reply); a push the other way round. Synchronous
+  pull is a message from each other unit, on that unit's uplink and the worker's
+  downlink, waiting its turn on the pair's one connection (``Connection``); a push the
+  other way round (beyond ``EXACT_SHARD_FLOWS`` workers a mean field of two flows: the
+  worker's link and the largest unit's reply). Synchronous
   and without a semaphore every flow is alone on its link, so one process computes it
   exactly;
 - **ring all-reduce** (DDP): buckets reduced in order as backward produces them, each

@@ -149,7 +149,7 @@ class Cluster:
 
     def send_messages(self, ledger: Ledger, messages: list[Message], fixed: bool = True) -> Process:
         """``send`` for a transfer of several messages, each on its own connection: the
-        messages start together, a message whose connection is busy when it waits its
+        messages start together, a message whose connection is busy waits its
         turn, and the transfer is done when its last message is."""
         start = self.env.now
         if fixed and self.fixed_cost > 0:

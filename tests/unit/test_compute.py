@@ -20,6 +20,7 @@ from distbench.compute.plan import (
     plan_from_profile,
     plan_from_seconds,
     read_plan,
+    unfaithful_reasons,
     write_plan,
 )
 from distbench.compute.resolve import compute_plan, resolve_compute
@@ -124,6 +125,19 @@ def test_emulation_report_combines_ranks_and_flags_saturated_cores() -> None:
     assert report["faithful"] is False  # saturated
     assert emulation_report([rank], cpu_cores=0.5, cores=2)["faithful"] is True  # 1 % waits
     assert emulation_report([other], cpu_cores=0.5, cores=2)["faithful"] is False  # 3 %
+
+
+def test_a_saturated_machine_makes_an_emulation_unfaithful() -> None:
+    """The kernel's work for the emulated network is charged to no process: the ranks may
+    keep half a core busy while the machine is saturated, and the waits are then no
+    longer what the profile asked."""
+    rank = {"waits": {"waits": 3, "error_weighted": 0.001, "late_max_s": 0.0}}
+    busy = emulation_report([rank], cpu_cores=0.5, cores=2, machine_busy=0.95)
+    assert busy["machine_saturated"] is True and busy["faithful"] is False
+    assert unfaithful_reasons(busy) == ["machine saturated, 95 % busy (kernel work included)"]
+    calm = emulation_report([rank], cpu_cores=0.5, cores=2, machine_busy=0.6)
+    assert calm["machine_saturated"] is False and calm["faithful"] is True
+    assert "machine_busy" not in emulation_report([rank], cpu_cores=0.5, cores=2)
 
 
 def test_ready_by_size_releases_the_last_parameter_first() -> None:

@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from distbench.compute.plan import stored_emulation
 from distbench.config import RunConfig
-from distbench.harness.monitor import ResourceMonitor, compact_timelines, resources_file
+from distbench.harness.monitor import (
+    ResourceMonitor,
+    compact_timelines,
+    machine_busy_share,
+    resources_file,
+)
 from distbench.measurement.records import RankRecorder, read_run_records
 from distbench.measurement.timer import PhaseTimer
 from distbench.profiling.operators import (
@@ -154,3 +160,29 @@ def test_profiler_driven_by_the_recorder(tmp_path: Path) -> None:
     names = {op["name"] for op in stored["phases"]["backward"]["ops"]}
     assert "aten::convolution_backward" in names
     assert {"data", "forward", "backward", "update"} <= set(stored["phases"])
+
+
+def test_machine_busy_is_the_mean_inside_the_measured_steps(tmp_path: Path) -> None:
+    """The machine's busy share counts only samples of the measured steps (102-104 s),
+    read from the run directory or from the stored copy alike."""
+    for rank in (0, 1):
+        samples = [
+            {"t": 100.0 + i * 0.5, "cpu_percent": 10.0, "rss_bytes": 1}
+            | {"system_cpu_percent": 95.0 if 102.0 <= 100.0 + i * 0.5 <= 104.0 else 10.0}
+            | {"net_sent_bytes": 0, "net_recv_bytes": 0}
+            for i in range(12)
+        ]
+        resources_file(tmp_path, rank).write_text("\n".join(json.dumps(s) for s in samples))
+    steps = [
+        {"kind": "step", "step": k, "warmup": k == 0, "t": t, "step_time": d}
+        | {"samples": 1, "phases": {}}
+        for k, (t, d) in enumerate(((101.0, 1.0), (102.0, 1.0), (103.0, 1.0)))
+    ]
+    (tmp_path / "rank0.jsonl").write_text("\n".join(json.dumps(s) for s in steps) + "\n")
+    assert machine_busy_share(tmp_path) == pytest.approx(0.95)
+    stored = compact_timelines(tmp_path)
+    assert stored_emulation({"compute": {"faithful": True}}, stored)["machine_busy"] == (
+        pytest.approx(0.95)
+    )
+    assert stored_emulation({}, stored) == {}  # real compute: no emulation report
+    assert machine_busy_share(tmp_path / "nothing-here") is None

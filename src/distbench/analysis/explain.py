@@ -24,7 +24,7 @@ from statistics import fmean
 from typing import Any
 
 from distbench.analysis.convergence import AccuracyGap, accuracy_gap
-from distbench.compute.plan import unfaithful_reasons
+from distbench.compute.plan import stored_emulation, unfaithful_reasons
 from distbench.errors import UserError
 from distbench.measurement.rounds import SAME, ratio_interval, verdict
 from distbench.measurement.stragglers import straggler_of
@@ -415,10 +415,10 @@ def _setup_notes(a: RunResult, b: RunResult) -> list[str]:
             ": per-step times are not per-sample times; compare throughput"
         )
     for side, row in (("A", a), ("B", b)):
-        reasons = unfaithful_reasons(row.extra.get("compute") or {})
+        reasons = unfaithful_reasons(stored_emulation(row.extra, row.resources))
         if reasons:
             notes.append(
-                f"{side} emulated its compute, but its processes' communication kept the cores "
+                f"{side} emulated its compute, but communication kept the cores "
                 f"busy ({'; '.join(reasons)}): waits ended and gradients were "
                 "released late, the emulation is not faithful there"
             )

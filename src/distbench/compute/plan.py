@@ -176,7 +176,8 @@ def plan_from_seconds(
 
 
 #: Emulation is flagged unfaithful when the run's processes, measured, keep this share of
-#: the host's cores busy: their communication's own CPU work then waits for a core.
+#: the host's cores busy, or the whole machine is this busy (the kernel's work for the
+#: emulated network included): their communication's own CPU work then waits for a core.
 SATURATED_SHARE = 0.9
 #: The waits must replay the profile within this time-weighted error (median over ranks);
 #: beyond it, the cores were too busy to wake the ranks on time.
@@ -184,14 +185,19 @@ WAIT_ERROR_GOAL = 0.01
 
 
 def emulation_report(
-    rank_summaries: list[dict[str, Any]], cpu_cores: float | None, cores: int
+    rank_summaries: list[dict[str, Any]],
+    cpu_cores: float | None,
+    cores: int,
+    machine_busy: float | None = None,
 ) -> dict[str, Any]:
     """One run's emulation figures from its workers' ``compute`` summaries: how far the
     waits were off (``wait_error``: the time-weighted error, median over ranks, and the
     worst rank's), how late gradients were released against their deadlines (relative to
     the step's backward time), and the measured CPU of all its processes during the
-    measured steps (``cpu_saturated``: at least ``SATURATED_SHARE`` of the cores).
-    ``faithful``: neither saturated nor waits off by more than ``WAIT_ERROR_GOAL``."""
+    measured steps (``cpu_saturated``: at least ``SATURATED_SHARE`` of the cores), and the
+    whole machine's busy share then (``machine_busy``, softirq included;
+    ``machine_saturated`` from ``SATURATED_SHARE`` up). ``faithful``: nothing saturated
+    and waits off by no more than ``WAIT_ERROR_GOAL``."""
     first = rank_summaries[0] if rank_summaries else {}
     report: dict[str, Any] = {
         "source": first.get("source"),
@@ -207,17 +213,56 @@ def emulation_report(
     if cpu_cores is not None:
         report["cpu_cores"] = round(cpu_cores, 3)
         report["cpu_saturated"] = cpu_cores >= SATURATED_SHARE * cores
+    report.update(machine_figures(machine_busy))
     report["faithful"] = is_faithful(report)
+    return report
+
+
+def machine_figures(machine_busy: float | None) -> dict[str, Any]:
+    """``machine_busy`` and ``machine_saturated`` of an emulation report (none unknown)."""
+    if machine_busy is None:
+        return {}
+    return {
+        "machine_busy": round(machine_busy, 3),
+        "machine_saturated": machine_busy >= SATURATED_SHARE,
+    }
+
+
+def mean_busy_inside(
+    columns: list[dict[str, list[float]]], window: tuple[float, float]
+) -> float | None:
+    """The mean machine busy share (0..1) of the ranks' ``system_cpu_percent`` samples
+    (resource timelines, column-wise) whose time lies inside ``window``."""
+    inside = [
+        busy / 100.0
+        for rank in columns
+        for t, busy in zip(rank.get("t", []), rank.get("system_cpu_percent", []), strict=False)
+        if window[0] <= t <= window[1]
+    ]
+    return sum(inside) / len(inside) if inside else None
+
+
+def stored_emulation(extra: dict[str, Any], resources: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored run's emulation report (empty for real compute), with the machine's busy
+    share taken from its stored timelines where the report predates it."""
+    report = dict(extra.get("compute") or {})
+    window = (resources or {}).get("window")
+    if report and "machine_busy" not in report and window:
+        ranks = list(((resources or {}).get("ranks") or {}).values())
+        report.update(machine_figures(mean_busy_inside(ranks, (window[0], window[1]))))
     return report
 
 
 def unfaithful_reasons(report: dict[str, Any]) -> list[str]:
     """Why an emulation report says the run did not replay its profile: its cores were
-    saturated, or its waits were off by more than ``WAIT_ERROR_GOAL`` (unknown figures
-    count as met). Empty when it did."""
+    saturated (by its processes, or the machine as a whole), or its waits were off by more
+    than ``WAIT_ERROR_GOAL`` (unknown figures count as met). Empty when it did."""
     reasons = []
     if report.get("cpu_saturated"):
         reasons.append(f"cpu_saturated, {report.get('cpu_cores')} cores")
+    if report.get("machine_saturated"):
+        busy = float(report.get("machine_busy") or 0.0)
+        reasons.append(f"machine saturated, {busy * 100:.0f} % busy (kernel work included)")
     wait_error = report.get("wait_error") or 0.0
     if wait_error > WAIT_ERROR_GOAL:
         reasons.append(f"wait error {wait_error * 100:.1f} % > {WAIT_ERROR_GOAL * 100:.0f} %")

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import psutil
 
+from distbench.compute.plan import mean_busy_inside
 from distbench.measurement.records import read_run_records
 
 DEFAULT_INTERVAL_S = 0.25
@@ -152,6 +153,19 @@ def _columns(samples: list[dict[str, Any]], t0: float) -> dict[str, list[float]]
     for key in SERIES:
         out[key] = [s.get(key, 0) for s in samples]
     return out
+
+
+def machine_busy_share(run_dir: Path) -> float | None:
+    """The whole machine's busy share of its cores (0..1) during the run's measured steps:
+    the mean of every rank's ``system_cpu_percent`` samples inside the measured window
+    (None without samples there). Unlike the ranks' own CPU it includes the kernel's
+    softirq work — an emulated network's forwarding and shaping, which no process is
+    charged for — and whatever else ran on the machine."""
+    window = measured_window(run_dir)
+    if window is None:
+        return None
+    columns = [_columns(read_timeline(p), 0.0) for p in sorted(run_dir.glob("resources*.jsonl"))]
+    return mean_busy_inside(columns, window)
 
 
 def measured_cpu_cores(run_dir: Path) -> float | None:

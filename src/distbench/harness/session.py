@@ -33,7 +33,11 @@ from distbench.harness.aggregate import aggregate_run
 from distbench.harness.capacity import check_memory
 from distbench.harness.environment import capture_environment
 from distbench.harness.launchers import launch
-from distbench.harness.monitor import compact_timelines, measured_cpu_cores
+from distbench.harness.monitor import (
+    compact_timelines,
+    machine_busy_share,
+    measured_cpu_cores,
+)
 from distbench.harness.noise import OutsideLoadMeter
 from distbench.measurement.records import read_run_records
 from distbench.measurement.rounds import median_interval
@@ -292,6 +296,7 @@ def execute_round(
                     ],
                     measured_cpu_cores(run_dir),
                     available_cores(),
+                    machine_busy_share(run_dir),
                 )
                 metrics.extra["compute"] = report
                 item.facts.oversubscribed |= not report["faithful"]

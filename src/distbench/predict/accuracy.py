@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from distbench.compute.plan import is_faithful
+from distbench.compute.plan import is_faithful, stored_emulation
 from distbench.measurement.rounds import median_interval
 from distbench.predict.core import Case, case_of
 from distbench.predict.engines import Engine, predict
@@ -307,7 +307,7 @@ def compare(
     m_speedup = row.speedup if measured and row else None
     p_speedup = pred.throughput / base_pred.throughput if pred and base_pred else None
     status = "ok" if pred and measured else ("no model" if pred is None else "no measurement")
-    faithful = is_faithful((row.extra.get("compute") or {}) if row is not None else {})
+    faithful = is_faithful(stored_emulation(row.extra, row.resources)) if row is not None else True
     if measured and not faithful:
         status = "ok, emulation not faithful"
     if row is not None and not row.ok:

@@ -15,7 +15,6 @@ from distbench.analysis.explain import (
     explain_rows,
     explain_runs,
     group_deltas,
-    mean_in_window,
     phase_deltas,
     resolve_run,
     seconds,
@@ -23,6 +22,7 @@ from distbench.analysis.explain import (
 )
 from distbench.cli.main import main
 from distbench.errors import UserError
+from distbench.harness.monitor import mean_in_window
 from distbench.store import open_store
 from distbench.store.result import RunResult
 

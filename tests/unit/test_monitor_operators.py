@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from distbench.compute.plan import stored_emulation
 from distbench.config import RunConfig
 from distbench.harness.monitor import (
     ResourceMonitor,
     compact_timelines,
     machine_busy_share,
     resources_file,
+    stored_emulation,
 )
 from distbench.measurement.records import RankRecorder, read_run_records
 from distbench.measurement.timer import PhaseTimer
@@ -163,12 +163,13 @@ def test_profiler_driven_by_the_recorder(tmp_path: Path) -> None:
 
 
 def test_machine_busy_is_the_mean_inside_the_measured_steps(tmp_path: Path) -> None:
-    """The machine's busy share counts only samples of the measured steps (102-104 s),
-    read from the run directory or from the stored copy alike."""
+    """The machine's busy share counts only samples of the measured steps (102-104 s, and
+    a sample's half second after them: a sample covers the time since the one before),
+    and a stored emulation report that predates it gets it from the stored timelines."""
     for rank in (0, 1):
         samples = [
             {"t": 100.0 + i * 0.5, "cpu_percent": 10.0, "rss_bytes": 1}
-            | {"system_cpu_percent": 95.0 if 102.0 <= 100.0 + i * 0.5 <= 104.0 else 10.0}
+            | {"system_cpu_percent": 95.0 if 102.0 <= 100.0 + i * 0.5 <= 104.5 else 10.0}
             | {"net_sent_bytes": 0, "net_recv_bytes": 0}
             for i in range(12)
         ]
@@ -179,10 +180,10 @@ def test_machine_busy_is_the_mean_inside_the_measured_steps(tmp_path: Path) -> N
         for k, (t, d) in enumerate(((101.0, 1.0), (102.0, 1.0), (103.0, 1.0)))
     ]
     (tmp_path / "rank0.jsonl").write_text("\n".join(json.dumps(s) for s in steps) + "\n")
-    assert machine_busy_share(tmp_path) == pytest.approx(0.95)
     stored = compact_timelines(tmp_path)
+    assert machine_busy_share(stored) == pytest.approx(0.95)
     assert stored_emulation({"compute": {"faithful": True}}, stored)["machine_busy"] == (
         pytest.approx(0.95)
     )
     assert stored_emulation({}, stored) == {}  # real compute: no emulation report
-    assert machine_busy_share(tmp_path / "nothing-here") is None
+    assert machine_busy_share(compact_timelines(tmp_path / "nothing-here")) is None

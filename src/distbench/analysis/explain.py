@@ -20,12 +20,12 @@ it exactly; operator times are per profiled step and need not add up to the phas
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from statistics import fmean
 from typing import Any
 
 from distbench.analysis.convergence import AccuracyGap, accuracy_gap
-from distbench.compute.plan import stored_emulation, unfaithful_reasons
+from distbench.compute.plan import unfaithful_reasons
 from distbench.errors import UserError
+from distbench.harness.monitor import mean_in_window, stored_emulation
 from distbench.measurement.rounds import SAME, ratio_interval, verdict
 from distbench.measurement.stragglers import straggler_of
 from distbench.measurement.timer import PHASES
@@ -437,20 +437,6 @@ def _straggler_notes(a: RunResult, b: RunResult) -> list[str]:
         if straggler is not None:
             notes.append(f"{side}: {straggler.sentence()}")
     return notes
-
-
-def mean_in_window(resources: dict[str, Any] | None, key: str) -> float | None:
-    """Mean of one resource series over the measured steps, over all ranks."""
-    if not resources or not resources.get("window"):
-        return None
-    start, end = resources["window"]
-    values = [
-        v
-        for rank in resources.get("ranks", {}).values()
-        for t, v in zip(rank.get("t", []), rank.get(key, []), strict=False)
-        if start <= t <= end + 0.5
-    ]
-    return fmean(values) if values else None
 
 
 def _saturation_notes(a: RunResult, b: RunResult) -> list[str]:

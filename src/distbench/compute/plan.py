@@ -228,31 +228,6 @@ def machine_figures(machine_busy: float | None) -> dict[str, Any]:
     }
 
 
-def mean_busy_inside(
-    columns: list[dict[str, list[float]]], window: tuple[float, float]
-) -> float | None:
-    """The mean machine busy share (0..1) of the ranks' ``system_cpu_percent`` samples
-    (resource timelines, column-wise) whose time lies inside ``window``."""
-    inside = [
-        busy / 100.0
-        for rank in columns
-        for t, busy in zip(rank.get("t", []), rank.get("system_cpu_percent", []), strict=False)
-        if window[0] <= t <= window[1]
-    ]
-    return sum(inside) / len(inside) if inside else None
-
-
-def stored_emulation(extra: dict[str, Any], resources: dict[str, Any] | None) -> dict[str, Any]:
-    """A stored run's emulation report (empty for real compute), with the machine's busy
-    share taken from its stored timelines where the report predates it."""
-    report = dict(extra.get("compute") or {})
-    window = (resources or {}).get("window")
-    if report and "machine_busy" not in report and window:
-        ranks = list(((resources or {}).get("ranks") or {}).values())
-        report.update(machine_figures(mean_busy_inside(ranks, (window[0], window[1]))))
-    return report
-
-
 def unfaithful_reasons(report: dict[str, Any]) -> list[str]:
     """Why an emulation report says the run did not replay its profile: its cores were
     saturated (by its processes, or the machine as a whole), or its waits were off by more

@@ -22,11 +22,12 @@ import json
 import threading
 import time
 from pathlib import Path
+from statistics import fmean
 from typing import IO, Any
 
 import psutil
 
-from distbench.compute.plan import mean_busy_inside
+from distbench.compute.plan import machine_figures
 from distbench.measurement.records import read_run_records
 
 DEFAULT_INTERVAL_S = 0.25
@@ -155,17 +156,37 @@ def _columns(samples: list[dict[str, Any]], t0: float) -> dict[str, list[float]]
     return out
 
 
-def machine_busy_share(run_dir: Path) -> float | None:
-    """The whole machine's busy share of its cores (0..1) during the run's measured steps:
-    the mean of every rank's ``system_cpu_percent`` samples inside the measured window
-    (None without samples there). Unlike the ranks' own CPU it includes the kernel's
-    softirq work — an emulated network's forwarding and shaping, which no process is
-    charged for — and whatever else ran on the machine."""
-    window = measured_window(run_dir)
-    if window is None:
+def mean_in_window(resources: dict[str, Any] | None, key: str) -> float | None:
+    """Mean of one series of a stored run's timelines (``compact_timelines``) over its
+    measured steps, over all ranks (None without a window or samples in it)."""
+    if not resources or not resources.get("window"):
         return None
-    columns = [_columns(read_timeline(p), 0.0) for p in sorted(run_dir.glob("resources*.jsonl"))]
-    return mean_busy_inside(columns, window)
+    start, end = resources["window"]
+    values = [
+        v
+        for rank in resources.get("ranks", {}).values()
+        for t, v in zip(rank.get("t", []), rank.get(key, []), strict=False)
+        if start <= t <= end + 0.5
+    ]
+    return fmean(values) if values else None
+
+
+def machine_busy_share(resources: dict[str, Any] | None) -> float | None:
+    """The whole machine's busy share of its cores (0..1) during a run's measured steps,
+    from its timelines: unlike the ranks' own CPU it includes the kernel's softirq work —
+    an emulated network's forwarding and shaping, which no process is charged for — and
+    whatever else ran on the machine."""
+    percent = mean_in_window(resources, "system_cpu_percent")
+    return None if percent is None else percent / 100.0
+
+
+def stored_emulation(extra: dict[str, Any], resources: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored run's emulation report (empty for real compute), with the machine's busy
+    share taken from its stored timelines where the report predates it."""
+    report = dict(extra.get("compute") or {})
+    if report and "machine_busy" not in report:
+        report.update(machine_figures(machine_busy_share(resources)))
+    return report
 
 
 def measured_cpu_cores(run_dir: Path) -> float | None:

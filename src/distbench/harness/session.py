@@ -287,6 +287,7 @@ def execute_round(
             entry.throughput = metrics.throughput_median
             entry.step_time_median = metrics.step_time_median
             entry.step_jitter = [metrics.step_jitter_low, metrics.step_jitter_high]
+            timelines = compact_timelines(run_dir)
             if item.plan is not None:
                 report = emulation_report(
                     [
@@ -296,12 +297,12 @@ def execute_round(
                     ],
                     measured_cpu_cores(run_dir),
                     available_cores(),
-                    machine_busy_share(run_dir),
+                    machine_busy_share(timelines),
                 )
                 metrics.extra["compute"] = report
                 item.facts.oversubscribed |= not report["faithful"]
             operators = stored_operators(run_dir, metrics.governing_rank)
-            item.figures[number] = RoundFigures(metrics, operators, compact_timelines(run_dir))
+            item.figures[number] = RoundFigures(metrics, operators, timelines)
     item.rounds.append(entry)
     return entry
 

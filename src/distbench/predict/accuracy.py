@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from distbench.compute.plan import is_faithful, stored_emulation
+from distbench.compute.plan import is_faithful
+from distbench.harness.monitor import stored_emulation
 from distbench.measurement.rounds import median_interval
 from distbench.predict.core import Case, case_of
 from distbench.predict.engines import Engine, predict

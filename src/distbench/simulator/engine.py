@@ -65,14 +65,8 @@ class Connection:
     busy: bool = False
     waiting: deque[Callable[[], None]] = field(default_factory=deque)
 
-    def acquire(self, start: Callable[[], None]) -> None:
-        if self.busy:
-            self.waiting.append(start)
-        else:
-            self.busy = True
-            start()
-
     def release(self) -> None:
+        """The message on it is delivered: start the next one waiting, if any."""
         if self.waiting:
             self.waiting.popleft()()
         else:
@@ -172,7 +166,9 @@ class Cluster:
     def _message(self, pair: tuple[int, int] | None, flows: list[Flow]) -> simpy.Event:
         if pair is None:
             return self._flows(flows)
-        connection = self.connections.setdefault(pair, Connection())
+        connection = self.connections.get(pair)
+        if connection is None:
+            connection = self.connections[pair] = Connection()
         if not connection.busy:  # the common case: no event beyond the flows' own
             connection.busy = True
             flows_done = self._flows(flows)
@@ -187,7 +183,7 @@ class Cluster:
 
             self._callback(self._flows(flows), finish)
 
-        connection.acquire(start)
+        connection.waiting.append(start)
         return done
 
     @staticmethod

@@ -5,6 +5,7 @@ their assumptions hold, the effects the formulas lack, the profile backend and t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ from distbench.simulator import (
 )
 from distbench.simulator.engine import (
     EXACT_SHARD_FLOWS,
+    Cluster,
+    Flow,
+    Ledger,
+    ShardedWires,
     bucket_sizes,
     run_every_step,
     schedule,
@@ -232,20 +237,91 @@ def test_a_message_waits_for_the_one_before_it_on_its_connection() -> None:
 
 
 def test_a_sharded_units_reply_queues_behind_its_workers_push() -> None:
-    """Two workers, unit 0 holding 90 % of the weights, compute 0.1 s. Worker 1's own
-    cycle is at least 0.9 + 0.1 + 0.9 s: 90 % in, compute, 90 % out. Worker 0 moves only
-    10 % each way, but its pull comes on the connection that carries worker 1's push
-    (host 1 to host 0) and its push goes on the one that carries unit 0's reply to worker
-    1 (host 0 to host 1), so it waits its turn on both and keeps worker 1's pace. Sharing
-    the links fairly instead, worker 0 would lap worker 1 (0.65 s: the mean step of
-    1/0.40 + 1/1.9 steps a second)."""
+    """Two workers, unit 0 holding 90 % of the weights, compute 0.1 s, no send buffer.
+    Worker 1 moves 90 % in, computes, moves 90 % out, and its pull's request (on the
+    connection from host 1 to host 0) queues behind unit 1's 10 % reply to worker 0,
+    asked for while worker 1's push was on that connection: a cycle of 0.9 + 0.1 + 0.1 +
+    0.9 s. Worker 0 moves only 10 % each way, but its pull comes on the connection that
+    carries worker 1's push and its push goes on the one that carries unit 0's reply to
+    worker 1, so it waits its turn on both and keeps worker 1's pace. Sharing the links
+    fairly instead, worker 0 would lap worker 1 (0.65 s: the mean step of 1/0.40 +
+    1/1.9 steps a second)."""
     shards = (0.9 * WEIGHTS, 0.1 * WEIGHTS)
     fast = ComputeDraws(grad=0.1, backward_share=2 / 3)
     result = simulate(
         spec("async", 2, servers="sharded", shard_bytes=shards, compute=fast, steps=40)
     )
-    worker_1_cycle = (0.9 + 0.9) * T_COMM + 0.1
+    worker_1_cycle = (0.9 + 0.1 + 0.9) * T_COMM + 0.1
     assert result.step_time == pytest.approx(worker_1_cycle, rel=0.02)
+
+
+def _two_host_cluster(spec_: SimSpec) -> tuple[simpy.Environment, Cluster]:
+    import random
+
+    env = simpy.Environment()
+    return env, Cluster(spec_, env, random.Random(0), [Ledger(0), Ledger(0)])
+
+
+def test_a_send_is_done_for_its_sender_once_the_kernel_holds_the_rest() -> None:
+    """A 1 s message through a send buffer of half its bytes is handed over at 0.5 s and
+    delivered at 1 s; a quarter-size one posted behind it is handed over once the one
+    ahead is gone (the kernel's buffer then holds it whole) and delivered at 1.25 s.
+    Without a buffer a send is done when its last byte is delivered."""
+    env, cluster = _two_host_cluster(spec("async", 2))
+    flows: list[Flow] = [(cluster.link("host 0 up", RATE), WEIGHTS)]
+    moments: dict[str, float] = {}
+
+    def at(name: str) -> Callable[[], None]:
+        return lambda: moments.__setitem__(name, env.now)
+
+    cluster.post((0, 1), flows, WEIGHTS / 2, at("big handed"), at("big delivered"))
+    small: list[Flow] = [(flows[0][0], WEIGHTS / 4)]
+    cluster.post((0, 1), small, WEIGHTS / 2, at("small handed"), at("small delivered"))
+    bare: list[Flow] = [(cluster.link("host 1 up", RATE), WEIGHTS)]
+    cluster.post((1, 0), bare, handed=at("bare handed"), delivered=at("bare delivered"))
+    env.run()
+    assert moments == pytest.approx(
+        {
+            "big handed": 0.5,
+            "big delivered": 1.0,
+            "small handed": 1.0,
+            "small delivered": 1.25,
+            "bare handed": 1.0,
+            "bare delivered": 1.0,
+        }
+    )
+
+
+def test_a_pull_request_waits_for_the_units_notice_on_the_connection_back() -> None:
+    """gloo sends a message once its receiver has said it is ready. Unit 1 says it will
+    take worker 0's next request when worker 0's push request arrives (t = 0), on the
+    connection from host 1 to host 0, behind worker 1's 0.9 s push to unit 0. Worker 0's
+    push (0.1 s) is handed over at once, but its pull's request waits for that notice
+    (0.9 s), and by then worker 1's second push, sent at 0.5 s, is ahead of the reply on
+    that connection: the pull ends at 0.9 + 0.9 + 0.1 s. Were the request sent at once,
+    it would arrive at 0.1 s and the reply end at 1.0 s."""
+    shards = (0.9 * WEIGHTS, 0.1 * WEIGHTS)
+    links = Links(up=RATE, down=RATE, send_buffer_max=WEIGHTS)
+    env, cluster = _two_host_cluster(
+        spec("async", 2, servers="sharded", shard_bytes=shards, links=links)
+    )
+    wires = ShardedWires(cluster)
+    ends: dict[str, float] = {}
+
+    def worker_0() -> Any:
+        yield wires.push(0, [1])
+        yield wires.pull(0, [1])
+        ends["pull"] = env.now
+
+    def worker_1() -> Any:
+        yield wires.push(1, [0])
+        yield env.timeout(0.5)
+        yield wires.push(1, [0])
+
+    env.process(worker_1())
+    env.process(worker_0())
+    env.run()
+    assert ends["pull"] == pytest.approx((0.9 + 0.9 + 0.1) * T_COMM)
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8])

@@ -26,7 +26,7 @@ from distbench.predict.core import (
     sustained_rate,
 )
 from distbench.predict.formulas import balanced_stage_time, ddp_buckets
-from distbench.profiling.profiles import LinkFit, Profile
+from distbench.profiling.profiles import LinkFit, Profile, kernel_send_buffer_max
 from distbench.simulator import (
     ComputeDraws,
     Links,
@@ -109,23 +109,26 @@ def links_for(case: Case, profile: Profile, network: NetworkSpec | None) -> tupl
     rates. On loopback: one weight transfer's measured rate (``t_comm``). The protocol's
     measured cost per transfer in every case, and the shapers' bucket of the network in
     effect (none on loopback)."""
-    overhead = profile.ps_overhead or 0.0
     latency = network.delay_s or 0.0 if network is not None else 0.0
-    burst = shaper_burst(network if network is not None else profile.network)
+    common = {
+        "latency": latency,
+        "transfer_overhead": profile.ps_overhead or 0.0,
+        "burst": shaper_burst(network if network is not None else profile.network),
+        "send_buffer_max": float(profile.send_buffer_max or kernel_send_buffer_max()),
+    }
     if network is not None and (profile.network is None or _differs(profile.network, network)):
         up = (network.up_bit_s or network.rate_bit_s or 0) / 8
         down = (network.down_bit_s or network.rate_bit_s or 0) / 8
         if up <= 0 or down <= 0:
             raise UserError(f"the simulator needs a bandwidth in --network {network.text!r}")
-        label = f"{network.describe()} line rate"
-        return Links(up, down, latency=latency, transfer_overhead=overhead, burst=burst), label
+        return Links(up, down, **common), f"{network.describe()} line rate"
     if profile.network is not None:
         rate = sustained_rate(profile)
         label = f"{rate * 8 / 1e6:.0f} Mbit/s sustained (profile)"
     else:
         rate = profile.weight_bytes / profile.t_comm
         label = f"loopback, {rate / 1e6:.0f} MB/s (t_comm)"
-    return Links(rate, rate, latency=latency, transfer_overhead=overhead, burst=burst), label
+    return Links(rate, rate, **common), label
 
 
 def shaper_burst(network: NetworkSpec | str | None) -> float:

@@ -66,6 +66,7 @@ from distbench.profiling.profiles import (
     Profile,
     StepTimes,
     contention_pairs,
+    kernel_send_buffer_max,
 )
 from distbench.profiling.ps_transfer import measure_ps_transfer
 from distbench.strategies.common import (
@@ -478,6 +479,7 @@ def _assemble(
         allreduce=allreduce,
         contended=contended,
         network=req.cfg.network,
+        send_buffer_max=kernel_send_buffer_max(),
     )
 
 

@@ -138,6 +138,10 @@ class Profile:
     # Cores that processes outside the calibration used while it ran (``harness.noise``);
     # above ``BUSY_CORES`` its times are a busy machine's. None in older profiles.
     outside_load_cores: float | None = None
+    # The host kernel's cap on a socket's send buffer (Linux ``net.core.wmem_max``, bytes):
+    # how much of a parameter server's message gloo's sender may hand over at once. None
+    # in older profiles (predictions then read this machine's).
+    send_buffer_max: int | None = None
 
     @property
     def gradient_order(self) -> tuple[list[float], list[int]] | None:
@@ -195,6 +199,19 @@ class Profile:
             if entry.processes == processes and entry.threads == threads:
                 return entry.seconds
         return None
+
+
+#: Linux's default ``net.core.wmem_max``, for a host whose value cannot be read.
+DEFAULT_SEND_BUFFER_MAX = 212_992
+
+
+def kernel_send_buffer_max() -> int:
+    """This host's cap on a socket's send buffer (``net.core.wmem_max``; every emulated
+    host is a namespace of this machine and shares it)."""
+    try:
+        return int(Path("/proc/sys/net/core/wmem_max").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_SEND_BUFFER_MAX
 
 
 def median_profile(rounds: list[Profile]) -> Profile:

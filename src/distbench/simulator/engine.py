@@ -17,9 +17,11 @@ What is modelled (docs/simulator.md says what each model leaves out):
   pull is a message from each other unit, on that unit's uplink and the worker's
   downlink, waiting its turn on the pair's one connection (``Connection``); a push the
   other way round (beyond ``EXACT_SHARD_FLOWS`` workers a mean field of two flows: the
-  worker's link and the largest unit's reply). Synchronous
-  and without a semaphore every flow is alone on its link, so one process computes it
-  exactly;
+  worker's link and the largest unit's reply). Asynchronous and without a semaphore,
+  each message is sent as gloo sends it (``ShardedWires``): a request only once the
+  unit has said it is ready, and a send done for its sender once the kernel's send
+  buffer holds the rest. Synchronous and without a semaphore every flow is alone on its
+  link, so one process computes it exactly;
 - **ring all-reduce** (DDP): buckets reduced in order as backward produces them, each
   ``2(N-1)`` messages of ``bytes/N`` through every link at once. The ring is symmetric, so
   one process stands for all ranks: exact, and independent of N in cost;
@@ -30,6 +32,7 @@ What is modelled (docs/simulator.md says what each model leaves out):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections import deque
@@ -64,6 +67,7 @@ class Connection:
 
     busy: bool = False
     waiting: deque[Callable[[], None]] = field(default_factory=deque)
+    queued: float = 0.0  # bytes posted on it and not yet delivered
 
     def release(self) -> None:
         """The message on it is delivered: start the next one waiting, if any."""
@@ -110,6 +114,7 @@ class Cluster:
     links: dict[str, FairLink] = field(default_factory=dict)
     connections: dict[tuple[int, int], Connection] = field(default_factory=dict)
     note: str = ""
+    _deferred: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def total_steps(self) -> int:
@@ -172,7 +177,7 @@ class Cluster:
         if not connection.busy:  # the common case: no event beyond the flows' own
             connection.busy = True
             flows_done = self._flows(flows)
-            self._callback(flows_done, lambda _: connection.release())
+            self.callback(flows_done, lambda _: connection.release())
             return flows_done
         done = self.env.event()
 
@@ -181,18 +186,89 @@ class Cluster:
                 done.succeed()
                 connection.release()
 
-            self._callback(self._flows(flows), finish)
+            self.callback(self._flows(flows), finish)
 
         connection.waiting.append(start)
         return done
 
+    def post(
+        self,
+        pair: tuple[int, int],
+        flows: list[Flow],
+        buffer: float = 0.0,
+        handed: Callable[[], None] | None = None,
+        delivered: Callable[[], None] | None = None,
+    ) -> None:
+        """One message on ``pair``'s connection, in its turn. ``handed`` is called when the
+        sender's send completes: the kernel's send buffer (``buffer`` bytes) holds the
+        rest of it, and of the messages ahead of it; ``delivered`` with its last byte. A
+        message of no bytes (a request, a notice) is delivered as it reaches the head of
+        the connection, with no event of its own: thousands of them a step."""
+        connection = self.connections.get(pair)
+        if connection is None:
+            connection = self.connections[pair] = Connection()
+        size = max((nbytes for _, nbytes in flows), default=0.0)
+        if handed is not None and connection.queued + size <= buffer:
+            handed()
+            handed = None
+        connection.queued += size
+
+        def scaled(part: float) -> list[Flow]:
+            return [(link, nbytes * part / size) for link, nbytes in flows]
+
+        def finish(_: simpy.Event | None = None) -> None:
+            connection.queued -= size
+            if delivered is not None:
+                delivered()
+            connection.release()
+
+        def tail(_: simpy.Event | None = None) -> None:
+            if handed is not None:
+                handed()
+            rest = min(size, buffer)
+            if rest > 0:
+                self.callback(self._flows(scaled(rest)), finish)
+            else:
+                self.defer(finish)
+
+        def start() -> None:
+            head = size - min(size, buffer)
+            if head > 0:
+                self.callback(self._flows(scaled(head)), tail)
+            else:
+                tail()
+
+        if connection.busy:
+            connection.waiting.append(start)
+        else:
+            connection.busy = True
+            start()
+
     @staticmethod
-    def _callback(event: simpy.Event, call: Callable[[simpy.Event], None]) -> None:
+    def callback(event: simpy.Event, call: Callable[[simpy.Event], None]) -> None:
         """Run ``call`` when ``event`` is processed (at once if it already was)."""
         if event.callbacks is None:
             call(event)
         else:
             event.callbacks.append(call)
+
+    def defer(self, call: Callable[[], None]) -> None:
+        """Call ``call`` at this moment, after what is already due now: a message of no
+        bytes takes no time, but what was sent at the same moment goes before it. The
+        calls of one moment share one event."""
+        self._deferred.append(call)
+        if len(self._deferred) == 1:
+            self.env.timeout(0).callbacks.append(self._run_deferred)
+
+    def _run_deferred(self, _: simpy.Event) -> None:
+        calls, self._deferred = self._deferred, []
+        for call in calls:
+            call()
+
+    @staticmethod
+    def fire(event: simpy.Event) -> None:
+        """Succeed ``event`` (a callback that returns nothing)."""
+        event.succeed()
 
     def weight(self) -> float:
         """A transfer's part of a shared link's rate against the others' (``unfairness``);
@@ -212,7 +288,7 @@ class Cluster:
                 done.succeed()
 
         for event in events:
-            self._callback(event, one)
+            self.callback(event, one)
         return done
 
 
@@ -476,8 +552,138 @@ def _async_ps(cluster: Cluster) -> None:
         ledger.begin(env.now)
 
     lean = spec.servers == "sharded" and not spec.semaphore and replay is None
+    if spec.servers == "sharded" and not spec.semaphore and spec.workers <= EXACT_SHARD_FLOWS:
+        _async_sharded(cluster, update)
+        return
     for i, ledger in enumerate(cluster.ledgers):
         env.process((lean_worker if lean else worker)(i, ledger))
+
+
+@dataclass
+class ShardedWires:
+    """The messages of a sharded server's transfers, each on its pair's connection as
+    gloo sends it.
+
+    A unit and its worker are one process, so the connection from host i to host j
+    carries, in order, unit i's replies to worker j and worker i's requests and pushes to
+    unit j. A send goes once its receiver has said it is ready, and unit j says it is
+    ready for worker i's next request on receiving the current one: a notice that waits
+    its turn on the connection back (behind worker j's push to unit i, say). A pull is,
+    from each other unit, the request (once the unit's notice has come) and then the
+    unit's reply. The unit announced its receive for the push's data before that reply,
+    so a push goes at once: its request, then its data. A send is done for its sender
+    when the kernel holds the rest (``Links.send_buffer_max``), so a worker asks for its
+    next pull while its push is still on the wire, ahead of what its unit sends later."""
+
+    cluster: Cluster
+    # unit j's notice that it will take worker i's next request, by (j, i); none yet:
+    # the first requests' receives were posted before any worker began
+    notices: dict[tuple[int, int], simpy.Event] = field(default_factory=dict)
+
+    def _flows(self, src: int, dst: int, nbytes: float) -> list[Flow]:
+        links, cluster = self.cluster.spec.links, self.cluster
+        up = cluster.link(f"host {src} up", links.up)
+        down = cluster.link(f"host {dst} down", links.down)
+        return [(up, nbytes), (down, nbytes)]
+
+    def buffer(self, src: int, dst: int) -> float:
+        """The kernel's send buffer of the src-to-dst connection: gloo asks for its largest
+        message (unit src's shard out, or unit dst's shard pushed), and the kernel grants
+        twice the request, up to twice its cap."""
+        shards = self.cluster.spec.shards()
+        largest = max(shards[src], shards[dst])
+        return 2 * min(largest, self.cluster.spec.links.send_buffer_max)
+
+    def pull(self, worker: int, units: list[int]) -> simpy.Event:
+        """Worker ``worker``'s pull from ``units``: the event of the last reply's last
+        byte."""
+        cluster = self.cluster
+        shards = cluster.spec.shards()
+        done, left = cluster.env.event(), [len(units)]
+
+        def replied() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                done.succeed()
+
+        def ask(unit: int, _: simpy.Event | None = None) -> None:
+            def reply() -> None:
+                flows = self._flows(unit, worker, shards[unit])
+                cluster.post((unit, worker), flows, self.buffer(unit, worker), delivered=replied)
+
+            cluster.post((worker, unit), [], delivered=reply)
+
+        for unit in units:
+            notice = self.notices.get((unit, worker))
+            if notice is None:
+                ask(unit)
+            else:
+                cluster.callback(notice, functools.partial(ask, unit))
+        if not units:
+            done.succeed()
+        return done
+
+    def push(self, worker: int, units: list[int]) -> simpy.Event:
+        """Worker ``worker``'s push to ``units``: the event of the last one's hand-over to
+        the kernel."""
+        cluster = self.cluster
+        shards = cluster.spec.shards()
+        done, left = cluster.env.event(), [len(units)]
+
+        def handed() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                done.succeed()
+
+        for unit in units:
+            notice = self.notices[(unit, worker)] = cluster.env.event()
+
+            def announce(unit: int = unit, notice: simpy.Event = notice) -> None:
+                cluster.post((unit, worker), [], delivered=lambda: cluster.fire(notice))
+
+            cluster.post((worker, unit), [], delivered=announce)
+            flows = self._flows(worker, unit, shards[unit])
+            cluster.post((worker, unit), flows, self.buffer(worker, unit), handed=handed)
+        if not units:
+            done.succeed()
+        return done
+
+
+def _async_sharded(cluster: Cluster, update: float) -> None:
+    """Asynchronous workers of a sharded server without a semaphore, up to
+    ``EXACT_SHARD_FLOWS``: every message on its connection (``ShardedWires``)."""
+    spec, env = cluster.spec, cluster.env
+    wires = ShardedWires(cluster)
+    replay = spec.replay
+
+    def worker(i: int, ledger: Ledger) -> Process:
+        others = [j for j in range(spec.workers) if j != i]
+        fixed = cluster.fixed_cost
+        carried = 0.0  # the unit's update, due before the next pull
+        if replay is not None and replay.starts[i] > 0:
+            yield env.timeout(replay.starts[i])
+        for k in range(cluster.total_steps):
+            ledger.begin(env.now)
+            if carried + fixed > 0:
+                yield env.timeout(carried + fixed)
+            ledger.add("server", carried)
+            ledger.add("comm", fixed)
+            yield from cluster.timed(ledger, "comm", wires.pull(i, others))
+            drawn = replay.compute[i][k] if replay is not None else cluster.draw_grad()
+            grad = drawn + spec.compute.overhead
+            yield env.timeout(grad + fixed)
+            ledger.add("compute", grad)
+            ledger.add("comm", fixed)
+            yield from cluster.timed(ledger, "comm", wires.push(i, others))
+            carried = update
+            ledger.samples += spec.samples_per_step if ledger.measuring else 0
+        if carried > 0:
+            yield env.timeout(carried)
+            ledger.add("server", carried)
+        ledger.begin(env.now)
+
+    for i, ledger in enumerate(cluster.ledgers):
+        env.process(worker(i, ledger))
 
 
 # --- all-reduce -------------------------------------------------------------------------

@@ -87,6 +87,10 @@ class Links:
     #: How unequally transfers that overlap share a link: each transfer's part of the rate
     #: is weighted by a draw from [1 - u, 1 + u] (0: exactly equal shares, the fluid model).
     unfairness: float = 0.0
+    #: The kernel's cap on a connection's send buffer (Linux: ``net.core.wmem_max``); the
+    #: kernel grants up to twice it, and a send is done for its sender once the kernel
+    #: holds the rest. 0: a send is done when its last byte is delivered.
+    send_buffer_max: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("up", "down"):
@@ -98,6 +102,7 @@ class Links:
         _non_negative("latency", self.latency)
         _non_negative("transfer overhead", self.transfer_overhead)
         _non_negative("burst", self.burst)
+        _non_negative("send buffer", self.send_buffer_max)
         if not math.isfinite(self.unfairness) or not 0.0 <= self.unfairness < 1.0:
             raise UserError(f"link unfairness must lie in [0, 1), got {self.unfairness}")
 

@@ -118,7 +118,7 @@ class Cluster:
 
     @property
     def total_steps(self) -> int:
-        return self.spec.warmup + self.spec.steps
+        return self.spec.total_steps
 
     def draw_grad(self) -> float:
         """One worker's forward + backward for one step."""
@@ -171,24 +171,8 @@ class Cluster:
     def _message(self, pair: tuple[int, int] | None, flows: list[Flow]) -> simpy.Event:
         if pair is None:
             return self._flows(flows)
-        connection = self.connections.get(pair)
-        if connection is None:
-            connection = self.connections[pair] = Connection()
-        if not connection.busy:  # the common case: no event beyond the flows' own
-            connection.busy = True
-            flows_done = self._flows(flows)
-            self.callback(flows_done, lambda _: connection.release())
-            return flows_done
         done = self.env.event()
-
-        def start() -> None:
-            def finish(_: simpy.Event) -> None:
-                done.succeed()
-                connection.release()
-
-            self.callback(self._flows(flows), finish)
-
-        connection.waiting.append(start)
+        self.post(pair, flows, delivered=lambda: self.fire(done))
         return done
 
     def post(
@@ -222,19 +206,21 @@ class Cluster:
                 delivered()
             connection.release()
 
+        held = min(size, buffer)  # what the kernel takes at once, once it is this one's turn
+
         def tail(_: simpy.Event | None = None) -> None:
             if handed is not None:
                 handed()
-            rest = min(size, buffer)
-            if rest > 0:
-                self.callback(self._flows(scaled(rest)), finish)
+            if held > 0:
+                self.callback(self._flows(scaled(held)), finish)
+            elif size > 0:
+                finish()  # its flows' own event has just ordered it
             else:
                 self.defer(finish)
 
         def start() -> None:
-            head = size - min(size, buffer)
-            if head > 0:
-                self.callback(self._flows(scaled(head)), tail)
+            if size > held:
+                self.callback(self._flows(scaled(size - held)), tail)
             else:
                 tail()
 
@@ -526,10 +512,11 @@ def _async_ps(cluster: Cluster) -> None:
         ledger.begin(env.now)
 
     def lean_worker(i: int, ledger: Ledger) -> Process:
-        """``worker`` for a sharded server without a semaphore, one timeout fewer per
-        transfer: the delays that occupy nothing (a transfer's fixed cost, a unit's update
-        of its shard) join the wait before them — the same moments, fewer events, for
-        thousands of workers."""
+        """``worker`` for a sharded server without a semaphore beyond
+        ``EXACT_SHARD_FLOWS`` workers (its mean field), one timeout fewer per transfer:
+        the delays that occupy nothing (a transfer's fixed cost, a unit's update of its
+        shard) join the wait before them — the same moments, fewer events, for thousands
+        of workers."""
         fixed = cluster.fixed_cost
         carried = 0.0  # the unit's update, due before the next pull
         for _ in range(cluster.total_steps):
@@ -551,10 +538,11 @@ def _async_ps(cluster: Cluster) -> None:
             ledger.add("server", carried)
         ledger.begin(env.now)
 
-    lean = spec.servers == "sharded" and not spec.semaphore and replay is None
-    if spec.servers == "sharded" and not spec.semaphore and spec.workers <= EXACT_SHARD_FLOWS:
+    sharded_alone = spec.servers == "sharded" and not spec.semaphore
+    if sharded_alone and spec.workers <= EXACT_SHARD_FLOWS:
         _async_sharded(cluster, update)
         return
+    lean = sharded_alone and replay is None
     for i, ledger in enumerate(cluster.ledgers):
         env.process((lean_worker if lean else worker)(i, ledger))
 
@@ -888,6 +876,12 @@ def run_every_step(spec: SimSpec) -> SimResult:
     cluster = Cluster(spec, env, random.Random(spec.seed), ledgers)
     MODELS[spec.strategy](cluster)
     env.run()
+    stalled = [i for i, ledger in enumerate(ledgers) if len(ledger.starts) <= spec.total_steps]
+    if stalled:  # a model whose messages wait for each other: a bug, not the user's input
+        raise RuntimeError(
+            f"the simulation of {spec.strategy} x{spec.workers} stalled: worker(s) "
+            f"{', '.join(map(str, stalled[:8]))} did not finish their steps"
+        )
     return _result(cluster)
 
 

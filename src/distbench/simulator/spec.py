@@ -221,6 +221,10 @@ class SimSpec:
         if min(len(steps) for steps in replay.compute) < self.warmup + self.steps:
             raise UserError(f"a replay shorter than {self.warmup} + {self.steps} steps")
 
+    @property
+    def total_steps(self) -> int:
+        return self.warmup + self.steps
+
     def shards(self) -> tuple[float, ...]:
         """Bytes of the weights each sharded unit holds (equal shares unless given)."""
         if self.shard_bytes:

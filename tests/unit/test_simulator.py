@@ -21,7 +21,7 @@ from distbench.predict import formulas as f
 from distbench.predict.core import case_of
 from distbench.predict.engines import predict
 from distbench.predict.simulated import simulate_case, simulate_run
-from distbench.profiling.profiles import save_profile
+from distbench.profiling.profiles import kernel_send_buffer_max, save_profile
 from distbench.simulator import (
     ComputeDraws,
     Links,
@@ -499,6 +499,26 @@ def _emulated_profile() -> Any:
         {"data": 0.01, "forward": 0.1 + 0.01 * i, "backward": 0.2, "update": 0.02} for i in range(5)
     ]
     return make_profile(network="bandwidth=1gbit", phase_samples=samples, ps_overhead=0.003)
+
+
+def test_a_sharded_servers_send_buffers_come_from_the_profile_and_say_so() -> None:
+    """The kernel's cap on a socket's send buffer is the profile's, where it has one,
+    else this machine's; an asynchronous sharded prediction says which."""
+    cfg = RunConfig(
+        model="m",
+        strategy="ps-async",
+        servers="sharded",
+        workers=4,
+        compute="profile",
+        network="bandwidth=1gbit",
+    )
+    recorded = replace(_emulated_profile(), send_buffer_max=1 << 20)
+    sim = simulate_case(case_of(cfg), recorded, steps=5)
+    assert sim.spec.links.send_buffer_max == 1 << 20
+    assert "send buffers up to 2 x 1 MiB (net.core.wmem_max, profile)" in sim.inputs
+    older = simulate_case(case_of(cfg), _emulated_profile(), steps=5)
+    assert older.spec.links.send_buffer_max == kernel_send_buffer_max()
+    assert "this machine's" in older.inputs
 
 
 def test_the_profile_backend_reads_what_the_formulas_read() -> None:

@@ -217,7 +217,15 @@ def sim_spec(
         warmup=warmup,
         seed=seed,
     )
+    if strategy == "async" and spec.servers == "sharded" and not case.semaphore:
+        link_label += f", {_send_buffer_label(profile, links.send_buffer_max)}"
     return spec, f"{compute_label}; links {link_label}"
+
+
+def _send_buffer_label(profile: Profile, cap: float) -> str:
+    """Where the senders' socket buffers of a sharded server's messages come from."""
+    source = "profile" if profile.send_buffer_max else "this machine's"
+    return f"send buffers up to 2 x {cap / 2**20:g} MiB (net.core.wmem_max, {source})"
 
 
 def _shards(case: Case, profile: Profile, strategy: str) -> tuple[float, ...]:

@@ -265,17 +265,25 @@ class Cluster:
     def all_done(self, events: list[simpy.Event]) -> simpy.Event:
         """An event for the last of ``events`` (lighter than SimPy's ``all_of``, which
         keeps every value: thousands of transfers a step)."""
-        done = self.env.event()
-        left = [len(events)]
+        done, one = self.countdown(len(events))
+        for event in events:
+            self.callback(event, lambda _: one())
+        return done
 
-        def one(_: simpy.Event) -> None:
+    def countdown(self, count: int) -> tuple[simpy.Event, Callable[[], None]]:
+        """An event, and the call that fires it when made the ``count``-th time (at once
+        for none)."""
+        done = self.env.event()
+        left = [count]
+
+        def one() -> None:
             left[0] -= 1
             if left[0] == 0:
                 done.succeed()
 
-        for event in events:
-            self.callback(event, one)
-        return done
+        if count == 0:
+            done.succeed()
+        return done, one
 
 
 @dataclass(frozen=True)
@@ -513,30 +521,15 @@ def _async_ps(cluster: Cluster) -> None:
 
     def lean_worker(i: int, ledger: Ledger) -> Process:
         """``worker`` for a sharded server without a semaphore beyond
-        ``EXACT_SHARD_FLOWS`` workers (its mean field), one timeout fewer per transfer:
-        the delays that occupy nothing (a transfer's fixed cost, a unit's update of its
-        shard) join the wait before them — the same moments, fewer events, for thousands
-        of workers."""
-        fixed = cluster.fixed_cost
-        carried = 0.0  # the unit's update, due before the next pull
-        for _ in range(cluster.total_steps):
-            ledger.begin(env.now)
-            if carried + fixed > 0:
-                yield env.timeout(carried + fixed)
-            ledger.add("server", carried)
-            ledger.add("comm", fixed)
-            yield from cluster.send_messages(ledger, pulls(i), fixed=False)
-            grad = cluster.draw_grad() + spec.compute.overhead
-            yield env.timeout(grad + fixed)
-            ledger.add("compute", grad)
-            ledger.add("comm", fixed)
-            yield from cluster.send_messages(ledger, pushes(i), fixed=False)
-            carried = update
-            ledger.samples += spec.samples_per_step if ledger.measuring else 0
-        if carried > 0:
-            yield env.timeout(carried)
-            ledger.add("server", carried)
-        ledger.begin(env.now)
+        ``EXACT_SHARD_FLOWS`` workers (its mean field)."""
+        yield from _unit_worker(
+            cluster,
+            i,
+            ledger,
+            lambda: cluster.send_messages(ledger, pulls(i), fixed=False),
+            lambda: cluster.send_messages(ledger, pushes(i), fixed=False),
+            update,
+        )
 
     sharded_alone = spec.servers == "sharded" and not spec.semaphore
     if sharded_alone and spec.workers <= EXACT_SHARD_FLOWS:
@@ -587,12 +580,7 @@ class ShardedWires:
         byte."""
         cluster = self.cluster
         shards = cluster.spec.shards()
-        done, left = cluster.env.event(), [len(units)]
-
-        def replied() -> None:
-            left[0] -= 1
-            if left[0] == 0:
-                done.succeed()
+        done, replied = cluster.countdown(len(units))
 
         def ask(unit: int, _: simpy.Event | None = None) -> None:
             def reply() -> None:
@@ -607,8 +595,6 @@ class ShardedWires:
                 ask(unit)
             else:
                 cluster.callback(notice, functools.partial(ask, unit))
-        if not units:
-            done.succeed()
         return done
 
     def push(self, worker: int, units: list[int]) -> simpy.Event:
@@ -616,13 +602,7 @@ class ShardedWires:
         the kernel."""
         cluster = self.cluster
         shards = cluster.spec.shards()
-        done, left = cluster.env.event(), [len(units)]
-
-        def handed() -> None:
-            left[0] -= 1
-            if left[0] == 0:
-                done.succeed()
-
+        done, handed = cluster.countdown(len(units))
         for unit in units:
             notice = self.notices[(unit, worker)] = cluster.env.event()
 
@@ -632,9 +612,46 @@ class ShardedWires:
             cluster.post((worker, unit), [], delivered=announce)
             flows = self._flows(worker, unit, shards[unit])
             cluster.post((worker, unit), flows, self.buffer(worker, unit), handed=handed)
-        if not units:
-            done.succeed()
         return done
+
+
+def _unit_worker(
+    cluster: Cluster,
+    i: int,
+    ledger: Ledger,
+    pull: Callable[[], Process],
+    push: Callable[[], Process],
+    update: float,
+) -> Process:
+    """An asynchronous worker of a sharded server without a semaphore, one timeout fewer
+    per transfer: the delays that occupy nothing (a transfer's fixed cost, its unit's
+    update of its shard) join the wait before them — the same moments, fewer events, for
+    thousands of workers. ``pull`` and ``push`` move the bytes; compute is drawn, or
+    replayed (``SimSpec.replay``)."""
+    spec, env, replay = cluster.spec, cluster.env, cluster.spec.replay
+    fixed = cluster.fixed_cost
+    carried = 0.0  # the unit's update, due before the next pull
+    if replay is not None and replay.starts[i] > 0:
+        yield env.timeout(replay.starts[i])
+    for k in range(cluster.total_steps):
+        ledger.begin(env.now)
+        if carried + fixed > 0:
+            yield env.timeout(carried + fixed)
+        ledger.add("server", carried)
+        ledger.add("comm", fixed)
+        yield from pull()
+        drawn = replay.compute[i][k] if replay is not None else cluster.draw_grad()
+        grad = drawn + spec.compute.overhead
+        yield env.timeout(grad + fixed)
+        ledger.add("compute", grad)
+        ledger.add("comm", fixed)
+        yield from push()
+        carried = update
+        ledger.samples += spec.samples_per_step if ledger.measuring else 0
+    if carried > 0:
+        yield env.timeout(carried)
+        ledger.add("server", carried)
+    ledger.begin(env.now)
 
 
 def _async_sharded(cluster: Cluster, update: float) -> None:
@@ -642,33 +659,17 @@ def _async_sharded(cluster: Cluster, update: float) -> None:
     ``EXACT_SHARD_FLOWS``: every message on its connection (``ShardedWires``)."""
     spec, env = cluster.spec, cluster.env
     wires = ShardedWires(cluster)
-    replay = spec.replay
 
     def worker(i: int, ledger: Ledger) -> Process:
         others = [j for j in range(spec.workers) if j != i]
-        fixed = cluster.fixed_cost
-        carried = 0.0  # the unit's update, due before the next pull
-        if replay is not None and replay.starts[i] > 0:
-            yield env.timeout(replay.starts[i])
-        for k in range(cluster.total_steps):
-            ledger.begin(env.now)
-            if carried + fixed > 0:
-                yield env.timeout(carried + fixed)
-            ledger.add("server", carried)
-            ledger.add("comm", fixed)
-            yield from cluster.timed(ledger, "comm", wires.pull(i, others))
-            drawn = replay.compute[i][k] if replay is not None else cluster.draw_grad()
-            grad = drawn + spec.compute.overhead
-            yield env.timeout(grad + fixed)
-            ledger.add("compute", grad)
-            ledger.add("comm", fixed)
-            yield from cluster.timed(ledger, "comm", wires.push(i, others))
-            carried = update
-            ledger.samples += spec.samples_per_step if ledger.measuring else 0
-        if carried > 0:
-            yield env.timeout(carried)
-            ledger.add("server", carried)
-        ledger.begin(env.now)
+        yield from _unit_worker(
+            cluster,
+            i,
+            ledger,
+            lambda: cluster.timed(ledger, "comm", wires.pull(i, others)),
+            lambda: cluster.timed(ledger, "comm", wires.push(i, others)),
+            update,
+        )
 
     for i, ledger in enumerate(cluster.ledgers):
         env.process(worker(i, ledger))

@@ -107,8 +107,9 @@ def links_for(case: Case, profile: Profile, network: NetworkSpec | None) -> tupl
     """Every host's link. Behind the network the profile measured: its sustained rate
     (the point-to-point sweep's largest transfer). Behind another spec: the spec's line
     rates. On loopback: one weight transfer's measured rate (``t_comm``). The protocol's
-    measured cost per transfer in every case, and the shapers' bucket of the network in
-    effect (none on loopback)."""
+    measured cost per transfer in every case, the shapers' bucket of the network in
+    effect (none on loopback), and the kernel's cap on a socket's send buffer (the
+    profile's, or this machine's for a profile from before it was recorded)."""
     latency = network.delay_s or 0.0 if network is not None else 0.0
     common = {
         "latency": latency,

@@ -160,8 +160,12 @@ class Cluster:
             yield self.all_done(events)
         ledger.add("comm", self.env.now - start)
 
+    def _start(self, flows: list[Flow]) -> list[simpy.Event]:
+        """Start ``flows`` on their links: the events of their ends (none for no bytes)."""
+        return [link.transfer(nbytes, self.weight()) for link, nbytes in flows if nbytes > 0]
+
     def _flows(self, flows: list[Flow]) -> simpy.Event:
-        events = [link.transfer(nbytes, self.weight()) for link, nbytes in flows if nbytes > 0]
+        events = self._start(flows)
         if len(events) == 1:
             return events[0]
         if not events:
@@ -171,7 +175,7 @@ class Cluster:
     def _after_flows(self, flows: list[Flow], call: Callable[[simpy.Event], None]) -> None:
         """Start ``flows`` and run ``call`` when the last one ends, with no event of its
         own (two flows a message, thousands of messages a step)."""
-        events = [link.transfer(nbytes, self.weight()) for link, nbytes in flows if nbytes > 0]
+        events = self._start(flows)
         if len(events) == 1:
             self.callback(events[0], call)
             return
@@ -211,7 +215,7 @@ class Cluster:
         size = max((nbytes for _, nbytes in flows), default=0.0)
         if handed is not None and connection.queued + size <= buffer:
             handed()
-            handed = None
+            handed = None  # done: ``tail`` reads the name when it runs, and skips it
         connection.queued += size
 
         def scaled(part: float) -> list[Flow]:

@@ -893,6 +893,16 @@ def simulate(spec: SimSpec) -> SimResult:
 
 def run_every_step(spec: SimSpec) -> SimResult:
     """``simulate`` without its shortcuts: every step of ``spec`` simulated."""
+    return _result(_run(spec))
+
+
+def worker_steps(spec: SimSpec) -> list[list[float]]:
+    """Every worker's (a pipeline: every stage's) seconds of each step, warm-up included,
+    every step simulated: how a run's steps change over its course (a convoy's start)."""
+    return [[b - a for a, b in itertools.pairwise(ledger.starts)] for ledger in _run(spec).ledgers]
+
+
+def _run(spec: SimSpec) -> Cluster:
     env = simpy.Environment()
     ledgers = [Ledger(spec.warmup) for _ in range(_ledger_count(spec))]
     cluster = Cluster(spec, env, random.Random(spec.seed), ledgers)
@@ -904,7 +914,7 @@ def run_every_step(spec: SimSpec) -> SimResult:
             f"the simulation of {spec.strategy} x{spec.workers} stalled: worker(s) "
             f"{', '.join(map(str, stalled[:8]))} did not finish their steps"
         )
-    return _result(cluster)
+    return cluster
 
 
 def _result(cluster: Cluster) -> SimResult:

@@ -30,6 +30,7 @@ from distbench.simulator import (
     RingAllReduce,
     SimSpec,
     simulate,
+    worker_steps,
 )
 from distbench.simulator.engine import (
     EXACT_SHARD_FLOWS,
@@ -112,6 +113,21 @@ def test_unequal_shares_break_up_an_asynchronous_convoy() -> None:
     )
     assert convoy.step_time == pytest.approx(T_GRAD + 2 * n * T_COMM, rel=0.01)
     assert n * T_COMM * 0.99 <= spread.step_time < 0.9 * convoy.step_time
+
+
+def test_worker_steps_show_a_convoy_breaking_up_over_the_run() -> None:
+    """Every worker's steps one by one, warm-up included: an exact convoy's steps are
+    all alike; with unequal shares the later steps are shorter than the first."""
+    n, steps, warmup = 8, 40, 2
+    convoy = worker_steps(spec("async", n, steps=steps, warmup=warmup))
+    unequal = Links(up=RATE, down=RATE, unfairness=0.1)
+    spreading = worker_steps(spec("async", n, steps=steps, warmup=warmup, links=unequal))
+    assert [len(w) for w in convoy] == [warmup + steps] * n
+    cycle = T_GRAD + 2 * n * T_COMM
+    assert all(s == pytest.approx(cycle, rel=0.01) for w in convoy for s in w)
+    first, last = (sum(w[k] for w in spreading) / n for k in (0, -1))
+    assert first == pytest.approx(cycle, rel=0.05)
+    assert last < 0.9 * first
 
 
 def test_link_unfairness_must_lie_below_one() -> None:

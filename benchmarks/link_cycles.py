@@ -10,7 +10,10 @@ Each of ``--workers`` hosts repeats, ``--steps`` times: ask one hub for ``--kilo
 (a push) — an asynchronous parameter server's cycle with plain TCP sockets (no gloo, no
 distbench protocol), every host behind a link of ``--network`` (default 1 Gbit/s, fair
 queues). It prints each
-worker's mean step after the first ``--warmup`` steps, and the simulator's mean step for
+worker's mean step after the first ``--warmup`` steps; how equally concurrent transfers
+shared each of the hub's links (every stretch of at least ``MIN_SEGMENT`` seconds with the
+same transfers in flight, each one's bytes as its receiver got them over the mean: the
+spread of those shares, all steps included); and the simulator's mean step for
 the same loop (the same bytes, compute draws and start; the link at the rate a lone
 transfer of the emulated network sustains, ``--sustained``, with the network's shaper
 bucket), the mean of ``--seeds``
@@ -23,7 +26,11 @@ from ``[1 - U, 1 + U]`` (``Links.unfairness``, a what-if; default 0, equal share
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
+import json
 import random
+import statistics
 import subprocess
 import sys
 from statistics import fmean
@@ -37,7 +44,7 @@ PORT = 5602
 JITTER = 0.02
 
 HUB = f"""
-import socket, sys, threading
+import json, socket, sys, threading, time
 workers, nbytes, steps = (int(a) for a in sys.argv[1:4])
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -45,39 +52,48 @@ server.bind(("0.0.0.0", {PORT}))
 server.listen(64)
 print("ready", flush=True)
 block = b"x" * nbytes
+pushes = []
 def serve(conn):
     for _ in range(steps):
         conn.recv(1)
         conn.sendall(block)
-        left = nbytes
+        left, chunks = nbytes, []
         while left > 0:
-            left -= len(conn.recv(min(left, 1 << 20)))
+            got = len(conn.recv(min(left, 1 << 20)))
+            left -= got
+            chunks.append((time.time(), got))
+        pushes.append(chunks)
     conn.close()
 threads = [threading.Thread(target=serve, args=(server.accept()[0],)) for _ in range(workers)]
 for t in threads:
     t.start()
 for t in threads:
     t.join()
+print(json.dumps(pushes), flush=True)
 """
 
 WORKER = f"""
-import random, socket, sys, time
+import json, random, socket, sys, time
 address, nbytes, steps, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 compute, seed = float(sys.argv[5]), int(sys.argv[6])
 draw = random.Random(seed)
 conn = socket.create_connection((address, {PORT}))
 block = b"x" * nbytes
-marks = []
+marks, pulls = [], []
 for _ in range(steps):
     marks.append(time.perf_counter())
     conn.sendall(b"p")
-    left = nbytes
+    left, chunks = nbytes, []
     while left > 0:
-        left -= len(conn.recv(min(left, 1 << 20)))
+        got = len(conn.recv(min(left, 1 << 20)))
+        left -= got
+        chunks.append((time.time(), got))
+    pulls.append(chunks)
     time.sleep(compute * draw.uniform(1 - {JITTER}, 1 + {JITTER}))
     conn.sendall(block)
 marks.append(time.perf_counter())
 print((marks[-1] - marks[warmup]) / (steps - warmup), flush=True)
+print(json.dumps(pulls), flush=True)
 """
 
 
@@ -102,8 +118,15 @@ def simulated_step(args: argparse.Namespace, rate: float, unfairness: float) -> 
     return steps
 
 
-def measured_steps(args: argparse.Namespace) -> list[float]:
-    """Every worker's mean step over the loop on the emulated network."""
+#: One transfer as its receiver saw it: (wall time, bytes) of every chunk received.
+Transfer = list[tuple[float, int]]
+#: The shortest stretch with the same transfers in flight whose shares are compared.
+MIN_SEGMENT = 0.2
+
+
+def measured_steps(args: argparse.Namespace) -> tuple[list[float], list[Transfer], list[Transfer]]:
+    """Every worker's mean step over the loop on the emulated network, and every pull
+    (the hub's outgoing link) and push (its incoming link) as received."""
     spec = parse_network(args.network)
     nbytes = str(int(args.kilobytes * 1e3))
     with emulated_network(spec, args.workers + 1) as net:
@@ -132,9 +155,51 @@ def measured_steps(args: argparse.Namespace) -> list[float]:
             )
             for i, host in enumerate(hosts)
         ]
-        outputs = [w.communicate(timeout=600)[0] for w in workers]
-        hub_proc.wait(timeout=60)
-    return [float(out) for out in outputs]
+        outputs = [w.communicate(timeout=600)[0].splitlines() for w in workers]
+        pushes = json.loads(hub_proc.communicate(timeout=60)[0])
+    pulls = [transfer for out in outputs for transfer in json.loads(out[1])]
+    return [float(out[0]) for out in outputs], pulls, pushes
+
+
+def received_by(transfer: Transfer, moment: float) -> float:
+    """Bytes of ``transfer`` received by ``moment`` (linear between its chunks)."""
+    times = [t for t, _ in transfer]
+    totals = list(itertools.accumulate(n for _, n in transfer))
+    k = bisect.bisect_left(times, moment)
+    if k == 0:
+        return 0.0
+    if k == len(times):
+        return float(totals[-1])
+    t0, t1, b0 = times[k - 1], times[k], totals[k - 1]
+    return b0 + (totals[k] - b0) * (moment - t0) / (t1 - t0)
+
+
+def relative_shares(transfers: list[Transfer]) -> list[float]:
+    """How equally one link's transfers shared it: over every stretch of at least
+    ``MIN_SEGMENT`` seconds with the same two or more transfers in flight, each one's
+    bytes over the stretch against their mean (1: an equal share)."""
+    spans = [(t[0][0], t[-1][0], t) for t in transfers if len(t) > 1]
+    moments = sorted({m for a, b, _ in spans for m in (a, b)})
+    shares: list[float] = []
+    for a, b in itertools.pairwise(moments):
+        if b - a < MIN_SEGMENT:
+            continue
+        moved = [received_by(t, b) - received_by(t, a) for s, e, t in spans if s <= a and e >= b]
+        if len(moved) >= 2 and sum(moved) > 0:
+            shares += [m * len(moved) / sum(moved) for m in moved]
+    return shares
+
+
+def print_shares(name: str, transfers: list[Transfer]) -> None:
+    shares = sorted(relative_shares(transfers))
+    if len(shares) < 2:
+        print(f"  {name}: no stretch of {MIN_SEGMENT:g} s with two transfers in flight")
+        return
+    low, high = shares[len(shares) // 20], shares[-1 - len(shares) // 20]
+    print(
+        f"  {name}: shares of concurrent transfers, standard deviation "
+        f"{statistics.pstdev(shares):.1%}, 5-95 % {low:.2f}-{high:.2f} ({len(shares)} shares)"
+    )
 
 
 def unfairness_levels(text: str) -> list[float]:
@@ -174,11 +239,13 @@ def main() -> int:
         f"compute, --network {args.network}, steps {args.warmup + 1}-{args.steps}:"
     )
     if not args.simulate_only:
-        measured = measured_steps(args)
+        measured, pulls, pushes = measured_steps(args)
         print(
             f"  measured mean step: {fmean(measured) * ms:.1f} ms "
             f"(workers {min(measured) * ms:.1f}-{max(measured) * ms:.1f})"
         )
+        print_shares("pulls (hub's outgoing link)", pulls)
+        print_shares("pushes (hub's incoming link)", pushes)
     for u in levels:
         simulated = simulated_step(args, args.sustained, u)
         label = "simulated:" if u == 0 else f"simulated, u={u:g}:"

@@ -13,7 +13,9 @@ queues). It prints each
 worker's mean step after the first ``--warmup`` steps; how equally concurrent transfers
 shared each of the hub's links (every stretch of at least ``MIN_SEGMENT`` seconds with the
 same transfers in flight, each one's bytes as its receiver got them over the mean: the
-spread of those shares, all steps included); and the simulator's mean step for
+spread of those shares, all steps included); the TCP segments the hosts retransmitted
+and their retransmission timeouts over the loop (whether losses play a part); and the
+simulator's mean step for
 the same loop (the same bytes, compute draws and start; the link at the rate a lone
 transfer of the emulated network sustains, ``--sustained``, with the network's shaper
 bucket), the mean of ``--seeds``
@@ -33,6 +35,7 @@ import random
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from statistics import fmean
 
 from distbench.netem.namespaces import emulated_network
@@ -124,13 +127,51 @@ Transfer = list[tuple[float, int]]
 MIN_SEGMENT = 0.2
 
 
-def measured_steps(args: argparse.Namespace) -> tuple[list[float], list[Transfer], list[Transfer]]:
-    """Every worker's mean step over the loop on the emulated network, and every pull
-    (the hub's outgoing link) and push (its incoming link) as received."""
+@dataclass
+class LoopRun:
+    """The loop on the emulated network: every worker's mean step, every pull (the hub's
+    outgoing link) and push (its incoming link) as received, and the TCP segments every
+    host retransmitted and its retransmission timeouts over the loop."""
+
+    steps: list[float]
+    pulls: list[Transfer]
+    pushes: list[Transfer]
+    retransmits: int
+    timeouts: int
+
+
+def tcp_counters(namespaces: list[str]) -> tuple[int, int]:
+    """(retransmitted segments, retransmission timeouts) summed over ``namespaces``, from
+    each one's own ``/proc/net/snmp`` and ``/proc/net/netstat``."""
+    retransmits = timeouts = 0
+    for namespace in namespaces:
+        for name, group, field in (
+            ("snmp", "Tcp:", "RetransSegs"),
+            ("netstat", "TcpExt:", "TCPTimeouts"),
+        ):
+            text = subprocess.run(
+                ["ip", "netns", "exec", namespace, "cat", f"/proc/net/{name}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            header, values = [line.split() for line in text.splitlines() if line.startswith(group)]
+            count = int(values[header.index(field)])
+            if field == "RetransSegs":
+                retransmits += count
+            else:
+                timeouts += count
+    return retransmits, timeouts
+
+
+def measured_loop(args: argparse.Namespace) -> LoopRun:
+    """The loop on the emulated network."""
     spec = parse_network(args.network)
     nbytes = str(int(args.kilobytes * 1e3))
     with emulated_network(spec, args.workers + 1) as net:
         hub, *hosts = net.hosts
+        namespaces = [host.namespace for host in net.hosts]
+        before = tcp_counters(namespaces)
         hub_args = [str(args.workers), nbytes, str(args.steps)]
         hub_proc = subprocess.Popen(
             [*hub.exec_prefix(), sys.executable, "-c", HUB, *hub_args],
@@ -157,8 +198,15 @@ def measured_steps(args: argparse.Namespace) -> tuple[list[float], list[Transfer
         ]
         outputs = [w.communicate(timeout=600)[0].splitlines() for w in workers]
         pushes = json.loads(hub_proc.communicate(timeout=60)[0])
+        after = tcp_counters(namespaces)
     pulls = [transfer for out in outputs for transfer in json.loads(out[1])]
-    return [float(out[0]) for out in outputs], pulls, pushes
+    return LoopRun(
+        [float(out[0]) for out in outputs],
+        pulls,
+        pushes,
+        after[0] - before[0],
+        after[1] - before[1],
+    )
 
 
 def received_by(transfer: Transfer, moment: float) -> float:
@@ -239,13 +287,14 @@ def main() -> int:
         f"compute, --network {args.network}, steps {args.warmup + 1}-{args.steps}:"
     )
     if not args.simulate_only:
-        measured, pulls, pushes = measured_steps(args)
+        run = measured_loop(args)
         print(
-            f"  measured mean step: {fmean(measured) * ms:.1f} ms "
-            f"(workers {min(measured) * ms:.1f}-{max(measured) * ms:.1f})"
+            f"  measured mean step: {fmean(run.steps) * ms:.1f} ms "
+            f"(workers {min(run.steps) * ms:.1f}-{max(run.steps) * ms:.1f}); TCP over the "
+            f"loop: {run.retransmits} segments retransmitted, {run.timeouts} timeouts"
         )
-        print_shares("pulls (hub's outgoing link)", pulls)
-        print_shares("pushes (hub's incoming link)", pushes)
+        print_shares("pulls (hub's outgoing link)", run.pulls)
+        print_shares("pushes (hub's incoming link)", run.pushes)
     for u in levels:
         simulated = simulated_step(args, args.sustained, u)
         label = "simulated:" if u == 0 else f"simulated, u={u:g}:"

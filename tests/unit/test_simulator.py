@@ -5,7 +5,7 @@ their assumptions hold, the effects the formulas lack, the profile backend and t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,11 @@ from distbench.simulator import (
 )
 from distbench.simulator.engine import (
     EXACT_SHARD_FLOWS,
+    Admission,
     Cluster,
     Flow,
     Ledger,
+    Message,
     ShardedWires,
     bucket_sizes,
     run_every_step,
@@ -276,6 +278,45 @@ def _two_host_cluster(spec_: SimSpec) -> tuple[simpy.Environment, Cluster]:
 
     env = simpy.Environment()
     return env, Cluster(spec_, env, random.Random(0), [Ledger(0), Ledger(0)])
+
+
+def test_each_unit_of_a_sharded_server_admits_pulls_on_its_own() -> None:
+    """Behind the semaphore, three units of a third of the weights each (1/3 s alone on a
+    link), workers 0 and 1 pulling at once: units 1 and 2 send to worker 0, sharing its
+    downlink (done at 2/3 s); unit 0 sends to worker 1 alone (1/3 s); unit 2, busy with
+    worker 0, lets worker 1 in at 2/3 s, done at 1 s. One gate for the whole server would
+    have made worker 1 wait for worker 0's whole pull (done at 4/3 s)."""
+    import random
+
+    shards = (WEIGHTS / 3,) * 3
+    spec_ = spec("async", 3, servers="sharded", shard_bytes=shards, semaphore=True)
+    env = simpy.Environment()
+    ledgers = [Ledger(0) for _ in range(3)]
+    cluster = Cluster(spec_, env, random.Random(0), ledgers)
+    admission = Admission.of(cluster)
+
+    def up(j: int) -> FairLink:
+        return cluster.link(f"host {j} up", RATE)
+
+    def down(i: int) -> FairLink:
+        return cluster.link(f"host {i} down", RATE)
+
+    ended: dict[int, float] = {}
+
+    def pull(i: int) -> Generator[simpy.Event, Any, None]:
+        messages: list[Message] = [
+            ((j, i), [(up(j), shards[j]), (down(i), shards[j])]) for j in range(3) if j != i
+        ]
+        ledgers[i].begin(env.now)
+        yield from admission.pull(ledgers[i], messages)
+        ended[i] = env.now
+
+    env.process(pull(0))
+    env.process(pull(1))
+    env.run()
+    assert ended[0] == pytest.approx(2 / 3 * T_COMM)
+    assert ended[1] == pytest.approx(1.0 * T_COMM)
+    assert ledgers[1].parts["wait"] == pytest.approx(2 / 3 * T_COMM)
 
 
 def test_a_send_is_done_for_its_sender_once_the_kernel_holds_the_rest() -> None:

@@ -405,22 +405,133 @@ def _server_messages(
     return pull, push
 
 
-def _gates(cluster: Cluster) -> tuple[simpy.Resource | None, simpy.Resource | None]:
-    """The semaphore's one-pull and one-push admission (none without it)."""
-    if not cluster.spec.semaphore:
-        return None, None
-    return simpy.Resource(cluster.env, 1), simpy.Resource(cluster.env, 1)
+@dataclass
+class Admission:
+    """How a worker's pull and push get through the server's semaphore.
+
+    Without one, at once. A central server admits one pull and one push at a time, in
+    arrival order (beyond ``EXACT_SHARD_FLOWS`` workers a sharded server is taken as one
+    such gate too). Up to it, each unit of a sharded server admits on its own: a pull
+    asks every unit at once, and each unit sends its shard once it has admitted the
+    worker, letting the next in when the shard is through; a push asks every unit at once
+    for its turn (a ticket each) but waits for the units' answers one by one in their
+    order, sending each shard as its unit answers — so a unit that answered early waits,
+    held, for a shard that is queued behind another unit's turn."""
+
+    cluster: Cluster
+    pull_gate: simpy.Resource | None = None
+    push_gate: simpy.Resource | None = None
+    pull_units: list[simpy.Resource] = field(default_factory=list)
+    push_units: list[simpy.Resource] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> Admission:
+        spec, env = cluster.spec, cluster.env
+        if not spec.semaphore:
+            return cls(cluster)
+        if spec.servers == "sharded" and spec.workers <= EXACT_SHARD_FLOWS:
+            units = range(spec.workers)
+            return cls(
+                cluster,
+                pull_units=[simpy.Resource(env, 1) for _ in units],
+                push_units=[simpy.Resource(env, 1) for _ in units],
+            )
+        return cls(cluster, simpy.Resource(env, 1), simpy.Resource(env, 1))
+
+    def pull(self, ledger: Ledger, messages: list[Message]) -> Process:
+        if self.pull_units:
+            yield from self._units_pull(ledger, _with_bytes(messages))
+        else:
+            yield from self._gated(ledger, self.pull_gate, messages)
+
+    def push(self, ledger: Ledger, messages: list[Message]) -> Process:
+        if self.push_units:
+            yield from self._units_push(ledger, _with_bytes(messages))
+        else:
+            yield from self._gated(ledger, self.push_gate, messages)
+
+    def _gated(
+        self, ledger: Ledger, gate: simpy.Resource | None, messages: list[Message]
+    ) -> Process:
+        cluster = self.cluster
+        if gate is None:
+            yield from cluster.send_messages(ledger, messages)
+            return
+        with gate.request() as admitted:
+            yield from cluster.timed(ledger, "wait", admitted)
+            yield from cluster.send_messages(ledger, messages)
+
+    def _units_pull(self, ledger: Ledger, messages: list[Message]) -> Process:
+        """Unit ``pair[0]`` of each message admits it on its own."""
+        cluster, env = self.cluster, self.cluster.env
+        start = env.now
+        if cluster.fixed_cost > 0:
+            yield env.timeout(cluster.fixed_cost)
+        done, one = cluster.countdown(len(messages))
+        last_admitted = [env.now]
+        for pair, flows in messages:
+            gate = self.pull_units[_unit(pair, 0)]
+            ticket = gate.request()
+
+            def admitted(
+                _: simpy.Event,
+                gate: simpy.Resource = gate,
+                ticket: simpy.Event = ticket,
+                pair: tuple[int, int] | None = pair,
+                flows: list[Flow] = flows,
+            ) -> None:
+                last_admitted[0] = max(last_admitted[0], env.now)
+
+                def through() -> None:
+                    gate.release(ticket)
+                    one()
+
+                cluster.post(_pair(pair), flows, delivered=through)
+
+            cluster.callback(ticket, admitted)
+        yield done
+        waited = last_admitted[0] - start - cluster.fixed_cost
+        ledger.add("wait", waited)
+        ledger.add("comm", env.now - start - waited)
+
+    def _units_push(self, ledger: Ledger, messages: list[Message]) -> Process:
+        """Unit ``pair[1]`` of each message admits it; the answers are waited for in the
+        units' order."""
+        cluster, env = self.cluster, self.cluster.env
+        start = env.now
+        gates = [self.push_units[_unit(pair, 1)] for pair, _ in messages]
+        tickets = [gate.request() for gate in gates]
+        if cluster.fixed_cost > 0:
+            yield env.timeout(cluster.fixed_cost)
+        done, one = cluster.countdown(len(messages))
+        waited = 0.0
+        for (pair, flows), gate, ticket in zip(messages, gates, tickets, strict=True):
+            asked = env.now
+            yield ticket
+            waited += env.now - asked
+
+            def through(gate: simpy.Resource = gate, ticket: simpy.Event = ticket) -> None:
+                gate.release(ticket)
+                one()
+
+            cluster.post(_pair(pair), flows, delivered=through)
+        yield done
+        ledger.add("wait", waited)
+        ledger.add("comm", env.now - start - waited)
 
 
-def _gated(
-    cluster: Cluster, ledger: Ledger, gate: simpy.Resource | None, transfer: Process
-) -> Process:
-    if gate is None:
-        yield from transfer
-        return
-    with gate.request() as admitted:
-        yield from cluster.timed(ledger, "wait", admitted)
-        yield from transfer
+def _with_bytes(messages: list[Message]) -> list[Message]:
+    """The messages that carry something: a unit with no shard is never asked."""
+    return [(pair, flows) for pair, flows in messages if any(n > 0 for _, n in flows)]
+
+
+def _pair(pair: tuple[int, int] | None) -> tuple[int, int]:
+    assert pair is not None, "a sharded unit's message has its connection"
+    return pair
+
+
+def _unit(pair: tuple[int, int] | None, end: int) -> int:
+    return _pair(pair)[end]
 
 
 def _update_time(spec: SimSpec) -> float:
@@ -477,7 +588,7 @@ def _sync_ps(cluster: Cluster) -> None:
         _sync_sharded(cluster)
         return
     pulls, pushes = _server_messages(cluster)
-    pull_gate, push_gate = _gates(cluster)
+    admission = Admission.of(cluster)
     iterations = [_Iteration(env, spec.workers) for _ in range(cluster.total_steps)]
 
     def release(it: _Iteration) -> Process:
@@ -487,11 +598,11 @@ def _sync_ps(cluster: Cluster) -> None:
     def worker(i: int, ledger: Ledger) -> Process:
         for it in iterations:
             ledger.begin(env.now)
-            yield from _gated(cluster, ledger, pull_gate, cluster.send_messages(ledger, pulls(i)))
+            yield from admission.pull(ledger, pulls(i))
             grad = cluster.draw_grad() + spec.compute.overhead
             yield env.timeout(grad)
             ledger.add("compute", grad)
-            yield from _gated(cluster, ledger, push_gate, cluster.send_messages(ledger, pushes(i)))
+            yield from admission.push(ledger, pushes(i))
             if it.arrive():
                 env.process(release(it))
             yield from cluster.timed(ledger, "wait", it.pushed)
@@ -506,7 +617,7 @@ def _sync_ps(cluster: Cluster) -> None:
 def _async_ps(cluster: Cluster) -> None:
     spec, env = cluster.spec, cluster.env
     pulls, pushes = _server_messages(cluster)
-    pull_gate, push_gate = _gates(cluster)
+    admission = Admission.of(cluster)
     # the central server applies one gradient at a time (its write lock); sharded units
     # each update their own shard, beside the others
     lock = simpy.Resource(env, 1) if spec.servers == "central" else None
@@ -529,12 +640,12 @@ def _async_ps(cluster: Cluster) -> None:
             yield env.timeout(replay.starts[i])
         for k in range(cluster.total_steps):
             ledger.begin(env.now)
-            yield from _gated(cluster, ledger, pull_gate, cluster.send_messages(ledger, pulls(i)))
+            yield from admission.pull(ledger, pulls(i))
             drawn = replay.compute[i][k] if replay is not None else cluster.draw_grad()
             grad = drawn + spec.compute.overhead
             yield env.timeout(grad)
             ledger.add("compute", grad)
-            yield from _gated(cluster, ledger, push_gate, cluster.send_messages(ledger, pushes(i)))
+            yield from admission.push(ledger, pushes(i))
             if update > 0:
                 yield from apply(ledger)
             ledger.samples += spec.samples_per_step if ledger.measuring else 0

@@ -476,7 +476,7 @@ class Admission:
             def admitted(
                 _: simpy.Event,
                 gate: simpy.Resource = gate,
-                ticket: simpy.Event = ticket,
+                ticket: simpy.resources.resource.Request = ticket,
                 pair: tuple[int, int] | None = pair,
                 flows: list[Flow] = flows,
             ) -> None:
@@ -510,7 +510,9 @@ class Admission:
             yield ticket
             waited += env.now - asked
 
-            def through(gate: simpy.Resource = gate, ticket: simpy.Event = ticket) -> None:
+            def through(
+                gate: simpy.Resource = gate, ticket: simpy.resources.resource.Request = ticket
+            ) -> None:
                 gate.release(ticket)
                 one()
 

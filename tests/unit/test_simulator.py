@@ -319,6 +319,42 @@ def test_each_unit_of_a_sharded_server_admits_pulls_on_its_own() -> None:
     assert ledgers[1].parts["wait"] == pytest.approx(2 / 3 * T_COMM)
 
 
+def test_a_push_behind_the_semaphore_waits_for_the_units_answers_in_their_order() -> None:
+    """Three units of a third of the weights each (1/3 s alone on a link); workers 2 and
+    0 push at once, worker 2 first. Worker 2 has units 0 and 1 at once and sends both
+    shards over its uplink (done at 2/3 s). Worker 0 holds unit 2's turn from the start
+    but waits for unit 1 first, its first in order, which worker 2 holds until 2/3 s;
+    then it sends both shards, sharing its uplink, done at 4/3 s. Answers taken as they
+    come would have had it done at 1 s."""
+    import random
+
+    shards = (WEIGHTS / 3,) * 3
+    spec_ = spec("async", 3, servers="sharded", shard_bytes=shards, semaphore=True)
+    env = simpy.Environment()
+    ledgers = [Ledger(0) for _ in range(3)]
+    cluster = Cluster(spec_, env, random.Random(0), ledgers)
+    admission = Admission.of(cluster)
+    ended: dict[int, float] = {}
+
+    def push(i: int) -> Generator[simpy.Event, Any, None]:
+        up = cluster.link(f"host {i} up", RATE)
+        messages: list[Message] = [
+            ((i, j), [(up, shards[j]), (cluster.link(f"host {j} down", RATE), shards[j])])
+            for j in range(3)
+            if j != i
+        ]
+        ledgers[i].begin(env.now)
+        yield from admission.push(ledgers[i], messages)
+        ended[i] = env.now
+
+    env.process(push(2))
+    env.process(push(0))
+    env.run()
+    assert ended[2] == pytest.approx(2 / 3 * T_COMM)
+    assert ended[0] == pytest.approx(4 / 3 * T_COMM)
+    assert ledgers[0].parts["wait"] == pytest.approx(2 / 3 * T_COMM)
+
+
 def test_a_send_is_done_for_its_sender_once_the_kernel_holds_the_rest() -> None:
     """A 1 s message through a send buffer of half its bytes is handed over at 0.5 s and
     delivered at 1 s; a quarter-size one posted behind it is handed over once the one

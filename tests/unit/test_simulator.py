@@ -280,12 +280,12 @@ def _two_host_cluster(spec_: SimSpec) -> tuple[simpy.Environment, Cluster]:
     return env, Cluster(spec_, env, random.Random(0), [Ledger(0), Ledger(0)])
 
 
-def test_each_unit_of_a_sharded_server_admits_pulls_on_its_own() -> None:
-    """Behind the semaphore, three units of a third of the weights each (1/3 s alone on a
-    link), workers 0 and 1 pulling at once: units 1 and 2 send to worker 0, sharing its
-    downlink (done at 2/3 s); unit 0 sends to worker 1 alone (1/3 s); unit 2, busy with
-    worker 0, lets worker 1 in at 2/3 s, done at 1 s. One gate for the whole server would
-    have made worker 1 wait for worker 0's whole pull (done at 4/3 s)."""
+def _through_sharded_semaphore(
+    direction: str, workers: list[int]
+) -> tuple[dict[int, float], list[Ledger]]:
+    """Three units of a third of the weights each behind the semaphore; ``workers`` pull
+    (``direction="pull"``) or push at once, in that order: when each was done, and their
+    ledgers."""
     import random
 
     shards = (WEIGHTS / 3,) * 3
@@ -294,26 +294,34 @@ def test_each_unit_of_a_sharded_server_admits_pulls_on_its_own() -> None:
     ledgers = [Ledger(0) for _ in range(3)]
     cluster = Cluster(spec_, env, random.Random(0), ledgers)
     admission = Admission.of(cluster)
-
-    def up(j: int) -> FairLink:
-        return cluster.link(f"host {j} up", RATE)
-
-    def down(i: int) -> FairLink:
-        return cluster.link(f"host {i} down", RATE)
-
     ended: dict[int, float] = {}
 
-    def pull(i: int) -> Generator[simpy.Event, Any, None]:
-        messages: list[Message] = [
-            ((j, i), [(up(j), shards[j]), (down(i), shards[j])]) for j in range(3) if j != i
-        ]
+    def message(src: int, dst: int, unit: int) -> Message:
+        up, down = cluster.link(f"host {src} up", RATE), cluster.link(f"host {dst} down", RATE)
+        return ((src, dst), [(up, shards[unit]), (down, shards[unit])])
+
+    def transfer(i: int) -> Generator[simpy.Event, Any, None]:
+        others = [j for j in range(3) if j != i]
         ledgers[i].begin(env.now)
-        yield from admission.pull(ledgers[i], messages)
+        if direction == "pull":
+            yield from admission.pull(ledgers[i], [message(j, i, j) for j in others])
+        else:
+            yield from admission.push(ledgers[i], [message(i, j, j) for j in others])
         ended[i] = env.now
 
-    env.process(pull(0))
-    env.process(pull(1))
+    for i in workers:
+        env.process(transfer(i))
     env.run()
+    return ended, ledgers
+
+
+def test_each_unit_of_a_sharded_server_admits_pulls_on_its_own() -> None:
+    """Behind the semaphore, three units of a third of the weights each (1/3 s alone on a
+    link), workers 0 and 1 pulling at once: units 1 and 2 send to worker 0, sharing its
+    downlink (done at 2/3 s); unit 0 sends to worker 1 alone (1/3 s); unit 2, busy with
+    worker 0, lets worker 1 in at 2/3 s, done at 1 s. One gate for the whole server would
+    have made worker 1 wait for worker 0's whole pull (done at 4/3 s)."""
+    ended, ledgers = _through_sharded_semaphore("pull", [0, 1])
     assert ended[0] == pytest.approx(2 / 3 * T_COMM)
     assert ended[1] == pytest.approx(1.0 * T_COMM)
     assert ledgers[1].parts["wait"] == pytest.approx(2 / 3 * T_COMM)
@@ -326,30 +334,7 @@ def test_a_push_behind_the_semaphore_waits_for_the_units_answers_in_their_order(
     but waits for unit 1 first, its first in order, which worker 2 holds until 2/3 s;
     then it sends both shards, sharing its uplink, done at 4/3 s. Answers taken as they
     come would have had it done at 1 s."""
-    import random
-
-    shards = (WEIGHTS / 3,) * 3
-    spec_ = spec("async", 3, servers="sharded", shard_bytes=shards, semaphore=True)
-    env = simpy.Environment()
-    ledgers = [Ledger(0) for _ in range(3)]
-    cluster = Cluster(spec_, env, random.Random(0), ledgers)
-    admission = Admission.of(cluster)
-    ended: dict[int, float] = {}
-
-    def push(i: int) -> Generator[simpy.Event, Any, None]:
-        up = cluster.link(f"host {i} up", RATE)
-        messages: list[Message] = [
-            ((i, j), [(up, shards[j]), (cluster.link(f"host {j} down", RATE), shards[j])])
-            for j in range(3)
-            if j != i
-        ]
-        ledgers[i].begin(env.now)
-        yield from admission.push(ledgers[i], messages)
-        ended[i] = env.now
-
-    env.process(push(2))
-    env.process(push(0))
-    env.run()
+    ended, ledgers = _through_sharded_semaphore("push", [2, 0])
     assert ended[2] == pytest.approx(2 / 3 * T_COMM)
     assert ended[0] == pytest.approx(4 / 3 * T_COMM)
     assert ledgers[0].parts["wait"] == pytest.approx(2 / 3 * T_COMM)

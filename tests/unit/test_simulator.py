@@ -281,27 +281,38 @@ def _two_host_cluster(spec_: SimSpec) -> tuple[simpy.Environment, Cluster]:
 
 
 def _through_sharded_semaphore(
-    direction: str, workers: list[int]
-) -> tuple[dict[int, float], list[Ledger]]:
-    """Three units of a third of the weights each behind the semaphore; ``workers`` pull
-    (``direction="pull"``) or push at once, in that order: when each was done, and their
-    ledgers."""
+    direction: str, workers: list[int], units: int = 3, apart: float = 1e-9
+) -> tuple[dict[int, float], list[Ledger], dict[int, list[int]]]:
+    """``units`` units of an equal share of the weights each behind the semaphore;
+    ``workers`` pull (``direction="pull"``) or push, in that order, each ``apart`` seconds
+    after the one before (0: at the same moment). When each was done, their ledgers, and
+    the order in which each unit let the workers through."""
     import random
 
-    shards = (WEIGHTS / 3,) * 3
-    spec_ = spec("async", 3, servers="sharded", shard_bytes=shards, semaphore=True)
+    shards = (WEIGHTS / units,) * units
+    spec_ = spec("async", units, servers="sharded", shard_bytes=shards, semaphore=True)
     env = simpy.Environment()
-    ledgers = [Ledger(0) for _ in range(3)]
+    ledgers = [Ledger(0) for _ in range(units)]
     cluster = Cluster(spec_, env, random.Random(0), ledgers)
     admission = Admission.of(cluster)
     ended: dict[int, float] = {}
+    admitted: dict[int, list[int]] = {unit: [] for unit in range(units)}
+    post = cluster.post
+
+    def recording_post(pair: tuple[int, int], flows: list[Flow], *args: Any, **kw: Any) -> None:
+        unit, worker = pair if direction == "pull" else pair[::-1]
+        admitted[unit].append(worker)
+        post(pair, flows, *args, **kw)
+
+    cluster.post = recording_post  # type: ignore[method-assign]
 
     def message(src: int, dst: int, unit: int) -> Message:
         up, down = cluster.link(f"host {src} up", RATE), cluster.link(f"host {dst} down", RATE)
         return ((src, dst), [(up, shards[unit]), (down, shards[unit])])
 
-    def transfer(i: int) -> Generator[simpy.Event, Any, None]:
-        others = [j for j in range(3) if j != i]
+    def transfer(i: int, delay: float) -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(delay)
+        others = [j for j in range(units) if j != i]
         ledgers[i].begin(env.now)
         if direction == "pull":
             yield from admission.pull(ledgers[i], [message(j, i, j) for j in others])
@@ -309,22 +320,42 @@ def _through_sharded_semaphore(
             yield from admission.push(ledgers[i], [message(i, j, j) for j in others])
         ended[i] = env.now
 
-    for i in workers:
-        env.process(transfer(i))
+    for k, i in enumerate(workers):
+        env.process(transfer(i, k * apart))
     env.run()
-    return ended, ledgers
+    return ended, ledgers, admitted
 
 
 def test_each_unit_of_a_sharded_server_admits_pulls_on_its_own() -> None:
     """Behind the semaphore, three units of a third of the weights each (1/3 s alone on a
-    link), workers 0 and 1 pulling at once: units 1 and 2 send to worker 0, sharing its
-    downlink (done at 2/3 s); unit 0 sends to worker 1 alone (1/3 s); unit 2, busy with
-    worker 0, lets worker 1 in at 2/3 s, done at 1 s. One gate for the whole server would
-    have made worker 1 wait for worker 0's whole pull (done at 4/3 s)."""
-    ended, ledgers = _through_sharded_semaphore("pull", [0, 1])
+    link), workers 0 and 1 pulling one just after the other: units 1 and 2 send to worker
+    0, sharing its downlink (done at 2/3 s); unit 0 sends to worker 1 alone (1/3 s); unit
+    2, busy with worker 0, lets worker 1 in at 2/3 s, done at 1 s. One gate for the whole
+    server would have made worker 1 wait for worker 0's whole pull (done at 4/3 s)."""
+    ended, ledgers, _ = _through_sharded_semaphore("pull", [0, 1])
     assert ended[0] == pytest.approx(2 / 3 * T_COMM)
     assert ended[1] == pytest.approx(1.0 * T_COMM)
     assert ledgers[1].parts["wait"] == pytest.approx(2 / 3 * T_COMM)
+
+
+def test_pulls_reaching_the_units_at_once_race_for_each_unit_on_its_own() -> None:
+    """Six workers pull from six units at the same moment (as a synchronous iteration
+    releases them): every unit lets each of the other five through once, but the units
+    draw their orders apart, so they do not all agree. Pulls a moment apart keep their
+    arrival order at every unit."""
+    workers = list(range(6))
+    _, _, at_once = _through_sharded_semaphore("pull", workers, units=6, apart=0.0)
+    for unit, order in at_once.items():
+        assert sorted(order) == [w for w in workers if w != unit]
+    assert any(_disagree(at_once[a], at_once[b]) for a in at_once for b in at_once)
+    _, _, in_turn = _through_sharded_semaphore("pull", workers, units=6)
+    assert all(order == sorted(order) for order in in_turn.values())
+
+
+def _disagree(first: list[int], second: list[int]) -> bool:
+    """Whether two admission orders put some pair of workers the other way round."""
+    common = [w for w in first if w in second]
+    return common != [w for w in second if w in common]
 
 
 def test_a_push_behind_the_semaphore_waits_for_the_units_answers_in_their_order() -> None:
@@ -334,7 +365,7 @@ def test_a_push_behind_the_semaphore_waits_for_the_units_answers_in_their_order(
     but waits for unit 1 first, its first in order, which worker 2 holds until 2/3 s;
     then it sends both shards, sharing its uplink, done at 4/3 s. Answers taken as they
     come would have had it done at 1 s."""
-    ended, ledgers = _through_sharded_semaphore("push", [2, 0])
+    ended, ledgers, _ = _through_sharded_semaphore("push", [2, 0], apart=0.0)
     assert ended[2] == pytest.approx(2 / 3 * T_COMM)
     assert ended[0] == pytest.approx(4 / 3 * T_COMM)
     assert ledgers[0].parts["wait"] == pytest.approx(2 / 3 * T_COMM)

@@ -1,0 +1,118 @@
+"""Do the units of a sharded server let the workers through in the same order?
+
+    python benchmarks/admission_orders.py STORE [--model M] [--strategy ps-sync-join]
+
+For every stored ok run with a sharded server that recorded its transfers, per direction:
+how well the units' orders agree step by step (the mean Kendall tau over every pair of
+units: 1 the same order everywhere, 0 unrelated), and when the mean worker was done with
+its transfers of a step, as a share of the whole phase (from the first request to the
+last transfer's end: a worker through in the same place at every unit is done, on
+average, about half-way; one that waits for its last unit, near the end).
+
+Why it matters: behind the semaphore a worker's pull is done when its last unit has let
+it through. Where the units draw their orders apart, nearly every worker waits for
+nearly the whole phase. The simulator draws the order of pulls that reach a unit at the
+same moment anew at each unit (``engine.Admission``); this script measures what the real
+server's units did. The first ``--skip`` steps (default 2) are left out: the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from itertools import combinations
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+Transfer = dict[str, Any]
+
+
+def kendall_tau(first: dict[int, int], second: dict[int, int]) -> float:
+    """Kendall's tau of two rankings (worker -> place) over the workers both hold."""
+    common = [w for w in first if w in second]
+    agree = disagree = 0
+    for x, y in combinations(common, 2):
+        sign = (first[x] - first[y]) * (second[x] - second[y])
+        agree += sign > 0
+        disagree += sign < 0
+    return (agree - disagree) / (agree + disagree) if agree + disagree else 1.0
+
+
+def unit_records(extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every unit's server record of a sharded run (the first worker's and the others')."""
+    records = [extra.get("server")] + [r.get("server") for r in (extra.get("ranks") or {}).values()]
+    return [r for r in records if r and r.get("transfers")]
+
+
+def per_worker(record: dict[str, Any], direction: str) -> dict[int, list[Transfer]]:
+    """A unit's transfers in ``direction``, worker by worker, in the order they came."""
+    out: dict[int, list[Transfer]] = {}
+    for transfer in record["transfers"]:
+        if transfer["direction"] == direction:
+            out.setdefault(transfer["worker"], []).append(transfer)
+    return out
+
+
+def step_agreement(units: list[dict[int, list[Transfer]]], step: int) -> tuple[list[float], float]:
+    """(the tau of every pair of units, the mean worker's done share of the phase) at
+    ``step``."""
+    places = [
+        {w: place for place, w in enumerate(sorted(u, key=lambda w: u[w][step]["start"]))}
+        for u in units
+    ]
+    taus = [kendall_tau(a, b) for a, b in combinations(places, 2)]
+    asked = min(t[step]["start"] - t[step]["queued"] for u in units for t in u.values())
+    done: dict[int, float] = {}
+    for unit in units:
+        for worker, transfers in unit.items():
+            done[worker] = max(done.get(worker, asked), transfers[step]["end"])
+    phase = max(done.values()) - asked
+    share = fmean((end - asked) / phase for end in done.values()) if phase > 0 else 0.0
+    return taus, share
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("db")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--strategy", default=None)
+    parser.add_argument("--skip", type=int, default=2, metavar="STEPS")
+    args = parser.parse_args()
+    if not Path(args.db).is_file():
+        print(f"admission_orders: no such store: {args.db}", file=sys.stderr)
+        return 2
+    con = sqlite3.connect(args.db)
+    query = (
+        "select model, strategy, workers, extra, config from runs "
+        "where status = 'ok' and strategy like 'ps-%' order by model, strategy, workers"
+    )
+    print(f"{'model':12} {'strategy':13} {'N':>3} {'sem':>3} dir   tau   done share  steps")
+    for model, strategy, workers, extra, config in con.execute(query):
+        name = model.split(":")[-1]
+        if (args.model and name != args.model) or (args.strategy and strategy != args.strategy):
+            continue
+        settings = json.loads(config)
+        records = unit_records(json.loads(extra))
+        if settings.get("servers") != "sharded" or len(records) < 3:
+            continue
+        semaphore = "yes" if settings.get("ps_semaphore") else "no"
+        for direction in ("pull", "push"):
+            units = [per_worker(r, direction) for r in records]
+            steps = min(len(t) for u in units for t in u.values())
+            rows = [step_agreement(units, k) for k in range(args.skip, steps)]
+            if not rows:
+                continue
+            tau = fmean(t for taus, _ in rows for t in taus)
+            share = fmean(s for _, s in rows)
+            print(
+                f"{name:12} {strategy:13} {workers:3d} {semaphore:>3} {direction:4}"
+                f" {tau:5.2f} {share:11.2f} {len(rows):6d}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

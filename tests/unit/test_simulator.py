@@ -281,12 +281,17 @@ def _two_host_cluster(spec_: SimSpec) -> tuple[simpy.Environment, Cluster]:
 
 
 def _through_sharded_semaphore(
-    direction: str, workers: list[int], units: int = 3, apart: float = 1e-9
-) -> tuple[dict[int, float], list[Ledger], dict[int, list[int]]]:
+    direction: str,
+    workers: list[int],
+    units: int = 3,
+    apart: float = 1e-9,
+    ready: Callable[[simpy.Environment], list[simpy.Event]] | None = None,
+) -> tuple[dict[int, float], list[Ledger], dict[int, list[tuple[int, float]]]]:
     """``units`` units of an equal share of the weights each behind the semaphore;
     ``workers`` pull (``direction="pull"``) or push, in that order, each ``apart`` seconds
-    after the one before (0: at the same moment). When each was done, their ledgers, and
-    the order in which each unit let the workers through."""
+    after the one before (0: at the same moment), a pull from each unit once its ``ready``
+    event has fired (none: at once). When each was done, their ledgers, and the workers each
+    unit let through with the moment their shard was posted."""
     import random
 
     shards = (WEIGHTS / units,) * units
@@ -296,12 +301,13 @@ def _through_sharded_semaphore(
     cluster = Cluster(spec_, env, random.Random(0), ledgers)
     admission = Admission.of(cluster)
     ended: dict[int, float] = {}
-    admitted: dict[int, list[int]] = {unit: [] for unit in range(units)}
+    admitted: dict[int, list[tuple[int, float]]] = {unit: [] for unit in range(units)}
     post = cluster.post
+    events = ready(env) if ready is not None else None
 
     def recording_post(pair: tuple[int, int], flows: list[Flow], *args: Any, **kw: Any) -> None:
         unit, worker = pair if direction == "pull" else pair[::-1]
-        admitted[unit].append(worker)
+        admitted[unit].append((worker, env.now))
         post(pair, flows, *args, **kw)
 
     cluster.post = recording_post  # type: ignore[method-assign]
@@ -315,7 +321,7 @@ def _through_sharded_semaphore(
         others = [j for j in range(units) if j != i]
         ledgers[i].begin(env.now)
         if direction == "pull":
-            yield from admission.pull(ledgers[i], [message(j, i, j) for j in others])
+            yield from admission.pull(ledgers[i], [message(j, i, j) for j in others], events)
         else:
             yield from admission.push(ledgers[i], [message(i, j, j) for j in others])
         ended[i] = env.now
@@ -345,11 +351,41 @@ def test_pulls_reaching_the_units_at_once_race_for_each_unit_on_its_own() -> Non
     arrival order at every unit."""
     workers = list(range(6))
     _, _, at_once = _through_sharded_semaphore("pull", workers, units=6, apart=0.0)
-    for unit, order in at_once.items():
+    orders = {unit: [w for w, _ in admitted] for unit, admitted in at_once.items()}
+    for unit, order in orders.items():
         assert sorted(order) == [w for w in workers if w != unit]
-    assert any(_disagree(at_once[a], at_once[b]) for a in at_once for b in at_once)
+    assert any(_disagree(orders[a], orders[b]) for a in orders for b in orders)
     _, _, in_turn = _through_sharded_semaphore("pull", workers, units=6)
-    assert all(order == sorted(order) for order in in_turn.values())
+    assert all([w for w, _ in a] == sorted(w for w, _ in a) for a in in_turn.values())
+
+
+def test_a_unit_sends_a_synchronous_pull_once_its_own_update_is_done() -> None:
+    """A synchronous iteration's pull waits for each unit's own update, not for every
+    unit's: unit 1 is ready at 0.5 s and sends its shard then (done at 5/6 s); unit 2 at
+    2 s, and the pull is done when its shard is, at 7/3 s."""
+
+    def ready(env: simpy.Environment) -> list[simpy.Event]:
+        return [env.timeout(0.0), env.timeout(0.5), env.timeout(2.0)]
+
+    ended, ledgers, admitted = _through_sharded_semaphore("pull", [0], ready=ready)
+    assert admitted[1] == [(0, pytest.approx(0.5))]
+    assert admitted[2] == [(0, pytest.approx(2.0))]
+    assert ended[0] == pytest.approx(2.0 + T_COMM / 3)
+    assert ledgers[0].parts["wait"] == pytest.approx(2.0)
+
+
+def test_a_synchronous_sharded_server_behind_the_semaphore_is_pull_compute_push() -> None:
+    """Two workers, each unit holding half the weights: each pulls the other's half on
+    links of its own (1/2 s), computes, pushes the other half (1/2 s), and the next pull
+    follows the other's push at once: a step of t_grad + t_comm, with or without a send
+    buffer."""
+    halves = (WEIGHTS / 2, WEIGHTS / 2)
+    for buffer in (0.0, WEIGHTS):
+        links = Links(up=RATE, down=RATE, send_buffer_max=buffer)
+        gated = spec(
+            "sync-join", 2, servers="sharded", shard_bytes=halves, semaphore=True, links=links
+        )
+        assert simulate(gated).step_time == pytest.approx(T_GRAD + T_COMM)
 
 
 def _disagree(first: list[int], second: list[int]) -> bool:

@@ -445,15 +445,27 @@ class Admission:
             )
         return cls(cluster, simpy.Resource(env, 1), simpy.Resource(env, 1))
 
-    def pull(self, ledger: Ledger, messages: list[Message]) -> Process:
+    def pull(
+        self, ledger: Ledger, messages: list[Message], ready: list[simpy.Event] | None = None
+    ) -> Process:
+        """``ready``: for each unit, the event after which it may send (its update); only
+        with each unit admitting on its own."""
         if self.pull_units:
-            yield from self._units_pull(ledger, _with_bytes(messages))
+            yield from self._units_pull(ledger, _with_bytes(messages), ready)
         else:
             yield from self._gated(ledger, self.pull_gate, messages)
 
-    def push(self, ledger: Ledger, messages: list[Message]) -> Process:
+    def push(
+        self,
+        ledger: Ledger,
+        messages: list[Message],
+        delivered: Callable[[int], None] | None = None,
+        posted: Callable[[], None] | None = None,
+    ) -> Process:
+        """``delivered(unit)`` is called as each unit has its shard, ``posted()`` once every
+        shard is on its way; only with each unit admitting on its own."""
         if self.push_units:
-            yield from self._units_push(ledger, _with_bytes(messages))
+            yield from self._units_push(ledger, _with_bytes(messages), delivered, posted)
         else:
             yield from self._gated(ledger, self.push_gate, messages)
 
@@ -468,8 +480,10 @@ class Admission:
             yield from cluster.timed(ledger, "wait", admitted)
             yield from cluster.send_messages(ledger, messages)
 
-    def _units_pull(self, ledger: Ledger, messages: list[Message]) -> Process:
-        """Unit ``pair[0]`` of each message admits it on its own."""
+    def _units_pull(
+        self, ledger: Ledger, messages: list[Message], ready: list[simpy.Event] | None
+    ) -> Process:
+        """Unit ``pair[0]`` of each message admits it on its own (once ``ready[unit]``)."""
         cluster, env = self.cluster, self.cluster.env
         start = env.now
         if cluster.fixed_cost > 0:
@@ -497,11 +511,17 @@ class Admission:
 
                 cluster.callback(ticket, admitted)
 
-            self._race(unit, ask)
+            if ready is None:
+                self._race(unit, ask)
+            else:
+                cluster.callback(ready[unit], functools.partial(self._race_when, unit, ask))
         yield done
         waited = last_admitted[0] - start - cluster.fixed_cost
         ledger.add("wait", waited)
         ledger.add("comm", env.now - start - waited)
+
+    def _race_when(self, unit: int, ask: Callable[[], None], _: simpy.Event) -> None:
+        self._race(unit, ask)
 
     def _race(self, unit: int, ask: Callable[[], None]) -> None:
         """Ask ``unit``'s pull gate once every pull of this moment has reached it, in an
@@ -519,7 +539,13 @@ class Admission:
             for ask in asks:
                 ask()
 
-    def _units_push(self, ledger: Ledger, messages: list[Message]) -> Process:
+    def _units_push(
+        self,
+        ledger: Ledger,
+        messages: list[Message],
+        delivered: Callable[[int], None] | None,
+        posted: Callable[[], None] | None,
+    ) -> Process:
         """Unit ``pair[1]`` of each message admits it; the answers are waited for in the
         units' order."""
         cluster, env = self.cluster, self.cluster.env
@@ -536,12 +562,18 @@ class Admission:
             waited += env.now - asked
 
             def through(
-                gate: simpy.Resource = gate, ticket: simpy.resources.resource.Request = ticket
+                gate: simpy.Resource = gate,
+                ticket: simpy.resources.resource.Request = ticket,
+                unit: int = _unit(pair, 1),
             ) -> None:
                 gate.release(ticket)
+                if delivered is not None:
+                    delivered(unit)
                 one()
 
             cluster.post(_pair(pair), flows, delivered=through)
+        if posted is not None:
+            posted()
         yield done
         ledger.add("wait", waited)
         ledger.add("comm", env.now - start - waited)
@@ -609,10 +641,81 @@ def _sync_sharded(cluster: Cluster) -> None:
     env.process(iterations())
 
 
+def _sync_units(cluster: Cluster) -> None:
+    """A synchronous sharded server behind the semaphore, each unit on its own.
+
+    A unit updates its shard once every worker's push of the iteration has reached it,
+    and then lets that iteration's pulls through; a worker asks every unit for its next
+    pull as soon as its own push is through. So a unit whose pushes are in serves pulls
+    while the last worker is still pushing to the others, and that worker, asking last,
+    queues behind the others at every unit (the real unit's serve thread waits for the
+    version, then takes its turn at the semaphore)."""
+    spec, env = cluster.spec, cluster.env
+    n, shards = spec.workers, spec.shards()
+    pulls, pushes = _server_messages(cluster)
+    admission = Admission.of(cluster)
+    updates = [spec.server_update * shard / spec.weight_bytes for shard in shards]
+
+    def iteration() -> tuple[list[simpy.Event], list[Callable[[], None]]]:
+        """Each unit's release, and the call that counts a push into it."""
+        released = [env.event() for _ in range(n)]
+        arrive: list[Callable[[], None]] = []
+        for unit in range(n):
+            pushed, one = cluster.countdown(n if shards[unit] > 0 else 1)
+
+            def update(_: simpy.Event, unit: int = unit) -> None:
+                def release(_: simpy.Event) -> None:
+                    released[unit].succeed()
+
+                cluster.callback(env.timeout(updates[unit]), release)
+
+            cluster.callback(pushed, update)
+            arrive.append(one)
+        return released, arrive
+
+    iterations = [iteration() for _ in range(cluster.total_steps)]
+    for unit in range(n):  # a unit without a shard is never pushed to
+        if shards[unit] <= 0:
+            for _, arrive in iterations:
+                arrive[unit]()
+
+    def worker(i: int, ledger: Ledger) -> Process:
+        previous: list[simpy.Event] | None = None
+        for released, arrive in iterations:
+            ledger.begin(env.now)
+            waited_before = ledger.parts["wait"]
+            yield from admission.pull(ledger, pulls(i), previous)
+            if previous is not None:  # its own unit's shard, in its own process
+                yield from cluster.timed(ledger, "wait", previous[i])
+                waited = ledger.parts["wait"] - waited_before
+                server = min(max(updates), waited)  # what of the wait was the update
+                ledger.add("wait", -server)
+                ledger.add("server", server)
+            grad = cluster.draw_grad() + spec.compute.overhead
+            yield env.timeout(grad)
+            ledger.add("compute", grad)
+            own = arrive[i] if shards[i] > 0 else None
+            delivered = functools.partial(_call, arrive)
+            yield from admission.push(ledger, pushes(i), delivered=delivered, posted=own)
+            ledger.samples += spec.samples_per_step if ledger.measuring else 0
+            previous = released
+        ledger.begin(env.now)
+
+    for i, ledger in enumerate(cluster.ledgers):
+        env.process(worker(i, ledger))
+
+
+def _call(calls: list[Callable[[], None]], index: int) -> None:
+    calls[index]()
+
+
 def _sync_ps(cluster: Cluster) -> None:
     spec, env = cluster.spec, cluster.env
     if spec.servers == "sharded" and not spec.semaphore:
         _sync_sharded(cluster)
+        return
+    if spec.servers == "sharded" and spec.workers <= EXACT_SHARD_FLOWS:
+        _sync_units(cluster)
         return
     pulls, pushes = _server_messages(cluster)
     admission = Admission.of(cluster)
@@ -727,12 +830,7 @@ class ShardedWires:
         return [(up, nbytes), (down, nbytes)]
 
     def buffer(self, src: int, dst: int) -> float:
-        """The kernel's send buffer of the src-to-dst connection: gloo asks for its largest
-        message (unit src's shard out, or unit dst's shard pushed), and the kernel grants
-        twice the request, up to twice its cap."""
-        shards = self.cluster.spec.shards()
-        largest = max(shards[src], shards[dst])
-        return 2 * min(largest, self.cluster.spec.links.send_buffer_max)
+        return send_buffer(self.cluster.spec, src, dst)
 
     def pull(self, worker: int, units: list[int]) -> simpy.Event:
         """Worker ``worker``'s pull from ``units``: the event of the last reply's last
@@ -772,6 +870,14 @@ class ShardedWires:
             flows = self._flows(worker, unit, shards[unit])
             cluster.post((worker, unit), flows, self.buffer(worker, unit), handed=handed)
         return done
+
+
+def send_buffer(spec: SimSpec, src: int, dst: int) -> float:
+    """The kernel's send buffer of a sharded server's src-to-dst connection: gloo asks for
+    its largest message (unit src's shard out, or unit dst's shard pushed), and the kernel
+    grants twice the request, up to twice its cap."""
+    shards = spec.shards()
+    return 2 * min(max(shards[src], shards[dst]), spec.links.send_buffer_max)
 
 
 def _unit_worker(

@@ -285,17 +285,20 @@ def _through_sharded_semaphore(
     workers: list[int],
     units: int = 3,
     apart: float = 1e-9,
+    send_buffer: float = 0.0,
     ready: Callable[[simpy.Environment], list[simpy.Event]] | None = None,
 ) -> tuple[dict[int, float], list[Ledger], dict[int, list[tuple[int, float]]]]:
     """``units`` units of an equal share of the weights each behind the semaphore;
     ``workers`` pull (``direction="pull"``) or push, in that order, each ``apart`` seconds
-    after the one before (0: at the same moment), a pull from each unit once its ``ready``
-    event has fired (none: at once). When each was done, their ledgers, and the workers each
+    after the one before (0: at the same moment), through connections whose send buffer
+    may hold ``2 * send_buffer`` bytes, a pull from each unit once its ``ready`` event
+    has fired (none: at once). When each was done, their ledgers, and the workers each
     unit let through with the moment their shard was posted."""
     import random
 
     shards = (WEIGHTS / units,) * units
-    spec_ = spec("async", units, servers="sharded", shard_bytes=shards, semaphore=True)
+    links = Links(up=RATE, down=RATE, send_buffer_max=send_buffer)
+    spec_ = spec("async", units, servers="sharded", shard_bytes=shards, semaphore=True, links=links)
     env = simpy.Environment()
     ledgers = [Ledger(0) for _ in range(units)]
     cluster = Cluster(spec_, env, random.Random(0), ledgers)
@@ -357,6 +360,19 @@ def test_pulls_reaching_the_units_at_once_race_for_each_unit_on_its_own() -> Non
     assert any(_disagree(orders[a], orders[b]) for a in orders for b in orders)
     _, _, in_turn = _through_sharded_semaphore("pull", workers, units=6)
     assert all([w for w, _ in a] == sorted(w for w, _ in a) for a in in_turn.values())
+
+
+def test_a_unit_lets_the_next_pull_in_once_the_kernel_holds_the_last_one() -> None:
+    """Workers 0 and 1 pull one just after the other from three units of a third of the
+    weights each, through send buffers that hold a whole shard: unit 2 hands worker 0's
+    shard to the kernel at once and lets worker 1 in then, not when the shard has arrived
+    (1/3 s later), as the real unit's semaphore is released when its send returns. Every
+    link with two shards on it shares its rate, so both pulls are done at 2/3 s (worker 1
+    at 1 s when the unit waits for the delivery)."""
+    ended, _, admitted = _through_sharded_semaphore("pull", [0, 1], send_buffer=WEIGHTS / 3)
+    assert [w for w, _ in admitted[2]] == [0, 1]
+    assert admitted[2][1][1] == pytest.approx(0.0, abs=1e-6)
+    assert ended == pytest.approx({0: 2 / 3 * T_COMM, 1: 2 / 3 * T_COMM})
 
 
 def test_a_unit_sends_a_synchronous_pull_once_its_own_update_is_done() -> None:

@@ -411,18 +411,21 @@ class Admission:
 
     Without one, at once. A central server admits one pull and one push at a time, in
     arrival order (beyond ``EXACT_SHARD_FLOWS`` workers a sharded server is taken as one
-    such gate too). Up to it, each unit of a sharded server admits on its own: a pull
-    asks every unit at once, and each unit sends its shard once it has admitted the
-    worker, letting the next in when the shard is through; a push asks every unit at once
-    for its turn (a ticket each) but waits for the units' answers one by one in their
-    order, sending each shard as its unit answers — so a unit that answered early waits,
-    held, for a shard that is queued behind another unit's turn.
+    such gate too, letting the next in when a transfer is through). Up to it, each unit
+    of a sharded server admits on its own: a pull asks every unit at once, and each unit
+    sends its shard once it has admitted the worker, letting the next in when its send
+    returns — once the kernel's send buffer holds the rest (``send_buffer``), as the real
+    unit's semaphore does; a push asks every unit at once for its turn (a ticket each)
+    but waits for the units' answers one by one in their order, sending each shard as
+    its unit answers — so a unit that answered early waits, held until its shard has
+    arrived, for a shard that is queued behind another unit's turn.
 
-    Pulls that reach a unit at the same moment (a synchronous iteration releases every
-    worker at once) race for its semaphore: each unit is its own process whose serve
-    threads wake together, so the order is drawn anew at every unit, and a worker first
-    at one unit may be last at the next (measured: the units' pull orders agree with a
-    Kendall tau near 0.2, their push orders near 1; ``benchmarks/admission_orders.py``)."""
+    Pulls that reach a unit at the same moment (a synchronous unit releases every waiting
+    worker at once after its update) race for its semaphore: each unit is its own process
+    whose serve threads wake together, so the order is drawn anew at every unit, and a
+    worker first at one unit may be last at the next (measured: the units' pull orders
+    agree with a Kendall tau near 0.2–0.5, their push orders near 1;
+    ``benchmarks/admission_orders.py``)."""
 
     cluster: Cluster
     pull_gate: simpy.Resource | None = None
@@ -503,11 +506,11 @@ class Admission:
                 def admitted(_: simpy.Event) -> None:
                     last_admitted[0] = max(last_admitted[0], env.now)
 
-                    def through() -> None:
+                    def handed() -> None:  # the unit's send has returned: the next may go
                         gate.release(ticket)
-                        one()
 
-                    cluster.post(_pair(pair), flows, delivered=through)
+                    buffer = send_buffer(cluster.spec, *_pair(pair))
+                    cluster.post(_pair(pair), flows, buffer, handed=handed, delivered=one)
 
                 cluster.callback(ticket, admitted)
 

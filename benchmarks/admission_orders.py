@@ -14,6 +14,11 @@ it through. Where the units draw their orders apart, nearly every worker waits f
 nearly the whole phase. The simulator draws the order of pulls that reach a unit at the
 same moment anew at each unit (``engine.Admission``); this script measures what the real
 server's units did. The first ``--skip`` steps (default 2) are left out: the start.
+
+``--handover`` prints instead, for every unit, its shard's megabytes and its median pull
+as a share of the shard's time alone on the run's link (``--network``'s rate): a pull's
+record ends when the unit's send returned, so a share near 0 says the kernel's send
+buffer took the whole shard at once, near 1 or more that it did not before the end.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import sqlite3
 import sys
 from itertools import combinations
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, median
 from typing import Any
+
+from distbench.netem.spec import parse_network
 
 Transfer = dict[str, Any]
 
@@ -74,12 +81,34 @@ def step_agreement(units: list[dict[int, list[Transfer]]], step: int) -> tuple[l
     return taus, share
 
 
+def handover_shares(record: dict[str, Any], skip: int, rate_bytes_s: float) -> float:
+    """A unit's median pull over its shard's time alone at ``rate_bytes_s``."""
+    pulls = [t["end"] - t["start"] for t in record["transfers"] if t["direction"] == "pull"]
+    workers = len({t["worker"] for t in record["transfers"]})
+    alone = 4 * record["elements"] / rate_bytes_s
+    return median(pulls[skip * workers :]) / alone
+
+
+def print_handover(
+    name: str, strategy: str, workers: int, extra: dict[str, Any], config: dict[str, Any], skip: int
+) -> None:
+    rate = parse_network(config["network"]).rate_bit_s if config.get("network") else None
+    if not rate:
+        return
+    shares = sorted(
+        (4 * r["elements"] / 1e6, handover_shares(r, skip, rate / 8)) for r in unit_records(extra)
+    )
+    cells = " ".join(f"{mb:.1f}:{share:.2f}" for mb, share in shares)
+    print(f"{name:12} {strategy:13} {workers:3d} {cells}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("db")
     parser.add_argument("--model", default=None)
     parser.add_argument("--strategy", default=None)
     parser.add_argument("--skip", type=int, default=2, metavar="STEPS")
+    parser.add_argument("--handover", action="store_true")
     args = parser.parse_args()
     if not Path(args.db).is_file():
         print(f"admission_orders: no such store: {args.db}", file=sys.stderr)
@@ -89,7 +118,10 @@ def main() -> int:
         "select model, strategy, workers, extra, config from runs "
         "where status = 'ok' and strategy like 'ps-%' order by model, strategy, workers"
     )
-    print(f"{'model':12} {'strategy':13} {'N':>3} {'sem':>3} dir   tau   done share  steps")
+    if args.handover:
+        print(f"{'model':12} {'strategy':13} {'N':>3} each unit: shard MB:median pull / alone")
+    else:
+        print(f"{'model':12} {'strategy':13} {'N':>3} {'sem':>3} dir   tau   done share  steps")
     for model, strategy, workers, extra, config in con.execute(query):
         name = model.split(":")[-1]
         if (args.model and name != args.model) or (args.strategy and strategy != args.strategy):
@@ -97,6 +129,9 @@ def main() -> int:
         settings = json.loads(config)
         records = unit_records(json.loads(extra))
         if settings.get("servers") != "sharded" or len(records) < 3:
+            continue
+        if args.handover:
+            print_handover(name, strategy, workers, json.loads(extra), settings, args.skip)
             continue
         semaphore = "yes" if settings.get("ps_semaphore") else "no"
         for direction in ("pull", "push"):

@@ -43,6 +43,7 @@ from distbench.simulator.engine import (
     bucket_sizes,
     run_every_step,
     schedule,
+    send_buffer,
 )
 from distbench.simulator.links import FairLink
 from distbench.workflows.simulate import SimRow, knee
@@ -680,6 +681,24 @@ def test_a_sharded_servers_send_buffers_come_from_the_profile_and_say_so() -> No
     older = simulate_case(case_of(cfg), _emulated_profile(), steps=5)
     assert older.spec.links.send_buffer_max == kernel_send_buffer_max()
     assert "this machine's" in older.inputs
+    assert older.spec.links.send_held == 0.0 and "two-host probe" not in older.inputs
+    probed = replace(recorded, send_held_bytes=1.5e6)
+    sim = simulate_case(case_of(replace(cfg, ps_semaphore=True)), probed, steps=5)
+    assert sim.spec.links.send_held == 1.5e6
+    assert "holding 1.50 MB (two-host probe)" in sim.inputs
+
+
+def test_a_connection_holds_no_more_of_a_message_than_the_probe_measured() -> None:
+    """The kernel grants twice the largest message, up to twice its cap; where the
+    two-host probe measured what a send's buffer held, no more than that."""
+    shards = (4e6, 1e6, 1e6)
+    granted = Links(up=RATE, down=RATE, send_buffer_max=3e6)
+    unprobed = spec("async", 3, servers="sharded", shard_bytes=shards, links=granted)
+    assert send_buffer(unprobed, 1, 2) == 2e6
+    assert send_buffer(unprobed, 0, 1) == 6e6
+    probed = replace(unprobed, links=replace(granted, send_held=1.5e6))
+    assert send_buffer(probed, 1, 2) == 1.5e6
+    assert send_buffer(probed, 0, 1) == 1.5e6
 
 
 def test_the_profile_backend_reads_what_the_formulas_read() -> None:

@@ -116,6 +116,7 @@ def links_for(case: Case, profile: Profile, network: NetworkSpec | None) -> tupl
         "transfer_overhead": profile.ps_overhead or 0.0,
         "burst": shaper_burst(network if network is not None else profile.network),
         "send_buffer_max": float(profile.send_buffer_max or kernel_send_buffer_max()),
+        "send_held": float(profile.send_held_bytes or 0.0),
     }
     if network is not None and (profile.network is None or _differs(profile.network, network)):
         up = (network.up_bit_s or network.rate_bit_s or 0) / 8
@@ -218,15 +219,18 @@ def sim_spec(
         warmup=warmup,
         seed=seed,
     )
-    if strategy == "async" and spec.servers == "sharded" and not case.semaphore:
-        link_label += f", {_send_buffer_label(profile, links.send_buffer_max)}"
+    if spec.servers == "sharded" and (strategy == "async" or case.semaphore):
+        link_label += f", {_send_buffer_label(profile, links)}"
     return spec, f"{compute_label}; links {link_label}"
 
 
-def _send_buffer_label(profile: Profile, cap: float) -> str:
+def _send_buffer_label(profile: Profile, links: Links) -> str:
     """Where the senders' socket buffers of a sharded server's messages come from."""
     source = "profile" if profile.send_buffer_max else "this machine's"
-    return f"send buffers up to 2 x {cap / 2**20:g} MiB (net.core.wmem_max, {source})"
+    grant = f"up to 2 x {links.send_buffer_max / 2**20:g} MiB (net.core.wmem_max, {source})"
+    if links.send_held <= 0:
+        return f"send buffers {grant}"
+    return f"send buffers {grant}, holding {links.send_held / 1e6:.2f} MB (two-host probe)"
 
 
 def _shards(case: Case, profile: Profile, strategy: str) -> tuple[float, ...]:

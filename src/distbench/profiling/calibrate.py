@@ -326,9 +326,10 @@ def measure_links(
     repeats: int,
     timeout: float,
     network: str | None = None,
-) -> tuple[float, LinkFit, LinkFit]:
-    """``t_comm`` of ``weight_bytes`` and the fitted point-to-point and all-reduce links,
-    over loopback or, with ``network``, between two emulated hosts behind it.
+) -> tuple[float, LinkFit, LinkFit, float]:
+    """``t_comm`` of ``weight_bytes``, the fitted point-to-point and all-reduce links, and
+    the bytes the kernel held when a large send returned (``primitives.send_held``), over
+    loopback or, with ``network``, between two emulated hosts behind it.
 
     ``t_comm`` is the point-to-point fit at ``weight_bytes``, not the sweep's own point of
     that size: one point is a median of a few round trips, and on a shared host one such
@@ -338,7 +339,8 @@ def measure_links(
     results = _links_on_hosts(plan, network) if network else _links_on_loopback(plan)
     p2p = link_fit("p2p", 2, plan.p2p_sizes(), results["p2p"])
     t_comm = p2p.alpha + weight_bytes / p2p.beta
-    return t_comm, p2p, link_fit("allreduce", 2, plan.allreduce_sizes(), results["allreduce"])
+    allreduce = link_fit("allreduce", 2, plan.allreduce_sizes(), results["allreduce"])
+    return t_comm, p2p, allreduce, float(results["send_held"][0])
 
 
 # --- the whole profile ------------------------------------------------------------------------
@@ -376,7 +378,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
     weight_bytes, grad_bytes, tensors = state_sizes(req.cfg)
     where = f" behind --network {req.cfg.network}" if req.cfg.network else ""
     notify(f"links{where} (ping-pong, p2p and all-reduce sweeps)", len(plan), total)
-    t_comm, p2p, allreduce = measure_links(
+    t_comm, p2p, allreduce, held = measure_links(
         weight_bytes,
         grad_bytes,
         sweep_limit(req.sweep_max_bytes, req.cfg.network),
@@ -395,7 +397,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
     )
     notify("done", total, total)
     profile = _assemble(
-        req, measured, (weight_bytes, grad_bytes, tensors), (t_comm, p2p, allreduce)
+        req, measured, (weight_bytes, grad_bytes, tensors), (t_comm, p2p, allreduce, held)
     )
     return replace(
         profile,
@@ -444,13 +446,13 @@ def _assemble(
     req: ProfileRequest,
     measured: list[StepTimes],
     sizes: tuple[int, int, int],
-    links: tuple[float, LinkFit, LinkFit],
+    links: tuple[float, LinkFit, LinkFit, float],
 ) -> Profile:
     base, n_splits = measured[0], len(req.split_counts())
     splits = [base.t_grad, *(m.t_grad for m in measured[1 : 1 + n_splits])]
     contended = [base, *measured[1 + n_splits :]]
     weight_bytes, grad_bytes, tensors = sizes
-    t_comm, p2p, allreduce = links
+    t_comm, p2p, allreduce, held = links
     if not all(math.isfinite(v) and v > 0 for v in (base.t_grad, t_comm)):
         raise RunFailed("calibration measured a non-positive time")
     return Profile(
@@ -480,6 +482,7 @@ def _assemble(
         contended=contended,
         network=req.cfg.network,
         send_buffer_max=kernel_send_buffer_max(),
+        send_held_bytes=held,
     )
 
 

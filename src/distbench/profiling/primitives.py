@@ -273,8 +273,41 @@ def repeats_for(size: int, repeats: int) -> int:
     return repeats if size <= MIB else max(3, repeats // 2)
 
 
+#: The largest message whose send the link probe times against its delivery: past what a
+#: socket's buffer takes, so the send returns while the kernel still holds a full buffer.
+HELD_PROBE_BYTES = 8 * MIB
+
+
+def send_held(rank: int, nbytes: int, repeats: int) -> float:
+    """Bytes the kernel still held when a send of ``nbytes`` to the peer returned: the
+    median over ``repeats`` sends after one untimed, on rank 0's clock alone. The peer
+    answers each delivery with 4 bytes, whose own one-way time (a ping-pong) is taken
+    off; the send's lead on its delivery, at the rate the message itself crossed at, is
+    what the buffer held. Rank 1 returns 0."""
+    answer = pingpong(rank, 4, repeats)
+    buffer, reply = flat_buffer(nbytes), flat_buffer(4)
+    held = []
+    for _ in range(repeats + 1):
+        dist.barrier()
+        if rank == 1:
+            dist.recv(buffer, 0)
+            dist.send(reply, 0)
+            continue
+        start = time.perf_counter()
+        dist.send(buffer, 1)
+        returned = time.perf_counter()
+        dist.recv(reply, 1)
+        delivered = time.perf_counter() - answer
+        crossing = delivered - start
+        held.append(nbytes * min(1.0, max(0.0, delivered - returned) / crossing))
+    return median(held[1:]) if rank == 0 else 0.0
+
+
 def link_measurements(rank: int, plan: LinkPlan) -> dict[str, list[float]]:
-    """Both sweeps on an initialised 2-rank gloo group (loopback or two emulated hosts)."""
+    """Both sweeps and the held-bytes probe on an initialised 2-rank gloo group (loopback
+    or two emulated hosts)."""
     p2p = [pingpong(rank, s, repeats_for(s, plan.repeats)) for s in plan.p2p_sizes()]
     allreduce = [allreduce_time(s, repeats_for(s, plan.repeats)) for s in plan.allreduce_sizes()]
-    return {"p2p": p2p, "allreduce": allreduce}
+    probe = min(HELD_PROBE_BYTES, max(plan.sizes))
+    held = send_held(rank, probe, repeats_for(probe, plan.repeats))
+    return {"p2p": p2p, "allreduce": allreduce, "send_held": [held]}

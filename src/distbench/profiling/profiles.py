@@ -142,6 +142,11 @@ class Profile:
     # how much of a parameter server's message gloo's sender may hand over at once. None
     # in older profiles (predictions then read this machine's).
     send_buffer_max: int | None = None
+    # The bytes the kernel still held when a large send between the two hosts of the link
+    # probe returned (``primitives.send_held``): how much of a message a sender hands over
+    # at once, behind the network measured (it depends on the rate). None in older profiles
+    # (predictions then take ``send_buffer_max``'s grant alone).
+    send_held_bytes: float | None = None
 
     @property
     def gradient_order(self) -> tuple[list[float], list[int]] | None:

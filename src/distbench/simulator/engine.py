@@ -878,9 +878,12 @@ class ShardedWires:
 def send_buffer(spec: SimSpec, src: int, dst: int) -> float:
     """The kernel's send buffer of a sharded server's src-to-dst connection: gloo asks for
     its largest message (unit src's shard out, or unit dst's shard pushed), and the kernel
-    grants twice the request, up to twice its cap."""
+    grants twice the request, up to twice its cap, in its own accounting; of a message it
+    holds at most what the two-host probe measured (``Links.send_held``), where known."""
     shards = spec.shards()
-    return 2 * min(max(shards[src], shards[dst]), spec.links.send_buffer_max)
+    granted = 2 * min(max(shards[src], shards[dst]), spec.links.send_buffer_max)
+    held = spec.links.send_held
+    return min(granted, held) if held > 0 else granted
 
 
 def _unit_worker(

@@ -91,6 +91,10 @@ class Links:
     #: kernel grants up to twice it, and a send is done for its sender once the kernel
     #: holds the rest. 0: a send is done when its last byte is delivered.
     send_buffer_max: float = 0.0
+    #: What the kernel held of a large message when its send returned, measured between
+    #: two hosts (the profile's ``send_held_bytes``); it bounds the grant above. 0: not
+    #: measured (the grant alone).
+    send_held: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("up", "down"):
@@ -103,6 +107,7 @@ class Links:
         _non_negative("transfer overhead", self.transfer_overhead)
         _non_negative("burst", self.burst)
         _non_negative("send buffer", self.send_buffer_max)
+        _non_negative("bytes held at a send's return", self.send_held)
         if not math.isfinite(self.unfairness) or not 0.0 <= self.unfairness < 1.0:
             raise UserError(f"link unfairness must lie in [0, 1), got {self.unfairness}")
 

@@ -77,30 +77,16 @@ dist.destroy_process_group()
 """.replace("PORT", str(PORT))
 
 
-def run_rounds(args: argparse.Namespace) -> list[dict[str, float]]:
-    spec = parse_network(args.network)
-    with emulated_network(spec, 2) as net:
+def on_two_hosts(network: str, program: str, argv: list[str]) -> list[str]:
+    """Run ``program`` (Python source) as rank 0 and rank 1 on two emulated hosts behind
+    ``network``, each given ``rank master *argv``; their standard outputs."""
+    with emulated_network(parse_network(network), 2) as net:
         master = net.hosts[0].address
-        argv = [
-            master,
-            str(int(args.big_kb * 1e3)),
-            str(int(args.small_kb * 1e3)),
-            str(args.gap_ms / 1e3),
-            str(args.rounds),
-        ]
-        env_ifname = {"GLOO_SOCKET_IFNAME": net.hosts[0].ifname}
+        ifname = f"GLOO_SOCKET_IFNAME={net.hosts[0].ifname}"
+        python = [sys.executable, "-c", program]
         procs = [
             subprocess.Popen(
-                [
-                    *host.exec_prefix(),
-                    "env",
-                    *(f"{k}={v}" for k, v in env_ifname.items()),
-                    sys.executable,
-                    "-c",
-                    RANK,
-                    str(rank),
-                    *argv,
-                ],
+                [*host.exec_prefix(), "env", ifname, *python, str(rank), master, *argv],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -109,7 +95,17 @@ def run_rounds(args: argparse.Namespace) -> list[dict[str, float]]:
         outputs = [p.communicate(timeout=600)[0] for p in procs]
         if any(p.returncode for p in procs):
             raise SystemExit("a rank failed; see its stderr above")
-    return list(json.loads(outputs[1]))
+    return outputs
+
+
+def run_rounds(args: argparse.Namespace) -> list[dict[str, float]]:
+    argv = [
+        str(int(args.big_kb * 1e3)),
+        str(int(args.small_kb * 1e3)),
+        str(args.gap_ms / 1e3),
+        str(args.rounds),
+    ]
+    return list(json.loads(on_two_hosts(args.network, RANK, argv)[1]))
 
 
 def main() -> int:

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from statistics import median
 
-from distbench.netem.namespaces import emulated_network
 from distbench.netem.spec import parse_network
+from pair_order import on_two_hosts  # a sibling benchmark: run as python benchmarks/send_lead.py
 
 PORT = 5607
 
@@ -57,32 +56,7 @@ dist.destroy_process_group()
 
 
 def run_rounds(network: str, sizes: list[int], rounds: int) -> list[dict[str, float]]:
-    spec = parse_network(network)
-    with emulated_network(spec, 2) as net:
-        master = net.hosts[0].address
-        ifname = f"GLOO_SOCKET_IFNAME={net.hosts[0].ifname}"
-        sizes_arg = ",".join(map(str, sizes))
-        program = [sys.executable, "-c", RANK]
-        procs = [
-            subprocess.Popen(
-                [
-                    *host.exec_prefix(),
-                    "env",
-                    ifname,
-                    *program,
-                    str(rank),
-                    master,
-                    str(rounds),
-                    sizes_arg,
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for rank, host in enumerate(net.hosts)
-        ]
-        outputs = [p.communicate(timeout=600)[0] for p in procs]
-        if any(p.returncode for p in procs):
-            raise SystemExit("a rank failed; see its stderr above")
+    outputs = on_two_hosts(network, RANK, [str(rounds), ",".join(map(str, sizes))])
     return list(json.loads(outputs[0]))
 
 

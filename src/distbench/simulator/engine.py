@@ -664,7 +664,8 @@ def _sync_units(cluster: Cluster) -> None:
         released = [env.event() for _ in range(n)]
         arrive: list[Callable[[], None]] = []
         for unit in range(n):
-            pushed, one = cluster.countdown(n if shards[unit] > 0 else 1)
+            # a unit without a shard is never pushed to: released at once
+            pushed, one = cluster.countdown(n if shards[unit] > 0 else 0)
 
             def update(_: simpy.Event, unit: int = unit) -> None:
                 def release(_: simpy.Event) -> None:
@@ -677,10 +678,6 @@ def _sync_units(cluster: Cluster) -> None:
         return released, arrive
 
     iterations = [iteration() for _ in range(cluster.total_steps)]
-    for unit in range(n):  # a unit without a shard is never pushed to
-        if shards[unit] <= 0:
-            for _, arrive in iterations:
-                arrive[unit]()
 
     def worker(i: int, ledger: Ledger) -> Process:
         previous: list[simpy.Event] | None = None

@@ -102,6 +102,21 @@ def print_handover(
     print(f"{name:12} {strategy:13} {workers:3d} {cells}")
 
 
+def last_pusher_place(record: dict[str, Any], skip: int) -> float | None:
+    """Where a unit lets in, step by step, the pull of the worker whose push of the step
+    before reached it last (0 first, 1 last), on average; None without two workers."""
+    pulls, pushes = per_worker(record, "pull"), per_worker(record, "push")
+    if len(pulls) < 2 or set(pulls) != set(pushes):
+        return None
+    steps = min(min(len(t) for t in pulls.values()), min(len(t) for t in pushes.values()) + 1)
+    places = []
+    for k in range(max(skip, 1), steps):
+        last = max(pushes, key=lambda w: pushes[w][k - 1]["end"])
+        order = sorted(pulls, key=lambda w: pulls[w][k]["start"])
+        places.append(order.index(last) / (len(order) - 1))
+    return fmean(places) if places else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("db")
@@ -121,7 +136,10 @@ def main() -> int:
     if args.handover:
         print(f"{'model':12} {'strategy':13} {'N':>3} each unit: shard MB:median pull / alone")
     else:
-        print(f"{'model':12} {'strategy':13} {'N':>3} {'sem':>3} dir   tau   done share  steps")
+        print(
+            f"{'model':12} {'strategy':13} {'N':>3} {'sem':>3} dir   tau   done share  steps"
+            "  last pusher's pull place"
+        )
     for model, strategy, workers, extra, config in con.execute(query):
         name = model.split(":")[-1]
         if (args.model and name != args.model) or (args.strategy and strategy != args.strategy):
@@ -142,9 +160,12 @@ def main() -> int:
                 continue
             tau = fmean(t for taus, _ in rows for t in taus)
             share = fmean(s for _, s in rows)
+            last = [last_pusher_place(r, args.skip) for r in records] if direction == "pull" else []
+            known = [place for place in last if place is not None]
+            place = f"{fmean(known):26.2f}" if known else ""
             print(
                 f"{name:12} {strategy:13} {workers:3d} {semaphore:>3} {direction:4}"
-                f" {tau:5.2f} {share:11.2f} {len(rows):6d}"
+                f" {tau:5.2f} {share:11.2f} {len(rows):6d}{place}"
             )
     return 0
 

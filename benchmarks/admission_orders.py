@@ -1,6 +1,7 @@
 """Do the units of a sharded server let the workers through in the same order?
 
     python benchmarks/admission_orders.py STORE [--model M] [--strategy ps-sync-join]
+        [--skip 2] [--handover | --timeline STEP]
 
 For every stored ok run with a sharded server that recorded its transfers, per direction:
 how well the units' orders agree step by step (the mean Kendall tau over every pair of
@@ -14,6 +15,11 @@ it through. Where the units draw their orders apart, nearly every worker waits f
 nearly the whole phase. The simulator draws the order of pulls that reach a unit at the
 same moment anew at each unit (``engine.Admission``); this script measures what the real
 server's units did. The first ``--skip`` steps (default 2) are left out: the start.
+
+``--timeline K`` prints instead, for every run, each unit's transfers of step K in the
+order they began (L3: a pull to worker 3, P3: worker 3's push; start-end in ms from the
+step's first request) and, step by step, the worker whose push reached the most units
+last: a synchronous step waits for it, and a worker last step after step is a convoy.
 
 ``--handover`` prints instead, for every unit, its shard's megabytes and its median pull
 as a share of the shard's time alone on the run's link (``--network``'s rate): a pull's
@@ -117,6 +123,45 @@ def last_pusher_place(record: dict[str, Any], skip: int) -> float | None:
     return fmean(places) if places else None
 
 
+def print_timeline(
+    name: str, strategy: str, workers: int, records: list[dict[str, Any]], step: int
+) -> None:
+    print(f"{name} {strategy} x{workers}, step {step}:")
+    pulls = [per_worker(r, "pull") for r in records]
+    pushes = [per_worker(r, "push") for r in records]
+    begun = [
+        t[step]["start"] - t[step]["queued"] for u in pulls for t in u.values() if len(t) > step
+    ]
+    if not begun:
+        print("  (fewer steps recorded)")
+        return
+    origin = min(begun)
+    for record, unit_pulls, unit_pushes in zip(records, pulls, pushes, strict=True):
+        cells = [
+            (
+                t[step]["start"],
+                f"{mark}{w}:{(t[step]['start'] - origin) * 1e3:.0f}"
+                f"-{(t[step]['end'] - origin) * 1e3:.0f}",
+            )
+            for mark, unit in (("L", unit_pulls), ("P", unit_pushes))
+            for w, t in unit.items()
+            if len(t) > step
+        ]
+        mb = 4 * record["elements"] / 1e6
+        print(f"  unit {record['unit']} ({mb:.1f} MB): " + " ".join(c for _, c in sorted(cells)))
+    print("  last pusher by step: " + " ".join(str(w) for w in last_pushers(pushes)))
+
+
+def last_pushers(units: list[dict[int, list[Transfer]]]) -> list[int]:
+    """Step by step, the worker whose push reached the most units last."""
+    steps = min(len(t) for u in units for t in u.values())
+    lasts = []
+    for k in range(steps):
+        votes = [max(u, key=lambda w: u[w][k]["end"]) for u in units if len(u) > 1]
+        lasts.append(max(set(votes), key=votes.count))
+    return lasts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("db")
@@ -124,6 +169,7 @@ def main() -> int:
     parser.add_argument("--strategy", default=None)
     parser.add_argument("--skip", type=int, default=2, metavar="STEPS")
     parser.add_argument("--handover", action="store_true")
+    parser.add_argument("--timeline", type=int, default=None, metavar="STEP")
     args = parser.parse_args()
     if not Path(args.db).is_file():
         print(f"admission_orders: no such store: {args.db}", file=sys.stderr)
@@ -133,7 +179,9 @@ def main() -> int:
         "select model, strategy, workers, extra, config from runs "
         "where status = 'ok' and strategy like 'ps-%' order by model, strategy, workers"
     )
-    if args.handover:
+    if args.timeline is not None:
+        pass
+    elif args.handover:
         print(f"{'model':12} {'strategy':13} {'N':>3} each unit: shard MB:median pull / alone")
     else:
         print(
@@ -147,6 +195,9 @@ def main() -> int:
         settings = json.loads(config)
         records = unit_records(json.loads(extra))
         if settings.get("servers") != "sharded" or len(records) < 3:
+            continue
+        if args.timeline is not None:
+            print_timeline(name, strategy, workers, records, args.timeline)
             continue
         if args.handover:
             print_handover(name, strategy, workers, json.loads(extra), settings, args.skip)

@@ -206,6 +206,24 @@ def test_sync_sharded_server_is_eq_4_12(n: int) -> None:
     assert result.step_time == pytest.approx(f.sync_distributed(T_GRAD, T_COMM, n))
 
 
+@pytest.mark.parametrize("n", [33, 64])
+def test_sync_sharded_server_beyond_the_exact_flows_is_eq_4_12(n: int) -> None:
+    result = simulate(spec("sync-join", n, servers="sharded", steps=3))
+    assert result.step_time == pytest.approx(f.sync_distributed(T_GRAD, T_COMM, n))
+
+
+def test_a_synchronous_units_answer_waits_its_turn_on_the_connection() -> None:
+    """Three workers; unit 0 holds half the weights, units 1 and 2 a quarter each; no
+    send buffers. Unit 0's two replies and the two pushes into it take 1 s each (two
+    halves on one link), so with every pull of an iteration starting at once a step is
+    1 + 2 + 1 = 4 s. But worker 1 asks unit 0 for its pull once its push is through, on
+    the connection that carries unit 1's reply to worker 0 — a reply that itself waited
+    behind that very push — and unit 0 answers half a second late: 4.5 s a step."""
+    shards = (WEIGHTS / 2, WEIGHTS / 4, WEIGHTS / 4)
+    result = simulate(spec("sync-join", 3, servers="sharded", shard_bytes=shards))
+    assert result.step_time == pytest.approx(T_GRAD + 2.5 * T_COMM)
+
+
 @pytest.mark.parametrize("n", [1, 2, 8])
 def test_async_sharded_server_is_eq_4_21(n: int) -> None:
     d = 10 * n
@@ -374,6 +392,43 @@ def test_a_unit_lets_the_next_pull_in_once_the_kernel_holds_the_last_one() -> No
     assert [w for w, _ in admitted[2]] == [0, 1]
     assert admitted[2][1][1] == pytest.approx(0.0, abs=1e-6)
     assert ended == pytest.approx({0: 2 / 3 * T_COMM, 1: 2 / 3 * T_COMM})
+
+
+def test_the_central_server_lets_the_next_pull_in_once_the_kernel_holds_the_rest() -> None:
+    """Two workers pull at once from a central server behind the semaphore, through send
+    buffers that hold a quarter of the weights: worker 0's pull is alone for 3/4 s, then
+    its send returns and the semaphore lets worker 1 in, the two sharing the server's
+    link, so worker 0's last quarter arrives at 5/4 s; worker 1's pull still ends at 2 s.
+    Without a send buffer, or where the probe has not measured what a send holds (the
+    kernel's grant alone), the semaphore waits for the delivery (1 s and 2 s)."""
+    import random
+
+    def pulls_end(links: Links) -> dict[int, float]:
+        env = simpy.Environment()
+        ledgers = [Ledger(0) for _ in range(2)]
+        cluster = Cluster(
+            spec("sync-join", 2, semaphore=True, links=links), env, random.Random(0), ledgers
+        )
+        admission = Admission.of(cluster)
+        ended: dict[int, float] = {}
+
+        def pull(i: int) -> Generator[simpy.Event, Any, None]:
+            ledgers[i].begin(env.now)
+            out = cluster.link("server out", RATE)
+            yield from admission.pull(ledgers[i], [(None, [(out, WEIGHTS)])])
+            ended[i] = env.now
+
+        for i in range(2):
+            env.process(pull(i))
+        env.run()
+        return ended
+
+    held = Links(up=RATE, down=RATE, send_buffer_max=WEIGHTS, send_held=WEIGHTS / 4)
+    assert pulls_end(held) == pytest.approx({0: 1.25 * T_COMM, 1: 2.0 * T_COMM})
+    on_delivery = {0: T_COMM, 1: 2.0 * T_COMM}
+    assert pulls_end(Links(up=RATE, down=RATE)) == pytest.approx(on_delivery)
+    granted = Links(up=RATE, down=RATE, send_buffer_max=WEIGHTS)
+    assert pulls_end(granted) == pytest.approx(on_delivery)
 
 
 def test_a_unit_sends_a_synchronous_pull_once_its_own_update_is_done() -> None:

@@ -455,6 +455,8 @@ class Admission:
         with each unit admitting on its own."""
         if self.pull_units:
             yield from self._units_pull(ledger, _with_bytes(messages), ready)
+        elif self.pull_gate is not None and self.cluster.spec.servers == "central":
+            yield from self._central_pull(ledger, self.pull_gate, messages)
         else:
             yield from self._gated(ledger, self.pull_gate, messages)
 
@@ -482,6 +484,33 @@ class Admission:
         with gate.request() as admitted:
             yield from cluster.timed(ledger, "wait", admitted)
             yield from cluster.send_messages(ledger, messages)
+
+    def _central_pull(
+        self, ledger: Ledger, gate: simpy.Resource, messages: list[Message]
+    ) -> Process:
+        """The central server's pull behind its semaphore: the next worker is let in when
+        the send returns, once the kernel's send buffer holds the rest of the weights
+        (``kernel_holds``), as a unit's semaphore does. Only where the two-host probe
+        measured what a send holds: the kernel's grant alone (8 MB here) is far more
+        than it holds of a message of many megabytes (about 2 MB at 1 Gbit/s), so
+        without the measurement the next pull waits for the weights' arrival."""
+        cluster, env = self.cluster, self.cluster.env
+        ((_, flows),) = messages
+        size = max(nbytes for _, nbytes in flows)
+        measured = cluster.spec.links.send_held > 0
+        holds = kernel_holds(cluster.spec, cluster.spec.weight_bytes) if measured else 0.0
+        held = min(size, holds)
+        ticket = gate.request()
+        yield from cluster.timed(ledger, "wait", ticket)
+        start = env.now
+        if cluster.fixed_cost > 0:
+            yield env.timeout(cluster.fixed_cost)
+        if size > held:
+            yield cluster._flows([(link, nbytes * (size - held) / size) for link, nbytes in flows])
+        gate.release(ticket)
+        if held > 0:
+            yield cluster._flows([(link, nbytes * held / size) for link, nbytes in flows])
+        ledger.add("comm", env.now - start)
 
     def _units_pull(
         self, ledger: Ledger, messages: list[Message], ready: list[simpy.Event] | None
@@ -654,30 +683,11 @@ def _sync_units(cluster: Cluster) -> None:
     queues behind the others at every unit (the real unit's serve thread waits for the
     version, then takes its turn at the semaphore)."""
     spec, env = cluster.spec, cluster.env
-    n, shards = spec.workers, spec.shards()
+    shards = spec.shards()
     pulls, pushes = _server_messages(cluster)
     admission = Admission.of(cluster)
     updates = [spec.server_update * shard / spec.weight_bytes for shard in shards]
-
-    def iteration() -> tuple[list[simpy.Event], list[Callable[[], None]]]:
-        """Each unit's release, and the call that counts a push into it."""
-        released = [env.event() for _ in range(n)]
-        arrive: list[Callable[[], None]] = []
-        for unit in range(n):
-            # a unit without a shard is never pushed to: released at once
-            pushed, one = cluster.countdown(n if shards[unit] > 0 else 0)
-
-            def update(_: simpy.Event, unit: int = unit) -> None:
-                def release(_: simpy.Event) -> None:
-                    released[unit].succeed()
-
-                cluster.callback(env.timeout(updates[unit]), release)
-
-            cluster.callback(pushed, update)
-            arrive.append(one)
-        return released, arrive
-
-    iterations = [iteration() for _ in range(cluster.total_steps)]
+    iterations = [_unit_releases(cluster, updates) for _ in range(cluster.total_steps)]
 
     def worker(i: int, ledger: Ledger) -> Process:
         previous: list[simpy.Event] | None = None
@@ -705,6 +715,83 @@ def _sync_units(cluster: Cluster) -> None:
         env.process(worker(i, ledger))
 
 
+def _unit_releases(
+    cluster: Cluster, updates: list[float]
+) -> tuple[list[simpy.Event], list[Callable[[], None]]]:
+    """One synchronous iteration of a sharded server's units: each unit's release, and
+    the call that counts a push into it. A unit updates its shard once every worker's
+    push has reached it (a unit without a shard is never pushed to: released at once)."""
+    env, n, shards = cluster.env, cluster.spec.workers, cluster.spec.shards()
+    released = [env.event() for _ in range(n)]
+    arrive: list[Callable[[], None]] = []
+    for unit in range(n):
+        pushed, one = cluster.countdown(n if shards[unit] > 0 else 0)
+
+        def update(_: simpy.Event, unit: int = unit) -> None:
+            def release(_: simpy.Event) -> None:
+                released[unit].succeed(env.now)
+
+            cluster.callback(env.timeout(updates[unit]), release)
+
+        cluster.callback(pushed, update)
+        arrive.append(one)
+    return released, arrive
+
+
+def _sync_wired(cluster: Cluster) -> None:
+    """A synchronous sharded server without a semaphore, every message on its connection
+    (``ShardedWires``), up to ``EXACT_SHARD_FLOWS`` workers.
+
+    Each unit updates its shard once every worker's push has reached it and then answers
+    the pulls waiting for it; a worker asks for its next pull once its own push is
+    handed to the kernel, and its request, like a unit's reply, waits its turn behind
+    what the connection already carries (a worker's push to unit j and its unit's reply
+    to worker j share one). So the worker whose push ends last is answered last, pulls
+    last, and pushes last again: one worker last at every unit, step after step
+    (measured: ``benchmarks/admission_orders.py STORE --timeline K``), where the closed
+    form (``_sync_sharded``) starts every pull of an iteration at once."""
+    spec, env = cluster.spec, cluster.env
+    n, shards = spec.workers, spec.shards()
+    wires = ShardedWires(cluster)
+    updates = [spec.server_update * shard / spec.weight_bytes for shard in shards]
+    iterations = [_unit_releases(cluster, updates) for _ in range(cluster.total_steps)]
+    fixed = cluster.fixed_cost
+
+    def worker(i: int, ledger: Ledger) -> Process:
+        others = [j for j in range(n) if j != i]
+        previous: list[simpy.Event] | None = None
+        for released, arrive in iterations:
+            ledger.begin(env.now)
+            start = env.now
+            if fixed > 0:
+                yield env.timeout(fixed)
+            yield wires.pull(i, others, previous)
+            if previous is not None:  # its own unit's shard, in its own process
+                yield previous[i]
+            # the time the last unit's update ended: what of the pull was waiting for it
+            waited = max(0.0, max(e.value for e in previous) - start) if previous else 0.0
+            server = min(max(updates), waited)  # what of the wait was the update
+            ledger.add("wait", waited - server)
+            ledger.add("server", server)
+            ledger.add("comm", env.now - start - waited)
+            grad = cluster.draw_grad() + spec.compute.overhead
+            yield env.timeout(grad)
+            ledger.add("compute", grad)
+            pushed = env.now
+            if shards[i] > 0:
+                arrive[i]()
+            if fixed > 0:
+                yield env.timeout(fixed)
+            yield wires.push(i, others, functools.partial(_call, arrive))
+            ledger.add("comm", env.now - pushed)
+            ledger.samples += spec.samples_per_step if ledger.measuring else 0
+            previous = released
+        ledger.begin(env.now)
+
+    for i, ledger in enumerate(cluster.ledgers):
+        env.process(worker(i, ledger))
+
+
 def _call(calls: list[Callable[[], None]], index: int) -> None:
     calls[index]()
 
@@ -712,7 +799,10 @@ def _call(calls: list[Callable[[], None]], index: int) -> None:
 def _sync_ps(cluster: Cluster) -> None:
     spec, env = cluster.spec, cluster.env
     if spec.servers == "sharded" and not spec.semaphore:
-        _sync_sharded(cluster)
+        if spec.workers <= EXACT_SHARD_FLOWS:
+            _sync_wired(cluster)
+        else:
+            _sync_sharded(cluster)
         return
     if spec.servers == "sharded" and spec.workers <= EXACT_SHARD_FLOWS:
         _sync_units(cluster)
@@ -832,17 +922,26 @@ class ShardedWires:
     def buffer(self, src: int, dst: int) -> float:
         return send_buffer(self.cluster.spec, src, dst)
 
-    def pull(self, worker: int, units: list[int]) -> simpy.Event:
+    def pull(
+        self, worker: int, units: list[int], ready: list[simpy.Event] | None = None
+    ) -> simpy.Event:
         """Worker ``worker``'s pull from ``units``: the event of the last reply's last
-        byte."""
+        byte. A unit replies once the request has reached it and, given ``ready``, once
+        its event has fired (a synchronous unit's update)."""
         cluster = self.cluster
         shards = cluster.spec.shards()
         done, replied = cluster.countdown(len(units))
 
         def ask(unit: int, _: simpy.Event | None = None) -> None:
-            def reply() -> None:
+            def send(_: simpy.Event | None = None) -> None:
                 flows = self._flows(unit, worker, shards[unit])
                 cluster.post((unit, worker), flows, self.buffer(unit, worker), delivered=replied)
+
+            def reply() -> None:
+                if ready is None:
+                    send()
+                else:
+                    cluster.callback(ready[unit], send)
 
             cluster.post((worker, unit), [], delivered=reply)
 
@@ -854,9 +953,11 @@ class ShardedWires:
                 cluster.callback(notice, functools.partial(ask, unit))
         return done
 
-    def push(self, worker: int, units: list[int]) -> simpy.Event:
+    def push(
+        self, worker: int, units: list[int], delivered: Callable[[int], None] | None = None
+    ) -> simpy.Event:
         """Worker ``worker``'s push to ``units``: the event of the last one's hand-over to
-        the kernel."""
+        the kernel; ``delivered(unit)`` is called as each unit has its shard."""
         cluster = self.cluster
         shards = cluster.spec.shards()
         done, handed = cluster.countdown(len(units))
@@ -868,7 +969,9 @@ class ShardedWires:
 
             cluster.post((worker, unit), [], delivered=announce)
             flows = self._flows(worker, unit, shards[unit])
-            cluster.post((worker, unit), flows, self.buffer(worker, unit), handed=handed)
+            arrived = None if delivered is None else functools.partial(delivered, unit)
+            buffer = self.buffer(worker, unit)
+            cluster.post((worker, unit), flows, buffer, handed=handed, delivered=arrived)
         return done
 
 
@@ -878,7 +981,15 @@ def send_buffer(spec: SimSpec, src: int, dst: int) -> float:
     grants twice the request, up to twice its cap, in its own accounting; of a message it
     holds at most what the two-host probe measured (``Links.send_held``), where known."""
     shards = spec.shards()
-    granted = 2 * min(max(shards[src], shards[dst]), spec.links.send_buffer_max)
+    return kernel_holds(spec, max(shards[src], shards[dst]))
+
+
+def kernel_holds(spec: SimSpec, largest: float) -> float:
+    """What the kernel holds of a send on a connection whose largest message is
+    ``largest`` bytes: gloo asks for that much buffer, the kernel grants twice the
+    request, up to twice its cap, and the two-host probe (``Links.send_held``) bounds it
+    where known."""
+    granted = 2 * min(largest, spec.links.send_buffer_max)
     held = spec.links.send_held
     return min(granted, held) if held > 0 else granted
 

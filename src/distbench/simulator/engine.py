@@ -769,7 +769,8 @@ def _sync_wired(cluster: Cluster) -> None:
             if previous is not None:  # its own unit's shard, in its own process
                 yield previous[i]
             # the time the last unit's update ended: what of the pull was waiting for it
-            waited = max(0.0, max(e.value for e in previous) - start) if previous else 0.0
+            released_at = max(float(e.value) for e in previous) if previous else start
+            waited = max(0.0, released_at - start)
             server = min(max(updates), waited)  # what of the wait was the update
             ledger.add("wait", waited - server)
             ledger.add("server", server)

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from statistics import fmean
-from typing import Any
+from typing import Any, cast
 
 import simpy
 
@@ -769,7 +769,7 @@ def _sync_wired(cluster: Cluster) -> None:
             if previous is not None:  # its own unit's shard, in its own process
                 yield previous[i]
             # the time the last unit's update ended: what of the pull was waiting for it
-            released_at = max(float(e.value) for e in previous) if previous else start
+            released_at = max(cast(float, e.value) for e in previous) if previous else start
             waited = max(0.0, released_at - start)
             server = min(max(updates), waited)  # what of the wait was the update
             ledger.add("wait", waited - server)

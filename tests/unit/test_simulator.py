@@ -46,7 +46,7 @@ from distbench.simulator.engine import (
     send_buffer,
 )
 from distbench.simulator.links import FairLink
-from distbench.workflows.simulate import SimRow, knee
+from distbench.workflows.simulate import SimRow, bottleneck, knee
 
 T_GRAD, T_COMM, RATE = 2.0, 1.0, 1e8  # the weights cross a link in one second alone
 WEIGHTS = T_COMM * RATE
@@ -778,6 +778,14 @@ def test_the_simulator_predicts_pipelines_the_formulas_do_not() -> None:
     profile = _emulated_profile()
     assert predict(case_of(cfg), profile, "formulas") is None
     assert predict(case_of(cfg), profile, "simulator") is not None
+
+
+def test_the_bottleneck_names_the_busiest_link_in_words() -> None:
+    comm = {"compute": 0.1, "comm": 0.9}
+    one = {"host 3 up": {"busy": 0.8}, "host 0 down": {"busy": 0.4}}
+    assert bottleneck(comm, one) == "the host 3 up link (80% busy)"
+    every = {"each host down": {"busy": 0.51}, "each host up": {"busy": 0.5}}
+    assert bottleneck(comm, every) == "each host down link (51% busy)"
 
 
 def test_knee_is_right_for_linear_and_for_network_bound_scaling() -> None:

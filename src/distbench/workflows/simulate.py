@@ -253,7 +253,9 @@ def bottleneck(split: dict[str, float], links: dict[str, dict[str, float]]) -> s
         if busiest is None or busiest[1]["busy"] < IDLE_LINK:
             return "communication: latency and per-transfer cost (no link busy)"
         name, use = busiest
-        return f"the {name} link ({use['busy']:.0%} busy)"
+        # the symmetric closed forms name one link for all alike ("each host up")
+        label = name if name.startswith("each ") else f"the {name}"
+        return f"{label} link ({use['busy']:.0%} busy)"
     return {
         "compute": "compute",
         "wait": "waiting for other workers (the slowest, or the pipeline's bubble)",

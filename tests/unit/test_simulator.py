@@ -720,7 +720,8 @@ def _emulated_profile() -> Any:
 
 def test_a_sharded_servers_send_buffers_come_from_the_profile_and_say_so() -> None:
     """The kernel's cap on a socket's send buffer is the profile's, where it has one,
-    else this machine's; an asynchronous sharded prediction says which."""
+    else this machine's; a sharded prediction says which, and so does a central
+    semaphore's where the probe measured what a send holds."""
     cfg = RunConfig(
         model="m",
         strategy="ps-async",
@@ -741,6 +742,14 @@ def test_a_sharded_servers_send_buffers_come_from_the_profile_and_say_so() -> No
     sim = simulate_case(case_of(replace(cfg, ps_semaphore=True)), probed, steps=5)
     assert sim.spec.links.send_held == 1.5e6
     assert "holding 1.50 MB (two-host probe)" in sim.inputs
+    synchronous = replace(cfg, strategy="ps-sync-join")
+    assert "send buffers" in simulate_case(case_of(synchronous), probed, steps=5).inputs
+    # a central server's sends matter only to its semaphore, and only where measured
+    central = replace(synchronous, servers="central", ps_semaphore=True)
+    assert "holding 1.50 MB" in simulate_case(case_of(central), probed, steps=5).inputs
+    assert "send buffers" not in simulate_case(case_of(central), recorded, steps=5).inputs
+    plain = replace(central, ps_semaphore=False)
+    assert "send buffers" not in simulate_case(case_of(plain), probed, steps=5).inputs
 
 
 def test_a_connection_holds_no_more_of_a_message_than_the_probe_measured() -> None:

@@ -219,13 +219,16 @@ def sim_spec(
         warmup=warmup,
         seed=seed,
     )
-    if spec.servers == "sharded" and (strategy == "async" or case.semaphore):
+    # what a send hands over: a sharded server's every message, a central semaphore's
+    # pull only where the probe measured what the kernel holds (``engine.kernel_holds``)
+    server_sends = spec.servers == "sharded" or (case.semaphore and links.send_held > 0)
+    if strategy in ("sync-join", "sync-split", "async") and server_sends:
         link_label += f", {_send_buffer_label(profile, links)}"
     return spec, f"{compute_label}; links {link_label}"
 
 
 def _send_buffer_label(profile: Profile, links: Links) -> str:
-    """Where the senders' socket buffers of a sharded server's messages come from."""
+    """Where the senders' socket buffers of a parameter server's messages come from."""
     source = "profile" if profile.send_buffer_max else "this machine's"
     grant = f"up to 2 x {links.send_buffer_max / 2**20:g} MiB (net.core.wmem_max, {source})"
     if links.send_held <= 0:

@@ -687,6 +687,7 @@ def _sync_units(cluster: Cluster) -> None:
     pulls, pushes = _server_messages(cluster)
     admission = Admission.of(cluster)
     updates = [spec.server_update * shard / spec.weight_bytes for shard in shards]
+    longest_update = max(updates)
     iterations = [_unit_releases(cluster, updates) for _ in range(cluster.total_steps)]
 
     def worker(i: int, ledger: Ledger) -> Process:
@@ -697,10 +698,7 @@ def _sync_units(cluster: Cluster) -> None:
             yield from admission.pull(ledger, pulls(i), previous)
             if previous is not None:  # its own unit's shard, in its own process
                 yield from cluster.timed(ledger, "wait", previous[i])
-                waited = ledger.parts["wait"] - waited_before
-                server = min(max(updates), waited)  # what of the wait was the update
-                ledger.add("wait", -server)
-                ledger.add("server", server)
+                _charge_update(ledger, ledger.parts["wait"] - waited_before, longest_update)
             grad = cluster.draw_grad() + spec.compute.overhead
             yield env.timeout(grad)
             ledger.add("compute", grad)
@@ -713,6 +711,14 @@ def _sync_units(cluster: Cluster) -> None:
 
     for i, ledger in enumerate(cluster.ledgers):
         env.process(worker(i, ledger))
+
+
+def _charge_update(ledger: Ledger, waited: float, longest_update: float) -> None:
+    """Of a synchronous pull's ``waited`` seconds, what was the units' update (at most the
+    longest unit's) is the server's part, not waiting for other workers."""
+    server = min(longest_update, waited)
+    ledger.add("wait", -server)
+    ledger.add("server", server)
 
 
 def _unit_releases(
@@ -754,6 +760,7 @@ def _sync_wired(cluster: Cluster) -> None:
     n, shards = spec.workers, spec.shards()
     wires = ShardedWires(cluster)
     updates = [spec.server_update * shard / spec.weight_bytes for shard in shards]
+    longest_update = max(updates)
     iterations = [_unit_releases(cluster, updates) for _ in range(cluster.total_steps)]
     fixed = cluster.fixed_cost
 
@@ -771,9 +778,8 @@ def _sync_wired(cluster: Cluster) -> None:
             # the time the last unit's update ended: what of the pull was waiting for it
             released_at = max(cast(float, e.value) for e in previous) if previous else start
             waited = max(0.0, released_at - start)
-            server = min(max(updates), waited)  # what of the wait was the update
-            ledger.add("wait", waited - server)
-            ledger.add("server", server)
+            ledger.add("wait", waited)
+            _charge_update(ledger, waited, longest_update)
             ledger.add("comm", env.now - start - waited)
             grad = cluster.draw_grad() + spec.compute.overhead
             yield env.timeout(grad)

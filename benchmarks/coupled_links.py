@@ -14,7 +14,9 @@ counted as free for the pushes that come later.
 
 For every stored ok synchronous sharded run without the semaphore, at its largest unit,
 step by step (the first ``--skip`` steps left out): the push phase as measured (from the
-first push's start to the last one's end, the unit's own records) and the same phase
+first push's start to the last one's end, the unit's own records; and beside it the rest
+of the step there: from the unit's first pull to the first push reaching it, and from the
+last push's end to its next pull) and the same phase
 from a fluid model of the pushes alone, every worker sending each unit its shard from
 the moment its push reached the largest unit (the unit's own worker: the median
 moment), at the rate of the profile's largest link transfer (as the simulator's links):
@@ -162,8 +164,10 @@ def link_rate(store: str, model: str) -> float | None:
     return sizes[-1] / seconds[-1] if sizes and seconds else None
 
 
-def replay_run(extra: dict[str, Any], rate: float, skip: int) -> tuple[float, float, float] | None:
-    """(measured, per-link, max-min) median push phases at the run's largest unit."""
+def replay_run(extra: dict[str, Any], rate: float, skip: int) -> list[float] | None:
+    """Medians over steps at the run's largest unit: the push phase measured, per-link and
+    max-min; and, measured, from its first pull to the first push reaching it and from the
+    last push's end to its next pull."""
     records = unit_records(extra)
     if not records:
         return None
@@ -172,8 +176,8 @@ def replay_run(extra: dict[str, Any], rate: float, skip: int) -> tuple[float, fl
     for record in records:
         shards[record["unit"]] = 4.0 * record["elements"]
     largest = max(records, key=lambda r: r["elements"])
-    pushes = per_worker(largest, "push")
-    steps = min(len(t) for t in pushes.values())
+    pushes, pulls = per_worker(largest, "push"), per_worker(largest, "pull")
+    steps = min(min(len(t) for t in pushes.values()), min(len(t) for t in pulls.values()) - 1)
     phases = []
     for k in range(skip, steps):
         starts = {w: t[k]["start"] for w, t in pushes.items()}
@@ -182,20 +186,20 @@ def replay_run(extra: dict[str, Any], rate: float, skip: int) -> tuple[float, fl
         offsets[largest["unit"]] = median(s - first for s in starts.values())
         measured = max(t[k]["end"] for t in pushes.values()) - first
         unit = largest["unit"]
+        pulled = min(t[k]["start"] for t in pulls.values())
+        next_pull = min(t[k + 1]["start"] for t in pulls.values())
         phases.append(
             (
                 measured,
                 push_phase(shards, offsets, unit, rate, coupled=False),
                 push_phase(shards, offsets, unit, rate, coupled=True),
+                first - pulled,
+                next_pull - first - measured,
             )
         )
     if not phases:
         return None
-    return (
-        median(p[0] for p in phases),
-        median(p[1] for p in phases),
-        median(p[2] for p in phases),
-    )
+    return [median(p[i] for p in phases) for i in range(5)]
 
 
 def main() -> int:
@@ -211,8 +215,10 @@ def main() -> int:
         "select model, strategy, workers, extra, config from runs where status='ok'"
         " and strategy in ('ps-sync-join', 'ps-sync-split') order by model, workers, created_at"
     )
-    print("model        strategy        N  push phase at the largest unit, median ms:")
-    print("                                measured  per-link (simulator)  max-min")
+    print("model        strategy        N  at the largest unit, median ms over steps:")
+    print("                                push phase: measured  per-link (simulator)  max-min;")
+    print("                                measured: its first pull to the first push in,")
+    print("                                the last push in to its next pull")
     with sqlite3.connect(args.store) as db:
         rows = db.execute(query).fetchall()
     for model, strategy, workers, extra, config in rows:
@@ -225,9 +231,10 @@ def main() -> int:
         replay = replay_run(json.loads(extra), rate, args.skip) if rate else None
         if replay is None:
             continue
-        measured, per_link, max_min = (s * 1e3 for s in replay)
+        measured, per_link, max_min, pull_to_push, gap = (s * 1e3 for s in replay)
         print(
-            f"{model:12} {strategy:14} {workers:3d} {measured:9.0f} {per_link:21.0f} {max_min:8.0f}"
+            f"{model:12} {strategy:14} {workers:3d} {measured:21.0f} {per_link:21.0f}"
+            f" {max_min:8.0f}; {pull_to_push:.0f}, {gap:.0f}"
         )
     return 0
 

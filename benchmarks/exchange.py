@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from statistics import median
 
-from distbench.netem.namespaces import emulated_network
 from distbench.netem.spec import parse_network
 from distbench.profiling.profiles import find_profile
+from pair_order import on_hosts  # a sibling benchmark: run as python benchmarks/exchange.py
 
 PORT = 5615
 
@@ -97,27 +96,6 @@ print(json.dumps(seconds), flush=True)
 dist.barrier()
 dist.destroy_process_group()
 """.replace("PORT", str(PORT))
-
-
-def on_hosts(network: str, hosts: int, program: str, argv: list[str]) -> list[str]:
-    """Run ``program`` as ranks 0..hosts-1, one per emulated host, each given
-    ``rank master *argv``; their standard outputs."""
-    with emulated_network(parse_network(network), hosts) as net:
-        master = net.hosts[0].address
-        ifname = f"GLOO_SOCKET_IFNAME={net.hosts[0].ifname}"
-        python = [sys.executable, "-c", program]
-        procs = [
-            subprocess.Popen(
-                [*host.exec_prefix(), "env", ifname, *python, str(rank), master, *argv],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for rank, host in enumerate(net.hosts)
-        ]
-        outputs = [p.communicate(timeout=600)[0] for p in procs]
-        if any(p.returncode for p in procs):
-            raise SystemExit("a rank failed; see its stderr above")
-    return outputs
 
 
 def pair(args: argparse.Namespace) -> None:

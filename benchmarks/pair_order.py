@@ -80,7 +80,13 @@ dist.destroy_process_group()
 def on_two_hosts(network: str, program: str, argv: list[str]) -> list[str]:
     """Run ``program`` (Python source) as rank 0 and rank 1 on two emulated hosts behind
     ``network``, each given ``rank master *argv``; their standard outputs."""
-    with emulated_network(parse_network(network), 2) as net:
+    return on_hosts(network, 2, program, argv)
+
+
+def on_hosts(network: str, hosts: int, program: str, argv: list[str]) -> list[str]:
+    """Run ``program`` (Python source) as ranks 0 .. ``hosts`` - 1, one per emulated host
+    behind ``network``, each given ``rank master *argv``; their standard outputs."""
+    with emulated_network(parse_network(network), hosts) as net:
         master = net.hosts[0].address
         ifname = f"GLOO_SOCKET_IFNAME={net.hosts[0].ifname}"
         python = [sys.executable, "-c", program]

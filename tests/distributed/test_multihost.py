@@ -264,12 +264,13 @@ def test_delay_is_refused_clearly_without_netem(tmp_path: Path) -> None:
 def test_profile_measures_links_behind_the_network(db_path: Path) -> None:
     from distbench.profiling.calibrate import measure_links
 
-    t_comm, p2p, allreduce, held = measure_links(
+    t_comm, p2p, allreduce, held, held_of_weights = measure_links(
         1_000_000, 1_000_000, 2 * 1024 * 1024, 2, 240, network="bandwidth=100mbit"
     )
     # The probe's message is the sweep's largest, 2 MiB: its send returns with part of it,
-    # at most all of it, still in the kernel.
+    # at most all of it, still in the kernel; and the weights' 1 MB, probed on its own.
     assert 0.0 <= held <= 2 * 1024 * 1024
+    assert 0.0 <= held_of_weights <= 1_000_000
     # The measured points: 2 MiB takes ~0.16 s one way at 12.5 MB/s (less tbf's 64 KiB
     # bucket), a 2-rank ring all-reduce of it as long; loopback takes about a millisecond.
     wire = (2 * 1024 * 1024 - 65536) / 12.5e6

@@ -399,8 +399,11 @@ def test_the_central_server_lets_the_next_pull_in_once_the_kernel_holds_the_rest
     buffers that hold a quarter of the weights: worker 0's pull is alone for 3/4 s, then
     its send returns and the semaphore lets worker 1 in, the two sharing the server's
     link, so worker 0's last quarter arrives at 5/4 s; worker 1's pull still ends at 2 s.
-    Without a send buffer, or where the probe has not measured what a send holds (the
-    kernel's grant alone), the semaphore waits for the delivery (1 s and 2 s)."""
+    Where the probe measured that a send holds half of a message of the weights' size
+    (more of it than of its large message), worker 1 is let in at 1/2 s and worker 0's
+    pull ends at 3/2 s. Without a send buffer, or where the probe has not measured what a
+    send holds (the kernel's grant alone), the semaphore waits for the delivery (1 s and
+    2 s)."""
     import random
 
     def pulls_end(links: Links) -> dict[int, float]:
@@ -425,6 +428,8 @@ def test_the_central_server_lets_the_next_pull_in_once_the_kernel_holds_the_rest
 
     held = Links(up=RATE, down=RATE, send_buffer_max=WEIGHTS, send_held=WEIGHTS / 4)
     assert pulls_end(held) == pytest.approx({0: 1.25 * T_COMM, 1: 2.0 * T_COMM})
+    of_weights = replace(held, send_held_weights=WEIGHTS / 2)
+    assert pulls_end(of_weights) == pytest.approx({0: 1.5 * T_COMM, 1: 2.0 * T_COMM})
     on_delivery = {0: T_COMM, 1: 2.0 * T_COMM}
     assert pulls_end(Links(up=RATE, down=RATE)) == pytest.approx(on_delivery)
     granted = Links(up=RATE, down=RATE, send_buffer_max=WEIGHTS)
@@ -750,6 +755,13 @@ def test_a_sharded_servers_send_buffers_come_from_the_profile_and_say_so() -> No
     assert "send buffers" not in simulate_case(case_of(central), recorded, steps=5).inputs
     plain = replace(central, ps_semaphore=False)
     assert "send buffers" not in simulate_case(case_of(plain), probed, steps=5).inputs
+    # a central server's one message is the weights: what the probe held of that size
+    of_weights = replace(probed, send_held_weight_bytes=0.75e6)
+    central_sim = simulate_case(case_of(central), of_weights, steps=5)
+    assert central_sim.spec.links.send_held_weights == 0.75e6
+    assert "holding 0.75 MB of the weights (two-host probe)" in central_sim.inputs
+    sharded_sim = simulate_case(case_of(synchronous), of_weights, steps=5)
+    assert "holding 1.50 MB (two-host probe)" in sharded_sim.inputs
 
 
 def test_a_connection_holds_no_more_of_a_message_than_the_probe_measured() -> None:

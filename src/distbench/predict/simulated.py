@@ -117,6 +117,7 @@ def links_for(case: Case, profile: Profile, network: NetworkSpec | None) -> tupl
         "burst": shaper_burst(network if network is not None else profile.network),
         "send_buffer_max": float(profile.send_buffer_max or kernel_send_buffer_max()),
         "send_held": float(profile.send_held_bytes or 0.0),
+        "send_held_weights": float(profile.send_held_weight_bytes or 0.0),
     }
     if network is not None and (profile.network is None or _differs(profile.network, network)):
         up = (network.up_bit_s or network.rate_bit_s or 0) / 8
@@ -223,17 +224,21 @@ def sim_spec(
     # pull only where the probe measured what the kernel holds (``engine.kernel_holds``)
     server_sends = spec.servers == "sharded" or (case.semaphore and links.send_held > 0)
     if strategy in ("sync-join", "sync-split", "async") and server_sends:
-        link_label += f", {_send_buffer_label(profile, links)}"
+        link_label += f", {_send_buffer_label(profile, links, spec.servers == 'central')}"
     return spec, f"{compute_label}; links {link_label}"
 
 
-def _send_buffer_label(profile: Profile, links: Links) -> str:
-    """Where the senders' socket buffers of a parameter server's messages come from."""
+def _send_buffer_label(profile: Profile, links: Links, central: bool) -> str:
+    """Where the senders' socket buffers of a parameter server's messages come from (a
+    central server's one message is the weights: what the probe held of that size)."""
     source = "profile" if profile.send_buffer_max else "this machine's"
     grant = f"up to 2 x {links.send_buffer_max / 2**20:g} MiB (net.core.wmem_max, {source})"
     if links.send_held <= 0:
         return f"send buffers {grant}"
-    return f"send buffers {grant}, holding {links.send_held / 1e6:.2f} MB (two-host probe)"
+    held = f"{links.send_held / 1e6:.2f} MB"
+    if central and links.send_held_weights > 0:
+        held = f"{links.send_held_weights / 1e6:.2f} MB of the weights"
+    return f"send buffers {grant}, holding {held} (two-host probe)"
 
 
 def _shards(case: Case, profile: Profile, strategy: str) -> tuple[float, ...]:

@@ -326,10 +326,11 @@ def measure_links(
     repeats: int,
     timeout: float,
     network: str | None = None,
-) -> tuple[float, LinkFit, LinkFit, float]:
+) -> tuple[float, LinkFit, LinkFit, float, float]:
     """``t_comm`` of ``weight_bytes``, the fitted point-to-point and all-reduce links, and
-    the bytes the kernel held when a large send returned (``primitives.send_held``), over
-    loopback or, with ``network``, between two emulated hosts behind it.
+    the bytes the kernel held when a send returned (``primitives.send_held``) of a large
+    message and of one of ``weight_bytes``, over loopback or, with ``network``, between two
+    emulated hosts behind it.
 
     ``t_comm`` is the point-to-point fit at ``weight_bytes``, not the sweep's own point of
     that size: one point is a median of a few round trips, and on a shared host one such
@@ -340,7 +341,8 @@ def measure_links(
     p2p = link_fit("p2p", 2, plan.p2p_sizes(), results["p2p"])
     t_comm = p2p.alpha + weight_bytes / p2p.beta
     allreduce = link_fit("allreduce", 2, plan.allreduce_sizes(), results["allreduce"])
-    return t_comm, p2p, allreduce, float(results["send_held"][0])
+    held = results["send_held"]
+    return t_comm, p2p, allreduce, float(held[0]), float(held[-1])
 
 
 # --- the whole profile ------------------------------------------------------------------------
@@ -378,7 +380,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
     weight_bytes, grad_bytes, tensors = state_sizes(req.cfg)
     where = f" behind --network {req.cfg.network}" if req.cfg.network else ""
     notify(f"links{where} (ping-pong, p2p and all-reduce sweeps)", len(plan), total)
-    t_comm, p2p, allreduce, held = measure_links(
+    t_comm, p2p, allreduce, held, held_of_weights = measure_links(
         weight_bytes,
         grad_bytes,
         sweep_limit(req.sweep_max_bytes, req.cfg.network),
@@ -409,6 +411,7 @@ def profile_model(req: ProfileRequest, progress: Progress | None = None) -> Prof
         param_bytes=parameter_bytes(req.cfg),
         server_tensor_bytes=server_tensor_bytes(req.cfg),
         outside_load_cores=round(outside.stop().cores, 3),
+        send_held_weight_bytes=held_of_weights,
     )
 
 

@@ -305,9 +305,15 @@ def send_held(rank: int, nbytes: int, repeats: int) -> float:
 
 def link_measurements(rank: int, plan: LinkPlan) -> dict[str, list[float]]:
     """Both sweeps and the held-bytes probe on an initialised 2-rank gloo group (loopback
-    or two emulated hosts)."""
+    or two emulated hosts): of the large message, and of a message of the weights' size
+    where it is smaller (what the kernel holds depends on the message: at 1 Gbit/s about
+    1.3-1.5 MB of 2-3 MB against about 2 MB of 8 MB, ``benchmarks/send_lead.py``)."""
     p2p = [pingpong(rank, s, repeats_for(s, plan.repeats)) for s in plan.p2p_sizes()]
     allreduce = [allreduce_time(s, repeats_for(s, plan.repeats)) for s in plan.allreduce_sizes()]
     probe = min(HELD_PROBE_BYTES, max(plan.sizes))
     held = send_held(rank, probe, repeats_for(probe, plan.repeats))
-    return {"p2p": p2p, "allreduce": allreduce, "send_held": [held]}
+    weights = plan.weight_bytes
+    of_weights = held
+    if weights < probe:
+        of_weights = send_held(rank, weights, repeats_for(weights, plan.repeats))
+    return {"p2p": p2p, "allreduce": allreduce, "send_held": [held, of_weights]}

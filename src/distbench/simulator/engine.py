@@ -493,12 +493,17 @@ class Admission:
         (``kernel_holds``), as a unit's semaphore does. Only where the two-host probe
         measured what a send holds: the kernel's grant alone (8 MB here) is far more
         than it holds of a message of many megabytes (about 2 MB at 1 Gbit/s), so
-        without the measurement the next pull waits for the weights' arrival."""
+        without the measurement the next pull waits for the weights' arrival. Where the
+        probe also measured a message of the weights' size, that is what it holds."""
         cluster, env = self.cluster, self.cluster.env
+        links = cluster.spec.links
         ((_, flows),) = messages
         size = max(nbytes for _, nbytes in flows)
-        measured = cluster.spec.links.send_held > 0
-        holds = kernel_holds(cluster.spec, cluster.spec.weight_bytes) if measured else 0.0
+        holds = 0.0
+        if links.send_held_weights > 0:
+            holds = kernel_holds(cluster.spec, cluster.spec.weight_bytes, links.send_held_weights)
+        elif links.send_held > 0:
+            holds = kernel_holds(cluster.spec, cluster.spec.weight_bytes)
         held = min(size, holds)
         ticket = gate.request()
         yield from cluster.timed(ledger, "wait", ticket)
@@ -991,13 +996,13 @@ def send_buffer(spec: SimSpec, src: int, dst: int) -> float:
     return kernel_holds(spec, max(shards[src], shards[dst]))
 
 
-def kernel_holds(spec: SimSpec, largest: float) -> float:
+def kernel_holds(spec: SimSpec, largest: float, held: float | None = None) -> float:
     """What the kernel holds of a send on a connection whose largest message is
     ``largest`` bytes: gloo asks for that much buffer, the kernel grants twice the
-    request, up to twice its cap, and the two-host probe (``Links.send_held``) bounds it
-    where known."""
+    request, up to twice its cap, and the two-host probe (``Links.send_held``, or ``held``
+    where it measured a message of this size) bounds it where known."""
     granted = 2 * min(largest, spec.links.send_buffer_max)
-    held = spec.links.send_held
+    held = spec.links.send_held if held is None else held
     return min(granted, held) if held > 0 else granted
 
 

@@ -95,6 +95,10 @@ class Links:
     #: two hosts (the profile's ``send_held_bytes``); it bounds the grant above. 0: not
     #: measured (the grant alone).
     send_held: float = 0.0
+    #: The same, of a message of the weights' size (a central server's pull), measured
+    #: where the weights are smaller than the large message. 0: not measured (the large
+    #: message's figure stands).
+    send_held_weights: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("up", "down"):
@@ -108,6 +112,7 @@ class Links:
         _non_negative("burst", self.burst)
         _non_negative("send buffer", self.send_buffer_max)
         _non_negative("bytes held at a send's return", self.send_held)
+        _non_negative("bytes of the weights held at a send's return", self.send_held_weights)
         if not math.isfinite(self.unfairness) or not 0.0 <= self.unfairness < 1.0:
             raise UserError(f"link unfairness must lie in [0, 1), got {self.unfairness}")
 

@@ -306,8 +306,8 @@ def send_held(rank: int, nbytes: int, repeats: int) -> float:
 def link_measurements(rank: int, plan: LinkPlan) -> dict[str, list[float]]:
     """Both sweeps and the held-bytes probe on an initialised 2-rank gloo group (loopback
     or two emulated hosts): of the large message, and of a message of the weights' size
-    where it is smaller (what the kernel holds depends on the message: at 1 Gbit/s about
-    1.3-1.5 MB of 2-3 MB against about 2 MB of 8 MB, ``benchmarks/send_lead.py``)."""
+    where it is smaller (what the kernel holds depends on the message: 1.29 MB of 3 MB
+    against 1.8-2.2 MB of 8 MB in ``benchmarks/send_lead.py``'s runs at 1 Gbit/s)."""
     p2p = [pingpong(rank, s, repeats_for(s, plan.repeats)) for s in plan.p2p_sizes()]
     allreduce = [allreduce_time(s, repeats_for(s, plan.repeats)) for s in plan.allreduce_sizes()]
     probe = min(HELD_PROBE_BYTES, max(plan.sizes))

@@ -147,9 +147,10 @@ class Profile:
     # at once, behind the network measured (it depends on the rate). None in older profiles
     # (predictions then take ``send_buffer_max``'s grant alone).
     send_held_bytes: float | None = None
-    # The same, of a message of the model's weights (a central server's pull); it is less
-    # than the large message's where the weights are smaller (about 1.3 MB of 3 MB against
-    # 2 MB of 8 MB at 1 Gbit/s here). None in older profiles (``send_held_bytes`` stands).
+    # The same, of a message of the model's weights (a central server's pull), where the
+    # weights are smaller: what a send holds depends on the message (1.29 MB of 3 MB against
+    # 1.8-2.2 MB of 8 MB in ``benchmarks/send_lead.py``'s runs at 1 Gbit/s). None in older
+    # profiles (``send_held_bytes`` stands).
     send_held_weight_bytes: float | None = None
 
     @property

@@ -499,11 +499,8 @@ class Admission:
         links = cluster.spec.links
         ((_, flows),) = messages
         size = max(nbytes for _, nbytes in flows)
-        holds = 0.0
-        if links.send_held_weights > 0:
-            holds = kernel_holds(cluster.spec, cluster.spec.weight_bytes, links.send_held_weights)
-        elif links.send_held > 0:
-            holds = kernel_holds(cluster.spec, cluster.spec.weight_bytes)
+        measured = links.send_held_weights or links.send_held
+        holds = kernel_holds(cluster.spec, cluster.spec.weight_bytes, measured) if measured else 0.0
         held = min(size, holds)
         ticket = gate.request()
         yield from cluster.timed(ledger, "wait", ticket)

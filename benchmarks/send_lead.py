@@ -73,13 +73,17 @@ def main() -> int:
     rate = rate_bits / 8
     sizes = [int(float(mb) * 1e6) // 4 * 4 for mb in args.megabytes.split(",")]
     marks = run_rounds(args.network, sizes, args.rounds)
-    print(f"{'MB':>6} {'alone ms':>9} {'lead ms':>8} {'held MB':>8}  (median of {args.rounds})")
+    print(
+        f"{'MB':>6} {'alone ms':>9} {'lead ms':>8} {'held MB':>8}"
+        f" {'min':>6} {'max':>6}  (median, min and max of {args.rounds})"
+    )
     for size in sizes:
         rows = [m for m in marks if m["size"] == size][1:]
+        held = sorted(max(0.0, m["delivered"] - m["returned"]) * rate / 1e6 for m in rows)
         lead = median(m["delivered"] - m["returned"] for m in rows)
         print(
             f"{size / 1e6:6.2f} {size / rate * 1e3:9.1f} {lead * 1e3:8.1f}"
-            f" {max(0.0, lead) * rate / 1e6:8.2f}"
+            f" {max(0.0, lead) * rate / 1e6:8.2f} {held[0]:6.2f} {held[-1]:6.2f}"
         )
     return 0
 

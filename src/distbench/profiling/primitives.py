@@ -278,29 +278,63 @@ def repeats_for(size: int, repeats: int) -> int:
 HELD_PROBE_BYTES = 8 * MIB
 
 
-def send_held(rank: int, nbytes: int, repeats: int) -> float:
-    """Bytes the kernel still held when a send of ``nbytes`` to the peer returned: the
-    median over ``repeats`` sends after one untimed, on rank 0's clock alone. The peer
-    answers each delivery with 4 bytes, whose own one-way time (a ping-pong) is taken
-    off; the send's lead on its delivery, at the rate the message itself crossed at, is
-    what the buffer held. Rank 1 returns 0."""
-    answer = pingpong(rank, 4, repeats)
+def held_on_connection(
+    rank: int, nbytes: int, repeats: int, answer: float, group: Any = None, warm: int = 1
+) -> list[float]:
+    """Bytes the kernel still held when each of ``repeats`` sends of ``nbytes`` to the
+    peer returned, over ``group``'s connection (the default group's where None), after
+    ``warm`` untimed sends of the same message, on rank 0's clock alone. The peer answers
+    each delivery with 4 bytes whose one-way time ``answer`` is taken off; the send's lead
+    on its delivery, at the rate the message itself crossed at, is what the buffer held.
+    Rank 1 returns []."""
     buffer, reply = flat_buffer(nbytes), flat_buffer(4)
     held = []
-    for _ in range(repeats + 1):
-        dist.barrier()
+    for _ in range(warm + repeats):
+        dist.barrier(group=group)
         if rank == 1:
-            dist.recv(buffer, 0)
-            dist.send(reply, 0)
+            dist.recv(buffer, 0, group=group)
+            dist.send(reply, 0, group=group)
             continue
         start = time.perf_counter()
-        dist.send(buffer, 1)
+        dist.send(buffer, 1, group=group)
         returned = time.perf_counter()
-        dist.recv(reply, 1)
+        dist.recv(reply, 1, group=group)
         delivered = time.perf_counter() - answer
         crossing = delivered - start
         held.append(nbytes * min(1.0, max(0.0, delivered - returned) / crossing))
-    return median(held[1:]) if rank == 0 else 0.0
+    return held[warm:]
+
+
+#: What a send buffer holds grows with its connection's own traffic (the kernel sizes a
+#: socket's buffer as its congestion window grows) and differs between connections of
+#: the same two hosts as much as between sends on one (``benchmarks/held_probe.py``: at
+#: 1 Gbit/s a fresh connection held 1.1-1.6 MB of 2.9 MB, one that had carried the
+#: message 20 times 1.5 or 2.1 MB). A run's connections carry the message every step, and
+#: a parameter server talks to every worker over a connection of its own, so the probe
+#: warms several connections with the message and averages them.
+HELD_PROBE_CONNECTIONS = 4
+HELD_PROBE_WARM_SENDS = 10
+
+
+def send_held(
+    rank: int,
+    nbytes: int,
+    repeats: int,
+    connections: int = HELD_PROBE_CONNECTIONS,
+    warm: int = HELD_PROBE_WARM_SENDS,
+) -> float:
+    """Bytes the kernel held when a send of ``nbytes`` returned: the mean over
+    ``connections`` fresh two-rank groups' connections of each one's median over
+    ``repeats`` sends, after ``warm`` untimed sends on it. Rank 1 returns 0."""
+    answer = pingpong(rank, 4, repeats)
+    per_connection = []
+    for _ in range(connections):
+        group = dist.new_group([0, 1])
+        held = held_on_connection(rank, nbytes, repeats, answer, group, warm)
+        dist.barrier(group=group)  # gloo aborts a group torn down mid-message
+        dist.destroy_process_group(group)
+        per_connection.append(median(held) if held else 0.0)
+    return sum(per_connection) / connections if rank == 0 else 0.0
 
 
 def link_measurements(rank: int, plan: LinkPlan) -> dict[str, list[float]]:

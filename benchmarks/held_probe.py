@@ -5,11 +5,13 @@ connections of the same two hosts, and so between two profiles' probes?
     sudo python benchmarks/held_probe.py --network bandwidth=100mbit,queue=fair
 
 Two emulated hosts, one gloo process each. For every size in ``--megabytes``, ``--probes``
-times over: open ``--connections`` fresh connections (two-rank gloo groups) and time
-``--repeats`` sends on each with ``primitives.held_on_connection``, the probe the profile
-runs. It prints each connection's median held bytes, then how far apart two probes land:
-the spread of one connection's median (what a probe of one connection reads) against the
-spread of the median over ``--connections`` (``primitives.send_held``'s reading).
+times over: open ``--connections`` fresh connections (two-rank gloo groups), send the
+message on each for ``--warm-seconds`` untimed, then time ``--repeats`` sends with
+``primitives.held_on_connection``, the probe the profile runs. It prints each
+connection's median held bytes, then how far apart two probes land: the spread of one
+connection's median against the spread of the mean over ``--connections``
+(``primitives.send_held``'s reading; ``--connections 1 --warm-seconds 0`` is the probe
+of one fresh connection).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import sys
 from statistics import median
 
-from distbench.profiling.primitives import HELD_PROBE_CONNECTIONS, HELD_PROBE_WARM_SENDS
+from distbench.profiling.primitives import HELD_PROBE_CONNECTIONS, HELD_PROBE_WARM_SECONDS
 from pair_order import on_two_hosts  # a sibling benchmark: run as python benchmarks/held_probe.py
 
 PORT = 5608
@@ -31,7 +33,7 @@ from distbench.profiling.primitives import held_on_connection, pingpong
 rank, master = int(sys.argv[1]), sys.argv[2]
 sizes = [int(s) for s in sys.argv[3].split(",")]
 probes, connections, repeats = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-warm = int(sys.argv[7])
+warm = float(sys.argv[7])
 dist.init_process_group("gloo", init_method=f"tcp://{master}:PORT", rank=rank, world_size=2)
 answer = pingpong(rank, 4, repeats)
 out = {}
@@ -82,15 +84,17 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=HELD_PROBE_CONNECTIONS)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--warm",
-        type=int,
-        default=HELD_PROBE_WARM_SENDS,
-        help="untimed sends of the message on each connection before its timed ones",
+        "--warm-seconds",
+        type=float,
+        default=HELD_PROBE_WARM_SECONDS,
+        help="seconds of untimed sends of the message on each connection before its timed ones",
     )
     args = parser.parse_args()
-    if min(args.probes, args.connections, args.repeats) < 1:
+    if min(args.probes, args.connections, args.repeats) < 1 or args.warm_seconds < 0:
         print(
-            "held_probe: --probes, --connections and --repeats must be at least 1", file=sys.stderr
+            "held_probe: --probes, --connections and --repeats must be at least 1,"
+            " --warm-seconds at least 0",
+            file=sys.stderr,
         )
         return 2
     sizes = [int(float(mb) * 1e6) // 4 * 4 for mb in args.megabytes.split(",")]
@@ -99,7 +103,7 @@ def main() -> int:
         str(args.probes),
         str(args.connections),
         str(args.repeats),
-        str(args.warm),
+        str(args.warm_seconds),
     ]
     held = json.loads(on_two_hosts(args.network, RANK, argv)[0])
     for size in sizes:

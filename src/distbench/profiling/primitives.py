@@ -16,6 +16,7 @@ use these; nothing here imports any of them.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import queue as queue_module
@@ -279,41 +280,56 @@ HELD_PROBE_BYTES = 8 * MIB
 
 
 def held_on_connection(
-    rank: int, nbytes: int, repeats: int, answer: float, group: Any = None, warm: int = 1
+    rank: int,
+    nbytes: int,
+    repeats: int,
+    answer: float,
+    group: Any = None,
+    warm_seconds: float = 0.0,
 ) -> list[float]:
     """Bytes the kernel still held when each of ``repeats`` sends of ``nbytes`` to the
-    peer returned, over ``group``'s connection (the default group's where None), after
-    ``warm`` untimed sends of the same message, on rank 0's clock alone. The peer answers
-    each delivery with 4 bytes whose one-way time ``answer`` is taken off; the send's lead
-    on its delivery, at the rate the message itself crossed at, is what the buffer held.
-    Rank 1 returns []."""
+    peer returned, over ``group``'s connection (the default group's where None), on rank
+    0's clock alone. Untimed sends of the same message come first: one, and as many more
+    as take ``warm_seconds`` at the first one's pace (rank 0 counts them and tells rank
+    1). The peer answers each delivery with 4 bytes whose one-way time ``answer`` is taken
+    off; the send's lead on its delivery, at the rate the message itself crossed at, is
+    what the buffer held. Rank 1 returns []."""
     buffer, reply = flat_buffer(nbytes), flat_buffer(4)
-    held = []
-    for _ in range(warm + repeats):
+
+    def once() -> tuple[float, float]:
+        """(seconds from the send to the delivery, bytes held when the send returned)."""
         dist.barrier(group=group)
         if rank == 1:
             dist.recv(buffer, 0, group=group)
             dist.send(reply, 0, group=group)
-            continue
+            return 0.0, 0.0
         start = time.perf_counter()
         dist.send(buffer, 1, group=group)
         returned = time.perf_counter()
         dist.recv(reply, 1, group=group)
         delivered = time.perf_counter() - answer
         crossing = delivered - start
-        held.append(nbytes * min(1.0, max(0.0, delivered - returned) / crossing))
-    return held[warm:]
+        return crossing, nbytes * min(1.0, max(0.0, delivered - returned) / crossing)
+
+    first, _ = once()
+    count = torch.tensor([math.ceil(warm_seconds / first) if rank == 0 and first > 0 else 0])
+    dist.broadcast(count, 0, group=group)
+    for _ in range(min(int(count.item()), HELD_PROBE_MAX_WARM_SENDS)):
+        once()
+    held = [once()[1] for _ in range(repeats)]
+    return held if rank == 0 else []
 
 
 #: What a send buffer holds grows with its connection's own traffic (the kernel sizes a
-#: socket's buffer as its congestion window grows) and differs between connections of
-#: the same two hosts as much as between sends on one (``benchmarks/held_probe.py``: at
-#: 1 Gbit/s a fresh connection held 1.1-1.6 MB of 2.9 MB, one that had carried the
-#: message 20 times 1.5 or 2.1 MB). A run's connections carry the message every step, and
-#: a parameter server talks to every worker over a connection of its own, so the probe
-#: warms several connections with the message and averages them.
-HELD_PROBE_CONNECTIONS = 4
-HELD_PROBE_WARM_SENDS = 10
+#: socket's buffer as its congestion window grows, and never shrinks it) and differs
+#: between connections of the same two hosts (``benchmarks/held_probe.py``: at 1 Gbit/s
+#: fresh connections held 1.1-2.0 MB of 2.9 MB, connections that had carried the message
+#: for a second and a half 1.5-2.1 MB, and the mean of four such 1.9-2.1 MB). A run's
+#: connections carry the message every step, and a parameter server talks to every worker
+#: over a connection of its own, so the probe warms several and averages them.
+HELD_PROBE_CONNECTIONS = 6
+HELD_PROBE_WARM_SECONDS = 2.0
+HELD_PROBE_MAX_WARM_SENDS = 1000
 
 
 def send_held(
@@ -321,16 +337,16 @@ def send_held(
     nbytes: int,
     repeats: int,
     connections: int = HELD_PROBE_CONNECTIONS,
-    warm: int = HELD_PROBE_WARM_SENDS,
+    warm_seconds: float = HELD_PROBE_WARM_SECONDS,
 ) -> float:
     """Bytes the kernel held when a send of ``nbytes`` returned: the mean over
     ``connections`` fresh two-rank groups' connections of each one's median over
-    ``repeats`` sends, after ``warm`` untimed sends on it. Rank 1 returns 0."""
+    ``repeats`` sends, after ``warm_seconds`` of the message on it. Rank 1 returns 0."""
     answer = pingpong(rank, 4, repeats)
     per_connection = []
     for _ in range(connections):
         group = dist.new_group([0, 1])
-        held = held_on_connection(rank, nbytes, repeats, answer, group, warm)
+        held = held_on_connection(rank, nbytes, repeats, answer, group, warm_seconds)
         dist.barrier(group=group)  # gloo aborts a group torn down mid-message
         dist.destroy_process_group(group)
         per_connection.append(median(held) if held else 0.0)

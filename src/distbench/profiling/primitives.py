@@ -320,13 +320,13 @@ def held_on_connection(
     return held if rank == 0 else []
 
 
-#: What a send buffer holds grows with its connection's own traffic (the kernel sizes a
-#: socket's buffer as its congestion window grows, and never shrinks it) and differs
-#: between connections of the same two hosts (``benchmarks/held_probe.py``: at 1 Gbit/s
-#: fresh connections held 1.1-2.0 MB of 2.9 MB, connections that had carried the message
-#: for a second and a half 1.5-2.1 MB, and the mean of four such 1.9-2.1 MB). A run's
-#: connections carry the message every step, and a parameter server talks to every worker
-#: over a connection of its own, so the probe warms several and averages them.
+#: What a send buffer holds grows with its connection's own traffic (Linux sizes a socket's
+#: buffer as its congestion window grows, and never shrinks it) and differs between
+#: connections of the same two hosts, in levels (``benchmarks/held_probe.py`` at 1 Gbit/s:
+#: one fresh connection's median 1.12-1.64 MB of 2.9 MB over six probes; connections warmed
+#: for two seconds 1.12-2.15 MB each, and the mean of six of them 1.54-1.94 MB over five
+#: probes). A run's connections carry the message every step, and a parameter server talks
+#: to every worker over a connection of its own, so the probe warms several and averages.
 HELD_PROBE_CONNECTIONS = 6
 HELD_PROBE_WARM_SECONDS = 2.0
 HELD_PROBE_MAX_WARM_SENDS = 1000

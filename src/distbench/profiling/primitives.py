@@ -290,10 +290,10 @@ def held_on_connection(
     """Bytes the kernel still held when each of ``repeats`` sends of ``nbytes`` to the
     peer returned, over ``group``'s connection (the default group's where None), on rank
     0's clock alone. Untimed sends of the same message come first: one, and as many more
-    as take ``warm_seconds`` at the first one's pace (rank 0 counts them and tells rank
-    1). The peer answers each delivery with 4 bytes whose one-way time ``answer`` is taken
-    off; the send's lead on its delivery, at the rate the message itself crossed at, is
-    what the buffer held. Rank 1 returns []."""
+    as take ``warm_seconds`` at the first one's pace, at most ``HELD_PROBE_MAX_WARM_SENDS``
+    (rank 0 counts them and tells rank 1). The peer answers each delivery with 4 bytes
+    whose one-way time ``answer`` is taken off; the send's lead on its delivery, at the
+    rate the message itself crossed at, is what the buffer held. Rank 1 returns []."""
     buffer, reply = flat_buffer(nbytes), flat_buffer(4)
 
     def once() -> tuple[float, float]:
@@ -329,7 +329,10 @@ def held_on_connection(
 #: to every worker over a connection of its own, so the probe warms several and averages.
 HELD_PROBE_CONNECTIONS = 6
 HELD_PROBE_WARM_SECONDS = 2.0
-HELD_PROBE_MAX_WARM_SENDS = 1000
+#: At most this many warming sends: on loopback or a fast link two seconds are thousands of
+#: sends, and a profile takes the probe on every calibration (sixty sends of 2.9 MB were
+#: enough at 1 Gbit/s: ``held_probe.py``).
+HELD_PROBE_MAX_WARM_SENDS = 100
 
 
 def send_held(

@@ -463,6 +463,18 @@ def test_fit_clamps_negative_latency_and_rejects_bad_input() -> None:
         fit_latency_bandwidth([1000, 1000], [1e-3, 2e-3])
 
 
+def test_the_held_probe_warms_a_connection_for_its_time_within_a_cap() -> None:
+    from distbench.profiling.primitives import HELD_PROBE_MAX_WARM_SENDS, warming_sends
+
+    # 2.9 MB at 1 Gbit/s crosses in about 23 ms: two seconds are 87 sends
+    assert warming_sends(0.0232, 2.0) == 87
+    # on loopback a send takes a millisecond: the cap, not two thousand sends
+    assert warming_sends(0.001, 2.0) == HELD_PROBE_MAX_WARM_SENDS
+    # no warming asked, or a first send that took no measurable time: none
+    assert warming_sends(0.0232, 0.0) == 0
+    assert warming_sends(0.0, 2.0) == 0
+
+
 # --- stored profiles --------------------------------------------------------------------------
 
 

@@ -312,9 +312,9 @@ def held_on_connection(
         return crossing, nbytes * min(1.0, max(0.0, delivered - returned) / crossing)
 
     first, _ = once()
-    count = torch.tensor([math.ceil(warm_seconds / first) if rank == 0 and first > 0 else 0])
+    count = torch.tensor([warming_sends(first, warm_seconds) if rank == 0 else 0])
     dist.broadcast(count, 0, group=group)
-    for _ in range(min(int(count.item()), HELD_PROBE_MAX_WARM_SENDS)):
+    for _ in range(int(count.item())):
         once()
     held = [once()[1] for _ in range(repeats)]
     return held if rank == 0 else []
@@ -330,9 +330,17 @@ def held_on_connection(
 HELD_PROBE_CONNECTIONS = 6
 HELD_PROBE_WARM_SECONDS = 2.0
 #: At most this many warming sends: on loopback or a fast link two seconds are thousands of
-#: sends, and a profile takes the probe on every calibration (sixty sends of 2.9 MB were
-#: enough at 1 Gbit/s: ``held_probe.py``).
+#: sends, and a profile takes the probe on every calibration (two seconds at 1 Gbit/s are
+#: about 87 sends of 2.9 MB and 30 of 8 MiB, which the cap leaves alone).
 HELD_PROBE_MAX_WARM_SENDS = 100
+
+
+def warming_sends(first_seconds: float, warm_seconds: float) -> int:
+    """How many untimed sends warm a connection for ``warm_seconds`` when the first took
+    ``first_seconds``: at most ``HELD_PROBE_MAX_WARM_SENDS``, none where either is 0."""
+    if first_seconds <= 0 or warm_seconds <= 0:
+        return 0
+    return min(math.ceil(warm_seconds / first_seconds), HELD_PROBE_MAX_WARM_SENDS)
 
 
 def send_held(

@@ -1,15 +1,16 @@
-"""How does a central semaphore's prediction move with what a send holds? A what-if on
-stored runs.
+"""How does a semaphore's prediction move with what a send holds? A what-if on stored runs.
 
     python benchmarks/held_whatif.py STORE --model M [--held 2.49,2.0,1.5,1.3]
+    python benchmarks/held_whatif.py STORE --model M --servers sharded --held 2.5
 
-For every stored ok run of ``M`` with a central server behind the semaphore, the
-simulator's prediction (``simulated.simulate_run``, as ``validate --engine simulator``)
-against the measured time per step: with the newest profile as stored; with its
-weights' figure (``send_held_weight_bytes``) removed, so the large message's stands; and
-with the held bytes set to each of ``--held`` (MB; both figures). The profile's probe
-reading moves from profile to profile (docs/emulation.md), and this shows how far one
-server's prediction moves with it. Nothing here enters a prediction.
+For every stored ok run of ``M`` with a ``--servers`` server (central unless given)
+behind the semaphore, the simulator's prediction (``simulated.simulate_run``, as
+``validate --engine simulator``) against the measured time per step: with the newest
+profile as stored; with its weights' figure (``send_held_weight_bytes``) removed, so the
+large message's stands; and with the held bytes set to each of ``--held`` (MB; both
+figures). The profile's probe reading moves from profile to profile (docs/emulation.md),
+and this shows how far one server's prediction moves with it. Nothing here enters a
+prediction.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from distbench.predict.simulated import simulate_run
 from distbench.profiling.profiles import Profile, find_profile
 
 
-def errors(store: str, model: str, profile: Profile) -> list[str]:
-    """``strategy xN +e%`` of every central-semaphore run of ``model`` under ``profile``."""
+def errors(store: str, model: str, profile: Profile, servers: str) -> list[str]:
+    """``strategy xN +e%`` of every semaphore run of ``model`` with ``servers`` servers,
+    predicted from ``profile``."""
     query = (
         "select strategy, workers, config, step_time_median from runs"
         " where model = ? and status = 'ok' order by strategy, workers, created_at"
@@ -38,7 +40,7 @@ def errors(store: str, model: str, profile: Profile) -> list[str]:
     cells = []
     for strategy, workers, config, measured in rows:
         cfg = RunConfig.from_dict(json.loads(config))
-        if cfg.servers != "central" or not cfg.ps_semaphore:
+        if cfg.servers != servers or not cfg.ps_semaphore:
             continue
         predicted = simulate_run(case_of(cfg), profile).step_time
         cells.append(f"{strategy} x{workers} {(predicted / measured - 1) * 100:+.1f}%")
@@ -50,6 +52,7 @@ def main() -> int:
     parser.add_argument("store")
     parser.add_argument("--model", required=True)
     parser.add_argument("--held", default="", help="MB, comma-separated")
+    parser.add_argument("--servers", choices=("central", "sharded"), default="central")
     args = parser.parse_args()
     profile = find_profile(args.store, args.model) if Path(args.store).exists() else None
     if profile is None:
@@ -59,12 +62,13 @@ def main() -> int:
     weights_label = f"{of_weights / 1e6:.2f} MB" if of_weights else "none"
     print(f"{args.model}: the probe held {held / 1e6:.2f} MB of its large message,")
     print(f"{weights_label} of the weights' message")
-    print("  as stored:              " + "; ".join(errors(args.store, args.model, profile)))
+    store, model, servers = args.store, args.model, args.servers
+    print("  as stored:              " + "; ".join(errors(store, model, profile, servers)))
     large_only = replace(profile, send_held_weight_bytes=None)
-    print("  large message's figure: " + "; ".join(errors(args.store, args.model, large_only)))
+    print("  large message's figure: " + "; ".join(errors(store, model, large_only, servers)))
     for mb in [float(x) for x in args.held.split(",") if x]:
         what_if = replace(profile, send_held_bytes=mb * 1e6, send_held_weight_bytes=mb * 1e6)
-        cells = errors(args.store, args.model, what_if)
+        cells = errors(args.store, args.model, what_if, args.servers)
         print(f"  held {mb:.2f} MB:" + " " * 11 + "; ".join(cells))
     return 0
 

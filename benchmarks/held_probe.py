@@ -7,7 +7,7 @@ connections of the same two hosts, and so between two profiles' probes?
 Two emulated hosts, one gloo process each. For every size in ``--megabytes``, ``--probes``
 times over: open ``--connections`` fresh connections (two-rank gloo groups), send the
 message on each for ``--warm-seconds`` untimed, then time ``--repeats`` sends with
-``primitives.held_on_connection``, the probe the profile runs. It prints each
+``primitives.held_per_connection``, the probe the profile runs. It prints each
 connection's median held bytes, then how far apart two probes land: the spread of one
 connection's median against the spread of the mean over ``--connections``
 (``primitives.send_held``'s reading; ``--connections 1 --warm-seconds 0`` is the probe
@@ -29,24 +29,16 @@ PORT = 5608
 RANK = """
 import json, sys
 import torch.distributed as dist
-from distbench.profiling.primitives import held_on_connection, pingpong
+from distbench.profiling.primitives import held_per_connection
 rank, master = int(sys.argv[1]), sys.argv[2]
 sizes = [int(s) for s in sys.argv[3].split(",")]
 probes, connections, repeats = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 warm = float(sys.argv[7])
 dist.init_process_group("gloo", init_method=f"tcp://{master}:PORT", rank=rank, world_size=2)
-answer = pingpong(rank, 4, repeats)
-out = {}
-for size in sizes:
-    out[size] = []
-    for _ in range(probes):
-        probe = []
-        for _ in range(connections):
-            group = dist.new_group([0, 1])
-            probe.append(held_on_connection(rank, size, repeats, answer, group, warm))
-            dist.barrier(group=group)
-            dist.destroy_process_group(group)
-        out[size].append(probe)
+out = {
+    size: [held_per_connection(rank, size, repeats, connections, warm) for _ in range(probes)]
+    for size in sizes
+}
 if rank == 0:
     print(json.dumps(out), flush=True)
 dist.barrier()

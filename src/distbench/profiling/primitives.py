@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from statistics import median
+from statistics import fmean, median
 from typing import Any
 
 import torch
@@ -343,25 +343,34 @@ def warming_sends(first_seconds: float, warm_seconds: float) -> int:
     return min(math.ceil(warm_seconds / first_seconds), HELD_PROBE_MAX_WARM_SENDS)
 
 
-def send_held(
+def held_per_connection(
     rank: int,
     nbytes: int,
     repeats: int,
     connections: int = HELD_PROBE_CONNECTIONS,
     warm_seconds: float = HELD_PROBE_WARM_SECONDS,
-) -> float:
-    """Bytes the kernel held when a send of ``nbytes`` returned: the mean over
-    ``connections`` fresh two-rank groups' connections of each one's median over
-    ``repeats`` sends, after ``warm_seconds`` of the message on it. Rank 1 returns 0."""
+) -> list[list[float]]:
+    """``held_on_connection``'s sends on each of ``connections`` fresh two-rank groups'
+    connections between ranks 0 and 1, each warmed for ``warm_seconds`` first: one list
+    per connection on rank 0, empty lists on rank 1."""
     answer = pingpong(rank, 4, repeats)
     per_connection = []
     for _ in range(connections):
         group = dist.new_group([0, 1])
-        held = held_on_connection(rank, nbytes, repeats, answer, group, warm_seconds)
+        per_connection.append(
+            held_on_connection(rank, nbytes, repeats, answer, group, warm_seconds)
+        )
         dist.barrier(group=group)  # gloo aborts a group torn down mid-message
         dist.destroy_process_group(group)
-        per_connection.append(median(held) if held else 0.0)
-    return sum(per_connection) / connections if rank == 0 else 0.0
+    return per_connection
+
+
+def send_held(rank: int, nbytes: int, repeats: int) -> float:
+    """Bytes the kernel held when a send of ``nbytes`` returned: the mean over the
+    probe's warmed connections (``held_per_connection``) of each one's median over
+    ``repeats`` sends. Rank 1 returns 0."""
+    per_connection = held_per_connection(rank, nbytes, repeats)
+    return fmean(median(held) for held in per_connection) if rank == 0 else 0.0
 
 
 def link_measurements(rank: int, plan: LinkPlan) -> dict[str, list[float]]:

@@ -323,8 +323,8 @@ def held_on_connection(
 #: What a send buffer holds grows with its connection's own traffic (Linux sizes a socket's
 #: buffer as its congestion window grows, and never shrinks it) and differs between
 #: connections of the same two hosts, in levels (``benchmarks/held_probe.py`` at 1 Gbit/s:
-#: one fresh connection's median 1.12-1.64 MB of 2.9 MB over six probes; connections warmed
-#: for two seconds 1.12-2.15 MB each, and the mean of six of them 1.54-1.94 MB over five
+#: one fresh connection's median 0.98-1.64 MB of 2.9 MB over two runs of six probes; ones warmed
+#: for two seconds, 1.12-2.15 MB each, and the mean of six of them 1.54-1.94 MB over five
 #: probes). A run's connections carry the message every step, and a parameter server talks
 #: to every worker over a connection of its own, so the probe warms several and averages.
 HELD_PROBE_CONNECTIONS = 6

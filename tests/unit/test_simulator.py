@@ -17,10 +17,11 @@ from test_validate import make_profile
 from distbench.cli.main import main
 from distbench.config import RunConfig
 from distbench.errors import UserError
+from distbench.netem.spec import default_burst
 from distbench.predict import formulas as f
 from distbench.predict.core import case_of
 from distbench.predict.engines import predict
-from distbench.predict.simulated import simulate_case, simulate_run
+from distbench.predict.simulated import shaper_burst, simulate_case, simulate_run
 from distbench.profiling.profiles import kernel_send_buffer_max, save_profile
 from distbench.simulator import (
     ComputeDraws,
@@ -675,6 +676,25 @@ def test_latency_and_protocol_cost_join_every_transfer() -> None:
 def test_async_central_server_serializes_its_updates() -> None:
     slow = simulate(spec("async", 4, server_update=0.5, steps=50))
     assert slow.split["server"] > 0.5
+
+
+def test_an_admitted_async_push_waits_for_the_update_in_progress() -> None:
+    """Behind the central semaphore the pushes queue (compute is short against a push),
+    and the serve thread whose turn has come sends its go once the update of the gradient
+    before it has been applied: each turn takes a push and an update, four of them a step."""
+    short = ComputeDraws(grad=0.1, backward_share=2 / 3)
+    for update in (0.0, 0.2):
+        gated = simulate(spec("async", 4, compute=short, server_update=update, semaphore=True))
+        assert gated.step_time == pytest.approx(4 * (T_COMM + update))
+
+
+def test_a_fair_queued_link_lends_a_transfer_after_idle_nothing() -> None:
+    """A FIFO link's bucket passes a transfer after idle its bytes at once; a fair-queued
+    link's classes hold one frame, so the simulator gives its links no bucket."""
+    assert shaper_burst("bandwidth=1gbit") == default_burst(10**9) > 0
+    assert shaper_burst("bandwidth=1gbit,queue=fair") == 0.0
+    assert shaper_burst("bandwidth=100mbit,queue=fair") == 0.0
+    assert shaper_burst(None) == 0.0
 
 
 def test_an_async_step_is_the_one_the_throughput_implies() -> None:

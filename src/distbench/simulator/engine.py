@@ -425,20 +425,28 @@ class Admission:
     whose serve threads wake together, so the order is drawn anew at every unit, and a
     worker first at one unit may be last at the next (measured: the units' pull orders
     agree with a Kendall tau near 0.2–0.5, their push orders near 1;
-    ``benchmarks/admission_orders.py``)."""
+    ``benchmarks/admission_orders.py``).
+
+    An asynchronous central server applies each gradient under its write lock
+    (``update_lock``), and what a pull or an admitted push does first waits for the
+    update in progress: a pull copies the weights under the read lock, and the serve
+    thread a push's turn has come to sends the worker its go while the update holds
+    the interpreter (measured: the next push begins about when the last one's update
+    ends, ``benchmarks/server_transfers.py --handoffs``)."""
 
     cluster: Cluster
     pull_gate: simpy.Resource | None = None
     push_gate: simpy.Resource | None = None
     pull_units: list[simpy.Resource] = field(default_factory=list)
     push_units: list[simpy.Resource] = field(default_factory=list)
+    update_lock: simpy.Resource | None = None
     _racing: dict[int, list[Callable[[], None]]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, cluster: Cluster) -> Admission:
+    def of(cls, cluster: Cluster, update_lock: simpy.Resource | None = None) -> Admission:
         spec, env = cluster.spec, cluster.env
         if not spec.semaphore:
-            return cls(cluster)
+            return cls(cluster, update_lock=update_lock)
         if spec.servers == "sharded" and spec.workers <= EXACT_SHARD_FLOWS:
             units = range(spec.workers)
             return cls(
@@ -446,7 +454,7 @@ class Admission:
                 pull_units=[simpy.Resource(env, 1) for _ in units],
                 push_units=[simpy.Resource(env, 1) for _ in units],
             )
-        return cls(cluster, simpy.Resource(env, 1), simpy.Resource(env, 1))
+        return cls(cluster, simpy.Resource(env, 1), simpy.Resource(env, 1), update_lock=update_lock)
 
     def pull(
         self, ledger: Ledger, messages: list[Message], ready: list[simpy.Event] | None = None
@@ -458,7 +466,7 @@ class Admission:
         elif self.pull_gate is not None and self.cluster.spec.servers == "central":
             yield from self._central_pull(ledger, self.pull_gate, messages)
         else:
-            yield from self._gated(ledger, self.pull_gate, messages)
+            yield from self._gated(ledger, self.pull_gate, messages, after_update=True)
 
     def push(
         self,
@@ -472,18 +480,36 @@ class Admission:
         if self.push_units:
             yield from self._units_push(ledger, _with_bytes(messages), delivered, posted)
         else:
-            yield from self._gated(ledger, self.push_gate, messages)
+            # without a semaphore a push has no go to send: nothing waits for the update
+            gated = self.push_gate is not None
+            yield from self._gated(ledger, self.push_gate, messages, after_update=gated)
 
     def _gated(
-        self, ledger: Ledger, gate: simpy.Resource | None, messages: list[Message]
+        self,
+        ledger: Ledger,
+        gate: simpy.Resource | None,
+        messages: list[Message],
+        after_update: bool = False,
     ) -> Process:
         cluster = self.cluster
         if gate is None:
+            if after_update:
+                yield from self._update_applied(ledger)
             yield from cluster.send_messages(ledger, messages)
             return
         with gate.request() as admitted:
             yield from cluster.timed(ledger, "wait", admitted)
+            if after_update:
+                yield from self._update_applied(ledger)
             yield from cluster.send_messages(ledger, messages)
+
+    def _update_applied(self, ledger: Ledger) -> Process:
+        """Until the update in progress, and any queued for the lock before this moment,
+        has been applied (nothing without ``update_lock``)."""
+        if self.update_lock is None:
+            return
+        with self.update_lock.request() as turn:
+            yield from self.cluster.timed(ledger, "wait", turn)
 
     def _central_pull(
         self, ledger: Ledger, gate: simpy.Resource, messages: list[Message]
@@ -504,6 +530,7 @@ class Admission:
         held = min(size, holds)
         ticket = gate.request()
         yield from cluster.timed(ledger, "wait", ticket)
+        yield from self._update_applied(ledger)
         start = env.now
         if cluster.fixed_cost > 0:
             yield env.timeout(cluster.fixed_cost)
@@ -846,10 +873,10 @@ def _sync_ps(cluster: Cluster) -> None:
 def _async_ps(cluster: Cluster) -> None:
     spec, env = cluster.spec, cluster.env
     pulls, pushes = _server_messages(cluster)
-    admission = Admission.of(cluster)
     # the central server applies one gradient at a time (its write lock); sharded units
     # each update their own shard, beside the others
     lock = simpy.Resource(env, 1) if spec.servers == "central" else None
+    admission = Admission.of(cluster, update_lock=lock)
     update = _update_time(spec)
 
     def apply(ledger: Ledger) -> Process:

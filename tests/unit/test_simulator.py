@@ -170,6 +170,43 @@ def test_a_shaped_link_passes_its_refilled_bucket_to_a_transfer_that_finds_it_id
     assert FairLink(env, rate=100.0)._bucket() == 0.0  # no bucket: the fluid link as before
 
 
+def test_a_fair_queued_link_lends_its_bucket_only_to_transfers_that_join_others() -> None:
+    """Fair queues, 100 B/s and a 20 B bucket, full at the start: the first transfer finds
+    the link idle and passes nothing at once; the second joins it and passes the bucket's
+    20 B at once; the bucket refills while the link idles, a lone third again passes
+    nothing, and a fourth that joins it passes the refill."""
+    env = simpy.Environment()
+    link = FairLink(env, rate=100.0, burst=20.0, joiners_burst=True)
+    ends: dict[int, float] = {}
+
+    def transfer(i: int, start: float, size: float) -> Any:
+        yield env.timeout(start)
+        yield link.transfer(size)
+        ends[i] = env.now
+
+    for i, (start, size) in enumerate([(0.0, 100.0), (0.4, 40.0), (1.3, 100.0), (1.5, 10.0)]):
+        env.process(transfer(i, start, size))
+    env.run()
+    # the first alone at 100 B/s to 0.4 s (60 B left); the second's 20 B after its credit
+    # at 50 B/s end at 0.8 s, the first's last 40 B alone at 1.2 s; idle 0.1 s refills
+    # 10 B, which the third cannot use (it ends 1 s after it began) and the fourth's
+    # 10 B pass at once
+    assert ends == pytest.approx({0: 1.2, 1: 0.8, 2: 2.3, 3: 1.5})
+
+
+def test_fair_queued_links_are_told_apart_from_fifo_ones() -> None:
+    """The bucket is the network's behind either queue; only fair queues lend it to
+    transfers that join others."""
+    assert shaper_burst("bandwidth=1gbit,queue=fair") == default_burst(10**9) > 0
+    assert shaper_burst(None) == 0.0
+    cfg = RunConfig(model="lenet5", strategy="ps-async", workers=4, servers="central")
+    for queue, fair in (("fifo", False), ("fair", True)):
+        network = f"bandwidth=1gbit,queue={queue}"
+        profile = replace(make_profile(), network=network)
+        simulated = simulate_case(case_of(replace(cfg, network=network)), profile, steps=2)
+        assert simulated.spec.links.fair_queues is fair
+
+
 # --- the formulas, reproduced where their assumptions hold ------------------------------
 
 
@@ -686,15 +723,6 @@ def test_an_admitted_async_push_waits_for_the_update_in_progress() -> None:
     for update in (0.0, 0.2):
         gated = simulate(spec("async", 4, compute=short, server_update=update, semaphore=True))
         assert gated.step_time == pytest.approx(4 * (T_COMM + update))
-
-
-def test_a_fair_queued_link_lends_a_transfer_after_idle_nothing() -> None:
-    """A FIFO link's bucket passes a transfer after idle its bytes at once; a fair-queued
-    link's classes hold one frame, so the simulator gives its links no bucket."""
-    assert shaper_burst("bandwidth=1gbit") == default_burst(10**9) > 0
-    assert shaper_burst("bandwidth=1gbit,queue=fair") == 0.0
-    assert shaper_burst("bandwidth=100mbit,queue=fair") == 0.0
-    assert shaper_burst(None) == 0.0
 
 
 def test_an_async_step_is_the_one_the_throughput_implies() -> None:

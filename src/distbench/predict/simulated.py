@@ -108,41 +108,47 @@ def links_for(case: Case, profile: Profile, network: NetworkSpec | None) -> tupl
     (the point-to-point sweep's largest transfer). Behind another spec: the spec's line
     rates. On loopback: one weight transfer's measured rate (``t_comm``). The protocol's
     measured cost per transfer in every case, the shapers' bucket of the network in
-    effect (none on loopback), and the kernel's cap on a socket's send buffer (the
+    effect (none on loopback; behind fair queues, lent only to transfers that join
+    others), and the kernel's cap on a socket's send buffer (the
     profile's, or this machine's for a profile from before it was recorded)."""
     latency = network.delay_s or 0.0 if network is not None else 0.0
+    in_effect = network if network is not None else _parsed(profile.network)
     common = {
         "latency": latency,
         "transfer_overhead": profile.ps_overhead or 0.0,
-        "burst": shaper_burst(network if network is not None else profile.network),
+        "burst": shaper_burst(in_effect),
         "send_buffer_max": float(profile.send_buffer_max or kernel_send_buffer_max()),
         "send_held": float(profile.send_held_bytes or 0.0),
         "send_held_weights": float(profile.send_held_weight_bytes or 0.0),
     }
+    fair = in_effect is not None and in_effect.queue == "fair"
     if network is not None and (profile.network is None or _differs(profile.network, network)):
         up = (network.up_bit_s or network.rate_bit_s or 0) / 8
         down = (network.down_bit_s or network.rate_bit_s or 0) / 8
         if up <= 0 or down <= 0:
             raise UserError(f"the simulator needs a bandwidth in --network {network.text!r}")
-        return Links(up, down, **common), f"{network.describe()} line rate"
+        return Links(up, down, fair_queues=fair, **common), f"{network.describe()} line rate"
     if profile.network is not None:
         rate = sustained_rate(profile)
         label = f"{rate * 8 / 1e6:.0f} Mbit/s sustained (profile)"
     else:
         rate = profile.weight_bytes / profile.t_comm
         label = f"loopback, {rate / 1e6:.0f} MB/s (t_comm)"
-    return Links(rate, rate, **common), label
+    return Links(rate, rate, fair_queues=fair, **common), label
+
+
+def _parsed(network: str | None) -> NetworkSpec | None:
+    return parse_network(network) if network else None
 
 
 def shaper_burst(network: NetworkSpec | str | None) -> float:
-    """What a transfer that finds a shaped link of ``network`` idle passes at once (bytes):
-    a FIFO link's token bucket; nothing on loopback, and nothing behind fair queues, where
-    each peer's class holds one frame of tokens and the parent's bucket lends a lone
-    transfer nothing (measured: a 2.9 MB message took as long after 250 ms idle as after
-    none at 100 Mbit/s and 1 Gbit/s, against 1.1-1.4 ms less behind the FIFO link's 250 kB
-    bucket at 1 Gbit/s; ``benchmarks/idle_burst.py``)."""
+    """The token bucket of each shaped link of ``network`` (bytes; 0 on loopback). Behind
+    fair queues it is the parent class's, which transfers in flight together draw on but
+    a lone one cannot (``Links.fair_queues``; measured: a 2.9 MB message took as long
+    after 250 ms idle as after none at 100 Mbit/s and 1 Gbit/s fair, and 1.2 ms less
+    behind the FIFO link's 250 kB bucket at 1 Gbit/s, ``benchmarks/idle_burst.py``)."""
     spec = parse_network(network) if isinstance(network, str) else network
-    if spec is None or spec.rate_bit_s is None or spec.queue == "fair":
+    if spec is None or spec.rate_bit_s is None:
         return 0.0
     return float(spec.burst_for(spec.rate_bit_s))
 

@@ -127,7 +127,10 @@ class Cluster:
 
     def link(self, name: str, rate: float, cap: float | None = None) -> FairLink:
         if name not in self.links:
-            self.links[name] = FairLink(self.env, rate, cap, name, self.spec.links.burst)
+            links = self.spec.links
+            self.links[name] = FairLink(
+                self.env, rate, cap, name, links.burst, joiners_burst=links.fair_queues
+            )
         return self.links[name]
 
     def timed(self, ledger: Ledger, part: str, event: simpy.Event) -> Process:

@@ -5,7 +5,13 @@ are in flight each moves ``min(cap, rate / k)`` bytes per second, so a transfer'
 stretches as others join and shrinks as they leave (the fluid model of TCP flows sharing
 a bottleneck fairly; docs/simulator.md). A shaped link has a token bucket (``burst``):
 a transfer that finds the link idle passes what the bucket refilled while it was idle
-(at the link's rate, at most ``burst``) at once, as ``tc``'s shapers let it. Every
+(at the link's rate, at most ``burst``) at once, as ``tc``'s FIFO shaper (tbf) lets it.
+Behind fair queues (``joiners_burst``) a lone transfer cannot use the bucket — each
+peer's class may send at most the link's rate — but transfers in flight together may,
+for a while, pass more than the rate between them from the parent class's bucket: the
+bucket refilled while the link idled passes, at once, to transfers that join a busy
+link, until it is spent (``benchmarks/idle_burst.py``, ``test_multihost``'s fair-queue
+burst test). Every
 transfer in this model crosses exactly one shared link, so all its transfers move at one
 common speed, and the link keeps one number, ``served``: the bytes every transfer in
 flight has received since the link was created. A transfer of ``b`` bytes that joins at
@@ -50,7 +56,9 @@ class FairLink:
     cap: float | None = None
     name: str = ""
     burst: float = 0.0
+    joiners_burst: bool = False
     use: LinkUse = field(default_factory=LinkUse)
+    _tokens: float = 0.0  # the bucket when the link last went busy (fair queues), or 0
     _served: float = 0.0
     _updated: float = 0.0
     _idle_since: float = -math.inf
@@ -82,7 +90,7 @@ class FairLink:
             done.succeed()
             return done
         self._advance()
-        free = self._bucket() if not self._ends else 0.0
+        free = self._joining_credit(nbytes) if self.joiners_burst else self._idle_credit()
         head = self._ends[0] if self._ends else None
         mark = self._served + max(0.0, nbytes - free) / weight
         heapq.heappush(self._ends, (mark, self._sequence, done, weight))
@@ -100,11 +108,26 @@ class FairLink:
         return done
 
     def _bucket(self) -> float:
-        """Bytes the shaper's bucket holds for a transfer that finds the link idle: refilled
-        at the link's rate since it went idle, at most ``burst`` (they pass at once)."""
+        """Bytes the shaper's bucket holds once the link has idled since ``_idle_since``:
+        what it kept, refilled at the link's rate, at most ``burst``."""
         if self.burst <= 0:
             return 0.0
-        return min(self.burst, self.rate * (self.env.now - self._idle_since))
+        return min(self.burst, self._tokens + self.rate * (self.env.now - self._idle_since))
+
+    def _idle_credit(self) -> float:
+        """FIFO: a transfer that finds the link idle passes the bucket at once."""
+        return self._bucket() if not self._ends else 0.0
+
+    def _joining_credit(self, nbytes: float) -> float:
+        """Fair queues: a transfer that finds the link idle passes nothing at once, and the
+        bucket stays as it is while the link runs at its rate; one that joins a busy
+        link passes what is left of it, up to its own bytes."""
+        if not self._ends:
+            self._tokens = self._bucket()
+            return 0.0
+        free = min(self._tokens, nbytes)
+        self._tokens -= free
+        return free
 
     def _advance(self) -> None:
         now = self.env.now

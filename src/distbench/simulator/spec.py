@@ -84,6 +84,9 @@ class Links:
     #: Bytes a shaped link lets through at once after it has been idle (its shaper's token
     #: bucket, refilled at the link's rate while idle); 0: no bucket (loopback).
     burst: float = 0.0
+    #: Fair-queued links: a lone transfer cannot use the bucket; transfers that join a
+    #: busy link pass what it holds (``links.FairLink``).
+    fair_queues: bool = False
     #: How unequally transfers that overlap share a link: each transfer's part of the rate
     #: is weighted by a draw from [1 - u, 1 + u] (0: exactly equal shares, the fluid model).
     unfairness: float = 0.0

@@ -434,8 +434,9 @@ class Admission:
     (``update_lock``), and what a pull or an admitted push does first waits for the
     update in progress: a pull copies the weights under the read lock, and the serve
     thread a push's turn has come to sends the worker its go while the update holds
-    the interpreter (measured: the next push begins about when the last one's update
-    ends, ``benchmarks/server_transfers.py --handoffs``)."""
+    the interpreter and a core (measured, ``benchmarks/server_transfers.py --handoffs``:
+    squeezenet's next go starts about when the last update ends; a larger model's
+    1.0-1.7 ms into its 4-5 ms update, so for those the wait here is too long)."""
 
     cluster: Cluster
     pull_gate: simpy.Resource | None = None

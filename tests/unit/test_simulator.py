@@ -715,14 +715,22 @@ def test_async_central_server_serializes_its_updates() -> None:
     assert slow.split["server"] > 0.5
 
 
-def test_an_admitted_async_push_waits_for_the_update_in_progress() -> None:
-    """Behind the central semaphore the pushes queue (compute is short against a push),
-    and the serve thread whose turn has come sends its go once the update of the gradient
-    before it has been applied: each turn takes a push and an update, four of them a step."""
+def test_an_async_pull_waits_for_the_update_in_progress() -> None:
+    """Two workers in a convoy behind a central server whose update (3 s) outlasts a
+    pull: they pull and push together (2 s each on the shared links), compute 2 s, and
+    the updates run one after the other; the first worker's next pull waits for the
+    second's update under the read lock, so they pull together again 12 s after they
+    began. (Were the pull not to wait, each worker's cycle would be 7 s.)"""
+    assert simulate(spec("async", 2, server_update=3.0)).step_time == pytest.approx(12.0)
+
+
+def test_a_queued_async_push_does_not_wait_for_the_update() -> None:
+    """Behind the central semaphore the pushes queue (compute is short against a push)
+    and go back to back, whatever update runs beside them: four a step."""
     short = ComputeDraws(grad=0.1, backward_share=2 / 3)
     for update in (0.0, 0.2):
         gated = simulate(spec("async", 4, compute=short, server_update=update, semaphore=True))
-        assert gated.step_time == pytest.approx(4 * (T_COMM + update))
+        assert gated.step_time == pytest.approx(4 * T_COMM)
 
 
 def test_an_async_step_is_the_one_the_throughput_implies() -> None:

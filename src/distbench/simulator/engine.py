@@ -431,12 +431,12 @@ class Admission:
     ``benchmarks/admission_orders.py``).
 
     An asynchronous central server applies each gradient under its write lock
-    (``update_lock``), and what a pull or an admitted push does first waits for the
-    update in progress: a pull copies the weights under the read lock, and the serve
-    thread a push's turn has come to sends the worker its go while the update holds
-    the interpreter and a core (measured, ``benchmarks/server_transfers.py --handoffs``:
-    squeezenet's next go starts about when the last update ends; a larger model's
-    1.0-1.7 ms into its 4-5 ms update, so for those the wait here is too long)."""
+    (``update_lock``), and a pull waits for the update in progress: it copies the
+    weights under the read lock. The go of a push whose turn has come behind the
+    semaphore is sent by a serve thread while the update runs, and waits for part of
+    it (``benchmarks/server_transfers.py --handoffs``: squeezenet's next go starts about
+    when its 1 ms update ends, a larger model's 0.9-1.7 ms into its 3-5 ms update); no
+    two-process measurement gives that part, so the simulator leaves the wait out."""
 
     cluster: Cluster
     pull_gate: simpy.Resource | None = None
@@ -484,9 +484,9 @@ class Admission:
         if self.push_units:
             yield from self._units_push(ledger, _with_bytes(messages), delivered, posted)
         else:
-            # without a semaphore a push has no go to send: nothing waits for the update
-            gated = self.push_gate is not None
-            yield from self._gated(ledger, self.push_gate, messages, after_update=gated)
+            # the go of a queued push waits for part of an update in progress at most
+            # (see the class): left out, as a pull's wait for the read lock is not
+            yield from self._gated(ledger, self.push_gate, messages)
 
     def _gated(
         self,

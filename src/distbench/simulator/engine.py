@@ -470,7 +470,9 @@ class Admission:
         elif self.pull_gate is not None and self.cluster.spec.servers == "central":
             yield from self._central_pull(ledger, self.pull_gate, messages)
         else:
-            yield from self._gated(ledger, self.pull_gate, messages, after_update=True)
+            # only a central server without the semaphore has an update lock here
+            yield from self._update_applied(ledger)
+            yield from self._gated(ledger, self.pull_gate, messages)
 
     def push(
         self,
@@ -489,22 +491,14 @@ class Admission:
             yield from self._gated(ledger, self.push_gate, messages)
 
     def _gated(
-        self,
-        ledger: Ledger,
-        gate: simpy.Resource | None,
-        messages: list[Message],
-        after_update: bool = False,
+        self, ledger: Ledger, gate: simpy.Resource | None, messages: list[Message]
     ) -> Process:
         cluster = self.cluster
         if gate is None:
-            if after_update:
-                yield from self._update_applied(ledger)
             yield from cluster.send_messages(ledger, messages)
             return
         with gate.request() as admitted:
             yield from cluster.timed(ledger, "wait", admitted)
-            if after_update:
-                yield from self._update_applied(ledger)
             yield from cluster.send_messages(ledger, messages)
 
     def _update_applied(self, ledger: Ledger) -> Process:
